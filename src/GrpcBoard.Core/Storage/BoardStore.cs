@@ -1,0 +1,115 @@
+using GrpcBoard.Core.Model;
+
+namespace GrpcBoard.Core.Storage;
+
+/// <summary>
+/// The narrow contract both stores implement. A store keeps records, indexes and the event log, and
+/// runs transactions atomically per workflow; it holds no coordination rules. Every write is a
+/// <see cref="EventRecord"/> appended to a transaction: one change, one revision, one event, so no
+/// state change can happen without its event.
+/// </summary>
+public interface IBoardStore : IAsyncDisposable
+{
+    /// <summary>
+    /// Runs <paramref name="body"/> against a consistent view of one workflow and commits the changes it
+    /// appended, all or none. Returns only once the commit is durable (and, for a body that changes
+    /// nothing, once everything it observed is durable). A store may run the body more than once
+    /// (optimistic concurrency), so the body must have no effect other than through the transaction.
+    /// Throws <see cref="BoardException"/> with StoreUnavailable when the store cannot commit.
+    /// </summary>
+    Task<TxnResult<T>> ExecuteAsync<T>(string workflowId, Func<IWorkflowTransaction, ValueTask<T>> body, CancellationToken cancellationToken);
+
+    /// <summary>Workflows ordered by id, after <paramref name="afterId"/>, optionally in one status.</summary>
+    ValueTask<IReadOnlyList<WorkflowSummary>> ListWorkflowsAsync(WorkflowStatus? status, string? afterId, int limit, CancellationToken cancellationToken);
+
+    /// <summary>
+    /// Durable events of a workflow from <paramref name="fromRevision"/> (inclusive), oldest first, at most
+    /// <paramref name="limit"/>. Never returns an event that is not yet durable.
+    /// </summary>
+    ValueTask<EventPage> ReadEventsAsync(string workflowId, long fromRevision, int limit, CancellationToken cancellationToken);
+
+    /// <summary>Timers due at <paramref name="now"/>, earliest first, across all workflows.</summary>
+    ValueTask<IReadOnlyList<DueTimer>> GetDueTimersAsync(DateTimeOffset now, int limit, CancellationToken cancellationToken);
+
+    /// <summary>True when the store can take commits now (for health checks).</summary>
+    ValueTask<bool> CheckHealthAsync(CancellationToken cancellationToken);
+}
+
+/// <summary>The view and the write buffer of one transaction.</summary>
+public interface IWorkflowTransaction
+{
+    string WorkflowId { get; }
+
+    /// <summary>The workflow, including changes appended so far; null if it does not exist.</summary>
+    WorkflowRecord? Workflow { get; }
+
+    /// <summary>The head revision before this transaction: 0 for an id never used; kept across delete.</summary>
+    long HeadRevision { get; }
+
+    /// <summary>Committed task counts (not including this transaction's changes).</summary>
+    TaskCounts Counts { get; }
+
+    ValueTask<TaskRecord?> GetTaskAsync(string taskId);
+
+    /// <summary>
+    /// READY tasks a worker with these skills may take, best first (see <c>TaskIndexing.CompareReady</c>).
+    /// A store may return equally ranked tasks in another order to spread concurrent claimers.
+    /// </summary>
+    ValueTask<IReadOnlyList<TaskRecord>> GetReadyTasksAsync(IReadOnlyCollection<string> workerSkills, int limit);
+
+    /// <summary>Ids of the tasks whose depends_on names <paramref name="taskId"/>.</summary>
+    ValueTask<IReadOnlyList<string>> GetDependentsAsync(string taskId);
+
+    /// <summary>Tasks ordered by id after <paramref name="afterId"/>, optionally in one state.</summary>
+    ValueTask<IReadOnlyList<TaskRecord>> ListTasksAsync(TaskState? state, string? afterId, int limit);
+
+    ValueTask<NoteRecord?> GetNoteAsync(string key);
+
+    /// <summary>Notes ordered by key (ordinal), with the prefix, after <paramref name="afterKey"/>.</summary>
+    ValueTask<IReadOnlyList<NoteRecord>> ListNotesAsync(string prefix, string? afterKey, int limit);
+
+    /// <summary>
+    /// Records one change. Its snapshot (task, note or workflow) becomes the stored record: NOTE_DELETED and
+    /// NOTE_EXPIRED remove the note, WORKFLOW_DELETED removes the workflow with everything in it. The
+    /// store assigns the revision and sets the snapshot's ModRevision to it.
+    /// </summary>
+    void Append(EventRecord change);
+}
+
+/// <summary>What a committed transaction produced.</summary>
+/// <param name="Value">The body's return value.</param>
+/// <param name="Revision">The workflow's head revision after the commit (or as observed, if nothing changed).</param>
+/// <param name="Events">The committed changes with revisions and ModRevisions assigned.</param>
+public sealed record TxnResult<T>(T Value, long Revision, IReadOnlyList<EventRecord> Events)
+{
+    /// <summary>The task as its last change in this transaction left it, or null if it did not change.</summary>
+    public TaskRecord? LastTask(string taskId)
+    {
+        for (var i = Events.Count - 1; i >= 0; i--)
+        {
+            if (Events[i].Task is { } t && t.Id == taskId)
+            {
+                return t;
+            }
+        }
+
+        return null;
+    }
+}
+
+public sealed record WorkflowSummary(WorkflowRecord Workflow, TaskCounts Counts, long Revision);
+
+/// <param name="WorkflowExists">False when the workflow does not exist (events is then empty).</param>
+/// <param name="HeadRevision">The workflow's durable head revision.</param>
+/// <param name="OldestRevision">The oldest revision a reader may ask for; everything from it to the head is retained.</param>
+public sealed record EventPage(bool WorkflowExists, long HeadRevision, long OldestRevision, IReadOnlyList<EventRecord> Events);
+
+public enum TimerKind
+{
+    LeaseExpiry = 1,
+    BackoffEnd = 2,
+    NoteExpiry = 3,
+}
+
+/// <summary>Something that waits on the clock: a lease, a backoff, a note's TTL.</summary>
+public readonly record struct DueTimer(string WorkflowId, TimerKind Kind, string Id, DateTimeOffset Due);

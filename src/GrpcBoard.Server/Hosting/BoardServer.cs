@@ -1,0 +1,208 @@
+using System.Net;
+using GrpcBoard.Api.V1;
+using Task = System.Threading.Tasks.Task;
+using GrpcBoard.Core;
+using GrpcBoard.Core.Events;
+using GrpcBoard.Core.Storage;
+using GrpcBoard.Core.Watch;
+using GrpcBoard.Server.Mapping;
+using GrpcBoard.Server.Protocol.Health;
+using GrpcBoard.Server.Services;
+using GrpcBoard.Store.Embedded;
+using GrpcBoard.Wire;
+using GrpcBoard.Wire.Server;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Hosting;
+using Microsoft.AspNetCore.Hosting.Server;
+using Microsoft.AspNetCore.Hosting.Server.Features;
+using Microsoft.AspNetCore.Server.Kestrel.Core;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+
+namespace GrpcBoard.Server.Hosting;
+
+/// <summary>What tests (and embedders) may substitute when starting a server.</summary>
+public sealed class BoardServerOverrides
+{
+    public TimeProvider? TimeProvider { get; init; }
+    public BoardLimits? Limits { get; init; }
+    public WatchOptions? WatchOptions { get; init; }
+
+    /// <summary>Builds the store instead of the settings' choice (fault injection, a shared Redis fixture).</summary>
+    public Func<EventHub, IBoardStore>? StoreFactory { get; init; }
+
+    /// <summary>Configures logging; null logs to the console at the settings' level.</summary>
+    public Action<ILoggingBuilder>? Logging { get; init; }
+
+    /// <summary>Adds stores beyond embedded and memory (the Redis store registers itself through this).</summary>
+    public Func<ServerSettings, EventHub, ILoggerFactory, IBoardStore?>? ExtraStores { get; init; }
+}
+
+/// <summary>
+/// A running GrpcBoard server: the store, the coordinator, the timer loop and a Kestrel endpoint that
+/// speaks gRPC over HTTP/2 (h2c, or h2 over TLS when a certificate is configured).
+/// </summary>
+public sealed class BoardServer : IAsyncDisposable
+{
+    private readonly WebApplication _app;
+    private readonly CancellationTokenSource _stopping;
+    private readonly Task _timers;
+
+    private BoardServer(WebApplication app, IBoardStore store, Coordinator coordinator, EventHub hub, TimerLoop timerLoop, CancellationTokenSource stopping, Task timers, Uri address)
+    {
+        _app = app;
+        Store = store;
+        Coordinator = coordinator;
+        Hub = hub;
+        TimerLoop = timerLoop;
+        _stopping = stopping;
+        _timers = timers;
+        Address = address;
+    }
+
+    public Uri Address { get; }
+
+    public IBoardStore Store { get; }
+
+    public Coordinator Coordinator { get; }
+
+    public EventHub Hub { get; }
+
+    public TimerLoop TimerLoop { get; }
+
+    public static async Task<BoardServer> StartAsync(ServerSettings settings, BoardServerOverrides? overrides = null, CancellationToken cancellationToken = default)
+    {
+        overrides ??= new BoardServerOverrides();
+        settings.Validate();
+        var time = overrides.TimeProvider ?? TimeProvider.System;
+        var builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions { Args = [], ContentRootPath = Directory.GetCurrentDirectory() });
+        builder.Logging.ClearProviders();
+        if (overrides.Logging is { } configureLogging)
+        {
+            configureLogging(builder.Logging);
+        }
+        else
+        {
+            builder.Logging.AddSimpleConsole(o =>
+            {
+                o.SingleLine = true;
+                o.TimestampFormat = "HH:mm:ss.fff ";
+            });
+            builder.Logging.SetMinimumLevel(Enum.Parse<LogLevel>(settings.LogLevel, ignoreCase: true));
+            builder.Logging.AddFilter("Microsoft", LogLevel.Warning);
+        }
+
+        builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = TimeSpan.FromSeconds(5));
+        builder.WebHost.ConfigureKestrel(kestrel => ConfigureKestrel(kestrel, settings));
+        var app = builder.Build();
+        var loggers = app.Services.GetRequiredService<ILoggerFactory>();
+
+        var hub = new EventHub();
+        var store = overrides.StoreFactory?.Invoke(hub) ?? CreateStore(settings, hub, loggers, overrides);
+        var coordinator = new Coordinator(store, hub, time, overrides.Limits ?? new BoardLimits(), overrides.WatchOptions);
+        var stopping = new CancellationTokenSource();
+        var registry = new GrpcServiceRegistry();
+        new BoardServiceHandlers(coordinator, time, stopping.Token).Register(registry);
+        new HealthService(store, time).Register(registry);
+        new ReflectionService([BoardServiceReflection.Descriptor.Services[0], HealthReflection.Descriptor.Services[0]]).Register(registry);
+        var endpoint = registry.Build(new GrpcServerOptions
+        {
+            MaxReceiveMessageSize = settings.MaxMessageBytes,
+            ResponseCompression = settings.Gzip ? GzipCompressionProvider.Instance : null,
+            EnableDetailedErrors = settings.DetailedErrors,
+            TimeProvider = time,
+            ExceptionMapper = ErrorTable.Map,
+        }, loggers.CreateLogger("GrpcBoard.Wire"));
+        app.Run(endpoint.HandleAsync);
+
+        try
+        {
+            await app.StartAsync(cancellationToken);
+        }
+        catch
+        {
+            await store.DisposeAsync();
+            await app.DisposeAsync();
+            throw;
+        }
+
+        var timerLoop = new TimerLoop(store, coordinator, time, loggers.CreateLogger<TimerLoop>())
+        {
+            PollInterval = TimeSpan.FromMilliseconds(settings.TimerPollMilliseconds),
+        };
+        var timers = Task.Run(() => timerLoop.RunAsync(stopping.Token), CancellationToken.None);
+        var address = new Uri(app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First());
+        return new BoardServer(app, store, coordinator, hub, timerLoop, stopping, timers, address);
+    }
+
+    /// <summary>Completes when the process is asked to stop (Ctrl+C, SIGTERM).</summary>
+    public Task WaitForShutdownAsync(CancellationToken cancellationToken = default) => _app.WaitForShutdownAsync(cancellationToken);
+
+    public async ValueTask DisposeAsync()
+    {
+        // Ending watches and waiting claims first lets Kestrel drain quickly; clients resume elsewhere.
+        await _stopping.CancelAsync();
+        await _app.StopAsync();
+        await _timers;
+        await _app.DisposeAsync();
+        await Store.DisposeAsync();
+        _stopping.Dispose();
+    }
+
+    private static IBoardStore CreateStore(ServerSettings settings, EventHub hub, ILoggerFactory loggers, BoardServerOverrides overrides)
+    {
+        if (overrides.ExtraStores?.Invoke(settings, hub, loggers) is { } extra)
+        {
+            return extra;
+        }
+
+        return settings.Store switch
+        {
+            "embedded" => new EmbeddedStore(new EmbeddedStoreOptions
+            {
+                DataDirectory = settings.DataDirectory,
+                MaxEventsPerWorkflow = settings.MaxEventsPerWorkflow,
+                Synchronous = settings.Synchronous,
+            }, hub),
+            "memory" => new EmbeddedStore(new EmbeddedStoreOptions { MaxEventsPerWorkflow = settings.MaxEventsPerWorkflow }, hub),
+            _ => throw new ArgumentException($"Store '{settings.Store}' is not available in this build."),
+        };
+    }
+
+    private static void ConfigureKestrel(KestrelServerOptions kestrel, ServerSettings settings)
+    {
+        kestrel.AddServerHeader = false;
+        kestrel.Limits.Http2.MaxStreamsPerConnection = settings.MaxStreamsPerConnection;
+        // Larger windows than Kestrel's defaults: many concurrent calls share one connection.
+        kestrel.Limits.Http2.InitialConnectionWindowSize = 4 * 1024 * 1024;
+        kestrel.Limits.Http2.InitialStreamWindowSize = 1024 * 1024;
+        // Watch streams send nothing for long stretches by design; gRPC has its own keepalive.
+        kestrel.Limits.MinRequestBodyDataRate = null;
+        kestrel.Limits.MinResponseDataRate = null;
+        kestrel.Limits.KeepAliveTimeout = TimeSpan.FromMinutes(10);
+
+        void Endpoint(ListenOptions listen)
+        {
+            if (settings.TlsCertificate is { } certificate)
+            {
+                listen.Protocols = HttpProtocols.Http1AndHttp2;
+                listen.UseHttps(certificate, settings.TlsCertificatePassword);
+            }
+            else
+            {
+                // h2c with prior knowledge: what gRPC clients speak over plain TCP.
+                listen.Protocols = HttpProtocols.Http2;
+            }
+        }
+
+        if (settings.Host is "localhost")
+        {
+            kestrel.ListenLocalhost(settings.Port, Endpoint);
+        }
+        else
+        {
+            kestrel.Listen(IPAddress.Parse(settings.Host), settings.Port, Endpoint);
+        }
+    }
+}

@@ -1,0 +1,119 @@
+using System.Globalization;
+using System.Text;
+using Microsoft.Extensions.Configuration;
+
+namespace GrpcBoard.Server.Hosting;
+
+/// <summary>
+/// Every server setting, with its default, stated once. Each can come from the command line
+/// (--port 50051), an environment variable (GRPCBOARD_PORT=50051) or appsettings.json
+/// ({"GrpcBoard": {"Port": 50051}}); the command line wins, then the environment, then the file.
+/// </summary>
+public sealed class ServerSettings
+{
+    public string Host { get; set; } = "127.0.0.1";
+    public int Port { get; set; } = 50051;
+    public string Store { get; set; } = "embedded";
+    public string DataDirectory { get; set; } = "./data";
+    public string Redis { get; set; } = "127.0.0.1:6379";
+    public string Synchronous { get; set; } = "FULL";
+    public int MaxEventsPerWorkflow { get; set; } = 100_000;
+    public int MaxMessageBytes { get; set; } = 4 * 1024 * 1024;
+    public string? TlsCertificate { get; set; }
+    public string? TlsCertificatePassword { get; set; }
+    public bool Gzip { get; set; }
+    public bool DetailedErrors { get; set; }
+    public int MaxStreamsPerConnection { get; set; } = 1000;
+    public int TimerPollMilliseconds { get; set; } = 100;
+    public string LogLevel { get; set; } = "Information";
+
+    /// <summary>The options table: switch, property, environment variable, description.</summary>
+    public static readonly IReadOnlyList<Option> Options =
+    [
+        new("--host", nameof(Host), "Address to listen on (127.0.0.1 keeps the board private to this machine)."),
+        new("--port", nameof(Port), "TCP port; 0 picks a free one and prints it."),
+        new("--store", nameof(Store), "embedded (durable, one directory), memory (nothing kept), or redis."),
+        new("--data", nameof(DataDirectory), "Directory of the embedded store."),
+        new("--redis", nameof(Redis), "Redis address for --store redis (host:port)."),
+        new("--synchronous", nameof(Synchronous), "Embedded store durability: FULL fsyncs every commit; NORMAL survives crashes but not power loss."),
+        new("--history", nameof(MaxEventsPerWorkflow), "Events retained per workflow for Watch resumption."),
+        new("--max-message-bytes", nameof(MaxMessageBytes), "Largest request message accepted."),
+        new("--tls-cert", nameof(TlsCertificate), "PKCS#12 (.pfx) certificate: serve h2 over TLS instead of h2c."),
+        new("--tls-password", nameof(TlsCertificatePassword), "Password of the --tls-cert file."),
+        new("--gzip", nameof(Gzip), "Compress responses with gzip for clients that accept it (true/false)."),
+        new("--detailed-errors", nameof(DetailedErrors), "Send unexpected exception messages to clients (true/false)."),
+        new("--max-streams", nameof(MaxStreamsPerConnection), "HTTP/2 streams per connection (long Watch streams count)."),
+        new("--timer-poll-ms", nameof(TimerPollMilliseconds), "How often expired leases, backoffs and note TTLs are looked for."),
+        new("--log-level", nameof(LogLevel), "Trace, Debug, Information, Warning, Error."),
+    ];
+
+    public const string Section = "GrpcBoard";
+
+    /// <summary>Reads settings from appsettings.json, GRPCBOARD_* variables and the command line.</summary>
+    public static ServerSettings Load(string[] args, string? baseDirectory = null)
+    {
+        var switches = Options.ToDictionary(o => o.Switch, o => $"{Section}:{o.Property}", StringComparer.OrdinalIgnoreCase);
+        foreach (var arg in args.Where(a => a.StartsWith("--", StringComparison.Ordinal)))
+        {
+            var name = arg.Split('=', 2)[0];
+            if (!switches.ContainsKey(name))
+            {
+                throw new ArgumentException($"Unknown option '{name}'. Run with --help to list the options.");
+            }
+        }
+
+        var environment = Options
+            .Select(o => (Key: $"{Section}:{o.Property}", Value: Environment.GetEnvironmentVariable(o.EnvironmentVariable)))
+            .Where(x => x.Value is not null)
+            .ToDictionary(x => x.Key, x => x.Value);
+        var configuration = new ConfigurationBuilder()
+            .SetBasePath(baseDirectory ?? AppContext.BaseDirectory)
+            .AddJsonFile("appsettings.json", optional: true)
+            .AddInMemoryCollection(environment)
+            .AddCommandLine(args, switches)
+            .Build();
+        var settings = new ServerSettings();
+        configuration.GetSection(Section).Bind(settings);
+        settings.Validate();
+        return settings;
+    }
+
+    public void Validate()
+    {
+        if (Port is < 0 or > 65535)
+        {
+            throw new ArgumentException($"--port {Port} is not a TCP port.");
+        }
+
+        if (Store is not ("embedded" or "memory" or "redis"))
+        {
+            throw new ArgumentException($"--store '{Store}' is not one of embedded, memory, redis.");
+        }
+
+        if (MaxMessageBytes < 1024 || MaxEventsPerWorkflow < 16 || MaxStreamsPerConnection < 1 || TimerPollMilliseconds < 1)
+        {
+            throw new ArgumentException("--max-message-bytes must be at least 1024, --history at least 16, --max-streams and --timer-poll-ms positive.");
+        }
+    }
+
+    public static string Help()
+    {
+        var text = new StringBuilder();
+        text.Append("GrpcBoard: a coordination board for agents and workers, served over gRPC.\n\n");
+        text.Append("Usage: dotnet run --project src/GrpcBoard.Server -- [options]\n\nOptions (also GRPCBOARD_<NAME> variables and appsettings.json section \"GrpcBoard\"):\n");
+        var defaults = new ServerSettings();
+        foreach (var o in Options)
+        {
+            var value = typeof(ServerSettings).GetProperty(o.Property)!.GetValue(defaults);
+            text.Append(CultureInfo.InvariantCulture, $"  {o.Switch,-20} {o.Description}\n  {"",-20} default: {value ?? "(none)"}; env: {o.EnvironmentVariable}\n");
+        }
+
+        text.Append("  --help               Print this text.\n");
+        return text.ToString();
+    }
+
+    public sealed record Option(string Switch, string Property, string Description)
+    {
+        public string EnvironmentVariable => "GRPCBOARD_" + Switch[2..].Replace('-', '_').ToUpperInvariant();
+    }
+}

@@ -1,0 +1,469 @@
+using System.Collections.Concurrent;
+using GrpcBoard.Core;
+using GrpcBoard.Core.Events;
+using GrpcBoard.Core.Model;
+using GrpcBoard.Core.Rules;
+using GrpcBoard.Core.Storage;
+
+namespace GrpcBoard.Store.Embedded;
+
+/// <summary>
+/// The default store: all state in memory, guarded per workflow, and every commit durable in a SQLite
+/// journal before it is acknowledged or published. A transaction runs under its workflow's lock, so it
+/// never conflicts; disk work happens on the journal thread, many transactions per fsync.
+///
+/// Why readers wait too: a transaction may observe changes that are applied in memory but not yet on
+/// disk. Answering from them and then crashing would show a client something that never happened, so
+/// every transaction, reads included, returns only once what it saw is durable.
+///
+/// A failed disk commit poisons the in-memory state (it is ahead of the disk). The store then refuses
+/// calls with StoreUnavailable, fails everything queued, and reloads from disk, which holds exactly the
+/// acknowledged writes; retries then succeed.
+/// </summary>
+public sealed class EmbeddedStore : IBoardStore
+{
+    private readonly EmbeddedStoreOptions _options;
+    private readonly EventHub _hub;
+    private readonly SqliteJournal? _journal;
+    private readonly ReaderWriterLockSlim _generation = new(LockRecursionPolicy.NoRecursion);
+    private ConcurrentDictionary<string, WorkflowState> _workflows = new(StringComparer.Ordinal);
+    private TimerIndex _timers = new();
+    private volatile Exception? _failure;
+    private int _disposed;
+
+    public EmbeddedStore(EmbeddedStoreOptions options, EventHub hub)
+    {
+        options.Validate();
+        _options = options;
+        _hub = hub;
+        if (options.DataDirectory is not null)
+        {
+            _journal = new SqliteJournal(options);
+            (_workflows, _timers) = Rebuild(_journal.Load());
+            _journal.Start(OnCommitted, OnCommitFailed);
+        }
+    }
+
+    /// <summary>Null while healthy; the cause while the store refuses calls.</summary>
+    public Exception? Failure => _failure;
+
+    public string? DatabasePath => _journal?.DatabasePath;
+
+    /// <summary>In memory-only mode the in-memory log is the whole retained history.</summary>
+    private int RecentCapacity => _journal is null ? _options.MaxEventsPerWorkflow : _options.RecentEventsInMemory;
+
+    public async Task<TxnResult<T>> ExecuteAsync<T>(string workflowId, Func<IWorkflowTransaction, ValueTask<T>> body, CancellationToken cancellationToken)
+    {
+        T value;
+        long revision;
+        IReadOnlyList<EventRecord> committed;
+        JournalEntry? waitFor;
+        _generation.EnterReadLock();
+        try
+        {
+            ThrowIfFailed();
+            var state = _workflows.TryGetValue(workflowId, out var existing)
+                ? existing
+                : new WorkflowState(workflowId, RecentCapacity);
+            while (true)
+            {
+                lock (state.Gate)
+                {
+                    var txn = new EmbeddedTransaction(state);
+                    var pending = body(txn);
+                    if (!pending.IsCompleted)
+                    {
+                        // Embedded reads are synchronous, so a body that truly waits is a bug: it would hold the lock across I/O.
+                        throw new InvalidOperationException("An embedded-store transaction body must complete synchronously.");
+                    }
+
+                    value = pending.GetAwaiter().GetResult();
+                    if (txn.Changes.Count == 0)
+                    {
+                        revision = state.Head;
+                        waitFor = state.LastEntry;
+                        committed = [];
+                        break;
+                    }
+
+                    if (!ReferenceEquals(existing, state) && _workflows.GetOrAdd(workflowId, state) is var registered && !ReferenceEquals(registered, state))
+                    {
+                        // Another caller registered this id first; run the body again against its state.
+                        existing = state = registered;
+                        continue;
+                    }
+
+                    committed = Apply(state, txn.Changes, out waitFor);
+                    revision = state.Head;
+                    break;
+                }
+            }
+        }
+        finally
+        {
+            _generation.ExitReadLock();
+        }
+
+        if (waitFor is { IsDurable: false })
+        {
+            await waitFor.Durable.WaitAsync(cancellationToken).ConfigureAwait(false);
+        }
+
+        return new TxnResult<T>(value, revision, committed);
+    }
+
+    public async ValueTask<IReadOnlyList<WorkflowSummary>> ListWorkflowsAsync(WorkflowStatus? status, string? afterId, int limit, CancellationToken cancellationToken)
+    {
+        var result = new List<WorkflowSummary>();
+        JournalEntry? waitFor = null;
+        _generation.EnterReadLock();
+        try
+        {
+            ThrowIfFailed();
+            foreach (var id in _workflows.Keys.Where(k => afterId is null || string.CompareOrdinal(k, afterId) > 0).Order(StringComparer.Ordinal))
+            {
+                var state = _workflows[id];
+                lock (state.Gate)
+                {
+                    if (state.Record is { } record && (status is null || record.Status == status))
+                    {
+                        result.Add(new WorkflowSummary(record, state.Counts.Clone(), state.Head));
+                        if (state.LastEntry is { IsDurable: false } entry)
+                        {
+                            waitFor = entry;
+                        }
+                    }
+                }
+
+                if (result.Count >= limit)
+                {
+                    break;
+                }
+            }
+        }
+        finally
+        {
+            _generation.ExitReadLock();
+        }
+
+        if (waitFor is not null)
+        {
+            await waitFor.Durable.WaitAsync(cancellationToken).ConfigureAwait(false);
+        }
+
+        return result;
+    }
+
+    public ValueTask<EventPage> ReadEventsAsync(string workflowId, long fromRevision, int limit, CancellationToken cancellationToken)
+    {
+        _generation.EnterReadLock();
+        try
+        {
+            ThrowIfFailed();
+            if (!_workflows.TryGetValue(workflowId, out var state))
+            {
+                return new(new EventPage(false, 0, 1, []));
+            }
+
+            long durable;
+            long oldest;
+            lock (state.Gate)
+            {
+                if (state.Record is null)
+                {
+                    return new(new EventPage(false, state.Head, state.Head + 1, []));
+                }
+
+                durable = Math.Min(state.DurableHead, state.Head);
+                oldest = state.Oldest;
+                var from = Math.Max(fromRevision, oldest);
+                if (from > durable)
+                {
+                    return new(new EventPage(true, durable, oldest, []));
+                }
+
+                if (state.Recent.Read(from, durable, limit) is { } cached)
+                {
+                    return new(new EventPage(true, durable, oldest, cached));
+                }
+
+                if (_journal is null)
+                {
+                    // Memory-only: the in-memory log is all there is, and Oldest tracks its first event.
+                    return new(new EventPage(true, durable, oldest, []));
+                }
+            }
+
+            // Older than the in-memory tail: read the disk, outside the lock. Revisions up to `durable` are committed.
+            var events = _journal.ReadEvents(workflowId, Math.Max(fromRevision, oldest), durable, limit);
+            return new(new EventPage(true, durable, oldest, events));
+        }
+        finally
+        {
+            _generation.ExitReadLock();
+        }
+    }
+
+    public ValueTask<IReadOnlyList<DueTimer>> GetDueTimersAsync(DateTimeOffset now, int limit, CancellationToken cancellationToken)
+    {
+        _generation.EnterReadLock();
+        try
+        {
+            ThrowIfFailed();
+            return new(_timers.Due(now, limit));
+        }
+        finally
+        {
+            _generation.ExitReadLock();
+        }
+    }
+
+    public ValueTask<bool> CheckHealthAsync(CancellationToken cancellationToken) =>
+        new(_failure is null && Volatile.Read(ref _disposed) == 0);
+
+    public ValueTask DisposeAsync()
+    {
+        if (Interlocked.Exchange(ref _disposed, 1) == 0)
+        {
+            _journal?.Dispose();
+        }
+
+        return ValueTask.CompletedTask;
+    }
+
+    /// <summary>
+    /// Applies a transaction's changes to memory and queues their disk writes. Runs under the workflow's
+    /// lock, so revisions are assigned and entries are queued in the same order.
+    /// </summary>
+    private List<EventRecord> Apply(WorkflowState state, IReadOnlyList<EventRecord> changes, out JournalEntry? entry)
+    {
+        var committed = new List<EventRecord>(changes.Count);
+        entry = _journal is null ? null : new JournalEntry(state);
+        var touchedTasks = new Dictionary<string, TaskRecord>(StringComparer.Ordinal);
+        var touchedNotes = new Dictionary<string, NoteRecord?>(StringComparer.Ordinal);
+        foreach (var change in changes)
+        {
+            var revision = ++state.Head;
+            EventRecord e;
+            switch (change.Kind)
+            {
+                case EventKind.WorkflowCreated or EventKind.WorkflowUpdated:
+                    var workflow = change.Workflow! with { ModRevision = revision };
+                    if (state.Record is null)
+                    {
+                        // A new log (first creation, or re-creation after a delete) starts at this revision.
+                        state.Oldest = revision;
+                    }
+
+                    state.Record = workflow;
+                    e = change with { Revision = revision, Workflow = workflow };
+                    if (entry is not null)
+                    {
+                        entry.WorkflowChanged = true;
+                        entry.WorkflowBlob = RecordCodec.Encode(workflow);
+                    }
+
+                    break;
+                case EventKind.WorkflowDeleted:
+                    e = change with { Revision = revision };
+                    state.Clear(_timers);
+                    state.Oldest = revision + 1;
+                    touchedTasks.Clear();
+                    touchedNotes.Clear();
+                    committed.Clear();
+                    if (entry is not null)
+                    {
+                        entry.Events.Clear();
+                        entry.DeleteContents = true;
+                        entry.WorkflowChanged = true;
+                        entry.WorkflowBlob = null;
+                    }
+
+                    // The deletion is announced live but not kept: the log it would belong to is gone.
+                    committed.Add(e);
+                    continue;
+                case EventKind.NotePut:
+                    var note = change.Note! with { ModRevision = revision };
+                    state.PutNote(note, _timers);
+                    touchedNotes[note.Key] = note;
+                    e = change with { Revision = revision, Note = note };
+                    break;
+                case EventKind.NoteDeleted or EventKind.NoteExpired:
+                    var gone = change.Note! with { ModRevision = revision };
+                    state.RemoveNote(gone.Key, _timers);
+                    touchedNotes[gone.Key] = null;
+                    e = change with { Revision = revision, Note = gone };
+                    break;
+                default:
+                    var task = change.Task! with { ModRevision = revision };
+                    state.PutTask(task, _timers);
+                    touchedTasks[task.Id] = task;
+                    e = change with { Revision = revision, Task = task };
+                    break;
+            }
+
+            committed.Add(e);
+            state.Recent.Add(e);
+            entry?.Events.Add((revision, RecordCodec.Encode(e)));
+        }
+
+        // Retention: trim in steps of a tenth, so a busy workflow does not delete one row per commit.
+        var retained = state.Head - state.Oldest + 1;
+        var max = _options.MaxEventsPerWorkflow;
+        if (retained > max + (_journal is null ? 0 : Math.Max(1, max / 10)))
+        {
+            state.Oldest = state.Head - max + 1;
+            state.Recent.TrimBelow(state.Oldest);
+            if (entry is not null)
+            {
+                entry.TrimBelow = state.Oldest;
+            }
+        }
+
+        if (entry is null)
+        {
+            // Memory-only: applied is durable. Publish under the lock, which keeps revision order.
+            state.DurableHead = state.Head;
+            _hub.Publish(state.Id, committed);
+            return committed;
+        }
+
+        foreach (var (id, task) in touchedTasks)
+        {
+            entry.Tasks.Add((id, RecordCodec.Encode(task)));
+        }
+
+        foreach (var (key, note) in touchedNotes)
+        {
+            entry.Notes.Add((key, note is null ? null : RecordCodec.Encode(note)));
+        }
+
+        entry.Head = state.Head;
+        entry.Oldest = state.Oldest;
+        entry.Published = committed;
+        state.LastEntry = entry;
+        _journal!.Enqueue(entry);
+        return committed;
+    }
+
+    /// <summary>Journal thread, after a disk commit: the entries are durable; publish them in order.</summary>
+    private void OnCommitted(List<JournalEntry> batch)
+    {
+        foreach (var entry in batch)
+        {
+            entry.State.DurableHead = entry.Head;
+            _hub.Publish(entry.State.Id, entry.Published);
+            entry.MarkDurable();
+        }
+    }
+
+    /// <summary>Journal thread, after a failed disk commit: refuse calls, fail what is queued, reload from disk.</summary>
+    private void OnCommitFailed(List<JournalEntry> batch, Exception cause)
+    {
+        _failure = cause;
+        foreach (var entry in batch)
+        {
+            entry.MarkFailed(cause);
+        }
+
+        while (Volatile.Read(ref _disposed) == 0)
+        {
+            _generation.EnterWriteLock();
+            try
+            {
+                // No transaction is between its body and its enqueue now; everything queued is poisoned.
+                foreach (var entry in _journal!.Drain())
+                {
+                    entry.MarkFailed(cause);
+                }
+
+                _journal.Reopen();
+                (_workflows, _timers) = Rebuild(_journal.Load());
+                _failure = null;
+                return;
+            }
+            catch (Exception retry)
+            {
+                _failure = retry;
+            }
+            finally
+            {
+                _generation.ExitWriteLock();
+            }
+
+            Thread.Sleep(TimeSpan.FromSeconds(1));
+        }
+    }
+
+    private (ConcurrentDictionary<string, WorkflowState>, TimerIndex) Rebuild(List<LoadedWorkflow> loaded)
+    {
+        var workflows = new ConcurrentDictionary<string, WorkflowState>(StringComparer.Ordinal);
+        var timers = new TimerIndex();
+        foreach (var w in loaded)
+        {
+            var state = new WorkflowState(w.Id, RecentCapacity)
+            {
+                Record = w.Record,
+                Head = w.Head,
+                Oldest = w.Oldest,
+                DurableHead = w.Head,
+            };
+
+            // Tasks whose dependencies appear later in id order still index correctly: PutTask only records edges.
+            foreach (var task in w.Tasks)
+            {
+                state.PutTask(task, timers);
+            }
+
+            foreach (var note in w.Notes)
+            {
+                state.PutNote(note, timers);
+            }
+
+            workflows[w.Id] = state;
+        }
+
+        return (workflows, timers);
+    }
+
+    private void ThrowIfFailed()
+    {
+        if (Volatile.Read(ref _disposed) != 0)
+        {
+            throw new BoardException(BoardError.StoreUnavailable, "The store is shut down.");
+        }
+
+        if (_failure is { } failure)
+        {
+            throw new BoardException(BoardError.StoreUnavailable,
+                "The embedded store is recovering from a failed disk commit: " + failure.Message, inner: failure);
+        }
+    }
+
+    private sealed class EmbeddedTransaction(WorkflowState state) : WorkflowTransactionBase(state.Id)
+    {
+        public override long HeadRevision => state.Head;
+
+        public override TaskCounts Counts => state.Counts;
+
+        protected override WorkflowRecord? CommittedWorkflow => state.Record;
+
+        protected override ValueTask<TaskRecord?> ReadTaskAsync(string taskId) =>
+            new(state.Tasks.GetValueOrDefault(taskId));
+
+        protected override ValueTask<IReadOnlyList<TaskRecord>> ReadReadyTasksAsync(IReadOnlyCollection<string> workerSkills, int limit) =>
+            new(state.ReadyFor(workerSkills, limit));
+
+        protected override ValueTask<IReadOnlyList<string>> ReadDependentsAsync(string taskId) =>
+            new(state.Dependents(taskId));
+
+        protected override ValueTask<IReadOnlyList<TaskRecord>> ReadTasksAsync(TaskState? taskState, string? afterId, int limit) =>
+            new(state.ListTasks(taskState, afterId, limit));
+
+        protected override ValueTask<NoteRecord?> ReadNoteAsync(string key) =>
+            new(state.Notes.GetValueOrDefault(key));
+
+        protected override ValueTask<IReadOnlyList<NoteRecord>> ReadNotesAsync(string prefix, string? afterKey, int limit) =>
+            new(state.ListNotes(prefix, afterKey, limit));
+    }
+}

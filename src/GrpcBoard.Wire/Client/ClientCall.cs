@@ -1,0 +1,383 @@
+using System.Buffers;
+using System.IO.Pipelines;
+using System.Net;
+using System.Net.Http.Headers;
+using System.Threading.Channels;
+
+namespace GrpcBoard.Wire.Client;
+
+/// <summary>
+/// One call on the wire: sends the request (one message, or a stream of them), then reads response
+/// headers, messages and trailers, and turns every way a call can end into a <see cref="Status"/>.
+/// </summary>
+internal sealed class ClientCall<TRequest, TResponse> : IAsyncDisposable
+{
+    private readonly GrpcChannel _channel;
+    private readonly Method<TRequest, TResponse> _method;
+    private readonly CallOptions _options;
+    private readonly CancellationTokenSource _cts;
+    private ITimer? _deadlineTimer;
+    private volatile bool _deadlineExceeded;
+    private Task<HttpResponseMessage>? _responseTask;
+    private HttpResponseMessage? _response;
+    private PipeReader? _reader;
+    private ICompressionProvider? _responseDecompression;
+    private Channel<TRequest>? _requests;
+    private Status? _status;
+
+    public ClientCall(GrpcChannel channel, Method<TRequest, TResponse> method, CallOptions options)
+    {
+        _channel = channel;
+        _method = method;
+        _options = options;
+        _cts = CancellationTokenSource.CreateLinkedTokenSource(options.CancellationToken);
+    }
+
+    public Metadata Trailers { get; private set; } = Metadata.Empty;
+
+    public Metadata ResponseHeaders { get; private set; } = Metadata.Empty;
+
+    public Status? Status => _status;
+
+    public void Start(TRequest? requestMessage, bool streamRequests = false)
+    {
+        TimeSpan? timeout = null;
+        if (_options.Deadline is { } deadline)
+        {
+            var remaining = deadline - _channel.Options.TimeProvider.GetUtcNow();
+            if (remaining <= TimeSpan.Zero)
+            {
+                // Already past the deadline: fail without sending, as other implementations do.
+                _deadlineExceeded = true;
+                _status = new Status(StatusCode.DeadlineExceeded, "The deadline passed before the call started.");
+                return;
+            }
+
+            timeout = remaining;
+            _deadlineTimer = _channel.Options.TimeProvider.CreateTimer(
+                static state =>
+                {
+                    var call = (ClientCall<TRequest, TResponse>)state!;
+                    call._deadlineExceeded = true;
+                    call.Cancel();
+                },
+                this, remaining, Timeout.InfiniteTimeSpan);
+        }
+
+        HttpContent content;
+        if (streamRequests)
+        {
+            _requests = Channel.CreateUnbounded<TRequest>(new UnboundedChannelOptions { SingleReader = true });
+            content = new StreamingRequestContent(this);
+        }
+        else
+        {
+            var framed = new ArrayBufferWriter<byte>();
+            MessageFraming.WriteMessage(framed, requestMessage!, _method.RequestMarshaller, _channel.Options.SendCompression, _channel.Options.MaxSendMessageSize);
+            content = new ReadOnlyMemoryContent(framed.WrittenMemory);
+        }
+
+        var request = _channel.CreateRequest(_method.FullName, _options, timeout, content);
+        _responseTask = _channel.SendAsync(request, _cts.Token);
+    }
+
+    public ValueTask WriteRequestAsync(TRequest message, CancellationToken cancellationToken)
+    {
+        if (_requests is null)
+        {
+            throw new InvalidOperationException("This call does not stream requests.");
+        }
+
+        return _requests.Writer.WriteAsync(message, cancellationToken);
+    }
+
+    public void CompleteRequests() => _requests?.Writer.TryComplete();
+
+    /// <summary>Cancels the call; a pending or later read reports CANCELLED (or DEADLINE_EXCEEDED if that came first).</summary>
+    public void Cancel()
+    {
+        try
+        {
+            _cts.Cancel();
+        }
+        catch (ObjectDisposedException)
+        {
+            // The call has already been disposed: nothing is left to cancel.
+        }
+    }
+
+    public async Task<Metadata> GetResponseHeadersAsync()
+    {
+        await EnsureResponseAsync().ConfigureAwait(false);
+        return ResponseHeaders;
+    }
+
+    /// <summary>Returns the next message, or false once the call ended with OK; throws for any other status.</summary>
+    public async ValueTask<(bool HasMessage, TResponse? Message)> ReadNextAsync()
+    {
+        if (_status is { } done)
+        {
+            return done.Code == StatusCode.OK ? (false, default) : throw new RpcException(done, Trailers);
+        }
+
+        try
+        {
+            await EnsureResponseAsync().ConfigureAwait(false);
+            if (_status is { } trailersOnly)
+            {
+                return trailersOnly.Code == StatusCode.OK ? (false, default) : throw new RpcException(trailersOnly, Trailers);
+            }
+
+            var (has, message) = await MessageFraming.ReadMessageAsync(
+                _reader!, _method.ResponseMarshaller, _responseDecompression, _channel.Options.MaxReceiveMessageSize, _cts.Token).ConfigureAwait(false);
+            if (has)
+            {
+                return (true, message);
+            }
+
+            var status = ReadStatus(_response!.TrailingHeaders, out var trailers) ?? new Status(StatusCode.Internal, "The response ended without a grpc-status trailer.");
+            Trailers = trailers;
+            Finish(status);
+            return status.Code == StatusCode.OK ? (false, default) : throw new RpcException(status, Trailers);
+        }
+        catch (Exception ex) when (ex is not RpcException || _status is null)
+        {
+            var rpc = MapException(ex);
+            Finish(rpc.Status);
+            // Stop the stream on the wire too: the server sees RST_STREAM(CANCEL).
+            _cts.Cancel();
+            throw rpc;
+        }
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        if (_status is null)
+        {
+            // Abandoning a call that is still open cancels it on the wire (RST_STREAM).
+            _cts.Cancel();
+        }
+
+        _requests?.Writer.TryComplete();
+        if (_responseTask is not null)
+        {
+            try
+            {
+                await _responseTask.ConfigureAwait(false);
+            }
+            catch (Exception)
+            {
+                // Ending an abandoned or failed call; its outcome was already reported or is not wanted.
+            }
+        }
+
+        _response?.Dispose();
+        _deadlineTimer?.Dispose();
+        _cts.Dispose();
+    }
+
+    private async ValueTask EnsureResponseAsync()
+    {
+        if (_response is not null || _status is not null)
+        {
+            return;
+        }
+
+        HttpResponseMessage response;
+        try
+        {
+            response = await _responseTask!.ConfigureAwait(false);
+        }
+        catch (Exception ex)
+        {
+            var rpc = MapException(ex);
+            Finish(rpc.Status);
+            throw rpc;
+        }
+
+        _response = response;
+        ResponseHeaders = ToMetadata(response.Headers);
+        var status = ValidateHeaders(response, out var trailersOnlyTrailers);
+        if (status is { } s)
+        {
+            Trailers = trailersOnlyTrailers;
+            Finish(s);
+            return;
+        }
+
+        var stream = await response.Content.ReadAsStreamAsync(_cts.Token).ConfigureAwait(false);
+        _reader = PipeReader.Create(stream, new StreamPipeReaderOptions(leaveOpen: false));
+    }
+
+    /// <summary>
+    /// Checks the response headers. Returns a status when the call has already ended: an HTTP error, a
+    /// non-gRPC response, or a Trailers-Only response (grpc-status in the headers, no body).
+    /// </summary>
+    private Status? ValidateHeaders(HttpResponseMessage response, out Metadata trailers)
+    {
+        trailers = Metadata.Empty;
+        if (response.StatusCode != HttpStatusCode.OK)
+        {
+            // A gRPC server may still have sent a status with the HTTP error (e.g. 415 with INTERNAL).
+            var fromHeaders = ReadStatus(response.Headers, out trailers);
+            return fromHeaders ?? new Status(GrpcProtocol.StatusFromHttpStatus((int)response.StatusCode),
+                $"Bad gRPC response: HTTP status {(int)response.StatusCode} ({response.ReasonPhrase}).");
+        }
+
+        var contentType = response.Content.Headers.ContentType?.ToString()
+            ?? (response.Content.Headers.TryGetValues("Content-Type", out var raw) ? string.Join(",", raw) : null);
+        if (!GrpcProtocol.IsGrpcContentType(contentType))
+        {
+            return new Status(StatusCode.Internal, $"Bad gRPC response: content-type '{contentType}' is not application/grpc.");
+        }
+
+        var trailersOnly = ReadStatus(response.Headers, out trailers);
+        if (trailersOnly is not null)
+        {
+            return trailersOnly;
+        }
+
+        if (response.Headers.TryGetValues(GrpcProtocol.EncodingHeader, out var encodings))
+        {
+            var encoding = encodings.FirstOrDefault();
+            if (!MessageCompression.TryGetProvider(encoding, out _responseDecompression))
+            {
+                return new Status(StatusCode.Internal, $"The server used message encoding '{encoding}', which this client cannot decode.");
+            }
+        }
+
+        return null;
+    }
+
+    private static Status? ReadStatus(HttpHeaders headers, out Metadata metadata)
+    {
+        metadata = ToMetadata(headers);
+        if (!headers.TryGetValues(GrpcProtocol.StatusHeader, out var values))
+        {
+            return null;
+        }
+
+        var text = values.FirstOrDefault();
+        if (!int.TryParse(text, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out var code))
+        {
+            return new Status(StatusCode.Unknown, $"Unparseable grpc-status '{text}'.");
+        }
+
+        var message = headers.TryGetValues(GrpcProtocol.MessageHeader, out var messages)
+            ? PercentEncoding.Decode(messages.FirstOrDefault() ?? "")
+            : "";
+        ReadOnlyMemory<byte> details = default;
+        if (headers.TryGetValues(GrpcProtocol.StatusDetailsHeader, out var detailValues)
+            && BinaryHeader.TryDecode(detailValues.FirstOrDefault() ?? "", out var bytes))
+        {
+            details = bytes;
+        }
+
+        // Codes outside 0-16 are legal on the wire; other implementations keep the number as it is.
+        return new Status((StatusCode)code, message, details);
+    }
+
+    private static Metadata ToMetadata(HttpHeaders headers)
+    {
+        Metadata? metadata = null;
+        foreach (var (name, values) in headers.NonValidated)
+        {
+            if (GrpcProtocol.IsReservedHeader(name) || name.Equals("date", StringComparison.OrdinalIgnoreCase)
+                || name.Equals("server", StringComparison.OrdinalIgnoreCase))
+            {
+                continue;
+            }
+
+            metadata ??= new Metadata();
+            foreach (var value in values)
+            {
+                try
+                {
+                    if (name.EndsWith(Metadata.BinarySuffix, StringComparison.OrdinalIgnoreCase))
+                    {
+                        if (BinaryHeader.TryDecode(value, out var bytes))
+                        {
+                            metadata.Add(name, bytes);
+                        }
+                    }
+                    else
+                    {
+                        metadata.Add(name, value);
+                    }
+                }
+                catch (ArgumentException)
+                {
+                    // A header that is not valid gRPC metadata is not surfaced.
+                }
+            }
+        }
+
+        return metadata ?? Metadata.Empty;
+    }
+
+    private void Finish(Status status)
+    {
+        _status ??= status;
+        _deadlineTimer?.Dispose();
+    }
+
+    private RpcException MapException(Exception ex)
+    {
+        if (_deadlineExceeded)
+        {
+            return new RpcException(new Status(StatusCode.DeadlineExceeded, "The deadline passed before the call completed."), inner: ex);
+        }
+
+        if (_options.CancellationToken.IsCancellationRequested || ex is OperationCanceledException && _cts.IsCancellationRequested)
+        {
+            return new RpcException(new Status(StatusCode.Cancelled, "The call was cancelled by the caller."), inner: ex);
+        }
+
+        return ex switch
+        {
+            RpcException rpc => rpc,
+            HttpProtocolException protocol => new RpcException(
+                new Status(StatusFromHttp2Error(protocol.ErrorCode), $"The server reset the stream (HTTP/2 error {protocol.ErrorCode}): {protocol.Message}"), inner: ex),
+            HttpRequestException request => new RpcException(
+                new Status(StatusCode.Unavailable, "Error connecting to the server: " + request.Message), inner: ex),
+            IOException io => new RpcException(new Status(StatusCode.Unavailable, "The connection failed: " + io.Message), inner: ex),
+            OperationCanceledException => new RpcException(new Status(StatusCode.Cancelled, "The call was cancelled."), inner: ex),
+            _ => new RpcException(new Status(StatusCode.Internal, "The call failed: " + ex.Message), inner: ex),
+        };
+    }
+
+    /// <summary>RST_STREAM error codes to status codes, per the spec's "Errors" section.</summary>
+    private static StatusCode StatusFromHttp2Error(long errorCode) => errorCode switch
+    {
+        0x7 => StatusCode.Unavailable, // REFUSED_STREAM: safe to retry
+        0x8 => StatusCode.Cancelled, // CANCEL
+        0xB => StatusCode.ResourceExhausted, // ENHANCE_YOUR_CALM
+        0xC => StatusCode.PermissionDenied, // INADEQUATE_SECURITY
+        _ => StatusCode.Internal,
+    };
+
+    /// <summary>Request body of a streaming call: writes each queued message as it arrives.</summary>
+    private sealed class StreamingRequestContent(ClientCall<TRequest, TResponse> call) : HttpContent
+    {
+        protected override async Task SerializeToStreamAsync(Stream stream, TransportContext? context, CancellationToken cancellationToken)
+        {
+            var buffer = new ArrayBufferWriter<byte>();
+            await foreach (var message in call._requests!.Reader.ReadAllAsync(cancellationToken).ConfigureAwait(false))
+            {
+                buffer.ResetWrittenCount();
+                MessageFraming.WriteMessage(buffer, message, call._method.RequestMarshaller, call._channel.Options.SendCompression, call._channel.Options.MaxSendMessageSize);
+                await stream.WriteAsync(buffer.WrittenMemory, cancellationToken).ConfigureAwait(false);
+                await stream.FlushAsync(cancellationToken).ConfigureAwait(false);
+            }
+        }
+
+        protected override Task SerializeToStreamAsync(Stream stream, TransportContext? context) =>
+            SerializeToStreamAsync(stream, context, CancellationToken.None);
+
+        protected override bool TryComputeLength(out long length)
+        {
+            length = 0;
+            return false;
+        }
+    }
+}
