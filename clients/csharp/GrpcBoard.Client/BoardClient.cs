@@ -242,6 +242,10 @@ public sealed class BoardClient : IDisposable
                     await Task.Delay(TimeSpan.FromMilliseconds(Math.Min(5000, 100 * (1 << Math.Min(failures, 6)))), cancellationToken).ConfigureAwait(false);
                     break;
                 }
+                catch (RpcException) when (cancellationToken.IsCancellationRequested)
+                {
+                    throw new OperationCanceledException(cancellationToken);
+                }
                 catch (RpcException ex)
                 {
                     throw new BoardRpcException(ex);
