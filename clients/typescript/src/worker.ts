@@ -1,0 +1,385 @@
+import type { BoardClient } from "./client.js";
+import type { CompleteTaskResponse, FailTaskResponse } from "./gen/grpcboard/v1/board_service_pb.js";
+import type { Task } from "./gen/grpcboard/v1/task_pb.js";
+import { BoardError, ClaimLostError, NonRetryableError } from "./errors.js";
+import { duration, linkedController, sleep, timestampToMs, utf8 } from "./util.js";
+
+/** What a task handler returns: the result bytes and their media type. */
+export interface TaskOutcome {
+  /** The result stored with the task (up to 1 MiB by default). */
+  result: Uint8Array;
+  /** Media type of the result (default "application/octet-stream"). */
+  contentType?: string;
+}
+
+/** Builders of common {@link TaskOutcome}s. */
+export const TaskOutcome = {
+  /** A UTF-8 text result ("text/plain; charset=utf-8" unless another type is given). */
+  text(text: string, contentType = "text/plain; charset=utf-8"): TaskOutcome {
+    return { result: utf8(text), contentType };
+  },
+  /** A JSON result: a value is serialized with JSON.stringify, a string is taken as the document. */
+  json(value: unknown): TaskOutcome {
+    return { result: utf8(typeof value === "string" ? value : JSON.stringify(value)), contentType: "application/json" };
+  },
+  /** Raw bytes. */
+  bytes(result: Uint8Array, contentType = "application/octet-stream"): TaskOutcome {
+    return { result, contentType };
+  },
+};
+
+/** Something that logs; `console` fits. */
+export interface WorkerLogger {
+  info(message: string, ...args: unknown[]): void;
+  warn(message: string, ...args: unknown[]): void;
+}
+
+/** What happened to a claim, reported through {@link BoardWorkerOptions.onEvent}. */
+export type WorkerEvent =
+  | { type: "claimed"; task: Task; fencingToken: bigint }
+  | { type: "completed"; task: Task; fencingToken: bigint; response: CompleteTaskResponse }
+  | { type: "failed"; task: Task; fencingToken: bigint; error: unknown; response: FailTaskResponse }
+  | { type: "lost"; task: Task; fencingToken: bigint; reason: unknown }
+  | { type: "released"; task: Task; fencingToken: bigint };
+
+/** Settings of a {@link BoardWorker}. */
+export interface BoardWorkerOptions {
+  /** The workflow to take tasks from. */
+  workflowId: string;
+  /** Who this worker is; recorded as the owner of its claims. */
+  workerId: string;
+  /** What this worker can do; it is offered only tasks whose required skills are all here. */
+  skills?: string[];
+  /** Lease length asked for on every claim and renewal, in ms (default 30 000; the server allows 1 s to 1 h). */
+  leaseMs?: number;
+  /** How often the lease is renewed while a task runs, in ms (default a third of the lease). */
+  renewIntervalMs?: number;
+  /** How long one claim call waits on the server for a ready task, in ms (default 20 000); no busy polling. */
+  claimWaitMs?: number;
+  /** Tasks run at once by this worker (default 1). */
+  maxConcurrency?: number;
+  /** Logs claims, lost leases and failures. */
+  logger?: WorkerLogger;
+  /** Called for every claim, completion, failure, lost claim and release. Must not throw. */
+  onEvent?: (event: WorkerEvent) => void;
+}
+
+/**
+ * What a task handler gets: the task, its fencing token, a signal that fires when the lease is lost
+ * (or the worker stops), and a way to save progress.
+ */
+export class TaskContext {
+  /** @internal */
+  constructor(
+    private readonly client: BoardClient,
+    /** The claimed task (payload, attempt, and the last checkpoint from any earlier owner). */
+    readonly task: Task,
+    /** The claim's fencing token; the worker passes it on every call about the task. */
+    readonly fencingToken: bigint,
+    private readonly lost: AbortController,
+  ) {}
+
+  /**
+   * Aborted when the claim is lost (lease expired, task cancelled or taken over: the reason is a
+   * BoardError or a ClaimLostError) or the worker stops (the reason is the stop signal's). Stop working
+   * when it fires; whatever the handler returns afterwards is discarded unless the worker was stopping.
+   */
+  get signal(): AbortSignal {
+    return this.lost.signal;
+  }
+
+  /** Progress saved by the previous owner; empty on a first attempt. */
+  get lastCheckpoint(): Uint8Array {
+    return this.task.checkpoint;
+  }
+
+  /**
+   * Saves progress; a later owner of the task reads it in {@link lastCheckpoint}. Throws BoardError if
+   * refused; when the claim is lost, {@link signal} fires too.
+   */
+  async checkpoint(checkpoint: Uint8Array | string): Promise<void> {
+    try {
+      await this.client.checkpoint(
+        {
+          workflowId: this.task.workflowId,
+          taskId: this.task.id,
+          fencingToken: this.fencingToken,
+          checkpoint: typeof checkpoint === "string" ? utf8(checkpoint) : checkpoint,
+        },
+        { signal: this.lost.signal },
+      );
+    } catch (error) {
+      const e = BoardError.from(error);
+      if (e.isClaimLost) {
+        this.lost.abort(e);
+      }
+      throw e;
+    }
+  }
+}
+
+/** The work: gets the task, returns its result; throwing fails the attempt (NonRetryableError: at once for good). */
+export type TaskHandler = (context: TaskContext) => Promise<TaskOutcome>;
+
+/**
+ * A worker loop: claim the next ready task (waiting on the server, not polling), run the handler while
+ * renewing the lease in the background, then complete or fail the task, every call carrying the fencing
+ * token. When the lease is lost the handler's signal fires and nothing more is written for that claim;
+ * when the worker stops, running tasks are released for others.
+ */
+export class BoardWorker {
+  private readonly options: Required<Omit<BoardWorkerOptions, "logger" | "onEvent" | "renewIntervalMs">> &
+    Pick<BoardWorkerOptions, "logger" | "onEvent" | "renewIntervalMs">;
+  private counts = { completed: 0, failed: 0, lost: 0 };
+
+  /** Use {@link BoardClient.createWorker}. */
+  constructor(
+    private readonly client: BoardClient,
+    options: BoardWorkerOptions,
+  ) {
+    const maxConcurrency = options.maxConcurrency ?? 1;
+    if (!Number.isInteger(maxConcurrency) || maxConcurrency < 1) {
+      throw new RangeError("maxConcurrency must be an integer of at least 1");
+    }
+    this.options = {
+      skills: [],
+      leaseMs: 30_000,
+      claimWaitMs: 20_000,
+      ...options,
+      maxConcurrency,
+    };
+  }
+
+  /** Tasks this worker completed. */
+  get completed(): number {
+    return this.counts.completed;
+  }
+
+  /** Tasks this worker reported as failed. */
+  get failed(): number {
+    return this.counts.failed;
+  }
+
+  /** Claims this worker lost before finishing. */
+  get lostClaims(): number {
+    return this.counts.lost;
+  }
+
+  /**
+   * Runs until `signal` is aborted, then releases running tasks and resolves. Transient failures
+   * (server unavailable, deadline) are retried with backoff; any other failure of a claim call (for
+   * example WORKFLOW_NOT_FOUND) stops every slot and rejects with that BoardError.
+   */
+  async run(handler: TaskHandler, signal?: AbortSignal): Promise<void> {
+    const { controller, dispose } = linkedController(signal);
+    const stopping = controller.signal;
+    let fatal: unknown;
+    const slot = async () => {
+      let failures = 0;
+      while (!stopping.aborted) {
+        try {
+          await this.runOnce(handler, stopping);
+          failures = 0;
+        } catch (error) {
+          if (stopping.aborted) {
+            return;
+          }
+          const e = BoardError.from(error);
+          if (!(e.isTransient || e.codeName === "DEADLINE_EXCEEDED")) {
+            fatal ??= e;
+            controller.abort(e);
+            return;
+          }
+          // Server or store unavailable: back off and try again rather than spin.
+          failures++;
+          this.options.logger?.warn(`Claim failed (${e.codeName}); retrying.`);
+          try {
+            await sleep(Math.min(10_000, 200 * 2 ** Math.min(failures, 6)), stopping);
+          } catch {
+            return;
+          }
+        }
+      }
+    };
+    try {
+      await Promise.all(Array.from({ length: this.options.maxConcurrency }, slot));
+    } finally {
+      dispose();
+    }
+    if (fatal !== undefined) {
+      throw fatal;
+    }
+  }
+
+  /**
+   * Claims and runs at most one task.
+   * @returns true if a task was claimed (whatever its outcome), false if none became ready within the claim wait.
+   */
+  async runOnce(handler: TaskHandler, signal?: AbortSignal): Promise<boolean> {
+    const o = this.options;
+    const claim = await this.client.claimTask(
+      {
+        workflowId: o.workflowId,
+        workerId: o.workerId,
+        skills: o.skills,
+        leaseDuration: duration(o.leaseMs),
+        wait: duration(o.claimWaitMs),
+      },
+      { signal },
+    );
+    if (claim.task === undefined) {
+      return false;
+    }
+    await this.runClaim(claim.task, claim.fencingToken, handler, signal ?? new AbortController().signal);
+    return true;
+  }
+
+  private emit(event: WorkerEvent): void {
+    try {
+      this.options.onEvent?.(event);
+    } catch {
+      // A listener's failure must not break the claim's bookkeeping.
+    }
+  }
+
+  private async runClaim(task: Task, token: bigint, handler: TaskHandler, stopping: AbortSignal): Promise<void> {
+    const log = this.options.logger;
+    const { controller: lost, dispose } = linkedController(stopping);
+    const renewing = new AbortController();
+    const context = new TaskContext(this.client, task, token, lost);
+    log?.info(`Claimed ${task.id} (attempt ${task.attempt}, token ${token}).`);
+    this.emit({ type: "claimed", task, fencingToken: token });
+    const renewal = this.renewLoop(task, token, lost, renewing.signal);
+    let outcome: TaskOutcome | undefined;
+    let failure: unknown;
+    let threw = false;
+    try {
+      outcome = await handler(context);
+    } catch (error) {
+      threw = true;
+      failure = error;
+    } finally {
+      renewing.abort();
+      await renewal;
+      dispose();
+    }
+
+    if (lost.signal.aborted && !stopping.aborted) {
+      // The claim is gone: any write would be refused by its fencing token, and another worker may own the task.
+      this.counts.lost++;
+      log?.warn(`Lost the claim on ${task.id} (token ${token}); its result is discarded.`);
+      this.emit({ type: "lost", task, fencingToken: token, reason: lost.signal.reason });
+      return;
+    }
+
+    const ids = { workflowId: task.workflowId, taskId: task.id, fencingToken: token };
+    if (stopping.aborted && (threw || outcome === undefined)) {
+      // Stopping: give the task back so another worker takes it at once, without counting the attempt.
+      if (await this.finish(task, () => this.client.releaseTask(ids))) {
+        this.emit({ type: "released", task, fencingToken: token });
+      }
+      return;
+    }
+
+    if (!threw && outcome !== undefined) {
+      const result = outcome;
+      // CompleteTask is idempotent for the same token and result, so a retry after a lost response is safe.
+      const response = await this.finish(task, () =>
+        this.client.completeTask({
+          ...ids,
+          result: result.result,
+          resultContentType: result.contentType ?? "application/octet-stream",
+        }),
+      );
+      if (response !== undefined) {
+        this.counts.completed++;
+        this.emit({ type: "completed", task, fencingToken: token, response });
+      }
+      return;
+    }
+
+    if (!threw) {
+      failure = new Error("the task handler returned no outcome");
+    }
+    const message = failure instanceof Error ? failure.message : String(failure);
+    log?.warn(`Task ${task.id} failed on attempt ${task.attempt}: ${message}`);
+    const response = await this.finish(task, () =>
+      this.client.failTask({
+        ...ids,
+        errorMessage: message.length > 4000 ? message.slice(0, 4000) : message,
+        nonRetryable: failure instanceof NonRetryableError,
+      }),
+    );
+    if (response !== undefined) {
+      this.counts.failed++;
+      this.emit({ type: "failed", task, fencingToken: token, error: failure, response });
+    }
+  }
+
+  /** Renews until told to stop; aborts `lost` when the claim is gone or the lease runs out unrenewed. */
+  private async renewLoop(task: Task, token: bigint, lost: AbortController, stop: AbortSignal): Promise<void> {
+    const o = this.options;
+    const interval = Math.max(10, o.renewIntervalMs ?? o.leaseMs / 3);
+    let leaseEnd = Date.now() + o.leaseMs;
+    while (!stop.aborted && !lost.signal.aborted) {
+      try {
+        await sleep(interval, stop);
+        const left = leaseEnd - Date.now();
+        if (left <= 0) {
+          throw new ClaimLostError(`the lease of ${task.id} ended before it could be renewed`);
+        }
+        const renewed = await this.client.renewLease(
+          {
+            workflowId: task.workflowId,
+            taskId: task.id,
+            fencingToken: token,
+            leaseDuration: duration(o.leaseMs),
+          },
+          { timeoutMs: Math.min(left, this.client.defaultTimeoutMs), signal: stop },
+        );
+        leaseEnd = timestampToMs(renewed.leaseExpireTime) ?? Date.now() + o.leaseMs;
+      } catch (error) {
+        if (stop.aborted) {
+          return;
+        }
+        if (error instanceof ClaimLostError) {
+          o.logger?.warn(`Could not renew ${task.id} before its lease ended; stopping its work.`);
+          lost.abort(error);
+          return;
+        }
+        const e = BoardError.from(error);
+        if (e.isClaimLost) {
+          o.logger?.warn(`Renewing ${task.id} was refused (${e.reason}); stopping its work.`);
+          lost.abort(e);
+          return;
+        }
+        // Transient: keep trying while the lease may still be alive; past its end it surely is not.
+        if (Date.now() >= leaseEnd) {
+          o.logger?.warn(`Could not renew ${task.id} before its lease ended (${e.codeName}); stopping its work.`);
+          lost.abort(new ClaimLostError(`the lease of ${task.id} ended before it could be renewed`, { cause: e }));
+          return;
+        }
+      }
+    }
+  }
+
+  /** Runs a final call for a claim, retrying transient failures a few times. Returns undefined if it did not succeed. */
+  private async finish<T>(task: Task, call: () => Promise<T>): Promise<T | undefined> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await call();
+      } catch (error) {
+        const e = BoardError.from(error);
+        if (e.isTransient && attempt < 5) {
+          await sleep(100 * attempt);
+          continue;
+        }
+        if (e.isClaimLost) {
+          this.counts.lost++;
+        }
+        this.options.logger?.warn(`Finishing ${task.id} was refused (${e.reason || e.codeName}).`);
+        return undefined;
+      }
+    }
+  }
+}
