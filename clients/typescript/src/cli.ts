@@ -1,0 +1,244 @@
+#!/usr/bin/env node
+/**
+ * A small command-line client for cross-language tests. Every command prints JSON lines to stdout.
+ *
+ *   claim --target URL --workflow W --worker ID [--task T] [--lease-ms N] [--wait-ms N]
+ *   watch --target URL --workflow W --from REV --count N
+ *   work  --target URL --workflow W --worker ID [--lease-ms N] [--max-tasks N] [--hang-after-claim]
+ *
+ * --target defaults to $GRPCBOARD_TARGET, then http://127.0.0.1:50051.
+ */
+import { parseArgs } from "node:util";
+import { BoardClient } from "./client.js";
+import { BoardError } from "./errors.js";
+import { EventKind, type Event } from "./gen/grpcboard/v1/event_pb.js";
+import { duration, utf8 } from "./util.js";
+
+const USAGE = `Usage: grpcboard-ts <command> [options]
+
+Commands:
+  claim --workflow W --worker ID [--task T] [--lease-ms N] [--wait-ms N]
+        Claims one task. Prints {"claimed": true, "task_id", "fencing_token"}, {"claimed": false}
+        or {"error": {"code", "reason", "message", "metadata"}}; exits 0 in all three cases.
+  watch --workflow W --from REV --count N
+        Prints {"revision", "kind", "task_id", "note_key"} per event (resuming after disconnects)
+        and exits after N events.
+  work  --workflow W --worker ID [--lease-ms N] [--max-tasks N] [--hang-after-claim]
+        Runs the worker loop: each task gets a checkpoint, then completes with "done by <worker>"
+        (text/plain); prints {"completed": "task_id", "fencing_token"} per task and exits after
+        --max-tasks completions. --hang-after-claim claims one task, prints {"claimed": ...} and
+        then sleeps without renewing (a crashed worker).
+
+Common options:
+  --target URL       server address (default $GRPCBOARD_TARGET or http://127.0.0.1:50051)
+  --timeout-ms N     deadline of unary calls (default 30000)
+  --help
+
+Exit codes: 0 success (and every claim outcome), 1 an error (printed as {"error": ...}), 2 bad usage.
+`;
+
+/** JSON.stringify that writes bigints (fencing tokens, revisions) as JSON numbers. */
+function line(value: unknown): void {
+  process.stdout.write(
+    JSON.stringify(value, (_k, v) => (typeof v === "bigint" ? (Number.isSafeInteger(Number(v)) ? Number(v) : v.toString()) : v)) +
+      "\n",
+  );
+}
+
+function errorLine(error: unknown): void {
+  const e = BoardError.from(error);
+  line({ error: { code: e.codeName, reason: e.reason, message: e.rawMessage, metadata: e.metadata } });
+}
+
+class UsageError extends Error {}
+
+function intOption(values: Record<string, unknown>, name: string, fallback?: number): number | undefined {
+  const raw = values[name];
+  if (raw === undefined) {
+    return fallback;
+  }
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < 0) {
+    throw new UsageError(`--${name} must be a non-negative integer, got ${String(raw)}`);
+  }
+  return n;
+}
+
+function required(values: Record<string, unknown>, name: string): string {
+  const v = values[name];
+  if (typeof v !== "string" || v === "") {
+    throw new UsageError(`--${name} is required`);
+  }
+  return v;
+}
+
+function eventLine(e: Event): Record<string, unknown> {
+  return {
+    revision: e.revision,
+    kind: EventKind[e.kind] ?? `UNKNOWN_${e.kind}`,
+    task_id: e.task?.id ?? null,
+    note_key: e.note?.key ?? null,
+  };
+}
+
+async function claim(client: BoardClient, v: Record<string, unknown>): Promise<number> {
+  const waitMs = intOption(v, "wait-ms", 0)!;
+  const leaseMs = intOption(v, "lease-ms");
+  try {
+    const response = await client.claimTask({
+      workflowId: required(v, "workflow"),
+      workerId: required(v, "worker"),
+      taskId: (v.task as string | undefined) ?? "",
+      leaseDuration: leaseMs === undefined ? undefined : duration(leaseMs),
+      wait: waitMs > 0 ? duration(waitMs) : undefined,
+    });
+    if (response.task === undefined) {
+      line({ claimed: false });
+    } else {
+      line({ claimed: true, task_id: response.task.id, fencing_token: response.fencingToken });
+    }
+  } catch (error) {
+    if (error instanceof UsageError) throw error;
+    errorLine(error);
+  }
+  return 0;
+}
+
+async function watch(client: BoardClient, v: Record<string, unknown>): Promise<number> {
+  const workflowId = required(v, "workflow");
+  const from = intOption(v, "from", 0)!;
+  const count = intOption(v, "count");
+  if (count === undefined) {
+    throw new UsageError("--count is required");
+  }
+  if (count === 0) {
+    return 0;
+  }
+  let seen = 0;
+  const stop = new AbortController();
+  try {
+    for await (const event of client.watch({ workflowId, startRevision: BigInt(from) }, { signal: stop.signal })) {
+      line(eventLine(event));
+      if (++seen >= count) {
+        return 0;
+      }
+    }
+    line({ error: { code: "OK", reason: "", message: `the stream ended after ${seen} of ${count} events (workflow deleted)`, metadata: {} } });
+    return 1;
+  } catch (error) {
+    errorLine(error);
+    return 1;
+  } finally {
+    stop.abort();
+  }
+}
+
+async function work(client: BoardClient, v: Record<string, unknown>): Promise<number> {
+  const workflowId = required(v, "workflow");
+  const workerId = required(v, "worker");
+  const leaseMs = intOption(v, "lease-ms", 30_000)!;
+  const maxTasks = intOption(v, "max-tasks");
+  const stop = new AbortController();
+  for (const sig of ["SIGINT", "SIGTERM"] as const) {
+    process.once(sig, () => stop.abort(new Error(`stopped by ${sig}`)));
+  }
+
+  if (v["hang-after-claim"]) {
+    // Claim one task, then neither renew nor finish it: the server must expire the lease.
+    for (;;) {
+      const response = await client.claimTask(
+        { workflowId, workerId, leaseDuration: duration(leaseMs), wait: duration(20_000) },
+        { signal: stop.signal },
+      );
+      if (response.task !== undefined) {
+        line({ claimed: true, task_id: response.task.id, fencing_token: response.fencingToken });
+        client.close();
+        await new Promise<never>(() => setInterval(() => {}, 1 << 30));
+      }
+    }
+  }
+
+  if (maxTasks === 0) {
+    return 0;
+  }
+  let completed = 0;
+  const worker = client.createWorker({
+    workflowId,
+    workerId,
+    leaseMs,
+    onEvent: (event) => {
+      if (event.type === "completed") {
+        line({ completed: event.task.id, fencing_token: event.fencingToken });
+        if (maxTasks !== undefined && ++completed >= maxTasks) {
+          stop.abort(new Error("max tasks reached"));
+        }
+      }
+    },
+  });
+  await worker.run(async (ctx) => {
+    await ctx.checkpoint(`checkpoint by ${workerId}`);
+    return { result: utf8(`done by ${workerId}`), contentType: "text/plain" };
+  }, stop.signal);
+  return 0;
+}
+
+async function main(argv: string[]): Promise<number> {
+  const [command, ...rest] = argv;
+  if (command === undefined || command === "--help" || command === "-h" || command === "help") {
+    process.stdout.write(USAGE);
+    return command === undefined ? 2 : 0;
+  }
+  const { values } = parseArgs({
+    args: rest,
+    strict: true,
+    options: {
+      target: { type: "string" },
+      workflow: { type: "string" },
+      worker: { type: "string" },
+      task: { type: "string" },
+      "lease-ms": { type: "string" },
+      "wait-ms": { type: "string" },
+      from: { type: "string" },
+      count: { type: "string" },
+      "max-tasks": { type: "string" },
+      "hang-after-claim": { type: "boolean" },
+      "timeout-ms": { type: "string" },
+      help: { type: "boolean" },
+    },
+  });
+  if (values.help) {
+    process.stdout.write(USAGE);
+    return 0;
+  }
+  const target = values.target ?? process.env.GRPCBOARD_TARGET ?? "http://127.0.0.1:50051";
+  const client = new BoardClient(target, { defaultTimeoutMs: intOption(values, "timeout-ms", 30_000) });
+  try {
+    switch (command) {
+      case "claim":
+        return await claim(client, values);
+      case "watch":
+        return await watch(client, values);
+      case "work":
+        return await work(client, values);
+      default:
+        throw new UsageError(`unknown command ${JSON.stringify(command)}`);
+    }
+  } finally {
+    client.close();
+  }
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (error: unknown) => {
+    if (error instanceof UsageError || (error instanceof TypeError && "code" in error && String(error.code).startsWith("ERR_PARSE_ARGS"))) {
+      process.stderr.write(`${error.message}\n\n${USAGE}`);
+      process.exitCode = 2;
+      return;
+    }
+    errorLine(error);
+    process.exitCode = 1;
+  },
+);

@@ -1,0 +1,92 @@
+using System.Text;
+using GrpcBoard.Core.Events;
+using GrpcBoard.Core.Model;
+using GrpcBoard.Core.Storage;
+using GrpcBoard.Store.Embedded;
+using GrpcBoard.Testing;
+using Xunit;
+
+namespace GrpcBoard.Core.Tests;
+
+/// <summary>What only the embedded store has: its disk journal failing, and its single-lock transactions.</summary>
+public sealed class EmbeddedStoreTests : IDisposable
+{
+    private readonly TempDirectory _data = new();
+    private readonly ManualTimeProvider _time = new();
+
+    [Fact]
+    public async Task FailedDiskCommit_RefusesCalls_LosesNoAcknowledgedWrite_AndRecovers()
+    {
+        var failing = false;
+        var hub = new EventHub();
+        await using var store = new EmbeddedStore(new EmbeddedStoreOptions
+        {
+            DataDirectory = _data.Path,
+            BeforeCommit = () =>
+            {
+                if (Volatile.Read(ref failing))
+                {
+                    throw new IOException("injected: disk full");
+                }
+            },
+        }, hub);
+        var board = new Coordinator(store, hub, _time, new BoardLimits());
+        await board.CreateWorkflowAsync("wf", "", null, default).Within();
+        await board.PostTasksAsync("wf", [new TaskSpec { Id = "kept" }], default).Within();
+        var claim = await board.ClaimAsync(new ClaimCommand { WorkflowId = "wf", TaskId = "kept", WorkerId = "w" }, default).Within();
+
+        Volatile.Write(ref failing, true);
+        var refused = await Assert.ThrowsAsync<BoardException>(() => board.PostTasksAsync("wf", [new TaskSpec { Id = "lost" }], default).Within());
+        Assert.Equal(BoardError.StoreUnavailable, refused.Error);
+        Assert.False(await store.CheckHealthAsync(default).Within());
+
+        Volatile.Write(ref failing, false);
+        await TestTimeouts.Eventually(async () => await store.CheckHealthAsync(default), "the store to recover");
+
+        // The unacknowledged post is gone; everything acknowledged is there; revisions continue from the disk.
+        Assert.Equal(BoardError.TaskNotFound, (await Assert.ThrowsAsync<BoardException>(() => board.GetTaskAsync("wf", "lost", default).Within())).Error);
+        var kept = await board.GetTaskAsync("wf", "kept", default).Within();
+        Assert.Equal(claim.Task!.FencingToken, kept.Task.FencingToken);
+        var done = await board.CompleteTaskAsync("wf", "kept", claim.Task.FencingToken, "ok"u8.ToArray(), "", default).Within();
+        Assert.Equal(kept.Revision + 1, done.Revision);
+    }
+
+    [Fact]
+    public async Task AcknowledgedWrites_AreOnDisk_BeforeTheCallReturns()
+    {
+        var hub = new EventHub();
+        var store = new EmbeddedStore(new EmbeddedStoreOptions { DataDirectory = _data.Path }, hub);
+        var board = new Coordinator(store, hub, _time, new BoardLimits());
+        await board.CreateWorkflowAsync("wf", "", null, default).Within();
+        var posted = await Task.WhenAll(Enumerable.Range(0, 200).Select(i =>
+            board.PostTasksAsync("wf", [new TaskSpec { Id = $"t{i}", Payload = Encoding.UTF8.GetBytes($"p{i}") }], default))).Within();
+
+        // Read the database file with a separate connection while the store is still open: what was acknowledged is there.
+        using var db = new Microsoft.Data.Sqlite.SqliteConnection($"Data Source={store.DatabasePath};Mode=ReadOnly");
+        db.Open();
+        using var cmd = db.CreateCommand();
+        cmd.CommandText = "SELECT count(*) FROM tasks WHERE workflow_id = 'wf'";
+        Assert.Equal(200L, (long)cmd.ExecuteScalar()!);
+        cmd.CommandText = "SELECT max(revision) FROM events WHERE workflow_id = 'wf'";
+        Assert.Equal(posted.Max(p => p.Revision), (long)cmd.ExecuteScalar()!);
+        await store.DisposeAsync();
+    }
+
+    [Fact]
+    public async Task SecondProcessOnTheSameDirectory_IsRefused()
+    {
+        await using var first = new EmbeddedStore(new EmbeddedStoreOptions { DataDirectory = _data.Path }, new EventHub());
+        var ex = Assert.Throws<InvalidOperationException>(() => new EmbeddedStore(new EmbeddedStoreOptions { DataDirectory = _data.Path }, new EventHub()));
+        Assert.Contains("in use", ex.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task ATransactionBodyThatReallyWaits_IsRejected()
+    {
+        await using var store = new EmbeddedStore(new EmbeddedStoreOptions(), new EventHub());
+        var never = new TaskCompletionSource<bool>();
+        await Assert.ThrowsAsync<InvalidOperationException>(() => store.ExecuteAsync<bool>("wf", async _ => await never.Task, default).Within());
+    }
+
+    public void Dispose() => _data.Dispose();
+}

@@ -1,0 +1,70 @@
+using GrpcBoard.Core.Events;
+using GrpcBoard.Core.Model;
+using GrpcBoard.Core.Watch;
+using GrpcBoard.Store.Embedded;
+using GrpcBoard.Testing;
+using Xunit;
+
+namespace GrpcBoard.Core.Tests;
+
+public sealed class WatchEngineTests
+{
+    [Fact]
+    public async Task ASlowWatcher_WhoseBufferOverflows_CatchesUpFromTheStore_WithoutGapsOrDuplicates()
+    {
+        var hub = new EventHub();
+        var time = new ManualTimeProvider();
+        await using var store = new EmbeddedStore(new EmbeddedStoreOptions(), hub);
+        var board = new Coordinator(store, hub, time, new BoardLimits(), new WatchOptions { LiveBufferSize = 4, CatchUpBatchSize = 3 });
+        await board.CreateWorkflowAsync("wf", "", null, default).Within();
+        using var cts = new CancellationTokenSource(TestTimeouts.Default);
+        await using var stream = board.WatchAsync("wf", 0, WatchFilter.All, null, cts.Token).GetAsyncEnumerator(cts.Token);
+        Assert.True(await stream.MoveNextAsync().AsTask().Within());
+        Assert.IsType<WatchItem.Progress>(stream.Current);
+
+        // 100 changes while the watcher reads nothing: its 4-event buffer overflows.
+        for (var i = 0; i < 100; i++)
+        {
+            await board.PutNoteAsync(new NotePutCommand { WorkflowId = "wf", Key = "k", Value = BitConverter.GetBytes(i) }, default).Within();
+        }
+
+        var revisions = new List<long>();
+        while (revisions.Count < 100 && await stream.MoveNextAsync().AsTask().Within())
+        {
+            if (stream.Current is WatchItem.Change change)
+            {
+                revisions.Add(change.Event.Revision);
+            }
+        }
+
+        Assert.Equal(Enumerable.Range(2, 100).Select(i => (long)i), revisions);
+        Assert.Equal(1, hub.SubscriptionCount);
+    }
+
+    [Fact]
+    public async Task AnIdleWatcher_GetsProgressCarryingTheHead()
+    {
+        var hub = new EventHub();
+        var time = new ManualTimeProvider();
+        await using var store = new EmbeddedStore(new EmbeddedStoreOptions(), hub);
+        var board = new Coordinator(store, hub, time, new BoardLimits());
+        await board.CreateWorkflowAsync("wf", "", null, default).Within();
+        await board.PostTasksAsync("wf", [new TaskSpec { Id = "a" }], default).Within();
+        using var cts = new CancellationTokenSource(TestTimeouts.Default);
+        await using var stream = board.WatchAsync("wf", 1, WatchFilter.All, TimeSpan.FromSeconds(2), cts.Token).GetAsyncEnumerator(cts.Token);
+        for (var i = 0; i < 3; i++)
+        {
+            Assert.True(await stream.MoveNextAsync().AsTask().Within());
+        }
+
+        Assert.Equal(new WatchItem.Progress(2, true), stream.Current);
+        var next = stream.MoveNextAsync().AsTask();
+        await TestTimeouts.Eventually(() =>
+        {
+            time.Advance(TimeSpan.FromMilliseconds(500));
+            return Task.FromResult(next.IsCompleted);
+        }, "a progress message after the idle interval");
+        Assert.True(await next.Within());
+        Assert.Equal(new WatchItem.Progress(2, false), stream.Current);
+    }
+}
