@@ -317,9 +317,10 @@ public sealed class BoardWorker
                 await lost.CancelAsync().ConfigureAwait(false);
                 return;
             }
-            catch (BoardRpcException ex) when (!stop.IsCancellationRequested)
+            catch (Exception ex) when (!stop.IsCancellationRequested && ex is not OperationCanceledException)
             {
-                // Transient: keep trying while the lease may still be alive; past its end it surely is not.
+                // Not refused, just not renewed (server down, connection gone): keep trying while the lease may
+                // still be alive; past its end it surely is not, and the work must stop.
                 if (time.GetUtcNow() >= leaseEnd)
                 {
                     _logger.LogWarning(ex, "Could not renew {Task} before its lease ended; stopping its work.", task.Id);
@@ -327,7 +328,7 @@ public sealed class BoardWorker
                     return;
                 }
             }
-            catch (BoardRpcException)
+            catch (Exception) when (stop.IsCancellationRequested)
             {
                 return;
             }

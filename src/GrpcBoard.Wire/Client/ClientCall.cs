@@ -78,7 +78,15 @@ internal sealed class ClientCall<TRequest, TResponse> : IAsyncDisposable
         }
 
         var request = _channel.CreateRequest(_method.FullName, _options, timeout, content);
-        _responseTask = _channel.SendAsync(request, _cts.Token);
+        try
+        {
+            _responseTask = _channel.SendAsync(request, _cts.Token);
+        }
+        catch (Exception ex)
+        {
+            // A disposed channel throws before sending; report it like any failure to send, as a status.
+            _responseTask = Task.FromException<HttpResponseMessage>(ex);
+        }
     }
 
     public ValueTask WriteRequestAsync(TRequest message, CancellationToken cancellationToken)
@@ -341,6 +349,7 @@ internal sealed class ClientCall<TRequest, TResponse> : IAsyncDisposable
             HttpRequestException request => new RpcException(
                 new Status(StatusCode.Unavailable, "Error connecting to the server: " + request.Message), inner: ex),
             IOException io => new RpcException(new Status(StatusCode.Unavailable, "The connection failed: " + io.Message), inner: ex),
+            ObjectDisposedException => new RpcException(new Status(StatusCode.Unavailable, "The channel has been disposed."), inner: ex),
             OperationCanceledException => new RpcException(new Status(StatusCode.Cancelled, "The call was cancelled."), inner: ex),
             _ => new RpcException(new Status(StatusCode.Internal, "The call failed: " + ex.Message), inner: ex),
         };
