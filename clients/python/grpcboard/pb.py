@@ -10,3 +10,6 @@ from grpcboard.v1.event_pb2 import *
 from grpcboard.v1.note_pb2 import *
 from grpcboard.v1.task_pb2 import *
 from grpcboard.v1.workflow_pb2 import *
+
+# Each module's file descriptor is called DESCRIPTOR; the star imports would leave only the last one.
+del DESCRIPTOR  # type: ignore[name-defined]

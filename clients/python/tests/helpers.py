@@ -182,6 +182,8 @@ class TcpProxy:
         with self._lock:
             self._closed = True
         with contextlib.suppress(OSError):
+            self._listener.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept() (close alone does not)
+        with contextlib.suppress(OSError):
             self._listener.close()
         self.sever()
         self._flowing.set()

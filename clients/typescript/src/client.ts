@@ -44,6 +44,7 @@ import {
   type UpdateWorkflowRequestSchema,
   type UpdateWorkflowResponse,
   type WatchRequestSchema,
+  type WatchProgress,
   type WatchResponse,
 } from "./gen/grpcboard/v1/board_service_pb.js";
 import type { Event } from "./gen/grpcboard/v1/event_pb.js";
@@ -82,6 +83,8 @@ export interface WatchOptions {
   onReconnect?: (error: BoardError, nextStart: bigint) => void;
   /** Longest pause between reconnect attempts in milliseconds (default 5 000). */
   maxBackoffMs?: number;
+  /** Called for each progress message: everything up to progress.revision has been delivered. */
+  onProgress?: (progress: WatchProgress) => void;
 }
 
 /** The plain-object shape accepted for a request message (every field optional). */
@@ -271,6 +274,8 @@ export class BoardClient {
           const event = resume.accept(message);
           if (event !== undefined) {
             yield event;
+          } else if (message.message.case === "progress") {
+            options.onProgress?.(message.message.value);
           }
         }
         // The server ended the stream with OK: the workflow was deleted.

@@ -1,0 +1,39 @@
+"""The examples run as documented against the test server."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import new_id
+from grpcboard import BoardClient, pb
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def run(script: str, target: str, *args: str) -> str:
+    env = dict(os.environ, GRPCBOARD_TARGET=target)
+    env.pop("PYTHONPATH", None)  # the examples find the package by themselves
+    done = subprocess.run([sys.executable, str(EXAMPLES / script), *args], capture_output=True, text=True,
+                          timeout=60, env=env, cwd="/")
+    assert done.returncode == 0, (done.stdout, done.stderr)
+    return done.stdout
+
+
+def test_planner_then_workers(target: str, client: BoardClient) -> None:
+    wf = new_id("demo")
+    out = run("planner.py", target, "--workflow", wf)
+    assert f"workflow {wf}: created" in out
+    tasks = {t.id: t for t in client.iter_tasks(wf)}
+    assert sorted(tasks) == ["draft-body", "draft-intro", "research", "review"]
+    assert list(tasks["review"].depends_on) == ["draft-intro", "draft-body"]
+    assert tasks["research"].state == pb.TASK_STATE_READY and tasks["review"].state == pb.TASK_STATE_PENDING
+
+    out = run("worker.py", target, "--workflow", wf, "--worker", "ex", "--work-seconds", "0")
+    assert "[ex] claimed research" in out and "[ex] completing review" in out
+    assert "no tasks remain: completed 4" in out
+    review = client.get_task(workflow_id=wf, task_id="review").task
+    assert review.state == pb.TASK_STATE_COMPLETED
+    assert review.result.decode().startswith("review by ex using [draft-intro: draft-intro by ex")
