@@ -55,14 +55,15 @@ def main() -> int:
             return TaskResult.text(result)
 
         worker = Worker(board, args.workflow, args.worker, lease_duration=10, claim_wait=5)
+        status = "no tasks remain"
         try:
             worker.run(handle, until_done=True)
-        except KeyboardInterrupt:
-            worker.stop()
+        except KeyboardInterrupt:  # the running task has been released for other workers
+            status = f"interrupted (released {worker.released})"
         except BoardError as e:
             print(f"[{args.worker}] stopped: {e}", file=sys.stderr)
             return 1
-        print(f"[{args.worker}] no tasks remain: completed {worker.completed}, failed {worker.failed}, "
+        print(f"[{args.worker}] {status}: completed {worker.completed}, failed {worker.failed}, "
               f"lost {worker.lost_claims}", flush=True)
     return 0
 

@@ -4,7 +4,8 @@ Every command prints JSON lines to stdout (logs go to stderr):
 
   claim  --target URL --workflow W --worker ID [--task T] [--lease-ms N] [--wait-ms N]
          {"claimed": true, "task_id": "...", "fencing_token": N} | {"claimed": false}
-         | {"error": {"code": "...", "reason": "..."|null, "message": "..."}}     (exit 0 in all cases)
+         | {"error": {"code": "...", "reason": "...", "message": "...", "metadata": {...}}}   (exit 0 in all cases;
+           reason is "" when the server sent none, e.g. UNAVAILABLE)
   watch  --target URL --workflow W --from REV --count N [--timeout-s S]
          {"revision": R, "kind": "TASK_CLAIMED", "task_id": "..."|null, "note_key": "..."|null} per event,
          exits 0 after N events (1 with an {"error": ...} line if the watch fails or ends first)
@@ -38,7 +39,7 @@ def _emit(obj: Dict[str, Any]) -> None:
 
 
 def _error(e: BoardError) -> Dict[str, Any]:
-    return {"error": {"code": e.code.name, "reason": e.reason or None, "message": e.details}}
+    return {"error": {"code": e.code.name, "reason": e.reason, "message": e.details, "metadata": e.metadata}}
 
 
 def _event_line(event: event_pb2.Event) -> Dict[str, Any]:
@@ -95,8 +96,9 @@ def _cmd_watch(args: argparse.Namespace) -> int:
             if timer is not None:
                 timer.cancel()
     if seen < args.count:
-        _emit({"error": {"code": "DEADLINE_EXCEEDED" if watch.closed else "OK", "reason": None,
-                         "message": f"the watch ended after {seen} of {args.count} events"}})
+        why = "timed out" if watch.closed else "workflow deleted"
+        _emit({"error": {"code": "DEADLINE_EXCEEDED" if watch.closed else "OK", "reason": "",
+                         "message": f"the stream ended after {seen} of {args.count} events ({why})", "metadata": {}}})
         return 1
     return 0
 

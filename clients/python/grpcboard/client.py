@@ -54,6 +54,14 @@ DEFAULT = _Default.DEFAULT
 Timeout = Union[float, int, _dt.timedelta, None, _Default]
 
 
+_DEFAULT_CHANNEL_OPTIONS = {
+    # Results, payloads and list pages can be large (1 MiB per task by default).
+    "grpc.max_receive_message_length": 64 * 1024 * 1024,
+    # After a server restart, reconnect within seconds rather than gRPC's default of up to 2 minutes.
+    "grpc.max_reconnect_backoff_ms": 5000,
+}
+
+
 def _seconds(value: Seconds) -> float:
     if isinstance(value, _dt.timedelta):
         return value.total_seconds()
@@ -174,8 +182,9 @@ class BoardClient:
         self._owns_channel = channel is None
         if channel is None:
             address, secure = parse_target(target)
-            opts = [("grpc.max_receive_message_length", 64 * 1024 * 1024)]
-            opts.extend(options or [])
+            merged = dict(_DEFAULT_CHANNEL_OPTIONS)
+            merged.update(dict(options or []))
+            opts = list(merged.items())
             if secure or credentials is not None:
                 channel = grpc.secure_channel(address, credentials or grpc.ssl_channel_credentials(), options=opts)
             else:
@@ -228,6 +237,9 @@ class BoardClient:
             raise BoardError(grpc.StatusCode.CANCELLED, "cancelled by the caller") from None
         except grpc.RpcError as e:
             raise BoardError.from_rpc_error(e) from e
+        except BaseException:  # e.g. KeyboardInterrupt while waiting: do not leave the call running
+            future.cancel()
+            raise
         finally:
             if remove is not None:
                 remove()

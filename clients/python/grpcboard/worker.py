@@ -248,23 +248,29 @@ class Worker:
         ``until_done`` until the workflow has no unfinished task left).
 
         Transient claim failures are retried with backoff; any other claim error (e.g. NOT_FOUND)
-        stops the worker and is raised here.
+        stops the worker and is raised here, as is an exception from ``on_claimed``/``on_completed``.
+        A worker runs once: after it stopped, create a new one.
         """
         self._max_tasks = max_tasks
         self._until_done = until_done
         errors: List[BaseException] = []
-        if self.max_concurrency == 1:
-            self._slot(handler, errors)
-        else:
-            threads = [
-                threading.Thread(target=self._slot, args=(handler, errors), name=f"grpcboard-worker-{i}", daemon=True)
-                for i in range(self.max_concurrency)
-            ]
-            for t in threads:
-                t.start()
-            for t in threads:
-                while t.is_alive():
-                    t.join(0.5)  # a timed join keeps the calling thread responsive to signals
+        threads: List[threading.Thread] = []
+        try:
+            if self.max_concurrency == 1:
+                self._slot(handler, errors)
+            else:
+                threads = [
+                    threading.Thread(target=self._slot, args=(handler, errors), name=f"grpcboard-worker-{i}",
+                                     daemon=True)
+                    for i in range(self.max_concurrency)
+                ]
+                for t in threads:
+                    t.start()
+                _join_all(threads)
+        except BaseException:  # KeyboardInterrupt in the calling thread: stop, let the slots release their tasks
+            self.stop()
+            _join_all(threads)
+            raise
         if errors:
             raise errors[0]
 
@@ -290,7 +296,6 @@ class Worker:
         failures = 0
         try:
             while not self.stopping.is_set():
-                sent = time.monotonic()
                 try:
                     claim = self.client.claim_task(
                         workflow_id=self.workflow_id,
@@ -312,7 +317,9 @@ class Worker:
                     self.stopping.wait(delay)
                     continue
                 if claim.HasField("task"):
-                    self._run_claim(claim.task, claim.fencing_token, handler, claimed_at=sent)
+                    # The lease started when the server granted the task, after a wait of unknown length:
+                    # count it from now, as the C# client does (the server enforces the real end anyway).
+                    self._run_claim(claim.task, claim.fencing_token, handler, claimed_at=time.monotonic())
                     if self._max_tasks is not None and self._completed >= self._max_tasks:
                         self.stop()
                         return
@@ -346,10 +353,14 @@ class Worker:
         renewer.start()
         outcome: Optional[TaskResult] = None
         failure: Optional[BaseException] = None
+        interrupted: Optional[BaseException] = None
         try:
             outcome = _to_result(self._invoke(handler, ctx))
         except Exception as e:  # the handler's failure is the attempt's failure
             failure = e
+        except BaseException as e:  # KeyboardInterrupt, SystemExit: stop the worker, release the task, re-raise
+            interrupted = e
+            self.stop()
         finally:
             stop_renewing.set()
             renewer.join()
@@ -370,6 +381,8 @@ class Worker:
                     workflow_id=task.workflow_id, task_id=task.id, fencing_token=token), task):
                 with self._lock:
                     self._released += 1
+            if interrupted is not None:
+                raise interrupted
             return
 
         if outcome is not None:
@@ -412,8 +425,8 @@ class Worker:
 
     def _renew_loop(self, ctx: TaskContext, stop: CancelEvent, claimed_at: float) -> None:
         """Renews until told to stop; sets ``ctx.cancelled`` when the claim is gone or the lease ran out
-        unrenewed. The lease end is tracked on the local monotonic clock, counted from when each request
-        was sent, so it never lags the server's."""
+        unrenewed. The lease end is tracked on the local monotonic clock (server timestamps may come
+        from another clock); after a renewal it counts from when the request was sent."""
         lease_end = claimed_at + self.lease_duration
         task = ctx.task
         while not stop.is_set() and not ctx.cancelled.is_set():
@@ -461,6 +474,12 @@ class Worker:
                         self._lost += 1
                 self._log.warning("finishing %s was refused: %s", task.id, e)
                 return False
+
+
+def _join_all(threads: List[threading.Thread]) -> None:
+    for t in threads:
+        while t.is_alive():
+            t.join(0.5)  # a timed join keeps the calling thread responsive to signals
 
 
 def _to_result(value: HandlerResult) -> TaskResult:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import queue
 import re
@@ -14,7 +15,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Callable, Deque, Iterator, List, Optional, Set, Tuple
+from typing import Any, Callable, Deque, Dict, Iterator, List, Optional, Set, Tuple
 
 from grpcboard import BoardClient, pb
 from grpcboard.v1 import event_pb2
@@ -243,3 +244,42 @@ def run_in_thread(fn: Callable[[], object], name: str = "test-thread") -> Tuple[
 def join(thread: threading.Thread, timeout: float = 15.0) -> None:
     thread.join(timeout)
     assert not thread.is_alive(), f"{thread.name} still running after {timeout}s"
+
+
+class Running:
+    """A child process whose stdout lines can be awaited with a timeout."""
+
+    def __init__(self, argv: List[str], env: Optional[Dict[str, str]] = None) -> None:
+        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        self.lines: "queue.Queue[str]" = queue.Queue()
+        self._eof = threading.Event()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.put(line)
+        self._eof.set()
+
+    def next_line(self, timeout: float = 30.0) -> str:
+        try:
+            return self.lines.get(timeout=timeout)
+        except queue.Empty:
+            raise AssertionError(f"no output line within {timeout}s") from None
+
+    def next_json(self, timeout: float = 30.0) -> Any:
+        return json.loads(self.next_line(timeout))
+
+    def finish(self, timeout: float = 30.0) -> Tuple[int, str]:
+        """Waits for the process to exit; returns its exit code and the stdout not yet read."""
+        code = self.proc.wait(timeout)
+        assert self._eof.wait(timeout), "stdout not closed"
+        out = []
+        while not self.lines.empty():
+            out.append(self.lines.get_nowait())
+        return code, "".join(out)
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(30)

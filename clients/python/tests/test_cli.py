@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import json
 import os
-import queue
 import subprocess
 import sys
-import threading
 from pathlib import Path
 from typing import Any, Dict, Iterator, List
 
 import pytest
 
 from grpcboard import BoardClient, pb
+from helpers import Running
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 TIMEOUT = 30
@@ -25,34 +24,15 @@ def _env() -> Dict[str, str]:
     return env
 
 
+def cli_argv(*args: str) -> List[str]:
+    return [sys.executable, "-m", "grpcboard.cli", *args]
+
+
 def cli(*args: str) -> List[Dict[str, Any]]:
     done = subprocess.run([sys.executable, "-m", "grpcboard.cli", *args], capture_output=True, text=True,
                           timeout=TIMEOUT, env=_env())
     assert done.returncode == 0, (done.returncode, done.stdout, done.stderr)
     return [json.loads(line) for line in done.stdout.splitlines()]
-
-
-class Running:
-    """A CLI process whose stdout lines can be awaited with a timeout."""
-
-    def __init__(self, *args: str) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-m", "grpcboard.cli", *args], stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, text=True, env=_env())
-        self.lines: "queue.Queue[str]" = queue.Queue()
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.put(line)
-
-    def next_json(self, timeout: float = TIMEOUT) -> Dict[str, Any]:
-        return json.loads(self.lines.get(timeout=timeout))
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait(TIMEOUT)
 
 
 @pytest.fixture
@@ -75,25 +55,20 @@ def test_claim(target: str, client: BoardClient, workflow: str) -> None:
     assert refused["error"]["code"] == "FAILED_PRECONDITION"
     assert refused["error"]["reason"] == "TASK_ALREADY_CLAIMED"
     assert "already claimed" in refused["error"]["message"]
+    assert refused["error"]["metadata"]["owner"] == "py"
     [missing] = cli("claim", "--target", target, "--workflow", "no-such-wf-x", "--worker", "py")
     assert missing["error"]["code"] == "NOT_FOUND" and missing["error"]["reason"] == "WORKFLOW_NOT_FOUND"
 
 
-def test_claim_waits(target: str, client: BoardClient, workflow: str) -> None:
-    proc = subprocess.Popen([sys.executable, "-m", "grpcboard.cli", "claim", "--target", target, "--workflow", workflow,
-                             "--worker", "py", "--wait-ms", "20000"], stdout=subprocess.PIPE, text=True, env=_env())
-    try:
-        from helpers import wait_for_event
-
-        wait_for_event(client, workflow, pb.EVENT_KIND_WORKFLOW_CREATED)
-        client.post_tasks(workflow_id=workflow, tasks=[pb.TaskSpec(id="late")])
-        out, _ = proc.communicate(timeout=TIMEOUT)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(TIMEOUT)
-    assert proc.returncode == 0
-    assert json.loads(out)["task_id"] == "late"
+def test_claim_waits(target: str, client: BoardClient, workflow: str, running: List[Running]) -> None:
+    claimer = Running(cli_argv("claim", "--target", target, "--workflow", workflow, "--worker", "py",
+                               "--wait-ms", "20000"), env=_env())
+    running.append(claimer)
+    with pytest.raises(AssertionError, match="no output line"):
+        claimer.next_line(timeout=1.5)  # still waiting on the server (without --wait-ms it answers at once)
+    client.post_tasks(workflow_id=workflow, tasks=[pb.TaskSpec(id="late")])
+    assert claimer.next_json()["task_id"] == "late"
+    assert claimer.finish()[0] == 0
 
 
 def test_watch(target: str, client: BoardClient, workflow: str) -> None:
@@ -134,8 +109,8 @@ def test_hang_after_claim_is_taken_over(target: str, client: BoardClient, workfl
                                         running: List[Running]) -> None:
     client.post_tasks(workflow_id=workflow, tasks=[pb.TaskSpec(id="a", retry_policy=pb.RetryPolicy(
         initial_backoff={}))])
-    crashed = Running("work", "--target", target, "--workflow", workflow, "--worker", "crashy", "--lease-ms", "1000",
-                      "--hang-after-claim")
+    crashed = Running(cli_argv("work", "--target", target, "--workflow", workflow, "--worker", "crashy",
+                               "--lease-ms", "1000", "--hang-after-claim"), env=_env())
     running.append(crashed)
     first = crashed.next_json()
     assert first["claimed"] is True and first["task_id"] == "a"
@@ -154,12 +129,13 @@ def test_work_stops_cleanly_on_sigterm(target: str, client: BoardClient, workflo
     import time
 
     client.post_tasks(workflow_id=workflow, tasks=[pb.TaskSpec(id="a")])
-    worker = Running("work", "--target", target, "--workflow", workflow, "--worker", "py-t", "--claim-wait-ms", "60000")
+    worker = Running(cli_argv("work", "--target", target, "--workflow", workflow, "--worker", "py-t",
+                              "--claim-wait-ms", "60000"), env=_env())
     running.append(worker)
     assert worker.next_json() == {"completed": "a", "fencing_token": client.get_task(
         workflow_id=workflow, task_id="a").task.fencing_token}
     # Now it waits in a 60 s claim; SIGTERM cancels it and the process exits cleanly at once.
     start = time.monotonic()
     worker.proc.send_signal(signal.SIGTERM)
-    assert worker.proc.wait(TIMEOUT) == 0
+    assert worker.finish()[0] == 0
     assert time.monotonic() - start < 10

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from conftest import new_id
 from grpcboard import BoardClient, pb
+from helpers import Running
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
@@ -37,3 +38,24 @@ def test_planner_then_workers(target: str, client: BoardClient) -> None:
     review = client.get_task(workflow_id=wf, task_id="review").task
     assert review.state == pb.TASK_STATE_COMPLETED
     assert review.result.decode().startswith("review by ex using [draft-intro: draft-intro by ex")
+
+
+def test_interrupted_worker_releases_its_task(target: str, client: BoardClient) -> None:
+    import signal
+
+    wf = new_id("demo")
+    run("planner.py", target, "--workflow", wf)
+    env = dict(os.environ, GRPCBOARD_TARGET=target)
+    worker = Running([sys.executable, str(EXAMPLES / "worker.py"), "--workflow", wf, "--worker", "ctrl-c",
+                      "--work-seconds", "30"], env=env)
+    try:
+        # Printed once the task is claimed and the handler runs.
+        assert worker.next_line().startswith("[ctrl-c] claimed research")
+        worker.proc.send_signal(signal.SIGINT)
+        code, out = worker.finish()
+    finally:
+        worker.kill()
+    assert code == 0
+    assert "interrupted (released 1)" in out
+    task = client.get_task(workflow_id=wf, task_id="research").task
+    assert (task.state, task.attempt) == (pb.TASK_STATE_READY, 0)

@@ -333,3 +333,25 @@ def test_handler_results() -> None:
     assert _to_result(TaskResult.json({"a": 1})) == TaskResult(b'{"a": 1}', "application/json")
     with pytest.raises(TypeError):
         _to_result(42)  # type: ignore[arg-type]
+
+
+def test_lease_is_counted_from_the_grant_not_from_the_start_of_the_wait(target: str, workflow: str) -> None:
+    claiming = threading.Event()
+
+    class Recorder(grpc.UnaryUnaryClientInterceptor):
+        def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+            if details.method.endswith("/ClaimTask"):
+                claiming.set()
+            return continuation(details, request)
+
+    outcome: Dict[str, Any] = {}
+    with BoardClient(target, interceptors=[Recorder()]) as c:
+        worker = c.worker(workflow, "w", lease_duration=1.0, claim_wait=10)
+        thread = start_worker(worker, lambda ctx: outcome.update(lost=ctx.cancelled.wait(2.0)) or b"ok", max_tasks=1)
+        assert claiming.wait(WAIT)
+        time.sleep(1.5)  # the claim waits on the server longer than the lease lasts
+        c.post_tasks(workflow_id=workflow, tasks=[pb.TaskSpec(id="a")])
+        join(thread, WAIT)
+    assert not thread.errors  # type: ignore[attr-defined]
+    assert outcome == {"lost": False}, "renewals kept the claim for the whole 2 s handler"
+    assert (worker.completed, worker.lost_claims) == (1, 0)
