@@ -656,6 +656,19 @@ public abstract class StoreContractTests : BoardTestBase
     }
 
     [Fact]
+    public async Task Watch_StartingBeyondTheHead_ReportsTheHead_AndDeliversFromTheAskedRevision()
+    {
+        var wf = await NewWorkflowAsync();
+        using var cts = new CancellationTokenSource(TestTimeouts.Default);
+        await using var stream = Board.WatchAsync(wf, 4, WatchFilter.All, null, cts.Token).GetAsyncEnumerator(cts.Token);
+        Assert.True(await stream.MoveNextAsync().AsTask().Within());
+        Assert.Equal(new WatchItem.Progress(1, true), stream.Current);
+        await Board.PostTasksAsync(wf, [Spec("a"), Spec("b"), Spec("c")], default).Within();
+        Assert.True(await stream.MoveNextAsync().AsTask().Within());
+        Assert.Equal(4, Assert.IsType<WatchItem.Change>(stream.Current).Event.Revision);
+    }
+
+    [Fact]
     public async Task Watch_Filters_ByKind_Task_AndNotePrefix_StillAdvancingProgress()
     {
         var wf = await NewWorkflowAsync();

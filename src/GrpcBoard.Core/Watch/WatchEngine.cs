@@ -81,6 +81,9 @@ public sealed class WatchEngine(IBoardStore store, EventHub hub, TimeProvider ti
                 throw BoardException.WorkflowNotFound(workflowId);
             }
 
+            // The highest revision known to exist: progress never claims more than that, even for a watch
+            // that asked to start beyond the head.
+            var head = first.HeadRevision;
             long next;
             if (startRevision <= 0)
             {
@@ -106,6 +109,7 @@ public sealed class WatchEngine(IBoardStore store, EventHub hub, TimeProvider ti
                     }
 
                     ThrowIfCompacted(next, page);
+                    head = Math.Max(head, page.HeadRevision);
                     foreach (var e in page.Events)
                     {
                         if (e.Revision < next)
@@ -129,7 +133,7 @@ public sealed class WatchEngine(IBoardStore store, EventHub hub, TimeProvider ti
                 if (!caughtUpSent)
                 {
                     caughtUpSent = true;
-                    yield return new WatchItem.Progress(next - 1, CaughtUp: true);
+                    yield return new WatchItem.Progress(Math.Min(next - 1, head), CaughtUp: true);
                 }
 
                 // Live: until the buffer overflows or shows a gap.
@@ -147,12 +151,13 @@ public sealed class WatchEngine(IBoardStore store, EventHub hub, TimeProvider ti
                             continue;
                         }
 
-                        yield return new WatchItem.Progress(next - 1, CaughtUp: false);
+                        yield return new WatchItem.Progress(Math.Min(next - 1, head), CaughtUp: false);
                         continue;
                     }
 
                     while (subscription.Reader.TryRead(out var e))
                     {
+                        head = Math.Max(head, e.Revision);
                         if (e.Revision < next)
                         {
                             continue;
