@@ -18,7 +18,12 @@ catch (Exception ex) when (ex is ArgumentException or FormatException or Invalid
 }
 
 await using var server = await BoardServer.StartAsync(settings);
-var where = settings.Store == "embedded" ? $", data in {Path.GetFullPath(settings.DataDirectory)}" : "";
+var where = settings.Store switch
+{
+    "embedded" => $", data in {Path.GetFullPath(settings.DataDirectory)}",
+    "redis" => $", redis {settings.Redis}",
+    _ => "",
+};
 Console.WriteLine($"GrpcBoard listening on {server.Address} (store: {settings.Store}{where})");
 await server.WaitForShutdownAsync();
 return 0;

@@ -9,6 +9,7 @@ using GrpcBoard.Server.Mapping;
 using GrpcBoard.Server.Protocol.Health;
 using GrpcBoard.Server.Services;
 using GrpcBoard.Store.Embedded;
+using GrpcBoard.Store.Redis;
 using GrpcBoard.Wire;
 using GrpcBoard.Wire.Server;
 using Microsoft.AspNetCore.Builder;
@@ -99,7 +100,7 @@ public sealed class BoardServer : IAsyncDisposable
         var loggers = app.Services.GetRequiredService<ILoggerFactory>();
 
         var hub = new EventHub();
-        var store = overrides.StoreFactory?.Invoke(hub) ?? CreateStore(settings, hub, loggers, overrides);
+        var store = overrides.StoreFactory?.Invoke(hub) ?? await CreateStoreAsync(settings, hub, loggers, overrides);
         var coordinator = new Coordinator(store, hub, time, overrides.Limits ?? new BoardLimits(), overrides.WatchOptions);
         var stopping = new CancellationTokenSource();
         var registry = new GrpcServiceRegistry();
@@ -150,11 +151,21 @@ public sealed class BoardServer : IAsyncDisposable
         _stopping.Dispose();
     }
 
-    private static IBoardStore CreateStore(ServerSettings settings, EventHub hub, ILoggerFactory loggers, BoardServerOverrides overrides)
+    private static async Task<IBoardStore> CreateStoreAsync(ServerSettings settings, EventHub hub, ILoggerFactory loggers, BoardServerOverrides overrides)
     {
         if (overrides.ExtraStores?.Invoke(settings, hub, loggers) is { } extra)
         {
             return extra;
+        }
+
+        if (settings.Store == "redis")
+        {
+            return await RedisStore.ConnectAsync(new RedisStoreOptions
+            {
+                Configuration = settings.Redis,
+                KeyPrefix = settings.RedisPrefix,
+                MaxEventsPerWorkflow = settings.MaxEventsPerWorkflow,
+            }, hub, loggers.CreateLogger<RedisStore>());
         }
 
         return settings.Store switch

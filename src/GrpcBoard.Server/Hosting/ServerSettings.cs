@@ -16,6 +16,7 @@ public sealed class ServerSettings
     public string Store { get; set; } = "embedded";
     public string DataDirectory { get; set; } = "./data";
     public string Redis { get; set; } = "127.0.0.1:6379";
+    public string RedisPrefix { get; set; } = "gb";
     public string Synchronous { get; set; } = "FULL";
     public int MaxEventsPerWorkflow { get; set; } = 100_000;
     public int MaxMessageBytes { get; set; } = 4 * 1024 * 1024;
@@ -34,7 +35,8 @@ public sealed class ServerSettings
         new("--port", nameof(Port), "TCP port; 0 picks a free one and prints it."),
         new("--store", nameof(Store), "embedded (durable, one directory), memory (nothing kept), or redis."),
         new("--data", nameof(DataDirectory), "Directory of the embedded store."),
-        new("--redis", nameof(Redis), "Redis address for --store redis (host:port)."),
+        new("--redis", nameof(Redis), "Redis for --store redis: host:port, or several (comma-separated) for a Redis Cluster."),
+        new("--redis-prefix", nameof(RedisPrefix), "First part of every Redis key, so several boards can share one Redis."),
         new("--synchronous", nameof(Synchronous), "Embedded store durability: FULL fsyncs every commit; NORMAL survives crashes but not power loss."),
         new("--history", nameof(MaxEventsPerWorkflow), "Events retained per workflow for Watch resumption."),
         new("--max-message-bytes", nameof(MaxMessageBytes), "Largest request message accepted."),

@@ -1,0 +1,38 @@
+namespace GrpcBoard.Store.Redis;
+
+public sealed class RedisStoreOptions
+{
+    /// <summary>StackExchange.Redis configuration: "host:port" (several for a cluster), plus options.</summary>
+    public string Configuration { get; set; } = "127.0.0.1:6379";
+
+    /// <summary>First part of every key; lets several boards share one Redis.</summary>
+    public string KeyPrefix { get; set; } = "gb";
+
+    /// <summary>Events kept per workflow in its stream; older ones are trimmed (XTRIM MINID).</summary>
+    public int MaxEventsPerWorkflow { get; set; } = 100_000;
+
+    /// <summary>Times a transaction is re-run after losing a race before the call fails with ABORTED.</summary>
+    public int MaxConflictRetries { get; set; } = 64;
+
+    /// <summary>How often the store epoch is checked to detect a Redis that lost its data.</summary>
+    public TimeSpan EpochCheckInterval { get; set; } = TimeSpan.FromSeconds(1);
+
+    /// <summary>How often every workflow's timers are re-read, repairing timer hints lost in a crash.</summary>
+    public TimeSpan TimerRescanInterval { get; set; } = TimeSpan.FromSeconds(10);
+
+    /// <summary>Milliseconds a call waits for Redis before failing with UNAVAILABLE.</summary>
+    public int CommandTimeoutMilliseconds { get; set; } = 5000;
+
+    public void Validate()
+    {
+        if (string.IsNullOrWhiteSpace(Configuration) || string.IsNullOrWhiteSpace(KeyPrefix) || KeyPrefix.Contains('{') || KeyPrefix.Contains('}'))
+        {
+            throw new ArgumentException("Redis configuration and a key prefix without braces are required.");
+        }
+
+        if (MaxEventsPerWorkflow < 16 || MaxConflictRetries < 1)
+        {
+            throw new ArgumentException("MaxEventsPerWorkflow must be at least 16 and MaxConflictRetries at least 1.");
+        }
+    }
+}

@@ -1,0 +1,35 @@
+using GrpcBoard.Core.Events;
+using GrpcBoard.Core.Storage;
+using GrpcBoard.Testing;
+using Xunit;
+
+namespace GrpcBoard.Store.Redis.Tests;
+
+/// <summary>
+/// The store contract on a real redis-server (AOF, appendfsync always). Every test gets a key prefix of its
+/// own, so tests share the server without sharing data. Reopening connects a new store to the same keys.
+/// </summary>
+public sealed class RedisStoreContractTests(RedisFixture redis) : DurableStoreContractTests, IClassFixture<RedisFixture>
+{
+    private readonly string _prefix = "t" + Guid.NewGuid().ToString("N")[..10];
+
+    protected override async Task<IBoardStore> CreateStoreAsync(EventHub hub, int maxEventsPerWorkflow) =>
+        await RedisStore.ConnectAsync(new RedisStoreOptions { Configuration = redis.Endpoint, KeyPrefix = _prefix, MaxEventsPerWorkflow = maxEventsPerWorkflow }, hub);
+}
+
+public sealed class RedisRetentionTests(RedisFixture redis) : RetentionContractTests, IClassFixture<RedisFixture>
+{
+    private readonly string _prefix = "r" + Guid.NewGuid().ToString("N")[..10];
+
+    protected override async Task<IBoardStore> CreateStoreAsync(EventHub hub, int maxEventsPerWorkflow) =>
+        await RedisStore.ConnectAsync(new RedisStoreOptions { Configuration = redis.Endpoint, KeyPrefix = _prefix, MaxEventsPerWorkflow = maxEventsPerWorkflow }, hub);
+}
+
+/// <summary>The same contract on a 3-master Redis Cluster: every script must stay within one slot.</summary>
+public sealed class RedisClusterContractTests(RedisClusterFixture cluster) : DurableStoreContractTests, IClassFixture<RedisClusterFixture>
+{
+    private readonly string _prefix = "c" + Guid.NewGuid().ToString("N")[..10];
+
+    protected override async Task<IBoardStore> CreateStoreAsync(EventHub hub, int maxEventsPerWorkflow) =>
+        await RedisStore.ConnectAsync(new RedisStoreOptions { Configuration = cluster.Configuration, KeyPrefix = _prefix, MaxEventsPerWorkflow = maxEventsPerWorkflow }, hub);
+}

@@ -1,0 +1,182 @@
+using System.Diagnostics;
+using System.Net;
+using System.Net.Sockets;
+using GrpcBoard.Testing;
+using Xunit;
+
+namespace GrpcBoard.Store.Redis.Tests;
+
+/// <summary>A fact that needs Debian's redis-server; skipped without it except in CI (CI=true), where it must run.</summary>
+public sealed class RedisFactAttribute : FactAttribute
+{
+    public RedisFactAttribute()
+    {
+        if (!RedisProcess.Available && Environment.GetEnvironmentVariable("CI") != "true")
+        {
+            Skip = "Needs redis-server (apt install redis-server redis-tools).";
+        }
+    }
+}
+
+/// <summary>A real redis-server on a free loopback port, in a directory of its own; killed (not just stopped) on dispose.</summary>
+public sealed class RedisProcess : IAsyncDisposable
+{
+    public const string ServerBinary = "/usr/bin/redis-server";
+
+    private readonly TempDirectory _dir;
+    private readonly string[] _extraArgs;
+    private Process? _process;
+
+    private RedisProcess(TempDirectory dir, int port, string[] extraArgs)
+    {
+        _dir = dir;
+        Port = port;
+        _extraArgs = extraArgs;
+    }
+
+    public static bool Available => File.Exists(ServerBinary) && File.Exists("/usr/bin/redis-cli");
+
+    public int Port { get; }
+
+    public string Endpoint => $"127.0.0.1:{Port}";
+
+    public string Directory => _dir.Path;
+
+    /// <summary>Starts a server; by default with AOF and appendfsync always (no acknowledged write lost).</summary>
+    public static async Task<RedisProcess> StartAsync(bool persistent = true, params string[] extraArgs)
+    {
+        var args = persistent
+            ? new[] { "--appendonly", "yes", "--appendfsync", "always" }.Concat(extraArgs).ToArray()
+            : new[] { "--appendonly", "no" }.Concat(extraArgs).ToArray();
+        var redis = new RedisProcess(new TempDirectory(), FreePort(), args);
+        await redis.StartAgainAsync();
+        return redis;
+    }
+
+    /// <summary>Starts (or restarts) the server on the same port and directory.</summary>
+    public async Task StartAgainAsync()
+    {
+        var info = new ProcessStartInfo(ServerBinary) { UseShellExecute = false, RedirectStandardOutput = true, RedirectStandardError = true, WorkingDirectory = _dir.Path };
+        foreach (var a in new[] { "--port", Port.ToString(System.Globalization.CultureInfo.InvariantCulture), "--bind", "127.0.0.1", "--save", "", "--dir", _dir.Path, "--daemonize", "no", "--protected-mode", "no" }.Concat(_extraArgs))
+        {
+            info.ArgumentList.Add(a);
+        }
+
+        _process = Process.Start(info)!;
+        _process.OutputDataReceived += (_, _) => { };
+        _process.ErrorDataReceived += (_, _) => { };
+        _process.BeginOutputReadLine();
+        _process.BeginErrorReadLine();
+        await TestTimeouts.Eventually(async () => (await CliAsync("PING")).Trim() == "PONG", $"redis-server on {Port} to answer");
+    }
+
+    /// <summary>kill -9: whatever Redis had not written to its AOF is gone.</summary>
+    public async Task KillAsync()
+    {
+        if (_process is { HasExited: false } p)
+        {
+            p.Kill();
+            await p.WaitForExitAsync().Within();
+        }
+    }
+
+    public async Task<string> CliAsync(params string[] args)
+    {
+        var info = new ProcessStartInfo("/usr/bin/redis-cli") { UseShellExecute = false, RedirectStandardOutput = true, RedirectStandardError = true };
+        foreach (var a in new[] { "-p", Port.ToString(System.Globalization.CultureInfo.InvariantCulture) }.Concat(args))
+        {
+            info.ArgumentList.Add(a);
+        }
+
+        using var cli = Process.Start(info)!;
+        var output = await cli.StandardOutput.ReadToEndAsync();
+        await cli.WaitForExitAsync();
+        return output;
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        await KillAsync();
+        _process?.Dispose();
+        _dir.Dispose();
+    }
+
+    public static int FreePort()
+    {
+        using var listener = new TcpListener(IPAddress.Loopback, 0);
+        listener.Start();
+        return ((IPEndPoint)listener.LocalEndpoint).Port;
+    }
+}
+
+/// <summary>One redis-server shared by a test class (contract tests use a key prefix each).</summary>
+public sealed class RedisFixture : IAsyncLifetime
+{
+    public RedisProcess? Redis { get; private set; }
+
+    public string Endpoint => Redis?.Endpoint ?? throw new InvalidOperationException("redis-server is not installed.");
+
+    public async Task InitializeAsync()
+    {
+        if (RedisProcess.Available)
+        {
+            Redis = await RedisProcess.StartAsync();
+        }
+    }
+
+    public async Task DisposeAsync()
+    {
+        if (Redis is not null)
+        {
+            await Redis.DisposeAsync();
+        }
+    }
+}
+
+/// <summary>A 3-master Redis Cluster on loopback ports, created with redis-cli --cluster create.</summary>
+public sealed class RedisClusterFixture : IAsyncLifetime
+{
+    private readonly List<RedisProcess> _nodes = [];
+
+    public string Configuration => string.Join(",", _nodes.Select(n => n.Endpoint));
+
+    public async Task InitializeAsync()
+    {
+        if (!RedisProcess.Available)
+        {
+            return;
+        }
+
+        for (var i = 0; i < 3; i++)
+        {
+            _nodes.Add(await RedisProcess.StartAsync(true, "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "5000"));
+        }
+
+        var info = new ProcessStartInfo("/usr/bin/redis-cli") { UseShellExecute = false, RedirectStandardOutput = true, RedirectStandardError = true };
+        foreach (var a in new[] { "--cluster", "create" }.Concat(_nodes.Select(n => n.Endpoint)).Concat(["--cluster-replicas", "0", "--cluster-yes"]))
+        {
+            info.ArgumentList.Add(a);
+        }
+
+        using var create = Process.Start(info)!;
+        var output = await create.StandardOutput.ReadToEndAsync();
+        await create.WaitForExitAsync().Within(TimeSpan.FromSeconds(60));
+        if (create.ExitCode != 0)
+        {
+            throw new InvalidOperationException("redis-cli --cluster create failed:\n" + output + await create.StandardError.ReadToEndAsync());
+        }
+
+        foreach (var node in _nodes)
+        {
+            await TestTimeouts.Eventually(async () => (await node.CliAsync("CLUSTER", "INFO")).Contains("cluster_state:ok", StringComparison.Ordinal), "the cluster to be ok", TimeSpan.FromSeconds(60));
+        }
+    }
+
+    public async Task DisposeAsync()
+    {
+        foreach (var node in _nodes)
+        {
+            await node.DisposeAsync();
+        }
+    }
+}
