@@ -1,5 +1,6 @@
 import type { DescMessage, MessageInitShape } from "@bufbuild/protobuf";
-import { createClient, type CallOptions, type Client, type Interceptor, type Transport } from "@connectrpc/connect";
+import http2 from "node:http2";
+import { Code, ConnectError, createClient, type CallOptions, type Client, type Interceptor, type Transport } from "@connectrpc/connect";
 import { createGrpcTransport, Http2SessionManager, type Http2SessionOptions } from "@connectrpc/connect-node";
 import {
   BoardService,
@@ -52,6 +53,47 @@ import { BoardError } from "./errors.js";
 import { sleep, toMs } from "./util.js";
 import { WatchResume } from "./watch.js";
 import { BoardWorker, type BoardWorkerOptions } from "./worker.js";
+
+type SessionManager = NonNullable<Parameters<typeof createGrpcTransport>[0]["sessionManager"]>;
+
+/**
+ * Fails a call whose HTTP/2 stream closes without an error code before any response arrived.
+ *
+ * That happens when a server shuts down with calls in flight and drops the connection without
+ * answering them (GrpcBoard does so for a waiting ClaimTask). @connectrpc/connect-node 2.2 maps the
+ * NO_ERROR close to no error at all, so the call would hang until its deadline (for a waiting claim:
+ * wait + default timeout). Here it fails at once with UNAVAILABLE, which callers retry.
+ */
+class UnansweredStreamGuard implements SessionManager {
+  constructor(private readonly inner: Http2SessionManager) {}
+
+  get authority(): string {
+    return this.inner.authority;
+  }
+
+  async request(
+    method: string,
+    path: string,
+    headers: http2.OutgoingHttpHeaders,
+    options: Omit<http2.ClientSessionRequestOptions, "signal">,
+  ): Promise<http2.ClientHttp2Stream> {
+    const stream = await this.inner.request(method, path, headers, options);
+    let answered = false;
+    stream.once("response", () => {
+      answered = true;
+    });
+    stream.once("close", () => {
+      if (!answered && stream.rstCode === http2.constants.NGHTTP2_NO_ERROR && stream.listenerCount("error") > 0) {
+        stream.emit("error", new ConnectError("the connection closed before the server answered", Code.Unavailable));
+      }
+    });
+    return stream;
+  }
+
+  notifyResponseByteRead(stream: http2.ClientHttp2Stream): void {
+    this.inner.notifyResponseByteRead(stream);
+  }
+}
 
 /** Settings of a {@link BoardClient}. */
 export interface BoardClientOptions {
@@ -115,7 +157,7 @@ export class BoardClient {
       this.sessions = new Http2SessionManager(target, options.http2);
       transport = createGrpcTransport({
         baseUrl: target,
-        sessionManager: this.sessions,
+        sessionManager: new UnansweredStreamGuard(this.sessions),
         interceptors: options.interceptors,
       });
     }

@@ -137,6 +137,13 @@ describe("cli", () => {
     } finally {
       live.kill();
     }
+
+    // Fewer events than --count before --timeout-s: an error line and exit code 1.
+    const short = await run(["watch", "--target", server.target, "--workflow", id, "--from", "1", "--count", "99", "--timeout-s", "1"]);
+    assert.equal(short.code, 1, short.stderr);
+    assert.equal(short.lines.length, 5);
+    assert.equal(short.lines.at(-1).error.code, "DEADLINE_EXCEEDED");
+    assert.match(short.lines.at(-1).error.message, /after 4 of 99 events \(timed out\)/);
   });
 
   test("work completes tasks after a checkpoint and exits after --max-tasks", T, async () => {
@@ -177,8 +184,27 @@ describe("cli", () => {
       assert.equal(task.owner, "rescuer");
       assert.equal(task.lastError?.leaseExpired, true);
       assert.equal(task.lastError?.workerId, "crashy");
+      // SIGTERM ends the hung worker with exit code 0.
+      const exited = new Promise((r) => hung.child.once("exit", r));
+      hung.child.kill("SIGTERM");
+      assert.equal(await withTimeout(exited, 10_000, "the hung worker to exit"), 0);
     } finally {
       hung.kill();
+    }
+  });
+
+  test("work exits 0 on SIGTERM while waiting for tasks, with --skills and --claim-wait-ms", T, async () => {
+    const id = uniqueId("cli-sigterm");
+    await client.createWorkflow({ workflowId: id, goal: "g" });
+    await client.postTasks({ workflowId: id, tasks: [{ id: "skilled", requiredSkills: ["write"] }] });
+    const worker = start(["work", "--target", server.target, "--workflow", id, "--worker", "sk", "--skills", "read,write", "--claim-wait-ms", "5000"]);
+    try {
+      assert.deepEqual(await worker.next(), { completed: "skilled", fencing_token: Number((await client.getTask({ workflowId: id, taskId: "skilled" })).task!.fencingToken) });
+      const exited = new Promise((r) => worker.child.once("exit", r));
+      worker.child.kill("SIGTERM");
+      assert.equal(await withTimeout(exited, 10_000, "the worker to exit"), 0);
+    } finally {
+      worker.kill();
     }
   });
 });

@@ -1525,7 +1525,9 @@ export const WatchResponseSchema: GenMessage<WatchResponse> = /*@__PURE__*/
  */
 export type WatchProgress = Message<"grpcboard.v1.WatchProgress"> & {
   /**
-   * The workflow's head revision when the message was sent.
+   * The revision up to which everything has been delivered: the workflow's
+   * head revision when the message was sent (for a watch that started beyond
+   * the head, the head, not start_revision - 1).
    *
    * @generated from field: int64 revision = 1;
    */
