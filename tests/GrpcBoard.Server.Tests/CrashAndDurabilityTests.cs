@@ -247,3 +247,33 @@ public sealed class CrashAndDurabilityTests
         }
     }
 }
+
+public sealed class ShutdownTests
+{
+    /// <summary>SIGTERM: a waiting claim and a watch are answered with a status before the process exits.</summary>
+    [Fact]
+    public async Task Sigterm_AnswersWaitingClaimsAndWatches_WithUnavailable()
+    {
+        using var data = new TempDirectory();
+        await using var server = await ServerProcess.StartAsync("--port", "0", "--data", data.Path);
+        using var client = new BoardClient(server.Address);
+        await client.CreateWorkflowAsync(new CreateWorkflowRequest { WorkflowId = "bye" }).Within();
+        var claim = client.ClaimTaskAsync(new ClaimTaskRequest { WorkflowId = "bye", WorkerId = "w", Wait = Duration.FromTimeSpan(TimeSpan.FromSeconds(60)) });
+        await using var watch = client.Watch(new WatchRequest { WorkflowId = "bye" });
+        var watching = Task.Run(async () =>
+        {
+            await foreach (var _ in watch.ReadAllAsync())
+            {
+            }
+        });
+        await Task.Delay(500);
+        var started = DateTimeOffset.UtcNow;
+        server.Terminate();
+
+        var claimError = await Assert.ThrowsAsync<BoardRpcException>(() => claim.Within());
+        Assert.Equal(StatusCode.Unavailable, claimError.StatusCode);
+        var watchError = await Assert.ThrowsAsync<RpcException>(() => watching.Within());
+        Assert.Equal(StatusCode.Unavailable, watchError.StatusCode);
+        Assert.True(DateTimeOffset.UtcNow - started < TimeSpan.FromSeconds(4), "answered before the host's shutdown timeout");
+    }
+}

@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Net;
 using System.Net.Sockets;
+using System.Runtime.InteropServices;
 using GrpcBoard.Client;
 using GrpcBoard.Server.Hosting;
 using Microsoft.Extensions.Logging;
@@ -59,7 +60,7 @@ public sealed class ServerHarness : IAsyncDisposable
 }
 
 /// <summary>The server as a separate process (dotnet GrpcBoard.Server.dll), for kill -9 tests.</summary>
-public sealed class ServerProcess : IAsyncDisposable
+public sealed partial class ServerProcess : IAsyncDisposable
 {
     private readonly Process _process;
 
@@ -125,6 +126,18 @@ public sealed class ServerProcess : IAsyncDisposable
             throw;
         }
     }
+
+    /// <summary>SIGTERM: a graceful stop, as a process supervisor asks for one.</summary>
+    public void Terminate()
+    {
+        if (Kill(_process.Id, 15) != 0)
+        {
+            throw new InvalidOperationException($"kill({_process.Id}, SIGTERM) failed: errno {Marshal.GetLastPInvokeError()}");
+        }
+    }
+
+    [DllImport("libc", EntryPoint = "kill", SetLastError = true)]
+    private static extern int Kill(int pid, int signal);
 
     /// <summary>SIGKILL: no shutdown code runs, nothing is flushed.</summary>
     public async Task KillAsync()

@@ -128,6 +128,10 @@ public sealed class BoardServer : IAsyncDisposable
             throw;
         }
 
+        // On SIGTERM/Ctrl+C the host stops Kestrel, which waits for running calls. Waiting claims and watches
+        // would otherwise be cut without a status when that wait runs out; ending them first answers them
+        // (UNAVAILABLE) so clients retry or resume elsewhere at once.
+        app.Lifetime.ApplicationStopping.Register(() => stopping.Cancel());
         var timerLoop = new TimerLoop(store, coordinator, time, loggers.CreateLogger<TimerLoop>())
         {
             PollInterval = TimeSpan.FromMilliseconds(settings.TimerPollMilliseconds),
