@@ -144,8 +144,10 @@ internal sealed class ClientCall<TRequest, TResponse> : IAsyncDisposable
         {
             var rpc = MapException(ex);
             Finish(rpc.Status);
-            // Stop the stream on the wire too: the server sees RST_STREAM(CANCEL).
+            // Stop the stream on the wire too: the server sees RST_STREAM(CANCEL). Cancelling the token alone
+            // does not reset a stream whose response headers have arrived; disposing the response does.
             _cts.Cancel();
+            _response?.Dispose();
             throw rpc;
         }
     }
