@@ -344,6 +344,9 @@ internal sealed class ClientCall<TRequest, TResponse> : IAsyncDisposable
             RpcException rpc => rpc,
             HttpProtocolException protocol => new RpcException(
                 new Status(StatusFromHttp2Error(protocol.ErrorCode), $"The server reset the stream (HTTP/2 error {protocol.ErrorCode}): {protocol.Message}"), inner: ex),
+            // A reset before the response headers arrives wrapped; it is not a connection failure.
+            HttpRequestException { InnerException: HttpProtocolException protocol } => new RpcException(
+                new Status(StatusFromHttp2Error(protocol.ErrorCode), $"The server reset the stream (HTTP/2 error {protocol.ErrorCode}): {protocol.Message}"), inner: ex),
             HttpRequestException request => new RpcException(
                 new Status(StatusCode.Unavailable, "Error connecting to the server: " + request.Message), inner: ex),
             IOException io => new RpcException(new Status(StatusCode.Unavailable, "The connection failed: " + io.Message), inner: ex),
