@@ -393,6 +393,111 @@ public class RawHttp2Tests
         Assert.True(cancelledAt - started >= TimeSpan.FromMilliseconds(90), $"cancelled after {(cancelledAt - started).TotalMilliseconds} ms");
     }
 
+    [Fact]
+    public async Task ServerDeadline_UnaryHandlerThatReturnsLate_SendsNoMessageOnlyDeadlineExceeded()
+    {
+        var handlerReturned = new Signal();
+        await using var server = await KestrelHost.StartGrpcAsync(r => r.AddUnary(Utf8.Unary("Late"), async (_, context) =>
+        {
+            // Ignores cancellation: waits for the deadline, then answers anyway.
+            await Task.Delay(Timeout.Infinite, context.CancellationToken).ContinueWith(_ => { }, TaskScheduler.Default);
+            handlerReturned.Set();
+            return "too late";
+        }));
+        using var raw = new RawHttp2(server.Address);
+
+        var response = await raw.PostAsync("/" + TestService.Name + "/Late", HelloFrame, headers: h => h.TryAddWithoutValidation("grpc-timeout", "50m"));
+
+        await handlerReturned.WaitAsync();
+        response.AssertTrailersOnly(StatusCode.DeadlineExceeded);
+    }
+
+    [Fact]
+    public async Task ServerDeadline_DuringAServerStream_EndsWithDeadlineExceededInTrailers()
+    {
+        var writes = 0;
+        await using var server = await KestrelHost.StartGrpcAsync(r => r.AddServerStreaming(Utf8.ServerStreaming("Endless"), async (_, writer, context) =>
+        {
+            // Writes until a write fails because the deadline passed.
+            while (true)
+            {
+                await writer.WriteAsync("tick");
+                Interlocked.Increment(ref writes);
+                await Task.Yield();
+            }
+        }));
+        using var raw = new RawHttp2(server.Address);
+
+        var response = await raw.PostAsync("/" + TestService.Name + "/Endless", HelloFrame, headers: h => h.TryAddWithoutValidation("grpc-timeout", "100m"));
+
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        Assert.Null(response.Header("grpc-status"));
+        Assert.Equal("4", response.Trailer("grpc-status"));
+        // Whole frames only: every message that made it out is complete.
+        var buffer = new ReadOnlySequence<byte>(response.Body);
+        var frames = 0;
+        while (MessageFraming.TryReadMessage(ref buffer, 100, out _, out var payload))
+        {
+            Assert.Equal("tick", Utf8.Marshaller.Parse(payload));
+            frames++;
+        }
+
+        Assert.Equal(0, buffer.Length);
+        Assert.True(frames >= 1);
+        // A write whose flush is cancelled by the deadline may still have put its frame in the response.
+        Assert.InRange(frames, Volatile.Read(ref writes), Volatile.Read(ref writes) + 1);
+    }
+
+    [Fact]
+    public async Task Duplex_MalformedFrameMidStream_IsInternalAfterTheEchoedMessages()
+    {
+        await using var server = await KestrelHost.StartGrpcAsync(r => r.AddDuplexStreaming(Utf8.Duplex("Echo"), async (requests, responses, _) =>
+        {
+            while (await requests.MoveNextAsync())
+            {
+                await responses.WriteAsync(requests.Current);
+            }
+        }));
+        using var raw = new RawHttp2(server.Address);
+
+        var response = await raw.PostAsync(EchoPath, [.. HelloFrame, 2, 0, 0, 0, 1, 0x78]);
+
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        Assert.Equal(HelloFrame, response.Body);
+        Assert.Equal("13", response.Trailer("grpc-status"));
+        Assert.Contains("compressed flag", response.Trailer("grpc-message"), StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task ConcurrentWritesFromOneHandler_NeverInterleaveFrames()
+    {
+        await using var server = await KestrelHost.StartGrpcAsync(r => r.AddServerStreaming(Utf8.ServerStreaming("Parallel"), (_, writer, _) =>
+            Task.WhenAll(Enumerable.Range(0, 4).Select(w => Task.Run(async () =>
+            {
+                for (var i = 0; i < 50; i++)
+                {
+                    await writer.WriteAsync($"writer-{w}-message-{i}-" + new string((char)('a' + w), 200 + i));
+                }
+            })))));
+        using var raw = new RawHttp2(server.Address);
+
+        var response = await raw.PostAsync("/" + TestService.Name + "/Parallel", HelloFrame);
+
+        Assert.Equal("0", response.Trailer("grpc-status"));
+        var buffer = new ReadOnlySequence<byte>(response.Body);
+        var seen = new HashSet<string>();
+        while (MessageFraming.TryReadMessage(ref buffer, 1 << 20, out var compressed, out var payload))
+        {
+            Assert.False(compressed);
+            var text = Utf8.Marshaller.Parse(payload);
+            Assert.Matches("^writer-(\\d)-message-(\\d+)-([a-d])+$", text);
+            Assert.True(seen.Add(text));
+        }
+
+        Assert.Equal(0, buffer.Length);
+        Assert.Equal(200, seen.Count);
+    }
+
     [Theory]
     [InlineData("0S")]
     [InlineData("0n")]
