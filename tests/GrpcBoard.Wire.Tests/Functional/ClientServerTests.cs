@@ -596,6 +596,25 @@ public class ClientServerTests
     }
 
     [Fact]
+    public async Task MaxSendSize_OnTheClient_DuplexMessageTooLarge_FailsTheCallWithResourceExhausted()
+    {
+        await using var server = await KestrelHost.StartGrpcAsync(r => r.AddDuplexStreaming(DuplexEcho, async (requests, responses, _) =>
+        {
+            while (await requests.MoveNextAsync())
+            {
+                await responses.WriteAsync(requests.Current);
+            }
+        }));
+        using var channel = server.CreateChannel(o => o.MaxSendMessageSize = 4);
+
+        await using var call = channel.DuplexStreaming(DuplexEcho);
+        await call.WriteAsync("ok").Within();
+        await call.WriteAsync("12345").Within();
+        var ex = await Timeouts.ThrowsRpc(() => call.ReadAllAsync().ToListWithin());
+        Assert.Equal(StatusCode.ResourceExhausted, ex.StatusCode);
+    }
+
+    [Fact]
     public async Task MaxSendSize_OnTheServer_IsResourceExhausted()
     {
         await using var server = await KestrelHost.StartGrpcAsync(AddEcho, o => o.MaxSendMessageSize = 4);

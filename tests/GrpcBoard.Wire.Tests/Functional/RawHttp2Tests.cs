@@ -120,6 +120,30 @@ public class RawHttp2Tests
     }
 
     [Fact]
+    public async Task ErrorAfterAMessage_StatusMessageAndDetailsAreInTheTrailersNotTheHeaders()
+    {
+        await using var server = await KestrelHost.StartGrpcAsync(r => r.AddServerStreaming(Utf8.ServerStreaming("Partial"), async (_, writer, context) =>
+        {
+            await writer.WriteAsync("hello");
+            context.ResponseTrailers.Add("x-after", "1");
+            throw new RpcException(new Status(StatusCode.DataLoss, "lost 50%", new byte[] { 0xAB }));
+        }));
+        using var raw = new RawHttp2(server.Address);
+
+        var response = await raw.PostAsync("/" + TestService.Name + "/Partial", HelloFrame);
+
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        Assert.Equal("application/grpc", response.ContentType);
+        Assert.Null(response.Header("grpc-status"));
+        Assert.Null(response.Header("grpc-message"));
+        Assert.Equal(HelloFrame, response.Body);
+        Assert.Equal("15", response.Trailer("grpc-status"));
+        Assert.Equal("lost 50%25", response.Trailer("grpc-message"));
+        Assert.Equal("qw==", response.Trailer("grpc-status-details-bin"));
+        Assert.Equal("1", response.Trailer("x-after"));
+    }
+
+    [Fact]
     public async Task ServerStreaming_NoMessages_IsTrailersOnlyOk()
     {
         var (server, raw, _) = await StartAsync();
