@@ -359,9 +359,13 @@ internal sealed class HttpServerCallContext : ServerCallContext, IDisposable
                 {
                     if (name.EndsWith(Metadata.BinarySuffix, StringComparison.OrdinalIgnoreCase))
                     {
-                        if (BinaryHeader.TryDecode(value, out var bytes))
+                        // Spec: repeated values may arrive joined with ","; Binary-Headers must be split before decoding.
+                        foreach (var part in value.Split(','))
                         {
-                            metadata.Add(name, bytes);
+                            if (BinaryHeader.TryDecode(part, out var bytes))
+                            {
+                                metadata.Add(name, bytes);
+                            }
                         }
                     }
                     else

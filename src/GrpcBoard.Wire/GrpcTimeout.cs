@@ -89,5 +89,6 @@ public static class GrpcTimeout
         return Math.Min(CeilDiv(ticks, TimeSpan.TicksPerHour), MaxValue).ToString(CultureInfo.InvariantCulture) + "H";
     }
 
-    private static long CeilDiv(long a, long b) => (a + b - 1) / b;
+    // Not (a + b - 1) / b: that overflows to a negative value for timeouts near TimeSpan.MaxValue.
+    private static long CeilDiv(long a, long b) => a / b + (a % b == 0 ? 0 : 1);
 }

@@ -152,8 +152,10 @@ internal sealed class ClientCall<TRequest, TResponse> : IAsyncDisposable
         {
             var rpc = MapException(ex);
             Finish(rpc.Status);
-            // Stop the stream on the wire too: the server sees RST_STREAM(CANCEL).
+            // Stop the stream on the wire too: the server sees RST_STREAM(CANCEL). Cancelling the token alone
+            // does not reset a stream whose response headers have arrived; disposing the response does.
             _cts.Cancel();
+            _response?.Dispose();
             throw rpc;
         }
     }
@@ -303,9 +305,13 @@ internal sealed class ClientCall<TRequest, TResponse> : IAsyncDisposable
                 {
                     if (name.EndsWith(Metadata.BinarySuffix, StringComparison.OrdinalIgnoreCase))
                     {
-                        if (BinaryHeader.TryDecode(value, out var bytes))
+                        // Spec: repeated values may arrive joined with ","; Binary-Headers must be split before decoding.
+                        foreach (var part in value.Split(','))
                         {
-                            metadata.Add(name, bytes);
+                            if (BinaryHeader.TryDecode(part, out var bytes))
+                            {
+                                metadata.Add(name, bytes);
+                            }
                         }
                     }
                     else
@@ -345,6 +351,9 @@ internal sealed class ClientCall<TRequest, TResponse> : IAsyncDisposable
         {
             RpcException rpc => rpc,
             HttpProtocolException protocol => new RpcException(
+                new Status(StatusFromHttp2Error(protocol.ErrorCode), $"The server reset the stream (HTTP/2 error {protocol.ErrorCode}): {protocol.Message}"), inner: ex),
+            // A reset before the response headers arrives wrapped; it is not a connection failure.
+            HttpRequestException { InnerException: HttpProtocolException protocol } => new RpcException(
                 new Status(StatusFromHttp2Error(protocol.ErrorCode), $"The server reset the stream (HTTP/2 error {protocol.ErrorCode}): {protocol.Message}"), inner: ex),
             HttpRequestException request => new RpcException(
                 new Status(StatusCode.Unavailable, "Error connecting to the server: " + request.Message), inner: ex),
