@@ -186,7 +186,12 @@ internal sealed class HttpServerCallContext : ServerCallContext, IDisposable
             MessageWritten = true;
             if (flush)
             {
-                var result = await _http.Response.BodyWriter.FlushAsync(cancellationToken).ConfigureAwait(false);
+                // Cancelling FlushAsync through its token makes Kestrel reset the stream (INTERNAL_ERROR), so a
+                // deadline during a flush blocked by flow control would reach the client as INTERNAL. Cancel the
+                // pending flush instead: the call then ends normally, with DEADLINE_EXCEEDED in its trailers.
+                var writer = _http.Response.BodyWriter;
+                await using var registration = cancellationToken.UnsafeRegister(static w => ((PipeWriter)w!).CancelPendingFlush(), writer).ConfigureAwait(false);
+                var result = await writer.FlushAsync(CancellationToken.None).ConfigureAwait(false);
                 if (result.IsCanceled)
                 {
                     throw new OperationCanceledException(cancellationToken);
@@ -350,32 +355,9 @@ internal sealed class HttpServerCallContext : ServerCallContext, IDisposable
 
             foreach (var value in values)
             {
-                if (value is null)
+                if (value is not null)
                 {
-                    continue;
-                }
-
-                try
-                {
-                    if (name.EndsWith(Metadata.BinarySuffix, StringComparison.OrdinalIgnoreCase))
-                    {
-                        // Spec: repeated values may arrive joined with ","; Binary-Headers must be split before decoding.
-                        foreach (var part in value.Split(','))
-                        {
-                            if (BinaryHeader.TryDecode(part, out var bytes))
-                            {
-                                metadata.Add(name, bytes);
-                            }
-                        }
-                    }
-                    else
-                    {
-                        metadata.Add(name, value);
-                    }
-                }
-                catch (ArgumentException)
-                {
-                    // Not valid gRPC metadata: not surfaced to handlers.
+                    metadata.AddReceived(name, value);
                 }
             }
         }

@@ -40,7 +40,7 @@ public sealed class GzipCompressionProvider : ICompressionProvider
     {
         using var input = new SequenceStream(data);
         using var gzip = new GZipStream(input, CompressionMode.Decompress);
-        var buffer = new ArrayBufferWriter<byte>(Math.Min(maxSize, Math.Max(256, (int)data.Length * 4)));
+        var buffer = new ArrayBufferWriter<byte>(Math.Max(1, Math.Min(maxSize, Math.Max(256, (int)data.Length * 4))));
         while (true)
         {
             var span = buffer.GetSpan(4096);

@@ -93,7 +93,21 @@ public static class MessageFraming
         {
             var result = await reader.ReadAsync(cancellationToken).ConfigureAwait(false);
             var buffer = result.Buffer;
-            if (TryReadMessage(ref buffer, maxReceiveSize, out var compressed, out var payload))
+            bool complete;
+            bool compressed;
+            ReadOnlySequence<byte> payload;
+            try
+            {
+                complete = TryReadMessage(ref buffer, maxReceiveSize, out compressed, out payload);
+            }
+            catch (RpcException)
+            {
+                // A refused prefix ends the call; leave the reader consistent for whoever completes it.
+                reader.AdvanceTo(buffer.Start);
+                throw;
+            }
+
+            if (complete)
             {
                 try
                 {

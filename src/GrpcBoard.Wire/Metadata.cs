@@ -67,6 +67,36 @@ public sealed class Metadata : IReadOnlyList<Metadata.Entry>
         return null;
     }
 
+    /// <summary>
+    /// Adds a received HTTP/2 header as metadata. Binary values are base64 and may arrive several to one
+    /// field, joined with "," (the spec says to split before decoding). A header that is not valid
+    /// metadata (an invalid key, an undecodable value) is skipped rather than failing the call.
+    /// </summary>
+    public void AddReceived(string name, string value)
+    {
+        try
+        {
+            if (name.EndsWith(BinarySuffix, StringComparison.OrdinalIgnoreCase))
+            {
+                foreach (var part in value.Split(','))
+                {
+                    if (BinaryHeader.TryDecode(part, out var bytes))
+                    {
+                        Add(name, bytes);
+                    }
+                }
+            }
+            else
+            {
+                Add(name, value);
+            }
+        }
+        catch (ArgumentException)
+        {
+            // Not valid gRPC metadata: not surfaced.
+        }
+    }
+
     public IEnumerator<Entry> GetEnumerator() => _entries.GetEnumerator();
 
     IEnumerator IEnumerable.GetEnumerator() => GetEnumerator();

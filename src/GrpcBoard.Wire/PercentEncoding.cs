@@ -50,21 +50,20 @@ public static class PercentEncoding
         }
 
         var bytes = new List<byte>(value.Length);
+        var plainStart = 0;
         for (var i = 0; i < value.Length; i++)
         {
-            var c = value[i];
-            if (c == '%' && i + 2 < value.Length && IsHex(value[i + 1]) && IsHex(value[i + 2]))
+            if (value[i] == '%' && i + 2 < value.Length && IsHex(value[i + 1]) && IsHex(value[i + 2]))
             {
+                // Text between escapes is added as a whole, so surrogate pairs stay together.
+                bytes.AddRange(Encoding.UTF8.GetBytes(value[plainStart..i]));
                 bytes.Add((byte)((HexValue(value[i + 1]) << 4) | HexValue(value[i + 2])));
                 i += 2;
-            }
-            else
-            {
-                // Non-ASCII in a received header cannot be encoded by a conforming peer; keep its UTF-8 bytes.
-                bytes.AddRange(Encoding.UTF8.GetBytes(c.ToString()));
+                plainStart = i + 1;
             }
         }
 
+        bytes.AddRange(Encoding.UTF8.GetBytes(value[plainStart..]));
         return Encoding.UTF8.GetString(bytes.ToArray());
     }
 

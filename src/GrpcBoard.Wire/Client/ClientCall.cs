@@ -301,28 +301,7 @@ internal sealed class ClientCall<TRequest, TResponse> : IAsyncDisposable
             metadata ??= new Metadata();
             foreach (var value in values)
             {
-                try
-                {
-                    if (name.EndsWith(Metadata.BinarySuffix, StringComparison.OrdinalIgnoreCase))
-                    {
-                        // Spec: repeated values may arrive joined with ","; Binary-Headers must be split before decoding.
-                        foreach (var part in value.Split(','))
-                        {
-                            if (BinaryHeader.TryDecode(part, out var bytes))
-                            {
-                                metadata.Add(name, bytes);
-                            }
-                        }
-                    }
-                    else
-                    {
-                        metadata.Add(name, value);
-                    }
-                }
-                catch (ArgumentException)
-                {
-                    // A header that is not valid gRPC metadata is not surfaced.
-                }
+                metadata.AddReceived(name, value);
             }
         }
 

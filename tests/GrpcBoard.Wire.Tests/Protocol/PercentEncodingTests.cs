@@ -9,6 +9,14 @@ namespace GrpcBoard.Wire.Tests.Protocol;
 public class PercentEncodingTests
 {
     [Fact]
+    public void Decode_KeepsSurrogatePairsOfUnescapedTextBesideEscapes()
+    {
+        // A non-conforming peer may send raw non-ASCII; characters outside the BMP must survive decoding.
+        Assert.Equal("100% done 😀", PercentEncoding.Decode("100%25 done 😀"));
+        Assert.Equal("😀%", PercentEncoding.Decode("😀%25"));
+    }
+
+    [Fact]
     public void Encode_PrintableAsciiExceptPercent_IsUnchanged()
     {
         var printable = new string(Enumerable.Range(0x20, 0x7F - 0x20).Select(i => (char)i).Where(c => c != '%').ToArray());
