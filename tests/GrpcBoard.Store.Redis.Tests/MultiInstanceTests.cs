@@ -1,0 +1,288 @@
+using System.Collections.Concurrent;
+using Google.Protobuf;
+using Google.Protobuf.WellKnownTypes;
+using GrpcBoard.Api.V1;
+using GrpcBoard.Client;
+using GrpcBoard.Server.Hosting;
+using GrpcBoard.Testing;
+using GrpcBoard.Wire;
+using Microsoft.Extensions.Logging;
+using Xunit;
+using Task = System.Threading.Tasks.Task;
+
+namespace GrpcBoard.Store.Redis.Tests;
+
+/// <summary>Several GrpcBoard servers on one Redis, and Redis failing under them.</summary>
+public sealed class MultiInstanceTests
+{
+    private static Task<BoardServer> StartServerAsync(string redis, string prefix, int port = 0) =>
+        BoardServer.StartAsync(
+            new ServerSettings { Port = port, Store = "redis", Redis = redis, RedisPrefix = prefix, TimerPollMilliseconds = 50 },
+            new BoardServerOverrides { Logging = l => l.SetMinimumLevel(LogLevel.Critical) });
+
+    private static string Prefix() => "m" + Guid.NewGuid().ToString("N")[..10];
+
+    [RedisFact]
+    public async Task ClaimRace_AcrossTwoInstances_HasExactlyOneWinner()
+    {
+        await using var redis = await RedisProcess.StartAsync();
+        var prefix = Prefix();
+        await using var a = await StartServerAsync(redis.Endpoint, prefix);
+        await using var b = await StartServerAsync(redis.Endpoint, prefix);
+        using var viaA = new BoardClient(a.Address.ToString());
+        using var viaB = new BoardClient(b.Address.ToString());
+        await viaA.CreateWorkflowAsync(new CreateWorkflowRequest { WorkflowId = "race" }).Within();
+        await viaB.PostTasksAsync(new PostTasksRequest { WorkflowId = "race", Tasks = { Enumerable.Range(0, 20).Select(i => new TaskSpec { Id = $"t{i}" }) } }).Within();
+
+        for (var round = 0; round < 20; round++)
+        {
+            var task = $"t{round}";
+            var attempts = Enumerable.Range(0, 16).Select(async i =>
+            {
+                var client = i % 2 == 0 ? viaA : viaB;
+                try
+                {
+                    return (await client.ClaimTaskAsync(new ClaimTaskRequest { WorkflowId = "race", TaskId = task, WorkerId = $"w{i}" })).FencingToken;
+                }
+                catch (BoardRpcException ex) when (ex.Reason == ErrorReason.TaskAlreadyClaimed)
+                {
+                    return 0L;
+                }
+            });
+            var tokens = await Task.WhenAll(attempts).Within();
+            Assert.Single(tokens, t => t > 0);
+        }
+
+        var counts = (await viaA.GetWorkflowAsync(new GetWorkflowRequest { WorkflowId = "race" }).Within()).Workflow.TaskCounts;
+        Assert.Equal(20, counts.Claimed);
+    }
+
+    [RedisFact]
+    public async Task AWatcherOnOneInstance_SeesEveryChangeMadeThroughTheOther_InOrder_AndResumesAfterItsInstanceRestarts()
+    {
+        await using var redis = await RedisProcess.StartAsync();
+        var prefix = Prefix();
+        var portB = RedisProcess.FreePort();
+        await using var a = await StartServerAsync(redis.Endpoint, prefix);
+        var b = await StartServerAsync(redis.Endpoint, prefix, portB);
+        using var writer = new BoardClient(a.Address.ToString());
+        using var watcher = new BoardClient($"http://127.0.0.1:{portB}");
+        await writer.CreateWorkflowAsync(new CreateWorkflowRequest { WorkflowId = "fanout" }).Within();
+
+        var seen = new ConcurrentQueue<long>();
+        using var cts = new CancellationTokenSource(TestTimeouts.Default * 2);
+        var watching = Task.Run(async () =>
+        {
+            await foreach (var e in watcher.WatchAsync(new WatchRequest { WorkflowId = "fanout", StartRevision = 1 }, cts.Token))
+            {
+                seen.Enqueue(e.Revision);
+                if (e.Revision == 201)
+                {
+                    return;
+                }
+            }
+        });
+
+        for (var i = 0; i < 100; i++)
+        {
+            await writer.PutNoteAsync(new PutNoteRequest { WorkflowId = "fanout", Key = $"k{i % 5}", Value = ByteString.CopyFromUtf8(i.ToString(System.Globalization.CultureInfo.InvariantCulture)) }).Within();
+        }
+
+        await TestTimeouts.Eventually(() => Task.FromResult(seen.Count >= 101), "the watcher on B to see A's first 100 changes");
+
+        // Kill instance B (the watcher's) while A keeps writing; start B again on its port.
+        await b.DisposeAsync();
+        for (var i = 0; i < 50; i++)
+        {
+            await writer.PutNoteAsync(new PutNoteRequest { WorkflowId = "fanout", Key = "while-b-is-down" }).Within();
+        }
+
+        b = await StartServerAsync(redis.Endpoint, prefix, portB);
+        try
+        {
+            for (var i = 0; i < 50; i++)
+            {
+                await writer.PutNoteAsync(new PutNoteRequest { WorkflowId = "fanout", Key = "after" }).Within();
+            }
+
+            await watching.Within(TestTimeouts.Default * 2);
+            Assert.Equal(Enumerable.Range(1, 201).Select(i => (long)i), seen);
+        }
+        finally
+        {
+            await b.DisposeAsync();
+        }
+    }
+
+    [RedisFact]
+    public async Task ALeaseExpiresOnce_EvenWithTwoInstancesFiringTimers()
+    {
+        await using var redis = await RedisProcess.StartAsync();
+        var prefix = Prefix();
+        await using var a = await StartServerAsync(redis.Endpoint, prefix);
+        await using var b = await StartServerAsync(redis.Endpoint, prefix);
+        using var client = new BoardClient(a.Address.ToString());
+        await client.CreateWorkflowAsync(new CreateWorkflowRequest { WorkflowId = "timers" }).Within();
+        await client.PostTasksAsync(new PostTasksRequest
+        {
+            WorkflowId = "timers",
+            Tasks = { Enumerable.Range(0, 10).Select(i => new TaskSpec { Id = $"t{i}", MaxAttempts = 5, RetryPolicy = new RetryPolicy { InitialBackoff = new Duration() } }) },
+        }).Within();
+        for (var i = 0; i < 10; i++)
+        {
+            await client.ClaimTaskAsync(new ClaimTaskRequest { WorkflowId = "timers", TaskId = $"t{i}", WorkerId = "gone", LeaseDuration = Duration.FromTimeSpan(TimeSpan.FromSeconds(1)) }).Within();
+        }
+
+        await TestTimeouts.Eventually(async () =>
+            (await client.GetWorkflowAsync(new GetWorkflowRequest { WorkflowId = "timers" })).Workflow.TaskCounts.Ready == 10, "both instances to requeue the expired leases");
+        var expiries = new List<Event>();
+        await foreach (var e in client.WatchAsync(new WatchRequest { WorkflowId = "timers", StartRevision = 1, Kinds = { EventKind.TaskLeaseExpired } }).TakeAsync(10))
+        {
+            expiries.Add(e);
+        }
+
+        Assert.Equal(10, expiries.Select(e => e.Task.Id).Distinct().Count());
+        var head = (await client.GetWorkflowAsync(new GetWorkflowRequest { WorkflowId = "timers" }).Within()).Header.Revision;
+        Assert.Equal(1 + 10 + 10 + 10, head);
+    }
+
+    [RedisFact]
+    public async Task RedisKilledMidLoad_AndRestartedFromItsAof_LosesNoAcknowledgedResult_AndReusesNoToken()
+    {
+        await using var redis = await RedisProcess.StartAsync(persistent: true);
+        var prefix = Prefix();
+        await using var server = await StartServerAsync(redis.Endpoint, prefix);
+        using var client = new BoardClient(server.Address.ToString(), new BoardClientOptions { DefaultTimeout = TimeSpan.FromSeconds(3) });
+        await client.CreateWorkflowAsync(new CreateWorkflowRequest { WorkflowId = "load" }).Within();
+        await client.PostTasksAsync(new PostTasksRequest { WorkflowId = "load", Tasks = { Enumerable.Range(0, 400).Select(i => new TaskSpec { Id = $"t{i:D3}", MaxAttempts = 100, RetryPolicy = new RetryPolicy { InitialBackoff = new Duration() } }) } }).Within();
+
+        var completed = new ConcurrentDictionary<string, (long Token, string Result)>();
+        var doubles = new ConcurrentBag<string>();
+        var tokens = new ConcurrentBag<(string Task, long Token)>();
+        var unavailable = 0;
+        async Task<bool> AllDoneAsync() =>
+            (await client.GetWorkflowAsync(new GetWorkflowRequest { WorkflowId = "load" })).Workflow.TaskCounts.Completed == 400;
+        var workers = Enumerable.Range(0, 8).Select(w => Task.Run(async () =>
+        {
+            while (true)
+            {
+                try
+                {
+                    var claim = await client.ClaimTaskAsync(new ClaimTaskRequest { WorkflowId = "load", WorkerId = $"w{w}", LeaseDuration = Duration.FromTimeSpan(TimeSpan.FromSeconds(2)) });
+                    if (claim.Task is null)
+                    {
+                        // A completion whose reply was lost in the kill is done on the server but unknown here:
+                        // the server's count, not ours, says when everything is finished.
+                        if (await AllDoneAsync())
+                        {
+                            return;
+                        }
+
+                        await Task.Delay(100);
+                        continue;
+                    }
+
+                    tokens.Add((claim.Task.Id, claim.FencingToken));
+                    var result = $"{claim.Task.Id} by w{w} with {claim.FencingToken}";
+                    await client.CompleteTaskAsync(new CompleteTaskRequest { WorkflowId = "load", TaskId = claim.Task.Id, FencingToken = claim.FencingToken, Result = ByteString.CopyFromUtf8(result) });
+                    if (!completed.TryAdd(claim.Task.Id, (claim.FencingToken, result)))
+                    {
+                        doubles.Add(claim.Task.Id);
+                    }
+                }
+                catch (BoardRpcException ex) when (ex.StatusCode is StatusCode.Unavailable or StatusCode.DeadlineExceeded || ex.Reason is ErrorReason.LeaseExpired or ErrorReason.FencingTokenStale)
+                {
+                    Interlocked.Increment(ref unavailable);
+                    await Task.Delay(100);
+                }
+            }
+        })).ToArray();
+
+        await TestTimeouts.Eventually(() => Task.FromResult(completed.Count >= 100), "load before killing Redis", TimeSpan.FromSeconds(60));
+        await redis.KillAsync();
+        await Task.Delay(500);
+        await redis.StartAgainAsync();
+        await Task.WhenAll(workers).Within(TimeSpan.FromSeconds(120));
+
+        Assert.Empty(doubles);
+        Assert.True(unavailable > 0, "the kill should have failed some calls with UNAVAILABLE");
+        var completions = new Dictionary<string, int>();
+        await foreach (var e in client.WatchAsync(new WatchRequest { WorkflowId = "load", StartRevision = 1, Kinds = { EventKind.TaskCompleted } }).TakeAsync(400))
+        {
+            completions[e.Task.Id] = completions.GetValueOrDefault(e.Task.Id) + 1;
+        }
+
+        Assert.All(completions, kv => Assert.Equal(1, kv.Value));
+        foreach (var (id, (token, result)) in completed)
+        {
+            var task = (await client.GetTaskAsync(new GetTaskRequest { WorkflowId = "load", TaskId = id }).Within()).Task;
+            Assert.Equal(TaskState.Completed, task.State);
+            Assert.Equal(result, task.Result.ToStringUtf8());
+            Assert.Equal(token, task.FencingToken);
+        }
+
+        // Tokens of one task never repeat: each claim that was acknowledged got a token above the previous.
+        foreach (var group in tokens.GroupBy(t => t.Task))
+        {
+            Assert.Equal(group.Count(), group.Select(t => t.Token).Distinct().Count());
+        }
+    }
+
+    [RedisFact]
+    public async Task RedisThatLostItsData_IsDetected_AndNoTokenIsHandedOut()
+    {
+        await using var redis = await RedisProcess.StartAsync(persistent: false);
+        await using var server = await StartServerAsync(redis.Endpoint, Prefix());
+        using var client = new BoardClient(server.Address.ToString(), new BoardClientOptions { DefaultTimeout = TimeSpan.FromSeconds(3) });
+        await client.CreateWorkflowAsync(new CreateWorkflowRequest { WorkflowId = "fragile" }).Within();
+        await client.PostTasksAsync(new PostTasksRequest { WorkflowId = "fragile", Tasks = { new TaskSpec { Id = "t" } } }).Within();
+        var claim = await client.ClaimTaskAsync(new ClaimTaskRequest { WorkflowId = "fragile", TaskId = "t", WorkerId = "w" }).Within();
+        Assert.True(claim.FencingToken > 0);
+
+        // Redis without persistence comes back empty.
+        await redis.KillAsync();
+        await redis.StartAgainAsync();
+
+        BoardRpcException? refusal = null;
+        await TestTimeouts.Eventually(async () =>
+        {
+            try
+            {
+                await client.CreateWorkflowAsync(new CreateWorkflowRequest { WorkflowId = "fragile" });
+                await client.PostTasksAsync(new PostTasksRequest { WorkflowId = "fragile", Tasks = { new TaskSpec { Id = "t" } } });
+                var again = await client.ClaimTaskAsync(new ClaimTaskRequest { WorkflowId = "fragile", TaskId = "t", WorkerId = "w2" });
+                Assert.Fail($"a token ({again.FencingToken}) was handed out on a Redis that lost its data");
+            }
+            catch (BoardRpcException ex) when (ex.StatusCode == StatusCode.Unavailable)
+            {
+                return false;
+            }
+            catch (BoardRpcException ex)
+            {
+                refusal = ex;
+            }
+
+            return true;
+        }, "the server to notice the data loss");
+        Assert.Equal(StatusCode.DataLoss, refusal!.StatusCode);
+        Assert.Equal(ErrorReason.StoreDataLoss, refusal.Reason);
+        Assert.False(await server.Store.CheckHealthAsync(default));
+    }
+}
+
+internal static class AsyncEnumerableExtensions
+{
+    public static async IAsyncEnumerable<T> TakeAsync<T>(this IAsyncEnumerable<T> source, int count)
+    {
+        using var cts = new CancellationTokenSource(TestTimeouts.Default);
+        var n = 0;
+        await foreach (var item in source.WithCancellation(cts.Token))
+        {
+            yield return item;
+            if (++n == count)
+            {
+                yield break;
+            }
+        }
+    }
+}
