@@ -149,11 +149,11 @@ async Task WorkAsync(string workerId)
     Task<bool> RunOneAsync() => worker.RunOnceAsync(async ctx =>
         {
             var start = ctx.LastCheckpoint.Length == 0 ? 0 : int.Parse(Encoding.UTF8.GetString(ctx.LastCheckpoint.Span), System.Globalization.CultureInfo.InvariantCulture);
-            var steps = JsonDocument.Parse(ctx.Task.Payload.Memory).RootElement.GetProperty("steps").GetInt32();
+            var steps = StepsOf(ctx.Task);
             Log($"claimed {ctx.Task.Id} (attempt {ctx.Task.Attempt}, token {ctx.FencingToken})" + (start > 0 ? $", resuming at step {start + 1}/{steps}" : ""));
             if (options.ContainsKey("hang-after-claim"))
             {
-                Json(new { claimed = ctx.Task.Id, fencing_token = ctx.FencingToken });
+                Json(new { claimed = true, task_id = ctx.Task.Id, fencing_token = ctx.FencingToken });
                 // A crashed process: no renewals, no release, no result.
                 Environment.Exit(0);
             }
@@ -177,7 +177,8 @@ async Task WatchAsync(long from, int count)
     {
         var subject = e.Task?.Id ?? e.Note?.Key ?? e.Workflow?.Id ?? "";
         var kind = EventReflection.Descriptor.EnumTypes[0].FindValueByNumber((int)e.Kind).Name["EVENT_KIND_".Length..];
-        if (options.ContainsKey("jsonl"))
+        // With --count (the cross-language contract) or --jsonl: one JSON line per event, as the other clients print.
+        if (options.ContainsKey("jsonl") || count > 0)
         {
             Json(new { revision = e.Revision, kind, task_id = e.Task?.Id, note_key = e.Note?.Key });
         }
@@ -212,6 +213,20 @@ async Task ClaimOnceAsync()
     {
         var code = string.Concat(ex.StatusCode.ToString().Select((c, i) => i > 0 && char.IsUpper(c) ? "_" + c : char.ToUpperInvariant(c).ToString()));
         Json(new { error = new { code, reason = ex.ReasonName, message = ex.Message } });
+    }
+}
+
+// Tasks posted by plan carry {"steps": N}; any other payload is one step.
+static int StepsOf(GrpcBoard.Api.V1.Task task)
+{
+    try
+    {
+        using var doc = JsonDocument.Parse(task.Payload.Memory);
+        return doc.RootElement.TryGetProperty("steps", out var steps) ? Math.Max(1, steps.GetInt32()) : 1;
+    }
+    catch (JsonException)
+    {
+        return 1;
     }
 }
 

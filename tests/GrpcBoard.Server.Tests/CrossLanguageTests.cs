@@ -1,0 +1,202 @@
+using System.Diagnostics;
+using System.Text.Json;
+using Google.Protobuf;
+using Google.Protobuf.WellKnownTypes;
+using GrpcBoard.Api.V1;
+using GrpcBoard.Server.Hosting;
+using GrpcBoard.Testing;
+using Xunit;
+using Task = System.Threading.Tasks.Task;
+
+namespace GrpcBoard.Server.Tests;
+
+/// <summary>Needs the Python client's runtime and the built TypeScript client; skipped without them except in CI.</summary>
+public sealed class CrossLanguageFactAttribute : FactAttribute
+{
+    public CrossLanguageFactAttribute()
+    {
+        if (!Agent.AllAvailable && Environment.GetEnvironmentVariable("CI") != "true")
+        {
+            Skip = "Needs /usr/bin/python3 with grpc, node, and a built TypeScript client (npm run build in clients/typescript).";
+        }
+    }
+}
+
+/// <summary>One of the three clients' command lines (same commands, same JSON lines).</summary>
+public sealed record Agent(string Name, string File, string[] Prefix, Dictionary<string, string> Environment)
+{
+    private static readonly string Root = RepoRoot();
+
+    public static readonly Agent Python = new("python", "/usr/bin/python3", ["-m", "grpcboard.cli"], new() { ["PYTHONPATH"] = Path.Combine(Root, "clients", "python") });
+    public static readonly Agent TypeScript = new("typescript", "node", [Path.Combine(Root, "clients", "typescript", "dist", "cli.js")], []);
+    public static readonly Agent CSharp = new("csharp", "dotnet", [Path.Combine(Root, "clients", "csharp", "examples", "GrpcBoard.Agent", "bin", Configuration(), "net10.0", "GrpcBoard.Agent.dll")], []);
+
+    public static bool AllAvailable => PythonPeer.Available && System.IO.File.Exists(TypeScript.Prefix[0]) && System.IO.File.Exists("/usr/bin/node");
+
+    public Process Start(params string[] args)
+    {
+        var info = new ProcessStartInfo(File) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        foreach (var a in Prefix.Concat(args))
+        {
+            info.ArgumentList.Add(a);
+        }
+
+        foreach (var (k, v) in Environment)
+        {
+            info.Environment[k] = v;
+        }
+
+        return Process.Start(info)!;
+    }
+
+    /// <summary>Runs to the end and returns its JSON lines.</summary>
+    public async Task<List<JsonElement>> RunAsync(params string[] args)
+    {
+        using var process = Start(args);
+        var stdout = process.StandardOutput.ReadToEndAsync();
+        var stderr = process.StandardError.ReadToEndAsync();
+        try
+        {
+            await process.WaitForExitAsync().WaitAsync(TimeSpan.FromSeconds(60));
+        }
+        catch (TimeoutException)
+        {
+            process.Kill(entireProcessTree: true);
+            throw new TimeoutException($"{Name} {string.Join(' ', args)} did not finish:\n{await stderr}");
+        }
+
+        Assert.True(process.ExitCode == 0, $"{Name} {string.Join(' ', args)} exited {process.ExitCode}:\n{await stdout}\n{await stderr}");
+        return (await stdout).Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
+            .Where(l => l.StartsWith('{')).Select(l => JsonDocument.Parse(l).RootElement.Clone()).ToList();
+    }
+
+    /// <summary>Reads the process's stdout until a JSON line satisfies <paramref name="match"/>.</summary>
+    public static async Task<JsonElement> ReadUntilAsync(Process process, Func<JsonElement, bool> match)
+    {
+        while (await process.StandardOutput.ReadLineAsync().WaitAsync(TestTimeouts.Default) is { } line)
+        {
+            if (line.StartsWith('{') && JsonDocument.Parse(line).RootElement.Clone() is var json && match(json))
+            {
+                return json;
+            }
+        }
+
+        throw new InvalidOperationException("The process ended before printing the expected line: " + await process.StandardError.ReadToEndAsync());
+    }
+
+    /// <summary>Debug or Release: the configuration these tests (and so the agent) were built in.</summary>
+    private static string Configuration() => new DirectoryInfo(AppContext.BaseDirectory).Parent!.Name;
+
+    private static string RepoRoot()
+    {
+        var dir = new DirectoryInfo(AppContext.BaseDirectory);
+        while (dir is not null && !System.IO.File.Exists(Path.Combine(dir.FullName, "GrpcBoard.sln")))
+        {
+            dir = dir.Parent;
+        }
+
+        return dir?.FullName ?? throw new InvalidOperationException("Cannot find the repository root.");
+    }
+}
+
+/// <summary>The C#, Python and TypeScript clients on one board: the same guarantees whoever calls.</summary>
+public sealed class CrossLanguageTests : IAsyncLifetime
+{
+    private static readonly Agent[] Agents = [Agent.Python, Agent.TypeScript, Agent.CSharp];
+
+    private ServerHarness _harness = null!;
+
+    private string Target => _harness.Address;
+
+    public async Task InitializeAsync() =>
+        _harness = await ServerHarness.StartAsync(new ServerSettings { Port = 0, Store = "memory", TimerPollMilliseconds = 20 });
+
+    public async Task DisposeAsync() => await _harness.DisposeAsync();
+
+    [CrossLanguageFact]
+    public async Task ClaimRace_BetweenPythonTypeScriptAndCSharp_HasExactlyOneWinner()
+    {
+        await _harness.Client.CreateWorkflowAsync(new CreateWorkflowRequest { WorkflowId = "race" }).Within();
+        for (var round = 0; round < 4; round++)
+        {
+            var task = $"prize-{round}";
+            await _harness.Client.PostTasksAsync(new PostTasksRequest { WorkflowId = "race", Tasks = { new TaskSpec { Id = task } } }).Within();
+            var outcomes = await Task.WhenAll(Agents.Select(a => a.RunAsync("claim", "--target", Target, "--workflow", "race", "--worker", a.Name, "--task", task))).Within(TimeSpan.FromSeconds(90));
+            var lines = outcomes.Select(o => Assert.Single(o)).ToArray();
+            var winners = lines.Where(l => l.TryGetProperty("claimed", out var c) && c.GetBoolean()).ToArray();
+            Assert.Single(winners);
+            Assert.All(lines.Where(l => l.TryGetProperty("error", out _)), l =>
+            {
+                Assert.Equal("FAILED_PRECONDITION", l.GetProperty("error").GetProperty("code").GetString());
+                Assert.Equal("TASK_ALREADY_CLAIMED", l.GetProperty("error").GetProperty("reason").GetString());
+            });
+            Assert.Equal(2, lines.Count(l => l.TryGetProperty("error", out _)));
+            var stored = (await _harness.Client.GetTaskAsync(new GetTaskRequest { WorkflowId = "race", TaskId = task }).Within()).Task;
+            Assert.Equal(winners[0].GetProperty("fencing_token").GetInt64(), stored.FencingToken);
+        }
+    }
+
+    [CrossLanguageFact]
+    public async Task Watchers_InEachLanguage_SeeTheSameEvents_InTheSameOrder()
+    {
+        var client = _harness.Client;
+        await client.CreateWorkflowAsync(new CreateWorkflowRequest { WorkflowId = "mirror" }).Within();
+        const int changes = 40;
+        var watchers = Agents.Select(a => a.RunAsync("watch", "--target", Target, "--workflow", "mirror", "--from", "1", "--count", (changes + 1).ToString(System.Globalization.CultureInfo.InvariantCulture))).ToArray();
+        for (var i = 0; i < changes / 4; i++)
+        {
+            await client.PostTasksAsync(new PostTasksRequest { WorkflowId = "mirror", Tasks = { new TaskSpec { Id = $"t{i}" } } }).Within();
+            var claim = await client.ClaimTaskAsync(new ClaimTaskRequest { WorkflowId = "mirror", TaskId = $"t{i}", WorkerId = "w" }).Within();
+            await client.CompleteTaskAsync(new CompleteTaskRequest { WorkflowId = "mirror", TaskId = $"t{i}", FencingToken = claim.FencingToken }).Within();
+            await client.PutNoteAsync(new PutNoteRequest { WorkflowId = "mirror", Key = $"n{i}", Value = ByteString.CopyFromUtf8("x") }).Within();
+        }
+
+        var seen = await Task.WhenAll(watchers).Within(TimeSpan.FromSeconds(90));
+        var rendered = seen.Select(lines => lines.Select(l => $"{l.GetProperty("revision").GetInt64()} {l.GetProperty("kind").GetString()} {Text(l, "task_id")} {Text(l, "note_key")}").ToArray()).ToArray();
+        Assert.Equal(changes + 1, rendered[0].Length);
+        Assert.Equal(Enumerable.Range(1, changes + 1).Select(i => (long)i), seen[0].Select(l => l.GetProperty("revision").GetInt64()));
+        Assert.Equal(rendered[0], rendered[1]);
+        Assert.Equal(rendered[0], rendered[2]);
+        Assert.Equal("1 WORKFLOW_CREATED  ", rendered[0][0]);
+        Assert.Equal("4 TASK_COMPLETED t0 ", rendered[0][3]);
+    }
+
+    [CrossLanguageFact]
+    public async Task AKilledWorkersTask_IsFinishedByAWorkerInAnotherLanguage()
+    {
+        var client = _harness.Client;
+        await client.CreateWorkflowAsync(new CreateWorkflowRequest { WorkflowId = "relay" }).Within();
+        foreach (var (crasher, finisher) in new[] { (Agent.Python, Agent.TypeScript), (Agent.TypeScript, Agent.CSharp), (Agent.CSharp, Agent.Python) })
+        {
+            var task = $"job-{crasher.Name}";
+            await client.PostTasksAsync(new PostTasksRequest
+            {
+                WorkflowId = "relay",
+                Tasks = { new TaskSpec { Id = task, RetryPolicy = new RetryPolicy { InitialBackoff = new Duration() } } },
+            }).Within();
+
+            using var crashing = crasher.Start("work", "--target", Target, "--workflow", "relay", "--worker", crasher.Name, "--lease-ms", "1000", "--hang-after-claim");
+            var claimed = await Agent.ReadUntilAsync(crashing, l => l.TryGetProperty("claimed", out _));
+            Assert.Equal(task, claimed.GetProperty("task_id").GetString());
+            var oldToken = claimed.GetProperty("fencing_token").GetInt64();
+            if (!crashing.HasExited)
+            {
+                crashing.Kill(entireProcessTree: true);
+            }
+
+            var finished = await finisher.RunAsync("work", "--target", Target, "--workflow", "relay", "--worker", finisher.Name, "--max-tasks", "1", "--lease-ms", "5000");
+            var completed = Assert.Single(finished, l => l.TryGetProperty("completed", out _));
+            Assert.Equal(task, completed.GetProperty("completed").GetString());
+            Assert.True(completed.GetProperty("fencing_token").GetInt64() > oldToken);
+
+            var stored = (await client.GetTaskAsync(new GetTaskRequest { WorkflowId = "relay", TaskId = task }).Within()).Task;
+            Assert.Equal(TaskState.Completed, stored.State);
+            Assert.Equal(finisher.Name, stored.Owner);
+            Assert.Equal($"done by {finisher.Name}", stored.Result.ToStringUtf8());
+            Assert.True(stored.LastError.LeaseExpired);
+        }
+    }
+
+    private static string Text(JsonElement line, string property) =>
+        line.TryGetProperty(property, out var value) && value.ValueKind == JsonValueKind.String ? value.GetString()! : "";
+}
