@@ -109,16 +109,21 @@ public sealed class RedisProcess : IAsyncDisposable
     }
 }
 
-/// <summary>One redis-server shared by a test class (contract tests use a key prefix each).</summary>
+/// <summary>
+/// One redis-server shared by a test class (contract tests use a key prefix each): the one CI started
+/// (GRPCBOARD_TEST_REDIS=host:port), or one of its own.
+/// </summary>
 public sealed class RedisFixture : IAsyncLifetime
 {
+    private static readonly string? External = Environment.GetEnvironmentVariable("GRPCBOARD_TEST_REDIS");
+
     public RedisProcess? Redis { get; private set; }
 
-    public string Endpoint => Redis?.Endpoint ?? throw new InvalidOperationException("redis-server is not installed.");
+    public string Endpoint => External ?? Redis?.Endpoint ?? throw new InvalidOperationException("redis-server is not installed.");
 
     public async Task InitializeAsync()
     {
-        if (RedisProcess.Available)
+        if (string.IsNullOrEmpty(External) && RedisProcess.Available)
         {
             Redis = await RedisProcess.StartAsync();
         }
