@@ -1,3 +1,4 @@
+using GrpcBoard.Testing;
 using System.Text;
 using GrpcBoard.Core.Model;
 using GrpcBoard.Core.Rules;
@@ -185,7 +186,7 @@ public sealed class StateMachineTableTests(ITestOutputHelper output)
 
     private static (string[] Columns, string[] RowLabels, string[][] Cells)? ReadDocumentedTable()
     {
-        var path = Path.Combine(RepoRoot(), "docs", "state-machine.md");
+        var path = Path.Combine(RepoPaths.Root, "docs", "state-machine.md");
         if (!File.Exists(path))
         {
             return null;
@@ -207,16 +208,6 @@ public sealed class StateMachineTableTests(ITestOutputHelper output)
         return (lines[0].Skip(1).ToArray(), body.Select(r => r[0]).ToArray(), body.Select(r => r.Skip(1).ToArray()).ToArray());
     }
 
-    private static string RepoRoot()
-    {
-        var dir = new DirectoryInfo(AppContext.BaseDirectory);
-        while (dir is not null && !File.Exists(Path.Combine(dir.FullName, "GrpcBoard.sln")))
-        {
-            dir = dir.Parent;
-        }
-
-        return dir?.FullName ?? throw new InvalidOperationException("Cannot find the repository root (GrpcBoard.sln).");
-    }
 
     private static TaskRecord Posted(bool ready = true, int maxAttempts = 3) =>
         TaskStateMachine.Post(new TaskDefinition { Id = "t", MaxAttempts = maxAttempts, Retry = RetryPolicy.Default }, ready, T0);

@@ -20,7 +20,7 @@ public sealed class BufFactAttribute : FactAttribute
 /// <summary>buf curl (connect-go speaking the gRPC protocol) discovers the API through reflection and calls it.</summary>
 public sealed class BufCurlTests : IAsyncLifetime
 {
-    public static readonly string Buf = Path.Combine(RepoRoot(), ".ci", "tools", "node_modules", ".bin", "buf");
+    public static readonly string Buf = Path.Combine(RepoPaths.Root, ".ci", "tools", "node_modules", ".bin", "buf");
 
     private ServerHarness _harness = null!;
 
@@ -65,14 +65,4 @@ public sealed class BufCurlTests : IAsyncLifetime
         return await stdout + await stderr;
     }
 
-    private static string RepoRoot()
-    {
-        var dir = new DirectoryInfo(AppContext.BaseDirectory);
-        while (dir is not null && !File.Exists(Path.Combine(dir.FullName, "GrpcBoard.sln")))
-        {
-            dir = dir.Parent;
-        }
-
-        return dir?.FullName ?? throw new InvalidOperationException("Cannot find the repository root.");
-    }
 }

@@ -25,7 +25,7 @@ public sealed class CrossLanguageFactAttribute : FactAttribute
 /// <summary>One of the three clients' command lines (same commands, same JSON lines).</summary>
 public sealed record Agent(string Name, string File, string[] Prefix, Dictionary<string, string> Environment)
 {
-    private static readonly string Root = RepoRoot();
+    private static readonly string Root = RepoPaths.Root;
 
     public static readonly Agent Python = new("python", "/usr/bin/python3", ["-m", "grpcboard.cli"], new() { ["PYTHONPATH"] = Path.Combine(Root, "clients", "python") });
     public static readonly Agent TypeScript = new("typescript", "node", [Path.Combine(Root, "clients", "typescript", "dist", "cli.js")], []);
@@ -87,16 +87,6 @@ public sealed record Agent(string Name, string File, string[] Prefix, Dictionary
     /// <summary>Debug or Release: the configuration these tests (and so the agent) were built in.</summary>
     private static string Configuration() => new DirectoryInfo(AppContext.BaseDirectory).Parent!.Name;
 
-    private static string RepoRoot()
-    {
-        var dir = new DirectoryInfo(AppContext.BaseDirectory);
-        while (dir is not null && !System.IO.File.Exists(Path.Combine(dir.FullName, "GrpcBoard.sln")))
-        {
-            dir = dir.Parent;
-        }
-
-        return dir?.FullName ?? throw new InvalidOperationException("Cannot find the repository root.");
-    }
 }
 
 /// <summary>The C#, Python and TypeScript clients on one board: the same guarantees whoever calls.</summary>

@@ -36,7 +36,7 @@ public sealed class PythonPeer : IDisposable
             return;
         }
 
-        var root = RepoRoot();
+        var root = RepoPaths.Root;
         var protos = string.Join(' ', Directory.GetFiles(Path.Combine(root, "protos", "grpcboard", "v1"), "*.proto").Select(p => Path.GetRelativePath(Path.Combine(root, "protos"), p)));
         Generate($"-I protos --python_out={_gen.Path} --grpc_python_out={_gen.Path} --plugin=protoc-gen-grpc_python=/usr/bin/grpc_python_plugin {protos}", root);
         // The installed grpc package owns the "grpc" module namespace, so the health stubs go in at the top level.
@@ -81,16 +81,6 @@ public sealed class PythonPeer : IDisposable
         return (process.ExitCode, stdout.Result + stderr.Result);
     }
 
-    private static string RepoRoot()
-    {
-        var dir = new DirectoryInfo(AppContext.BaseDirectory);
-        while (dir is not null && !File.Exists(Path.Combine(dir.FullName, "GrpcBoard.sln")))
-        {
-            dir = dir.Parent;
-        }
-
-        return dir?.FullName ?? throw new InvalidOperationException("Cannot find the repository root.");
-    }
 }
 
 /// <summary>Debian's grpcio (the C-core gRPC implementation) as a real peer of our own protocol code.</summary>
