@@ -1,0 +1,147 @@
+using GrpcBoard.Bench.Measurement;
+using GrpcBoard.Bench.Reporting;
+
+namespace GrpcBoard.Bench.Scenarios;
+
+/// <summary>
+/// claim-complete: W workers loop ClaimTask (next ready task) → CompleteTask over N pre-posted tasks.
+/// claim-only: the same, without completing (a long lease), to isolate claim throughput.
+/// Both: warm up on a separate workflow, post N tasks in batches, measure, then check the server's counts.
+/// </summary>
+public sealed class ClaimScenario(string name, bool completes) : IScenario
+{
+    public string Name { get; } = name;
+
+    public string Description { get; } = completes
+        ? "W workers loop ClaimTask (next ready) -> CompleteTask until N pre-posted tasks are completed."
+        : "W workers loop ClaimTask (next ready, long lease) until N pre-posted tasks are claimed.";
+
+    private string Unit => completes ? "claim+complete pair" : "claim";
+
+    public async Task<int> RunAsync(BenchContext context)
+    {
+        var o = context.Options;
+        var report = context.Report;
+        var ct = context.CancellationToken;
+        var lease = o.Lease ?? (completes ? TimeSpan.FromSeconds(60) : TimeSpan.FromHours(1));
+
+        report.Section("parameters");
+        foreach (var (key, value) in o.Describe(lease))
+        {
+            report.Line(key, value);
+        }
+
+        report.Line("target", context.Target.Description);
+        report.Line("address", context.Target.Address.ToString());
+
+        if (o.WarmupTasks > 0)
+        {
+            var warmupId = $"bench-warmup-{context.RunId}";
+            await BoardSetup.CreateWorkflowAsync(context.Clients.Main, warmupId, "benchmark warm-up", ct);
+            await BoardSetup.PostTasksAsync(context.Clients.Main, warmupId, o.WarmupTasks, o.BatchSize, o.PayloadBytes, ct);
+            var warm = await ClaimRun.ExecuteAsync(context.Clients, warmupId, o.Workers, o.WarmupTasks, lease, completes, o.ResultBytes, null, ct);
+            report.Section("warm-up (not counted)");
+            report.Line("warm-up", string.Create(Report.Culture,
+                $"{warm.Claims} claims, {warm.Completions} completions, {warm.Errors} errors in {warm.Wall.TotalSeconds:0.00} s ({warm.Claims / warm.Wall.TotalSeconds:0} claims/s)"));
+        }
+
+        var workflowId = $"bench-{context.RunId}";
+        await BoardSetup.CreateWorkflowAsync(context.Clients.Main, workflowId, $"benchmark {Name}", ct);
+        var posting = await BoardSetup.PostTasksAsync(context.Clients.Main, workflowId, o.Tasks, o.BatchSize, o.PayloadBytes, ct);
+        report.Section("setup");
+        report.Line("workflow", workflowId);
+        report.Line("posted", string.Create(Report.Culture, $"{o.Tasks} tasks in {posting.TotalSeconds:0.00} s ({o.Tasks / posting.TotalSeconds:0} tasks/s, batches of {o.BatchSize}, one call at a time)"));
+
+        var window = new ResourceWindow(context.Target.ProcessId);
+        window.Start();
+        var run = await ClaimRun.ExecuteAsync(context.Clients, workflowId, o.Workers, o.Tasks, lease, completes, o.ResultBytes, o.Duration, ct);
+        var usage = window.Stop();
+        var connections = context.Clients.CountConnections();
+
+        var units = completes ? run.Completions : run.Claims;
+        var seconds = run.Wall.TotalSeconds;
+        report.Section($"results: {Name}");
+        report.Line("wall time", string.Create(Report.Culture, $"{seconds:0.000} s") + (run.DeadlineReached ? " (stopped by --duration)" : ""));
+        report.Line("claims", string.Create(Report.Culture, $"{run.Claims} ({run.Claims / seconds:0.0} claims/s)"));
+        if (completes)
+        {
+            report.Line("claim+complete pairs", string.Create(Report.Culture, $"{run.Completions} ({run.Completions / seconds:0.0} pairs/s, {2 * run.Completions / seconds:0.0} calls/s)"));
+        }
+
+        report.Line("empty claims", string.Create(Report.Culture, $"{run.EmptyClaims} (a worker stops at its first: nothing left to claim)"));
+        report.Line("failed calls", run.Errors.ToString(Report.Culture));
+        report.Line("http/2 connections", connections is { } c ? $"{c} established to port {context.Clients.Address.Port} after the run ({context.Clients.Count} client channels)" : "unknown");
+        var rows = new List<(string, LatencyStats)> { ("ClaimTask", LatencyStats.From(run.Workers.Select(w => w.ClaimLatency))) };
+        if (completes)
+        {
+            rows.Add(("CompleteTask", LatencyStats.From(run.Workers.Select(w => w.CompleteLatency))));
+            rows.Add(("claim+complete", LatencyStats.From(run.Workers.Select(w => w.PairLatency))));
+        }
+
+        report.LatencyTable(rows);
+        var perSecond = run.Timeline.FullSeconds(run.EndTimestamp);
+        if (perSecond.Length > 0)
+        {
+            var sorted = perSecond.Order().ToArray();
+            report.Line($"{Unit}s per second", string.Create(Report.Culture,
+                $"min {sorted[0]}, median {sorted[sorted.Length / 2]}, max {sorted[^1]} over {perSecond.Length} second(s)"));
+            if (o.Timeline)
+            {
+                report.Line("timeline", string.Join(' ', perSecond));
+            }
+        }
+
+        report.Section("resources during the measured run");
+        report.Resources(usage, run.Wall, units, Unit);
+
+        return await VerifyAsync(context, workflowId, run);
+    }
+
+    private async Task<int> VerifyAsync(BenchContext context, string workflowId, ClaimRun run)
+    {
+        var o = context.Options;
+        var report = context.Report;
+        var counts = await BoardSetup.CountsAsync(context.Clients.Main, workflowId, context.CancellationToken);
+        report.Section("verification (from the server)");
+        report.Line("task counts", $"ready {counts.Ready}, claimed {counts.Claimed}, completed {counts.Completed}, backoff {counts.Backoff}, dead-lettered {counts.DeadLettered}, pending {counts.Pending}");
+        var failures = new List<string>();
+        void Check(bool ok, string what)
+        {
+            report.Line(ok ? "ok" : "FAILED", what);
+            if (!ok)
+            {
+                failures.Add(what);
+            }
+        }
+
+        var all = !run.DeadlineReached;
+        if (completes)
+        {
+            if (all)
+            {
+                Check(counts.Completed == o.Tasks, $"server completed == tasks posted ({counts.Completed} vs {o.Tasks})");
+            }
+
+            Check(counts.Completed == run.Completions, $"server completed == successful CompleteTask calls ({counts.Completed} vs {run.Completions})");
+            Check(run.AlreadyCompleted == 0, $"no CompleteTask answered already_completed ({run.AlreadyCompleted})");
+        }
+        else
+        {
+            if (all)
+            {
+                Check(counts.Claimed == o.Tasks, $"server claimed == tasks posted ({counts.Claimed} vs {o.Tasks})");
+            }
+
+            Check(counts.Claimed == run.Claims, $"server claimed == successful ClaimTask calls ({counts.Claimed} vs {run.Claims})");
+        }
+
+        Check(run.Errors == 0, $"every call succeeded ({run.Errors} failed)");
+        foreach (var (kind, count, example) in run.MergedErrors().Kinds.Take(10))
+        {
+            report.Line("  error", $"{count} x {kind}: {example}");
+        }
+
+        report.Line("verdict", failures.Count == 0 ? "PASS" : $"FAIL ({failures.Count} check(s))");
+        return failures.Count == 0 ? 0 : 1;
+    }
+}
