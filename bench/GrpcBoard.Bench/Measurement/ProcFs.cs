@@ -126,8 +126,8 @@ public sealed record ProcessUsage(
     public double CpuSeconds => UserSeconds + SystemSeconds;
 }
 
-/// <summary>Whole-machine CPU from the first line of /proc/stat.</summary>
-public sealed record MachineSnapshot(long Busy, long Idle, long IoWait, long Steal)
+/// <summary>Whole-machine CPU from the first line of /proc/stat, and every process's CPU ticks (to name what else ran).</summary>
+public sealed record MachineSnapshot(long Busy, long Idle, long IoWait, long Steal, long Interrupts, IReadOnlyDictionary<int, ThreadTicks> Processes)
 {
     public static MachineSnapshot? Take()
     {
@@ -140,14 +140,57 @@ public sealed record MachineSnapshot(long Busy, long Idle, long IoWait, long Ste
         var v = first.Skip(1).Select(x => long.Parse(x, CultureInfo.InvariantCulture)).ToArray();
         // user nice system idle iowait irq softirq steal [guest guest_nice, already inside user/nice]
         var busy = v[0] + v[1] + v[2] + v[5] + v[6];
-        return new MachineSnapshot(busy, v[3], v[4], v.Length > 7 ? v[7] : 0);
+        return new MachineSnapshot(busy, v[3], v[4], v.Length > 7 ? v[7] : 0, v[5] + v[6], ReadProcesses());
     }
 
-    public MachineUsage Since(MachineSnapshot before) => new(
-        (Busy - before.Busy) / ProcessSnapshot.TicksPerSecond,
-        (Idle - before.Idle) / ProcessSnapshot.TicksPerSecond,
-        (IoWait - before.IoWait) / ProcessSnapshot.TicksPerSecond,
-        (Steal - before.Steal) / ProcessSnapshot.TicksPerSecond);
+    public MachineUsage Since(MachineSnapshot before)
+    {
+        var others = new List<(string, double)>();
+        foreach (var (pid, now) in Processes)
+        {
+            var delta = now.Ticks - (before.Processes.TryGetValue(pid, out var then) && then.Name == now.Name ? then.Ticks : 0);
+            if (delta > 0)
+            {
+                others.Add(($"{now.Name}[{pid}]", delta / ProcessSnapshot.TicksPerSecond));
+            }
+        }
+
+        return new MachineUsage(
+            (Busy - before.Busy) / ProcessSnapshot.TicksPerSecond,
+            (Idle - before.Idle) / ProcessSnapshot.TicksPerSecond,
+            (IoWait - before.IoWait) / ProcessSnapshot.TicksPerSecond,
+            (Steal - before.Steal) / ProcessSnapshot.TicksPerSecond,
+            (Interrupts - before.Interrupts) / ProcessSnapshot.TicksPerSecond,
+            others.OrderByDescending(x => x.Item2).ToList());
+    }
+
+    private static Dictionary<int, ThreadTicks> ReadProcesses()
+    {
+        var result = new Dictionary<int, ThreadTicks>();
+        foreach (var dir in Directory.EnumerateDirectories("/proc"))
+        {
+            if (!int.TryParse(Path.GetFileName(dir), NumberStyles.None, CultureInfo.InvariantCulture, out var pid))
+            {
+                continue;
+            }
+
+            try
+            {
+                var text = File.ReadAllText(Path.Combine(dir, "stat"));
+                var close = text.LastIndexOf(')');
+                var name = text[(text.IndexOf('(', StringComparison.Ordinal) + 1)..close];
+                var fields = text[(close + 2)..].Split(' ');
+                result[pid] = new ThreadTicks(name, long.Parse(fields[11], CultureInfo.InvariantCulture) + long.Parse(fields[12], CultureInfo.InvariantCulture));
+            }
+            catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+            {
+                // The process ended while we looked.
+            }
+        }
+
+        return result;
+    }
 }
 
-public sealed record MachineUsage(double BusySeconds, double IdleSeconds, double IoWaitSeconds, double StealSeconds);
+/// <param name="Processes">CPU seconds of every process that ran in the window (processes that ended inside it are missing).</param>
+public sealed record MachineUsage(double BusySeconds, double IdleSeconds, double IoWaitSeconds, double StealSeconds, double InterruptSeconds, IReadOnlyList<(string Name, double CpuSeconds)> Processes);

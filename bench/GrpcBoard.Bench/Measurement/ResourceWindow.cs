@@ -62,10 +62,10 @@ public sealed class ResourceWindow
         var client = _client is not null ? ProcessSnapshot.Take(Environment.ProcessId)?.Since(_client) : null;
         var machine = _machine is not null ? MachineSnapshot.Take()?.Since(_machine) : null;
         var runtime = RuntimeSnapshot.Take().Since(_runtime!);
-        return new ResourceUsage(server, client, _serverIsThisProcess, machine, runtime);
+        return new ResourceUsage(server, client, _serverIsThisProcess, _serverPid, machine, runtime);
     }
 }
 
 /// <param name="Server">The server process's usage; null when unknown or when it is this process.</param>
 /// <param name="Client">This process's usage (the load generator, and the server too when hosted in process).</param>
-public sealed record ResourceUsage(ProcessUsage? Server, ProcessUsage? Client, bool ServerInClient, MachineUsage? Machine, RuntimeUsage ClientRuntime);
+public sealed record ResourceUsage(ProcessUsage? Server, ProcessUsage? Client, bool ServerInClient, int? ServerPid, MachineUsage? Machine, RuntimeUsage ClientRuntime);

@@ -76,8 +76,25 @@ public sealed class Report(TextWriter output)
         {
             var total = machine.BusySeconds + machine.IdleSeconds + machine.IoWaitSeconds + machine.StealSeconds;
             var known = (usage.Server?.CpuSeconds ?? 0) + (usage.Client?.CpuSeconds ?? 0);
+            var other = Math.Max(0, machine.BusySeconds - known - machine.InterruptSeconds);
             Line("machine cpu", string.Create(Culture,
-                $"busy {machine.BusySeconds / seconds:0.00} of {total / seconds:0.00} cores; other processes {Math.Max(0, machine.BusySeconds - known) / seconds:0.00} cores; iowait {machine.IoWaitSeconds / seconds:0.00}, steal {machine.StealSeconds / seconds:0.00}"));
+                $"busy {machine.BusySeconds / seconds:0.00} of {total / seconds:0.00} cores: irq+softirq {machine.InterruptSeconds / seconds:0.00}, other processes {other / seconds:0.00}; iowait {machine.IoWaitSeconds / seconds:0.00}, steal {machine.StealSeconds / seconds:0.00}"));
+            var pids = new HashSet<string>(StringComparer.Ordinal) { $"[{Environment.ProcessId}]" };
+            if (usage.ServerPid is { } serverPid)
+            {
+                pids.Add($"[{serverPid}]");
+            }
+
+            var others = machine.Processes.Where(p => !pids.Any(id => p.Name.EndsWith(id, StringComparison.Ordinal)) && p.CpuSeconds >= 0.05).Take(5).ToList();
+            if (others.Count > 0)
+            {
+                Line("other processes", string.Join(", ", others.Select(p => string.Create(Culture, $"{p.Name} {p.CpuSeconds / seconds:0.00} cores"))));
+            }
+
+            if (other / seconds > 0.1)
+            {
+                Line("WARNING", string.Create(Culture, $"other processes used {other / seconds:0.00} cores during the run: these numbers understate the board."));
+            }
         }
     }
 

@@ -20,6 +20,7 @@ public static class ScenarioCatalog
     [
         new ClaimScenario("claim-complete", completes: true),
         new ClaimScenario("claim-only", completes: false),
+        new PostScenario(),
     ];
 
     public static IScenario? Find(string name) => All.FirstOrDefault(s => string.Equals(s.Name, name, StringComparison.OrdinalIgnoreCase));
