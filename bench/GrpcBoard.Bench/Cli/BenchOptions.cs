@@ -16,6 +16,7 @@ public sealed class BenchOptions
     public int Workers { get; private set; } = 64;
     public int Connections { get; private set; } = 1;
     public int WarmupTasks { get; private set; } = 5_000;
+    public TimeSpan WarmupLimit { get; private set; } = TimeSpan.FromSeconds(20);
     public TimeSpan? Duration { get; private set; }
     public int BatchSize { get; private set; } = 1000;
     public int PayloadBytes { get; private set; } = 32;
@@ -47,7 +48,8 @@ public sealed class BenchOptions
         new("--tasks", "N", "Tasks posted before the measured run (default 100000).", (o, v) => o.Tasks = Int(v, "--tasks", 1)),
         new("--workers", "W", "Concurrent workers, each one call at a time (default 64).", (o, v) => o.Workers = Int(v, "--workers", 1)),
         new("--connections", "C", "HTTP/2 connections the workers are spread over: one BoardClient/GrpcChannel each (default 1).", (o, v) => o.Connections = Int(v, "--connections", 1)),
-        new("--warmup-tasks", "N", "Tasks run through the same loop on a separate workflow first, not counted (default 5000; 0 skips).", (o, v) => o.WarmupTasks = Int(v, "--warmup-tasks", 0)),
+        new("--warmup-tasks", "N", "Tasks per warm-up round, run through the same loop on a separate workflow and not counted (default 5000; 0 skips warm-up).", (o, v) => o.WarmupTasks = Int(v, "--warmup-tasks", 0)),
+        new("--warmup-seconds", "S", "Warm-up rounds repeat until the JIT goes quiet in server and tool, for at most this long (default 20; 0: one round).", (o, v) => o.WarmupLimit = TimeSpan.FromSeconds(v == "0" ? 0 : Double(v, "--warmup-seconds"))),
         new("--duration", "SECONDS", "Stop the measured run after this long even if tasks remain (post enough with --tasks).", (o, v) => o.Duration = TimeSpan.FromSeconds(Double(v, "--duration"))),
         new("--batch", "N", "Tasks per PostTasks call (default 1000, the server's limit).", (o, v) => o.BatchSize = Int(v, "--batch", 1)),
         new("--payload-bytes", "N", "Payload bytes of each task (default 32).", (o, v) => o.PayloadBytes = Int(v, "--payload-bytes", 0)),
@@ -134,7 +136,7 @@ public sealed class BenchOptions
         yield return ("tasks", Tasks.ToString(CultureInfo.InvariantCulture));
         yield return ("workers", Workers.ToString(CultureInfo.InvariantCulture));
         yield return ("connections", Connections.ToString(CultureInfo.InvariantCulture));
-        yield return ("warmup tasks", WarmupTasks.ToString(CultureInfo.InvariantCulture));
+        yield return ("warm-up", WarmupTasks == 0 ? "none" : $"rounds of {WarmupTasks} tasks until the JIT is quiet, at most {WarmupLimit.TotalSeconds:0.#} s");
         yield return ("duration limit", Duration is { } d ? $"{d.TotalSeconds:0.###} s" : "none (until all tasks are done)");
         yield return ("post batch", BatchSize.ToString(CultureInfo.InvariantCulture));
         yield return ("payload / result bytes", $"{PayloadBytes} / {ResultBytes}");

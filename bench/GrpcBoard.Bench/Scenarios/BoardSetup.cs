@@ -16,8 +16,8 @@ public static class BoardSetup
         await client.CreateWorkflowAsync(request, new Wire.Client.CallOptions(CancellationToken: cancellationToken));
     }
 
-    /// <summary>Posts <paramref name="count"/> independent ready tasks in batches; returns how long it took.</summary>
-    public static async Task<TimeSpan> PostTasksAsync(BoardClient client, string workflowId, int count, int batchSize, int payloadBytes, CancellationToken cancellationToken)
+    /// <summary>Posts <paramref name="count"/> independent ready tasks in batches (ids from <paramref name="firstId"/> on); returns how long it took.</summary>
+    public static async Task<TimeSpan> PostTasksAsync(BoardClient client, string workflowId, int count, int batchSize, int payloadBytes, CancellationToken cancellationToken, int firstId = 0)
     {
         var payload = ByteString.CopyFrom(Enumerable.Range(0, payloadBytes).Select(i => (byte)('a' + (i % 26))).ToArray());
         var started = Stopwatch.GetTimestamp();
@@ -26,7 +26,7 @@ public static class BoardSetup
             var request = new PostTasksRequest { WorkflowId = workflowId };
             for (var i = first; i < Math.Min(count, first + batchSize); i++)
             {
-                request.Tasks.Add(new TaskSpec { Id = TaskId(i), Payload = payload, ContentType = "application/octet-stream" });
+                request.Tasks.Add(new TaskSpec { Id = TaskId(firstId + i), Payload = payload, ContentType = "application/octet-stream" });
             }
 
             // A large batch on a cold, durable server can take a while: allow more than the default 30 s.

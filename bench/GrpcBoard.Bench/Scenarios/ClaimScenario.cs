@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using GrpcBoard.Bench.Measurement;
 using GrpcBoard.Bench.Reporting;
 
@@ -36,13 +37,7 @@ public sealed class ClaimScenario(string name, bool completes) : IScenario
 
         if (o.WarmupTasks > 0)
         {
-            var warmupId = $"bench-warmup-{context.RunId}";
-            await BoardSetup.CreateWorkflowAsync(context.Clients.Main, warmupId, "benchmark warm-up", ct);
-            await BoardSetup.PostTasksAsync(context.Clients.Main, warmupId, o.WarmupTasks, o.BatchSize, o.PayloadBytes, ct);
-            var warm = await ClaimRun.ExecuteAsync(context.Clients, warmupId, o.Workers, o.WarmupTasks, lease, completes, o.ResultBytes, null, ct);
-            report.Section("warm-up (not counted)");
-            report.Line("warm-up", string.Create(Report.Culture,
-                $"{warm.Claims} claims, {warm.Completions} completions, {warm.Errors} errors in {warm.Wall.TotalSeconds:0.00} s ({warm.Claims / warm.Wall.TotalSeconds:0} claims/s)"));
+            await WarmUpAsync(context, lease);
         }
 
         var workflowId = $"bench-{context.RunId}";
@@ -95,6 +90,37 @@ public sealed class ClaimScenario(string name, bool completes) : IScenario
         report.Resources(usage, run.Wall, units, Unit);
 
         return await VerifyAsync(context, workflowId, run);
+    }
+
+    /// <summary>
+    /// Rounds of --warmup-tasks through the same loop on a separate workflow, until a round in which the JIT
+    /// of the server and of this tool was quiet, or --warmup-seconds have passed.
+    /// </summary>
+    private async Task WarmUpAsync(BenchContext context, TimeSpan lease)
+    {
+        var o = context.Options;
+        var report = context.Report;
+        var ct = context.CancellationToken;
+        var warmupId = $"bench-warmup-{context.RunId}";
+        await BoardSetup.CreateWorkflowAsync(context.Clients.Main, warmupId, "benchmark warm-up", ct);
+        report.Section("warm-up (not counted)");
+        var started = Stopwatch.GetTimestamp();
+        for (var round = 0; ; round++)
+        {
+            var before = JitActivity.Take(context.Target.ProcessId);
+            await BoardSetup.PostTasksAsync(context.Clients.Main, warmupId, o.WarmupTasks, o.BatchSize, o.PayloadBytes, ct, firstId: round * o.WarmupTasks);
+            var run = await ClaimRun.ExecuteAsync(context.Clients, warmupId, o.Workers, o.WarmupTasks, lease, completes, o.ResultBytes, null, ct);
+            var (methods, tiering) = JitActivity.Take(context.Target.ProcessId).Since(before);
+            var seconds = run.Wall.TotalSeconds;
+            // Quiet: the server's tiering thread below 2% of the round (one /proc tick is 10 ms) and few new methods here.
+            var quiet = methods <= 25 && (tiering is null || tiering <= Math.Max(0.01, 0.02 * seconds));
+            report.Line($"round {round + 1}", string.Create(Report.Culture,
+                $"{run.Claims} claims, {run.Completions} completions, {run.Errors} errors in {seconds:0.00} s ({run.Claims / seconds:0} claims/s); JIT: {methods} methods compiled here, server tiering thread {(tiering is { } t ? $"{t:0.00} s" : "unknown")}{(quiet ? " - quiet" : "")}"));
+            if (quiet || Stopwatch.GetElapsedTime(started) >= o.WarmupLimit)
+            {
+                break;
+            }
+        }
     }
 
     private async Task<int> VerifyAsync(BenchContext context, string workflowId, ClaimRun run)
