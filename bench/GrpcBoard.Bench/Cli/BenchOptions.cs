@@ -15,6 +15,7 @@ public sealed class BenchOptions
     public int Tasks { get; private set; } = 100_000;
     public int Workers { get; private set; } = 64;
     public int Connections { get; private set; } = 1;
+    public int Workflows { get; private set; } = 1;
     public int WarmupTasks { get; private set; } = 5_000;
     public TimeSpan WarmupLimit { get; private set; } = TimeSpan.FromSeconds(20);
     public TimeSpan? Duration { get; private set; }
@@ -48,6 +49,7 @@ public sealed class BenchOptions
         new("--tasks", "N", "Tasks posted before the measured run (default 100000).", (o, v) => o.Tasks = Int(v, "--tasks", 1)),
         new("--workers", "W", "Concurrent workers, each one call at a time (default 64).", (o, v) => o.Workers = Int(v, "--workers", 1)),
         new("--connections", "C", "HTTP/2 connections the workers are spread over: one BoardClient/GrpcChannel each (default 1).", (o, v) => o.Connections = Int(v, "--connections", 1)),
+        new("--workflows", "K", "Split the tasks over K workflows; worker i works on workflow i mod K (default 1).", (o, v) => o.Workflows = Int(v, "--workflows", 1)),
         new("--warmup-tasks", "N", "Tasks per warm-up round, run through the same loop on a separate workflow and not counted (default 5000; 0 skips warm-up).", (o, v) => o.WarmupTasks = Int(v, "--warmup-tasks", 0)),
         new("--warmup-seconds", "S", "Warm-up rounds repeat until the JIT goes quiet in server and tool, for at most this long (default 20; 0: one round).", (o, v) => o.WarmupLimit = TimeSpan.FromSeconds(v == "0" ? 0 : Double(v, "--warmup-seconds"))),
         new("--duration", "SECONDS", "Stop the measured run after this long even if tasks remain (post enough with --tasks).", (o, v) => o.Duration = TimeSpan.FromSeconds(Double(v, "--duration"))),
@@ -136,6 +138,7 @@ public sealed class BenchOptions
         yield return ("tasks", Tasks.ToString(CultureInfo.InvariantCulture));
         yield return ("workers", Workers.ToString(CultureInfo.InvariantCulture));
         yield return ("connections", Connections.ToString(CultureInfo.InvariantCulture));
+        yield return ("workflows", Workflows.ToString(CultureInfo.InvariantCulture));
         yield return ("warm-up", WarmupTasks == 0 ? "none" : $"rounds of {WarmupTasks} tasks until the JIT is quiet, at most {WarmupLimit.TotalSeconds:0.#} s");
         yield return ("duration limit", Duration is { } d ? $"{d.TotalSeconds:0.###} s" : "none (until all tasks are done)");
         yield return ("post batch", BatchSize.ToString(CultureInfo.InvariantCulture));
@@ -171,6 +174,11 @@ public sealed class BenchOptions
         if (ServerPid is not null && Target is null)
         {
             throw new ArgumentException("--server-pid goes with --target (a started server's CPU is measured anyway).");
+        }
+
+        if (Workflows > Workers || Workflows > Tasks)
+        {
+            throw new ArgumentException("--workflows must not exceed --workers (each workflow needs a worker) or --tasks.");
         }
 
         if (Duration is { } d && d <= TimeSpan.Zero)

@@ -40,16 +40,22 @@ public sealed class ClaimScenario(string name, bool completes) : IScenario
             await WarmUpAsync(context, lease);
         }
 
-        var workflowId = $"bench-{context.RunId}";
-        await BoardSetup.CreateWorkflowAsync(context.Clients.Main, workflowId, $"benchmark {Name}", ct);
-        var posting = await BoardSetup.PostTasksAsync(context.Clients.Main, workflowId, o.Tasks, o.BatchSize, o.PayloadBytes, ct);
+        // One workflow by default; with --workflows K the tasks are split over K workflows (K locks, one journal).
+        var workflowIds = Enumerable.Range(0, o.Workflows).Select(k => o.Workflows == 1 ? $"bench-{context.RunId}" : $"bench-{context.RunId}-{k}").ToArray();
+        var posting = TimeSpan.Zero;
+        for (var k = 0; k < workflowIds.Length; k++)
+        {
+            await BoardSetup.CreateWorkflowAsync(context.Clients.Main, workflowIds[k], $"benchmark {Name}", ct);
+            posting += await BoardSetup.PostTasksAsync(context.Clients.Main, workflowIds[k], TasksOf(k), o.BatchSize, o.PayloadBytes, ct);
+        }
+
         report.Section("setup");
-        report.Line("workflow", workflowId);
+        report.Line("workflow", workflowIds.Length == 1 ? workflowIds[0] : $"{workflowIds[0]} ... {workflowIds[^1]} ({workflowIds.Length})");
         report.Line("posted", string.Create(Report.Culture, $"{o.Tasks} tasks in {posting.TotalSeconds:0.00} s ({o.Tasks / posting.TotalSeconds:0} tasks/s, batches of {o.BatchSize}, one call at a time)"));
 
         var window = new ResourceWindow(context.Target.ProcessId);
         window.Start();
-        var run = await ClaimRun.ExecuteAsync(context.Clients, workflowId, o.Workers, o.Tasks, lease, completes, o.ResultBytes, o.Duration, ct);
+        var run = await ClaimRun.ExecuteAsync(context.Clients, workflowIds, o.Workers, o.Tasks, lease, completes, o.ResultBytes, o.Duration, ct);
         var usage = window.Stop();
         var connections = context.Clients.CountConnections();
 
@@ -89,7 +95,9 @@ public sealed class ClaimScenario(string name, bool completes) : IScenario
         report.Section("resources during the measured run");
         report.Resources(usage, run.Wall, units, Unit);
 
-        return await VerifyAsync(context, workflowId, run);
+        return await VerifyAsync(context, workflowIds, run);
+
+        int TasksOf(int k) => o.Tasks / o.Workflows + (k < o.Tasks % o.Workflows ? 1 : 0);
     }
 
     /// <summary>
@@ -109,7 +117,7 @@ public sealed class ClaimScenario(string name, bool completes) : IScenario
         {
             var before = JitActivity.Take(context.Target.ProcessId);
             await BoardSetup.PostTasksAsync(context.Clients.Main, warmupId, o.WarmupTasks, o.BatchSize, o.PayloadBytes, ct, firstId: round * o.WarmupTasks);
-            var run = await ClaimRun.ExecuteAsync(context.Clients, warmupId, o.Workers, o.WarmupTasks, lease, completes, o.ResultBytes, null, ct);
+            var run = await ClaimRun.ExecuteAsync(context.Clients, [warmupId], o.Workers, o.WarmupTasks, lease, completes, o.ResultBytes, null, ct);
             var (methods, tiering) = JitActivity.Take(context.Target.ProcessId).Since(before);
             var seconds = run.Wall.TotalSeconds;
             // Quiet: the server's tiering thread below 2% of the round (one /proc tick is 10 ms) and few new methods here.
@@ -123,11 +131,22 @@ public sealed class ClaimScenario(string name, bool completes) : IScenario
         }
     }
 
-    private async Task<int> VerifyAsync(BenchContext context, string workflowId, ClaimRun run)
+    private async Task<int> VerifyAsync(BenchContext context, IReadOnlyList<string> workflowIds, ClaimRun run)
     {
         var o = context.Options;
         var report = context.Report;
-        var counts = await BoardSetup.CountsAsync(context.Clients.Main, workflowId, context.CancellationToken);
+        var counts = new Api.V1.TaskCounts();
+        foreach (var id in workflowIds)
+        {
+            var c = await BoardSetup.CountsAsync(context.Clients.Main, id, context.CancellationToken);
+            counts.Ready += c.Ready;
+            counts.Claimed += c.Claimed;
+            counts.Completed += c.Completed;
+            counts.Backoff += c.Backoff;
+            counts.DeadLettered += c.DeadLettered;
+            counts.Pending += c.Pending;
+        }
+
         report.Section("verification (from the server)");
         report.Line("task counts", $"ready {counts.Ready}, claimed {counts.Claimed}, completed {counts.Completed}, backoff {counts.Backoff}, dead-lettered {counts.DeadLettered}, pending {counts.Pending}");
         var failures = new List<string>();

@@ -36,11 +36,12 @@ public sealed class ClaimRun
     }
 
     /// <summary>
-    /// Runs <paramref name="workers"/> closed-loop workers against one workflow until no task is ready (or the
-    /// deadline passes). Each loops ClaimTask (next ready task) and, when <paramref name="complete"/>, CompleteTask.
+    /// Runs <paramref name="workers"/> closed-loop workers until no task is ready (or the deadline passes); worker i
+    /// works on workflow i mod the number of workflows. Each loops ClaimTask (next ready task) and, when
+    /// <paramref name="complete"/>, CompleteTask.
     /// </summary>
     public static async Task<ClaimRun> ExecuteAsync(
-        ClientPool clients, string workflowId, int workers, int expectedTasks, TimeSpan lease, bool complete, int resultBytes, TimeSpan? duration, CancellationToken cancellationToken)
+        ClientPool clients, IReadOnlyList<string> workflowIds, int workers, int expectedTasks, TimeSpan lease, bool complete, int resultBytes, TimeSpan? duration, CancellationToken cancellationToken)
     {
         var perWorker = expectedTasks / workers + expectedTasks / workers / 4 + 256;
         var pool = Enumerable.Range(0, workers).Select(i => new ClaimWorker(i, perWorker, complete)).ToList();
@@ -49,7 +50,7 @@ public sealed class ClaimRun
         var stopAt = duration is { } d ? start + (long)(d.TotalSeconds * Stopwatch.Frequency) : long.MaxValue;
         var timeline = new RateTimeline(start);
         var running = pool.Select(w => System.Threading.Tasks.Task.Run(
-            () => w.RunAsync(clients.ForWorker(w.Index), workflowId, lease, result, stopAt, timeline, cancellationToken), cancellationToken)).ToArray();
+            () => w.RunAsync(clients.ForWorker(w.Index), workflowIds[w.Index % workflowIds.Count], lease, result, stopAt, timeline, cancellationToken), cancellationToken)).ToArray();
         await System.Threading.Tasks.Task.WhenAll(running);
         var end = Stopwatch.GetTimestamp();
         return new ClaimRun
