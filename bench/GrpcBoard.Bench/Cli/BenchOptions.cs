@@ -161,6 +161,11 @@ public sealed class BenchOptions
 
     private void Validate()
     {
+        if (Scenario == "post" && Target is null)
+        {
+            throw new ArgumentException("post needs --target: a server the tool starts is stopped when the tool ends.");
+        }
+
         if (Target is not null && InProcess)
         {
             throw new ArgumentException("--target and --in-process exclude each other.");

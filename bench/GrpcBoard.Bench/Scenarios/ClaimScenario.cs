@@ -81,7 +81,7 @@ public sealed class ClaimScenario(string name, bool completes) : IScenario
 
         report.LatencyTable(rows);
         var perSecond = run.Timeline.FullSeconds(run.EndTimestamp);
-        if (perSecond.Length > 0)
+        if (perSecond.Length > 1)
         {
             var sorted = perSecond.Order().ToArray();
             report.Line($"{Unit}s per second", string.Create(Report.Culture,
