@@ -1,0 +1,225 @@
+using System.Globalization;
+using System.Text;
+
+namespace GrpcBoard.Bench.Cli;
+
+/// <summary>
+/// Every option of the tool, with its default, stated once (the help text is generated from <see cref="Table"/>).
+/// Scenarios read what they need; options a scenario does not use are still printed with the results.
+/// </summary>
+public sealed class BenchOptions
+{
+    public required string Scenario { get; init; }
+
+    // ---- Load ----
+    public int Tasks { get; private set; } = 100_000;
+    public int Workers { get; private set; } = 64;
+    public int Connections { get; private set; } = 1;
+    public int Workflows { get; private set; } = 1;
+    public int WarmupTasks { get; private set; } = 5_000;
+    public TimeSpan WarmupLimit { get; private set; } = TimeSpan.FromSeconds(20);
+    public TimeSpan? Duration { get; private set; }
+    public int BatchSize { get; private set; } = 1000;
+    public int PayloadBytes { get; private set; } = 32;
+    public int ResultBytes { get; private set; } = 16;
+
+    /// <summary>Lease asked for by each claim; null lets the scenario choose.</summary>
+    public TimeSpan? Lease { get; private set; }
+
+    // ---- Server ----
+    public string Store { get; private set; } = "embedded";
+    public string Synchronous { get; private set; } = "FULL";
+    public bool InProcess { get; private set; }
+    public Uri? Target { get; private set; }
+    public int? ServerPid { get; private set; }
+    public string? ServerDll { get; private set; }
+    public string? DataDirectory { get; private set; }
+    public bool KeepData { get; private set; }
+    public string ServerLogLevel { get; private set; } = "Warning";
+    public IReadOnlyList<KeyValuePair<string, string>> ServerEnvironment { get; private set; } = [];
+
+    // ---- Output ----
+    public bool Timeline { get; private set; }
+
+    /// <summary>Switch, value name (null for a flag), description, and how the value is applied.</summary>
+    private sealed record Option(string Switch, string? Value, string Description, Action<BenchOptions, string> Apply);
+
+    private static readonly Option[] Table =
+    [
+        new("--tasks", "N", "Tasks posted before the measured run (default 100000).", (o, v) => o.Tasks = Int(v, "--tasks", 1)),
+        new("--workers", "W", "Concurrent workers, each one call at a time (default 64).", (o, v) => o.Workers = Int(v, "--workers", 1)),
+        new("--connections", "C", "HTTP/2 connections the workers are spread over: one BoardClient/GrpcChannel each (default 1).", (o, v) => o.Connections = Int(v, "--connections", 1)),
+        new("--workflows", "K", "Split the tasks over K workflows; worker i works on workflow i mod K (default 1).", (o, v) => o.Workflows = Int(v, "--workflows", 1)),
+        new("--warmup-tasks", "N", "Tasks per warm-up round, run through the same loop on a separate workflow and not counted (default 5000; 0 skips warm-up).", (o, v) => o.WarmupTasks = Int(v, "--warmup-tasks", 0)),
+        new("--warmup-seconds", "S", "Warm-up rounds repeat until the JIT goes quiet in server and tool, for at most this long (default 20; 0: one round).", (o, v) => o.WarmupLimit = TimeSpan.FromSeconds(v == "0" ? 0 : Double(v, "--warmup-seconds"))),
+        new("--duration", "SECONDS", "Stop the measured run after this long even if tasks remain (post enough with --tasks).", (o, v) => o.Duration = TimeSpan.FromSeconds(Double(v, "--duration"))),
+        new("--batch", "N", "Tasks per PostTasks call (default 1000, the server's limit).", (o, v) => o.BatchSize = Int(v, "--batch", 1)),
+        new("--payload-bytes", "N", "Payload bytes of each task (default 32).", (o, v) => o.PayloadBytes = Int(v, "--payload-bytes", 0)),
+        new("--result-bytes", "N", "Result bytes of each completion (default 16).", (o, v) => o.ResultBytes = Int(v, "--result-bytes", 0)),
+        new("--lease", "SECONDS", "Lease asked for by each claim (default 60; claim-only 3600).", (o, v) => o.Lease = TimeSpan.FromSeconds(Double(v, "--lease"))),
+        new("--store", "embedded|memory", "Store of a server the tool starts (default embedded).", (o, v) => o.Store = OneOf(v, "--store", "embedded", "memory")),
+        new("--synchronous", "FULL|NORMAL|EXTRA", "Embedded store durability of a server the tool starts (default FULL: fsync per group commit).", (o, v) => o.Synchronous = OneOf(v.ToUpperInvariant(), "--synchronous", "FULL", "NORMAL", "EXTRA")),
+        new("--in-process", null, "Host the server in this process (shares GC and thread pool with the load) instead of a child process.", (o, _) => o.InProcess = true),
+        new("--target", "URL", "Use an already running server (http://host:port/) instead of starting one.", (o, v) => o.Target = new Uri(v)),
+        new("--server-pid", "PID", "With --target: the server's process id, to report its CPU time.", (o, v) => o.ServerPid = Int(v, "--server-pid", 1)),
+        new("--server-dll", "PATH", "GrpcBoard.Server.dll to start (default: the one built beside this tool's configuration).", (o, v) => o.ServerDll = v),
+        new("--data", "DIR", "Data directory of a started embedded server (default: a new temporary directory, deleted afterwards).", (o, v) => o.DataDirectory = v),
+        new("--keep-data", null, "Do not delete the temporary data directory.", (o, _) => o.KeepData = true),
+        new("--server-log-level", "LEVEL", "Log level of a started server (default Warning).", (o, v) => o.ServerLogLevel = v),
+        new("--server-env", "NAME=VALUE", "Environment variable for a started server process, e.g. DOTNET_gcServer=0 (repeatable).", (o, v) => o.ServerEnvironment = [.. o.ServerEnvironment, EnvPair(v)]),
+        new("--timeline", null, "Print completed operations per second of the measured run.", (o, _) => o.Timeline = true),
+    ];
+
+    /// <summary>Parses "scenario [--name value | --name=value | --flag]...".</summary>
+    public static BenchOptions Parse(string scenario, IReadOnlyList<string> args)
+    {
+        var options = new BenchOptions { Scenario = scenario };
+        for (var i = 0; i < args.Count; i++)
+        {
+            var arg = args[i];
+            var (name, inline) = arg.Split('=', 2) is [var n, var v] ? (n, v) : (arg, null);
+            var option = Table.FirstOrDefault(o => string.Equals(o.Switch, name, StringComparison.OrdinalIgnoreCase))
+                ?? throw new ArgumentException($"Unknown option '{name}'. Run with --help to list the options.");
+            string value;
+            if (option.Value is null)
+            {
+                if (inline is not null)
+                {
+                    throw new ArgumentException($"{option.Switch} takes no value.");
+                }
+
+                value = "";
+            }
+            else if (inline is not null)
+            {
+                value = inline;
+            }
+            else if (i + 1 < args.Count)
+            {
+                value = args[++i];
+            }
+            else
+            {
+                throw new ArgumentException($"{option.Switch} needs a value ({option.Value}).");
+            }
+
+            option.Apply(options, value);
+        }
+
+        options.Validate();
+        return options;
+    }
+
+    public static string Help(IEnumerable<(string Name, string Description)> scenarios)
+    {
+        var text = new StringBuilder();
+        text.Append("GrpcBoard benchmark tool.\n\n");
+        text.Append("Usage: dotnet run -c Release --project bench/GrpcBoard.Bench -- <scenario> [options]\n\nScenarios:\n");
+        foreach (var (name, description) in scenarios)
+        {
+            text.Append(CultureInfo.InvariantCulture, $"  {name,-16} {description}\n");
+        }
+
+        text.Append("\nOptions:\n");
+        foreach (var o in Table)
+        {
+            var left = o.Value is null ? o.Switch : $"{o.Switch} {o.Value}";
+            text.Append(CultureInfo.InvariantCulture, $"  {left,-34} {o.Description}\n");
+        }
+
+        text.Append(CultureInfo.InvariantCulture, $"  {"--help",-34} Print this text.\n");
+        return text.ToString();
+    }
+
+    /// <summary>The parameters as "name value" lines, for the report.</summary>
+    public IEnumerable<(string Name, string Value)> Describe(TimeSpan lease)
+    {
+        yield return ("scenario", Scenario);
+        yield return ("tasks", Tasks.ToString(CultureInfo.InvariantCulture));
+        yield return ("workers", Workers.ToString(CultureInfo.InvariantCulture));
+        yield return ("connections", Connections.ToString(CultureInfo.InvariantCulture));
+        yield return ("workflows", Workflows.ToString(CultureInfo.InvariantCulture));
+        yield return ("warm-up", WarmupTasks == 0 ? "none" : $"rounds of {WarmupTasks} tasks until the JIT is quiet, at most {WarmupLimit.TotalSeconds:0.#} s");
+        yield return ("duration limit", Duration is { } d ? $"{d.TotalSeconds:0.###} s" : "none (until all tasks are done)");
+        yield return ("post batch", BatchSize.ToString(CultureInfo.InvariantCulture));
+        yield return ("payload / result bytes", $"{PayloadBytes} / {ResultBytes}");
+        yield return ("lease", $"{lease.TotalSeconds:0.###} s");
+        var server = Target is { } target
+            ? $"existing server at {target}" + (ServerPid is { } pid ? $" (pid {pid})" : "")
+            : InProcess ? "in this process" : "child process (dotnet GrpcBoard.Server.dll)";
+        yield return ("server", server);
+        if (Target is null)
+        {
+            yield return ("store", Store == "embedded" ? $"embedded, synchronous={Synchronous}" : Store);
+            yield return ("server log level", ServerLogLevel);
+            if (ServerEnvironment.Count > 0)
+            {
+                yield return ("server environment", string.Join(' ', ServerEnvironment.Select(e => $"{e.Key}={e.Value}")));
+            }
+        }
+    }
+
+    private void Validate()
+    {
+        if (Scenario == "post" && Target is null)
+        {
+            throw new ArgumentException("post needs --target: a server the tool starts is stopped when the tool ends.");
+        }
+
+        if (Target is not null && InProcess)
+        {
+            throw new ArgumentException("--target and --in-process exclude each other.");
+        }
+
+        if (Target is { } t && t.Scheme is not ("http" or "https"))
+        {
+            throw new ArgumentException("--target must be an http:// or https:// address.");
+        }
+
+        if (ServerPid is not null && Target is null)
+        {
+            throw new ArgumentException("--server-pid goes with --target (a started server's CPU is measured anyway).");
+        }
+
+        if (Workflows > Workers || Workflows > Tasks)
+        {
+            throw new ArgumentException("--workflows must not exceed --workers (each workflow needs a worker) or --tasks.");
+        }
+
+        if (Duration is { } d && d <= TimeSpan.Zero)
+        {
+            throw new ArgumentException("--duration must be positive.");
+        }
+    }
+
+    private static int Int(string value, string name, int min)
+    {
+        var text = value.Replace("_", "", StringComparison.Ordinal);
+        var multiplier = 1;
+        if (text.EndsWith('k') || text.EndsWith('K'))
+        {
+            multiplier = 1000;
+            text = text[..^1];
+        }
+
+        if (!int.TryParse(text, NumberStyles.Integer, CultureInfo.InvariantCulture, out var parsed) || parsed * (long)multiplier < min || parsed * (long)multiplier > int.MaxValue)
+        {
+            throw new ArgumentException($"{name} needs a whole number of at least {min}, not '{value}'.");
+        }
+
+        return parsed * multiplier;
+    }
+
+    private static double Double(string value, string name) =>
+        double.TryParse(value, NumberStyles.Float, CultureInfo.InvariantCulture, out var parsed) && parsed > 0
+            ? parsed
+            : throw new ArgumentException($"{name} needs a positive number, not '{value}'.");
+
+    private static string OneOf(string value, string name, params string[] allowed) =>
+        allowed.Contains(value, StringComparer.Ordinal) ? value : throw new ArgumentException($"{name} must be one of {string.Join(", ", allowed)}, not '{value}'.");
+
+    private static KeyValuePair<string, string> EnvPair(string value) =>
+        value.Split('=', 2) is [var k, var v] && k.Length > 0
+            ? new(k, v)
+            : throw new ArgumentException($"--server-env needs NAME=VALUE, not '{value}'.");
+}

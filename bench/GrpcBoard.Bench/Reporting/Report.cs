@@ -1,0 +1,117 @@
+using System.Globalization;
+using System.Runtime.InteropServices;
+using GrpcBoard.Bench.Measurement;
+
+namespace GrpcBoard.Bench.Reporting;
+
+/// <summary>Plain-text results: "name  value" lines under headed sections, and latency tables. Numbers use the invariant culture.</summary>
+public sealed class Report(TextWriter output)
+{
+    private const int NameWidth = 24;
+
+    public static IFormatProvider Culture => CultureInfo.InvariantCulture;
+
+    public void Section(string title)
+    {
+        output.WriteLine();
+        output.WriteLine($"== {title} ==");
+    }
+
+    public void Line(string name, string value) => output.WriteLine($"{name,-NameWidth} {value}");
+
+    public void Text(string text) => output.WriteLine(text);
+
+    public void Machine()
+    {
+        Line("processors", Environment.ProcessorCount.ToString(Culture) + (CpuModel() is { } model ? $" ({model})" : ""));
+        Line("os", RuntimeInformation.OSDescription + " " + RuntimeInformation.OSArchitecture);
+        Line(".net", RuntimeInformation.FrameworkDescription);
+        Line("load generator gc", RuntimeSnapshot.GcMode);
+        if (File.Exists("/proc/loadavg"))
+        {
+            Line("load average (1/5/15m)", string.Join(' ', File.ReadAllText("/proc/loadavg").Split(' ').Take(3)));
+        }
+
+        Line("started", DateTimeOffset.UtcNow.ToString("yyyy-MM-dd HH:mm:ss 'UTC'", Culture));
+    }
+
+    public void LatencyTable(IEnumerable<(string Name, LatencyStats Stats)> rows)
+    {
+        output.WriteLine(string.Create(Culture, $"{"latency (ms)",-NameWidth} {"count",9} {"mean",8} {"p50",8} {"p90",8} {"p99",8} {"p99.9",8} {"max",8}"));
+        foreach (var (name, s) in rows)
+        {
+            output.WriteLine(string.Create(Culture, $"  {name,-NameWidth - 2} {s.Count,9} {s.MeanMs,8:0.000} {s.P50Ms,8:0.000} {s.P90Ms,8:0.000} {s.P99Ms,8:0.000} {s.P999Ms,8:0.000} {s.MaxMs,8:0.000}"));
+        }
+    }
+
+    /// <summary>CPU, disk, GC and scheduling during a measured phase, also per unit of work.</summary>
+    public void Resources(ResourceUsage usage, TimeSpan wall, long units, string unit)
+    {
+        var seconds = wall.TotalSeconds;
+        string PerUnit(double cpuSeconds) => units > 0 ? string.Create(Culture, $"{cpuSeconds * 1e6 / units:0.0} µs CPU per {unit}") : "";
+        if (usage.Server is { } server)
+        {
+            Line("server process cpu", string.Create(Culture, $"{server.CpuSeconds:0.00} s = {server.CpuSeconds / seconds:0.00} cores (user {server.UserSeconds:0.00} s, sys {server.SystemSeconds:0.00} s); {PerUnit(server.CpuSeconds)}"));
+            Line("server threads", Threads(server));
+            Line("server disk / switches", string.Create(Culture, $"{server.WriteBytes / 1048576.0:0.0} MiB written, {server.WriteCalls} write calls; {server.VoluntarySwitches} voluntary + {server.InvoluntarySwitches} involuntary context switches"));
+        }
+        else if (!usage.ServerInClient)
+        {
+            Line("server process cpu", "unknown (pass --server-pid with --target)");
+        }
+
+        if (usage.Client is { } client)
+        {
+            var who = usage.ServerInClient ? "tool+server cpu" : "load generator cpu";
+            Line(who, string.Create(Culture, $"{client.CpuSeconds:0.00} s = {client.CpuSeconds / seconds:0.00} cores (user {client.UserSeconds:0.00} s, sys {client.SystemSeconds:0.00} s); {PerUnit(client.CpuSeconds)}"));
+            Line(usage.ServerInClient ? "tool+server threads" : "load generator threads", Threads(client));
+            Line(usage.ServerInClient ? "tool+server switches" : "load generator switches", string.Create(Culture, $"{client.VoluntarySwitches} voluntary + {client.InvoluntarySwitches} involuntary context switches"));
+        }
+
+        var gc = usage.ClientRuntime;
+        var allocatedPerUnit = units > 0 ? string.Create(Culture, $" ({gc.AllocatedBytes / (double)units / 1024:0.0} KiB per {unit})") : "";
+        Line(usage.ServerInClient ? "tool+server gc" : "load generator gc", string.Create(Culture,
+            $"gen0/gen1/gen2 {gc.Gen0}/{gc.Gen1}/{gc.Gen2}, pause {gc.GcPause.TotalMilliseconds:0} ms, allocated {gc.AllocatedBytes / 1048576.0:0} MiB{allocatedPerUnit}; thread pool {gc.ThreadPoolItems} work items, {gc.ThreadPoolThreads} threads"));
+        if (usage.Machine is { } machine)
+        {
+            var total = machine.BusySeconds + machine.IdleSeconds + machine.IoWaitSeconds + machine.StealSeconds;
+            var known = (usage.Server?.CpuSeconds ?? 0) + (usage.Client?.CpuSeconds ?? 0);
+            var other = Math.Max(0, machine.BusySeconds - known - machine.InterruptSeconds);
+            Line("machine cpu", string.Create(Culture,
+                $"busy {machine.BusySeconds / seconds:0.00} of {total / seconds:0.00} cores: irq+softirq {machine.InterruptSeconds / seconds:0.00}, other processes {other / seconds:0.00}; iowait {machine.IoWaitSeconds / seconds:0.00}, steal {machine.StealSeconds / seconds:0.00}"));
+            var pids = new HashSet<string>(StringComparer.Ordinal) { $"[{Environment.ProcessId}]" };
+            if (usage.ServerPid is { } serverPid)
+            {
+                pids.Add($"[{serverPid}]");
+            }
+
+            var others = machine.Processes.Where(p => !pids.Any(id => p.Name.EndsWith(id, StringComparison.Ordinal)) && p.CpuSeconds >= 0.05).Take(5).ToList();
+            if (others.Count > 0)
+            {
+                Line("other processes", string.Join(", ", others.Select(p => string.Create(Culture, $"{p.Name} {p.CpuSeconds / seconds:0.00} cores"))));
+            }
+
+            if (other / seconds > 0.1)
+            {
+                Line("WARNING", string.Create(Culture, $"other processes used {other / seconds:0.00} cores during the run: these numbers understate the board."));
+            }
+        }
+    }
+
+    private static string Threads(ProcessUsage usage) =>
+        string.Join(", ", usage.ThreadGroups.Where(g => g.CpuSeconds >= 0.01).Take(8).Select(g => string.Create(Culture, $"{g.Name} x{g.Threads} {g.CpuSeconds:0.00} s")));
+
+    private static string? CpuModel()
+    {
+        try
+        {
+            return File.Exists("/proc/cpuinfo")
+                ? File.ReadLines("/proc/cpuinfo").FirstOrDefault(l => l.StartsWith("model name", StringComparison.Ordinal))?.Split(':', 2)[1].Trim()
+                : null;
+        }
+        catch (IOException)
+        {
+            return null;
+        }
+    }
+}

@@ -1,0 +1,91 @@
+using System.Globalization;
+using GrpcBoard.Bench.Cli;
+using GrpcBoard.Bench.Reporting;
+using GrpcBoard.Bench.Targets;
+using GrpcBoard.Client;
+
+namespace GrpcBoard.Bench.Scenarios;
+
+/// <summary>What a scenario runs against: the options, the server, the clients and the report.</summary>
+public sealed class BenchContext(BenchOptions options, IServerTarget target, ClientPool clients, Report report, CancellationToken cancellationToken)
+{
+    public BenchOptions Options { get; } = options;
+
+    public IServerTarget Target { get; } = target;
+
+    public ClientPool Clients { get; } = clients;
+
+    public Report Report { get; } = report;
+
+    public CancellationToken CancellationToken { get; } = cancellationToken;
+
+    /// <summary>Distinguishes this run's workflows from earlier runs' on a reused (--target) server.</summary>
+    public string RunId { get; } = DateTime.UtcNow.ToString("yyyyMMdd-HHmmss", CultureInfo.InvariantCulture) + "-" + Random.Shared.Next(1000, 9999).ToString(CultureInfo.InvariantCulture);
+}
+
+/// <summary>
+/// The client side's connections: one <see cref="BoardClient"/> (one GrpcChannel, one SocketsHttpHandler, so
+/// one HTTP/2 connection while streams stay under the server's limit) per --connections; workers are spread
+/// over them round-robin.
+/// </summary>
+public sealed class ClientPool : IDisposable
+{
+    private readonly BoardClient[] _clients;
+
+    public ClientPool(Uri address, int connections)
+    {
+        _clients = new BoardClient[connections];
+        for (var i = 0; i < connections; i++)
+        {
+            _clients[i] = new BoardClient(address.ToString());
+        }
+
+        Address = address;
+    }
+
+    public Uri Address { get; }
+
+    public int Count => _clients.Length;
+
+    /// <summary>The client for setup calls and checks.</summary>
+    public BoardClient Main => _clients[0];
+
+    public BoardClient ForWorker(int worker) => _clients[worker % _clients.Length];
+
+    /// <summary>Established TCP connections from this machine to the server's port (read from /proc/net/tcp*), or null when unknown.</summary>
+    public int? CountConnections()
+    {
+        var port = Address.Port;
+        var count = 0;
+        var any = false;
+        foreach (var file in new[] { "/proc/net/tcp", "/proc/net/tcp6" })
+        {
+            if (!File.Exists(file))
+            {
+                continue;
+            }
+
+            any = true;
+            foreach (var line in File.ReadLines(file).Skip(1))
+            {
+                var fields = line.Split(' ', StringSplitOptions.RemoveEmptyEntries);
+                // fields: sl local_address rem_address st ...; "01" is ESTABLISHED; the port is the hex after ':'.
+                if (fields.Length > 3 && fields[3] == "01"
+                    && int.Parse(fields[2].AsSpan(fields[2].LastIndexOf(':') + 1), NumberStyles.HexNumber, CultureInfo.InvariantCulture) == port)
+                {
+                    count++;
+                }
+            }
+        }
+
+        return any ? count : null;
+    }
+
+    public void Dispose()
+    {
+        foreach (var client in _clients)
+        {
+            client.Dispose();
+        }
+    }
+}
