@@ -17,8 +17,9 @@ namespace GrpcBoard.Store.Embedded;
 /// every transaction, reads included, returns only once what it saw is durable.
 ///
 /// A failed disk commit poisons the in-memory state (it is ahead of the disk). The store then refuses
-/// calls with StoreUnavailable, fails everything queued, and reloads from disk, which holds exactly the
-/// acknowledged writes; retries then succeed.
+/// calls with StoreUnavailable, fails everything queued, and once a probe write succeeds, reloads from
+/// disk, which holds exactly the acknowledged writes; retries then succeed. A failed fsync of the journal
+/// is fatal instead: the store refuses calls until the process restarts.
 /// </summary>
 public sealed class EmbeddedStore : IBoardStore
 {
@@ -29,6 +30,7 @@ public sealed class EmbeddedStore : IBoardStore
     private ConcurrentDictionary<string, WorkflowState> _workflows = new(StringComparer.Ordinal);
     private TimerIndex _timers = new();
     private volatile Exception? _failure;
+    private volatile Exception? _fatalFailure;
     private int _disposed;
 
     public EmbeddedStore(EmbeddedStoreOptions options, EventHub hub)
@@ -40,7 +42,7 @@ public sealed class EmbeddedStore : IBoardStore
         {
             _journal = new SqliteJournal(options);
             (_workflows, _timers) = Rebuild(_journal.Load());
-            _journal.Start(OnCommitted, OnCommitFailed);
+            _journal.Start(OnCommitted, OnCommitFailed, OnSyncFailed);
         }
     }
 
@@ -357,16 +359,23 @@ public sealed class EmbeddedStore : IBoardStore
         }
     }
 
+    /// <summary>Sync thread: the WAL could not be made durable. Refuse every call until the process restarts.</summary>
+    private void OnSyncFailed(Exception cause)
+    {
+        _fatalFailure = new IOException("The journal could not be synced to disk; restart the server, which recovers from what is durable: " + cause.Message, cause);
+        _failure = _fatalFailure;
+    }
+
     /// <summary>Journal thread, after a failed disk commit: refuse calls, fail what is queued, reload from disk.</summary>
     private void OnCommitFailed(List<JournalEntry> batch, Exception cause)
     {
-        _failure = cause;
+        _failure = _fatalFailure ?? cause;
         foreach (var entry in batch)
         {
             entry.MarkFailed(cause);
         }
 
-        while (Volatile.Read(ref _disposed) == 0)
+        while (Volatile.Read(ref _disposed) == 0 && _fatalFailure is null)
         {
             _generation.EnterWriteLock();
             try
@@ -378,6 +387,7 @@ public sealed class EmbeddedStore : IBoardStore
                 }
 
                 _journal.Reopen();
+                _journal.Probe();
                 (_workflows, _timers) = Rebuild(_journal.Load());
                 _failure = null;
                 return;

@@ -17,8 +17,12 @@ namespace GrpcBoard.Server.Services;
 /// </summary>
 public sealed class BoardServiceHandlers(Coordinator board, TimeProvider time, CancellationToken stopping)
 {
-    /// <summary>How much earlier than the caller's deadline a waiting claim gives up, to answer "no task" in time.</summary>
-    private static readonly TimeSpan DeadlineMargin = TimeSpan.FromMilliseconds(50);
+    /// <summary>
+    /// How much earlier than the caller's deadline a waiting claim gives up, so that "no task" reaches the
+    /// caller before its deadline: a tenth of the time left, at least 100 ms, at most 1 s.
+    /// </summary>
+    private static TimeSpan DeadlineMargin(TimeSpan left) =>
+        TimeSpan.FromTicks(Math.Clamp(left.Ticks / 10, TimeSpan.TicksPerMillisecond * 100, TimeSpan.TicksPerSecond));
 
     public GrpcServiceRegistry Register(GrpcServiceRegistry registry) => registry
         .AddUnary(BoardMethods.CreateWorkflow, CreateWorkflow)
@@ -120,7 +124,8 @@ public sealed class BoardServiceHandlers(Coordinator board, TimeProvider time, C
         if (wait is { } w && context.Deadline != DateTimeOffset.MaxValue)
         {
             // Answer "nothing ready" just before the caller's deadline rather than DEADLINE_EXCEEDED after it.
-            var budget = context.Deadline - time.GetUtcNow() - DeadlineMargin;
+            var left = context.Deadline - time.GetUtcNow();
+            var budget = left - DeadlineMargin(left);
             wait = budget < w ? (budget > TimeSpan.Zero ? budget : TimeSpan.Zero) : w;
         }
 
