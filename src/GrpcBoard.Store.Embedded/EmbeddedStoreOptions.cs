@@ -23,6 +23,9 @@ public sealed class EmbeddedStoreOptions
     /// <summary>Fault injection for tests: called before each disk commit; throwing fails that commit.</summary>
     public Action? BeforeCommit { get; set; }
 
+    /// <summary>Fault injection for tests: called before each fsync of the journal; throwing fails it.</summary>
+    public Action? BeforeSync { get; set; }
+
     public void Validate()
     {
         if (MaxEventsPerWorkflow < 16 || RecentEventsInMemory < 16 || MaxTransactionsPerCommit < 1)

@@ -317,6 +317,7 @@ internal sealed class SqliteJournal : IDisposable
         {
             try
             {
+                _options.BeforeSync?.Invoke();
                 lock (_walLock)
                 {
                     RandomAccess.FlushToDisk(_wal!);

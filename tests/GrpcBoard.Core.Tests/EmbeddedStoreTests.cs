@@ -52,6 +52,42 @@ public sealed class EmbeddedStoreTests : IDisposable
     }
 
     [Fact]
+    public async Task FailedFsync_StopsTheStoreForGood_AndARestartRecoversWhatWasAcknowledged()
+    {
+        var failing = false;
+        var hub = new EventHub();
+        var store = new EmbeddedStore(new EmbeddedStoreOptions
+        {
+            DataDirectory = _data.Path,
+            BeforeSync = () =>
+            {
+                if (Volatile.Read(ref failing))
+                {
+                    throw new IOException("injected: fsync failed");
+                }
+            },
+        }, hub);
+        var board = new Coordinator(store, hub, _time, new BoardLimits());
+        await board.CreateWorkflowAsync("wf", "", null, default).Within();
+        await board.PostTasksAsync("wf", [new TaskSpec { Id = "kept" }], default).Within();
+
+        Volatile.Write(ref failing, true);
+        var refused = await Assert.ThrowsAsync<BoardException>(() => board.PostTasksAsync("wf", [new TaskSpec { Id = "unknown-fate" }], default).Within());
+        Assert.Equal(BoardError.StoreUnavailable, refused.Error);
+
+        // Unlike a failed commit, a failed fsync is not retried: the store stays down though the "disk" is fine again.
+        Volatile.Write(ref failing, false);
+        await Assert.ThrowsAsync<BoardException>(() => board.GetWorkflowAsync("wf", default).Within());
+        Assert.False(await store.CheckHealthAsync(default).Within());
+        await store.DisposeAsync();
+
+        hub = new EventHub();
+        await using var restarted = new EmbeddedStore(new EmbeddedStoreOptions { DataDirectory = _data.Path }, hub);
+        board = new Coordinator(restarted, hub, _time, new BoardLimits());
+        Assert.Equal("kept", (await board.GetTaskAsync("wf", "kept", default).Within()).Task.Id);
+    }
+
+    [Fact]
     public async Task AcknowledgedWrites_AreOnDisk_BeforeTheCallReturns()
     {
         var hub = new EventHub();
