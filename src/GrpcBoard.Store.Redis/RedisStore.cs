@@ -28,7 +28,8 @@ namespace GrpcBoard.Store.Redis;
 /// </summary>
 public sealed class RedisStore : IBoardStore
 {
-    private const int CandidateCount = 32;
+    /// <summary>How long a reservation of a ready task lasts if its claimer vanishes before committing.</summary>
+    private static readonly TimeSpan ReservationExpiry = TimeSpan.FromSeconds(10);
 
     private readonly RedisStoreOptions _options;
     private readonly EventHub _hub;
@@ -78,19 +79,31 @@ public sealed class RedisStore : IBoardStore
         {
             ThrowIfDataLoss();
             cancellationToken.ThrowIfCancellationRequested();
-            var txn = new RedisTransaction(this, workflowId, await LoadMetaAsync(workflowId), attempt);
-            var value = await body(txn);
-            if (txn.Changes.Count == 0)
+            var txn = new RedisTransaction(this, workflowId, await LoadMetaAsync(workflowId));
+            try
             {
-                // A read of several records is checked like a commit, so it is a consistent snapshot.
-                if (txn.ReadSetSize <= 1 || await CommitAsync(txn, workflowId) is not null)
+                var value = await body(txn);
+                if (txn.Changes.Count == 0)
                 {
-                    return new TxnResult<T>(value, txn.HeadRevision, []);
+                    // A read of several records is checked like a commit, so it is a consistent snapshot.
+                    if (txn.ReadSetSize <= 1 || await CommitAsync(txn, workflowId) is not null)
+                    {
+                        return new TxnResult<T>(value, txn.HeadRevision, []);
+                    }
+                }
+                else if (await CommitAsync(txn, workflowId) is { } committed)
+                {
+                    return new TxnResult<T>(value, committed.Head, committed.Events);
                 }
             }
-            else if (await CommitAsync(txn, workflowId) is { } committed)
+            finally
             {
-                return new TxnResult<T>(value, committed.Head, committed.Events);
+                // Reserved ready tasks this transaction did not claim go back to their queue at once
+                // (a committed claim removed its own reservation). Fire and forget: they expire anyway.
+                foreach (var entry in txn.UnusedReservations())
+                {
+                    _ = Call(() => _db.ScriptEvaluateAsync(Scripts.Unreserve, [_keys.Meta(workflowId)], [entry]));
+                }
             }
 
             // Lost a race: another transaction changed something this one read. Spread retries a little.
@@ -271,21 +284,19 @@ public sealed class RedisStore : IBoardStore
         return (RecordCodec.DecodeNote((byte[])r[0]!) with { ModRevision = rev }, rev);
     }
 
-    internal async Task<List<(TaskRecord Task, long Revision)>> ReadyCandidatesAsync(string workflowId, IReadOnlyCollection<string> skills)
+    /// <summary>Reserves the best ready task for these skills (see <see cref="Scripts.Reserve"/>); null if none is ready.</summary>
+    internal async Task<(string Entry, TaskRecord Task, long Revision)?> ReserveAsync(string workflowId, IReadOnlyCollection<string> skills)
     {
-        var args = new List<object> { CandidateCount };
+        var args = new List<object> { DateTimeOffset.UtcNow.ToUnixTimeMilliseconds(), (long)ReservationExpiry.TotalMilliseconds };
         args.AddRange(skills);
-        var r = (RedisResult[])(await Script(Scripts.ReadyCandidates, workflowId, [.. args]))!;
-        var result = new List<(TaskRecord, long)>(r.Length / 3);
-        for (var i = 0; i < r.Length; i += 3)
+        var r = (RedisResult[])(await Script(Scripts.Reserve, workflowId, [.. args]))!;
+        if (r.Length == 0)
         {
-            if (!r[i + 1].IsNull)
-            {
-                result.Add(Decode(r[i + 1], r[i + 2]));
-            }
+            return null;
         }
 
-        return result;
+        var (task, revision) = Decode(r[1], r[2]);
+        return ((string)r[0]!, task, revision);
     }
 
     internal async Task<List<(TaskRecord Task, long Revision)>> ListTasksAsync(string workflowId, string? afterId, int limit)
@@ -346,11 +357,14 @@ public sealed class RedisStore : IBoardStore
         }
 
         ObserveHead(workflowId, head, floor);
+        txn.Committed = true;
         if (txn.Changes.Count > 0)
         {
             var earliest = (double)r[1];
-            if (earliest >= 0)
+            var before = (double)r[2];
+            if (earliest >= 0 && (before < 0 || earliest < before))
             {
+                // Only an earlier timer needs the hint lowered (a later one is found when the hint comes due).
                 // Fire and forget: a lost hint only delays a timer until the next rescan.
                 _ = SetHintAsync(workflowId, earliest, exact: false);
             }

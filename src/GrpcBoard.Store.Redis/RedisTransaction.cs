@@ -10,11 +10,12 @@ namespace GrpcBoard.Store.Redis;
 /// commit checks all of them. Reads of the same record within one transaction return what was first read,
 /// so the body sees one consistent version of each record.
 /// </summary>
-internal sealed class RedisTransaction(RedisStore store, string workflowId, RedisStore.Meta meta, int attempt) : WorkflowTransactionBase(workflowId)
+internal sealed class RedisTransaction(RedisStore store, string workflowId, RedisStore.Meta meta) : WorkflowTransactionBase(workflowId)
 {
     private readonly Dictionary<string, (TaskRecord? Task, long Revision)> _tasks = new(StringComparer.Ordinal);
     private readonly Dictionary<string, (NoteRecord? Note, long Revision)> _notes = new(StringComparer.Ordinal);
     private readonly Dictionary<string, long> _dependents = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, string> _reservations = new(StringComparer.Ordinal);
 
     public override long HeadRevision => meta.Head;
 
@@ -46,39 +47,37 @@ internal sealed class RedisTransaction(RedisStore store, string workflowId, Redi
         return read.Task;
     }
 
+    /// <summary>Reservation entries of tasks reserved by this transaction, by task id.</summary>
+    public IReadOnlyDictionary<string, string> Reservations => _reservations;
+
+    /// <summary>Reservations whose task this transaction did not claim (all of them if it did not commit).</summary>
+    public IEnumerable<string> UnusedReservations() =>
+        _reservations.Where(r => !Committed || !Changes.Any(c => c.Task?.Id == r.Key)).Select(r => r.Value);
+
+    /// <summary>Set once the commit script has applied this transaction.</summary>
+    public bool Committed { get; set; }
+
     /// <summary>
-    /// The best ready tasks. On a first attempt, strictly in offer order. After a lost race (other instances
-    /// or callers claiming the same head of the queue), a random pick among the best candidates of the top
-    /// priority, widening with each retry, so concurrent claimers spread out instead of all retrying for
-    /// the same task. Priority order always holds; FIFO within a priority is exact only without contention.
+    /// The best ready task, reserved for this transaction: the reserve script takes it off its ready queue
+    /// atomically, so concurrent claimers (on this or any instance) each get a different task instead of
+    /// all reading the same head of the queue and all but one losing the race. The claim itself is still
+    /// decided here, by the state machine, and committed with the usual check of the task's revision.
     /// </summary>
     protected override async ValueTask<IReadOnlyList<TaskRecord>> ReadReadyTasksAsync(IReadOnlyCollection<string> workerSkills, int limit)
     {
-        var candidates = new List<TaskRecord>();
-        foreach (var (task, revision) in await store.ReadyCandidatesAsync(WorkflowId, workerSkills))
+        if (await store.ReserveAsync(WorkflowId, workerSkills) is not { } reserved)
         {
-            if (_tasks.TryGetValue(task.Id, out var earlier))
-            {
-                if (earlier.Task is { } known)
-                {
-                    candidates.Add(known);
-                }
-
-                continue;
-            }
-
-            _tasks[task.Id] = (task, revision);
-            candidates.Add(task);
+            return [];
         }
 
-        if (attempt == 0 || candidates.Count < 2)
+        _reservations[reserved.Task.Id] = reserved.Entry;
+        if (_tasks.TryGetValue(reserved.Task.Id, out var earlier))
         {
-            return candidates;
+            return earlier.Task is { } known ? [known] : [];
         }
 
-        var top = candidates.TakeWhile(t => t.Priority == candidates[0].Priority).Take(Math.Min(32, 1 << Math.Min(attempt, 5))).ToArray();
-        Random.Shared.Shuffle(top);
-        return [.. top, .. candidates.Except(top)];
+        _tasks[reserved.Task.Id] = (reserved.Task, reserved.Revision);
+        return [reserved.Task];
     }
 
     protected override async ValueTask<IReadOnlyList<string>> ReadDependentsAsync(string taskId)
@@ -217,6 +216,10 @@ internal sealed class CommitPlan
 
                     plan.Change("T", task.Id, RecordCodec.Encode(task with { ModRevision = 0 }), blob);
                     plan.TaskIndexes(previous, task);
+                    if (txn.Reservations.TryGetValue(task.Id, out var reservation))
+                    {
+                        plan.Op("zr", "reserved", reservation, "");
+                    }
                     tasks[task.Id] = task;
                     break;
             }
@@ -327,7 +330,7 @@ internal sealed class CommitPlan
         _changeCount++;
     }
 
-    private void Op(string op, string key, string member, object value)
+    public void Op(string op, string key, string member, object value)
     {
         _ops.Add(op);
         _ops.Add(key);

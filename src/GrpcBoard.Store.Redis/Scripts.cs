@@ -15,7 +15,8 @@ internal static class Scripts
     /// ARGV: checks count, then (kind, id, expected) triples (kind w: the workflow's mod revision, t: a
     /// task's, n: a note's, d: the version of a task's dependents set, h: the head revision); changes count, then
     /// (op, id, record blob, event blob) quads; index-op count, then (op, key suffix, member, value) quads;
-    /// max events, trim slack, channel. Returns {-1, kind, id} on a failed check, else {head, earliest timer (-1: none)}.
+    /// max events, trim slack, channel. Returns {-1, kind, id} on a failed check, else {head, earliest timer after,
+    /// earliest timer before (-1: none)}.
     /// </summary>
     public const string Commit = """
         local meta = KEYS[1]
@@ -51,7 +52,7 @@ internal static class Scripts
             local deps = redis.call('SMEMBERS', base .. 'depkeys')
             for _, d in ipairs(deps) do redis.call('UNLINK', base .. 'deps:' .. d) end
             redis.call('UNLINK', base .. 'tasks', base .. 'trev', base .. 'tids', base .. 'notes', base .. 'nrev', base .. 'nkeys',
-              base .. 'timers', base .. 'log', base .. 'readyq', base .. 'depkeys', base .. 'depver')
+              base .. 'timers', base .. 'log', base .. 'readyq', base .. 'depkeys', base .. 'depver', base .. 'reserved')
             redis.call('HDEL', meta, 'rec', 'wmod', 'c1', 'c2', 'c3', 'c4', 'c5', 'c6', 'c7')
             redis.call('HSET', meta, 'oldest', rev + 1)
           elseif op == 'T' then
@@ -72,6 +73,7 @@ internal static class Scripts
           end
           published[#published + 1] = rev .. ':' .. string.len(ev) .. ':' .. ev
         end
+        local before = redis.call('ZRANGE', base .. 'timers', 0, 0, 'WITHSCORES')
         local ops = tonumber(ARGV[i]); i = i + 1
         for _ = 1, ops do
           local op, key, member, value = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]; i = i + 4
@@ -91,7 +93,7 @@ internal static class Scripts
         end
         redis.call('PUBLISH', channel, table.concat(published))
         local earliest = redis.call('ZRANGE', base .. 'timers', 0, 0, 'WITHSCORES')
-        return {head, earliest[2] and tonumber(earliest[2]) or -1}
+        return {head, earliest[2] and tonumber(earliest[2]) or -1, before[2] and tonumber(before[2]) or -1}
         """;
 
     /// <summary>ARGV: task id. Returns {blob or false, mod revision or false}.</summary>
@@ -107,16 +109,24 @@ internal static class Scripts
         """;
 
     /// <summary>
-    /// ARGV: how many, then the worker's skills. Returns flat {member, blob, rev, ...}: the best ready
-    /// tasks (by queue member order) among the queues whose required skills the worker has.
+    /// Reserves the best ready task a worker may take: pops it from its ready queue into the reservation
+    /// set (entry "queue|member|mod revision", scored by its expiry) and returns {entry, blob, rev}, or {}
+    /// when nothing is ready. Only the reserving transaction tries to claim it, so concurrent claimers take
+    /// successive tasks instead of racing for one. Expired reservations (a claimer that died) go back to
+    /// their queue first, if the task did not change meanwhile. ARGV: now (ms), expiry (ms), skills...
     /// </summary>
-    public const string ReadyCandidates = """
+    public const string Reserve = """
         local base = string.sub(KEYS[1], 1, -5)
-        local limit = tonumber(ARGV[1])
+        local now = tonumber(ARGV[1])
+        for _, entry in ipairs(redis.call('ZRANGEBYSCORE', base .. 'reserved', '-inf', now, 'LIMIT', 0, 64)) do
+          local q, member, rev = string.match(entry, '^([^|]+)|(.+)|(%d+)$')
+          if redis.call('HGET', base .. 'trev', string.sub(member, 25)) == rev then redis.call('ZADD', base .. q, 0, member) end
+          redis.call('ZREM', base .. 'reserved', entry)
+        end
         local skills = {}
-        for n = 2, #ARGV do skills[ARGV[n]] = true end
+        for n = 3, #ARGV do skills[ARGV[n]] = true end
         local queues = redis.call('HGETALL', base .. 'readyq')
-        local members = {}
+        local best, bestQueue
         for q = 1, #queues, 2 do
           local covered = true
           if queues[q] ~= '' then
@@ -125,18 +135,27 @@ internal static class Scripts
             end
           end
           if covered then
-            for _, m in ipairs(redis.call('ZRANGE', base .. queues[q + 1], 0, limit - 1)) do members[#members + 1] = m end
+            local head = redis.call('ZRANGE', base .. queues[q + 1], 0, 0)[1]
+            if head and (not best or head < best) then best, bestQueue = head, queues[q + 1] end
           end
         end
-        table.sort(members)
-        local result = {}
-        for n = 1, math.min(limit, #members) do
-          local id = string.sub(members[n], 25)
-          result[#result + 1] = members[n]
-          result[#result + 1] = redis.call('HGET', base .. 'tasks', id)
-          result[#result + 1] = redis.call('HGET', base .. 'trev', id)
+        if not best then return {} end
+        local id = string.sub(best, 25)
+        local rev = redis.call('HGET', base .. 'trev', id)
+        local entry = bestQueue .. '|' .. best .. '|' .. rev
+        redis.call('ZREM', base .. bestQueue, best)
+        redis.call('ZADD', base .. 'reserved', now + tonumber(ARGV[2]), entry)
+        return {entry, redis.call('HGET', base .. 'tasks', id), rev}
+        """;
+
+    /// <summary>Gives back a reservation that was not used: the task returns to its queue if it did not change. ARGV: entry.</summary>
+    public const string Unreserve = """
+        local base = string.sub(KEYS[1], 1, -5)
+        if redis.call('ZREM', base .. 'reserved', ARGV[1]) == 1 then
+          local q, member, rev = string.match(ARGV[1], '^([^|]+)|(.+)|(%d+)$')
+          if redis.call('HGET', base .. 'trev', string.sub(member, 25)) == rev then redis.call('ZADD', base .. q, 0, member) end
         end
-        return result
+        return 1
         """;
 
     /// <summary>ARGV: exclusive lower id ("" from the start), limit. Returns flat {id, blob, rev, ...} in id order.</summary>
