@@ -41,6 +41,19 @@ report.Text($"GrpcBoard benchmark: {scenario.Name}");
 report.Section("machine");
 report.Machine();
 
+if (scenario is ISelfHostedScenario selfHosted)
+{
+    try
+    {
+        return await selfHosted.RunAsync(options, report, cancel.Token);
+    }
+    catch (OperationCanceledException) when (cancel.IsCancellationRequested)
+    {
+        Console.Error.WriteLine("Cancelled.");
+        return 130;
+    }
+}
+
 await using var target = await ServerTargets.StartAsync(options, cancel.Token);
 using var clients = new ClientPool(target.Address, options.Connections);
 try
