@@ -31,6 +31,7 @@ public static class ScenarioCatalog
         new ClaimScenario("claim-only", completes: false),
         new PostScenario(),
         new CompareScenario(),
+        new WatchFanoutScenario(),
     ];
 
     public static IScenario? Find(string name) => All.FirstOrDefault(s => string.Equals(s.Name, name, StringComparison.OrdinalIgnoreCase));
