@@ -5,6 +5,10 @@
 #
 #   bench/GrpcBoard.Bench/run-suite.sh [results-dir] [extra options for every run...]
 #   ATTEMPTS=3 IDLE_WAIT=600 bench/GrpcBoard.Bench/run-suite.sh /tmp/bench-results
+#   SUITE=compare bench/GrpcBoard.Bench/run-suite.sh /tmp/bench-compare   # Redis store vs etcd vs raw Redis, watch fan-out
+#
+# SUITE=compare needs redis-server, redis-benchmark (apt: redis-server redis-tools) and etcd (apt: etcd-server);
+# the tool says which is missing and skips that part.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 results="${1:-$root/artifacts/bench-$(date -u +%Y%m%d-%H%M%S)}"
@@ -35,11 +39,24 @@ run() {
     echo "== $name (attempt $attempt): $*"
     local out="$results/$name.$attempt.txt"
     dotnet "$dll" "$@" > "$out" 2>&1 || echo "  exit code $? (see $out)"
-    grep -E '^(claims|claim\+complete pairs|WARNING|verdict) ' "$out" | sed 's/^/  /' || true
+    grep -E '^(claims|claim\+complete pairs|deliveries|WARNING|verdict|redis store / |embedded|redis) ' "$out" | sed 's/^/  /' || true
     cp "$out" "$results/$name.txt"
     grep -q '^WARNING' "$out" || return 0
   done
 }
+
+if [ "${SUITE:-standard}" = compare ]; then
+  for n in 1 2; do
+    run compare-$n                     compare "$@"
+    run watch-fanout-embedded-$n       watch-fanout "$@"
+  done
+  for n in 1 2; do
+    run watch-fanout-redis-$n          watch-fanout --store redis "$@"
+    run claim-complete-redis-full-$n   claim-complete --store redis "$@"
+  done
+  echo "results in $results"
+  exit 0
+fi
 
 run claim-complete-embedded-full      claim-complete "$@"
 run claim-complete-embedded-normal    claim-complete --synchronous NORMAL "$@"

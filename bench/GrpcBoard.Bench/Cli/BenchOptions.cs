@@ -48,12 +48,12 @@ public sealed class BenchOptions
     // ---- watch-fanout ----
     public int Watchers { get; private set; } = 10_000;
     public int WatchChannels { get; private set; } = 20;
-    public double WatchRate { get; private set; } = 20;
-    public TimeSpan WatchDuration { get; private set; } = TimeSpan.FromSeconds(10);
+    public double WatchRate { get; private set; } = 5;
+    public TimeSpan WatchDuration { get; private set; } = TimeSpan.FromSeconds(20);
 
     // ---- compare ----
     public IReadOnlyList<string> Parts { get; private set; } = CompareParts;
-    public TimeSpan? PartLimit { get; private set; } = TimeSpan.FromSeconds(120);
+    public TimeSpan? PartLimit { get; private set; } = TimeSpan.FromSeconds(60);
     public int RedisBenchmarkRequests { get; private set; } = 200_000;
     public int RedisBenchmarkKeyspace { get; private set; } = 100_000;
     public int EtcdTxns { get; private set; } = 100_000;
@@ -94,10 +94,10 @@ public sealed class BenchOptions
         new("--server-env", "NAME=VALUE", "Environment variable for a started server process, e.g. DOTNET_gcServer=0 (repeatable).", (o, v) => o.ServerEnvironment = [.. o.ServerEnvironment, EnvPair(v)]),
         new("--watchers", "N", "watch-fanout: concurrent Watch streams on one workflow (default 10000).", (o, v) => o.Watchers = Int(v, "--watchers", 1)),
         new("--watch-channels", "C", "watch-fanout: client channels (HTTP/2 connections) the watchers are spread over (default 20; the server allows 1000 streams each).", (o, v) => o.WatchChannels = Int(v, "--watch-channels", 1)),
-        new("--watch-rate", "R", "watch-fanout: changes (PutNote) per second while watched (default 20).", (o, v) => o.WatchRate = Double(v, "--watch-rate")),
-        new("--watch-seconds", "S", "watch-fanout: how long changes are made (default 10).", (o, v) => o.WatchDuration = TimeSpan.FromSeconds(Double(v, "--watch-seconds"))),
+        new("--watch-rate", "R", "watch-fanout: changes (PutNote) per second while watched (default 5: 50,000 deliveries/s to 10,000 watchers).", (o, v) => o.WatchRate = Double(v, "--watch-rate")),
+        new("--watch-seconds", "S", "watch-fanout: how long changes are made (default 20).", (o, v) => o.WatchDuration = TimeSpan.FromSeconds(Double(v, "--watch-seconds"))),
         new("--parts", "LIST", $"compare: which parts, comma-separated (default {string.Join(',', CompareParts)}).", (o, v) => o.Parts = ParseParts(v)),
-        new("--part-seconds", "S", "compare: stop each GrpcBoard claim run after S seconds (default 120; 0: run until all --tasks are done).", (o, v) => o.PartLimit = v == "0" ? null : TimeSpan.FromSeconds(Double(v, "--part-seconds"))),
+        new("--part-seconds", "S", "compare: stop each GrpcBoard claim run after S seconds (default 60; 0: run until all --tasks are done).", (o, v) => o.PartLimit = v == "0" ? null : TimeSpan.FromSeconds(Double(v, "--part-seconds"))),
         new("--redis-benchmark-requests", "N", "compare: requests of the redis-benchmark run (default 200000).", (o, v) => o.RedisBenchmarkRequests = Int(v, "--redis-benchmark-requests", 1)),
         new("--redis-benchmark-keyspace", "N", "compare: redis-benchmark -r, the random key space of SET NX (default 100000).", (o, v) => o.RedisBenchmarkKeyspace = Int(v, "--redis-benchmark-keyspace", 1)),
         new("--etcd-txns", "N", "compare: claim transactions against etcd, one new key each (default 100000).", (o, v) => o.EtcdTxns = Int(v, "--etcd-txns", 1)),
