@@ -23,10 +23,12 @@ dll="$root/bench/GrpcBoard.Bench/bin/Release/net10.0/GrpcBoard.Bench.dll"
 # Waits until the machine is at least 90% idle over 3 s (or the wait runs out).
 wait_idle() {
   local deadline=$(( $(date +%s) + idle_wait ))
+  # Locals: the fields of /proc/stat must not overwrite the caller's variables (e.g. a loop's $n).
+  local u n s i w q sq st t1 i1 t2 i2
   while true; do
-    read -r _ u n s i w q sq st _ < /proc/stat; local t1=$((u+n+s+i+w+q+sq+st)) i1=$i
+    read -r _ u n s i w q sq st _ < /proc/stat; t1=$((u+n+s+i+w+q+sq+st)) i1=$i
     sleep 3
-    read -r _ u n s i w q sq st _ < /proc/stat; local t2=$((u+n+s+i+w+q+sq+st)) i2=$i
+    read -r _ u n s i w q sq st _ < /proc/stat; t2=$((u+n+s+i+w+q+sq+st)) i2=$i
     (( 100*(i2-i1)/(t2-t1) >= 90 )) && return 0
     (( $(date +%s) >= deadline )) && { echo "  (machine still busy; running anyway)"; return 0; }
   done
