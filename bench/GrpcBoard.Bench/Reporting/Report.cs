@@ -55,7 +55,7 @@ public sealed class Report(TextWriter output)
             Line("server threads", Threads(server));
             Line("server disk / switches", string.Create(Culture, $"{server.WriteBytes / 1048576.0:0.0} MiB written, {server.WriteCalls} write calls; {server.VoluntarySwitches} voluntary + {server.InvoluntarySwitches} involuntary context switches"));
         }
-        else if (!usage.ServerInClient)
+        else if (!usage.ServerInClient && usage.Companions.Count == 0)
         {
             Line("server process cpu", "unknown (pass --server-pid with --target)");
         }

@@ -130,12 +130,12 @@ public sealed class CompareScenario : ISelfHostedScenario
     private static void Summary(BenchOptions o, Report report, List<ClaimOutcome> outcomes, List<CompareRow> rows)
     {
         report.Section("compare: summary");
-        report.Text(string.Create(Report.Culture, $"{"system",-30} {"operation",-44} {"conc",4} {"done",8} {"wall s",8} {"per s",9} {"p50 ms",8} {"p99 ms",8} {"checks",6} {"other",5}  notes"));
+        report.Text(string.Create(Report.Culture, $"{"system",-36} {"operation",-44} {"conc",4} {"done",8} {"wall s",8} {"per s",9} {"p50 ms",8} {"p99 ms",8} {"checks",6} {"other",5}  notes"));
         foreach (var r in rows)
         {
             var other = r.OtherCores is { } c ? string.Create(Report.Culture, $"{c:0.00}") + (c >= 0.1 ? "!" : "") : "?";
             report.Text(string.Create(Report.Culture,
-                $"{r.System,-30} {r.Operation,-44} {r.Concurrency,4} {r.Done,8} {r.WallSeconds,8:0.00} {r.PerSecond,9:0} {r.P50Ms,8:0.000} {r.P99Ms,8:0.000} {(r.Verified ? "PASS" : "FAIL"),6} {other,5}  {r.Notes}"));
+                $"{r.System,-36} {r.Operation,-44} {r.Concurrency,4} {r.Done,8} {r.WallSeconds,8:0.00} {r.PerSecond,9:0} {r.P50Ms,8:0.000} {r.P99Ms,8:0.000} {(r.Verified ? "PASS" : "FAIL"),6} {other,5}  {r.Notes}"));
         }
 
         report.Text("(per s: claims/s, pairs/s or requests/s; other: cores used by processes outside the measured systems, '!' = disturbed run)");
