@@ -54,7 +54,19 @@ if (scenario is ISelfHostedScenario selfHosted)
     }
 }
 
-await using var target = await ServerTargets.StartAsync(options, cancel.Token);
+IServerTarget started;
+try
+{
+    started = await ServerTargets.StartAsync(options, cancel.Token);
+}
+catch (MissingToolException ex)
+{
+    // --store redis without redis-server on this machine: say what to install instead of a stack trace.
+    Console.Error.WriteLine(ex.Message);
+    return 3;
+}
+
+await using var target = started;
 using var clients = new ClientPool(target.Address, options.Connections);
 try
 {
