@@ -41,7 +41,32 @@ report.Text($"GrpcBoard benchmark: {scenario.Name}");
 report.Section("machine");
 report.Machine();
 
-await using var target = await ServerTargets.StartAsync(options, cancel.Token);
+if (scenario is ISelfHostedScenario selfHosted)
+{
+    try
+    {
+        return await selfHosted.RunAsync(options, report, cancel.Token);
+    }
+    catch (OperationCanceledException) when (cancel.IsCancellationRequested)
+    {
+        Console.Error.WriteLine("Cancelled.");
+        return 130;
+    }
+}
+
+IServerTarget started;
+try
+{
+    started = await ServerTargets.StartAsync(options, cancel.Token);
+}
+catch (MissingToolException ex)
+{
+    // --store redis without redis-server on this machine: say what to install instead of a stack trace.
+    Console.Error.WriteLine(ex.Message);
+    return 3;
+}
+
+await using var target = started;
 using var clients = new ClientPool(target.Address, options.Connections);
 try
 {

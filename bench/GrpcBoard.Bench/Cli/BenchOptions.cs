@@ -9,7 +9,7 @@ namespace GrpcBoard.Bench.Cli;
 /// </summary>
 public sealed class BenchOptions
 {
-    public required string Scenario { get; init; }
+    public string Scenario { get; private set; } = "";
 
     // ---- Load ----
     public int Tasks { get; private set; } = 100_000;
@@ -38,6 +38,29 @@ public sealed class BenchOptions
     public string ServerLogLevel { get; private set; } = "Warning";
     public IReadOnlyList<KeyValuePair<string, string>> ServerEnvironment { get; private set; } = [];
 
+    /// <summary>--redis: an existing Redis for a --store redis server; null: the tool starts a redis-server.</summary>
+    public string? RedisEndpoint { get; private set; }
+    public string RedisAppendFsync { get; private set; } = "always";
+
+    /// <summary>Key prefix of a Redis-store server, new for every run so that runs on one Redis never mix.</summary>
+    public string RedisPrefix { get; } = "gbbench-" + DateTime.UtcNow.ToString("MMddHHmmss", CultureInfo.InvariantCulture);
+
+    // ---- watch-fanout ----
+    public int Watchers { get; private set; } = 10_000;
+    public int WatchChannels { get; private set; } = 20;
+    public double WatchRate { get; private set; } = 5;
+    public TimeSpan WatchDuration { get; private set; } = TimeSpan.FromSeconds(20);
+
+    // ---- compare ----
+    public IReadOnlyList<string> Parts { get; private set; } = CompareParts;
+    public TimeSpan? PartLimit { get; private set; } = TimeSpan.FromSeconds(60);
+    public int RedisBenchmarkRequests { get; private set; } = 200_000;
+    public int RedisBenchmarkKeyspace { get; private set; } = 100_000;
+    public int EtcdTxns { get; private set; } = 100_000;
+
+    /// <summary>What compare can run: GrpcBoard on each store, redis-benchmark, etcd.</summary>
+    public static readonly string[] CompareParts = ["embedded", "redis", "redis-benchmark", "etcd"];
+
     // ---- Output ----
     public bool Timeline { get; private set; }
 
@@ -57,7 +80,9 @@ public sealed class BenchOptions
         new("--payload-bytes", "N", "Payload bytes of each task (default 32).", (o, v) => o.PayloadBytes = Int(v, "--payload-bytes", 0)),
         new("--result-bytes", "N", "Result bytes of each completion (default 16).", (o, v) => o.ResultBytes = Int(v, "--result-bytes", 0)),
         new("--lease", "SECONDS", "Lease asked for by each claim (default 60; claim-only 3600).", (o, v) => o.Lease = TimeSpan.FromSeconds(Double(v, "--lease"))),
-        new("--store", "embedded|memory", "Store of a server the tool starts (default embedded).", (o, v) => o.Store = OneOf(v, "--store", "embedded", "memory")),
+        new("--store", "embedded|memory|redis", "Store of a server the tool starts (default embedded; redis: also starts a redis-server unless --redis).", (o, v) => o.Store = OneOf(v, "--store", "embedded", "memory", "redis")),
+        new("--redis", "HOST:PORT", "With --store redis: use this Redis instead of starting a redis-server (keys under a new prefix).", (o, v) => o.RedisEndpoint = v),
+        new("--redis-fsync", "always|everysec|no", "appendfsync of a redis-server the tool starts (default always; appendonly is always on).", (o, v) => o.RedisAppendFsync = OneOf(v, "--redis-fsync", "always", "everysec", "no")),
         new("--synchronous", "FULL|NORMAL|EXTRA", "Embedded store durability of a server the tool starts (default FULL: fsync per group commit).", (o, v) => o.Synchronous = OneOf(v.ToUpperInvariant(), "--synchronous", "FULL", "NORMAL", "EXTRA")),
         new("--in-process", null, "Host the server in this process (shares GC and thread pool with the load) instead of a child process.", (o, _) => o.InProcess = true),
         new("--target", "URL", "Use an already running server (http://host:port/) instead of starting one.", (o, v) => o.Target = new Uri(v)),
@@ -67,6 +92,15 @@ public sealed class BenchOptions
         new("--keep-data", null, "Do not delete the temporary data directory.", (o, _) => o.KeepData = true),
         new("--server-log-level", "LEVEL", "Log level of a started server (default Warning).", (o, v) => o.ServerLogLevel = v),
         new("--server-env", "NAME=VALUE", "Environment variable for a started server process, e.g. DOTNET_gcServer=0 (repeatable).", (o, v) => o.ServerEnvironment = [.. o.ServerEnvironment, EnvPair(v)]),
+        new("--watchers", "N", "watch-fanout: concurrent Watch streams on one workflow (default 10000).", (o, v) => o.Watchers = Int(v, "--watchers", 1)),
+        new("--watch-channels", "C", "watch-fanout: client channels (HTTP/2 connections) the watchers are spread over (default 20; the server allows 1000 streams each).", (o, v) => o.WatchChannels = Int(v, "--watch-channels", 1)),
+        new("--watch-rate", "R", "watch-fanout: changes (PutNote) per second while watched (default 5: 50,000 deliveries/s to 10,000 watchers).", (o, v) => o.WatchRate = Double(v, "--watch-rate")),
+        new("--watch-seconds", "S", "watch-fanout: how long changes are made (default 20).", (o, v) => o.WatchDuration = TimeSpan.FromSeconds(Double(v, "--watch-seconds"))),
+        new("--parts", "LIST", $"compare: which parts, comma-separated (default {string.Join(',', CompareParts)}).", (o, v) => o.Parts = ParseParts(v)),
+        new("--part-seconds", "S", "compare: stop each GrpcBoard claim run after S seconds (default 60; 0: run until all --tasks are done).", (o, v) => o.PartLimit = v == "0" ? null : TimeSpan.FromSeconds(Double(v, "--part-seconds"))),
+        new("--redis-benchmark-requests", "N", "compare: requests of the redis-benchmark run (default 200000).", (o, v) => o.RedisBenchmarkRequests = Int(v, "--redis-benchmark-requests", 1)),
+        new("--redis-benchmark-keyspace", "N", "compare: redis-benchmark -r, the random key space of SET NX (default 100000).", (o, v) => o.RedisBenchmarkKeyspace = Int(v, "--redis-benchmark-keyspace", 1)),
+        new("--etcd-txns", "N", "compare: claim transactions against etcd, one new key each (default 100000).", (o, v) => o.EtcdTxns = Int(v, "--etcd-txns", 1)),
         new("--timeline", null, "Print completed operations per second of the measured run.", (o, _) => o.Timeline = true),
     ];
 
@@ -110,6 +144,16 @@ public sealed class BenchOptions
         return options;
     }
 
+    /// <summary>These options for one part of a composite scenario (compare): another scenario name and store.</summary>
+    public BenchOptions Derive(string scenario, string store, TimeSpan? duration)
+    {
+        var copy = (BenchOptions)MemberwiseClone();
+        copy.Scenario = scenario;
+        copy.Store = store;
+        copy.Duration = duration;
+        return copy;
+    }
+
     public static string Help(IEnumerable<(string Name, string Description)> scenarios)
     {
         var text = new StringBuilder();
@@ -150,7 +194,12 @@ public sealed class BenchOptions
         yield return ("server", server);
         if (Target is null)
         {
-            yield return ("store", Store == "embedded" ? $"embedded, synchronous={Synchronous}" : Store);
+            yield return ("store", Store switch
+            {
+                "embedded" => $"embedded, synchronous={Synchronous}",
+                "redis" => (RedisEndpoint is { } r ? $"redis at {r}" : $"redis, a redis-server started by the tool (appendonly yes, appendfsync {RedisAppendFsync})") + $", key prefix {RedisPrefix}",
+                _ => Store,
+            });
             yield return ("server log level", ServerLogLevel);
             if (ServerEnvironment.Count > 0)
             {
@@ -186,6 +235,11 @@ public sealed class BenchOptions
             throw new ArgumentException("--workflows must not exceed --workers (each workflow needs a worker) or --tasks.");
         }
 
+        if (RedisEndpoint is not null && Store != "redis" && Scenario != "compare")
+        {
+            throw new ArgumentException("--redis goes with --store redis.");
+        }
+
         if (Duration is { } d && d <= TimeSpan.Zero)
         {
             throw new ArgumentException("--duration must be positive.");
@@ -217,6 +271,17 @@ public sealed class BenchOptions
 
     private static string OneOf(string value, string name, params string[] allowed) =>
         allowed.Contains(value, StringComparer.Ordinal) ? value : throw new ArgumentException($"{name} must be one of {string.Join(", ", allowed)}, not '{value}'.");
+
+    private static string[] ParseParts(string value)
+    {
+        var parts = value.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+        foreach (var part in parts)
+        {
+            OneOf(part, "--parts", CompareParts);
+        }
+
+        return parts.Length > 0 ? parts : throw new ArgumentException("--parts needs at least one part.");
+    }
 
     private static KeyValuePair<string, string> EnvPair(string value) =>
         value.Split('=', 2) is [var k, var v] && k.Length > 0

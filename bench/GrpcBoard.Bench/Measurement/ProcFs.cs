@@ -148,7 +148,9 @@ public sealed record MachineSnapshot(long Busy, long Idle, long IoWait, long Ste
         var others = new List<(string, double)>();
         foreach (var (pid, now) in Processes)
         {
-            var delta = now.Ticks - (before.Processes.TryGetValue(pid, out var then) && then.Name == now.Name ? then.Ticks : 0);
+            // Matched by pid, not name: kernel workers rename themselves after their current work queue. A pid whose
+            // ticks went backwards was reused by a new process.
+            var delta = now.Ticks - (before.Processes.TryGetValue(pid, out var then) && then.Ticks <= now.Ticks ? then.Ticks : 0);
             if (delta > 0)
             {
                 others.Add(($"{now.Name}[{pid}]", delta / ProcessSnapshot.TicksPerSecond));

@@ -55,9 +55,21 @@ public sealed class Report(TextWriter output)
             Line("server threads", Threads(server));
             Line("server disk / switches", string.Create(Culture, $"{server.WriteBytes / 1048576.0:0.0} MiB written, {server.WriteCalls} write calls; {server.VoluntarySwitches} voluntary + {server.InvoluntarySwitches} involuntary context switches"));
         }
-        else if (!usage.ServerInClient)
+        else if (!usage.ServerInClient && usage.Companions.Count == 0)
         {
             Line("server process cpu", "unknown (pass --server-pid with --target)");
+        }
+
+        foreach (var companion in usage.Companions)
+        {
+            var c = companion.Usage;
+            Line($"{companion.Name} cpu", string.Create(Culture, $"{c.CpuSeconds:0.00} s = {c.CpuSeconds / seconds:0.00} cores (user {c.UserSeconds:0.00} s, sys {c.SystemSeconds:0.00} s); {PerUnit(c.CpuSeconds)}"));
+            Line($"{companion.Name} disk/switch", string.Create(Culture, $"{c.WriteBytes / 1048576.0:0.0} MiB written, {c.WriteCalls} write calls; {c.VoluntarySwitches} voluntary + {c.InvoluntarySwitches} involuntary context switches"));
+        }
+
+        if (usage.EndedChildrenSeconds > 0)
+        {
+            Line("ended child processes", string.Create(Culture, $"{usage.EndedChildrenSeconds:0.00} s = {usage.EndedChildrenSeconds / seconds:0.00} cores; {PerUnit(usage.EndedChildrenSeconds)}"));
         }
 
         if (usage.Client is { } client)
@@ -75,14 +87,18 @@ public sealed class Report(TextWriter output)
         if (usage.Machine is { } machine)
         {
             var total = machine.BusySeconds + machine.IdleSeconds + machine.IoWaitSeconds + machine.StealSeconds;
-            var known = (usage.Server?.CpuSeconds ?? 0) + (usage.Client?.CpuSeconds ?? 0);
-            var other = Math.Max(0, machine.BusySeconds - known - machine.InterruptSeconds);
+            var other = (usage.OtherCores(wall) ?? 0) * seconds;
             Line("machine cpu", string.Create(Culture,
                 $"busy {machine.BusySeconds / seconds:0.00} of {total / seconds:0.00} cores: irq+softirq {machine.InterruptSeconds / seconds:0.00}, other processes {other / seconds:0.00}; iowait {machine.IoWaitSeconds / seconds:0.00}, steal {machine.StealSeconds / seconds:0.00}"));
             var pids = new HashSet<string>(StringComparer.Ordinal) { $"[{Environment.ProcessId}]" };
             if (usage.ServerPid is { } serverPid)
             {
                 pids.Add($"[{serverPid}]");
+            }
+
+            foreach (var companion in usage.Companions)
+            {
+                pids.Add($"[{companion.Pid}]");
             }
 
             var others = machine.Processes.Where(p => !pids.Any(id => p.Name.EndsWith(id, StringComparison.Ordinal)) && p.CpuSeconds >= 0.05).Take(5).ToList();
@@ -96,6 +112,35 @@ public sealed class Report(TextWriter output)
                 Line("WARNING", string.Create(Culture, $"other processes used {other / seconds:0.00} cores during the run: these numbers understate the board."));
             }
         }
+    }
+
+    /// <summary>What a Redis-store run asked of Redis: transactions, lost races, round trips and script time per unit.</summary>
+    public void RedisStore(RedisStoreFigures r, TimeSpan wall, long units, string unit)
+    {
+        string Per(double value) => units > 0 ? string.Create(Culture, $"{value / units:0.00}") : "-";
+        var seconds = wall.TotalSeconds;
+        if (r.Claims > 0)
+        {
+            Line("claim transactions", string.Create(Culture,
+                $"{r.ClaimAttempts} attempts for {r.Claims} claims (+{r.EmptyClaims} empty): {r.ClaimConflicts} lost races, {r.ClaimConflicts / (double)r.Claims:0.00} per claim"));
+        }
+
+        if (r.Completions > 0 || r.CompleteAttempts > 0)
+        {
+            Line("complete transactions", string.Create(Culture,
+                $"{r.CompleteAttempts} attempts for {r.Completions} completions: {r.CompleteConflicts} lost races"));
+        }
+
+        Line("commits", string.Create(Culture, $"{r.Commits} (PUBLISH calls)"));
+        Line("round trips", string.Create(Culture,
+            $"{r.RoundTrips} = {Per(r.RoundTrips)} per {unit} (EVALSHA {r.Delta.Calls("evalsha")}, EVAL {r.Delta.Calls("eval")}, meta HGETALL {r.ClaimAttempts + r.CompleteAttempts})"));
+        Line("script time", string.Create(Culture,
+            $"{r.ScriptSeconds:0.00} s = {r.ScriptSeconds / seconds:0.00} of Redis's one thread; {(r.ScriptCalls > 0 ? r.ScriptSeconds * 1e6 / r.ScriptCalls : 0):0.0} µs per script call, {(units > 0 ? r.ScriptSeconds * 1e6 / units : 0):0.0} µs per {unit}"));
+        Line("command time", string.Create(Culture,
+            $"{r.CommandSeconds:0.00} s = {r.CommandSeconds / seconds:0.00} of Redis's thread; {(units > 0 ? r.CommandSeconds * 1e6 / units : 0):0.0} µs per {unit} (scripts + meta reads)"));
+        var top = r.Delta.Commands.Where(c => c.Value.Calls > 0).OrderByDescending(c => c.Value.Calls).Take(10)
+            .Select(c => string.Create(Culture, $"{c.Key} {c.Value.Calls} ({Per(c.Value.Calls)}/{unit}, {(double)c.Value.Micros / c.Value.Calls:0.0} µs)"));
+        Line("commands (incl. in Lua)", string.Join(", ", top));
     }
 
     private static string Threads(ProcessUsage usage) =>

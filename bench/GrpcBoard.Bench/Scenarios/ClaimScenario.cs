@@ -4,6 +4,17 @@ using GrpcBoard.Bench.Reporting;
 
 namespace GrpcBoard.Bench.Scenarios;
 
+/// <summary>What a claim run measured, for a summary across runs (compare).</summary>
+public sealed record ClaimOutcome(string Scenario, string Store, int ExitCode, ClaimRun Run, TimeSpan Posting, LatencyStats Claim, LatencyStats? Pair, ResourceUsage Usage, RedisStoreFigures? Redis)
+{
+    public double ClaimsPerSecond => Run.Claims / Run.Wall.TotalSeconds;
+
+    public double PairsPerSecond => Run.Completions / Run.Wall.TotalSeconds;
+
+    /// <summary>Cores other processes used during the run (0.1 or more: the run was disturbed).</summary>
+    public double? OtherCores => Usage.OtherCores(Run.Wall);
+}
+
 /// <summary>
 /// claim-complete: W workers loop ClaimTask (next ready task) → CompleteTask over N pre-posted tasks.
 /// claim-only: the same, without completing (a long lease), to isolate claim throughput.
@@ -19,7 +30,10 @@ public sealed class ClaimScenario(string name, bool completes) : IScenario
 
     private string Unit => completes ? "claim+complete pair" : "claim";
 
-    public async Task<int> RunAsync(BenchContext context)
+    public async Task<int> RunAsync(BenchContext context) => (await MeasureAsync(context)).ExitCode;
+
+    /// <summary>Runs the scenario, prints its report, and returns its figures (for compare).</summary>
+    public async Task<ClaimOutcome> MeasureAsync(BenchContext context)
     {
         var o = context.Options;
         var report = context.Report;
@@ -53,10 +67,12 @@ public sealed class ClaimScenario(string name, bool completes) : IScenario
         report.Line("workflow", workflowIds.Length == 1 ? workflowIds[0] : $"{workflowIds[0]} ... {workflowIds[^1]} ({workflowIds.Length})");
         report.Line("posted", string.Create(Report.Culture, $"{o.Tasks} tasks in {posting.TotalSeconds:0.00} s ({o.Tasks / posting.TotalSeconds:0} tasks/s, batches of {o.BatchSize}, one call at a time)"));
 
-        var window = new ResourceWindow(context.Target.ProcessId);
+        var window = new ResourceWindow(context.Target.ProcessId, context.Target.Companions);
+        var redisBefore = context.Target.RedisEndpoint is { } redis ? await RedisCommandStats.TakeAsync(redis) : null;
         window.Start();
         var run = await ClaimRun.ExecuteAsync(context.Clients, workflowIds, o.Workers, o.Tasks, lease, completes, o.ResultBytes, o.Duration, ct);
         var usage = window.Stop();
+        var redisAfter = redisBefore is not null ? await RedisCommandStats.TakeAsync(context.Target.RedisEndpoint!) : null;
         var connections = context.Clients.CountConnections();
 
         var units = completes ? run.Completions : run.Claims;
@@ -80,6 +96,8 @@ public sealed class ClaimScenario(string name, bool completes) : IScenario
         }
 
         report.LatencyTable(rows);
+        var claimStats = rows[0].Item2;
+        var pairStats = completes ? rows[2].Item2 : null;
         var perSecond = run.Timeline.FullSeconds(run.EndTimestamp);
         if (perSecond.Length > 1)
         {
@@ -94,8 +112,16 @@ public sealed class ClaimScenario(string name, bool completes) : IScenario
 
         report.Section("resources during the measured run");
         report.Resources(usage, run.Wall, units, Unit);
+        RedisStoreFigures? redisFigures = null;
+        if (redisBefore is not null && redisAfter is not null)
+        {
+            redisFigures = new RedisStoreFigures(redisAfter.Since(redisBefore), run.Claims, run.Completions, run.EmptyClaims);
+            report.Section("redis during the measured run (INFO commandstats)");
+            report.RedisStore(redisFigures, run.Wall, units, Unit);
+        }
 
-        return await VerifyAsync(context, workflowIds, run);
+        var exitCode = await VerifyAsync(context, workflowIds, run);
+        return new ClaimOutcome(Name, o.Store, exitCode, run, posting, claimStats, pairStats, usage, redisFigures);
 
         int TasksOf(int k) => o.Tasks / o.Workflows + (k < o.Tasks % o.Workflows ? 1 : 0);
     }

@@ -14,6 +14,15 @@ public interface IScenario
     Task<int> RunAsync(BenchContext context);
 }
 
+/// <summary>
+/// A scenario that starts every system it measures itself (compare: several servers, a redis-server, etcd), so the
+/// tool starts no server for it.
+/// </summary>
+public interface ISelfHostedScenario : IScenario
+{
+    Task<int> RunAsync(Cli.BenchOptions options, Reporting.Report report, CancellationToken cancellationToken);
+}
+
 public static class ScenarioCatalog
 {
     public static IReadOnlyList<IScenario> All { get; } =
@@ -21,6 +30,8 @@ public static class ScenarioCatalog
         new ClaimScenario("claim-complete", completes: true),
         new ClaimScenario("claim-only", completes: false),
         new PostScenario(),
+        new CompareScenario(),
+        new WatchFanoutScenario(),
     ];
 
     public static IScenario? Find(string name) => All.FirstOrDefault(s => string.Equals(s.Name, name, StringComparison.OrdinalIgnoreCase));

@@ -11,4 +11,16 @@ public interface IServerTarget : IAsyncDisposable
 
     /// <summary>One line saying what this target is (printed with the results).</summary>
     string Description { get; }
+
+    /// <summary>
+    /// Other processes that belong to the system under test (the redis-server of a Redis-store server): their CPU
+    /// is reported with the server's and not counted as other load on the machine.
+    /// </summary>
+    IReadOnlyList<CompanionProcess> Companions => [];
+
+    /// <summary>host:port of the Redis behind a --store redis server, for its command statistics; null otherwise.</summary>
+    string? RedisEndpoint => null;
 }
+
+/// <summary>A process measured with the server: a name for the report and its pid.</summary>
+public sealed record CompanionProcess(string Name, int Pid);

@@ -25,7 +25,7 @@ public sealed class InProcessServer : IServerTarget
 
     public string Description => "in this process (BoardServer.StartAsync)";
 
-    public static async Task<InProcessServer> StartAsync(BenchOptions options, DataDirectory? data, CancellationToken cancellationToken)
+    public static async Task<InProcessServer> StartAsync(BenchOptions options, DataDirectory? data, string? redis, CancellationToken cancellationToken)
     {
         var settings = new ServerSettings
         {
@@ -33,6 +33,8 @@ public sealed class InProcessServer : IServerTarget
             Store = options.Store,
             DataDirectory = data?.Path ?? "./data",
             Synchronous = options.Synchronous,
+            Redis = redis ?? "127.0.0.1:6379",
+            RedisPrefix = options.RedisPrefix,
             LogLevel = options.ServerLogLevel,
         };
         var level = Enum.Parse<LogLevel>(options.ServerLogLevel, ignoreCase: true);

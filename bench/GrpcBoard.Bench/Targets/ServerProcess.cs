@@ -36,7 +36,7 @@ public sealed partial class ServerProcess : IServerTarget
 
     public string Description => $"child process pid {_process.Id}: dotnet {Dll}";
 
-    public static async Task<ServerProcess> StartAsync(BenchOptions options, DataDirectory? data, CancellationToken cancellationToken)
+    public static async Task<ServerProcess> StartAsync(BenchOptions options, DataDirectory? data, string? redis, CancellationToken cancellationToken)
     {
         var dll = Path.GetFullPath(options.ServerDll ?? DefaultServerDll());
         if (!File.Exists(dll))
@@ -53,7 +53,7 @@ public sealed partial class ServerProcess : IServerTarget
             WorkingDirectory = Path.GetDirectoryName(dll)!,
         };
         start.ArgumentList.Add(dll);
-        foreach (var arg in ServerArguments(options, data))
+        foreach (var arg in ServerArguments(options, data, redis))
         {
             start.ArgumentList.Add(arg);
         }
@@ -78,12 +78,19 @@ public sealed partial class ServerProcess : IServerTarget
     }
 
     /// <summary>The server options the tool passes, in the server's own switches.</summary>
-    public static IEnumerable<string> ServerArguments(BenchOptions options, DataDirectory? data)
+    public static IEnumerable<string> ServerArguments(BenchOptions options, DataDirectory? data, string? redis)
     {
         yield return "--port";
         yield return "0";
         yield return "--store";
         yield return options.Store;
+        if (redis is not null)
+        {
+            yield return "--redis";
+            yield return redis;
+            yield return "--redis-prefix";
+            yield return options.RedisPrefix;
+        }
         if (data is not null)
         {
             yield return "--data";

@@ -1,0 +1,185 @@
+using System.Globalization;
+using GrpcBoard.Bench.Cli;
+using GrpcBoard.Bench.Reporting;
+using GrpcBoard.Bench.Targets;
+
+namespace GrpcBoard.Bench.Scenarios;
+
+/// <summary>One line of the comparison table.</summary>
+/// <param name="OtherCores">Cores other processes used during the run (0.1 or more: disturbed); null when unknown.</param>
+public sealed record CompareRow(string System, string Operation, int Concurrency, long Done, double WallSeconds, double PerSecond, double P50Ms, double P99Ms, double? OtherCores, bool Verified, string Notes);
+
+/// <summary>
+/// compare: the same claim on GrpcBoard (embedded store, FULL; Redis store on a redis-server with appendfsync always),
+/// on raw Redis (redis-benchmark SET NX) and on etcd (a Txn on create_revision), at the same concurrency on this
+/// machine, one after the other; then a table and the ratios against the targets. Each part starts and stops what
+/// it measures. A part whose program is missing is skipped with the package to install.
+/// </summary>
+public sealed class CompareScenario : ISelfHostedScenario
+{
+    public string Name => "compare";
+
+    public string Description => "GrpcBoard (embedded and Redis store) vs raw Redis SET NX (redis-benchmark) vs etcd Txn: claims/s, p50/p99, ratios.";
+
+    public Task<int> RunAsync(BenchContext context) => RunAsync(context.Options, context.Report, context.CancellationToken);
+
+    public async Task<int> RunAsync(BenchOptions o, Report report, CancellationToken ct)
+    {
+        report.Section("compare: parameters");
+        report.Line("parts", string.Join(", ", o.Parts));
+        report.Line("concurrency", string.Create(Report.Culture, $"{o.Workers} closed-loop workers/clients everywhere, one call in flight each; {o.Connections} HTTP/2 connection(s) for gRPC"));
+        report.Line("grpcboard runs", string.Create(Report.Culture, $"claim-only then claim-complete on one server per store, {o.Tasks} tasks each, stopped after {(o.PartLimit is { } l ? $"{l.TotalSeconds:0} s" : "none (all tasks)")}"));
+        report.Line("redis persistence", $"appendonly yes, appendfsync {o.RedisAppendFsync}, no RDB (Redis store and redis-benchmark alike)");
+        report.Line("redis-benchmark", string.Create(Report.Culture, $"-c {o.Workers} -n {o.RedisBenchmarkRequests} -r {o.RedisBenchmarkKeyspace}"));
+        report.Line("etcd", string.Create(Report.Culture, $"{o.EtcdTxns} transactions, single member, default fsync"));
+
+        var outcomes = new List<ClaimOutcome>();
+        var rows = new List<CompareRow>();
+        var skipped = new List<string>();
+        var failed = new List<string>();
+
+        async Task Part(string part, Func<Task> run)
+        {
+            if (!o.Parts.Contains(part))
+            {
+                return;
+            }
+
+            try
+            {
+                await run();
+            }
+            catch (MissingToolException ex)
+            {
+                report.Section($"{part}: SKIPPED");
+                report.Line("missing", ex.Message);
+                skipped.Add($"{part}: {ex.Message}");
+            }
+            catch (Exception ex) when (ex is not OperationCanceledException || !ct.IsCancellationRequested)
+            {
+                report.Section($"{part}: FAILED");
+                report.Line("error", ex.GetType().Name + ": " + ex.Message);
+                failed.Add($"{part}: {ex.Message}");
+            }
+        }
+
+        await Part("embedded", () => BoardPartAsync(o, "embedded", report, outcomes, rows, ct));
+        await Part("redis", () => BoardPartAsync(o, "redis", report, outcomes, rows, ct));
+        await Part("redis-benchmark", async () => rows.Add(await RedisBenchmarkClaims.RunAsync(o, report, ct)));
+        await Part("etcd", async () => rows.Add(await EtcdClaims.RunAsync(o, report, ct)));
+
+        Summary(o, report, outcomes, rows);
+        foreach (var s in skipped)
+        {
+            report.Line("SKIPPED", s);
+        }
+
+        foreach (var f in failed)
+        {
+            report.Line("FAILED", f);
+        }
+
+        var verdict = failed.Count > 0 || rows.Any(r => !r.Verified) ? 1 : skipped.Count > 0 ? 3 : 0;
+        report.Line("verdict", verdict switch { 0 => "PASS (every part ran and its checks passed)", 3 => "INCOMPLETE (parts skipped: a program is missing)", _ => "FAIL (a part failed or a check did not pass)" });
+        return verdict;
+    }
+
+    /// <summary>claim-only, then claim-complete, on one server with the given store (and its redis-server).</summary>
+    private static async Task BoardPartAsync(BenchOptions o, string store, Report report, List<ClaimOutcome> outcomes, List<CompareRow> rows, CancellationToken ct)
+    {
+        report.Section($"GrpcBoard, {store} store: starting");
+        var only = o.Derive("claim-only", store, o.PartLimit);
+        await using var target = await ServerTargets.StartAsync(only, ct);
+        using var clients = new ClientPool(target.Address, o.Connections);
+        report.Line("target", target.Description);
+        foreach (var (options, completes) in new[] { (only, false), (o.Derive("claim-complete", store, o.PartLimit), true) })
+        {
+            report.Text("");
+            report.Text($"---- GrpcBoard {options.Scenario}, {store} store ----");
+            var outcome = await new ClaimScenario(options.Scenario, completes).MeasureAsync(new BenchContext(options, target, clients, report, ct));
+            outcomes.Add(outcome);
+            rows.Add(Row(outcome, o));
+        }
+    }
+
+    private static CompareRow Row(ClaimOutcome c, BenchOptions o)
+    {
+        var system = c.Store == "redis" ? $"GrpcBoard, Redis store (AOF {o.RedisAppendFsync})" : c.Store == "embedded" ? $"GrpcBoard, embedded ({o.Synchronous})" : $"GrpcBoard, {c.Store}";
+        var completes = c.Pair is not null;
+        var done = completes ? c.Run.Completions : c.Run.Claims;
+        var notes = new List<string>();
+        if (c.Run.DeadlineReached)
+        {
+            notes.Add(string.Create(Report.Culture, $"stopped after {c.Run.Wall.TotalSeconds:0} s: {done} of {o.Tasks}"));
+        }
+
+        if (c.Run.Errors > 0)
+        {
+            notes.Add(string.Create(Report.Culture, $"{c.Run.Errors} calls failed ({string.Join("; ", c.Run.MergedErrors().Kinds.Take(2).Select(k => $"{k.Count}x {k.Kind}"))})"));
+        }
+
+        if (c.Redis is { } r && c.Run.Claims > 0)
+        {
+            notes.Add(string.Create(Report.Culture, $"{r.ClaimConflicts / (double)c.Run.Claims:0.0} lost races/claim, {r.RoundTrips / (double)done:0.0} Redis round trips/{(completes ? "pair" : "claim")}"));
+        }
+
+        return new CompareRow(system, completes ? "claim+complete pair (gRPC)" : "claim next ready task (gRPC)", o.Workers, done, c.Run.Wall.TotalSeconds,
+            completes ? c.PairsPerSecond : c.ClaimsPerSecond, (c.Pair ?? c.Claim).P50Ms, (c.Pair ?? c.Claim).P99Ms, c.OtherCores, c.ExitCode == 0, string.Join("; ", notes));
+    }
+
+    private static void Summary(BenchOptions o, Report report, List<ClaimOutcome> outcomes, List<CompareRow> rows)
+    {
+        report.Section("compare: summary");
+        report.Text(string.Create(Report.Culture, $"{"system",-36} {"operation",-44} {"conc",4} {"done",8} {"wall s",8} {"per s",9} {"p50 ms",8} {"p99 ms",8} {"checks",6} {"other",5}  notes"));
+        foreach (var r in rows)
+        {
+            var other = r.OtherCores is { } c ? string.Create(Report.Culture, $"{c:0.00}") + (c >= 0.1 ? "!" : "") : "?";
+            report.Text(string.Create(Report.Culture,
+                $"{r.System,-36} {r.Operation,-44} {r.Concurrency,4} {r.Done,8} {r.WallSeconds,8:0.00} {r.PerSecond,9:0} {r.P50Ms,8:0.000} {r.P99Ms,8:0.000} {(r.Verified ? "PASS" : "FAIL"),6} {other,5}  {r.Notes}"));
+        }
+
+        report.Text("(per s: claims/s, pairs/s or requests/s; other: cores used by processes outside the measured systems, '!' = disturbed run)");
+
+        report.Section("compare: ratios and targets");
+        var redisClaims = outcomes.FirstOrDefault(x => x.Store == "redis" && x.Pair is null);
+        var embeddedClaims = outcomes.FirstOrDefault(x => x.Store == "embedded" && x.Pair is null);
+        var etcd = rows.FirstOrDefault(r => r.System.StartsWith("etcd", StringComparison.Ordinal));
+        var raw = rows.FirstOrDefault(r => r.System.StartsWith("raw Redis", StringComparison.Ordinal));
+        void Ratio(string name, ClaimOutcome? board, CompareRow? other, double? target)
+        {
+            if (board is null || other is null)
+            {
+                report.Line(name, "not measured (part not run)");
+                return;
+            }
+
+            var ratio = board.ClaimsPerSecond / other.PerSecond;
+            var verdict = target is { } t ? (ratio >= t ? $"target >= {t:0.0#}x: MET" : $"target >= {t:0.0#}x: MISSED") : "(for reference)";
+            report.Line(name, string.Create(Report.Culture, $"{ratio:0.000}x ({board.ClaimsPerSecond:0} vs {other.PerSecond:0} per s) {verdict}"));
+        }
+
+        Ratio("redis store / etcd", redisClaims, etcd, 3);
+        Ratio("redis store / raw SET NX", redisClaims, raw, 0.5);
+        Ratio("embedded / etcd", embeddedClaims, etcd, null);
+        Ratio("embedded / raw SET NX", embeddedClaims, raw, null);
+
+        report.Section("compare: end-to-end claim+complete (target < 10 s)");
+        foreach (var pair in outcomes.Where(x => x.Pair is not null))
+        {
+            var done = pair.Run.Completions;
+            var wall = pair.Run.Wall.TotalSeconds;
+            string text;
+            if (!pair.Run.DeadlineReached && done == o.Tasks)
+            {
+                text = string.Create(Report.Culture, $"{o.Tasks} tasks by {o.Workers} workers in {wall:0.00} s (posting before: {pair.Posting.TotalSeconds:0.00} s); counts {(pair.ExitCode == 0 ? "verified by GetWorkflow" : "did NOT verify")}; {(wall < 10 ? "MET" : "MISSED")}");
+            }
+            else
+            {
+                var projected = done > 0 ? o.Tasks / (done / wall) : double.PositiveInfinity;
+                text = string.Create(Report.Culture, $"not finished: {done} of {o.Tasks} in {wall:0.0} s; at that rate all would take ~{projected:0} s; MISSED (run with --part-seconds 0 for the full run)");
+            }
+
+            report.Line(pair.Store, text);
+        }
+    }
+}
