@@ -201,6 +201,7 @@ public sealed class Coordinator
 
             var existing = new Dictionary<string, TaskRecord>(StringComparer.Ordinal);
             var fresh = new Dictionary<string, TaskDefinition>(StringComparer.Ordinal);
+            await txn.PrefetchTasksAsync(definitions.Select(d => d.Id).Concat(definitions.SelectMany(d => d.DependsOn)).Distinct(StringComparer.Ordinal).ToArray()).ConfigureAwait(false);
             foreach (var definition in definitions)
             {
                 if (await txn.GetTaskAsync(definition.Id).ConfigureAwait(false) is { } stored)

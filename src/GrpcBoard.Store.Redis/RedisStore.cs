@@ -272,6 +272,29 @@ public sealed class RedisStore : IBoardStore
         return r[0].IsNull ? (null, 0) : Decode(r[0], r[1]);
     }
 
+    internal async Task<List<(string Id, TaskRecord? Task, long Revision)>> ReadTasksAsync(string workflowId, IReadOnlyList<string> taskIds)
+    {
+        var result = new List<(string, TaskRecord?, long)>(taskIds.Count);
+        foreach (var chunk in taskIds.Chunk(500))
+        {
+            var r = (RedisResult[])(await Script(Scripts.GetTasks, workflowId, [.. chunk]))!;
+            for (var i = 0; i < chunk.Length; i++)
+            {
+                if (r[2 * i].IsNull)
+                {
+                    result.Add((chunk[i], null, 0));
+                }
+                else
+                {
+                    var (task, revision) = Decode(r[2 * i], r[(2 * i) + 1]);
+                    result.Add((chunk[i], task, revision));
+                }
+            }
+        }
+
+        return result;
+    }
+
     internal async Task<(NoteRecord? Note, long Revision)> ReadNoteAsync(string workflowId, string key)
     {
         var r = (RedisResult[])(await Script(Scripts.GetNote, workflowId, key))!;

@@ -47,6 +47,18 @@ internal sealed class RedisTransaction(RedisStore store, string workflowId, Redi
         return read.Task;
     }
 
+    protected override async ValueTask PrefetchCommittedTasksAsync(IReadOnlyCollection<string> taskIds)
+    {
+        var missing = taskIds.Where(id => !_tasks.ContainsKey(id)).ToArray();
+        if (missing.Length > 0)
+        {
+            foreach (var (id, task, revision) in await store.ReadTasksAsync(WorkflowId, missing))
+            {
+                _tasks[id] = (task, revision);
+            }
+        }
+    }
+
     /// <summary>Reservation entries of tasks reserved by this transaction, by task id.</summary>
     public IReadOnlyDictionary<string, string> Reservations => _reservations;
 

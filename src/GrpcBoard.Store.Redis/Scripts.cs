@@ -102,6 +102,17 @@ internal static class Scripts
         return {redis.call('HGET', base .. 'tasks', ARGV[1]), redis.call('HGET', base .. 'trev', ARGV[1])}
         """;
 
+    /// <summary>ARGV: task ids. Returns flat {blob or false, mod revision or false, ...} in the same order.</summary>
+    public const string GetTasks = """
+        local base = string.sub(KEYS[1], 1, -5)
+        local result = {}
+        for n = 1, #ARGV do
+          result[#result + 1] = redis.call('HGET', base .. 'tasks', ARGV[n])
+          result[#result + 1] = redis.call('HGET', base .. 'trev', ARGV[n])
+        end
+        return result
+        """;
+
     /// <summary>ARGV: note key. Returns {blob or false, mod revision or false}.</summary>
     public const string GetNote = """
         local base = string.sub(KEYS[1], 1, -5)

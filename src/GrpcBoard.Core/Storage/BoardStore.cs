@@ -52,6 +52,12 @@ public interface IWorkflowTransaction
     ValueTask<TaskRecord?> GetTaskAsync(string taskId);
 
     /// <summary>
+    /// Reads several tasks at once, so that a later <see cref="GetTaskAsync"/> of each is answered without
+    /// another trip to the store. Only an optimization: the result is what GetTaskAsync would return.
+    /// </summary>
+    ValueTask PrefetchTasksAsync(IReadOnlyCollection<string> taskIds);
+
+    /// <summary>
     /// READY tasks a worker with these skills may take, best first (see <c>TaskIndexing.CompareReady</c>).
     /// A store may return equally ranked tasks in another order to spread concurrent claimers.
     /// </summary>
