@@ -49,11 +49,6 @@ internal sealed class RedisKeys(string prefix)
         return invertedPriority.ToString("X8", CultureInfo.InvariantCulture) + ticks.ToString("X16", CultureInfo.InvariantCulture) + task.Id;
     }
 
-    public static int PriorityOfMember(string member) =>
-        (int)(int.MaxValue - (long)uint.Parse(member.AsSpan(0, 8), NumberStyles.HexNumber, CultureInfo.InvariantCulture));
-
-    public static string IdOfMember(string member) => member[24..];
-
     /// <summary>Ready queue key suffix for a skill set: hex of the joined skills ("_" when none).</summary>
     public static string ReadyQueue(string skillKey) =>
         skillKey.Length == 0 ? "ready:_" : "ready:" + Convert.ToHexString(Encoding.UTF8.GetBytes(skillKey));

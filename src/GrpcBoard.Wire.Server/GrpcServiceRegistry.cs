@@ -22,9 +22,6 @@ public sealed class GrpcServiceRegistry
     public GrpcServiceRegistry AddDuplexStreaming<TRequest, TResponse>(Method<TRequest, TResponse> method, DuplexStreamingServerMethod<TRequest, TResponse> handler) =>
         Add(method, MethodType.DuplexStreaming, new DuplexStreamingCallHandler<TRequest, TResponse>(method, handler));
 
-    /// <summary>Fully qualified names of the services with at least one method.</summary>
-    public IReadOnlyCollection<string> ServiceNames => _handlers.Values.Select(h => h.ServiceName).Distinct(StringComparer.Ordinal).ToArray();
-
     /// <summary>Paths ("/Service/Method") of every registered method.</summary>
     public IReadOnlyCollection<string> MethodPaths => _handlers.Keys;
 

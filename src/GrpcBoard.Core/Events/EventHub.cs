@@ -18,10 +18,18 @@ public sealed class EventHub
 
     public EventSubscription Subscribe(string workflowId, int capacity)
     {
-        var subscribers = _subscribers.GetOrAdd(workflowId, static _ => new Subscribers());
         var subscription = new EventSubscription(this, workflowId, capacity);
-        subscribers.Add(subscription);
-        return subscription;
+        while (true)
+        {
+            var subscribers = _subscribers.GetOrAdd(workflowId, static _ => new Subscribers());
+            if (subscribers.TryAdd(subscription))
+            {
+                return subscription;
+            }
+
+            // The list emptied and retired between the lookup and the add: drop it and use a fresh one.
+            _subscribers.TryRemove(new KeyValuePair<string, Subscribers>(workflowId, subscribers));
+        }
     }
 
     /// <summary>Registers a callback for every published batch of every workflow (called on the publisher's thread; keep it short).</summary>
@@ -66,9 +74,9 @@ public sealed class EventHub
 
     internal void Remove(string workflowId, EventSubscription subscription)
     {
-        if (_subscribers.TryGetValue(workflowId, out var subscribers) && subscribers.Remove(subscription))
+        if (_subscribers.TryGetValue(workflowId, out var subscribers) && subscribers.RemoveAndRetireIfEmpty(subscription))
         {
-            // Drop the empty list only if nobody subscribed meanwhile; a racing Subscribe re-adds it.
+            // A retired list takes no new subscriber, so removing it cannot cut one off.
             _subscribers.TryRemove(new KeyValuePair<string, Subscribers>(workflowId, subscribers));
         }
     }
@@ -77,23 +85,32 @@ public sealed class EventHub
     {
         private readonly object _lock = new();
 
+        private bool _retired;
+
         public volatile EventSubscription[] Snapshot = [];
 
-        public void Add(EventSubscription s)
+        public bool TryAdd(EventSubscription s)
         {
             lock (_lock)
             {
+                if (_retired)
+                {
+                    return false;
+                }
+
                 Snapshot = [.. Snapshot, s];
+                return true;
             }
         }
 
-        /// <summary>Removes the subscription; returns true when the list became empty.</summary>
-        public bool Remove(EventSubscription s)
+        /// <summary>Removes the subscription; when the list becomes empty it retires for good and returns true.</summary>
+        public bool RemoveAndRetireIfEmpty(EventSubscription s)
         {
             lock (_lock)
             {
                 Snapshot = Snapshot.Where(x => x != s).ToArray();
-                return Snapshot.Length == 0;
+                _retired = Snapshot.Length == 0;
+                return _retired;
             }
         }
     }

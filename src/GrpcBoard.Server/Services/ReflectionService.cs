@@ -33,8 +33,6 @@ public sealed class ReflectionService
 
     private static ServiceDescriptor ServerReflectionInfoMethodsV1Descriptor => ReflectionReflection.Descriptor.Services[0];
 
-    public IReadOnlyList<string> ServiceNames => _services;
-
     public GrpcServiceRegistry Register(GrpcServiceRegistry registry)
     {
         var marshalRequest = ProtobufMarshaller.For(ServerReflectionRequest.Parser);

@@ -5,7 +5,6 @@
 //   export  --workflow W [--json]        print the board as Markdown (or JSON)
 //   claim   --workflow W --worker ID [--task T] [--lease-ms N] [--wait-ms N]   one claim, as a JSON line
 // Common: --target URL (default $GRPCBOARD_TARGET or http://127.0.0.1:50051).
-using System.Diagnostics;
 using System.Text;
 using System.Text.Json;
 using Google.Protobuf;
