@@ -1,3 +1,4 @@
+using System.Text.RegularExpressions;
 using System.Diagnostics;
 using System.Net;
 using System.Net.Sockets;
@@ -52,20 +53,29 @@ public sealed class ExternalProcess : IAsyncDisposable
     private readonly Queue<string> _lastLines = new();
     private readonly EventHandler _onExit;
     private readonly string? _deleteDirectory;
+    private readonly Regex? _readyLine;
+    private readonly TaskCompletionSource<Match> _ready = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private int _disposed;
 
-    private ExternalProcess(Process process, string name, string? deleteDirectory)
+    private ExternalProcess(Process process, string name, string? deleteDirectory, Regex? readyLine)
     {
         _process = process;
         Name = name;
         _deleteDirectory = deleteDirectory;
+        _readyLine = readyLine;
         _onExit = (_, _) => KillNow();
         AppDomain.CurrentDomain.ProcessExit += _onExit;
+        _process.EnableRaisingEvents = true;
+        _process.Exited += (_, _) => _ready.TrySetException(new InvalidOperationException(
+            $"{Name} exited with code {SafeExitCode()} while starting. Its last lines:\n  {LastLines()}"));
         _process.OutputDataReceived += (_, e) => Keep(e.Data);
         _process.ErrorDataReceived += (_, e) => Keep(e.Data);
         _process.BeginOutputReadLine();
         _process.BeginErrorReadLine();
     }
+
+    /// <summary>The first output line matching the start's ready pattern; fails if the process exits first.</summary>
+    public Task<Match> ReadyLine => _ready.Task;
 
     public string Name { get; }
 
@@ -73,7 +83,15 @@ public sealed class ExternalProcess : IAsyncDisposable
 
     public bool HasExited => _process.HasExited;
 
-    public static ExternalProcess Start(string file, IEnumerable<string> arguments, string name, string? workingDirectory = null, string? deleteDirectory = null)
+    /// <param name="readyLine">A line the process prints once it is ready (see <see cref="ReadyLine"/>); after it, its output is passed on to stderr.</param>
+    public static ExternalProcess Start(
+        string file,
+        IEnumerable<string> arguments,
+        string name,
+        string? workingDirectory = null,
+        string? deleteDirectory = null,
+        IEnumerable<KeyValuePair<string, string>>? environment = null,
+        Regex? readyLine = null)
     {
         var start = new ProcessStartInfo(file)
         {
@@ -88,8 +106,13 @@ public sealed class ExternalProcess : IAsyncDisposable
             start.ArgumentList.Add(argument);
         }
 
+        foreach (var (key, value) in environment ?? [])
+        {
+            start.Environment[key] = value;
+        }
+
         var process = Process.Start(start) ?? throw new InvalidOperationException($"{file} did not start.");
-        return new ExternalProcess(process, name, deleteDirectory);
+        return new ExternalProcess(process, name, deleteDirectory, readyLine);
     }
 
     /// <summary>Polls <paramref name="ready"/> until it returns true; fails with the process's last lines if it exits or the time runs out.</summary>
@@ -206,6 +229,33 @@ public sealed class ExternalProcess : IAsyncDisposable
             {
                 _lastLines.Dequeue();
             }
+        }
+
+        if (_readyLine is null)
+        {
+            return;
+        }
+
+        if (_readyLine.Match(line) is { Success: true } match)
+        {
+            _ready.TrySetResult(match);
+        }
+        else if (_ready.Task.IsCompletedSuccessfully)
+        {
+            // After start-up the process should be quiet at the chosen log level; pass on what it says.
+            Console.Error.WriteLine($"[{Name}] {line}");
+        }
+    }
+
+    private string SafeExitCode()
+    {
+        try
+        {
+            return _process.ExitCode.ToString(System.Globalization.CultureInfo.InvariantCulture);
+        }
+        catch (InvalidOperationException)
+        {
+            return "?";
         }
     }
 
