@@ -266,12 +266,6 @@ public sealed class RedisStore : IBoardStore
         return meta;
     }
 
-    internal async Task<(TaskRecord? Task, long Revision)> ReadTaskAsync(string workflowId, string taskId)
-    {
-        var r = (RedisResult[])(await Script(Scripts.GetTask, workflowId, taskId))!;
-        return r[0].IsNull ? (null, 0) : Decode(r[0], r[1]);
-    }
-
     internal async Task<List<(string Id, TaskRecord? Task, long Revision)>> ReadTasksAsync(string workflowId, IReadOnlyList<string> taskIds)
     {
         var result = new List<(string, TaskRecord?, long)>(taskIds.Count);

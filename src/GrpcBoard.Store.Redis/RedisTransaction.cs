@@ -40,8 +40,8 @@ internal sealed class RedisTransaction(RedisStore store, string workflowId, Redi
     {
         if (!_tasks.TryGetValue(taskId, out var read))
         {
-            read = await store.ReadTaskAsync(WorkflowId, taskId);
-            _tasks[taskId] = read;
+            await PrefetchCommittedTasksAsync([taskId]);
+            read = _tasks[taskId];
         }
 
         return read.Task;

@@ -96,12 +96,6 @@ internal static class Scripts
         return {head, earliest[2] and tonumber(earliest[2]) or -1, before[2] and tonumber(before[2]) or -1}
         """;
 
-    /// <summary>ARGV: task id. Returns {blob or false, mod revision or false}.</summary>
-    public const string GetTask = """
-        local base = string.sub(KEYS[1], 1, -5)
-        return {redis.call('HGET', base .. 'tasks', ARGV[1]), redis.call('HGET', base .. 'trev', ARGV[1])}
-        """;
-
     /// <summary>ARGV: task ids. Returns flat {blob or false, mod revision or false, ...} in the same order.</summary>
     public const string GetTasks = """
         local base = string.sub(KEYS[1], 1, -5)

@@ -24,17 +24,10 @@ public sealed class ServerHarness : IAsyncDisposable
     public static async Task<ServerHarness> StartAsync(ServerSettings? settings = null, BoardServerOverrides? overrides = null)
     {
         settings ??= new ServerSettings { Port = 0, Store = "memory" };
-        overrides ??= new BoardServerOverrides { Logging = l => l.SetMinimumLevel(LogLevel.Warning) };
+        overrides ??= new BoardServerOverrides();
         if (overrides.Logging is null)
         {
-            overrides = new BoardServerOverrides
-            {
-                TimeProvider = overrides.TimeProvider,
-                Limits = overrides.Limits,
-                WatchOptions = overrides.WatchOptions,
-                StoreFactory = overrides.StoreFactory,
-                Logging = l => l.SetMinimumLevel(LogLevel.Warning),
-            };
+            overrides = overrides with { Logging = l => l.SetMinimumLevel(LogLevel.Warning) };
         }
 
         var server = await BoardServer.StartAsync(settings, overrides);

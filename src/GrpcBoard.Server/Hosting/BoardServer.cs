@@ -24,7 +24,7 @@ using Microsoft.Extensions.Logging;
 namespace GrpcBoard.Server.Hosting;
 
 /// <summary>What tests (and embedders) may substitute when starting a server.</summary>
-public sealed class BoardServerOverrides
+public sealed record BoardServerOverrides
 {
     public TimeProvider? TimeProvider { get; init; }
     public BoardLimits? Limits { get; init; }
@@ -35,9 +35,6 @@ public sealed class BoardServerOverrides
 
     /// <summary>Configures logging; null logs to the console at the settings' level.</summary>
     public Action<ILoggingBuilder>? Logging { get; init; }
-
-    /// <summary>Adds stores beyond embedded and memory (the Redis store registers itself through this).</summary>
-    public Func<ServerSettings, EventHub, ILoggerFactory, IBoardStore?>? ExtraStores { get; init; }
 }
 
 /// <summary>
@@ -100,7 +97,7 @@ public sealed class BoardServer : IAsyncDisposable
         var loggers = app.Services.GetRequiredService<ILoggerFactory>();
 
         var hub = new EventHub();
-        var store = overrides.StoreFactory?.Invoke(hub) ?? await CreateStoreAsync(settings, hub, loggers, overrides);
+        var store = overrides.StoreFactory?.Invoke(hub) ?? await CreateStoreAsync(settings, hub, loggers);
         var coordinator = new Coordinator(store, hub, time, overrides.Limits ?? new BoardLimits(), overrides.WatchOptions);
         var stopping = new CancellationTokenSource();
         var registry = new GrpcServiceRegistry();
@@ -155,13 +152,8 @@ public sealed class BoardServer : IAsyncDisposable
         _stopping.Dispose();
     }
 
-    private static async Task<IBoardStore> CreateStoreAsync(ServerSettings settings, EventHub hub, ILoggerFactory loggers, BoardServerOverrides overrides)
+    private static async Task<IBoardStore> CreateStoreAsync(ServerSettings settings, EventHub hub, ILoggerFactory loggers)
     {
-        if (overrides.ExtraStores?.Invoke(settings, hub, loggers) is { } extra)
-        {
-            return extra;
-        }
-
         if (settings.Store == "redis")
         {
             return await RedisStore.ConnectAsync(new RedisStoreOptions

@@ -12,21 +12,12 @@ namespace GrpcBoard.Server.Mapping;
 /// </summary>
 public static class ProtoMapper
 {
+    /// <summary>A workflow with what only a read knows: the head revision and the task counts.</summary>
     public static V1.Workflow ToProto(WorkflowView view)
     {
-        var w = view.Workflow;
-        var proto = new V1.Workflow
-        {
-            Id = w.Id,
-            Goal = w.Goal,
-            Status = (V1.WorkflowStatus)(int)w.Status,
-            CreateTime = Timestamp.FromDateTimeOffset(w.CreateTime),
-            UpdateTime = Timestamp.FromDateTimeOffset(w.UpdateTime),
-            Revision = view.Revision,
-            ModRevision = w.ModRevision,
-            TaskCounts = ToProto(view.Counts),
-        };
-        proto.Labels.Add(w.Labels);
+        var proto = ToProto(view.Workflow);
+        proto.Revision = view.Revision;
+        proto.TaskCounts = ToProto(view.Counts);
         return proto;
     }
 
