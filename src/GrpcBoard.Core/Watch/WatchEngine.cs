@@ -85,6 +85,7 @@ public sealed class WatchEngine(IBoardStore store, EventHub hub, TimeProvider ti
             // that asked to start beyond the head.
             var head = first.HeadRevision;
             long next;
+            EventPage? pending = null;
             if (startRevision <= 0)
             {
                 next = first.HeadRevision + 1;
@@ -93,15 +94,17 @@ public sealed class WatchEngine(IBoardStore store, EventHub hub, TimeProvider ti
             {
                 ThrowIfCompacted(startRevision, first);
                 next = startRevision;
+                pending = first;
             }
 
             var caughtUpSent = false;
             while (true)
             {
-                // History: from `next` up to the store's durable head.
+                // History: from `next` up to the store's durable head (the first page is already read).
                 while (true)
                 {
-                    var page = await store.ReadEventsAsync(workflowId, next, options.CatchUpBatchSize, cancellationToken).ConfigureAwait(false);
+                    var page = pending ?? await store.ReadEventsAsync(workflowId, next, options.CatchUpBatchSize, cancellationToken).ConfigureAwait(false);
+                    pending = null;
                     if (!page.WorkflowExists)
                     {
                         // Deleted while we read; the WORKFLOW_DELETED event is live-only and ends the stream below.
