@@ -260,13 +260,18 @@ public sealed class ShutdownTests
         await client.CreateWorkflowAsync(new CreateWorkflowRequest { WorkflowId = "bye" }).Within();
         var claim = client.ClaimTaskAsync(new ClaimTaskRequest { WorkflowId = "bye", WorkerId = "w", Wait = Duration.FromTimeSpan(TimeSpan.FromSeconds(60)) });
         await using var watch = client.Watch(new WatchRequest { WorkflowId = "bye" });
+        var watchIsLive = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         var watching = Task.Run(async () =>
         {
             await foreach (var _ in watch.ReadAllAsync())
             {
+                // The first message (caught up) shows the stream is open on the server.
+                watchIsLive.TrySetResult();
             }
         });
-        await Task.Delay(500);
+        // The claim was sent first on the same connection. Had it not reached the server yet, the shutdown
+        // would refuse it with UNAVAILABLE too, so the assertions hold either way.
+        await watchIsLive.Task.Within();
         var started = DateTimeOffset.UtcNow;
         server.Terminate();
 

@@ -202,7 +202,7 @@ public sealed class MultiInstanceTests
 
         await TestTimeouts.Eventually(() => Task.FromResult(completed.Count >= 100), "load before killing Redis", TimeSpan.FromSeconds(60));
         await redis.KillAsync();
-        await Task.Delay(500);
+        await Task.Delay(500); // Redis stays down for a moment: calls in this window must fail UNAVAILABLE.
         await redis.StartAgainAsync();
         await Task.WhenAll(workers).Within(TimeSpan.FromSeconds(120));
 

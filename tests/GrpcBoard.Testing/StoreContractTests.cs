@@ -350,7 +350,8 @@ public abstract class StoreContractTests : BoardTestBase
         Assert.Null((await ClaimAsync(wf, "cpu")).Task);
         var gpu = await ClaimAsync(wf, "gpu-box", skills: ["gpu", "cuda"]);
         Assert.Equal("high-gpu", gpu.Task!.Id);
-        var mismatch = await Refused(() => Board.PostTasksAsync(wf, [Spec("needs-tpu", skills: ["tpu"])], default).ContinueWith(_ => ClaimAsync(wf, "cpu", "needs-tpu")).Unwrap());
+        await Board.PostTasksAsync(wf, [Spec("needs-tpu", skills: ["tpu"])], default).Within();
+        var mismatch = await Refused(() => ClaimAsync(wf, "cpu", "needs-tpu"));
         Assert.Equal(BoardError.SkillsMismatch, mismatch.Error);
     }
 
