@@ -309,16 +309,13 @@ public sealed class EmbeddedStore : IBoardStore
             entry?.Events.Add((revision, RecordCodec.Encode(e)));
         }
 
-        // Retention: trim in steps of a tenth, so a busy workflow does not delete one row per commit.
-        var retained = state.Head - state.Oldest + 1;
-        var max = _options.MaxEventsPerWorkflow;
-        if (retained > max + (_journal is null ? 0 : Math.Max(1, max / 10)))
+        if (EventRetention.TrimTo(state.Head, state.Oldest, _options.MaxEventsPerWorkflow, EventRetention.Slack(_options.MaxEventsPerWorkflow, trimmingCostsIo: _journal is not null)) is { } keepFrom)
         {
-            state.Oldest = state.Head - max + 1;
-            state.Recent.TrimBelow(state.Oldest);
+            state.Oldest = keepFrom;
+            state.Recent.TrimBelow(keepFrom);
             if (entry is not null)
             {
-                entry.TrimBelow = state.Oldest;
+                entry.TrimBelow = keepFrom;
             }
         }
 

@@ -244,7 +244,7 @@ internal sealed class CommitPlan
         plan.Arguments.Add(plan._opCount);
         plan.Arguments.AddRange(plan._ops);
         plan.Arguments.Add(options.MaxEventsPerWorkflow);
-        plan.Arguments.Add(Math.Max(1, options.MaxEventsPerWorkflow / 10));
+        plan.Arguments.Add(EventRetention.Slack(options.MaxEventsPerWorkflow, trimmingCostsIo: true));
         plan.Arguments.Add(keys.Base(txn.WorkflowId) + "ev");
         return plan;
     }

@@ -86,6 +86,7 @@ internal static class Scripts
         end
         local maxEvents, slack, channel = tonumber(ARGV[i]), tonumber(ARGV[i + 1]), ARGV[i + 2]
         local oldest = tonumber(redis.call('HGET', meta, 'oldest') or '1')
+        -- EventRetention.TrimTo, evaluated here because only this script knows the new head.
         if head - oldest + 1 > maxEvents + slack then
           oldest = head - maxEvents + 1
           redis.call('XTRIM', base .. 'log', 'MINID', oldest .. '-0')
