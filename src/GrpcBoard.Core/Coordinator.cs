@@ -810,7 +810,8 @@ public sealed class Coordinator
             var page = await txn.ListTasksAsync(null, after, 1000).ConfigureAwait(false);
             foreach (var task in page)
             {
-                // Re-read: an earlier cancellation in this loop may have changed nothing here, but the overlay is the truth.
+                // Read each task before changing it: a listing is not a read the store checks at commit
+                // (optimistic stores validate and re-index what was read with GetTaskAsync).
                 var current = await txn.GetTaskAsync(task.Id).ConfigureAwait(false);
                 if (current is not null && !current.State.IsTerminal())
                 {
