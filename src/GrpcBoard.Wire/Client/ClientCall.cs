@@ -329,11 +329,9 @@ internal sealed class ClientCall<TRequest, TResponse> : IAsyncDisposable
         return ex switch
         {
             RpcException rpc => rpc,
-            HttpProtocolException protocol => new RpcException(
-                new Status(StatusFromHttp2Error(protocol.ErrorCode), $"The server reset the stream (HTTP/2 error {protocol.ErrorCode}): {protocol.Message}"), inner: ex),
-            // A reset before the response headers arrives wrapped; it is not a connection failure.
-            HttpRequestException { InnerException: HttpProtocolException protocol } => new RpcException(
-                new Status(StatusFromHttp2Error(protocol.ErrorCode), $"The server reset the stream (HTTP/2 error {protocol.ErrorCode}): {protocol.Message}"), inner: ex),
+            HttpProtocolException protocol => FromHttp2Error(protocol, ex),
+            // An HTTP/2 error before the response headers arrives wrapped.
+            HttpRequestException { InnerException: HttpProtocolException protocol } => FromHttp2Error(protocol, ex),
             HttpRequestException request => new RpcException(
                 new Status(StatusCode.Unavailable, "Error connecting to the server: " + request.Message), inner: ex),
             IOException io => new RpcException(new Status(StatusCode.Unavailable, "The connection failed: " + io.Message), inner: ex),
@@ -342,6 +340,25 @@ internal sealed class ClientCall<TRequest, TResponse> : IAsyncDisposable
             _ => new RpcException(new Status(StatusCode.Internal, "The call failed: " + ex.Message), inner: ex),
         };
     }
+
+    /// <summary>
+    /// A reset of this stream maps by its error code (the spec's "Errors" table). An error of the whole
+    /// connection is a transport failure, UNAVAILABLE as in other gRPC clients: a GOAWAY, or a first frame
+    /// that is not SETTINGS, which is what a server that is shutting down sends on a connection it has just
+    /// accepted. Mapping that to INTERNAL would make resuming watches and workers give up on a restart.
+    /// </summary>
+    private static RpcException FromHttp2Error(HttpProtocolException protocol, Exception ex) =>
+        IsStreamReset(protocol)
+            ? new RpcException(new Status(StatusFromHttp2Error(protocol.ErrorCode), $"The server reset the stream (HTTP/2 error {protocol.ErrorCode}): {protocol.Message}"), inner: ex)
+            : new RpcException(new Status(StatusCode.Unavailable, $"The connection failed (HTTP/2 error {protocol.ErrorCode}): {protocol.Message}"), inner: ex);
+
+    /// <summary>
+    /// SocketsHttpHandler raises the same exception type, with the same error codes, for RST_STREAM and for
+    /// connection errors; only its message (not localized: the HTTP/2 names are fixed) tells them apart. The
+    /// wire tests pin both sides, so a runtime that words it differently fails them rather than misreporting.
+    /// </summary>
+    private static bool IsStreamReset(HttpProtocolException protocol) =>
+        protocol.Message.Contains("reset the stream", StringComparison.Ordinal);
 
     /// <summary>RST_STREAM error codes to status codes, per the spec's "Errors" section.</summary>
     private static StatusCode StatusFromHttp2Error(long errorCode) => errorCode switch

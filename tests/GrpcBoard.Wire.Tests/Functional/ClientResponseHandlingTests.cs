@@ -333,6 +333,55 @@ public class ClientResponseHandlingTests
         Assert.True(expected == ex.StatusCode, $"expected {expected}, got {ex.StatusCode}: {ex.Status.Detail} ({Describe(ex.InnerException)})");
     }
 
+    /// <summary>
+    /// A connection that fails as a whole is UNAVAILABLE, whatever its HTTP/2 error code: Kestrel, when it is
+    /// shutting down, answers a connection it has just accepted with GOAWAY before any SETTINGS, and a peer
+    /// that does not speak HTTP/2 sends bytes that read as an oversized first frame.
+    /// </summary>
+    [Theory]
+    [InlineData("goaway-no-error")]
+    [InlineData("goaway-protocol-error")]
+    [InlineData("http1")]
+    public async Task AConnectionThatFailsBeforeSettings_IsUnavailable(string peer)
+    {
+        using var listener = new TcpListener(IPAddress.Loopback, 0);
+        listener.Start();
+        var serving = Task.Run(async () =>
+        {
+            // HttpClient may retry on a fresh connection, so answer every connection the same way.
+            while (true)
+            {
+                using var socket = await listener.AcceptSocketAsync();
+                var preface = new byte[24];
+                await socket.ReceiveAsync(preface);
+                byte[] reply = peer switch
+                {
+                    "goaway-no-error" => GoAway(errorCode: 0x0),
+                    "goaway-protocol-error" => GoAway(errorCode: 0x1),
+                    _ => "HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"u8.ToArray(),
+                };
+                await socket.SendAsync(reply);
+                socket.Shutdown(SocketShutdown.Both);
+            }
+        });
+
+        using var channel = GrpcChannel.ForAddress($"http://127.0.0.1:{((IPEndPoint)listener.LocalEndpoint).Port}");
+        var ex = await Timeouts.ThrowsRpc(() => channel.UnaryAsync(Unary, "x"));
+        Assert.True(ex.StatusCode == StatusCode.Unavailable, $"got {ex.StatusCode}: {ex.Status.Detail} ({Describe(ex.InnerException)})");
+        listener.Stop();
+        await Assert.ThrowsAnyAsync<Exception>(() => serving);
+
+        static byte[] GoAway(uint errorCode)
+        {
+            // Frame header: length 8, type GOAWAY (0x7), no flags, stream 0; then last-stream-id 0 and the code.
+            var frame = new byte[9 + 8];
+            frame[2] = 8;
+            frame[3] = 0x7;
+            System.Buffers.Binary.BinaryPrimitives.WriteUInt32BigEndian(frame.AsSpan(13), errorCode);
+            return frame;
+        }
+    }
+
     [Fact]
     public async Task NothingListening_IsUnavailable()
     {
