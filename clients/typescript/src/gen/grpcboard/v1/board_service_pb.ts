@@ -674,8 +674,9 @@ export type ClaimTaskRequest = Message<"grpcboard.v1.ClaimTaskRequest"> & {
 
   /**
    * With an empty task_id: how long to wait for a ready task (up to 5
-   * minutes, and never past the call's deadline). Unset or zero answers at
-   * once.
+   * minutes). The wait ends a little before the call's deadline (a fifth of
+   * the time left, 100 ms to 1 s), so that "no task" arrives in time. Unset
+   * or zero answers at once.
    *
    * @generated from field: google.protobuf.Duration wait = 6;
    */
