@@ -46,8 +46,14 @@ def test_interrupted_worker_releases_its_task(target: str, client: BoardClient) 
     wf = new_id("demo")
     run("planner.py", target, "--workflow", wf)
     env = dict(os.environ, GRPCBOARD_TARGET=target)
-    worker = Running([sys.executable, str(EXAMPLES / "worker.py"), "--workflow", wf, "--worker", "ctrl-c",
-                      "--work-seconds", "30"], env=env)
+    # A child inherits SIGINT only when it is ignored, as it is for anything a non-interactive shell started
+    # with "&" (a CI job may be that); a handler here makes the worker start with Ctrl-C working, as in a terminal.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        worker = Running([sys.executable, str(EXAMPLES / "worker.py"), "--workflow", wf, "--worker", "ctrl-c",
+                          "--work-seconds", "30"], env=env)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     try:
         # Printed once the task is claimed and the handler runs.
         assert worker.next_line().startswith("[ctrl-c] claimed research")
