@@ -336,6 +336,39 @@ public abstract class StoreContractTests : BoardTestBase
         }
     }
 
+    /// <summary>
+    /// Concurrent claimers of the next task with different skills, over tasks that several of them may take:
+    /// one claim per task, only by a worker with its skills, one event per claim at consecutive revisions.
+    /// </summary>
+    [Fact]
+    public async Task ClaimNextRace_WorkersWithDifferentSkills_EachTaskOnce_OnlyToAWorkerWithItsSkills()
+    {
+        var wf = await NewWorkflowAsync();
+        var specs = Enumerable.Range(0, 20).Select(i => Spec($"plain{i:D2}"))
+            .Concat(Enumerable.Range(0, 20).Select(i => Spec($"gpu{i:D2}", priority: i % 3, skills: ["gpu"])))
+            .Concat(Enumerable.Range(0, 10).Select(i => Spec($"cuda{i:D2}", skills: ["gpu", "cuda"])))
+            .ToArray();
+        var posted = await Board.PostTasksAsync(wf, specs, default).Within();
+        string[][] kinds = [[], ["gpu"], ["cuda", "gpu"]];
+        var claimed = new ConcurrentBag<(string Task, string[] Skills)>();
+        await Task.WhenAll(Enumerable.Range(0, 48).Select(async w =>
+        {
+            var skills = kinds[w % 3];
+            while ((await Board.ClaimAsync(new ClaimCommand { WorkflowId = wf, WorkerId = $"w{w}", Skills = skills }, default)).Task is { } t)
+            {
+                claimed.Add((t.Id, skills));
+            }
+        })).Within();
+
+        Assert.Equal(specs.Select(s => s.Id).Order(), claimed.Select(c => c.Task).Order());
+        var required = specs.ToDictionary(s => s.Id, s => s.RequiredSkills);
+        Assert.All(claimed, c => Assert.Subset(c.Skills.ToHashSet(), required[c.Task].ToHashSet()));
+        var claims = (await AllEventsAsync(wf)).Where(e => e.Revision > posted.Revision).ToList();
+        Assert.Equal(50, claims.Count);
+        Assert.All(claims, e => Assert.Equal(EventKind.TaskClaimed, e.Kind));
+        Assert.Equal(Enumerable.Range(1, 50).Select(i => posted.Revision + i), claims.Select(e => e.Revision));
+    }
+
     [Fact]
     public async Task ClaimNext_OffersHighestPriority_ThenOldestReady_AndOnlyMatchingSkills()
     {
