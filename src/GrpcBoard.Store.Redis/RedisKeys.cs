@@ -24,6 +24,9 @@ internal sealed class RedisKeys(string prefix)
     /// <summary>A random id written when the store is first used; its disappearance means Redis lost data.</summary>
     public RedisKey Epoch => $"{Prefix}:{{gb}}:epoch";
 
+    /// <summary>Set by the first instance that detects a data loss, so that every instance refuses, new ones too.</summary>
+    public RedisKey Lost => $"{Prefix}:{{gb}}:lost";
+
     public RedisChannel EventPattern => new($"{Prefix}:{{*}}:ev", RedisChannel.PatternMode.Pattern);
 
     /// <summary>The base of a workflow's keys; scripts append "meta", "tasks", ... to it.</summary>

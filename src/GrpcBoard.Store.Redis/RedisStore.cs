@@ -67,6 +67,7 @@ public sealed class RedisStore : IBoardStore
         var store = new RedisStore(options, hub, redis, logger ?? NullLogger.Instance);
         await store.SubscribeAsync();
         await store.CheckEpochAsync();
+        store.CheckEpochFile();
         return store;
     }
 
@@ -438,19 +439,59 @@ public sealed class RedisStore : IBoardStore
         }
     }
 
-    /// <summary>The epoch is written once; if it later vanishes or changes, Redis lost (some of) its data.</summary>
+    /// <summary>
+    /// The epoch is written once; if it later vanishes or changes, Redis lost (some of) its data. A loss that
+    /// another instance detected is read from Redis, so that instances which could not see it refuse too.
+    /// </summary>
     private async Task CheckEpochAsync()
     {
         var candidate = Guid.NewGuid().ToString("N");
         await Call(() => _db.StringSetAsync(_keys.Epoch, candidate, when: When.NotExists));
         var current = (string?)await Call(() => _db.StringGetAsync(_keys.Epoch));
-        if (_epoch is null)
+        if ((string?)await Call(() => _db.StringGetAsync(_keys.Lost)) is { } lost)
+        {
+            Refuse("another server found that " + lost);
+        }
+        else if (_epoch is null)
         {
             _epoch = current;
         }
         else if (current != _epoch)
         {
-            Lose($"the store epoch changed from {_epoch} to {current} (Redis restarted without its data?)");
+            Refuse($"the store epoch changed from {_epoch} to {current} (Redis restarted without its data?)");
+        }
+    }
+
+    /// <summary>
+    /// Compares the epoch with the one this server recorded when it last ran (<see cref="RedisStoreOptions.EpochFile"/>),
+    /// then records the current one. Written to a temporary file and renamed, so a crash leaves the old or the new.
+    /// </summary>
+    private void CheckEpochFile()
+    {
+        if (_options.EpochFile is not { } path || _dataLoss is not null)
+        {
+            return;
+        }
+
+        var recorded = File.Exists(path) ? File.ReadAllText(path).Trim() : null;
+        if (recorded is not null && recorded != _epoch)
+        {
+            Refuse($"this server last worked with store epoch {recorded} (recorded in {path}), but Redis now has {_epoch} " +
+                "(Redis restarted without its data? If this server now deliberately uses another Redis, delete that file)");
+            return;
+        }
+
+        if (recorded is null)
+        {
+            Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(path))!);
+            var temporary = path + ".tmp";
+            using (var file = new FileStream(temporary, FileMode.Create, FileAccess.Write))
+            {
+                file.Write(System.Text.Encoding.ASCII.GetBytes(_epoch + "\n"));
+                file.Flush(flushToDisk: true);
+            }
+
+            File.Move(temporary, path, overwrite: true);
         }
     }
 
@@ -517,13 +558,29 @@ public sealed class RedisStore : IBoardStore
 
     private void Lose(string why)
     {
+        Refuse(why);
+        ThrowIfDataLoss();
+    }
+
+    /// <summary>Enters the refusing state, and tells the other instances through Redis (best effort: each also checks by itself).</summary>
+    private void Refuse(string why)
+    {
         if (_dataLoss is null)
         {
             _dataLoss = why;
             _logger.LogCritical("Redis lost acknowledged data: {Why}. Refusing all calls so that no revision or fencing token is reused.", why);
+            _ = Task.Run(async () =>
+            {
+                try
+                {
+                    await _db.StringSetAsync(_keys.Lost, why, when: When.NotExists);
+                }
+                catch (Exception ex)
+                {
+                    _logger.LogWarning(ex, "Could not record the data loss in Redis for the other instances.");
+                }
+            });
         }
-
-        ThrowIfDataLoss();
     }
 
     private void ThrowIfDataLoss()

@@ -14,6 +14,13 @@ public sealed class RedisStoreOptions
     /// <summary>Times a transaction is re-run after losing a race before the call fails with ABORTED.</summary>
     public int MaxConflictRetries { get; set; } = 64;
 
+    /// <summary>
+    /// A file in which this server keeps the store epoch it works with (null: none). A server restarted after
+    /// Redis came back empty then finds a different epoch in Redis than in its file, and refuses with
+    /// DATA_LOSS, instead of starting a board whose revisions and fencing tokens begin again at 1.
+    /// </summary>
+    public string? EpochFile { get; set; }
+
     /// <summary>How often the store epoch is checked to detect a Redis that lost its data.</summary>
     public TimeSpan EpochCheckInterval { get; set; } = TimeSpan.FromSeconds(1);
 

@@ -13,11 +13,16 @@ using Task = System.Threading.Tasks.Task;
 namespace GrpcBoard.Store.Redis.Tests;
 
 /// <summary>Several GrpcBoard servers on one Redis, and Redis failing under them.</summary>
-public sealed class MultiInstanceTests
+public sealed class MultiInstanceTests : IDisposable
 {
-    private static Task<BoardServer> StartServerAsync(string redis, string prefix, int port = 0) =>
+    /// <summary>Where the servers of a test record the Redis store epoch (<c>--data</c>).</summary>
+    private readonly TempDirectory _data = new();
+
+    public void Dispose() => _data.Dispose();
+
+    private Task<BoardServer> StartServerAsync(string redis, string prefix, int port = 0, string? data = null) =>
         BoardServer.StartAsync(
-            new ServerSettings { Port = port, Store = "redis", Redis = redis, RedisPrefix = prefix, TimerPollMilliseconds = 50 },
+            new ServerSettings { Port = port, Store = "redis", Redis = redis, RedisPrefix = prefix, TimerPollMilliseconds = 50, DataDirectory = data ?? _data.Path },
             new BoardServerOverrides { Logging = l => l.SetMinimumLevel(LogLevel.Critical) });
 
     private static string Prefix() => "m" + Guid.NewGuid().ToString("N")[..10];
@@ -63,7 +68,7 @@ public sealed class MultiInstanceTests
         await using var redis = await RedisProcess.StartAsync();
         var prefix = Prefix();
         var portB = RedisProcess.FreePort();
-        string[] argsB = ["--port", portB.ToString(System.Globalization.CultureInfo.InvariantCulture), "--store", "redis", "--redis", redis.Endpoint, "--redis-prefix", prefix];
+        string[] argsB = ["--port", portB.ToString(System.Globalization.CultureInfo.InvariantCulture), "--store", "redis", "--redis", redis.Endpoint, "--redis-prefix", prefix, "--data", _data.Path];
         await using var a = await StartServerAsync(redis.Endpoint, prefix);
         var b = await ServerProcess.StartAsync(argsB);
         using var writer = new BoardClient(a.Address.ToString());
@@ -234,7 +239,8 @@ public sealed class MultiInstanceTests
     public async Task RedisThatLostItsData_IsDetected_AndNoTokenIsHandedOut()
     {
         await using var redis = await RedisProcess.StartAsync(persistent: false);
-        await using var server = await StartServerAsync(redis.Endpoint, Prefix());
+        var prefix = Prefix();
+        await using var server = await StartServerAsync(redis.Endpoint, prefix);
         using var client = new BoardClient(server.Address.ToString(), new BoardClientOptions { DefaultTimeout = TimeSpan.FromSeconds(3) });
         await client.CreateWorkflowAsync(new CreateWorkflowRequest { WorkflowId = "fragile" }).Within();
         await client.PostTasksAsync(new PostTasksRequest { WorkflowId = "fragile", Tasks = { new TaskSpec { Id = "t" } } }).Within();
@@ -269,6 +275,49 @@ public sealed class MultiInstanceTests
         Assert.Equal(StatusCode.DataLoss, refusal!.StatusCode);
         Assert.Equal(ErrorReason.StoreDataLoss, refusal.Reason);
         Assert.False(await server.Store.CheckHealthAsync(default));
+
+        // The instance that saw the loss recorded it in Redis: a server started afterwards, with nothing of
+        // its own to compare, refuses too instead of starting the board over at revision 1.
+        using var elsewhere = new TempDirectory();
+        await using var late = await StartServerAsync(redis.Endpoint, prefix, data: elsewhere.Path);
+        using var lateClient = new BoardClient(late.Address.ToString());
+        var lateRefusal = await Assert.ThrowsAsync<BoardRpcException>(() => lateClient.CreateWorkflowAsync(new CreateWorkflowRequest { WorkflowId = "fragile" }).Within());
+        Assert.Equal(StatusCode.DataLoss, lateRefusal.StatusCode);
+    }
+
+    /// <summary>
+    /// Redis loses its data while no server runs (say, the machine restarted and Redis had no persistence).
+    /// The server recorded the store epoch in its data directory, finds another one on restart, and refuses.
+    /// </summary>
+    [RedisFact]
+    public async Task AServerRestartedAfterRedisLostItsData_Refuses_AndAServerOnAnIntactRedisDoesNot()
+    {
+        await using var redis = await RedisProcess.StartAsync(persistent: false);
+        var prefix = Prefix();
+        await using (var first = await StartServerAsync(redis.Endpoint, prefix))
+        {
+            using var client = new BoardClient(first.Address.ToString());
+            await client.CreateWorkflowAsync(new CreateWorkflowRequest { WorkflowId = "w" }).Within();
+            await client.PostTasksAsync(new PostTasksRequest { WorkflowId = "w", Tasks = { new TaskSpec { Id = "t" } } }).Within();
+            await client.ClaimTaskAsync(new ClaimTaskRequest { WorkflowId = "w", TaskId = "t", WorkerId = "w1" }).Within();
+        }
+
+        // Restarted with Redis intact: same epoch, the board goes on.
+        await using (var again = await StartServerAsync(redis.Endpoint, prefix))
+        {
+            using var client = new BoardClient(again.Address.ToString());
+            Assert.Equal(TaskState.Claimed, (await client.GetTaskAsync(new GetTaskRequest { WorkflowId = "w", TaskId = "t" }).Within()).Task.State);
+        }
+
+        await redis.KillAsync();
+        await redis.StartAgainAsync();
+        await using var restarted = await StartServerAsync(redis.Endpoint, prefix);
+        using var after = new BoardClient(restarted.Address.ToString());
+        var refusal = await Assert.ThrowsAsync<BoardRpcException>(() => after.CreateWorkflowAsync(new CreateWorkflowRequest { WorkflowId = "w" }).Within());
+        Assert.Equal(StatusCode.DataLoss, refusal.StatusCode);
+        Assert.Equal(ErrorReason.StoreDataLoss, refusal.Reason);
+        Assert.Contains("last worked with store epoch", refusal.Message);
+        Assert.False(await restarted.Store.CheckHealthAsync(default));
     }
 }
 

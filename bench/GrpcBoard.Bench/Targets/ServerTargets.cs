@@ -17,7 +17,9 @@ public static class ServerTargets
         }
 
         var redis = options.Store == "redis" && options.RedisEndpoint is null ? await RedisServerProcess.StartAsync(options.RedisAppendFsync, cancellationToken) : null;
-        var data = options.Store == "embedded" ? DataDirectory.Create(options.DataDirectory, options.KeepData) : null;
+        // A Redis-store server keeps its record of the store epoch there: a fresh directory per run, as each
+        // run starts a fresh redis-server.
+        var data = options.Store is "embedded" or "redis" ? DataDirectory.Create(options.DataDirectory, options.KeepData) : null;
         try
         {
             var endpoint = options.Store == "redis" ? redis?.Endpoint ?? options.RedisEndpoint : null;

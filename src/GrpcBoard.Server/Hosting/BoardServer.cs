@@ -161,6 +161,7 @@ public sealed class BoardServer : IAsyncDisposable
                 Configuration = settings.Redis,
                 KeyPrefix = settings.RedisPrefix,
                 MaxEventsPerWorkflow = settings.MaxEventsPerWorkflow,
+                EpochFile = Path.Combine(settings.DataDirectory, "redis-epoch-" + settings.RedisPrefix),
             }, hub, loggers.CreateLogger<RedisStore>());
         }
 

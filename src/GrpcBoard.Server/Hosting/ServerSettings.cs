@@ -34,7 +34,7 @@ public sealed class ServerSettings
         new("--host", nameof(Host), "Address to listen on (127.0.0.1 keeps the board private to this machine)."),
         new("--port", nameof(Port), "TCP port; 0 picks a free one and prints it."),
         new("--store", nameof(Store), "embedded (durable, one directory), memory (nothing kept), or redis."),
-        new("--data", nameof(DataDirectory), "Directory of the embedded store."),
+        new("--data", nameof(DataDirectory), "Directory of the embedded store; with --store redis, where the server records the Redis store's epoch to detect a Redis that lost its data while the server was stopped."),
         new("--redis", nameof(Redis), "Redis for --store redis: host:port, or several (comma-separated) for a Redis Cluster."),
         new("--redis-prefix", nameof(RedisPrefix), "First part of every Redis key, so several boards can share one Redis."),
         new("--synchronous", nameof(Synchronous), "Embedded store durability: FULL fsyncs every commit; NORMAL survives crashes but not power loss."),
