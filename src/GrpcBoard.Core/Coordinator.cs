@@ -335,7 +335,7 @@ public sealed class Coordinator
         if (!string.IsNullOrEmpty(command.TaskId))
         {
             Validation.Id(command.TaskId, "task_id", _limits);
-            var byId = await _store.ExecuteAsync(command.WorkflowId, txn => ClaimByIdAsync(txn, command.TaskId, command.WorkerId, skills, lease), ct).ConfigureAwait(false);
+            var byId = await _store.ExecuteAsync(command.WorkflowId, new ReadAhead(TaskIds: [command.TaskId]), txn => ClaimByIdAsync(txn, command.TaskId, command.WorkerId, skills, lease), ct).ConfigureAwait(false);
             return new ClaimResult(byId.LastTask(command.TaskId), byId.Revision);
         }
 
@@ -344,7 +344,7 @@ public sealed class Coordinator
         {
             // Take the signal before looking, so a task made ready after the look still wakes this claim.
             var signal = _ready.NextAsync(command.WorkflowId);
-            var result = await _store.ExecuteAsync(command.WorkflowId, txn => ClaimNextAsync(txn, command.WorkerId, skills, lease), ct).ConfigureAwait(false);
+            var result = await _store.ExecuteAsync(command.WorkflowId, new ReadAhead(ReadyForSkills: skills), txn => ClaimNextAsync(txn, command.WorkerId, skills, lease), ct).ConfigureAwait(false);
             if (result.Value is { } claimedId)
             {
                 return new ClaimResult(result.LastTask(claimedId), result.Revision);
@@ -460,7 +460,7 @@ public sealed class Coordinator
             txn.Append(TaskChange(EventKind.TaskCompleted, workflowId, completed, now, actor: task.Owner));
             var ready = await ReadyDependentsAsync(txn, taskId, now).ConfigureAwait(false);
             return (completed, false, ready);
-        }, ct).ConfigureAwait(false);
+        }, ct, readsDependents: true).ConfigureAwait(false);
         var (task, alreadyCompleted, readyDependents) = result.Value;
         return new CompleteResult(result.LastTask(taskId) ?? task, alreadyCompleted, readyDependents, result.Revision);
     }
@@ -715,11 +715,13 @@ public sealed class Coordinator
 
     // ---- Shared steps -------------------------------------------------------------------------------
 
-    private Task<TxnResult<T>> FencedAsync<T>(string workflowId, string taskId, Func<IWorkflowTransaction, TaskRecord, DateTimeOffset, ValueTask<T>> step, CancellationToken ct)
+    /// <param name="readsDependents">The step reads the task's dependents (a completion), so they are read ahead too.</param>
+    private Task<TxnResult<T>> FencedAsync<T>(string workflowId, string taskId, Func<IWorkflowTransaction, TaskRecord, DateTimeOffset, ValueTask<T>> step, CancellationToken ct, bool readsDependents = false)
     {
         Validation.Id(workflowId, "workflow_id", _limits);
         Validation.Id(taskId, "task_id", _limits);
-        return _store.ExecuteAsync(workflowId, async txn =>
+        var readAhead = new ReadAhead(TaskIds: [taskId], DependentsOf: readsDependents ? [taskId] : null);
+        return _store.ExecuteAsync(workflowId, readAhead, async txn =>
         {
             RequireWorkflow(txn);
             var task = await RequireTaskAsync(txn, taskId).ConfigureAwait(false);

@@ -16,6 +16,10 @@ internal sealed class RedisTransaction(RedisStore store, string workflowId, Redi
     private readonly Dictionary<string, (NoteRecord? Note, long Revision)> _notes = new(StringComparer.Ordinal);
     private readonly Dictionary<string, long> _dependents = new(StringComparer.Ordinal);
     private readonly Dictionary<string, string> _reservations = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, IReadOnlyList<string>> _dependentIds = new(StringComparer.Ordinal);
+
+    /// <summary>What <see cref="RedisStore"/> reserved ahead for these skills (Task null: nothing was ready), until the body asks.</summary>
+    private (IReadOnlyCollection<string> Skills, (string Entry, TaskRecord Task, long Revision)? Reserved)? _readAhead;
 
     public override long HeadRevision => meta.Head;
 
@@ -59,6 +63,31 @@ internal sealed class RedisTransaction(RedisStore store, string workflowId, Redi
         }
     }
 
+    internal void AddTaskReads(IEnumerable<(string Id, TaskRecord? Task, long Revision)> reads)
+    {
+        foreach (var (id, task, revision) in reads)
+        {
+            _tasks.TryAdd(id, (task, revision));
+        }
+    }
+
+    internal void AddDependentsRead(string taskId, long version, IReadOnlyList<string> ids)
+    {
+        _dependents.TryAdd(taskId, version);
+        _dependentIds.TryAdd(taskId, ids);
+    }
+
+    internal void AddReadAheadReservation(IReadOnlyCollection<string> skills, (string Entry, TaskRecord Task, long Revision)? reserved)
+    {
+        if (reserved is { } r)
+        {
+            // Registered at once, so that it is given back if the body never asks for it (a paused workflow).
+            _reservations[r.Task.Id] = r.Entry;
+        }
+
+        _readAhead = (skills, reserved);
+    }
+
     /// <summary>Reservation entries of tasks reserved by this transaction, by task id.</summary>
     public IReadOnlyDictionary<string, string> Reservations => _reservations;
 
@@ -77,7 +106,18 @@ internal sealed class RedisTransaction(RedisStore store, string workflowId, Redi
     /// </summary>
     protected override async ValueTask<IReadOnlyList<TaskRecord>> ReadReadyTasksAsync(IReadOnlyCollection<string> workerSkills, int limit)
     {
-        if (await store.ReserveAsync(WorkflowId, workerSkills) is not { } reserved)
+        (string Entry, TaskRecord Task, long Revision)? next;
+        if (_readAhead is { } ahead && SameSkills(ahead.Skills, workerSkills))
+        {
+            _readAhead = null;
+            next = ahead.Reserved;
+        }
+        else
+        {
+            next = await store.ReserveAsync(WorkflowId, workerSkills);
+        }
+
+        if (next is not { } reserved)
         {
             return [];
         }
@@ -92,8 +132,16 @@ internal sealed class RedisTransaction(RedisStore store, string workflowId, Redi
         return [reserved.Task];
     }
 
+    private static bool SameSkills(IReadOnlyCollection<string> a, IReadOnlyCollection<string> b) =>
+        ReferenceEquals(a, b) || (a.Count == b.Count && a.All(b.Contains));
+
     protected override async ValueTask<IReadOnlyList<string>> ReadDependentsAsync(string taskId)
     {
+        if (_dependentIds.TryGetValue(taskId, out var readAhead))
+        {
+            return readAhead;
+        }
+
         var (version, ids) = await store.DependentsAsync(WorkflowId, taskId);
         _dependents.TryAdd(taskId, version);
         return ids;

@@ -19,6 +19,14 @@ public interface IBoardStore : IAsyncDisposable
     /// </summary>
     Task<TxnResult<T>> ExecuteAsync<T>(string workflowId, Func<IWorkflowTransaction, ValueTask<T>> body, CancellationToken cancellationToken);
 
+    /// <summary>
+    /// <see cref="ExecuteAsync{T}(string, Func{IWorkflowTransaction, ValueTask{T}}, CancellationToken)"/>, told what
+    /// the body is about to read, so that a store whose reads are round trips can fetch it together with the
+    /// workflow. Only an optimization: the body reads as usual and sees what it would have seen without it.
+    /// </summary>
+    Task<TxnResult<T>> ExecuteAsync<T>(string workflowId, ReadAhead readAhead, Func<IWorkflowTransaction, ValueTask<T>> body, CancellationToken cancellationToken) =>
+        ExecuteAsync(workflowId, body, cancellationToken);
+
     /// <summary>Workflows ordered by id, after <paramref name="afterId"/>, optionally in one status.</summary>
     ValueTask<IReadOnlyList<WorkflowSummary>> ListWorkflowsAsync(WorkflowStatus? status, string? afterId, int limit, CancellationToken cancellationToken);
 
@@ -81,6 +89,15 @@ public interface IWorkflowTransaction
     /// </summary>
     void Append(EventRecord change);
 }
+
+/// <summary>What a transaction body is about to read (see <see cref="IBoardStore.ExecuteAsync{T}(string, ReadAhead, Func{IWorkflowTransaction, ValueTask{T}}, CancellationToken)"/>).</summary>
+/// <param name="TaskIds">Tasks it reads with <see cref="IWorkflowTransaction.GetTaskAsync"/>.</param>
+/// <param name="DependentsOf">Tasks whose dependents it reads with <see cref="IWorkflowTransaction.GetDependentsAsync"/>.</param>
+/// <param name="ReadyForSkills">Skills it passes to <see cref="IWorkflowTransaction.GetReadyTasksAsync"/>, asking for one task.</param>
+public sealed record ReadAhead(
+    IReadOnlyList<string>? TaskIds = null,
+    IReadOnlyList<string>? DependentsOf = null,
+    IReadOnlyCollection<string>? ReadyForSkills = null);
 
 /// <summary>What a committed transaction produced.</summary>
 /// <param name="Value">The body's return value.</param>
