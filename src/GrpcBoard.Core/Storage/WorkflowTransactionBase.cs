@@ -1,4 +1,5 @@
 using GrpcBoard.Core.Model;
+using GrpcBoard.Core.Rules;
 
 namespace GrpcBoard.Core.Storage;
 
@@ -50,7 +51,7 @@ public abstract class WorkflowTransactionBase(string workflowId) : IWorkflowTran
 
         // Ask for extra candidates when this transaction has changed tasks: some may no longer be ready.
         var committed = await ReadReadyTasksAsync(workerSkills, limit + (_tasks?.Count ?? 0)).ConfigureAwait(false);
-        return Overlay(committed, t => t.State == TaskState.Ready, limit);
+        return Overlay(committed, t => t.State == TaskState.Ready && TaskIndexing.Covers(workerSkills, t.RequiredSkills), TaskIndexing.CompareReady, limit);
     }
 
     public ValueTask<IReadOnlyList<string>> GetDependentsAsync(string taskId) =>
@@ -64,7 +65,8 @@ public abstract class WorkflowTransactionBase(string workflowId) : IWorkflowTran
         }
 
         var committed = await ReadTasksAsync(state, afterId, limit).ConfigureAwait(false);
-        return Overlay(committed, t => state is null || t.State == state, limit);
+        return Overlay(committed, t => (state is null || t.State == state) && (afterId is null || string.CompareOrdinal(t.Id, afterId) > 0),
+            static (a, b) => string.CompareOrdinal(a.Id, b.Id), limit);
     }
 
     public ValueTask<NoteRecord?> GetNoteAsync(string key)
@@ -157,28 +159,40 @@ public abstract class WorkflowTransactionBase(string workflowId) : IWorkflowTran
 
     protected abstract ValueTask<IReadOnlyList<NoteRecord>> ReadNotesAsync(string prefix, string? afterKey, int limit);
 
-    private IReadOnlyList<TaskRecord> Overlay(IReadOnlyList<TaskRecord> committed, Func<TaskRecord, bool> keep, int limit)
+    /// <summary>
+    /// The first <paramref name="limit"/> tasks in <paramref name="order"/> that <paramref name="keep"/> accepts, as
+    /// this transaction left them: committed ones it changed are replaced (or dropped), and ones it changed into
+    /// a match (posted, made READY) are added even though the committed read could not return them.
+    /// </summary>
+    private IReadOnlyList<TaskRecord> Overlay(IReadOnlyList<TaskRecord> committed, Func<TaskRecord, bool> keep, Comparison<TaskRecord> order, int limit)
     {
         if (_tasks is null)
         {
             return committed.Count <= limit ? committed : committed.Take(limit).ToArray();
         }
 
-        var result = new List<TaskRecord>(Math.Min(committed.Count, limit));
+        var result = new List<TaskRecord>(committed.Count);
+        var seen = new HashSet<string>(StringComparer.Ordinal);
         foreach (var task in committed)
         {
+            seen.Add(task.Id);
             var current = _tasks.TryGetValue(task.Id, out var changed) ? changed : task;
             if (keep(current))
             {
                 result.Add(current);
-                if (result.Count == limit)
-                {
-                    break;
-                }
             }
         }
 
-        return result;
+        foreach (var changed in _tasks.Values)
+        {
+            if (!seen.Contains(changed.Id) && keep(changed))
+            {
+                result.Add(changed);
+            }
+        }
+
+        result.Sort(order);
+        return result.Count <= limit ? result : result.GetRange(0, limit);
     }
 
     private static NoteRecord Require(NoteRecord? note) =>
