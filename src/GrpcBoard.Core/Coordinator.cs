@@ -401,13 +401,18 @@ public sealed class Coordinator
             throw WorkflowNotActive(workflow, "grant claims");
         }
 
+        return await ClaimBestReadyAsync(txn, workerId, skills, lease, Now).ConfigureAwait(false);
+    }
+
+    /// <summary>Claims the best ready task these skills allow, in an ACTIVE workflow; null if none is ready.</summary>
+    private static async ValueTask<string?> ClaimBestReadyAsync(IWorkflowTransaction txn, string workerId, IReadOnlyCollection<string> skills, TimeSpan lease, DateTimeOffset now)
+    {
         var candidates = await txn.GetReadyTasksAsync(skills, 1).ConfigureAwait(false);
         if (candidates.Count == 0)
         {
             return null;
         }
 
-        var now = Now;
         var claimed = TaskStateMachine.Claim(candidates[0], workerId, skills, lease, txn.HeadRevision, now);
         txn.Append(TaskChange(EventKind.TaskClaimed, txn.WorkflowId, claimed, now, actor: workerId));
         return claimed.Id;
@@ -445,24 +450,36 @@ public sealed class Coordinator
         return new TaskResult(result.LastTask(taskId)!, result.Revision);
     }
 
-    public async Task<CompleteResult> CompleteTaskAsync(string workflowId, string taskId, long token, ReadOnlyMemory<byte> resultBytes, string resultContentType, CancellationToken ct)
+    public Task<CompleteResult> CompleteTaskAsync(string workflowId, string taskId, long token, ReadOnlyMemory<byte> resultBytes, string resultContentType, CancellationToken ct) =>
+        CompleteTaskAsync(workflowId, taskId, token, resultBytes, resultContentType, next: null, ct);
+
+    /// <param name="next">Also claims the next ready task for the same worker, in the same transaction.</param>
+    public async Task<CompleteResult> CompleteTaskAsync(string workflowId, string taskId, long token, ReadOnlyMemory<byte> resultBytes, string resultContentType, NextClaim? next, CancellationToken ct)
     {
         Validation.Size(resultBytes, "result", _limits.MaxResultBytes);
         Validation.Text(resultContentType ?? "", "result_content_type", 256);
+        var nextSkills = next is null ? null : new HashSet<string>(Validation.Skills(next.Skills, "claim_next.skills", _limits), StringComparer.Ordinal);
+        var nextLease = next is null ? TimeSpan.Zero : Validation.Lease(next.Lease, _limits);
+        var readAhead = new ReadAhead(TaskIds: [taskId], DependentsOf: [taskId], ReadyForSkills: nextSkills);
         var result = await FencedAsync(workflowId, taskId, async (txn, task, now) =>
         {
             var (completed, already) = TaskStateMachine.Complete(task, token, resultBytes, resultContentType ?? "", now);
             if (already)
             {
-                return (completed, true, (IReadOnlyList<string>)[]);
+                return (completed, true, (IReadOnlyList<string>)[], (string?)null);
             }
 
             txn.Append(TaskChange(EventKind.TaskCompleted, workflowId, completed, now, actor: task.Owner));
             var ready = await ReadyDependentsAsync(txn, taskId, now).ConfigureAwait(false);
-            return (completed, false, ready);
-        }, ct, readsDependents: true).ConfigureAwait(false);
-        var (task, alreadyCompleted, readyDependents) = result.Value;
-        return new CompleteResult(result.LastTask(taskId) ?? task, alreadyCompleted, readyDependents, result.Revision);
+            // The next claim sees this transaction's changes: a dependent that just became READY may be it.
+            var nextId = nextSkills is not null && txn.Workflow?.Status == WorkflowStatus.Active
+                ? await ClaimBestReadyAsync(txn, task.Owner, nextSkills, nextLease, now).ConfigureAwait(false)
+                : null;
+            return (completed, false, ready, nextId);
+        }, ct, readAhead).ConfigureAwait(false);
+        var (task, alreadyCompleted, readyDependents, nextTaskId) = result.Value;
+        return new CompleteResult(result.LastTask(taskId) ?? task, alreadyCompleted, readyDependents, result.Revision,
+            nextTaskId is null ? null : result.LastTask(nextTaskId));
     }
 
     public async Task<FailResult> FailTaskAsync(string workflowId, string taskId, long token, string message, ReadOnlyMemory<byte> details, bool nonRetryable, CancellationToken ct)
@@ -715,13 +732,12 @@ public sealed class Coordinator
 
     // ---- Shared steps -------------------------------------------------------------------------------
 
-    /// <param name="readsDependents">The step reads the task's dependents (a completion), so they are read ahead too.</param>
-    private Task<TxnResult<T>> FencedAsync<T>(string workflowId, string taskId, Func<IWorkflowTransaction, TaskRecord, DateTimeOffset, ValueTask<T>> step, CancellationToken ct, bool readsDependents = false)
+    /// <param name="readAhead">What the step reads besides the task (a completion: its dependents), if anything.</param>
+    private Task<TxnResult<T>> FencedAsync<T>(string workflowId, string taskId, Func<IWorkflowTransaction, TaskRecord, DateTimeOffset, ValueTask<T>> step, CancellationToken ct, ReadAhead? readAhead = null)
     {
         Validation.Id(workflowId, "workflow_id", _limits);
         Validation.Id(taskId, "task_id", _limits);
-        var readAhead = new ReadAhead(TaskIds: [taskId], DependentsOf: readsDependents ? [taskId] : null);
-        return _store.ExecuteAsync(workflowId, readAhead, async txn =>
+        return _store.ExecuteAsync(workflowId, readAhead ?? new ReadAhead(TaskIds: [taskId]), async txn =>
         {
             RequireWorkflow(txn);
             var task = await RequireTaskAsync(txn, taskId).ConfigureAwait(false);

@@ -251,6 +251,75 @@ public sealed class BoardFunctionalTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task CompleteTask_WithClaimNext_ReturnsTheNextClaim_AndRefusesABadLeaseWithoutCompleting()
+    {
+        await Client.CreateWorkflowAsync(new CreateWorkflowRequest { WorkflowId = "chain" }).Within();
+        await Client.PostTasksAsync(new PostTasksRequest { WorkflowId = "chain", Tasks = { new TaskSpec { Id = "a", Priority = 2 }, new TaskSpec { Id = "b", Priority = 1 } } }).Within();
+        var a = await Client.ClaimTaskAsync(new ClaimTaskRequest { WorkflowId = "chain", WorkerId = "agent" }).Within();
+        Assert.Equal("a", a.Task.Id);
+
+        var bad = await Assert.ThrowsAsync<BoardRpcException>(() => Client.CompleteTaskAsync(new CompleteTaskRequest
+        {
+            WorkflowId = "chain", TaskId = "a", FencingToken = a.FencingToken,
+            ClaimNext = new ClaimNext { LeaseDuration = Duration.FromTimeSpan(TimeSpan.FromMilliseconds(500)) },
+        }).Within());
+        Assert.Equal(StatusCode.InvalidArgument, bad.StatusCode);
+        Assert.Equal(TaskState.Claimed, (await Client.GetTaskAsync(new GetTaskRequest { WorkflowId = "chain", TaskId = "a" }).Within()).Task.State);
+
+        var done = await Client.CompleteTaskAsync(new CompleteTaskRequest
+        {
+            WorkflowId = "chain", TaskId = "a", FencingToken = a.FencingToken,
+            ClaimNext = new ClaimNext { LeaseDuration = Duration.FromTimeSpan(TimeSpan.FromSeconds(45)) },
+        }).Within();
+        Assert.Equal(TaskState.Completed, done.Task.State);
+        Assert.Equal(("b", TaskState.Claimed, "agent"), (done.NextTask.Id, done.NextTask.State, done.NextTask.Owner));
+        Assert.Equal(done.NextTask.FencingToken, done.NextFencingToken);
+        var b = (await Client.GetTaskAsync(new GetTaskRequest { WorkflowId = "chain", TaskId = "b" }).Within()).Task;
+        Assert.Equal((TaskState.Claimed, done.NextFencingToken), (b.State, b.FencingToken));
+
+        var last = await Client.CompleteTaskAsync(new CompleteTaskRequest { WorkflowId = "chain", TaskId = "b", FencingToken = done.NextFencingToken, ClaimNext = new ClaimNext() }).Within();
+        Assert.Null(last.NextTask);
+        Assert.Equal(0, last.NextFencingToken);
+    }
+
+    /// <summary>
+    /// A BoardWorker loop finishes every task, each completion claiming the next one in the same transaction:
+    /// the claim's event carries the completion's timestamp (one transaction, one clock reading).
+    /// </summary>
+    [Fact]
+    public async Task Worker_CompletesEveryTask_EachCompletionClaimingTheNext()
+    {
+        await Client.CreateWorkflowAsync(new CreateWorkflowRequest { WorkflowId = "loop" }).Within();
+        var post = new PostTasksRequest { WorkflowId = "loop" };
+        post.Tasks.Add(Enumerable.Range(0, 10).Select(i => new TaskSpec { Id = $"t{i}", Priority = 10 - i }));
+        await Client.PostTasksAsync(post).Within();
+
+        using var stop = new CancellationTokenSource();
+        var worker = Client.CreateWorker(new BoardWorkerOptions { WorkflowId = "loop", WorkerId = "looper", ClaimWait = TimeSpan.FromSeconds(1) });
+        var seen = new List<string>();
+        var running = worker.RunAsync(ctx =>
+        {
+            seen.Add(ctx.Task.Id);
+            return Task.FromResult(TaskOutcome.Text("done " + ctx.Task.Id));
+        }, stop.Token);
+        await TestTimeouts.Eventually(async () =>
+            (await Client.GetWorkflowAsync(new GetWorkflowRequest { WorkflowId = "loop" })).Workflow.TaskCounts.Completed == 10, "every task to be completed");
+        await stop.CancelAsync();
+        await running.Within();
+
+        Assert.Equal(Enumerable.Range(0, 10).Select(i => $"t{i}"), seen);
+        var events = await Client.WatchAsync(new WatchRequest { WorkflowId = "loop", StartRevision = 1 }).Within(1 + 10 + 10 + 10).ToListAsync();
+        var tasks = events.Where(e => e.Kind is EventKind.TaskCompleted or EventKind.TaskClaimed).ToList();
+        for (var i = 1; i < tasks.Count - 1; i += 2)
+        {
+            // Completed t(k), then claimed t(k+1) at the next revision with the same timestamp.
+            Assert.Equal((EventKind.TaskCompleted, EventKind.TaskClaimed), (tasks[i].Kind, tasks[i + 1].Kind));
+            Assert.Equal(tasks[i].Revision + 1, tasks[i + 1].Revision);
+            Assert.Equal(tasks[i].Time, tasks[i + 1].Time);
+        }
+    }
+
+    [Fact]
     public async Task ClaimWithWait_ReturnsEmptyJustBeforeTheCallersDeadline_RatherThanFailing()
     {
         await Client.CreateWorkflowAsync(new CreateWorkflowRequest { WorkflowId = "idle" }).Within();

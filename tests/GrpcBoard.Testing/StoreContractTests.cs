@@ -372,6 +372,63 @@ public abstract class StoreContractTests : BoardTestBase
         Assert.Equal(Enumerable.Range(1, 50).Select(i => posted.Revision + i), claims.Select(e => e.Revision));
     }
 
+    /// <summary>
+    /// CompleteTask with a next claim: one transaction completes the task and claims the best ready task for
+    /// the same worker, seeing its own changes (a dependent it just made READY may be the best).
+    /// </summary>
+    [Fact]
+    public async Task CompleteWithClaimNext_ClaimsTheBestReadyTask_InTheSameTransaction()
+    {
+        var wf = await NewWorkflowAsync();
+        var posted = await Board.PostTasksAsync(wf, [Spec("a"), Spec("b", priority: 5), Spec("gpu", priority: 7, skills: ["gpu"]), Spec("d", priority: 9, deps: ["a"])], default).Within();
+        var a = await ClaimAsync(wf, "w1", "a");
+        var lease = TimeSpan.FromSeconds(90);
+
+        var done = await Board.CompleteTaskAsync(wf, "a", a.Task!.FencingToken, "ra"u8.ToArray(), "", new NextClaim([], lease), default).Within();
+        Assert.Equal(TaskState.Completed, done.Task.State);
+        Assert.Equal(["d"], done.ReadyDependents);
+        var next = done.Next!;
+        Assert.Equal(("d", TaskState.Claimed, "w1"), (next.Id, next.State, next.Owner));
+        Assert.Equal(Time.GetUtcNow() + lease, next.LeaseExpireTime);
+        Assert.Equal(next.FencingToken, (await Board.GetTaskAsync(wf, "d", default).Within()).Task.FencingToken);
+        var events = (await AllEventsAsync(wf)).Where(e => e.Revision > a.Revision).ToList();
+        Assert.Equal([(EventKind.TaskCompleted, "a"), (EventKind.TaskReady, "d"), (EventKind.TaskClaimed, "d")], events.Select(e => (e.Kind, e.Task!.Id)));
+        Assert.Equal(done.Revision, events[^1].Revision);
+
+        // Without the skill, the gpu task is not offered: b is next, then nothing.
+        var second = await Board.CompleteTaskAsync(wf, "d", next.FencingToken, default, "", new NextClaim([], null), default).Within();
+        Assert.Equal("b", second.Next!.Id);
+        var third = await Board.CompleteTaskAsync(wf, "b", second.Next.FencingToken, default, "", new NextClaim([], null), default).Within();
+        Assert.Null(third.Next);
+        Assert.Equal(TaskState.Ready, (await Board.GetTaskAsync(wf, "gpu", default).Within()).Task.State);
+
+        // A repeated completion claims nothing more, and a refused one claims nothing at all.
+        var head = (await Board.GetWorkflowAsync(wf, default).Within()).Revision;
+        var repeat = await Board.CompleteTaskAsync(wf, "b", second.Next.FencingToken, default, "", new NextClaim(["gpu"], null), default).Within();
+        Assert.True(repeat.AlreadyCompleted);
+        Assert.Null(repeat.Next);
+        var stale = await Refused(() => Board.CompleteTaskAsync(wf, "a", a.Task.FencingToken + 100, default, "", new NextClaim(["gpu"], null), default));
+        Assert.Equal(BoardError.FencingTokenInvalid, stale.Error);
+        Assert.Equal(head, (await Board.GetWorkflowAsync(wf, default).Within()).Revision);
+        Assert.Equal(TaskState.Ready, (await Board.GetTaskAsync(wf, "gpu", default).Within()).Task.State);
+        Assert.Equal(posted.Tasks.Count, (await AllEventsAsync(wf)).Count(e => e.Kind == EventKind.TaskPosted));
+    }
+
+    [Fact]
+    public async Task CompleteWithClaimNext_InAPausedWorkflow_CompletesButClaimsNothing()
+    {
+        var wf = await NewWorkflowAsync();
+        await Board.PostTasksAsync(wf, [Spec("a"), Spec("b")], default).Within();
+        var a = await ClaimAsync(wf, "w1", "a");
+        await Board.UpdateWorkflowAsync(new WorkflowUpdate { WorkflowId = wf, Status = WorkflowStatus.Paused }, default).Within();
+
+        var done = await Board.CompleteTaskAsync(wf, "a", a.Task!.FencingToken, default, "", new NextClaim([], null), default).Within();
+        Assert.Equal(TaskState.Completed, done.Task.State);
+        Assert.Null(done.Next);
+        await Board.UpdateWorkflowAsync(new WorkflowUpdate { WorkflowId = wf, Status = WorkflowStatus.Active }, default).Within();
+        Assert.Equal("b", (await ClaimAsync(wf, "w2")).Task!.Id);
+    }
+
     [Fact]
     public async Task ClaimNext_OffersHighestPriority_ThenOldestReady_AndOnlyMatchingSkills()
     {

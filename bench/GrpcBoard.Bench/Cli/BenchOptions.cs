@@ -64,6 +64,8 @@ public sealed class BenchOptions
     // ---- Output ----
     public bool Timeline { get; private set; }
 
+    public bool ClaimNext { get; private set; }
+
     /// <summary>Switch, value name (null for a flag), description, and how the value is applied.</summary>
     private sealed record Option(string Switch, string? Value, string Description, Action<BenchOptions, string> Apply);
 
@@ -102,6 +104,7 @@ public sealed class BenchOptions
         new("--redis-benchmark-keyspace", "N", "compare: redis-benchmark -r, the random key space of SET NX (default 100000).", (o, v) => o.RedisBenchmarkKeyspace = Int(v, "--redis-benchmark-keyspace", 1)),
         new("--etcd-txns", "N", "compare: claim transactions against etcd, one new key each (default 100000).", (o, v) => o.EtcdTxns = Int(v, "--etcd-txns", 1)),
         new("--timeline", null, "Print completed operations per second of the measured run.", (o, _) => o.Timeline = true),
+        new("--claim-next", null, "claim-complete: each CompleteTask also claims the worker's next task (claim_next); ClaimTask only when it returned none.", (o, _) => o.ClaimNext = true),
     ];
 
     /// <summary>Parses "scenario [--name value | --name=value | --flag]...".</summary>

@@ -70,7 +70,7 @@ public sealed class ClaimScenario(string name, bool completes) : IScenario
         var window = new ResourceWindow(context.Target.ProcessId, context.Target.Companions);
         var redisBefore = context.Target.RedisEndpoint is { } redis ? await RedisCommandStats.TakeAsync(redis) : null;
         window.Start();
-        var run = await ClaimRun.ExecuteAsync(context.Clients, workflowIds, o.Workers, o.Tasks, lease, completes, o.ResultBytes, o.Duration, ct);
+        var run = await ClaimRun.ExecuteAsync(context.Clients, workflowIds, o.Workers, o.Tasks, lease, completes, o.ResultBytes, o.Duration, ct, o.ClaimNext);
         var usage = window.Stop();
         var redisAfter = redisBefore is not null ? await RedisCommandStats.TakeAsync(context.Target.RedisEndpoint!) : null;
         var connections = context.Clients.CountConnections();
@@ -143,7 +143,7 @@ public sealed class ClaimScenario(string name, bool completes) : IScenario
         {
             var before = JitActivity.Take(context.Target.ProcessId);
             await BoardSetup.PostTasksAsync(context.Clients.Main, warmupId, o.WarmupTasks, o.BatchSize, o.PayloadBytes, ct, firstId: round * o.WarmupTasks);
-            var run = await ClaimRun.ExecuteAsync(context.Clients, [warmupId], o.Workers, o.WarmupTasks, lease, completes, o.ResultBytes, null, ct);
+            var run = await ClaimRun.ExecuteAsync(context.Clients, [warmupId], o.Workers, o.WarmupTasks, lease, completes, o.ResultBytes, null, ct, o.ClaimNext);
             var (methods, tiering) = JitActivity.Take(context.Target.ProcessId).Since(before);
             var seconds = run.Wall.TotalSeconds;
             // Quiet: the server's tiering thread below 2% of the round (one /proc tick is 10 ms) and few new methods here.

@@ -38,13 +38,14 @@ public sealed class ClaimRun
     /// <summary>
     /// Runs <paramref name="workers"/> closed-loop workers until no task is ready (or the deadline passes); worker i
     /// works on workflow i mod the number of workflows. Each loops ClaimTask (next ready task) and, when
-    /// <paramref name="complete"/>, CompleteTask.
+    /// <paramref name="complete"/>, CompleteTask; with <paramref name="claimNext"/>, each CompleteTask also claims the
+    /// worker's next task (CompleteTaskRequest.claim_next), and ClaimTask is called only when it returned none.
     /// </summary>
     public static async Task<ClaimRun> ExecuteAsync(
-        ClientPool clients, IReadOnlyList<string> workflowIds, int workers, int expectedTasks, TimeSpan lease, bool complete, int resultBytes, TimeSpan? duration, CancellationToken cancellationToken)
+        ClientPool clients, IReadOnlyList<string> workflowIds, int workers, int expectedTasks, TimeSpan lease, bool complete, int resultBytes, TimeSpan? duration, CancellationToken cancellationToken, bool claimNext = false)
     {
         var perWorker = expectedTasks / workers + expectedTasks / workers / 4 + 256;
-        var pool = Enumerable.Range(0, workers).Select(i => new ClaimWorker(i, perWorker, complete)).ToList();
+        var pool = Enumerable.Range(0, workers).Select(i => new ClaimWorker(i, perWorker, complete, complete && claimNext)).ToList();
         var result = ByteString.CopyFrom(new byte[resultBytes]);
         var start = Stopwatch.GetTimestamp();
         var stopAt = duration is { } d ? start + (long)(d.TotalSeconds * Stopwatch.Frequency) : long.MaxValue;
@@ -68,7 +69,7 @@ public sealed class ClaimRun
 /// One closed-loop worker: one call at a time. Durations go into preallocated per-worker arrays
 /// (Stopwatch ticks), so recording takes no lock and no allocation during the run.
 /// </summary>
-public sealed class ClaimWorker(int index, int expected, bool complete)
+public sealed class ClaimWorker(int index, int expected, bool complete, bool claimNext = false)
 {
     /// <summary>A worker that fails this many calls in a row gives up (the server is gone or refusing).</summary>
     private const int MaxConsecutiveErrors = 50;
@@ -104,6 +105,13 @@ public sealed class ClaimWorker(int index, int expected, bool complete)
             LeaseDuration = Duration.FromTimeSpan(lease),
         };
         var completion = new CompleteTaskRequest { WorkflowId = workflowId, Result = result, ResultContentType = "application/octet-stream" };
+        if (claimNext)
+        {
+            completion.ClaimNext = new ClaimNext { LeaseDuration = Duration.FromTimeSpan(lease) };
+        }
+
+        // The claim a completion made for this worker (claim_next), taken instead of calling ClaimTask.
+        ClaimTaskResponse? carried = null;
         var consecutiveErrors = 0;
         while (!cancellationToken.IsCancellationRequested)
         {
@@ -115,19 +123,32 @@ public sealed class ClaimWorker(int index, int expected, bool complete)
             }
 
             ClaimTaskResponse claimed;
-            try
+            if (carried is not null)
             {
-                claimed = await client.ClaimTaskAsync(claim, options).ConfigureAwait(false);
+                claimed = carried;
+                carried = null;
             }
-            catch (BoardRpcException ex) when (!cancellationToken.IsCancellationRequested)
+            else
             {
-                Errors.Add("ClaimTask", ex);
-                if (++consecutiveErrors >= MaxConsecutiveErrors)
+                try
                 {
-                    return;
+                    claimed = await client.ClaimTaskAsync(claim, options).ConfigureAwait(false);
+                }
+                catch (BoardRpcException ex) when (!cancellationToken.IsCancellationRequested)
+                {
+                    Errors.Add("ClaimTask", ex);
+                    if (++consecutiveErrors >= MaxConsecutiveErrors)
+                    {
+                        return;
+                    }
+
+                    continue;
                 }
 
-                continue;
+                if (claimed.Task is not null)
+                {
+                    ClaimLatency.Record(Stopwatch.GetTimestamp() - t0);
+                }
             }
 
             var t1 = Stopwatch.GetTimestamp();
@@ -138,7 +159,6 @@ public sealed class ClaimWorker(int index, int expected, bool complete)
                 return;
             }
 
-            ClaimLatency.Record(t1 - t0);
             Claims++;
             if (!complete)
             {
@@ -159,6 +179,11 @@ public sealed class ClaimWorker(int index, int expected, bool complete)
                 if (done.AlreadyCompleted)
                 {
                     AlreadyCompleted++;
+                }
+
+                if (done.NextTask is { } next)
+                {
+                    carried = new ClaimTaskResponse { Task = next, FencingToken = done.NextFencingToken };
                 }
 
                 timeline.Add(t2);

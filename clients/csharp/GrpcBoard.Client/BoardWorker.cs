@@ -33,6 +33,13 @@ public sealed class BoardWorkerOptions
     /// <summary>Tasks run at once by this worker (default 1).</summary>
     public int MaxConcurrency { get; init; } = 1;
 
+    /// <summary>
+    /// Whether each completion also claims the next ready task (CompleteTaskRequest.claim_next), so that a busy
+    /// worker makes one call per task instead of two (default true). If a completion's response is lost, the
+    /// task it claimed is not known to the worker and returns to the queue when its lease runs out.
+    /// </summary>
+    public bool ClaimNextOnComplete { get; init; } = true;
+
     /// <summary>Logs claims, lost leases and failures.</summary>
     public ILogger? Logger { get; init; }
 }
@@ -161,7 +168,11 @@ public sealed class BoardWorker
     /// <param name="handler">The work.</param>
     /// <param name="cancellationToken">Stops waiting, or stops the task and releases it.</param>
     /// <returns>True if a task was claimed (whatever its outcome), false if none became ready within the claim wait.</returns>
-    public async Task<bool> RunOnceAsync(Func<TaskContext, Task<TaskOutcome>> handler, CancellationToken cancellationToken)
+    public async Task<bool> RunOnceAsync(Func<TaskContext, Task<TaskOutcome>> handler, CancellationToken cancellationToken) =>
+        (await ClaimAndRunAsync(handler, claimNext: false, cancellationToken).ConfigureAwait(false)).Claimed;
+
+    /// <summary>Claims a task and runs it; with <paramref name="claimNext"/>, returns the claim its completion made.</summary>
+    private async Task<(bool Claimed, Claim? Next)> ClaimAndRunAsync(Func<TaskContext, Task<TaskOutcome>> handler, bool claimNext, CancellationToken cancellationToken)
     {
         var claim = await _client.ClaimTaskAsync(new ClaimTaskRequest
         {
@@ -173,21 +184,33 @@ public sealed class BoardWorker
         }, new CallOptions(CancellationToken: cancellationToken)).ConfigureAwait(false);
         if (claim.Task is null)
         {
-            return false;
+            return (false, null);
         }
 
-        await RunClaimAsync(claim.Task, claim.FencingToken, handler, cancellationToken).ConfigureAwait(false);
-        return true;
+        return (true, await RunClaimAsync(new Claim(claim.Task, claim.FencingToken), handler, claimNext, cancellationToken).ConfigureAwait(false));
     }
+
+    /// <summary>A task this worker holds, with the token of its claim.</summary>
+    private sealed record Claim(Api.V1.Task Task, long Token);
 
     private async Task SlotAsync(Func<TaskContext, Task<TaskOutcome>> handler, CancellationToken cancellationToken)
     {
         var failures = 0;
+        Claim? next = null;
         while (!cancellationToken.IsCancellationRequested)
         {
             try
             {
-                await RunOnceAsync(handler, cancellationToken).ConfigureAwait(false);
+                if (next is { } held)
+                {
+                    next = null;
+                    next = await RunClaimAsync(held, handler, _options.ClaimNextOnComplete, cancellationToken).ConfigureAwait(false);
+                }
+                else
+                {
+                    next = (await ClaimAndRunAsync(handler, _options.ClaimNextOnComplete, cancellationToken).ConfigureAwait(false)).Next;
+                }
+
                 failures = 0;
             }
             catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
@@ -209,14 +232,22 @@ public sealed class BoardWorker
                 }
                 catch (OperationCanceledException)
                 {
-                    return;
+                    break;
                 }
             }
         }
+
+        if (next is { } unused)
+        {
+            // Stopped holding the claim the last completion made: give it back for another worker at once.
+            await TryAsync(() => _client.ReleaseTaskAsync(new ReleaseTaskRequest { WorkflowId = unused.Task.WorkflowId, TaskId = unused.Task.Id, FencingToken = unused.Token }), unused.Task).ConfigureAwait(false);
+        }
     }
 
-    private async Task RunClaimAsync(Api.V1.Task task, long token, Func<TaskContext, Task<TaskOutcome>> handler, CancellationToken stopping)
+    /// <summary>Runs a claimed task to its end; returns the claim its completion made, if it asked for one.</summary>
+    private async Task<Claim?> RunClaimAsync(Claim claim, Func<TaskContext, Task<TaskOutcome>> handler, bool claimNext, CancellationToken stopping)
     {
+        var (task, token) = claim;
         using var lost = CancellationTokenSource.CreateLinkedTokenSource(stopping);
         using var renewing = new CancellationTokenSource();
         var context = new TaskContext(_client, task, token, lost);
@@ -243,14 +274,14 @@ public sealed class BoardWorker
             // The claim is gone: any write would be refused by its fencing token, and another worker may own the task.
             Interlocked.Increment(ref _lost);
             _logger.LogWarning("Lost the claim on {Task} (token {Token}); its result is discarded.", task.Id, token);
-            return;
+            return null;
         }
 
         if (stopping.IsCancellationRequested && outcome is null)
         {
             // Stopping: give the task back so another worker takes it at once, without counting the attempt.
             await TryAsync(() => _client.ReleaseTaskAsync(new ReleaseTaskRequest { WorkflowId = task.WorkflowId, TaskId = task.Id, FencingToken = token }), task).ConfigureAwait(false);
-            return;
+            return null;
         }
 
         if (outcome is not null)
@@ -263,13 +294,19 @@ public sealed class BoardWorker
                 Result = ByteString.CopyFrom(outcome.Result.Span),
                 ResultContentType = outcome.ContentType,
             };
-            // CompleteTask is idempotent for the same token and result, so a retry after a lost response is safe.
-            if (await TryAsync(() => _client.CompleteTaskAsync(request), task).ConfigureAwait(false))
+            if (claimNext && !stopping.IsCancellationRequested)
             {
-                Interlocked.Increment(ref _completed);
+                request.ClaimNext = new ClaimNext { Skills = { _options.Skills }, LeaseDuration = Duration.FromTimeSpan(_options.LeaseDuration) };
             }
 
-            return;
+            // CompleteTask is idempotent for the same token and result, so a retry after a lost response is safe.
+            if (await TryAsync(() => _client.CompleteTaskAsync(request), task).ConfigureAwait(false) is not { } completed)
+            {
+                return null;
+            }
+
+            Interlocked.Increment(ref _completed);
+            return completed.NextTask is { } nextTask ? new Claim(nextTask, completed.NextFencingToken) : null;
         }
 
         var fail = new FailTaskRequest
@@ -281,10 +318,12 @@ public sealed class BoardWorker
             NonRetryable = failure is NonRetryableTaskException,
         };
         _logger.LogWarning(failure, "Task {Task} failed on attempt {Attempt}.", task.Id, task.Attempt);
-        if (await TryAsync(() => _client.FailTaskAsync(fail), task).ConfigureAwait(false))
+        if (await TryAsync(() => _client.FailTaskAsync(fail), task).ConfigureAwait(false) is not null)
         {
             Interlocked.Increment(ref _failed);
         }
+
+        return null;
     }
 
     /// <summary>Renews until told to stop; cancels <paramref name="lost"/> when the claim is gone or the lease runs out unrenewed.</summary>
@@ -335,15 +374,15 @@ public sealed class BoardWorker
         }
     }
 
-    /// <summary>Runs a final call for a claim, retrying transient failures a few times. Returns false if it did not succeed.</summary>
-    private async Task<bool> TryAsync<T>(Func<Task<T>> call, Api.V1.Task task)
+    /// <summary>Runs a final call for a claim, retrying transient failures a few times. Returns null if it did not succeed.</summary>
+    private async Task<T?> TryAsync<T>(Func<Task<T>> call, Api.V1.Task task)
+        where T : class
     {
         for (var attempt = 1; ; attempt++)
         {
             try
             {
-                await call().ConfigureAwait(false);
-                return true;
+                return await call().ConfigureAwait(false);
             }
             catch (BoardRpcException ex) when (ex.IsTransient && attempt < 5)
             {
@@ -357,7 +396,7 @@ public sealed class BoardWorker
                 }
 
                 _logger.LogWarning(ex, "Finishing {Task} was refused ({Reason}).", task.Id, ex.ReasonName);
-                return false;
+                return null;
             }
         }
     }

@@ -73,7 +73,11 @@ public sealed record PostResult(IReadOnlyList<TaskRecord> Tasks, IReadOnlyList<s
 
 public sealed record CancelResult(TaskRecord Task, IReadOnlyList<string> CancelledDependents, long Revision);
 
-public sealed record CompleteResult(TaskRecord Task, bool AlreadyCompleted, IReadOnlyList<string> ReadyDependents, long Revision);
+/// <param name="Next">With a <see cref="NextClaim"/>: the task claimed in the same transaction, or null.</param>
+public sealed record CompleteResult(TaskRecord Task, bool AlreadyCompleted, IReadOnlyList<string> ReadyDependents, long Revision, TaskRecord? Next = null);
+
+/// <summary>A claim of the next ready task made by the transaction that completes the worker's current one.</summary>
+public sealed record NextClaim(IReadOnlyCollection<string> Skills, TimeSpan? Lease);
 
 public sealed record FailResult(TaskRecord Task, bool WillRetry, IReadOnlyList<string> CancelledDependents, long Revision);
 

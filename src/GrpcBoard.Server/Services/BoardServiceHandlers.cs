@@ -171,7 +171,10 @@ public sealed class BoardServiceHandlers(Coordinator board, TimeProvider time, C
 
     public async Task<CompleteTaskResponse> CompleteTask(CompleteTaskRequest request, ServerCallContext context)
     {
-        var result = await board.CompleteTaskAsync(request.WorkflowId, request.TaskId, request.FencingToken, request.Result.Memory, request.ResultContentType, context.CancellationToken);
+        var next = request.ClaimNext is { } claimNext
+            ? new Core.Model.NextClaim(claimNext.Skills, ToTimeSpan(claimNext.LeaseDuration, "claim_next.lease_duration"))
+            : null;
+        var result = await board.CompleteTaskAsync(request.WorkflowId, request.TaskId, request.FencingToken, request.Result.Memory, request.ResultContentType, next, context.CancellationToken);
         var response = new CompleteTaskResponse
         {
             Header = Header(result.Revision),
@@ -179,6 +182,12 @@ public sealed class BoardServiceHandlers(Coordinator board, TimeProvider time, C
             AlreadyCompleted = result.AlreadyCompleted,
         };
         response.ReadyDependents.Add(result.ReadyDependents);
+        if (result.Next is { } nextTask)
+        {
+            response.NextTask = ToProto(request.WorkflowId, nextTask);
+            response.NextFencingToken = nextTask.FencingToken;
+        }
+
         return response;
     }
 

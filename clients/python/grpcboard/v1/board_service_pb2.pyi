@@ -55,6 +55,14 @@ class CheckpointResponse(_message.Message):
     header: ResponseHeader
     def __init__(self, header: _Optional[_Union[ResponseHeader, _Mapping]] = ..., checkpoint_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
+class ClaimNext(_message.Message):
+    __slots__ = ["lease_duration", "skills"]
+    LEASE_DURATION_FIELD_NUMBER: _ClassVar[int]
+    SKILLS_FIELD_NUMBER: _ClassVar[int]
+    lease_duration: _duration_pb2.Duration
+    skills: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, skills: _Optional[_Iterable[str]] = ..., lease_duration: _Optional[_Union[_duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+
 class ClaimTaskRequest(_message.Message):
     __slots__ = ["lease_duration", "skills", "task_id", "wait", "worker_id", "workflow_id"]
     LEASE_DURATION_FIELD_NUMBER: _ClassVar[int]
@@ -84,30 +92,36 @@ class ClaimTaskResponse(_message.Message):
     def __init__(self, header: _Optional[_Union[ResponseHeader, _Mapping]] = ..., task: _Optional[_Union[_task_pb2.Task, _Mapping]] = ..., fencing_token: _Optional[int] = ..., lease_expire_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class CompleteTaskRequest(_message.Message):
-    __slots__ = ["fencing_token", "result", "result_content_type", "task_id", "workflow_id"]
+    __slots__ = ["claim_next", "fencing_token", "result", "result_content_type", "task_id", "workflow_id"]
+    CLAIM_NEXT_FIELD_NUMBER: _ClassVar[int]
     FENCING_TOKEN_FIELD_NUMBER: _ClassVar[int]
     RESULT_CONTENT_TYPE_FIELD_NUMBER: _ClassVar[int]
     RESULT_FIELD_NUMBER: _ClassVar[int]
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     WORKFLOW_ID_FIELD_NUMBER: _ClassVar[int]
+    claim_next: ClaimNext
     fencing_token: int
     result: bytes
     result_content_type: str
     task_id: str
     workflow_id: str
-    def __init__(self, workflow_id: _Optional[str] = ..., task_id: _Optional[str] = ..., fencing_token: _Optional[int] = ..., result: _Optional[bytes] = ..., result_content_type: _Optional[str] = ...) -> None: ...
+    def __init__(self, workflow_id: _Optional[str] = ..., task_id: _Optional[str] = ..., fencing_token: _Optional[int] = ..., result: _Optional[bytes] = ..., result_content_type: _Optional[str] = ..., claim_next: _Optional[_Union[ClaimNext, _Mapping]] = ...) -> None: ...
 
 class CompleteTaskResponse(_message.Message):
-    __slots__ = ["already_completed", "header", "ready_dependents", "task"]
+    __slots__ = ["already_completed", "header", "next_fencing_token", "next_task", "ready_dependents", "task"]
     ALREADY_COMPLETED_FIELD_NUMBER: _ClassVar[int]
     HEADER_FIELD_NUMBER: _ClassVar[int]
+    NEXT_FENCING_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    NEXT_TASK_FIELD_NUMBER: _ClassVar[int]
     READY_DEPENDENTS_FIELD_NUMBER: _ClassVar[int]
     TASK_FIELD_NUMBER: _ClassVar[int]
     already_completed: bool
     header: ResponseHeader
+    next_fencing_token: int
+    next_task: _task_pb2.Task
     ready_dependents: _containers.RepeatedScalarFieldContainer[str]
     task: _task_pb2.Task
-    def __init__(self, header: _Optional[_Union[ResponseHeader, _Mapping]] = ..., task: _Optional[_Union[_task_pb2.Task, _Mapping]] = ..., already_completed: bool = ..., ready_dependents: _Optional[_Iterable[str]] = ...) -> None: ...
+    def __init__(self, header: _Optional[_Union[ResponseHeader, _Mapping]] = ..., task: _Optional[_Union[_task_pb2.Task, _Mapping]] = ..., already_completed: bool = ..., ready_dependents: _Optional[_Iterable[str]] = ..., next_task: _Optional[_Union[_task_pb2.Task, _Mapping]] = ..., next_fencing_token: _Optional[int] = ...) -> None: ...
 
 class CreateWorkflowRequest(_message.Message):
     __slots__ = ["goal", "labels", "workflow_id"]
