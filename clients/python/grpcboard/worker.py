@@ -14,8 +14,9 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable, List, Optional, Sequ
 import grpc
 
 from grpcboard.cancel import CancelEvent
+from grpcboard.client import to_duration
 from grpcboard.errors import BoardError
-from grpcboard.v1 import task_pb2
+from grpcboard.v1 import board_service_pb2, task_pb2
 
 if TYPE_CHECKING:
     from grpcboard.client import BoardClient
@@ -173,6 +174,7 @@ class Worker:
         renew_interval: Optional[float] = None,
         claim_wait: float = 20.0,
         max_concurrency: int = 1,
+        claim_next_on_complete: bool = True,
         logger: Optional[logging.Logger] = None,
     ) -> None:
         """
@@ -185,6 +187,9 @@ class Worker:
             renew_interval: How often the lease is renewed while a task runs (default a third of the lease).
             claim_wait: How long one claim call waits on the server for a ready task (default 20 s).
             max_concurrency: Tasks run at once (default 1), each in its own thread.
+            claim_next_on_complete: Each completion also claims the next ready task (claim_next), so a busy
+                worker makes one call per task instead of two (default True). If a completion's response is
+                lost, the task it claimed returns to the queue when its lease runs out.
             logger: Logs claims, lost leases and failures (default logger "grpcboard.worker").
         """
         if max_concurrency < 1:
@@ -199,6 +204,7 @@ class Worker:
         self.renew_interval = float(renew_interval) if renew_interval is not None else self.lease_duration / 3
         self.claim_wait = float(claim_wait)
         self.max_concurrency = max_concurrency
+        self.claim_next_on_complete = claim_next_on_complete
         self._log = logger or _log
         #: Set to stop the worker (see :meth:`stop`); running tasks are then released.
         self.stopping = CancelEvent()
@@ -287,15 +293,24 @@ class Worker:
         )
         if not claim.HasField("task"):
             return False
-        self._run_claim(claim.task, claim.fencing_token, handler, claimed_at=time.monotonic())
+        self._run_claim(claim.task, claim.fencing_token, handler, claimed_at=time.monotonic(), claim_next=False)
         return True
 
     # -- internals --------------------------------------------------------------------------
 
     def _slot(self, handler: Handler, errors: List[BaseException]) -> None:
         failures = 0
+        carried: Optional[_Claim] = None  # the claim the last completion made (claim_next)
         try:
             while not self.stopping.is_set():
+                if carried is not None:
+                    held, carried = carried, None
+                    carried = self._run_claim(held.task, held.token, handler, claimed_at=held.claimed_at,
+                                              claim_next=self._wants_next())
+                    if self._max_tasks is not None and self._completed >= self._max_tasks:
+                        self.stop()
+                        break
+                    continue
                 try:
                     claim = self.client.claim_task(
                         workflow_id=self.workflow_id,
@@ -319,16 +334,29 @@ class Worker:
                 if claim.HasField("task"):
                     # The lease started when the server granted the task, after a wait of unknown length:
                     # count it from now, as the C# client does (the server enforces the real end anyway).
-                    self._run_claim(claim.task, claim.fencing_token, handler, claimed_at=time.monotonic())
+                    carried = self._run_claim(claim.task, claim.fencing_token, handler, claimed_at=time.monotonic(),
+                                              claim_next=self._wants_next())
                     if self._max_tasks is not None and self._completed >= self._max_tasks:
                         self.stop()
-                        return
-                if self._until_done and not self.stopping.is_set() and self._workflow_done():
+                        break
+                if carried is None and self._until_done and not self.stopping.is_set() and self._workflow_done():
                     self.stop()
                     return
         except BaseException as e:  # noqa: B902 - hand it to run(), stop the other slots
             errors.append(e)
             self.stop()
+        finally:
+            if carried is not None:
+                # Stopped while holding the claim the last completion made: give it back at once.
+                task = carried.task
+                if self._finish(lambda: self.client.release_task(
+                        workflow_id=task.workflow_id, task_id=task.id, fencing_token=carried.token), task):
+                    with self._lock:
+                        self._released += 1
+
+    def _wants_next(self) -> bool:
+        """Whether the next completion should claim another task: not when it is the last one wanted."""
+        return self.claim_next_on_complete and (self._max_tasks is None or self._completed + 1 < self._max_tasks)
 
     def _workflow_done(self) -> bool:
         try:
@@ -339,7 +367,9 @@ class Worker:
             raise
         return counts.pending + counts.ready + counts.claimed + counts.backoff == 0
 
-    def _run_claim(self, task: task_pb2.Task, token: int, handler: Handler, claimed_at: float) -> None:
+    def _run_claim(self, task: task_pb2.Task, token: int, handler: Handler, claimed_at: float,
+                   claim_next: bool) -> Optional["_Claim"]:
+        """Runs a claimed task to its end; returns the claim its completion made (claim_next), if any."""
         lost = CancelEvent()
         unlink = lost.link(self.stopping)
         stop_renewing = CancelEvent()
@@ -373,7 +403,7 @@ class Worker:
                 self._lost += 1
             self._log.warning("lost the claim on %s (token %d): %s; its result is discarded", task.id, token,
                               ctx.lost_error)
-            return
+            return None
 
         if stopping and outcome is None:
             # Give the task back so another worker takes it at once, without counting the attempt.
@@ -383,15 +413,19 @@ class Worker:
                     self._released += 1
             if interrupted is not None:
                 raise interrupted
-            return
+            return None
 
         if outcome is not None:
             result_holder: List[Any] = []
+            # Claiming the next task only while the worker goes on: one claimed on the way out would only be released.
+            next_claim = (board_service_pb2.ClaimNext(skills=self.skills, lease_duration=to_duration(self.lease_duration))
+                          if claim_next and not stopping else None)
 
             def complete() -> Any:
                 response = self.client.complete_task(
                     workflow_id=task.workflow_id, task_id=task.id, fencing_token=token,
-                    result=outcome.result, result_content_type=outcome.content_type)  # type: ignore[union-attr]
+                    result=outcome.result, result_content_type=outcome.content_type,  # type: ignore[union-attr]
+                    claim_next=next_claim)
                 result_holder.append(response)
                 return response
 
@@ -402,7 +436,10 @@ class Worker:
                 self._log.info("completed %s (token %d)", task.id, token)
                 if self.on_completed is not None:
                     self.on_completed(task, token, result_holder[-1])
-            return
+                response = result_holder[-1]
+                if response.HasField("next_task"):
+                    return _Claim(response.next_task, response.next_fencing_token, time.monotonic())
+            return None
 
         assert failure is not None
         non_retryable = isinstance(failure, NonRetryableError)
@@ -414,6 +451,7 @@ class Worker:
                 error_details=failure.details if isinstance(failure, NonRetryableError) else b""), task):
             with self._lock:
                 self._failed += 1
+        return None
 
     def _invoke(self, handler: Handler, ctx: TaskContext) -> HandlerResult:
         if inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(getattr(handler, "__call__", None)):
@@ -474,6 +512,15 @@ class Worker:
                         self._lost += 1
                 self._log.warning("finishing %s was refused: %s", task.id, e)
                 return False
+
+
+@dataclass(frozen=True)
+class _Claim:
+    """A task this worker holds: the task, its claim's fencing token, and when the claim was granted (monotonic)."""
+
+    task: task_pb2.Task
+    token: int
+    claimed_at: float
 
 
 def _join_all(threads: List[threading.Thread]) -> None:

@@ -355,3 +355,33 @@ def test_lease_is_counted_from_the_grant_not_from_the_start_of_the_wait(target: 
     assert not thread.errors  # type: ignore[attr-defined]
     assert outcome == {"lost": False}, "renewals kept the claim for the whole 2 s handler"
     assert (worker.completed, worker.lost_claims) == (1, 0)
+
+
+def test_each_completion_claims_the_next_task_in_the_same_transaction(client: BoardClient, workflow: str) -> None:
+    client.post_tasks(workflow_id=workflow, tasks=[pb.TaskSpec(id=f"t{i}", priority=10 - i) for i in range(5)])
+    seen: List[str] = []
+    worker = client.worker(workflow, "chain", claim_wait=1)
+    thread = start_worker(worker, lambda ctx: seen.append(ctx.task.id) or "ok", until_done=True)
+    join(thread, WAIT)
+    assert not thread.errors  # type: ignore[attr-defined]
+    assert seen == [f"t{i}" for i in range(5)] and worker.completed == 5
+
+    with client.watch(workflow_id=workflow, start_revision=1) as stream:
+        events = [next(stream) for _ in range(1 + 5 + 5 + 5)]
+    kinds = (pb.EVENT_KIND_TASK_COMPLETED, pb.EVENT_KIND_TASK_CLAIMED)
+    changes = [e for e in events if e.kind in kinds]
+    for done, claimed in zip(changes[1::2], changes[2::2]):
+        # One transaction: the claim directly follows the completion, with the same timestamp.
+        assert (done.kind, claimed.kind) == kinds
+        assert claimed.revision == done.revision + 1 and claimed.time == done.time
+
+
+def test_a_worker_with_max_tasks_claims_no_task_it_would_not_run(client: BoardClient, workflow: str) -> None:
+    client.post_tasks(workflow_id=workflow, tasks=[pb.TaskSpec(id=f"t{i}") for i in range(3)])
+    worker = client.worker(workflow, "one", claim_wait=1)
+    thread = start_worker(worker, lambda ctx: "ok", max_tasks=1)
+    join(thread, WAIT)
+    assert not thread.errors  # type: ignore[attr-defined]
+    assert (worker.completed, worker.released) == (1, 0)
+    states = sorted(t.state for t in client.iter_tasks(workflow))
+    assert states == sorted([pb.TASK_STATE_COMPLETED, pb.TASK_STATE_READY, pb.TASK_STATE_READY])

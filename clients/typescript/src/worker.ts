@@ -58,6 +58,12 @@ export interface BoardWorkerOptions {
   claimWaitMs?: number;
   /** Tasks run at once by this worker (default 1). */
   maxConcurrency?: number;
+  /**
+   * Whether each completion also claims the next ready task (`claim_next`), so that a busy worker makes one
+   * call per task instead of two (default true). If a completion's response is lost, the task it claimed
+   * returns to the queue when its lease runs out.
+   */
+  claimNextOnComplete?: boolean;
   /** Logs claims, lost leases and failures. */
   logger?: WorkerLogger;
   /** Called for every claim, completion, failure, lost claim and release. Must not throw. */
@@ -121,11 +127,17 @@ export class TaskContext {
 /** The work: gets the task, returns its result; throwing fails the attempt (NonRetryableError: at once for good). */
 export type TaskHandler = (context: TaskContext) => Promise<TaskOutcome>;
 
+/** A task a worker holds, with the token of its claim. */
+interface Claim {
+  task: Task;
+  fencingToken: bigint;
+}
+
 /**
  * A worker loop: claim the next ready task (waiting on the server, not polling), run the handler while
- * renewing the lease in the background, then complete or fail the task, every call carrying the fencing
- * token. When the lease is lost the handler's signal fires and nothing more is written for that claim;
- * when the worker stops, running tasks are released for others.
+ * renewing the lease in the background, then complete or fail the task (by default claiming the next task
+ * in the same call), every call carrying the fencing token. When the lease is lost the handler's signal
+ * fires and nothing more is written for that claim; when the worker stops, running tasks are released for others.
  */
 export class BoardWorker {
   private readonly options: Required<Omit<BoardWorkerOptions, "logger" | "onEvent" | "renewIntervalMs">> &
@@ -145,6 +157,7 @@ export class BoardWorker {
       skills: [],
       leaseMs: 30_000,
       claimWaitMs: 20_000,
+      claimNextOnComplete: true,
       ...options,
       maxConcurrency,
     };
@@ -176,27 +189,43 @@ export class BoardWorker {
     let fatal: unknown;
     const slot = async () => {
       let failures = 0;
-      while (!stopping.aborted) {
-        try {
-          await this.runOnce(handler, stopping);
-          failures = 0;
-        } catch (error) {
-          if (stopping.aborted) {
-            return;
-          }
-          const e = BoardError.from(error);
-          if (!(e.isTransient || e.codeName === "DEADLINE_EXCEEDED")) {
-            fatal ??= e;
-            controller.abort(e);
-            return;
-          }
-          // Server or store unavailable: back off and try again rather than spin.
-          failures++;
-          this.options.logger?.warn(`Claim failed (${e.codeName}); retrying.`);
+      // The claim the last completion made (claim_next), run instead of calling ClaimTask.
+      let next: Claim | undefined;
+      try {
+        while (!stopping.aborted) {
           try {
-            await sleep(Math.min(10_000, 200 * 2 ** Math.min(failures, 6)), stopping);
-          } catch {
-            return;
+            const held = next;
+            next = undefined;
+            next = held !== undefined
+              ? await this.runClaim(held.task, held.fencingToken, handler, stopping, this.options.claimNextOnComplete)
+              : await this.claimAndRun(handler, stopping, this.options.claimNextOnComplete);
+            failures = 0;
+          } catch (error) {
+            if (stopping.aborted) {
+              return;
+            }
+            const e = BoardError.from(error);
+            if (!(e.isTransient || e.codeName === "DEADLINE_EXCEEDED")) {
+              fatal ??= e;
+              controller.abort(e);
+              return;
+            }
+            // Server or store unavailable: back off and try again rather than spin.
+            failures++;
+            this.options.logger?.warn(`Claim failed (${e.codeName}); retrying.`);
+            try {
+              await sleep(Math.min(10_000, 200 * 2 ** Math.min(failures, 6)), stopping);
+            } catch {
+              return;
+            }
+          }
+        }
+      } finally {
+        if (next !== undefined) {
+          // Stopped holding the claim the last completion made: give it back for another worker at once.
+          const { task, fencingToken } = next;
+          if (await this.finish(task, () => this.client.releaseTask({ workflowId: task.workflowId, taskId: task.id, fencingToken }))) {
+            this.emit({ type: "released", task, fencingToken });
           }
         }
       }
@@ -216,6 +245,18 @@ export class BoardWorker {
    * @returns true if a task was claimed (whatever its outcome), false if none became ready within the claim wait.
    */
   async runOnce(handler: TaskHandler, signal?: AbortSignal): Promise<boolean> {
+    let claimed = false;
+    await this.claimAndRun(handler, signal ?? new AbortController().signal, false, () => (claimed = true));
+    return claimed;
+  }
+
+  /** Claims a task and runs it; with `claimNext`, returns the claim its completion made. */
+  private async claimAndRun(
+    handler: TaskHandler,
+    signal: AbortSignal,
+    claimNext: boolean,
+    onClaimed?: () => void,
+  ): Promise<Claim | undefined> {
     const o = this.options;
     const claim = await this.client.claimTask(
       {
@@ -228,10 +269,10 @@ export class BoardWorker {
       { signal },
     );
     if (claim.task === undefined) {
-      return false;
+      return undefined;
     }
-    await this.runClaim(claim.task, claim.fencingToken, handler, signal ?? new AbortController().signal);
-    return true;
+    onClaimed?.();
+    return this.runClaim(claim.task, claim.fencingToken, handler, signal, claimNext);
   }
 
   private emit(event: WorkerEvent): void {
@@ -242,7 +283,14 @@ export class BoardWorker {
     }
   }
 
-  private async runClaim(task: Task, token: bigint, handler: TaskHandler, stopping: AbortSignal): Promise<void> {
+  /** Runs a claimed task to its end; returns the claim its completion made, if it asked for one. */
+  private async runClaim(
+    task: Task,
+    token: bigint,
+    handler: TaskHandler,
+    stopping: AbortSignal,
+    claimNext: boolean,
+  ): Promise<Claim | undefined> {
     const log = this.options.logger;
     const { controller: lost, dispose } = linkedController(stopping);
     const renewing = new AbortController();
@@ -269,7 +317,7 @@ export class BoardWorker {
       this.counts.lost++;
       log?.warn(`Lost the claim on ${task.id} (token ${token}); its result is discarded.`);
       this.emit({ type: "lost", task, fencingToken: token, reason: lost.signal.reason });
-      return;
+      return undefined;
     }
 
     const ids = { workflowId: task.workflowId, taskId: task.id, fencingToken: token };
@@ -278,24 +326,30 @@ export class BoardWorker {
       if (await this.finish(task, () => this.client.releaseTask(ids))) {
         this.emit({ type: "released", task, fencingToken: token });
       }
-      return;
+      return undefined;
     }
 
     if (!threw && outcome !== undefined) {
       const result = outcome;
+      const o = this.options;
+      // Claiming the next task only while the worker goes on: one claimed on the way out would only be released.
+      const claimNextRequest =
+        claimNext && !stopping.aborted ? { skills: o.skills, leaseDuration: duration(o.leaseMs) } : undefined;
       // CompleteTask is idempotent for the same token and result, so a retry after a lost response is safe.
       const response = await this.finish(task, () =>
         this.client.completeTask({
           ...ids,
           result: result.result,
           resultContentType: result.contentType ?? "application/octet-stream",
+          claimNext: claimNextRequest,
         }),
       );
-      if (response !== undefined) {
-        this.counts.completed++;
-        this.emit({ type: "completed", task, fencingToken: token, response });
+      if (response === undefined) {
+        return undefined;
       }
-      return;
+      this.counts.completed++;
+      this.emit({ type: "completed", task, fencingToken: token, response });
+      return response.nextTask === undefined ? undefined : { task: response.nextTask, fencingToken: response.nextFencingToken };
     }
 
     if (!threw) {
@@ -314,6 +368,7 @@ export class BoardWorker {
       this.counts.failed++;
       this.emit({ type: "failed", task, fencingToken: token, error: failure, response });
     }
+    return undefined;
   }
 
   /** Renews until told to stop; aborts `lost` when the claim is gone or the lease runs out unrenewed. */

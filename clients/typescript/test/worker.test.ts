@@ -101,6 +101,44 @@ describe("worker", () => {
     }
   });
 
+  test("each completion claims the next task (claim_next); a claim held when stopping is released", T, async () => {
+    const id = await workflowWith("wk-next", [
+      { id: "a", priority: 3 },
+      { id: "b", priority: 2 },
+      { id: "c", priority: 1 },
+    ]);
+    const log = eventLog();
+    const stop = new AbortController();
+    const worker = client.createWorker({
+      workflowId: id,
+      workerId: "w-next",
+      claimWaitMs: 5_000,
+      onEvent: (e) => {
+        log.onEvent(e);
+        // Stop right after b's completion has claimed c: the worker holds c without having run it.
+        if (e.type === "completed" && e.task.id === "b") stop.abort();
+      },
+    });
+    const ran: string[] = [];
+    const running = worker.run(async (ctx) => {
+      ran.push(ctx.task.id);
+      return TaskOutcome.text("ok");
+    }, stop.signal);
+    await withTimeout(running, 15_000, "the worker to stop");
+
+    assert.deepEqual(ran, ["a", "b"]);
+    const completed = log.events.filter((e) => e.type === "completed");
+    assert.deepEqual(completed.map((e) => [e.task.id, e.response.nextTask?.id]), [["a", "b"], ["b", "c"]]);
+    // b's claim is the one a's completion made, with its token.
+    const claimedB = log.events.find((e) => e.type === "claimed" && e.task.id === "b")!;
+    assert.equal(claimedB.fencingToken, completed[0].response.nextFencingToken);
+    const released = log.events.filter((e) => e.type === "released");
+    assert.deepEqual(released.map((e) => e.task.id), ["c"]);
+    const c = (await client.getTask({ workflowId: id, taskId: "c" })).task!;
+    assert.equal(c.state, TaskState.READY);
+    assert.equal(c.attempt, 0);
+  });
+
   test("a throwing handler fails the attempt (retried); NonRetryableError dead-letters at once", T, async () => {
     const id = await workflowWith("wk-fail", [
       { id: "flaky", maxAttempts: 3, retryPolicy: { initialBackoff: duration(0) } },
