@@ -981,7 +981,8 @@ export type CompleteTaskRequest = Message<"grpcboard.v1.CompleteTaskRequest"> & 
    * workflow for the worker that held this one, as ClaimTask would without a
    * wait: a worker loop makes one call per task instead of two. Nothing is
    * claimed when the call repeats an earlier completion, or when the workflow
-   * is not ACTIVE.
+   * is not ACTIVE. So if a response is lost, its retry claims nothing, and the
+   * task the first call claimed returns to the queue when its lease runs out.
    *
    * @generated from field: grpcboard.v1.ClaimNext claim_next = 6;
    */
