@@ -404,7 +404,7 @@ public sealed class Coordinator
         return await ClaimBestReadyAsync(txn, workerId, skills, lease, Now).ConfigureAwait(false);
     }
 
-    /// <summary>Claims the best ready task these skills allow, in an ACTIVE workflow; null if none is ready.</summary>
+    /// <summary>Claims the best ready task these skills allow (callers have checked the workflow is ACTIVE); null if none is ready.</summary>
     private static async ValueTask<string?> ClaimBestReadyAsync(IWorkflowTransaction txn, string workerId, IReadOnlyCollection<string> skills, TimeSpan lease, DateTimeOffset now)
     {
         var candidates = await txn.GetReadyTasksAsync(skills, 1).ConfigureAwait(false);
@@ -732,7 +732,7 @@ public sealed class Coordinator
 
     // ---- Shared steps -------------------------------------------------------------------------------
 
-    /// <param name="readAhead">What the step reads besides the task (a completion: its dependents), if anything.</param>
+    /// <param name="readAhead">What the transaction is about to read (see <see cref="ReadAhead"/>); by default the task itself.</param>
     private Task<TxnResult<T>> FencedAsync<T>(string workflowId, string taskId, Func<IWorkflowTransaction, TaskRecord, DateTimeOffset, ValueTask<T>> step, CancellationToken ct, ReadAhead? readAhead = null)
     {
         Validation.Id(workflowId, "workflow_id", _limits);

@@ -18,7 +18,7 @@ internal sealed class RedisTransaction(RedisStore store, string workflowId, Redi
     private readonly Dictionary<string, string> _reservations = new(StringComparer.Ordinal);
     private readonly Dictionary<string, IReadOnlyList<string>> _dependentIds = new(StringComparer.Ordinal);
 
-    /// <summary>What <see cref="RedisStore"/> reserved ahead for these skills (Task null: nothing was ready), until the body asks.</summary>
+    /// <summary>What <see cref="RedisStore"/> reserved ahead for these skills (Reserved null: nothing was ready), until the body asks.</summary>
     private (IReadOnlyCollection<string> Skills, (string Entry, TaskRecord Task, long Revision)? Reserved)? _readAhead;
 
     public override long HeadRevision => meta.Head;
