@@ -36,7 +36,14 @@ public sealed partial class ServerProcess : IAsyncDisposable
         {
             if (e.Data is null)
             {
-                ready.TrySetException(new InvalidOperationException("The server exited before listening. Output:\n" + output));
+                // stderr is read on another thread and may still be appending: read the text under the lock.
+                string text;
+                lock (output)
+                {
+                    text = output.ToString();
+                }
+
+                ready.TrySetException(new InvalidOperationException("The server exited before listening. Output:\n" + text));
                 return;
             }
 
