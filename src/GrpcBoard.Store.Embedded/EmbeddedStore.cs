@@ -56,34 +56,40 @@ public sealed class EmbeddedStore : IBoardStore
 
     public async Task<TxnResult<T>> ExecuteAsync<T>(string workflowId, Func<IWorkflowTransaction, ValueTask<T>> body, CancellationToken cancellationToken)
     {
-        T value;
-        long revision;
-        IReadOnlyList<EventRecord> committed;
-        JournalEntry? waitFor;
+        T value = default!;
+        long revision = 0;
+        IReadOnlyList<EventRecord> committed = [];
+        Task? waitFor;
+        BoardException? refusal = null;
         _generation.EnterReadLock();
         try
         {
             ThrowIfFailed();
             var state = _workflows.TryGetValue(workflowId, out var existing)
                 ? existing
-                : new WorkflowState(workflowId, RecentCapacity);
+                : new WorkflowState(workflowId, RecentCapacity, _timers);
             while (true)
             {
                 lock (state.Gate)
                 {
-                    var txn = new EmbeddedTransaction(state);
-                    var pending = body(txn);
-                    if (!pending.IsCompleted)
+                    var txn = new StateTransaction(state);
+                    try
                     {
-                        // Embedded reads are synchronous, so a body that truly waits is a bug: it would hold the lock across I/O.
-                        throw new InvalidOperationException("An embedded-store transaction body must complete synchronously.");
+                        value = StateTransaction.RunSynchronously(txn, body);
+                    }
+                    catch (BoardException ex)
+                    {
+                        // A refusal is read from memory too ("already claimed" by a claim still being written):
+                        // it is answered only once what it saw is durable, like any other read.
+                        refusal = ex;
+                        waitFor = state.LastWrite;
+                        break;
                     }
 
-                    value = pending.GetAwaiter().GetResult();
                     if (txn.Changes.Count == 0)
                     {
                         revision = state.Head;
-                        waitFor = state.LastEntry;
+                        waitFor = state.LastWrite;
                         committed = [];
                         break;
                     }
@@ -106,9 +112,14 @@ public sealed class EmbeddedStore : IBoardStore
             _generation.ExitReadLock();
         }
 
-        if (waitFor is { IsDurable: false })
+        if (waitFor is { IsCompletedSuccessfully: false })
         {
-            await waitFor.Durable.WaitAsync(cancellationToken).ConfigureAwait(false);
+            await waitFor.WaitAsync(cancellationToken).ConfigureAwait(false);
+        }
+
+        if (refusal is not null)
+        {
+            System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(refusal);
         }
 
         return new TxnResult<T>(value, revision, committed);
@@ -117,7 +128,7 @@ public sealed class EmbeddedStore : IBoardStore
     public async ValueTask<IReadOnlyList<WorkflowSummary>> ListWorkflowsAsync(WorkflowStatus? status, string? afterId, int limit, CancellationToken cancellationToken)
     {
         var result = new List<WorkflowSummary>();
-        JournalEntry? waitFor = null;
+        Task? waitFor = null;
         _generation.EnterReadLock();
         try
         {
@@ -130,9 +141,9 @@ public sealed class EmbeddedStore : IBoardStore
                     if (state.Record is { } record && (status is null || record.Status == status))
                     {
                         result.Add(new WorkflowSummary(record, state.Counts.Clone(), state.Head));
-                        if (state.LastEntry is { IsDurable: false } entry)
+                        if (state.LastWrite is { IsCompletedSuccessfully: false } write)
                         {
-                            waitFor = entry;
+                            waitFor = write;
                         }
                     }
                 }
@@ -150,7 +161,7 @@ public sealed class EmbeddedStore : IBoardStore
 
         if (waitFor is not null)
         {
-            await waitFor.Durable.WaitAsync(cancellationToken).ConfigureAwait(false);
+            await waitFor.WaitAsync(cancellationToken).ConfigureAwait(false);
         }
 
         return result;
@@ -237,112 +248,22 @@ public sealed class EmbeddedStore : IBoardStore
     /// Applies a transaction's changes to memory and queues their disk writes. Runs under the workflow's
     /// lock, so revisions are assigned and entries are queued in the same order.
     /// </summary>
-    private List<EventRecord> Apply(WorkflowState state, IReadOnlyList<EventRecord> changes, out JournalEntry? entry)
+    private IReadOnlyList<EventRecord> Apply(WorkflowState state, IReadOnlyList<EventRecord> changes, out Task? written)
     {
-        var committed = new List<EventRecord>(changes.Count);
-        entry = _journal is null ? null : new JournalEntry(state);
-        var touchedTasks = new Dictionary<string, TaskRecord>(StringComparer.Ordinal);
-        var touchedNotes = new Dictionary<string, NoteRecord?>(StringComparer.Ordinal);
-        foreach (var change in changes)
-        {
-            var revision = ++state.Head;
-            EventRecord e;
-            switch (change.Kind)
-            {
-                case EventKind.WorkflowCreated or EventKind.WorkflowUpdated:
-                    var workflow = change.Workflow! with { ModRevision = revision };
-                    if (state.Record is null)
-                    {
-                        // A new log (first creation, or re-creation after a delete) starts at this revision.
-                        state.Oldest = revision;
-                    }
-
-                    state.Record = workflow;
-                    e = change with { Revision = revision, Workflow = workflow };
-                    if (entry is not null)
-                    {
-                        entry.WorkflowChanged = true;
-                        entry.WorkflowBlob = RecordCodec.Encode(workflow);
-                    }
-
-                    break;
-                case EventKind.WorkflowDeleted:
-                    e = change with { Revision = revision };
-                    state.Clear(_timers);
-                    state.Oldest = revision + 1;
-                    touchedTasks.Clear();
-                    touchedNotes.Clear();
-                    committed.Clear();
-                    if (entry is not null)
-                    {
-                        entry.Events.Clear();
-                        entry.DeleteContents = true;
-                        entry.WorkflowChanged = true;
-                        entry.WorkflowBlob = null;
-                    }
-
-                    // The deletion is announced live but not kept: the log it would belong to is gone.
-                    committed.Add(e);
-                    continue;
-                case EventKind.NotePut:
-                    var note = change.Note! with { ModRevision = revision };
-                    state.PutNote(note, _timers);
-                    touchedNotes[note.Key] = note;
-                    e = change with { Revision = revision, Note = note };
-                    break;
-                case EventKind.NoteDeleted or EventKind.NoteExpired:
-                    var gone = change.Note! with { ModRevision = revision };
-                    state.RemoveNote(gone.Key, _timers);
-                    touchedNotes[gone.Key] = null;
-                    e = change with { Revision = revision, Note = gone };
-                    break;
-                default:
-                    var task = change.Task! with { ModRevision = revision };
-                    state.PutTask(task, _timers);
-                    touchedTasks[task.Id] = task;
-                    e = change with { Revision = revision, Task = task };
-                    break;
-            }
-
-            committed.Add(e);
-            state.Recent.Add(e);
-            entry?.Events.Add((revision, RecordCodec.Encode(e)));
-        }
-
-        if (EventRetention.TrimTo(state.Head, state.Oldest, _options.MaxEventsPerWorkflow, EventRetention.Slack(_options.MaxEventsPerWorkflow, trimmingCostsIo: _journal is not null)) is { } keepFrom)
-        {
-            state.Oldest = keepFrom;
-            state.Recent.TrimBelow(keepFrom);
-            if (entry is not null)
-            {
-                entry.TrimBelow = keepFrom;
-            }
-        }
-
-        if (entry is null)
+        var applied = state.Apply(changes, _options.MaxEventsPerWorkflow, EventRetention.Slack(_options.MaxEventsPerWorkflow, trimmingCostsIo: _journal is not null));
+        if (_journal is null)
         {
             // Memory-only: applied is durable. Publish under the lock, which keeps revision order.
+            written = null;
             state.DurableHead = state.Head;
-            _hub.Publish(state.Id, committed);
-            return committed;
+            _hub.Publish(state.Id, applied.Events);
+            return applied.Events;
         }
 
-        foreach (var (id, task) in touchedTasks)
-        {
-            entry.Tasks.Add((id, RecordCodec.Encode(task)));
-        }
-
-        foreach (var (key, note) in touchedNotes)
-        {
-            entry.Notes.Add((key, note is null ? null : RecordCodec.Encode(note)));
-        }
-
-        entry.Head = state.Head;
-        entry.Oldest = state.Oldest;
-        entry.Published = committed;
-        state.LastEntry = entry;
-        _journal!.Enqueue(entry);
-        return committed;
+        var entry = JournalEntry.From(state, applied);
+        state.LastWrite = written = entry.Durable;
+        _journal.Enqueue(entry);
+        return applied.Events;
     }
 
     /// <summary>Journal thread, after a disk commit: the entries are durable; publish them in order.</summary>
@@ -408,7 +329,7 @@ public sealed class EmbeddedStore : IBoardStore
         var timers = new TimerIndex();
         foreach (var w in loaded)
         {
-            var state = new WorkflowState(w.Id, RecentCapacity)
+            var state = new WorkflowState(w.Id, RecentCapacity, timers)
             {
                 Record = w.Record,
                 Head = w.Head,
@@ -419,12 +340,12 @@ public sealed class EmbeddedStore : IBoardStore
             // Tasks whose dependencies appear later in id order still index correctly: PutTask only records edges.
             foreach (var task in w.Tasks)
             {
-                state.PutTask(task, timers);
+                state.PutTask(task);
             }
 
             foreach (var note in w.Notes)
             {
-                state.PutNote(note, timers);
+                state.PutNote(note);
             }
 
             workflows[w.Id] = state;
@@ -445,32 +366,5 @@ public sealed class EmbeddedStore : IBoardStore
             throw new BoardException(BoardError.StoreUnavailable,
                 "The embedded store is recovering from a failed disk commit: " + failure.Message, inner: failure);
         }
-    }
-
-    private sealed class EmbeddedTransaction(WorkflowState state) : WorkflowTransactionBase(state.Id)
-    {
-        public override long HeadRevision => state.Head;
-
-        public override TaskCounts Counts => state.Counts;
-
-        protected override WorkflowRecord? CommittedWorkflow => state.Record;
-
-        protected override ValueTask<TaskRecord?> ReadTaskAsync(string taskId) =>
-            new(state.Tasks.GetValueOrDefault(taskId));
-
-        protected override ValueTask<IReadOnlyList<TaskRecord>> ReadReadyTasksAsync(IReadOnlyCollection<string> workerSkills, int limit) =>
-            new(state.ReadyFor(workerSkills, limit));
-
-        protected override ValueTask<IReadOnlyList<string>> ReadDependentsAsync(string taskId) =>
-            new(state.Dependents(taskId));
-
-        protected override ValueTask<IReadOnlyList<TaskRecord>> ReadTasksAsync(TaskState? taskState, string? afterId, int limit) =>
-            new(state.ListTasks(taskState, afterId, limit));
-
-        protected override ValueTask<NoteRecord?> ReadNoteAsync(string key) =>
-            new(state.Notes.GetValueOrDefault(key));
-
-        protected override ValueTask<IReadOnlyList<NoteRecord>> ReadNotesAsync(string prefix, string? afterKey, int limit) =>
-            new(state.ListNotes(prefix, afterKey, limit));
     }
 }

@@ -1,5 +1,6 @@
 using GrpcBoard.Core;
 using GrpcBoard.Core.Model;
+using GrpcBoard.Core.Storage;
 
 namespace GrpcBoard.Store.Embedded;
 
@@ -37,6 +38,55 @@ internal sealed class JournalEntry(WorkflowState state)
 
     /// <summary>What watchers get once the entry is durable.</summary>
     public IReadOnlyList<EventRecord> Published { get; set; } = [];
+
+    /// <summary>The disk writes of what <see cref="WorkflowState.Apply"/> committed (each record once, with its last version).</summary>
+    public static JournalEntry From(WorkflowState state, AppliedChanges applied)
+    {
+        var entry = new JournalEntry(state)
+        {
+            DeleteContents = applied.DeletedContents,
+            WorkflowChanged = applied.DeletedContents,
+            TrimBelow = applied.TrimBelow,
+            Head = applied.Head,
+            Oldest = applied.Oldest,
+            Published = applied.Events,
+        };
+        var tasks = new Dictionary<string, TaskRecord>(StringComparer.Ordinal);
+        var notes = new Dictionary<string, NoteRecord?>(StringComparer.Ordinal);
+        foreach (var e in applied.Logged)
+        {
+            switch (e.Kind)
+            {
+                case EventKind.WorkflowCreated or EventKind.WorkflowUpdated:
+                    entry.WorkflowChanged = true;
+                    entry.WorkflowBlob = RecordCodec.Encode(e.Workflow!);
+                    break;
+                case EventKind.NotePut:
+                    notes[e.Note!.Key] = e.Note;
+                    break;
+                case EventKind.NoteDeleted or EventKind.NoteExpired:
+                    notes[e.Note!.Key] = null;
+                    break;
+                default:
+                    tasks[e.Task!.Id] = e.Task;
+                    break;
+            }
+
+            entry.Events.Add((e.Revision, RecordCodec.Encode(e)));
+        }
+
+        foreach (var (id, task) in tasks)
+        {
+            entry.Tasks.Add((id, RecordCodec.Encode(task)));
+        }
+
+        foreach (var (key, note) in notes)
+        {
+            entry.Notes.Add((key, note is null ? null : RecordCodec.Encode(note)));
+        }
+
+        return entry;
+    }
 
     public Task Durable => _completion.Task;
 

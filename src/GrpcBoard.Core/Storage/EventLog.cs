@@ -1,12 +1,12 @@
 using GrpcBoard.Core.Model;
 
-namespace GrpcBoard.Store.Embedded;
+namespace GrpcBoard.Core.Storage;
 
 /// <summary>
 /// The most recent events of one workflow, oldest first, in a circular buffer. Guarded by the
 /// workflow's lock. With a disk journal it is a cache of the tail; in memory-only mode it is the log.
 /// </summary>
-internal sealed class EventLog(int capacity)
+public sealed class EventLog(int capacity)
 {
     private EventRecord[] _items = new EventRecord[Math.Min(capacity, 64)];
     private int _start;
@@ -16,6 +16,9 @@ internal sealed class EventLog(int capacity)
 
     /// <summary>Revision of the oldest event held, or 0 when empty.</summary>
     public long FirstRevision => _count == 0 ? 0 : _items[_start].Revision;
+
+    /// <summary>Revision of the newest event held, or 0 when empty.</summary>
+    public long LastRevision => _count == 0 ? 0 : _items[(_start + _count - 1) % _items.Length].Revision;
 
     public void Add(EventRecord e)
     {
@@ -50,6 +53,16 @@ internal sealed class EventLog(int capacity)
         {
             _items[_start] = null!;
             _start = (_start + 1) % _items.Length;
+            _count--;
+        }
+    }
+
+    /// <summary>Drops events above <paramref name="revision"/> (undoing an apply).</summary>
+    public void TruncateAfter(long revision)
+    {
+        while (_count > 0 && _items[(_start + _count - 1) % _items.Length].Revision > revision)
+        {
+            _items[(_start + _count - 1) % _items.Length] = null!;
             _count--;
         }
     }

@@ -1,9 +1,9 @@
 using GrpcBoard.Core.Storage;
 
-namespace GrpcBoard.Store.Embedded;
+namespace GrpcBoard.Core.Storage;
 
 /// <summary>Every pending timer of every workflow, earliest first.</summary>
-internal sealed class TimerIndex
+public sealed class TimerIndex
 {
     private readonly SortedSet<Entry> _entries = new();
     private readonly object _lock = new();
