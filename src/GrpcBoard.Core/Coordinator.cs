@@ -201,7 +201,6 @@ public sealed class Coordinator
 
             var existing = new Dictionary<string, TaskRecord>(StringComparer.Ordinal);
             var fresh = new Dictionary<string, TaskDefinition>(StringComparer.Ordinal);
-            await txn.PrefetchTasksAsync(definitions.Select(d => d.Id).Concat(definitions.SelectMany(d => d.DependsOn)).Distinct(StringComparer.Ordinal).ToArray()).ConfigureAwait(false);
             foreach (var definition in definitions)
             {
                 if (await txn.GetTaskAsync(definition.Id).ConfigureAwait(false) is { } stored)
@@ -335,7 +334,7 @@ public sealed class Coordinator
         if (!string.IsNullOrEmpty(command.TaskId))
         {
             Validation.Id(command.TaskId, "task_id", _limits);
-            var byId = await _store.ExecuteAsync(command.WorkflowId, new ReadAhead(TaskIds: [command.TaskId]), txn => ClaimByIdAsync(txn, command.TaskId, command.WorkerId, skills, lease), ct).ConfigureAwait(false);
+            var byId = await _store.ExecuteAsync(command.WorkflowId, txn => ClaimByIdAsync(txn, command.TaskId, command.WorkerId, skills, lease), ct).ConfigureAwait(false);
             return new ClaimResult(byId.LastTask(command.TaskId), byId.Revision);
         }
 
@@ -344,7 +343,7 @@ public sealed class Coordinator
         {
             // Take the signal before looking, so a task made ready after the look still wakes this claim.
             var signal = _ready.NextAsync(command.WorkflowId);
-            var result = await _store.ExecuteAsync(command.WorkflowId, new ReadAhead(ReadyForSkills: skills), txn => ClaimNextAsync(txn, command.WorkerId, skills, lease), ct).ConfigureAwait(false);
+            var result = await _store.ExecuteAsync(command.WorkflowId, txn => ClaimNextAsync(txn, command.WorkerId, skills, lease), ct).ConfigureAwait(false);
             if (result.Value is { } claimedId)
             {
                 return new ClaimResult(result.LastTask(claimedId), result.Revision);
@@ -460,7 +459,6 @@ public sealed class Coordinator
         Validation.Text(resultContentType ?? "", "result_content_type", 256);
         var nextSkills = next is null ? null : new HashSet<string>(Validation.Skills(next.Skills, "claim_next.skills", _limits), StringComparer.Ordinal);
         var nextLease = next is null ? TimeSpan.Zero : Validation.Lease(next.Lease, _limits);
-        var readAhead = new ReadAhead(TaskIds: [taskId], DependentsOf: [taskId], ReadyForSkills: nextSkills);
         var result = await FencedAsync(workflowId, taskId, async (txn, task, now) =>
         {
             var (completed, already) = TaskStateMachine.Complete(task, token, resultBytes, resultContentType ?? "", now);
@@ -476,7 +474,7 @@ public sealed class Coordinator
                 ? await ClaimBestReadyAsync(txn, task.Owner, nextSkills, nextLease, now).ConfigureAwait(false)
                 : null;
             return (completed, false, ready, nextId);
-        }, ct, readAhead).ConfigureAwait(false);
+        }, ct).ConfigureAwait(false);
         var (task, alreadyCompleted, readyDependents, nextTaskId) = result.Value;
         return new CompleteResult(result.LastTask(taskId) ?? task, alreadyCompleted, readyDependents, result.Revision,
             nextTaskId is null ? null : result.LastTask(nextTaskId));
@@ -732,12 +730,11 @@ public sealed class Coordinator
 
     // ---- Shared steps -------------------------------------------------------------------------------
 
-    /// <param name="readAhead">What the transaction is about to read (see <see cref="ReadAhead"/>); by default the task itself.</param>
-    private Task<TxnResult<T>> FencedAsync<T>(string workflowId, string taskId, Func<IWorkflowTransaction, TaskRecord, DateTimeOffset, ValueTask<T>> step, CancellationToken ct, ReadAhead? readAhead = null)
+    private Task<TxnResult<T>> FencedAsync<T>(string workflowId, string taskId, Func<IWorkflowTransaction, TaskRecord, DateTimeOffset, ValueTask<T>> step, CancellationToken ct)
     {
         Validation.Id(workflowId, "workflow_id", _limits);
         Validation.Id(taskId, "task_id", _limits);
-        return _store.ExecuteAsync(workflowId, readAhead ?? new ReadAhead(TaskIds: [taskId]), async txn =>
+        return _store.ExecuteAsync(workflowId, async txn =>
         {
             RequireWorkflow(txn);
             var task = await RequireTaskAsync(txn, taskId).ConfigureAwait(false);

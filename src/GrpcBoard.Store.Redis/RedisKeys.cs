@@ -1,7 +1,4 @@
 using System.Globalization;
-using System.Text;
-using GrpcBoard.Core.Model;
-using GrpcBoard.Core.Rules;
 using StackExchange.Redis;
 
 namespace GrpcBoard.Store.Redis;
@@ -10,6 +7,11 @@ namespace GrpcBoard.Store.Redis;
 /// Key layout. Every key of a workflow carries the hash tag {workflowId}, so a workflow lives in one
 /// Redis Cluster slot and one Lua script can touch all of it. Ids are restricted to [A-Za-z0-9._:-] by
 /// validation, so they never contain braces. Store-wide keys share the tag {gb}.
+///
+/// Per workflow: <c>meta</c> (hash: head, lb = the id of the last committed batch, oldest retained
+/// revision, rec = the workflow, c1..c7 = task counts), <c>tasks</c> and <c>notes</c> (hashes: id to the
+/// event that last wrote the record), <c>log</c> (stream: entry id = revision), <c>timers</c> (sorted
+/// set: "kind|id" by due time in ms).
 /// </summary>
 internal sealed class RedisKeys(string prefix)
 {
@@ -34,27 +36,14 @@ internal sealed class RedisKeys(string prefix)
 
     public RedisKey Meta(string workflowId) => Base(workflowId) + "meta";
 
+    public string Channel(string workflowId) => Base(workflowId) + "ev";
+
     public string WorkflowOfChannel(string channel)
     {
         var open = channel.IndexOf('{', StringComparison.Ordinal);
         var close = channel.IndexOf('}', open + 1);
         return channel[(open + 1)..close];
     }
-
-    /// <summary>
-    /// A ready task's member in its queue: lexicographic order of members is the offer order of
-    /// <see cref="TaskIndexing.CompareReady"/> (priority descending, ready time ascending, id).
-    /// </summary>
-    public static string ReadyMember(TaskRecord task)
-    {
-        var invertedPriority = (uint)(int.MaxValue - (long)task.Priority);
-        var ticks = task.ReadyTime?.UtcTicks ?? 0;
-        return invertedPriority.ToString("X8", CultureInfo.InvariantCulture) + ticks.ToString("X16", CultureInfo.InvariantCulture) + task.Id;
-    }
-
-    /// <summary>Ready queue key suffix for a skill set: hex of the joined skills ("_" when none).</summary>
-    public static string ReadyQueue(string skillKey) =>
-        skillKey.Length == 0 ? "ready:_" : "ready:" + Convert.ToHexString(Encoding.UTF8.GetBytes(skillKey));
 
     public static string TimerMember(Core.Storage.TimerKind kind, string id) => ((int)kind).ToString(CultureInfo.InvariantCulture) + "|" + id;
 }

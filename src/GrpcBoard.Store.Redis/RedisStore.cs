@@ -12,13 +12,13 @@ using StackExchange.Redis;
 namespace GrpcBoard.Store.Redis;
 
 /// <summary>
-/// The store for many server instances on many hosts: everything in Redis (or Redis Cluster), nothing
-/// authoritative in the instance. A transaction reads what it needs, runs the body (the C# rules), and
-/// commits with one Lua script that checks every record it read is unchanged (by mod revision), assigns
-/// revisions, writes records and index entries, appends the events to the workflow's stream (entry id =
-/// revision) and publishes them. A lost race re-runs the body on fresh reads (optimistic concurrency),
-/// so two instances can never both claim a task: the second commit fails its check and, re-run, sees the
-/// claim.
+/// The store for many server instances on many hosts: everything durable is in Redis (or Redis
+/// Cluster), and any instance can serve any call. Each instance keeps a replica of the workflows it
+/// serves (<see cref="WorkflowReplica"/>), runs transactions on it as the embedded store does, and commits
+/// them in batches with one Lua script that succeeds only if no other instance committed to the workflow
+/// since the replica's last known commit. A refused batch re-runs on fresh state, so two instances can
+/// never both claim a task: the second commit is refused and, re-run, sees the claim. Fencing tokens are
+/// revisions, which only ever grow.
 ///
 /// Guarding against a Redis that lost data (restarted without persistence, or a failed-over node behind
 /// on writes): an epoch key written once and checked every second, a per-instance watermark of the head
@@ -28,9 +28,6 @@ namespace GrpcBoard.Store.Redis;
 /// </summary>
 public sealed class RedisStore : IBoardStore
 {
-    /// <summary>How long a reservation of a ready task lasts if its claimer vanishes before committing.</summary>
-    private static readonly TimeSpan ReservationExpiry = TimeSpan.FromSeconds(10);
-
     private readonly RedisStoreOptions _options;
     private readonly EventHub _hub;
     private readonly ILogger _logger;
@@ -38,6 +35,8 @@ public sealed class RedisStore : IBoardStore
     private readonly IDatabase _db;
     private readonly RedisKeys _keys;
     private readonly ConcurrentDictionary<string, long> _headWatermarks = new(StringComparer.Ordinal);
+    private readonly ConcurrentDictionary<string, WorkflowReplica> _replicas = new(StringComparer.Ordinal);
+    private readonly ConcurrentDictionary<string, bool> _registered = new(StringComparer.Ordinal);
     private readonly CancellationTokenSource _stopping = new();
     private readonly Task _background;
     private string? _epoch;
@@ -64,6 +63,9 @@ public sealed class RedisStore : IBoardStore
         config.ConnectTimeout = Math.Max(config.ConnectTimeout, 5000);
         config.ConnectRetry = Math.Max(config.ConnectRetry, 3);
         var redis = await ConnectionMultiplexer.ConnectAsync(config);
+        // Completions need no order of their own: replicas handle commit replies in send order, and a
+        // notification only says "read the log". Ordered completion costs a queue and a hop per reply.
+        redis.PreserveAsyncOrder = false;
         var store = new RedisStore(options, hub, redis, logger ?? NullLogger.Instance);
         await store.SubscribeAsync();
         await store.CheckEpochAsync();
@@ -74,53 +76,73 @@ public sealed class RedisStore : IBoardStore
     /// <summary>Why the store refuses calls with DATA_LOSS, or null.</summary>
     public string? DataLoss => _dataLoss;
 
-    public Task<TxnResult<T>> ExecuteAsync<T>(string workflowId, Func<IWorkflowTransaction, ValueTask<T>> body, CancellationToken cancellationToken) =>
-        ExecuteAsync(workflowId, NoReadAhead, body, cancellationToken);
+    internal RedisStoreOptions Options => _options;
 
-    private static readonly ReadAhead NoReadAhead = new();
+    internal RedisKeys Keys => _keys;
 
-    public async Task<TxnResult<T>> ExecuteAsync<T>(string workflowId, ReadAhead readAhead, Func<IWorkflowTransaction, ValueTask<T>> body, CancellationToken cancellationToken)
+    /// <summary>Names this instance in batch ids and notifications (its own notifications are ignored).</summary>
+    internal string InstanceId { get; } = Guid.NewGuid().ToString("N");
+
+    public async Task<TxnResult<T>> ExecuteAsync<T>(string workflowId, Func<IWorkflowTransaction, ValueTask<T>> body, CancellationToken cancellationToken)
     {
-        for (var attempt = 0; attempt <= _options.MaxConflictRetries; attempt++)
+        var conflicts = 0;
+        while (true)
         {
             ThrowIfDataLoss();
             cancellationToken.ThrowIfCancellationRequested();
-            var txn = await BeginAsync(workflowId, readAhead);
-            try
+            var replica = _replicas.GetOrAdd(workflowId, static (id, store) => new WorkflowReplica(store, id), this);
+            await replica.WhenReadyAsync().WaitAsync(cancellationToken).ConfigureAwait(false);
+            if (!replica.TryRun(body, out var value, out var pending, out var needsRegistration))
             {
-                var value = await body(txn);
-                if (txn.Changes.Count == 0)
+                if (replica.Evicted)
                 {
-                    // A read of several records is checked like a commit, so it is a consistent snapshot.
-                    if (txn.ReadSetSize <= 1 || await CommitAsync(txn, workflowId) is not null)
-                    {
-                        return new TxnResult<T>(value, txn.HeadRevision, []);
-                    }
+                    _replicas.TryRemove(new KeyValuePair<string, WorkflowReplica>(workflowId, replica));
                 }
-                else if (await CommitAsync(txn, workflowId) is { } committed)
-                {
-                    return new TxnResult<T>(value, committed.Head, committed.Events);
-                }
-            }
-            finally
-            {
-                // Reserved ready tasks this transaction did not claim go back to their queue at once
-                // (a committed claim removed its own reservation). Fire and forget: they expire anyway.
-                foreach (var entry in txn.UnusedReservations())
-                {
-                    Unreserve(workflowId, entry);
-                }
+
+                continue;
             }
 
-            // Lost a race: another transaction changed something this one read. Spread retries a little.
-            if (attempt > 2)
+            if (needsRegistration)
             {
-                await Task.Delay(Random.Shared.Next(0, Math.Min(1 << Math.Min(attempt, 6), 25)), cancellationToken);
+                // Registered before the commit: a crash in between leaves an id without data, which readers skip.
+                await Call(() => _db.SortedSetAddAsync(_keys.Registry, workflowId, 0)).ConfigureAwait(false);
+                _registered[workflowId] = true;
+                continue;
+            }
+
+            if (await pending!.Outcome.WaitAsync(cancellationToken).ConfigureAwait(false))
+            {
+                if (pending.Refusal is { } refusal)
+                {
+                    System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(refusal);
+                }
+
+                return pending.Applied is { } applied
+                    ? new TxnResult<T>(value, applied.Head, applied.Events)
+                    : new TxnResult<T>(value, pending.ObservedHead, []);
+            }
+
+            // Another instance committed first; the replica caught up, so run the body again.
+            if (++conflicts > _options.MaxConflictRetries)
+            {
+                throw new BoardException(BoardError.Conflict, $"The change to workflow '{workflowId}' lost {_options.MaxConflictRetries} races in a row; retry it.");
+            }
+
+            if (conflicts > 2)
+            {
+                await Task.Delay(Random.Shared.Next(0, Math.Min(1 << Math.Min(conflicts, 6), 25)), cancellationToken).ConfigureAwait(false);
             }
         }
-
-        throw new BoardException(BoardError.Conflict, $"The change to workflow '{workflowId}' lost {_options.MaxConflictRetries} races in a row; retry it.");
     }
+
+    internal bool IsRegistered(string workflowId) => _registered.ContainsKey(workflowId);
+
+    /// <summary>Commit batches Redis refused because another instance had committed first (for tests and metrics).</summary>
+    internal long RefusedBatches => Interlocked.Read(ref _refusedBatches);
+
+    internal void CountRefusal() => Interlocked.Increment(ref _refusedBatches);
+
+    private long _refusedBatches;
 
     public async ValueTask<IReadOnlyList<WorkflowSummary>> ListWorkflowsAsync(WorkflowStatus? status, string? afterId, int limit, CancellationToken cancellationToken)
     {
@@ -157,19 +179,13 @@ public sealed class RedisStore : IBoardStore
     public async ValueTask<EventPage> ReadEventsAsync(string workflowId, long fromRevision, int limit, CancellationToken cancellationToken)
     {
         ThrowIfDataLoss();
-        var floor = Watermark(workflowId);
-        var r = (RedisResult[])(await Script(Scripts.ReadEvents, workflowId, fromRevision, limit))!;
-        var exists = (long)r[0] == 1;
-        var head = (long)r[1];
-        var oldest = (long)r[2];
-        ObserveHead(workflowId, head, floor);
-        var events = new List<EventRecord>((r.Length - 3) / 2);
-        for (var i = 3; i < r.Length; i += 2)
+        if (_replicas.TryGetValue(workflowId, out var replica) && replica.TryReadEvents(fromRevision, limit) is { } page)
         {
-            events.Add(Stamp(RecordCodec.DecodeEvent((byte[])r[i + 1]!), long.Parse((string)r[i]!, CultureInfo.InvariantCulture)));
+            return page;
         }
 
-        return new EventPage(exists, head, exists ? oldest : head + 1, events);
+        var log = await ReadLogAsync(workflowId, fromRevision, limit).ConfigureAwait(false);
+        return new EventPage(log.Exists, log.Head, log.Exists ? log.Oldest : log.Head + 1, log.Events);
     }
 
     public async ValueTask<IReadOnlyList<DueTimer>> GetDueTimersAsync(DateTimeOffset now, int limit, CancellationToken cancellationToken)
@@ -239,224 +255,89 @@ public sealed class RedisStore : IBoardStore
         _stopping.Dispose();
     }
 
-    // ---- Reads used by transactions -----------------------------------------------------------------
+    // ---- What replicas read and write ---------------------------------------------------------------
 
-    /// <summary>
-    /// Reads the workflow and, sent right behind it, what the body is about to read. Redis answers commands
-    /// that arrive together in one pass of its event loop, and with <c>appendfsync always</c> every pass that
-    /// wrote anything (this instance's or another's) ends with an fsync before the replies go out: a claim
-    /// that read its workflow, then reserved a task, then committed waited for three fsyncs; now two.
-    /// </summary>
-    private async Task<RedisTransaction> BeginAsync(string workflowId, ReadAhead readAhead)
+    /// <summary>The log of a workflow from a revision, with the meta it belongs to, read atomically.</summary>
+    internal async Task<LogPage> ReadLogAsync(string workflowId, long fromRevision, int limit)
     {
-        var meta = LoadMetaAsync(workflowId);
-        var tasks = readAhead.TaskIds is { Count: > 0 } ids ? ReadTasksAsync(workflowId, ids) : null;
-        var dependents = readAhead.DependentsOf is { Count: > 0 } of
-            ? Task.WhenAll(of.Select(async id => (Id: id, Read: await DependentsAsync(workflowId, id))))
-            : null;
-        var reserved = readAhead.ReadyForSkills is { } skills ? ReserveAsync(workflowId, skills) : null;
-        try
+        var floor = Watermark(workflowId);
+        var r = (RedisResult[])(await Script(Scripts.ReadLog, workflowId, fromRevision, limit).ConfigureAwait(false))!;
+        var head = (long)r[0];
+        ObserveHead(workflowId, head, floor);
+        var events = new List<EventRecord>((r.Length - 4) / 2);
+        for (var i = 4; i + 1 < r.Length; i += 2)
         {
-            var txn = new RedisTransaction(this, workflowId, await meta);
-            if (tasks is not null)
-            {
-                txn.AddTaskReads(await tasks);
-            }
-
-            if (dependents is not null)
-            {
-                foreach (var (id, (version, dependentIds)) in await dependents)
-                {
-                    txn.AddDependentsRead(id, version, dependentIds);
-                }
-            }
-
-            if (reserved is not null)
-            {
-                txn.AddReadAheadReservation(readAhead.ReadyForSkills!, await reserved);
-            }
-
-            return txn;
+            events.Add(RecordCodec.DecodeEvent((byte[])r[i + 1]!));
         }
-        catch
-        {
-            // The transaction never began: its reservation goes back now rather than at its expiry, and
-            // the other reads' failures (the same as the one thrown) are observed.
-            _ = tasks?.ContinueWith(static t => t.Exception, TaskScheduler.Default);
-            _ = dependents?.ContinueWith(static t => t.Exception, TaskScheduler.Default);
-            _ = reserved?.ContinueWith(t =>
-            {
-                if (t.IsCompletedSuccessfully && t.Result is { } r)
-                {
-                    Unreserve(workflowId, r.Entry);
-                }
 
-                return t.Exception;
-            }, TaskScheduler.Default);
-            throw;
-        }
+        return new LogPage(head, (string)r[1]!, (long)r[2], (long)r[3] == 1, events);
     }
 
-    /// <summary>Gives back a reservation that was not used. Fire and forget: it expires anyway.</summary>
-    private void Unreserve(string workflowId, string entry) =>
-        _ = Call(() => _db.ScriptEvaluateAsync(Scripts.Unreserve, [_keys.Meta(workflowId)], [entry]));
+    /// <summary>Every record of a workflow's tasks or notes hash, as the events that last wrote them.</summary>
+    internal async Task<List<EventRecord>> ScanAsync(string workflowId, string hash)
+    {
+        var result = new List<EventRecord>();
+        var cursor = "0";
+        do
+        {
+            var r = (RedisResult[])(await Script(Scripts.Scan, workflowId, hash, cursor, 2000).ConfigureAwait(false))!;
+            cursor = (string)r[0]!;
+            for (var i = 2; i < r.Length; i += 2)
+            {
+                result.Add(RecordCodec.DecodeEvent((byte[])r[i]!));
+            }
+        }
+        while (cursor != "0");
+        return result;
+    }
+
+    internal async Task<WorkflowRecord?> ReadWorkflowAsync(string workflowId) => (await LoadMetaAsync(workflowId).ConfigureAwait(false)).Workflow;
 
     internal async Task<Meta> LoadMetaAsync(string workflowId)
     {
         var floor = Watermark(workflowId);
-        var fields = await Call(() => _db.HashGetAllAsync(_keys.Meta(workflowId)));
+        var fields = await Call(() => _db.HashGetAllAsync(_keys.Meta(workflowId))).ConfigureAwait(false);
         var meta = new Meta();
         foreach (var f in fields)
         {
             switch ((string)f.Name!)
             {
-                case "rec": meta.Blob = f.Value; break;
-                case "wmod": meta.WorkflowRevision = (long)f.Value; break;
+                case "rec": meta.Workflow = RecordCodec.DecodeEvent((byte[])f.Value!).Workflow; break;
                 case "head": meta.Head = (long)f.Value; break;
                 case var c when c.Length == 2 && c[0] == 'c' && char.IsAsciiDigit(c[1]): meta.Counts[(TaskState)(c[1] - '0')] = (long)f.Value; break;
             }
         }
 
-        if (meta.Blob is { } blob)
-        {
-            meta.Workflow = RecordCodec.DecodeWorkflow(blob) with { ModRevision = meta.WorkflowRevision };
-        }
-
-        if (meta.Head == 0 && await Call(() => _db.SortedSetScoreAsync(_keys.Registry, workflowId)) is not null)
+        if (meta.Head == 0 && await Call(() => _db.SortedSetScoreAsync(_keys.Registry, workflowId)).ConfigureAwait(false) is not null)
         {
             // The registry says this workflow existed, but its keys (and head revision) are gone.
-            Lose($"workflow '{workflowId}' is in the registry but its data is missing from Redis");
+            throw LoseData($"workflow '{workflowId}' is in the registry but its data is missing from Redis");
         }
 
         ObserveHead(workflowId, meta.Head, floor);
         return meta;
     }
 
-    internal async Task<List<(string Id, TaskRecord? Task, long Revision)>> ReadTasksAsync(string workflowId, IReadOnlyList<string> taskIds)
-    {
-        var result = new List<(string, TaskRecord?, long)>(taskIds.Count);
-        foreach (var chunk in taskIds.Chunk(500))
-        {
-            var r = (RedisResult[])(await Script(Scripts.GetTasks, workflowId, [.. chunk]))!;
-            for (var i = 0; i < chunk.Length; i++)
-            {
-                if (r[2 * i].IsNull)
-                {
-                    result.Add((chunk[i], null, 0));
-                }
-                else
-                {
-                    var (task, revision) = Decode(r[2 * i], r[(2 * i) + 1]);
-                    result.Add((chunk[i], task, revision));
-                }
-            }
-        }
+    /// <summary>Sends a commit script; the replica handles the reply.</summary>
+    internal Task<RedisResult> EvaluateAsync(string script, string workflowId, RedisValue[] args) =>
+        _db.ScriptEvaluateAsync(script, [_keys.Meta(workflowId)], args);
 
-        return result;
+    internal void Publish(string workflowId, IReadOnlyList<EventRecord> events) => _hub.Publish(workflowId, events);
+
+    /// <summary>After a commit: only an earlier timer needs the hint lowered (a later one is found when the hint comes due).</summary>
+    internal void LowerTimerHint(string workflowId, double before, double after)
+    {
+        if (after >= 0 && (before < 0 || after < before))
+        {
+            // Fire and forget: a lost hint only delays a timer until the next rescan.
+            _ = SetHintAsync(workflowId, after, exact: false);
+        }
     }
 
-    internal async Task<(NoteRecord? Note, long Revision)> ReadNoteAsync(string workflowId, string key)
-    {
-        var r = (RedisResult[])(await Script(Scripts.GetNote, workflowId, key))!;
-        if (r[0].IsNull)
-        {
-            return (null, 0);
-        }
-
-        var rev = (long)r[1];
-        return (RecordCodec.DecodeNote((byte[])r[0]!) with { ModRevision = rev }, rev);
-    }
-
-    /// <summary>Reserves the best ready task for these skills (see <see cref="Scripts.Reserve"/>); null if none is ready.</summary>
-    internal async Task<(string Entry, TaskRecord Task, long Revision)?> ReserveAsync(string workflowId, IReadOnlyCollection<string> skills)
-    {
-        var args = new List<object> { DateTimeOffset.UtcNow.ToUnixTimeMilliseconds(), (long)ReservationExpiry.TotalMilliseconds };
-        args.AddRange(skills);
-        var r = (RedisResult[])(await Script(Scripts.Reserve, workflowId, [.. args]))!;
-        if (r.Length == 0)
-        {
-            return null;
-        }
-
-        var (task, revision) = Decode(r[1], r[2]);
-        return ((string)r[0]!, task, revision);
-    }
-
-    internal async Task<List<(TaskRecord Task, long Revision)>> ListTasksAsync(string workflowId, string? afterId, int limit)
-    {
-        var r = (RedisResult[])(await Script(Scripts.ListTasks, workflowId, afterId ?? "", limit))!;
-        var result = new List<(TaskRecord, long)>(r.Length / 3);
-        for (var i = 0; i < r.Length; i += 3)
-        {
-            if (!r[i + 1].IsNull)
-            {
-                result.Add(Decode(r[i + 1], r[i + 2]));
-            }
-        }
-
-        return result;
-    }
-
-    internal async Task<List<(NoteRecord Note, long Revision)>> ListNotesAsync(string workflowId, string prefix, string? afterKey, int limit)
-    {
-        var r = (RedisResult[])(await Script(Scripts.ListNotes, workflowId, prefix, afterKey ?? "", limit))!;
-        var result = new List<(NoteRecord, long)>(r.Length / 3);
-        for (var i = 0; i < r.Length; i += 3)
-        {
-            if (!r[i + 1].IsNull)
-            {
-                var rev = (long)r[i + 2];
-                result.Add((RecordCodec.DecodeNote((byte[])r[i + 1]!) with { ModRevision = rev }, rev));
-            }
-        }
-
-        return result;
-    }
-
-    internal async Task<(long Version, IReadOnlyList<string> Ids)> DependentsAsync(string workflowId, string taskId)
-    {
-        var r = (RedisResult[])(await Script(Scripts.Dependents, workflowId, taskId))!;
-        return (long.Parse((string)r[0]!, CultureInfo.InvariantCulture), r.Skip(1).Select(x => (string)x!).Order(StringComparer.Ordinal).ToArray());
-    }
-
-    // ---- Commit -------------------------------------------------------------------------------------
-
-    /// <summary>Runs the commit script; null when a check failed (the transaction lost a race).</summary>
-    private async Task<(long Head, IReadOnlyList<EventRecord> Events)?> CommitAsync(RedisTransaction txn, string workflowId)
-    {
-        var plan = CommitPlan.Build(txn, _keys, _options);
-        if (plan.CreatesWorkflow)
-        {
-            // Registered before the commit: a crash in between leaves an entry without data, which readers skip.
-            await Call(() => _db.SortedSetAddAsync(_keys.Registry, workflowId, 0));
-        }
-
-        var floor = Watermark(workflowId);
-        var r = (RedisResult[])(await Script(Scripts.Commit, workflowId, [.. plan.Arguments]))!;
-        var head = (long)r[0];
-        if (head < 0)
-        {
-            return null;
-        }
-
-        ObserveHead(workflowId, head, floor);
-        txn.Committed = true;
-        if (txn.Changes.Count > 0)
-        {
-            var earliest = (double)r[1];
-            var before = (double)r[2];
-            if (earliest >= 0 && (before < 0 || earliest < before))
-            {
-                // Only an earlier timer needs the hint lowered (a later one is found when the hint comes due).
-                // Fire and forget: a lost hint only delays a timer until the next rescan.
-                _ = SetHintAsync(workflowId, earliest, exact: false);
-            }
-        }
-
-        var first = head - txn.Changes.Count + 1;
-        var events = txn.Changes.Select((e, i) => Stamp(e, first + i)).ToArray();
-        return (head, events);
-    }
+    internal static BoardException Unavailable(Exception ex) =>
+        ex as BoardException ?? (IsUnavailable(ex)
+            ? new BoardException(BoardError.StoreUnavailable, "Redis is unavailable: " + ex.Message, inner: ex)
+            : new BoardException(BoardError.StoreUnavailable, "The commit to Redis failed: " + ex.Message, inner: ex));
 
     // ---- Background: notifications, timers, epoch ---------------------------------------------------
 
@@ -467,15 +348,59 @@ public sealed class RedisStore : IBoardStore
         {
             try
             {
-                var workflowId = _keys.WorkflowOfChannel(channel!);
-                _hub.Publish(workflowId, ParsePublished(workflowId, (byte[])message!));
+                OnNotification(_keys.WorkflowOfChannel(channel!), (string)message!);
             }
             catch (Exception ex)
             {
-                // A malformed notification only delays watchers: their next read of the stream fills the gap.
+                // A malformed notification only delays watchers: their next read of the log fills the gap.
                 _logger.LogWarning(ex, "Ignoring a malformed change notification on {Channel}.", (string?)channel);
             }
         });
+    }
+
+    /// <summary>
+    /// Another instance committed a batch: this instance's replica catches up from the log and publishes
+    /// it to the watchers here; with no replica, watchers here get the batch read from the log. Watchers
+    /// drop duplicates and fill gaps, so a late or lost notification delays them but loses nothing.
+    /// </summary>
+    private void OnNotification(string workflowId, string message)
+    {
+        var fields = message.Split('|');
+        if (fields.Length != 5)
+        {
+            throw new InvalidDataException("A change notification has " + fields.Length + " fields instead of 5.");
+        }
+
+        if (fields[0] == InstanceId)
+        {
+            return;
+        }
+
+        if (_replicas.TryGetValue(workflowId, out var replica) && replica.OnForeignCommit(fields[2]))
+        {
+            return;
+        }
+
+        if (_hub.HasSubscribers(workflowId))
+        {
+            var first = long.Parse(fields[3], CultureInfo.InvariantCulture);
+            var count = (int)Math.Min(long.Parse(fields[4], CultureInfo.InvariantCulture) - first + 1, 10_000);
+            _ = PublishFromLogAsync(workflowId, first, count);
+        }
+    }
+
+    private async Task PublishFromLogAsync(string workflowId, long from, int count)
+    {
+        try
+        {
+            var log = await ReadLogAsync(workflowId, from, count).ConfigureAwait(false);
+            _hub.Publish(workflowId, log.Events);
+        }
+        catch (Exception ex)
+        {
+            // The watchers find the gap at the next event, or their next progress check.
+            _logger.LogDebug(ex, "Could not read the log of {Workflow} after a notification.", workflowId);
+        }
     }
 
     private async Task BackgroundAsync(CancellationToken ct)
@@ -487,6 +412,7 @@ public sealed class RedisStore : IBoardStore
             {
                 await Task.Delay(_options.EpochCheckInterval, ct);
                 await CheckEpochAsync();
+                EvictIdleReplicas();
                 if (DateTimeOffset.UtcNow - lastRescan >= _options.TimerRescanInterval)
                 {
                     await RescanTimerHintsAsync();
@@ -500,6 +426,18 @@ public sealed class RedisStore : IBoardStore
             catch (Exception ex)
             {
                 _logger.LogDebug(ex, "Redis background check failed; retrying.");
+            }
+        }
+    }
+
+    /// <summary>Replicas of workflows nobody used for a while are dropped; they load again on the next call.</summary>
+    private void EvictIdleReplicas()
+    {
+        foreach (var (id, replica) in _replicas)
+        {
+            if (replica.IdleMilliseconds > _options.ReplicaIdleTimeout.TotalMilliseconds && replica.TryEvict())
+            {
+                _replicas.TryRemove(new KeyValuePair<string, WorkflowReplica>(id, replica));
             }
         }
     }
@@ -597,12 +535,15 @@ public sealed class RedisStore : IBoardStore
         {
             return await operation();
         }
-        catch (Exception ex) when (ex is RedisConnectionException or RedisTimeoutException or TimeoutException
-            || (ex is RedisServerException server && (server.Message.StartsWith("LOADING", StringComparison.Ordinal) || server.Message.StartsWith("CLUSTERDOWN", StringComparison.Ordinal) || server.Message.StartsWith("TRYAGAIN", StringComparison.Ordinal))))
+        catch (Exception ex) when (IsUnavailable(ex))
         {
             throw new BoardException(BoardError.StoreUnavailable, "Redis is unavailable: " + ex.Message, inner: ex);
         }
     }
+
+    private static bool IsUnavailable(Exception ex) =>
+        ex is RedisConnectionException or RedisTimeoutException or TimeoutException
+        || (ex is RedisServerException server && (server.Message.StartsWith("LOADING", StringComparison.Ordinal) || server.Message.StartsWith("CLUSTERDOWN", StringComparison.Ordinal) || server.Message.StartsWith("TRYAGAIN", StringComparison.Ordinal)));
 
     private long Watermark(string workflowId) => _headWatermarks.GetValueOrDefault(workflowId);
 
@@ -611,20 +552,23 @@ public sealed class RedisStore : IBoardStore
     /// linearizable, so the read must return at least that. (Comparing with the watermark after the read
     /// would be wrong: concurrent reads of one instance complete in any order.)
     /// </summary>
+    internal void ObserveHead(string workflowId, long head) => ObserveHead(workflowId, head, Watermark(workflowId));
+
     private void ObserveHead(string workflowId, long head, long floor)
     {
         if (head < floor)
         {
-            Lose($"workflow '{workflowId}' is at revision {head}, but this instance had already seen {floor}");
+            throw LoseData($"workflow '{workflowId}' is at revision {head}, but this instance had already seen {floor}");
         }
 
         _headWatermarks.AddOrUpdate(workflowId, head, (_, old) => Math.Max(old, head));
     }
 
-    private void Lose(string why)
+    /// <summary>Enters the refusing state; returns the error to throw.</summary>
+    internal BoardException LoseData(string why)
     {
         Refuse(why);
-        ThrowIfDataLoss();
+        return new BoardException(BoardError.StoreDataLoss, "Redis lost acknowledged data (" + why + "); the board refuses to continue. Restore Redis from its AOF, or start over with a new key prefix.");
     }
 
     /// <summary>Enters the refusing state, and tells the other instances through Redis (best effort: each also checks by itself).</summary>
@@ -656,51 +600,13 @@ public sealed class RedisStore : IBoardStore
         }
     }
 
-    private static (TaskRecord, long) Decode(RedisResult blob, RedisResult rev)
-    {
-        var revision = (long)rev;
-        return (RecordCodec.DecodeTask((byte[])blob!) with { ModRevision = revision }, revision);
-    }
-
-    /// <summary>Blobs are written before their revision is known; the revision is applied when read.</summary>
-    internal static EventRecord Stamp(EventRecord e, long revision) => e with
-    {
-        Revision = revision,
-        Task = e.Task is null ? null : e.Task with { ModRevision = revision },
-        Note = e.Note is null ? null : e.Note with { ModRevision = revision },
-        Workflow = e.Workflow is null || e.Kind == EventKind.WorkflowDeleted ? e.Workflow : e.Workflow with { ModRevision = revision },
-    };
-
-    /// <summary>The commit script publishes "rev:len:blob" for each event, concatenated.</summary>
-    private static List<EventRecord> ParsePublished(string workflowId, byte[] message)
-    {
-        var events = new List<EventRecord>();
-        var i = 0;
-        while (i < message.Length)
-        {
-            var colon = Array.IndexOf(message, (byte)':', i);
-            var revision = long.Parse(Encoding.ASCII.GetString(message, i, colon - i), CultureInfo.InvariantCulture);
-            var colon2 = Array.IndexOf(message, (byte)':', colon + 1);
-            var length = int.Parse(Encoding.ASCII.GetString(message, colon + 1, colon2 - colon - 1), CultureInfo.InvariantCulture);
-            var e = Stamp(RecordCodec.DecodeEvent(new ReadOnlyMemory<byte>(message, colon2 + 1, length)), revision);
-            if (e.WorkflowId != workflowId)
-            {
-                throw new InvalidDataException("A notification's event belongs to another workflow.");
-            }
-
-            events.Add(e);
-            i = colon2 + 1 + length;
-        }
-
-        return events;
-    }
-
     internal sealed class Meta
     {
-        public byte[]? Blob { get; set; }
         public WorkflowRecord? Workflow { get; set; }
-        public long WorkflowRevision { get; set; }
         public long Head { get; set; }
         public TaskCounts Counts { get; } = new();
     }
+
+    /// <param name="BatchId">The id of the batch that made <paramref name="Head"/>.</param>
+    internal sealed record LogPage(long Head, string BatchId, long Oldest, bool Exists, IReadOnlyList<EventRecord> Events);
 }

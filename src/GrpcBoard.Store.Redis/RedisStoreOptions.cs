@@ -11,6 +11,18 @@ public sealed class RedisStoreOptions
     /// <summary>Events kept per workflow in its stream; older ones are trimmed (XTRIM MINID).</summary>
     public int MaxEventsPerWorkflow { get; set; } = 100_000;
 
+    /// <summary>Most recent events per workflow kept in each instance's replica, so watchers catch up without Redis.</summary>
+    public int RecentEventsInMemory { get; set; } = 4096;
+
+    /// <summary>
+    /// Commit batches of one workflow sent to Redis before the first is answered. Each is built on the one
+    /// before it; more in flight means smaller batches and less waiting, at a cost per batch.
+    /// </summary>
+    public int MaxBatchesInFlight { get; set; } = 2;
+
+    /// <summary>An instance drops its replica of a workflow nobody used for this long (it loads again on the next call).</summary>
+    public TimeSpan ReplicaIdleTimeout { get; set; } = TimeSpan.FromMinutes(5);
+
     /// <summary>Times a transaction is re-run after losing a race before the call fails with ABORTED.</summary>
     public int MaxConflictRetries { get; set; } = 64;
 
@@ -37,9 +49,9 @@ public sealed class RedisStoreOptions
             throw new ArgumentException("Redis configuration and a key prefix without braces are required.");
         }
 
-        if (MaxEventsPerWorkflow < 16 || MaxConflictRetries < 1)
+        if (MaxEventsPerWorkflow < 16 || MaxConflictRetries < 1 || RecentEventsInMemory < 16 || MaxBatchesInFlight < 1)
         {
-            throw new ArgumentException("MaxEventsPerWorkflow must be at least 16 and MaxConflictRetries at least 1.");
+            throw new ArgumentException("MaxEventsPerWorkflow and RecentEventsInMemory must be at least 16, MaxConflictRetries and MaxBatchesInFlight at least 1.");
         }
     }
 }

@@ -69,6 +69,9 @@ public sealed class EventHub
         }
     }
 
+    /// <summary>True when someone watches the workflow on this instance.</summary>
+    public bool HasSubscribers(string workflowId) => _subscribers.ContainsKey(workflowId);
+
     /// <summary>Number of live subscriptions (for metrics and tests).</summary>
     public int SubscriptionCount => _subscribers.Values.Sum(s => s.Snapshot.Length);
 

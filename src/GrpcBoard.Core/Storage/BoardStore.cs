@@ -19,14 +19,6 @@ public interface IBoardStore : IAsyncDisposable
     /// </summary>
     Task<TxnResult<T>> ExecuteAsync<T>(string workflowId, Func<IWorkflowTransaction, ValueTask<T>> body, CancellationToken cancellationToken);
 
-    /// <summary>
-    /// <see cref="ExecuteAsync{T}(string, Func{IWorkflowTransaction, ValueTask{T}}, CancellationToken)"/>, told what
-    /// the body is about to read, so that a store whose reads are round trips can fetch it together with the
-    /// workflow. Only an optimization: the body reads as usual and sees what it would have seen without it.
-    /// </summary>
-    Task<TxnResult<T>> ExecuteAsync<T>(string workflowId, ReadAhead readAhead, Func<IWorkflowTransaction, ValueTask<T>> body, CancellationToken cancellationToken) =>
-        ExecuteAsync(workflowId, body, cancellationToken);
-
     /// <summary>Workflows ordered by id, after <paramref name="afterId"/>, optionally in one status.</summary>
     ValueTask<IReadOnlyList<WorkflowSummary>> ListWorkflowsAsync(WorkflowStatus? status, string? afterId, int limit, CancellationToken cancellationToken);
 
@@ -60,12 +52,6 @@ public interface IWorkflowTransaction
     ValueTask<TaskRecord?> GetTaskAsync(string taskId);
 
     /// <summary>
-    /// Reads several tasks at once, so that a later <see cref="GetTaskAsync"/> of each is answered without
-    /// another trip to the store. Only an optimization: the result is what GetTaskAsync would return.
-    /// </summary>
-    ValueTask PrefetchTasksAsync(IReadOnlyCollection<string> taskIds);
-
-    /// <summary>
     /// READY tasks a worker with these skills may take, best first (see <c>TaskIndexing.CompareReady</c>).
     /// A store may return equally ranked tasks in another order to spread concurrent claimers.
     /// </summary>
@@ -89,15 +75,6 @@ public interface IWorkflowTransaction
     /// </summary>
     void Append(EventRecord change);
 }
-
-/// <summary>What a transaction body is about to read (see <see cref="IBoardStore.ExecuteAsync{T}(string, ReadAhead, Func{IWorkflowTransaction, ValueTask{T}}, CancellationToken)"/>).</summary>
-/// <param name="TaskIds">Tasks it reads with <see cref="IWorkflowTransaction.GetTaskAsync"/>.</param>
-/// <param name="DependentsOf">Tasks whose dependents it reads with <see cref="IWorkflowTransaction.GetDependentsAsync"/>.</param>
-/// <param name="ReadyForSkills">Skills it passes to <see cref="IWorkflowTransaction.GetReadyTasksAsync"/>, asking for one task.</param>
-public sealed record ReadAhead(
-    IReadOnlyList<string>? TaskIds = null,
-    IReadOnlyList<string>? DependentsOf = null,
-    IReadOnlyCollection<string>? ReadyForSkills = null);
 
 /// <summary>What a committed transaction produced.</summary>
 /// <param name="Value">The body's return value.</param>

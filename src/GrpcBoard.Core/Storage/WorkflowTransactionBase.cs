@@ -39,9 +39,6 @@ public abstract class WorkflowTransactionBase(string workflowId) : IWorkflowTran
         return _tasks is not null && _tasks.TryGetValue(taskId, out var task) ? new(task) : ReadTaskAsync(taskId);
     }
 
-    public ValueTask PrefetchTasksAsync(IReadOnlyCollection<string> taskIds) =>
-        _deleted ? ValueTask.CompletedTask : PrefetchCommittedTasksAsync(taskIds.Where(id => _tasks is null || !_tasks.ContainsKey(id)).ToArray());
-
     public async ValueTask<IReadOnlyList<TaskRecord>> GetReadyTasksAsync(IReadOnlyCollection<string> workerSkills, int limit)
     {
         if (_deleted)
@@ -145,9 +142,6 @@ public abstract class WorkflowTransactionBase(string workflowId) : IWorkflowTran
     }
 
     protected abstract ValueTask<TaskRecord?> ReadTaskAsync(string taskId);
-
-    /// <summary>A store whose reads are remote batches them here; an in-memory store need not.</summary>
-    protected virtual ValueTask PrefetchCommittedTasksAsync(IReadOnlyCollection<string> taskIds) => ValueTask.CompletedTask;
 
     protected abstract ValueTask<IReadOnlyList<TaskRecord>> ReadReadyTasksAsync(IReadOnlyCollection<string> workerSkills, int limit);
 

@@ -1,0 +1,659 @@
+using GrpcBoard.Core;
+using GrpcBoard.Core.Model;
+using GrpcBoard.Core.Rules;
+using GrpcBoard.Core.Storage;
+using StackExchange.Redis;
+
+namespace GrpcBoard.Store.Redis;
+
+/// <summary>
+/// One instance's copy of one workflow, and the pipeline of its commits to Redis.
+///
+/// Transactions run their body against the replica under its lock, as in the embedded store, so reads
+/// cost no round trip; their changes are applied at once (speculatively) and join the open batch. A
+/// batch is sent as one commit script that succeeds only if the workflow's last committed batch is the
+/// one this replica built on. So up to <see cref="RedisStoreOptions.MaxBatchesInFlight"/> batches are in
+/// flight, each built on the previous one, and Redis applies them in order or refuses the first that
+/// another instance overtook, and with it every later one (their predecessor never committed).
+///
+/// A refused batch means another instance committed first: the speculative changes are undone (newest
+/// first), the replica catches up from the workflow's log, and the refused transactions run again on
+/// the fresh state. A batch whose reply was lost (Redis down or slow) may or may not have committed: its
+/// transactions fail with UNAVAILABLE and the replica is dropped, to be loaded again from Redis.
+///
+/// Reads commit too: a transaction that changed nothing rides in the next batch (a batch of reads
+/// only writes nothing), so it returns only once what it saw is committed and Redis confirmed that
+/// no other instance had changed the workflow since.
+/// </summary>
+internal sealed class WorkflowReplica
+{
+    private readonly RedisStore _store;
+    private readonly RedisStoreOptions _options;
+    private readonly Queue<CommitBatch> _inFlight = new();
+    private readonly List<CommitBatch> _refused = [];
+
+    /// <summary>Transactions decided under the lock, reported once it is released.</summary>
+    private List<PendingTxn> _decided = [];
+
+    /// <summary>Null until loaded, and after being dropped.</summary>
+    private WorkflowState? _state;
+
+    /// <summary>The load in progress (or the last one, faulted, if it failed).</summary>
+    private Task? _loading;
+
+    /// <summary>Non-null from the moment a batch is refused or lost until the replica is current again: no body runs meanwhile.</summary>
+    private TaskCompletionSource? _recovery;
+
+    private CommitBatch? _open;
+    private long _committedHead;
+    private string _committedId = "";
+    private string _sentId = "";
+    private bool _broken;
+
+    /// <summary>Notifications of other instances' commits, and how many of them the last catch-up covered.</summary>
+    private long _foreignNotices;
+    private long _noticesCaughtUp;
+    private long _sequence;
+    private long _lastUsedTicks = Environment.TickCount64;
+
+    public WorkflowReplica(RedisStore store, string workflowId)
+    {
+        _store = store;
+        _options = store.Options;
+        Id = workflowId;
+    }
+
+    public string Id { get; }
+
+    public object Gate { get; } = new();
+
+    /// <summary>Set when the store dropped this replica (idle): callers get a new one.</summary>
+    public bool Evicted { get; private set; }
+
+    public long IdleMilliseconds => Environment.TickCount64 - Interlocked.Read(ref _lastUsedTicks);
+
+    /// <summary>Completes when a body may run: the replica is loaded and not recovering. Starts a load if needed.</summary>
+    public Task WhenReadyAsync()
+    {
+        lock (Gate)
+        {
+            if (_recovery is { } recovery)
+            {
+                return recovery.Task;
+            }
+
+            if (Evicted)
+            {
+                // The caller finds it evicted and takes the store's new replica.
+                return Task.CompletedTask;
+            }
+
+            if (_state is null && (_loading is null || _loading.IsCompleted))
+            {
+                _loading = Task.Run(LoadAsync);
+            }
+
+            return _state is null ? _loading! : Task.CompletedTask;
+        }
+    }
+
+    private bool CanRun => _state is not null && _recovery is null && !Evicted;
+
+    /// <summary>
+    /// Runs the body on the replica and queues its changes. False when the replica is not ready (loading,
+    /// recovering or dropped): wait for <see cref="WhenReadyAsync"/> and try again.
+    /// </summary>
+    public bool TryRun<T>(Func<IWorkflowTransaction, ValueTask<T>> body, out T value, out PendingTxn? pending, out bool needsRegistration)
+    {
+        value = default!;
+        pending = null;
+        needsRegistration = false;
+        lock (Gate)
+        {
+            if (!CanRun || _state is not { } state)
+            {
+                return false;
+            }
+
+            Interlocked.Exchange(ref _lastUsedTicks, Environment.TickCount64);
+            var txn = new StateTransaction(state);
+            try
+            {
+                value = StateTransaction.RunSynchronously(txn, body);
+            }
+            catch (BoardException refusal)
+            {
+                // A refusal is an answer read from the replica ("no such note", "stale token"): like any read
+                // it stands only once Redis confirms the replica was current, so it rides in the next batch.
+                pending = new PendingTxn(null, state.Head, refusal);
+                (_open ??= new CommitBatch()).Add(pending);
+                SendWhatFits();
+                return true;
+            }
+
+            if (txn.Changes.Any(c => c.Kind == EventKind.WorkflowCreated) && !_store.IsRegistered(Id))
+            {
+                // The registry lives in another slot, so it cannot be written by the commit: register first.
+                needsRegistration = true;
+                return true;
+            }
+
+            var applied = txn.Changes.Count == 0
+                ? null
+                : state.Apply(txn.Changes, _options.MaxEventsPerWorkflow, EventRetention.Slack(_options.MaxEventsPerWorkflow, trimmingCostsIo: true));
+            pending = new PendingTxn(applied, state.Head);
+            (_open ??= new CommitBatch()).Add(pending);
+            SendWhatFits();
+            return true;
+        }
+    }
+
+    /// <summary>Committed events from <paramref name="from"/>, if this replica holds them; null to read Redis.</summary>
+    public EventPage? TryReadEvents(long from, int limit)
+    {
+        lock (Gate)
+        {
+            if (_state is not { } state || _recovery is not null)
+            {
+                return null;
+            }
+
+            if (state.Record is null)
+            {
+                return state.Head == _committedHead ? new EventPage(false, _committedHead, _committedHead + 1, []) : null;
+            }
+
+            var oldest = state.Oldest;
+            var start = Math.Max(from, oldest);
+            if (start > _committedHead)
+            {
+                return new EventPage(true, _committedHead, oldest, []);
+            }
+
+            return state.Recent.Read(start, _committedHead, limit) is { } events ? new EventPage(true, _committedHead, oldest, events) : null;
+        }
+    }
+
+    /// <summary>
+    /// Another instance committed a batch: this replica is behind. It catches up from the log at once if it
+    /// has nothing in flight, else once its own batches are answered (they will be refused). False when
+    /// there is no loaded replica to bring along (the caller then informs watchers itself).
+    /// </summary>
+    public bool OnForeignCommit(string id)
+    {
+        List<PendingTxn>? decided;
+        lock (Gate)
+        {
+            if (_state is null || Evicted)
+            {
+                return false;
+            }
+
+            if (_committedId != id)
+            {
+                _foreignNotices++;
+                if (_recovery is null && _inFlight.Count == 0)
+                {
+                    BeginRecovery(broken: false);
+                    Recover();
+                }
+            }
+
+            decided = TakeDecided();
+        }
+
+        Complete(decided);
+        return true;
+    }
+
+    /// <summary>Drops an idle replica; false if it has work in flight.</summary>
+    public bool TryEvict()
+    {
+        lock (Gate)
+        {
+            if (_open is not null || _inFlight.Count > 0 || _recovery is not null || _loading is { IsCompleted: false })
+            {
+                return false;
+            }
+
+            Evicted = true;
+            _state = null;
+            return true;
+        }
+    }
+
+    private void SendWhatFits()
+    {
+        while (_open is { } batch && _state is not null && _recovery is null && _inFlight.Count < _options.MaxBatchesInFlight)
+        {
+            _open = null;
+            batch.PreviousId = _sentId;
+            batch.Id = batch.HasWrites ? _store.InstanceId + ":" + (++_sequence).ToString(System.Globalization.CultureInfo.InvariantCulture) : _sentId;
+            batch.Head = _state.Head;
+            _sentId = batch.Id;
+            var args = batch.Arguments(_store.Keys.Channel(Id), _store.InstanceId, _state.Counts);
+            _inFlight.Enqueue(batch);
+            // Sent under the lock: StackExchange.Redis writes commands to a connection in the order they are
+            // issued, so the batches of this workflow reach Redis in order.
+            var reply = _store.EvaluateAsync(Scripts.Commit, Id, args);
+            _ = reply.ContinueWith((t, state) => ((WorkflowReplica)state!).OnReply(batch, t), this, CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
+        }
+    }
+
+    private void OnReply(CommitBatch batch, Task<RedisResult> reply)
+    {
+        List<PendingTxn>? decided;
+        lock (Gate)
+        {
+            batch.Reply = reply;
+            // Replies may be handled out of order; resolve them in send order.
+            while (_inFlight.TryPeek(out var first) && first.Reply is not null)
+            {
+                _inFlight.Dequeue();
+                Resolve(first);
+            }
+
+            if (_inFlight.Count == 0 && _recovery is null && _foreignNotices > _noticesCaughtUp)
+            {
+                // Another instance committed while ours were in flight, after them: catch up now.
+                BeginRecovery(broken: false);
+            }
+
+            if (_inFlight.Count == 0 && _recovery is not null)
+            {
+                Recover();
+            }
+            else
+            {
+                SendWhatFits();
+            }
+
+            decided = TakeDecided();
+        }
+
+        Complete(decided);
+    }
+
+    private void Resolve(CommitBatch batch)
+    {
+        RedisResult[] r;
+        try
+        {
+            r = (RedisResult[])batch.Reply!.GetAwaiter().GetResult()!;
+        }
+        catch (Exception ex)
+        {
+            // Whether it committed is unknown: the callers hear UNAVAILABLE, the replica is reloaded.
+            BeginRecovery(broken: true);
+            _refused.Add(batch);
+            var error = RedisStore.Unavailable(ex);
+            foreach (var txn in batch.Txns)
+            {
+                Decide(txn, false, error);
+            }
+
+            return;
+        }
+
+        var code = (long)r[0];
+        if (code < 0)
+        {
+            var head = (long)r[1];
+            _store.CountRefusal();
+            BeginRecovery(broken: false);
+            _refused.Add(batch);
+            if (head < _committedHead)
+            {
+                // Redis is behind what it acknowledged to this instance: it lost data.
+                foreach (var txn in batch.Txns)
+                {
+                    Decide(txn, false, _store.LoseData($"workflow '{Id}' is at revision {head}, but this instance had committed up to {_committedHead}"));
+                }
+
+                _broken = true;
+                return;
+            }
+
+            foreach (var txn in batch.Txns)
+            {
+                Decide(txn, false);
+            }
+
+            return;
+        }
+
+        if (batch.HasWrites)
+        {
+            _committedHead = batch.Head;
+            _committedId = batch.Id;
+            _state!.DurableHead = _committedHead;
+            _store.ObserveHead(Id, _committedHead);
+            foreach (var applied in batch.Applied)
+            {
+                _store.Publish(Id, applied.Events);
+            }
+
+            _store.LowerTimerHint(Id, before: (double)r[2], after: (double)r[3]);
+        }
+
+        foreach (var txn in batch.Txns)
+        {
+            Decide(txn, true);
+        }
+    }
+
+    private void Decide(PendingTxn txn, bool committed, Exception? error = null)
+    {
+        txn.Decide(committed, error);
+        _decided.Add(txn);
+    }
+
+    /// <summary>Takes the transactions decided so far (under the lock) to complete them after it.</summary>
+    private List<PendingTxn>? TakeDecided()
+    {
+        if (_decided.Count == 0)
+        {
+            return null;
+        }
+
+        var decided = _decided;
+        _decided = [];
+        return decided;
+    }
+
+    private static void Complete(List<PendingTxn>? decided)
+    {
+        if (decided is not null)
+        {
+            foreach (var txn in decided)
+            {
+                txn.Complete();
+            }
+        }
+    }
+
+    private void BeginRecovery(bool broken)
+    {
+        _recovery ??= new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        _broken |= broken;
+    }
+
+    private void EndRecovery()
+    {
+        var recovery = _recovery;
+        _recovery = null;
+        _broken = false;
+        if (_state is not null && _foreignNotices > _noticesCaughtUp)
+        {
+            // Notified of a commit the catch-up may have read before it happened: read again.
+            BeginRecovery(broken: false);
+            _ = Task.Run(CatchUpAsync);
+        }
+
+        recovery?.TrySetResult();
+    }
+
+    /// <summary>
+    /// Nothing is in flight and something was refused or lost: undo every speculative change (the open
+    /// batch, then the refused batches, newest first) so the replica is at its last commit, then catch up
+    /// from the log; or drop the replica when undo cannot restore it or an outcome is unknown.
+    /// </summary>
+    private void Recover()
+    {
+        var state = _state!;
+        var canUndo = !_broken;
+        if (_open is { } open)
+        {
+            _open = null;
+            canUndo = canUndo && UndoAll(state, open);
+            foreach (var txn in open.Txns)
+            {
+                Decide(txn, false);
+            }
+        }
+
+        for (var i = _refused.Count - 1; i >= 0 && canUndo; i--)
+        {
+            canUndo = UndoAll(state, _refused[i]);
+        }
+
+        _refused.Clear();
+        _sentId = _committedId;
+        if (!canUndo)
+        {
+            _state = null;
+            EndRecovery();
+            return;
+        }
+
+        _ = Task.Run(CatchUpAsync);
+    }
+
+    private static bool UndoAll(WorkflowState state, CommitBatch batch)
+    {
+        for (var i = batch.Applied.Count - 1; i >= 0; i--)
+        {
+            if (!state.Undo(batch.Applied[i]))
+            {
+                return false;
+            }
+        }
+
+        return true;
+    }
+
+    /// <summary>
+    /// Reads the log after the last commit this replica knows and applies it, then lets bodies run again.
+    /// A gap there (the workflow was deleted, or trimmed past us) or a failure drops the replica instead,
+    /// and the next transaction loads it again.
+    /// </summary>
+    private async Task CatchUpAsync()
+    {
+        long notices;
+        lock (Gate)
+        {
+            notices = _foreignNotices;
+        }
+
+        try
+        {
+            while (true)
+            {
+                long from;
+                lock (Gate)
+                {
+                    from = _committedHead + 1;
+                }
+
+                var log = await _store.ReadLogAsync(Id, from, 1000).ConfigureAwait(false);
+                if (log.Head < from - 1)
+                {
+                    throw _store.LoseData($"workflow '{Id}' is at revision {log.Head}, but this instance had committed up to {from - 1}");
+                }
+
+                lock (Gate)
+                {
+                    var state = _state!;
+                    if (log.Head >= from && (log.Events.Count == 0 || log.Events[0].Revision != from))
+                    {
+                        _state = null;
+                        return;
+                    }
+
+                    foreach (var e in log.Events)
+                    {
+                        Replay(state, e);
+                    }
+
+                    state.Oldest = log.Oldest;
+                    state.Recent.TrimBelow(log.Oldest);
+                    _committedHead = state.Head;
+                    state.DurableHead = _committedHead;
+                    _store.Publish(Id, log.Events);
+                    if (state.Head == log.Head)
+                    {
+                        _committedId = _sentId = log.BatchId;
+                        _noticesCaughtUp = Math.Max(_noticesCaughtUp, notices);
+                        return;
+                    }
+                }
+            }
+        }
+        catch
+        {
+            lock (Gate)
+            {
+                _state = null;
+            }
+        }
+        finally
+        {
+            lock (Gate)
+            {
+                EndRecovery();
+            }
+        }
+    }
+
+    /// <summary>
+    /// Loads the workflow: where its log stands, then its tasks and notes in HSCAN steps (not atomic, so
+    /// the log after that first position is replayed on top: each record ends at its last version up to
+    /// the head of the last log read, which follows the scans).
+    /// </summary>
+    private async Task LoadAsync()
+    {
+        for (var attempt = 0; ; attempt++)
+        {
+            var start = await _store.ReadLogAsync(Id, long.MaxValue, 0).ConfigureAwait(false);
+            _store.ObserveHead(Id, start.Head);
+            var state = new WorkflowState(Id, _options.RecentEventsInMemory, timers: null)
+            {
+                Head = start.Head,
+                Oldest = start.Exists ? start.Oldest : start.Head + 1,
+            };
+            if (start.Exists)
+            {
+                foreach (var e in await _store.ScanAsync(Id, "tasks").ConfigureAwait(false))
+                {
+                    Replay(state, e, recordOnly: true);
+                }
+
+                foreach (var e in await _store.ScanAsync(Id, "notes").ConfigureAwait(false))
+                {
+                    Replay(state, e, recordOnly: true);
+                }
+
+                state.Record = await _store.ReadWorkflowAsync(Id).ConfigureAwait(false);
+            }
+
+            var from = start.Head + 1;
+            while (true)
+            {
+                var log = await _store.ReadLogAsync(Id, from, 1000).ConfigureAwait(false);
+                if (log.Head < start.Head)
+                {
+                    throw _store.LoseData($"workflow '{Id}' went back from revision {start.Head} to {log.Head} while it was loaded");
+                }
+
+                if (log.Head >= from && (log.Events.Count == 0 || log.Events[0].Revision != from))
+                {
+                    // Deleted or trimmed past the first position while we scanned: start over.
+                    state = null;
+                    break;
+                }
+
+                foreach (var e in log.Events)
+                {
+                    Replay(state, e);
+                }
+
+                if (log.Events.Count == 0 || log.Events[^1].Revision == log.Head)
+                {
+                    state.Head = log.Head;
+                    state.Oldest = log.Exists ? log.Oldest : log.Head + 1;
+                    state.DurableHead = state.Head;
+                    _store.ObserveHead(Id, state.Head);
+                    lock (Gate)
+                    {
+                        _state = state;
+                        _noticesCaughtUp = _foreignNotices;
+                        _committedHead = state.Head;
+                        _committedId = _sentId = log.BatchId;
+                    }
+
+                    return;
+                }
+
+                from = log.Events[^1].Revision + 1;
+            }
+
+            if (attempt >= 10)
+            {
+                throw new BoardException(BoardError.StoreUnavailable, $"Workflow '{Id}' changed too fast to be loaded; retry.");
+            }
+        }
+    }
+
+    /// <summary>
+    /// Applies a committed event to the replica, unless the record already has that version or a newer
+    /// one (a scanned record may be newer than the log position being replayed).
+    /// </summary>
+    private static void Replay(WorkflowState state, EventRecord e, bool recordOnly = false)
+    {
+        switch (e.Kind)
+        {
+            case EventKind.WorkflowCreated or EventKind.WorkflowUpdated:
+                if (state.Record is null || state.Record.ModRevision < e.Revision)
+                {
+                    state.Record = e.Workflow;
+                }
+
+                break;
+            case EventKind.WorkflowDeleted:
+                state.Clear();
+                state.Oldest = e.Revision + 1;
+                break;
+            case EventKind.NotePut:
+                if (!state.Notes.TryGetValue(e.Note!.Key, out var note) || note.ModRevision < e.Revision)
+                {
+                    state.PutNote(e.Note);
+                }
+
+                break;
+            case EventKind.NoteDeleted or EventKind.NoteExpired:
+                if (state.Notes.TryGetValue(e.Note!.Key, out var old) && old.ModRevision < e.Revision)
+                {
+                    state.RemoveNote(e.Note.Key);
+                }
+
+                break;
+            default:
+                if (!state.Tasks.TryGetValue(e.Task!.Id, out var task) || task.ModRevision < e.Revision)
+                {
+                    state.PutTask(e.Task);
+                }
+
+                break;
+        }
+
+        if (recordOnly)
+        {
+            return;
+        }
+
+        if (e.Revision > state.Head)
+        {
+            state.Head = e.Revision;
+        }
+
+        if (e.Kind != EventKind.WorkflowDeleted)
+        {
+            if (state.Recent.Count > 0 && state.Recent.LastRevision + 1 != e.Revision)
+            {
+                state.Recent.Clear();
+            }
+
+            state.Recent.Add(e);
+        }
+    }
+}
