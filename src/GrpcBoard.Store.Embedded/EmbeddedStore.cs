@@ -338,12 +338,12 @@ public sealed class EmbeddedStore : IBoardStore
             };
 
             // Tasks whose dependencies appear later in id order still index correctly: PutTask only records edges.
-            foreach (var task in w.Tasks)
+            foreach (var task in w.Tasks.Values)
             {
                 state.PutTask(task);
             }
 
-            foreach (var note in w.Notes)
+            foreach (var note in w.Notes.Values)
             {
                 state.PutNote(note);
             }

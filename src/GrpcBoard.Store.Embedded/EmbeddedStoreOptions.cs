@@ -20,6 +20,16 @@ public sealed class EmbeddedStoreOptions
     /// </summary>
     public string Synchronous { get; set; } = "FULL";
 
+    /// <summary>
+    /// Longest time between checkpoints, which write each changed record's last version to its row; until
+    /// then the log holds it. Rarer: fewer writes (a task claimed and completed in between is written
+    /// once). More often: less log to replay when the store opens.
+    /// </summary>
+    public TimeSpan CheckpointInterval { get; set; } = TimeSpan.FromSeconds(1);
+
+    /// <summary>A checkpoint is also made once this many changed records are not yet checkpointed.</summary>
+    public int CheckpointRecords { get; set; } = 50_000;
+
     /// <summary>Fault injection for tests: called before each disk commit; throwing fails that commit.</summary>
     public Action? BeforeCommit { get; set; }
 
@@ -28,9 +38,9 @@ public sealed class EmbeddedStoreOptions
 
     public void Validate()
     {
-        if (MaxEventsPerWorkflow < 16 || RecentEventsInMemory < 16 || MaxTransactionsPerCommit < 1)
+        if (MaxEventsPerWorkflow < 16 || RecentEventsInMemory < 16 || MaxTransactionsPerCommit < 1 || CheckpointRecords < 1 || CheckpointInterval < TimeSpan.Zero)
         {
-            throw new ArgumentException("Embedded store limits are too small (events >= 16, batch >= 1).");
+            throw new ArgumentException("Embedded store limits are too small (events >= 16, batch >= 1, checkpoint records >= 1, interval >= 0).");
         }
 
         if (Synchronous is not ("FULL" or "NORMAL" or "EXTRA"))

@@ -6,7 +6,8 @@ namespace GrpcBoard.Store.Embedded;
 
 /// <summary>
 /// The disk writes of one committed transaction, built under the workflow's lock and written by the
-/// journal thread in the order entries were enqueued.
+/// journal thread in the order entries were enqueued: its events (encoded once, here), and the last
+/// version of each record it changed, which the journal keeps until its next checkpoint.
 /// </summary>
 internal sealed class JournalEntry(WorkflowState state)
 {
@@ -14,83 +15,66 @@ internal sealed class JournalEntry(WorkflowState state)
 
     public WorkflowState State { get; } = state;
 
-    /// <summary>The workflow row is rewritten (created, updated, or deleted when <see cref="WorkflowBlob"/> is null).</summary>
-    public bool WorkflowChanged { get; set; }
+    /// <summary>The workflow was deleted: its records and log go before anything else of this entry.</summary>
+    public bool DeleteContents { get; private init; }
 
-    public byte[]? WorkflowBlob { get; set; }
+    /// <summary>The workflow record this entry wrote last (created or updated), if any.</summary>
+    public WorkflowRecord? Workflow { get; private set; }
 
-    /// <summary>The workflow was deleted: its tasks, notes and events go before anything else of this entry.</summary>
-    public bool DeleteContents { get; set; }
+    public List<TaskRecord> Tasks { get; } = [];
 
-    public List<(string Id, byte[] Blob)> Tasks { get; } = [];
+    /// <summary>Note null: the note was deleted.</summary>
+    public List<(string Key, NoteRecord? Note)> Notes { get; } = [];
 
-    /// <summary>Blob null means delete the note.</summary>
-    public List<(string Key, byte[]? Blob)> Notes { get; } = [];
-
+    /// <summary>The events to log, in revision order (a deletion is not logged: the log it belongs to is gone).</summary>
     public List<(long Revision, byte[] Blob)> Events { get; } = [];
 
     /// <summary>Events below this revision are trimmed (0: none).</summary>
-    public long TrimBelow { get; set; }
+    public long TrimBelow { get; private init; }
 
-    public long Head { get; set; }
+    public long Head { get; private init; }
 
-    public long Oldest { get; set; }
+    public long Oldest { get; private init; }
 
     /// <summary>What watchers get once the entry is durable.</summary>
-    public IReadOnlyList<EventRecord> Published { get; set; } = [];
+    public IReadOnlyList<EventRecord> Published { get; private init; } = [];
 
-    /// <summary>The disk writes of what <see cref="WorkflowState.Apply"/> committed (each record once, with its last version).</summary>
+    public Task Durable => _completion.Task;
+
+    /// <summary>The disk writes of what <see cref="WorkflowState.Apply"/> committed.</summary>
     public static JournalEntry From(WorkflowState state, AppliedChanges applied)
     {
         var entry = new JournalEntry(state)
         {
             DeleteContents = applied.DeletedContents,
-            WorkflowChanged = applied.DeletedContents,
             TrimBelow = applied.TrimBelow,
             Head = applied.Head,
             Oldest = applied.Oldest,
             Published = applied.Events,
         };
-        var tasks = new Dictionary<string, TaskRecord>(StringComparer.Ordinal);
-        var notes = new Dictionary<string, NoteRecord?>(StringComparer.Ordinal);
         foreach (var e in applied.Logged)
         {
             switch (e.Kind)
             {
                 case EventKind.WorkflowCreated or EventKind.WorkflowUpdated:
-                    entry.WorkflowChanged = true;
-                    entry.WorkflowBlob = RecordCodec.Encode(e.Workflow!);
+                    entry.Workflow = e.Workflow;
                     break;
                 case EventKind.NotePut:
-                    notes[e.Note!.Key] = e.Note;
+                    entry.Notes.Add((e.Note!.Key, e.Note));
                     break;
                 case EventKind.NoteDeleted or EventKind.NoteExpired:
-                    notes[e.Note!.Key] = null;
+                    entry.Notes.Add((e.Note!.Key, null));
                     break;
                 default:
-                    tasks[e.Task!.Id] = e.Task;
+                    entry.Tasks.Add(e.Task!);
                     break;
             }
 
             entry.Events.Add((e.Revision, RecordCodec.Encode(e)));
         }
 
-        foreach (var (id, task) in tasks)
-        {
-            entry.Tasks.Add((id, RecordCodec.Encode(task)));
-        }
-
-        foreach (var (key, note) in notes)
-        {
-            entry.Notes.Add((key, note is null ? null : RecordCodec.Encode(note)));
-        }
-
         return entry;
     }
-
-    public Task Durable => _completion.Task;
-
-    public bool IsDurable => _completion.Task.IsCompletedSuccessfully;
 
     public void MarkDurable() => _completion.TrySetResult();
 

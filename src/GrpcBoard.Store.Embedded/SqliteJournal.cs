@@ -9,9 +9,10 @@ namespace GrpcBoard.Store.Embedded;
 /// The durable half of the embedded store: one SQLite database in WAL mode, written by a single thread
 /// that commits every queued transaction in one disk transaction (group commit). A transaction is
 /// acknowledged only after the disk commit that holds it returns; with synchronous=FULL that commit has
-/// been fsynced. One process owns a data directory at a time (an exclusive lock file).
+/// been fsynced. One process owns a data directory at a time (an exclusive lock file). What a commit
+/// writes, and how the store is loaded back, is in SqliteJournal.Layout.cs.
 /// </summary>
-internal sealed class SqliteJournal : IDisposable
+internal sealed partial class SqliteJournal : IDisposable
 {
     public const string DatabaseFileName = "board.db";
     private const string LockFileName = "board.lock";
@@ -108,10 +109,6 @@ internal sealed class SqliteJournal : IDisposable
         Open();
     }
 
-    /// <summary>
-    /// (Re)opens a handle on the WAL for fsync. Closing SQLite's last connection may delete the WAL and the
-    /// next open create a new file, so after a reopen the handle must follow; the syncer never uses a stale one.
-    /// </summary>
     /// <summary>A small durable write, to learn whether the disk takes commits again before the store resumes.</summary>
     public void Probe()
     {
@@ -126,6 +123,10 @@ internal sealed class SqliteJournal : IDisposable
         }
     }
 
+    /// <summary>
+    /// (Re)opens a handle on the WAL for fsync. Closing SQLite's last connection may delete the WAL and the
+    /// next open create a new file, so after a reopen the handle must follow; the syncer never uses a stale one.
+    /// </summary>
     private void OpenWal()
     {
         lock (_walLock)
@@ -133,71 +134,6 @@ internal sealed class SqliteJournal : IDisposable
             _wal?.Dispose();
             _wal = File.OpenHandle(DatabasePath + "-wal", FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete);
         }
-    }
-
-    public List<LoadedWorkflow> Load()
-    {
-        var workflows = new Dictionary<string, LoadedWorkflow>(StringComparer.Ordinal);
-        using (var cmd = _connection.CreateCommand())
-        {
-            cmd.CommandText = "SELECT id, record, head, oldest FROM workflows";
-            using var reader = cmd.ExecuteReader();
-            while (reader.Read())
-            {
-                var id = reader.GetString(0);
-                var record = reader.IsDBNull(1) ? null : RecordCodec.DecodeWorkflow((byte[])reader.GetValue(1));
-                workflows[id] = new LoadedWorkflow(id, record, reader.GetInt64(2), reader.GetInt64(3), [], []);
-            }
-        }
-
-        using (var cmd = _connection.CreateCommand())
-        {
-            cmd.CommandText = "SELECT workflow_id, record FROM tasks";
-            using var reader = cmd.ExecuteReader();
-            while (reader.Read())
-            {
-                if (workflows.TryGetValue(reader.GetString(0), out var w))
-                {
-                    w.Tasks.Add(RecordCodec.DecodeTask((byte[])reader.GetValue(1)));
-                }
-            }
-        }
-
-        using (var cmd = _connection.CreateCommand())
-        {
-            cmd.CommandText = "SELECT workflow_id, record FROM notes";
-            using var reader = cmd.ExecuteReader();
-            while (reader.Read())
-            {
-                if (workflows.TryGetValue(reader.GetString(0), out var w))
-                {
-                    w.Notes.Add(RecordCodec.DecodeNote((byte[])reader.GetValue(1)));
-                }
-            }
-        }
-
-        return [.. workflows.Values];
-    }
-
-    /// <summary>Durable events of a workflow with from &lt;= revision &lt;= upTo, on a reader connection of its own (WAL lets it run beside the writer).</summary>
-    public List<EventRecord> ReadEvents(string workflowId, long from, long upTo, int limit)
-    {
-        using var connection = new SqliteConnection(_connectionString);
-        connection.Open();
-        using var cmd = connection.CreateCommand();
-        cmd.CommandText = "SELECT record FROM events WHERE workflow_id = $w AND revision >= $from AND revision <= $to ORDER BY revision LIMIT $limit";
-        cmd.Parameters.AddWithValue("$w", workflowId);
-        cmd.Parameters.AddWithValue("$from", from);
-        cmd.Parameters.AddWithValue("$to", upTo);
-        cmd.Parameters.AddWithValue("$limit", limit);
-        var result = new List<EventRecord>();
-        using var reader = cmd.ExecuteReader();
-        while (reader.Read())
-        {
-            result.Add(RecordCodec.DecodeEvent((byte[])reader.GetValue(0)));
-        }
-
-        return result;
     }
 
     public void Dispose()
@@ -226,29 +162,6 @@ internal sealed class SqliteJournal : IDisposable
         _lockFile.Dispose();
     }
 
-    private void Open()
-    {
-        _connection = new SqliteConnection(_connectionString);
-        _connection.Open();
-        Execute($"PRAGMA journal_mode=WAL; PRAGMA synchronous={(PipelinedSync ? "FULL" : _options.Synchronous)}; PRAGMA foreign_keys=OFF; PRAGMA temp_store=MEMORY;");
-        Execute("""
-            CREATE TABLE IF NOT EXISTS workflows(id TEXT PRIMARY KEY, record BLOB, head INTEGER NOT NULL, oldest INTEGER NOT NULL);
-            CREATE TABLE IF NOT EXISTS tasks(workflow_id TEXT NOT NULL, id TEXT NOT NULL, record BLOB NOT NULL, PRIMARY KEY(workflow_id, id));
-            CREATE TABLE IF NOT EXISTS notes(workflow_id TEXT NOT NULL, key TEXT NOT NULL, record BLOB NOT NULL, PRIMARY KEY(workflow_id, key));
-            CREATE TABLE IF NOT EXISTS events(workflow_id TEXT NOT NULL, revision INTEGER NOT NULL, record BLOB NOT NULL, PRIMARY KEY(workflow_id, revision));
-            """);
-        _statements = new Statements(_connection);
-        if (PipelinedSync)
-        {
-            // One commit with SQLite's own FULL sync first: it also syncs the directory entry of a WAL file
-            // created by this open, which our fsync of the WAL's contents alone would not. Then the hot path
-            // commits without syncing, and the syncer makes each batch durable before it is acknowledged.
-            Execute("CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT); INSERT OR REPLACE INTO meta(key, value) VALUES('opened', datetime('now'));");
-            Execute("PRAGMA synchronous=NORMAL;");
-            OpenWal();
-        }
-    }
-
     private void Execute(string sql)
     {
         using var cmd = _connection.CreateCommand();
@@ -258,7 +171,6 @@ internal sealed class SqliteJournal : IDisposable
 
     private void WriterLoop()
     {
-        var heads = new Dictionary<WorkflowState, JournalEntry>();
         while (_queue.TakeAll(wait: true, max: _options.MaxTransactionsPerCommit) is { Count: > 0 } batch)
         {
             if (_fatal is { } fatal)
@@ -271,30 +183,19 @@ internal sealed class SqliteJournal : IDisposable
                 continue;
             }
 
-            heads.Clear();
             try
             {
                 _options.BeforeCommit?.Invoke();
                 using (var tx = _connection.BeginTransaction())
                 {
                     _statements.Bind(tx);
-                    foreach (var entry in batch)
-                    {
-                        Write(entry);
-                        heads[entry.State] = entry;
-                    }
-
-                    // The head row changes with every transaction; write it once per workflow per commit.
-                    foreach (var last in heads.Values)
-                    {
-                        _statements.SetHead(last.State.Id, last.Head, last.Oldest);
-                    }
-
+                    WriteBatch(batch);
                     tx.Commit();
                 }
             }
             catch (Exception ex)
             {
+                // The store reloads from disk (Load), which also rebuilds what is not checkpointed.
                 _onFailed!(batch, ex);
                 continue;
             }
@@ -302,6 +203,10 @@ internal sealed class SqliteJournal : IDisposable
             if (PipelinedSync)
             {
                 _unsynced.TryAdd(batch);
+                // Commit again only once the syncer took this batch: a commit is durable only at an fsync, so
+                // committing more often than the disk syncs buys nothing and splits the queue into small
+                // batches (measured: five SQLite commits per fsync). Meanwhile the queue gathers the next batch.
+                _unsynced.WaitUntilEmpty();
             }
             else
             {
@@ -344,141 +249,4 @@ internal sealed class SqliteJournal : IDisposable
             }
         }
     }
-
-    private void Write(JournalEntry entry)
-    {
-        var id = entry.State.Id;
-        if (entry.DeleteContents)
-        {
-            _statements.DeleteContents(id);
-        }
-
-        if (entry.WorkflowChanged)
-        {
-            _statements.UpsertWorkflow(id, entry.WorkflowBlob, entry.Head, entry.Oldest);
-        }
-
-        foreach (var (taskId, blob) in entry.Tasks)
-        {
-            _statements.UpsertTask(id, taskId, blob);
-        }
-
-        foreach (var (key, blob) in entry.Notes)
-        {
-            if (blob is null)
-            {
-                _statements.DeleteNote(id, key);
-            }
-            else
-            {
-                _statements.UpsertNote(id, key, blob);
-            }
-        }
-
-        foreach (var (revision, blob) in entry.Events)
-        {
-            _statements.InsertEvent(id, revision, blob);
-        }
-
-        if (entry.TrimBelow > 0)
-        {
-            _statements.TrimEvents(id, entry.TrimBelow);
-        }
-    }
-
-    /// <summary>Prepared statements of the writer connection, reused for every commit.</summary>
-    private sealed class Statements : IDisposable
-    {
-        private readonly SqliteCommand _upsertWorkflow;
-        private readonly SqliteCommand _setHead;
-        private readonly SqliteCommand _upsertTask;
-        private readonly SqliteCommand _upsertNote;
-        private readonly SqliteCommand _deleteNote;
-        private readonly SqliteCommand _insertEvent;
-        private readonly SqliteCommand _trimEvents;
-        private readonly SqliteCommand[] _deleteContents;
-        private readonly SqliteCommand[] _all;
-
-        public Statements(SqliteConnection connection)
-        {
-            _upsertWorkflow = Create(connection, "INSERT INTO workflows(id, record, head, oldest) VALUES($a, $b, $c, $d) ON CONFLICT(id) DO UPDATE SET record = excluded.record, head = excluded.head, oldest = excluded.oldest", 4);
-            _setHead = Create(connection, "UPDATE workflows SET head = $b, oldest = $c WHERE id = $a", 3);
-            _upsertTask = Create(connection, "INSERT INTO tasks(workflow_id, id, record) VALUES($a, $b, $c) ON CONFLICT(workflow_id, id) DO UPDATE SET record = excluded.record", 3);
-            _upsertNote = Create(connection, "INSERT INTO notes(workflow_id, key, record) VALUES($a, $b, $c) ON CONFLICT(workflow_id, key) DO UPDATE SET record = excluded.record", 3);
-            _deleteNote = Create(connection, "DELETE FROM notes WHERE workflow_id = $a AND key = $b", 2);
-            _insertEvent = Create(connection, "INSERT INTO events(workflow_id, revision, record) VALUES($a, $b, $c)", 3);
-            _trimEvents = Create(connection, "DELETE FROM events WHERE workflow_id = $a AND revision < $b", 2);
-            _deleteContents =
-            [
-                Create(connection, "DELETE FROM tasks WHERE workflow_id = $a", 1),
-                Create(connection, "DELETE FROM notes WHERE workflow_id = $a", 1),
-                Create(connection, "DELETE FROM events WHERE workflow_id = $a", 1),
-            ];
-            _all = [_upsertWorkflow, _setHead, _upsertTask, _upsertNote, _deleteNote, _insertEvent, _trimEvents, .. _deleteContents];
-        }
-
-        public void Bind(SqliteTransaction tx)
-        {
-            foreach (var cmd in _all)
-            {
-                cmd.Transaction = tx;
-            }
-        }
-
-        public void UpsertWorkflow(string id, byte[]? blob, long head, long oldest) =>
-            Run(_upsertWorkflow, id, (object?)blob ?? DBNull.Value, head, oldest);
-
-        public void SetHead(string id, long head, long oldest) => Run(_setHead, id, head, oldest);
-
-        public void UpsertTask(string workflowId, string id, byte[] blob) => Run(_upsertTask, workflowId, id, blob);
-
-        public void UpsertNote(string workflowId, string key, byte[] blob) => Run(_upsertNote, workflowId, key, blob);
-
-        public void DeleteNote(string workflowId, string key) => Run(_deleteNote, workflowId, key);
-
-        public void InsertEvent(string workflowId, long revision, byte[] blob) => Run(_insertEvent, workflowId, revision, blob);
-
-        public void TrimEvents(string workflowId, long below) => Run(_trimEvents, workflowId, below);
-
-        public void DeleteContents(string workflowId)
-        {
-            foreach (var cmd in _deleteContents)
-            {
-                Run(cmd, workflowId);
-            }
-        }
-
-        public void Dispose()
-        {
-            foreach (var cmd in _all)
-            {
-                cmd.Dispose();
-            }
-        }
-
-        private static void Run(SqliteCommand cmd, params object[] values)
-        {
-            for (var i = 0; i < values.Length; i++)
-            {
-                cmd.Parameters[i].Value = values[i];
-            }
-
-            cmd.ExecuteNonQuery();
-        }
-
-        private static SqliteCommand Create(SqliteConnection connection, string sql, int parameters)
-        {
-            var cmd = connection.CreateCommand();
-            cmd.CommandText = sql;
-            for (var i = 0; i < parameters; i++)
-            {
-                cmd.Parameters.Add(new SqliteParameter("$" + (char)('a' + i), null));
-            }
-
-            cmd.Prepare();
-            return cmd;
-        }
-    }
 }
-
-internal sealed record LoadedWorkflow(string Id, WorkflowRecord? Record, long Head, long Oldest, List<TaskRecord> Tasks, List<NoteRecord> Notes);

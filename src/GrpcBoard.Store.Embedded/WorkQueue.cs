@@ -39,16 +39,37 @@ internal sealed class WorkQueue<T>
                 Monitor.Wait(_lock);
             }
 
+            List<T> taken;
             if (_items.Count <= max)
             {
-                var all = _items;
+                taken = _items;
                 _items = [];
-                return all;
+            }
+            else
+            {
+                taken = _items.GetRange(0, max);
+                _items.RemoveRange(0, max);
             }
 
-            var some = _items.GetRange(0, max);
-            _items.RemoveRange(0, max);
-            return some;
+            if (taken.Count > 0)
+            {
+                // Wakes a producer waiting in WaitUntilEmpty.
+                Monitor.PulseAll(_lock);
+            }
+
+            return taken;
+        }
+    }
+
+    /// <summary>Blocks until a consumer has taken every queued item (or the queue is completed).</summary>
+    public void WaitUntilEmpty()
+    {
+        lock (_lock)
+        {
+            while (_items.Count > 0 && !_completed)
+            {
+                Monitor.Wait(_lock);
+            }
         }
     }
 

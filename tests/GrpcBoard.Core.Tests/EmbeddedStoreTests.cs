@@ -101,9 +101,7 @@ public sealed class EmbeddedStoreTests : IDisposable
         using var db = new Microsoft.Data.Sqlite.SqliteConnection($"Data Source={store.DatabasePath};Mode=ReadOnly");
         db.Open();
         using var cmd = db.CreateCommand();
-        cmd.CommandText = "SELECT count(*) FROM tasks WHERE workflow_id = 'wf'";
-        Assert.Equal(200L, (long)cmd.ExecuteScalar()!);
-        cmd.CommandText = "SELECT max(revision) FROM events WHERE workflow_id = 'wf'";
+        cmd.CommandText = "SELECT max(last_rev) FROM log WHERE workflow_id = 'wf'";
         Assert.Equal(posted.Max(p => p.Revision), (long)cmd.ExecuteScalar()!);
         await store.DisposeAsync();
     }
@@ -122,6 +120,49 @@ public sealed class EmbeddedStoreTests : IDisposable
         await using var store = new EmbeddedStore(new EmbeddedStoreOptions(), new EventHub());
         var never = new TaskCompletionSource<bool>();
         await Assert.ThrowsAsync<InvalidOperationException>(() => store.ExecuteAsync<bool>("wf", async _ => await never.Task, default).Within());
+    }
+
+    /// <summary>
+    /// Fixtures/layout-1/board.db was written by the previous release (a row per event, a record row per
+    /// change): a workflow with a completed task with a checkpoint, a claimed task, a pending dependent now
+    /// ready, a note put and one deleted, and a second workflow created and deleted. It opens in this layout
+    /// with everything in it, and works on.
+    /// </summary>
+    [Fact]
+    public async Task ADataDirectoryOfTheFirstLayout_IsMigrated_WithEveryRecordEventAndRevision()
+    {
+        File.Copy(Path.Combine(AppContext.BaseDirectory, "Fixtures", "layout-1", "board.db"), Path.Combine(_data.Path, "board.db"));
+        var hub = new EventHub();
+        await using (var store = new EmbeddedStore(new EmbeddedStoreOptions { DataDirectory = _data.Path }, hub))
+        {
+            var board = new Coordinator(store, hub, _time, new BoardLimits());
+            var legacy = await board.GetWorkflowAsync("legacy", default).Within();
+            Assert.Equal("written by the first data layout", legacy.Workflow.Goal);
+            Assert.Equal(12, legacy.Revision);
+            var a = (await board.GetTaskAsync("legacy", "a", default).Within()).Task;
+            Assert.Equal((TaskState.Completed, "done-a", "half", 5L), (a.State, Encoding.UTF8.GetString(a.Result.Span), Encoding.UTF8.GetString(a.Checkpoint.Span), a.FencingToken));
+            Assert.Equal(TaskState.Ready, (await board.GetTaskAsync("legacy", "b", default).Within()).Task.State);
+            var c = (await board.GetTaskAsync("legacy", "c", default).Within()).Task;
+            Assert.Equal((TaskState.Claimed, "w2", 12L), (c.State, c.Owner, c.FencingToken));
+            Assert.Equal("v1", Encoding.UTF8.GetString((await board.GetNoteAsync("legacy", "plan", default).Within()).Note.Value.Span));
+            Assert.Equal(BoardError.NoteNotFound, (await Assert.ThrowsAsync<BoardException>(() => board.GetNoteAsync("legacy", "gone", default).Within())).Error);
+            Assert.Equal(BoardError.WorkflowNotFound, (await Assert.ThrowsAsync<BoardException>(() => board.GetWorkflowAsync("dropped", default).Within())).Error);
+            var history = await store.ReadEventsAsync("legacy", 1, 100, default).Within();
+            Assert.Equal(Enumerable.Range(1, 12).Select(r => (long)r), history.Events.Select(e => e.Revision));
+
+            var next = await board.ClaimAsync(new ClaimCommand { WorkflowId = "legacy", TaskId = "b", WorkerId = "w3" }, default).Within();
+            Assert.Equal(13, next.Task!.FencingToken);
+            var again = await board.CreateWorkflowAsync("dropped", "again", null, default).Within();
+            Assert.Equal(3, again.View.Revision); // it was created at 1 and deleted at 2: revisions go on
+        }
+
+        // And it reopens in the new layout.
+        await using (var store = new EmbeddedStore(new EmbeddedStoreOptions { DataDirectory = _data.Path }, hub))
+        {
+            var board = new Coordinator(store, hub, _time, new BoardLimits());
+            Assert.Equal(13, (await board.GetWorkflowAsync("legacy", default).Within()).Revision);
+            Assert.Equal("w3", (await board.GetTaskAsync("legacy", "b", default).Within()).Task.Owner);
+        }
     }
 
     public void Dispose() => _data.Dispose();

@@ -74,7 +74,10 @@ public sealed class BoardServer : IAsyncDisposable
         overrides ??= new BoardServerOverrides();
         settings.Validate();
         var time = overrides.TimeProvider ?? TimeProvider.System;
-        var builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions { Args = [], ContentRootPath = Directory.GetCurrentDirectory() });
+        // No watching for configuration changes: settings are read once (ServerSettings), and the host's
+        // watcher on the content root (the working directory, which holds ./data by default) would wake on
+        // every write of the journal, costing a thread's worth of inotify events under load.
+        var builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions { Args = ["--hostBuilder:reloadConfigOnChange=false"], ContentRootPath = Directory.GetCurrentDirectory() });
         builder.Logging.ClearProviders();
         if (overrides.Logging is { } configureLogging)
         {
