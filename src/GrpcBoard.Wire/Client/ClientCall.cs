@@ -143,8 +143,9 @@ internal sealed class ClientCall<TRequest, TResponse> : IAsyncDisposable
                 return (true, message);
             }
 
-            var status = ReadStatus(_response!.TrailingHeaders, out var trailers) ?? new Status(StatusCode.Internal, "The response ended without a grpc-status trailer.");
-            Trailers = trailers;
+            var read = ReadStatus(_response!.TrailingHeaders, out var trailers);
+            Trailers = read is null ? ToMetadata(_response.TrailingHeaders) : trailers;
+            var status = read ?? new Status(StatusCode.Internal, "The response ended without a grpc-status trailer.");
             Finish(status);
             return status.Code == StatusCode.OK ? (false, default) : throw new RpcException(status, Trailers);
         }
@@ -259,13 +260,16 @@ internal sealed class ClientCall<TRequest, TResponse> : IAsyncDisposable
         return null;
     }
 
+    /// <summary>The status in these headers, if any; <paramref name="metadata"/> is the rest of them (only built when there is a status).</summary>
     private static Status? ReadStatus(HttpHeaders headers, out Metadata metadata)
     {
-        metadata = ToMetadata(headers);
         if (!headers.TryGetValues(GrpcProtocol.StatusHeader, out var values))
         {
+            metadata = Metadata.Empty;
             return null;
         }
+
+        metadata = ToMetadata(headers);
 
         var text = values.FirstOrDefault();
         if (!int.TryParse(text, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out var code))

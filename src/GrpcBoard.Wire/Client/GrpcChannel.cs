@@ -11,6 +11,9 @@ public sealed class GrpcChannel : IDisposable
 {
     private readonly HttpMessageInvoker _invoker;
 
+    /// <summary>Request URIs by method path: parsing one per call cost 2% of a client's CPU.</summary>
+    private readonly System.Collections.Concurrent.ConcurrentDictionary<string, Uri> _uris = new(StringComparer.Ordinal);
+
     private GrpcChannel(Uri address, GrpcChannelOptions options)
     {
         Address = address;
@@ -81,7 +84,7 @@ public sealed class GrpcChannel : IDisposable
 
     internal HttpRequestMessage CreateRequest(string path, CallOptions options, TimeSpan? timeout, HttpContent content)
     {
-        var request = new HttpRequestMessage(HttpMethod.Post, new Uri(Address, path))
+        var request = new HttpRequestMessage(HttpMethod.Post, _uris.GetOrAdd(path, static (p, address) => new Uri(address, p), Address))
         {
             Version = HttpVersion.Version20,
             VersionPolicy = HttpVersionPolicy.RequestVersionExact,
