@@ -59,11 +59,14 @@ internal sealed class CommitBatch
     /// <summary>Largest number of arguments one Lua <c>unpack</c> call is given.</summary>
     private const int MaxItemsPerOp = 1000;
 
-    private readonly Dictionary<string, byte[]> _tasks = new(StringComparer.Ordinal);
-    private readonly Dictionary<string, byte[]?> _notes = new(StringComparer.Ordinal);
+    /// <summary>Records by id: the index (1-based, as Lua counts) of the event that last wrote each.</summary>
+    private readonly Dictionary<string, int> _tasks = new(StringComparer.Ordinal);
+
+    /// <summary>Null: the note was deleted.</summary>
+    private readonly Dictionary<string, int?> _notes = new(StringComparer.Ordinal);
     private readonly Dictionary<string, long?> _timers = new(StringComparer.Ordinal);
     private readonly List<(long Revision, byte[] Blob)> _events = [];
-    private byte[]? _workflow;
+    private int? _workflow;
     private bool _deletes;
     private long? _oldest;
 
@@ -112,15 +115,15 @@ internal sealed class CommitBatch
                 continue;
             }
 
-            var blob = RecordCodec.Encode(e);
-            _events.Add((e.Revision, blob));
+            _events.Add((e.Revision, RecordCodec.Encode(e)));
+            var index = _events.Count;
             switch (e.Kind)
             {
                 case EventKind.WorkflowCreated or EventKind.WorkflowUpdated:
-                    _workflow = blob;
+                    _workflow = index;
                     break;
                 case EventKind.NotePut:
-                    _notes[e.Note!.Key] = blob;
+                    _notes[e.Note!.Key] = index;
                     MoveTimer(TimerKind.NoteExpiry, e.Note.Key, (applied.Previous[i] as NoteRecord)?.ExpireTime, e.Note.ExpireTime);
                     break;
                 case EventKind.NoteDeleted or EventKind.NoteExpired:
@@ -129,7 +132,7 @@ internal sealed class CommitBatch
                     break;
                 default:
                     var task = e.Task!;
-                    _tasks[task.Id] = blob;
+                    _tasks[task.Id] = index;
                     var before = applied.Previous[i] is TaskRecord previous ? TaskIndexing.TimerOf(previous) : null;
                     var after = TaskIndexing.TimerOf(task);
                     if (before != after)
@@ -155,55 +158,112 @@ internal sealed class CommitBatch
         }
     }
 
-    /// <summary>The arguments of <see cref="Scripts.Commit"/>.</summary>
+    /// <summary>
+    /// The arguments of <see cref="Scripts.Commit"/>: the batch ids and head, the notification, and the
+    /// changes packed as MessagePack: [events (revision, blob, ...), ops]. Records refer to their event by
+    /// index, so each blob crosses once.
+    /// </summary>
     public RedisValue[] Arguments(string channel, string origin, TaskCounts counts)
     {
-        var args = new List<RedisValue>(16 + (4 * _events.Count) + (2 * _tasks.Count) + (2 * _timers.Count))
+        if (!HasWrites)
         {
-            PreviousId,
-            Id,
-            Head,
-            channel,
-            HasWrites ? Notification(origin) : RedisValue.EmptyString,
-            0,
-        };
-        var ops = 0;
+            return [PreviousId, Id, Head, channel, RedisValue.EmptyString, RedisValue.EmptyString];
+        }
+
+        var ops = new List<Action<MessagePackWriter>>();
         if (_deletes)
         {
-            args.Add("D");
-            args.Add(0);
-            ops++;
+            ops.Add(w => Op(w, "D", 0));
         }
 
-        if (_workflow is not null)
+        if (_workflow is { } workflow)
         {
-            args.Add("W");
-            args.Add(1);
-            args.Add(_workflow);
-            ops++;
+            ops.Add(w =>
+            {
+                Op(w, "W", 1);
+                w.Integer(workflow);
+            });
         }
 
-        ops += AddPairs(args, "T", _tasks.Select(t => ((RedisValue)t.Key, (RedisValue)t.Value)));
-        ops += AddPairs(args, "N", _notes.Where(n => n.Value is not null).Select(n => ((RedisValue)n.Key, (RedisValue)n.Value)));
-        ops += AddItems(args, "X", _notes.Where(n => n.Value is null).Select(n => (RedisValue)n.Key));
-        ops += AddPairs(args, "E", _events.Select(e => ((RedisValue)e.Revision, (RedisValue)e.Blob)));
-        ops += AddPairs(args, "Z", _timers.Where(t => t.Value is not null).Select(t => ((RedisValue)t.Value!.Value, (RedisValue)t.Key)));
-        ops += AddItems(args, "R", _timers.Where(t => t.Value is null).Select(t => (RedisValue)t.Key));
+        AddPairs(ops, "T", _tasks.Select(t => (t.Key, t.Value)), static (w, x) => { w.String(x.Key); w.Integer(x.Value); });
+        AddPairs(ops, "N", _notes.Where(n => n.Value is not null).Select(n => (n.Key, n.Value!.Value)), static (w, x) => { w.String(x.Key); w.Integer(x.Value); });
+        AddItems(ops, "X", _notes.Where(n => n.Value is null).Select(n => n.Key));
+        ops.Add(w => Op(w, "E", 0));
+        AddPairs(ops, "Z", _timers.Where(t => t.Value is not null).Select(t => (t.Key, t.Value!.Value)), static (w, x) => { w.String(x.Value.ToString(CultureInfo.InvariantCulture)); w.String(x.Key); });
+        AddItems(ops, "R", _timers.Where(t => t.Value is null).Select(t => t.Key));
         if (_oldest is { } oldest)
         {
-            args.Add("O");
-            args.Add(1);
-            args.Add(oldest);
-            ops++;
+            ops.Add(w =>
+            {
+                Op(w, "O", 1);
+                w.String(oldest.ToString(CultureInfo.InvariantCulture));
+            });
         }
 
-        if (HasWrites)
+        var states = Enum.GetValues<TaskState>();
+        ops.Add(w =>
         {
-            ops += AddPairs(args, "C", Enum.GetValues<TaskState>().Select(s => ((RedisValue)("c" + (int)s), (RedisValue)counts[s])));
+            Op(w, "C", 2 * states.Length);
+            foreach (var state in states)
+            {
+                w.String("c" + (int)state);
+                w.Integer(Math.Max(0, counts[state]));
+            }
+        });
+
+        var packed = new MessagePackWriter();
+        packed.ArrayHeader(2);
+        packed.ArrayHeader(2 * _events.Count);
+        foreach (var (revision, blob) in _events)
+        {
+            packed.String(revision.ToString(CultureInfo.InvariantCulture));
+            packed.Bytes(blob);
         }
 
-        args[5] = ops;
-        return [.. args];
+        packed.ArrayHeader(ops.Count);
+        foreach (var op in ops)
+        {
+            op(packed);
+        }
+
+        return [PreviousId, Id, Head, channel, Notification(origin), packed.ToArray()];
+    }
+
+    /// <summary>An op is an array: its code, then its items.</summary>
+    private static void Op(MessagePackWriter w, string code, int items)
+    {
+        w.ArrayHeader(1 + items);
+        w.String(code);
+    }
+
+    private static void AddPairs<T>(List<Action<MessagePackWriter>> ops, string code, IEnumerable<T> pairs, Action<MessagePackWriter, T> write)
+    {
+        foreach (var chunk in pairs.Chunk(MaxItemsPerOp / 2))
+        {
+            ops.Add(w =>
+            {
+                Op(w, code, 2 * chunk.Length);
+                foreach (var pair in chunk)
+                {
+                    write(w, pair);
+                }
+            });
+        }
+    }
+
+    private static void AddItems(List<Action<MessagePackWriter>> ops, string code, IEnumerable<string> items)
+    {
+        foreach (var chunk in items.Chunk(MaxItemsPerOp))
+        {
+            ops.Add(w =>
+            {
+                Op(w, code, chunk.Length);
+                foreach (var item in chunk)
+                {
+                    w.String(item);
+                }
+            });
+        }
     }
 
     /// <summary>
@@ -226,37 +286,4 @@ internal sealed class CommitBatch
 
     /// <summary>Timer scores are milliseconds, rounded up so a timer is never due before its time.</summary>
     public static long Millis(DateTimeOffset due) => (due.UtcTicks - DateTimeOffset.UnixEpoch.UtcTicks + TimeSpan.TicksPerMillisecond - 1) / TimeSpan.TicksPerMillisecond;
-
-    private static int AddPairs(List<RedisValue> args, string op, IEnumerable<(RedisValue, RedisValue)> pairs)
-    {
-        var ops = 0;
-        foreach (var chunk in pairs.Chunk(MaxItemsPerOp / 2))
-        {
-            args.Add(op);
-            args.Add(chunk.Length);
-            foreach (var (a, b) in chunk)
-            {
-                args.Add(a);
-                args.Add(b);
-            }
-
-            ops++;
-        }
-
-        return ops;
-    }
-
-    private static int AddItems(List<RedisValue> args, string op, IEnumerable<RedisValue> items)
-    {
-        var ops = 0;
-        foreach (var chunk in items.Chunk(MaxItemsPerOp))
-        {
-            args.Add(op);
-            args.Add(chunk.Length);
-            args.AddRange(chunk);
-            ops++;
-        }
-
-        return ops;
-    }
 }

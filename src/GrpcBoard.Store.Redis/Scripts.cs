@@ -17,13 +17,14 @@ internal static class Scripts
     /// workflow's <c>lb</c>, and this batch is refused whole (its transactions re-run on fresh state).
     /// Batch ids are unique, so a batch built on a predecessor that never committed can never pass.
     ///
-    /// ARGV: expected batch id, new batch id, new head, channel, notification ("" for none), op count, then
-    /// ops, each (code, n, n items or pairs): T (n pairs: task id, blob), N (n pairs: note key, blob), X (n
-    /// note keys), E (n pairs: revision, event blob), Z (n pairs: score, timer member), R (n timer members),
-    /// W (1: workflow blob), D (0: delete the workflow's contents), O (1: oldest retained revision, trims
-    /// the log below it), C (n pairs: count field, value).
-    /// Returns {-1, head, lb} when refused; {0, head} for a batch of reads only (nothing written, so no
-    /// fsync either); else {1, head, earliest timer before (-1: none), earliest timer after (-1: none)}.
+    /// ARGV: expected batch id, new batch id, new head, channel, notification, and the changes as
+    /// MessagePack ("" for a batch of reads only): [events, ops], events = [revision, blob, ...], each op an
+    /// array [code, ...]: D (delete the workflow's contents), W (event index: the workflow record), T and N
+    /// (id, event index, ...: task and note records), X (note keys to delete), E (append the events to the
+    /// log), Z (score, timer member, ...), R (timer members to remove), O (oldest retained revision: trims
+    /// the log below it), C (count field, value, ...). Records are stored as the event that last wrote them.
+    /// Returns {-1, head, lb} when refused; {0, head} for reads only (nothing written, so no fsync either);
+    /// else {1, head, earliest timer before (-1: none), earliest timer after (-1: none)}.
     /// </summary>
     public const string Commit = """
         local meta = KEYS[1]
@@ -32,43 +33,45 @@ internal static class Scripts
         if lb ~= ARGV[1] then
           return {-1, tonumber(redis.call('HGET', meta, 'head') or '0'), lb}
         end
-        local ops = tonumber(ARGV[6])
-        if ops == 0 then
+        if ARGV[6] == '' then
           return {0, tonumber(redis.call('HGET', meta, 'head') or '0')}
         end
+        local batch = cmsgpack.unpack(ARGV[6])
+        local events, ops = batch[1], batch[2]
         local timers = base .. 'timers'
         local before = redis.call('ZRANGE', timers, 0, 0, 'WITHSCORES')
-        local i = 7
-        for _ = 1, ops do
-          local op, n = ARGV[i], tonumber(ARGV[i + 1])
-          i = i + 2
-          if op == 'T' then
-            redis.call('HSET', base .. 'tasks', unpack(ARGV, i, i + 2 * n - 1)); i = i + 2 * n
-          elseif op == 'N' then
-            redis.call('HSET', base .. 'notes', unpack(ARGV, i, i + 2 * n - 1)); i = i + 2 * n
-          elseif op == 'X' then
-            redis.call('HDEL', base .. 'notes', unpack(ARGV, i, i + n - 1)); i = i + n
-          elseif op == 'E' then
-            local log = base .. 'log'
-            for _ = 1, n do
-              redis.call('XADD', log, ARGV[i] .. '-0', 'e', ARGV[i + 1]); i = i + 2
+        for _, op in ipairs(ops) do
+          local code = op[1]
+          if code == 'T' or code == 'N' then
+            local args = {}
+            for i = 2, #op, 2 do
+              args[#args + 1] = op[i]
+              args[#args + 1] = events[2 * op[i + 1]]
             end
-          elseif op == 'Z' then
-            redis.call('ZADD', timers, unpack(ARGV, i, i + 2 * n - 1)); i = i + 2 * n
-          elseif op == 'R' then
-            redis.call('ZREM', timers, unpack(ARGV, i, i + n - 1)); i = i + n
-          elseif op == 'W' then
-            redis.call('HSET', meta, 'rec', ARGV[i]); i = i + 1
-          elseif op == 'D' then
+            redis.call('HSET', base .. (code == 'T' and 'tasks' or 'notes'), unpack(args))
+          elseif code == 'E' then
+            local log = base .. 'log'
+            for i = 1, #events, 2 do
+              redis.call('XADD', log, events[i] .. '-0', 'e', events[i + 1])
+            end
+          elseif code == 'Z' then
+            redis.call('ZADD', timers, unpack(op, 2))
+          elseif code == 'R' then
+            redis.call('ZREM', timers, unpack(op, 2))
+          elseif code == 'X' then
+            redis.call('HDEL', base .. 'notes', unpack(op, 2))
+          elseif code == 'W' then
+            redis.call('HSET', meta, 'rec', events[2 * op[2]])
+          elseif code == 'D' then
             redis.call('UNLINK', base .. 'tasks', base .. 'notes', base .. 'log', timers)
             redis.call('HDEL', meta, 'rec')
-          elseif op == 'O' then
-            redis.call('HSET', meta, 'oldest', ARGV[i])
-            redis.call('XTRIM', base .. 'log', 'MINID', ARGV[i] .. '-0'); i = i + 1
-          elseif op == 'C' then
-            redis.call('HSET', meta, unpack(ARGV, i, i + 2 * n - 1)); i = i + 2 * n
+          elseif code == 'O' then
+            redis.call('HSET', meta, 'oldest', op[2])
+            redis.call('XTRIM', base .. 'log', 'MINID', op[2] .. '-0')
+          elseif code == 'C' then
+            redis.call('HSET', meta, unpack(op, 2))
           else
-            return redis.error_reply('unknown op ' .. op)
+            return redis.error_reply('unknown op ' .. tostring(code))
           end
         end
         redis.call('HSET', meta, 'head', ARGV[3], 'lb', ARGV[2])
