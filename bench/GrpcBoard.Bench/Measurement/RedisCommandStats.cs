@@ -68,47 +68,25 @@ public sealed record RedisCommandStats(IReadOnlyDictionary<string, (long Calls, 
 
 /// <summary>
 /// What GrpcBoard's Redis store asked of Redis for a claim run, derived from command counts. This follows the
-/// store's scripts (src/GrpcBoard.Store.Redis/Scripts.cs, RedisStore.cs) as they are; if those change, so must this:
+/// store as it is (src/GrpcBoard.Store.Redis: a replica per instance, so reads cost no Redis command; commits in
+/// batches by the Commit script); if that changes, so must this:
 /// <list type="bullet">
-/// <item>every transaction attempt reads the workflow's meta hash with one HGETALL (a round trip of its own);</item>
-/// <item>a claim of the next task adds the ReadyCandidates script, which runs one more HGETALL (of the ready
-/// queues), and then the Commit script;</item>
-/// <item>a completion adds the GetTask and Dependents scripts (Dependents runs the only SMEMBERS), then Commit;</item>
-/// <item>a Commit whose checks pass PUBLISHes once; one whose check fails (a lost race) writes nothing and the
-/// transaction runs again from the HGETALL;</item>
-/// <item>after a commit the Hint script (ZADD) is sent without waiting.</item>
+/// <item>every batch that writes is one Commit script (EVALSHA) that PUBLISHes once, so commit batches = PUBLISH;</item>
+/// <item>a batch of reads only (or one Redis refused) is a Commit script that writes and publishes nothing;</item>
+/// <item>the other scripts (log reads, timer polls, hints) are few during a claim run.</item>
 /// </list>
-/// So: completion attempts = SMEMBERS; claim attempts = (HGETALL − SMEMBERS) / 2; commits = PUBLISH; round trips =
-/// EVALSHA + EVAL + the HGETALLs sent by the server (one per attempt).
+/// Transactions per batch = (claims + completions) / commit batches; round trips = script calls.
 /// </summary>
 public sealed record RedisStoreFigures(RedisCommandStats Delta, long Claims, long Completions, long EmptyClaims)
 {
-    public long CompleteAttempts => Delta.Calls("smembers");
-
-    public long ClaimAttempts => (Delta.Calls("hgetall") - CompleteAttempts) / 2;
-
     public long Commits => Delta.Calls("publish");
 
-    /// <summary>Claim attempts that lost a race and ran again (or gave up after the store's retry limit).</summary>
-    public long ClaimConflicts => Math.Max(0, ClaimAttempts - Claims - EmptyClaims);
-
-    public long CompleteConflicts => Math.Max(0, CompleteAttempts - Completions);
+    public double TransactionsPerCommit => Commits > 0 ? (Claims + Completions) / (double)Commits : 0;
 
     public long ScriptCalls => Delta.Calls("evalsha") + Delta.Calls("eval");
 
-    public long RoundTrips => ScriptCalls + ClaimAttempts + CompleteAttempts;
+    public long RoundTrips => ScriptCalls;
 
     /// <summary>Time Redis spent running scripts, including the commands they ran.</summary>
     public double ScriptSeconds => (Delta.Micros("evalsha") + Delta.Micros("eval")) / 1e6;
-
-    /// <summary>Time Redis spent in commands sent by the server itself (scripts and the meta HGETALLs), estimated with the HGETALL mean.</summary>
-    public double CommandSeconds
-    {
-        get
-        {
-            var hgetall = Delta.Calls("hgetall");
-            var topLevelHgetall = ClaimAttempts + CompleteAttempts;
-            return ScriptSeconds + (hgetall > 0 ? Delta.Micros("hgetall") / 1e6 * topLevelHgetall / hgetall : 0);
-        }
-    }
 }

@@ -114,30 +114,17 @@ public sealed class Report(TextWriter output)
         }
     }
 
-    /// <summary>What a Redis-store run asked of Redis: transactions, lost races, round trips and script time per unit.</summary>
+    /// <summary>What a Redis-store run asked of Redis: commit batches, round trips and script time per unit.</summary>
     public void RedisStore(RedisStoreFigures r, TimeSpan wall, long units, string unit)
     {
         string Per(double value) => units > 0 ? string.Create(Culture, $"{value / units:0.00}") : "-";
         var seconds = wall.TotalSeconds;
-        if (r.Claims > 0)
-        {
-            Line("claim transactions", string.Create(Culture,
-                $"{r.ClaimAttempts} attempts for {r.Claims} claims (+{r.EmptyClaims} empty): {r.ClaimConflicts} lost races, {r.ClaimConflicts / (double)r.Claims:0.00} per claim"));
-        }
-
-        if (r.Completions > 0 || r.CompleteAttempts > 0)
-        {
-            Line("complete transactions", string.Create(Culture,
-                $"{r.CompleteAttempts} attempts for {r.Completions} completions: {r.CompleteConflicts} lost races"));
-        }
-
-        Line("commits", string.Create(Culture, $"{r.Commits} (PUBLISH calls)"));
+        Line("commit batches", string.Create(Culture,
+            $"{r.Commits} (PUBLISH calls), {r.Commits / seconds:0} per second, {r.TransactionsPerCommit:0.0} claims and completions per batch"));
         Line("round trips", string.Create(Culture,
-            $"{r.RoundTrips} = {Per(r.RoundTrips)} per {unit} (EVALSHA {r.Delta.Calls("evalsha")}, EVAL {r.Delta.Calls("eval")}, meta HGETALL {r.ClaimAttempts + r.CompleteAttempts})"));
+            $"{r.RoundTrips} = {Per(r.RoundTrips)} per {unit} (EVALSHA {r.Delta.Calls("evalsha")}, EVAL {r.Delta.Calls("eval")})"));
         Line("script time", string.Create(Culture,
             $"{r.ScriptSeconds:0.00} s = {r.ScriptSeconds / seconds:0.00} of Redis's one thread; {(r.ScriptCalls > 0 ? r.ScriptSeconds * 1e6 / r.ScriptCalls : 0):0.0} µs per script call, {(units > 0 ? r.ScriptSeconds * 1e6 / units : 0):0.0} µs per {unit}"));
-        Line("command time", string.Create(Culture,
-            $"{r.CommandSeconds:0.00} s = {r.CommandSeconds / seconds:0.00} of Redis's thread; {(units > 0 ? r.CommandSeconds * 1e6 / units : 0):0.0} µs per {unit} (scripts + meta reads)"));
         var top = r.Delta.Commands.Where(c => c.Value.Calls > 0).OrderByDescending(c => c.Value.Calls).Take(10)
             .Select(c => string.Create(Culture, $"{c.Key} {c.Value.Calls} ({Per(c.Value.Calls)}/{unit}, {(double)c.Value.Micros / c.Value.Calls:0.0} µs)"));
         Line("commands (incl. in Lua)", string.Join(", ", top));

@@ -120,7 +120,7 @@ public sealed class CompareScenario : ISelfHostedScenario
 
         if (c.Redis is { } r && c.Run.Claims > 0)
         {
-            notes.Add(string.Create(Report.Culture, $"{r.ClaimConflicts / (double)c.Run.Claims:0.0} lost races/claim, {r.RoundTrips / (double)done:0.0} Redis round trips/{(completes ? "pair" : "claim")}"));
+            notes.Add(string.Create(Report.Culture, $"{r.TransactionsPerCommit:0.0} calls per commit batch, {r.RoundTrips / (double)done:0.00} Redis round trips/{(completes ? "pair" : "claim")}"));
         }
 
         return new CompareRow(system, completes ? "claim+complete pair (gRPC)" : "claim next ready task (gRPC)", o.Workers, done, c.Run.Wall.TotalSeconds,
