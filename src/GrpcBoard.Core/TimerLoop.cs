@@ -16,8 +16,14 @@ public sealed partial class TimerLoop(IBoardStore store, Coordinator coordinator
 
     public int BatchSize { get; set; } = 1000;
 
+    /// <summary>While passes keep failing, how often the failure is logged again (it is retried at every poll).</summary>
+    public TimeSpan FailureLogInterval { get; set; } = TimeSpan.FromMinutes(1);
+
     public async Task RunAsync(CancellationToken ct)
     {
+        DateTimeOffset? failingSince = null;
+        var lastLogged = DateTimeOffset.MinValue;
+        var failures = 0;
         while (!ct.IsCancellationRequested)
         {
             try
@@ -26,6 +32,13 @@ public sealed partial class TimerLoop(IBoardStore store, Coordinator coordinator
                 {
                     // A full batch that made progress: more may be due right now.
                 }
+
+                if (failingSince is { } since)
+                {
+                    LogRecovered(logger, failures, time.GetUtcNow() - since);
+                    failingSince = null;
+                    failures = 0;
+                }
             }
             catch (OperationCanceledException) when (ct.IsCancellationRequested)
             {
@@ -33,8 +46,16 @@ public sealed partial class TimerLoop(IBoardStore store, Coordinator coordinator
             }
             catch (Exception ex)
             {
-                // The store may be down; keep trying, the timers stay due.
-                LogPassFailed(logger, ex);
+                // The store may be down; keep trying, the timers stay due. Logged once, then once a minute:
+                // a store that refuses for an hour would otherwise write ten warnings a second.
+                var now = time.GetUtcNow();
+                failingSince ??= now;
+                failures++;
+                if (now - lastLogged >= FailureLogInterval)
+                {
+                    LogPassFailed(logger, failures, ex);
+                    lastLogged = now;
+                }
             }
 
             try
@@ -71,8 +92,11 @@ public sealed partial class TimerLoop(IBoardStore store, Coordinator coordinator
         return (due.Count, acted);
     }
 
-    [LoggerMessage(EventId = 100, Level = LogLevel.Warning, Message = "A timer pass failed; retrying at the next poll.")]
-    private static partial void LogPassFailed(ILogger logger, Exception exception);
+    [LoggerMessage(EventId = 100, Level = LogLevel.Warning, Message = "Timer passes are failing ({Failures} so far); retrying at every poll.")]
+    private static partial void LogPassFailed(ILogger logger, int failures, Exception exception);
+
+    [LoggerMessage(EventId = 102, Level = LogLevel.Information, Message = "Timer passes work again after {Failures} failures over {Duration}.")]
+    private static partial void LogRecovered(ILogger logger, int failures, TimeSpan duration);
 
     [LoggerMessage(EventId = 101, Level = LogLevel.Warning, Message = "Firing {Kind} timer of {WorkflowId}/{Id} failed.")]
     private static partial void LogTimerFailed(ILogger logger, TimerKind kind, string workflowId, string id, Exception exception);

@@ -69,6 +69,60 @@ public sealed class WatchEngineTests
     }
 }
 
+public sealed class WatchWithoutLiveEventsTests
+{
+    /// <summary>
+    /// The store publishes to a hub the watcher does not listen to: every live event is lost, as a pub/sub
+    /// message from another instance can be. The watcher still gets every change, in order, by the next
+    /// progress interval, and never reports progress past a change it has not delivered.
+    /// </summary>
+    [Fact]
+    public async Task AWatcherWhoseLiveEventsAreLost_GetsEveryChangeAtItsNextProgressInterval()
+    {
+        var storeHub = new EventHub();
+        var watcherHub = new EventHub();
+        var time = new ManualTimeProvider();
+        await using var store = new EmbeddedStore(new EmbeddedStoreOptions(), storeHub);
+        var board = new Coordinator(store, storeHub, time, new BoardLimits());
+        await board.CreateWorkflowAsync("wf", "", null, default).Within();
+        var engine = new WatchEngine(store, watcherHub, time, new WatchOptions());
+        using var cts = new CancellationTokenSource(TestTimeouts.Default);
+        await using var stream = engine.WatchAsync("wf", 0, WatchFilter.All, TimeSpan.FromSeconds(2), cts.Token).GetAsyncEnumerator(cts.Token);
+        Assert.True(await stream.MoveNextAsync().AsTask().Within());
+        Assert.Equal(new WatchItem.Progress(1, true), stream.Current);
+
+        var delivered = new List<long>();
+        for (var round = 0; round < 3; round++)
+        {
+            var put = await board.PutNoteAsync(new NotePutCommand { WorkflowId = "wf", Key = "k", Value = BitConverter.GetBytes(round) }, default).Within();
+            while (true)
+            {
+                var moved = stream.MoveNextAsync().AsTask();
+                await TestTimeouts.Eventually(() =>
+                {
+                    time.Advance(TimeSpan.FromMilliseconds(500));
+                    return Task.FromResult(moved.IsCompleted);
+                }, "the watcher to move");
+                Assert.True(await moved.Within());
+                if (stream.Current is WatchItem.Change change)
+                {
+                    delivered.Add(change.Event.Revision);
+                    continue;
+                }
+
+                var progress = Assert.IsType<WatchItem.Progress>(stream.Current);
+                Assert.True(progress.Revision <= (delivered.Count > 0 ? delivered[^1] : 1), "progress past an undelivered change");
+                if (delivered.Count > 0 && delivered[^1] == put.Revision)
+                {
+                    break;
+                }
+            }
+        }
+
+        Assert.Equal([2L, 3L, 4L], delivered);
+    }
+}
+
 public sealed class EventHubTests
 {
     [Fact]

@@ -61,7 +61,9 @@ public sealed class WatchOptions
 /// order" hold: subscribe to live events first, then read history from the store up to its durable
 /// head, then switch to the live buffer and drop what history already delivered (revision &lt; next).
 /// A gap in the live stream (an overflowed buffer, a lost pub/sub message from another instance) sends
-/// the watcher back to history for the missing revisions, never past them.
+/// the watcher back to history for the missing revisions, never past them; and an idle watcher asks the
+/// store for its head before each progress message, so a change whose live event never came is
+/// delivered at the next progress interval at the latest.
 /// </summary>
 public sealed class WatchEngine(IBoardStore store, EventHub hub, TimeProvider time, WatchOptions options)
 {
@@ -150,6 +152,22 @@ public sealed class WatchEngine(IBoardStore store, EventHub hub, TimeProvider ti
                         {
                             subscription.Dispose();
                             subscription = hub.Subscribe(workflowId, options.LiveBufferSize);
+                            resync = true;
+                            continue;
+                        }
+
+                        // Idle: before claiming progress, ask the store. A change whose live event never came
+                        // (a notification from another instance lost, or still on its way) is in the log.
+                        var idle = await store.ReadEventsAsync(workflowId, next, 1, cancellationToken).ConfigureAwait(false);
+                        if (!idle.WorkflowExists)
+                        {
+                            // Deleted, and the deletion's live event was missed: its log is gone, the stream ends.
+                            yield break;
+                        }
+
+                        head = Math.Max(head, idle.HeadRevision);
+                        if (idle.HeadRevision >= next)
+                        {
                             resync = true;
                             continue;
                         }
