@@ -30,6 +30,12 @@ public sealed class EmbeddedStoreOptions
     /// <summary>A checkpoint is also made once this many changed records are not yet checkpointed.</summary>
     public int CheckpointRecords { get; set; } = 50_000;
 
+    /// <summary>
+    /// Records of checkpoints in progress that each commit writes at least (more when the commit itself
+    /// changed many): small enough that no commit waits long, large enough to keep up.
+    /// </summary>
+    public int CheckpointRecordsPerCommit { get; set; } = 256;
+
     /// <summary>Fault injection for tests: called before each disk commit; throwing fails that commit.</summary>
     public Action? BeforeCommit { get; set; }
 
@@ -38,7 +44,7 @@ public sealed class EmbeddedStoreOptions
 
     public void Validate()
     {
-        if (MaxEventsPerWorkflow < 16 || RecentEventsInMemory < 16 || MaxTransactionsPerCommit < 1 || CheckpointRecords < 1 || CheckpointInterval < TimeSpan.Zero)
+        if (MaxEventsPerWorkflow < 16 || RecentEventsInMemory < 16 || MaxTransactionsPerCommit < 1 || CheckpointRecords < 1 || CheckpointRecordsPerCommit < 1 || CheckpointInterval < TimeSpan.Zero)
         {
             throw new ArgumentException("Embedded store limits are too small (events >= 16, batch >= 1, checkpoint records >= 1, interval >= 0).");
         }

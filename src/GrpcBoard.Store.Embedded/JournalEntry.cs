@@ -18,6 +18,9 @@ internal sealed class JournalEntry(WorkflowState state)
     /// <summary>The workflow was deleted: its records and log go before anything else of this entry.</summary>
     public bool DeleteContents { get; private init; }
 
+    /// <summary>With <see cref="DeleteContents"/>: the revision of the deletion.</summary>
+    public long DeletedAt { get; private init; }
+
     /// <summary>The workflow record this entry wrote last (created or updated), if any.</summary>
     public WorkflowRecord? Workflow { get; private set; }
 
@@ -47,6 +50,7 @@ internal sealed class JournalEntry(WorkflowState state)
         var entry = new JournalEntry(state)
         {
             DeleteContents = applied.DeletedContents,
+            DeletedAt = applied.DeletedContents ? applied.Events[0].Revision : 0,
             TrimBelow = applied.TrimBelow,
             Head = applied.Head,
             Oldest = applied.Oldest,

@@ -9,22 +9,29 @@ namespace GrpcBoard.Store.Embedded;
 /// <summary>
 /// What is on disk. A commit writes the log: for each workflow in the batch, one <c>log</c> row holding
 /// all its new events, each of which carries the snapshot of what it changed. Record rows (<c>tasks</c>,
-/// <c>notes</c>, <c>workflows</c>) are written by checkpoints: inside a regular commit, at most every
+/// <c>notes</c>, <c>workflows</c>) are written by checkpoints, started at most every
 /// <see cref="EmbeddedStoreOptions.CheckpointInterval"/> (or after <see cref="EmbeddedStoreOptions.CheckpointRecords"/>
-/// changed records), each changed record once with its last version, and the workflow's
-/// <c>checkpoint</c> revision moves to its head. Loading reads the record rows and replays the log after
-/// each workflow's checkpoint. So a commit of a claim costs the bytes of its event, not a row per record
-/// and per event; a task claimed and completed between two checkpoints has its row written once.
+/// changed records, or before history is trimmed): each changed record once with its last version, a few
+/// per regular commit, and when all are written the workflow's <c>checkpoint</c> revision moves to the
+/// head the checkpoint started at. Loading reads the record rows and replays the log after each
+/// workflow's checkpoint. So a commit of a claim costs the bytes of its event, not a row per record and
+/// per event; a task claimed and completed between two checkpoints has its row written once; and no
+/// commit waits for a whole checkpoint.
 /// </summary>
 internal sealed partial class SqliteJournal
 {
     /// <summary>PRAGMA user_version of this layout. 0 was a row per event plus a record row per change.</summary>
     private const int SchemaVersion = 2;
 
-    /// <summary>Writer thread only: per workflow, what the log holds beyond its checkpoint.</summary>
+    /// <summary>Writer thread only: per workflow, what the log holds beyond its checkpoint and no run has taken yet.</summary>
     private Dictionary<string, Unchecked> _unchecked = new(StringComparer.Ordinal);
+
+    /// <summary>Writer thread only: checkpoints in progress, oldest first, and by workflow.</summary>
+    private readonly Queue<CheckpointRun> _runs = new();
+    private readonly Dictionary<string, CheckpointRun> _runByWorkflow = new(StringComparer.Ordinal);
     private int _uncheckedRecords;
     private long _lastCheckpoint = Environment.TickCount64;
+
 
     /// <summary>
     /// Every workflow as of the last commit: the record rows, with the log after each workflow's checkpoint
@@ -76,6 +83,8 @@ internal sealed partial class SqliteJournal
 
         _unchecked = new Dictionary<string, Unchecked>(StringComparer.Ordinal);
         _uncheckedRecords = 0;
+        _runs.Clear();
+        _runByWorkflow.Clear();
         using (var cmd = _connection.CreateCommand())
         {
             cmd.CommandText = """
@@ -257,28 +266,36 @@ internal sealed partial class SqliteJournal
     }
 
     /// <summary>
-    /// Writes one batch inside the open transaction: per workflow, one log row with all its new events; then
-    /// a checkpoint of the workflows that need one now (deleted, or trimming history in this batch: the
-    /// trimmed events may hold a record's only copy), or of all when the last checkpoint is old enough or
-    /// too many records are unchecked.
+    /// Writes one batch inside the open transaction: per workflow, one log row with all its new events. Then
+    /// checkpoints advance: a few records per commit (<see cref="Advance"/>), so that none stalls the commit
+    /// pipeline; a checkpoint starts for every workflow with changes when the last start is old enough or
+    /// too many records are unchecked, and for a workflow whose history is to be trimmed (the trimmed
+    /// events may hold a record's only copy, so the trim waits for its checkpoint).
     /// </summary>
     private void WriteBatch(List<JournalEntry> batch)
     {
         var chunks = new Dictionary<string, List<(long Revision, byte[] Blob)>>(StringComparer.Ordinal);
-        var now = new HashSet<string>(StringComparer.Ordinal);
+        var trimming = new HashSet<string>(StringComparer.Ordinal);
         foreach (var entry in batch)
         {
             var id = entry.State.Id;
             var pending = UncheckedOf(id);
             if (entry.DeleteContents)
             {
-                // Everything of the workflow so far goes; its checkpoint below writes what follows the deletion.
+                // Everything of the workflow so far goes, and its row says so at once: what follows the
+                // deletion is in the log after it, and in the unchecked records.
                 chunks.Remove(id);
+                if (_runByWorkflow.Remove(id, out var run))
+                {
+                    run.Cancelled = true;
+                }
+
                 _statements.DeleteContents(id);
                 _uncheckedRecords -= pending.Count;
                 pending.Clear();
-                pending.WorkflowChanged = true;
-                now.Add(id);
+                _statements.UpsertWorkflow(id, null, entry.DeletedAt, entry.DeletedAt + 1);
+                pending.HasRow = true;
+                pending.WorkflowChanged = false;
             }
 
             if (entry.Workflow is { } workflow)
@@ -311,11 +328,10 @@ internal sealed partial class SqliteJournal
 
             pending.Head = entry.Head;
             pending.Oldest = entry.Oldest;
-
             if (entry.TrimBelow > 0)
             {
                 pending.TrimBelow = Math.Max(pending.TrimBelow, entry.TrimBelow);
-                now.Add(id);
+                trimming.Add(id);
             }
         }
 
@@ -324,55 +340,121 @@ internal sealed partial class SqliteJournal
             _statements.InsertLog(id, chunk[^1].Revision, chunk[0].Revision, EncodeChunk(chunk));
         }
 
-        var all = _uncheckedRecords >= _options.CheckpointRecords
-            || Environment.TickCount64 - _lastCheckpoint >= _options.CheckpointInterval.TotalMilliseconds;
-        foreach (var id in all ? [.. _unchecked.Keys] : now)
+        if (_uncheckedRecords >= _options.CheckpointRecords
+            || Environment.TickCount64 - _lastCheckpoint >= _options.CheckpointInterval.TotalMilliseconds)
         {
-            Checkpoint(id, _unchecked[id]);
-            _unchecked.Remove(id);
-        }
+            foreach (var id in _unchecked.Keys.ToArray())
+            {
+                StartCheckpoint(id);
+            }
 
-        if (all)
-        {
             _lastCheckpoint = Environment.TickCount64;
-        }
-    }
-
-    /// <summary>Writes a workflow's unchecked records and moves its checkpoint to its head (in the open transaction).</summary>
-    private void Checkpoint(string id, Unchecked pending)
-    {
-        foreach (var task in pending.Tasks.Values)
-        {
-            _statements.UpsertTask(id, task.Id, RecordCodec.Encode(task));
-        }
-
-        foreach (var (key, note) in pending.Notes)
-        {
-            if (note is null)
-            {
-                _statements.DeleteNote(id, key);
-            }
-            else
-            {
-                _statements.UpsertNote(id, key, RecordCodec.Encode(note));
-            }
-        }
-
-        if (pending.WorkflowChanged || !pending.HasRow)
-        {
-            _statements.UpsertWorkflow(id, pending.Workflow is null ? null : RecordCodec.Encode(pending.Workflow), pending.Head, pending.Oldest);
         }
         else
         {
-            _statements.SetCheckpoint(id, pending.Head, pending.Oldest);
+            foreach (var id in trimming)
+            {
+                StartCheckpoint(id);
+            }
         }
 
-        if (pending.TrimBelow > 0)
+        // Enough to keep up with the records a busy commit changes, and to work off a backlog.
+        Advance(Math.Max(_options.CheckpointRecordsPerCommit, 4 * batch.Count));
+    }
+
+    /// <summary>
+    /// Starts a checkpoint of a workflow: its unchecked records, as of its head now, move into a run that
+    /// later commits write. One run per workflow at a time; records changed meanwhile wait for the next.
+    /// </summary>
+    private void StartCheckpoint(string id)
+    {
+        if (_runByWorkflow.ContainsKey(id) || !_unchecked.Remove(id, out var pending))
         {
-            _statements.TrimLog(id, pending.TrimBelow);
+            return;
         }
 
         _uncheckedRecords -= pending.Count;
+        var run = new CheckpointRun(id, pending);
+        _runs.Enqueue(run);
+        _runByWorkflow[id] = run;
+    }
+
+    /// <summary>Writes up to <paramref name="budget"/> records of the runs in progress, oldest run first, and completes the runs written out.</summary>
+    private void Advance(int budget)
+    {
+        while (_runs.TryPeek(out var run))
+        {
+            if (run.Cancelled)
+            {
+                _runs.Dequeue();
+                continue;
+            }
+
+            while (budget > 0 && run.Tasks.TryDequeue(out var task))
+            {
+                _statements.UpsertTask(run.Id, task.Id, RecordCodec.Encode(task));
+                budget--;
+            }
+
+            while (budget > 0 && run.Notes.TryDequeue(out var n))
+            {
+                if (n.Note is null)
+                {
+                    _statements.DeleteNote(run.Id, n.Key);
+                }
+                else
+                {
+                    _statements.UpsertNote(run.Id, n.Key, RecordCodec.Encode(n.Note));
+                }
+
+                budget--;
+            }
+
+            if (run.Tasks.Count > 0 || run.Notes.Count > 0)
+            {
+                return;
+            }
+
+            // Every record as of the run's head is in its row: the checkpoint moves there.
+            var p = run.Pending;
+            if (p.WorkflowChanged || !p.HasRow)
+            {
+                _statements.UpsertWorkflow(run.Id, p.Workflow is null ? null : RecordCodec.Encode(p.Workflow), p.Head, p.Oldest);
+            }
+            else
+            {
+                _statements.SetCheckpoint(run.Id, p.Head, p.Oldest);
+            }
+
+            // Below the checkpoint, the rows hold every record's last version; above it, the log does.
+            if (Math.Min(p.TrimBelow, p.Head + 1) is var trimBelow and > 0)
+            {
+                _statements.TrimLog(run.Id, trimBelow);
+            }
+
+            _runs.Dequeue();
+            _runByWorkflow.Remove(run.Id);
+            if (_unchecked.TryGetValue(run.Id, out var next) && next.TrimBelow > 0)
+            {
+                // A trim came while this run was under way: the next run makes it possible.
+                StartCheckpoint(run.Id);
+            }
+        }
+    }
+
+    /// <summary>A checkpoint in progress: the records of one workflow as of <see cref="Unchecked.Head"/>, a few written per commit.</summary>
+    private sealed class CheckpointRun(string id, Unchecked pending)
+    {
+        public string Id { get; } = id;
+
+        public Unchecked Pending { get; } = pending;
+
+        public Queue<TaskRecord> Tasks { get; } = new(pending.Tasks.Values);
+
+        public Queue<(string Key, NoteRecord? Note)> Notes { get; } = new(pending.Notes.Select(n => (n.Key, n.Value)));
+
+        /// <summary>The workflow was deleted meanwhile: its records are gone, and so is this run.</summary>
+        public bool Cancelled { get; set; }
     }
 
     private Unchecked UncheckedOf(string workflowId)

@@ -55,15 +55,15 @@ public sealed class SqliteStoreRetentionTests : RetentionContractTests, IDisposa
 }
 
 /// <summary>
-/// The same with a checkpoint after every few changed records: a reopen finds some records in their rows
-/// at older versions and newer ones in the log after the checkpoint.
+/// The same with a checkpoint after every few changed records, each written one record per commit: a
+/// reopen finds checkpoints half done, some records in their rows at older versions, newer ones in the log.
 /// </summary>
 public sealed class SqlitePartlyCheckpointedStoreContractTests : DurableStoreContractTests, IDisposable
 {
     private readonly TempDirectory _data = new();
 
     protected override Task<IBoardStore> CreateStoreAsync(EventHub hub, int maxEventsPerWorkflow) =>
-        Task.FromResult<IBoardStore>(new EmbeddedStore(new EmbeddedStoreOptions { DataDirectory = _data.Path, MaxEventsPerWorkflow = maxEventsPerWorkflow, CheckpointInterval = TimeSpan.FromHours(1), CheckpointRecords = 3 }, hub));
+        Task.FromResult<IBoardStore>(new EmbeddedStore(new EmbeddedStoreOptions { DataDirectory = _data.Path, MaxEventsPerWorkflow = maxEventsPerWorkflow, CheckpointInterval = TimeSpan.FromHours(1), CheckpointRecords = 3, CheckpointRecordsPerCommit = 1 }, hub));
 
     public void Dispose() => _data.Dispose();
 }
