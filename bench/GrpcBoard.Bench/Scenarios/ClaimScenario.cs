@@ -127,8 +127,8 @@ public sealed class ClaimScenario(string name, bool completes) : IScenario
     }
 
     /// <summary>
-    /// Rounds of --warmup-tasks through the same loop on a separate workflow, until a round in which the JIT
-    /// of the server and of this tool was quiet, or --warmup-seconds have passed.
+    /// Rounds of --warmup-tasks through the same loop on a separate workflow, until two rounds in a row in
+    /// which the JIT of the server and of this tool was quiet (after 3 s at least), or --warmup-seconds have passed.
     /// </summary>
     private async Task WarmUpAsync(BenchContext context, TimeSpan lease)
     {
@@ -139,6 +139,7 @@ public sealed class ClaimScenario(string name, bool completes) : IScenario
         await BoardSetup.CreateWorkflowAsync(context.Clients.Main, warmupId, "benchmark warm-up", ct);
         report.Section("warm-up (not counted)");
         var started = Stopwatch.GetTimestamp();
+        var quietBefore = false;
         for (var round = 0; ; round++)
         {
             var before = JitActivity.Take(context.Target.ProcessId);
@@ -150,10 +151,17 @@ public sealed class ClaimScenario(string name, bool completes) : IScenario
             var quiet = methods <= 25 && (tiering is null || tiering <= Math.Max(0.01, 0.02 * seconds));
             report.Line($"round {round + 1}", string.Create(Report.Culture,
                 $"{run.Claims} claims, {run.Completions} completions, {run.Errors} errors in {seconds:0.00} s ({run.Claims / seconds:0} claims/s); JIT: {methods} methods compiled here, server tiering thread {(tiering is { } t ? $"{t:0.00} s" : "unknown")}{(quiet ? " - quiet" : "")}"));
-            if (quiet || Stopwatch.GetElapsedTime(started) >= o.WarmupLimit)
+            // One quiet round is not enough: the runtime delays tier-1 compilation while new methods keep
+            // appearing, so a short round can be quiet only because the work is still queued (seen: a quiet
+            // 0.4 s round, then 1 s of the server's CPU on tiering during the measured run). Two quiet rounds
+            // in a row, after at least 3 s of warm-up.
+            var elapsed = Stopwatch.GetElapsedTime(started);
+            if ((quiet && quietBefore && elapsed >= TimeSpan.FromSeconds(Math.Min(3, o.WarmupLimit.TotalSeconds))) || elapsed >= o.WarmupLimit)
             {
                 break;
             }
+
+            quietBefore = quiet;
         }
     }
 
