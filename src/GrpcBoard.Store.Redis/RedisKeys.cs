@@ -20,6 +20,12 @@ internal sealed class RedisKeys(string prefix)
     /// <summary>Sorted set (by id) of every workflow id ever created; kept after delete.</summary>
     public RedisKey Registry => $"{Prefix}:{{gb}}:registry";
 
+    /// <summary>
+    /// Set of workflow ids registered for a creation whose commit has not been confirmed yet. An id in the
+    /// registry but not here has committed at least once, so finding its keys empty means Redis lost them.
+    /// </summary>
+    public RedisKey Creating => $"{Prefix}:{{gb}}:creating";
+
     /// <summary>Sorted set: workflow id scored by the due time (ms) of its earliest timer.</summary>
     public RedisKey TimerHints => $"{Prefix}:{{gb}}:timerhints";
 

@@ -104,9 +104,12 @@ public sealed class RedisStore : IBoardStore
 
             if (needsRegistration)
             {
-                // Registered before the commit: a crash in between leaves an id without data, which readers skip.
-                await Call(() => _db.SortedSetAddAsync(_keys.Registry, workflowId, 0)).ConfigureAwait(false);
+                // Registered before the commit, and marked as creating: a crash, a cancellation or a failed
+                // commit in between leaves an id without data, which readers skip instead of taking it for
+                // a workflow whose data Redis lost.
+                await Call(() => _db.ScriptEvaluateAsync(Scripts.Register, [_keys.Registry, _keys.Creating], [workflowId])).ConfigureAwait(false);
                 _registered[workflowId] = true;
+                _options.AfterRegister?.Invoke(workflowId);
                 continue;
             }
 
@@ -115,6 +118,11 @@ public sealed class RedisStore : IBoardStore
                 if (pending.Refusal is { } refusal)
                 {
                     System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(refusal);
+                }
+
+                if (pending.Applied is { } created && created.Events.Any(e => e.Kind == EventKind.WorkflowCreated))
+                {
+                    await ConfirmCreatedAsync(workflowId).ConfigureAwait(false);
                 }
 
                 return pending.Applied is { } applied
@@ -136,6 +144,21 @@ public sealed class RedisStore : IBoardStore
     }
 
     internal bool IsRegistered(string workflowId) => _registered.ContainsKey(workflowId);
+
+    /// <summary>The creation committed: from now on, finding the workflow's keys empty means Redis lost them.</summary>
+    private async Task ConfirmCreatedAsync(string workflowId)
+    {
+        try
+        {
+            await _db.SetRemoveAsync(_keys.Creating, workflowId).ConfigureAwait(false);
+        }
+        catch (Exception ex) when (IsUnavailable(ex))
+        {
+            // The creation is committed and acknowledged regardless; only the detection of a later loss of
+            // this workflow's keys (by the registry check) is weaker until it is created again.
+            _logger.LogWarning(ex, "Could not confirm the creation of workflow {Workflow} in the registry.", workflowId);
+        }
+    }
 
     /// <summary>Commit batches Redis refused because another instance had committed first (for tests and metrics).</summary>
     internal long RefusedBatches => Interlocked.Read(ref _refusedBatches);
@@ -308,14 +331,35 @@ public sealed class RedisStore : IBoardStore
             }
         }
 
-        if (meta.Head == 0 && await Call(() => _db.SortedSetScoreAsync(_keys.Registry, workflowId)).ConfigureAwait(false) is not null)
+        if (meta.Head == 0)
         {
-            // The registry says this workflow existed, but its keys (and head revision) are gone.
-            throw LoseData($"workflow '{workflowId}' is in the registry but its data is missing from Redis");
+            await ThrowIfLostAsync(workflowId).ConfigureAwait(false);
         }
 
         ObserveHead(workflowId, meta.Head, floor);
         return meta;
+    }
+
+    /// <summary>
+    /// A workflow read at head 0 (no keys): refuses with DATA_LOSS if the registry says it committed. An
+    /// instance's own watermark catches a loss of what it saw; this catches one that no running instance
+    /// saw (a new server, or a Redis Cluster node that came back empty while the registry's did not).
+    /// </summary>
+    internal async Task ThrowIfLostAsync(string workflowId)
+    {
+        var registered = await Call(() => _db.SortedSetScoreAsync(_keys.Registry, workflowId)).ConfigureAwait(false) is not null;
+        if (!registered || await Call(() => _db.SetContainsAsync(_keys.Creating, workflowId)).ConfigureAwait(false))
+        {
+            // Never created, or a creation not confirmed yet (in flight, or abandoned before its commit).
+            return;
+        }
+
+        // The head is read again after the registry: a creation confirmed meanwhile committed before its
+        // confirmation, so this read sees its keys unless Redis lost them.
+        if ((long?)await Call(() => _db.HashGetAsync(_keys.Meta(workflowId), "head")).ConfigureAwait(false) is null or 0)
+        {
+            throw LoseData($"workflow '{workflowId}' is in the registry but its data is missing from Redis");
+        }
     }
 
     /// <summary>Sends a commit script; the replica handles the reply.</summary>
@@ -334,10 +378,13 @@ public sealed class RedisStore : IBoardStore
         }
     }
 
-    internal static BoardException Unavailable(Exception ex) =>
-        ex as BoardException ?? (IsUnavailable(ex)
-            ? new BoardException(BoardError.StoreUnavailable, "Redis is unavailable: " + ex.Message, inner: ex)
-            : new BoardException(BoardError.StoreUnavailable, "The commit to Redis failed: " + ex.Message, inner: ex));
+    /// <summary>
+    /// What the callers of a commit whose reply failed hear: UNAVAILABLE when Redis could not be reached or
+    /// is not serving yet (retrying later makes sense), else the error itself, which the server reports as
+    /// INTERNAL (a script error, say: retrying would fail the same way).
+    /// </summary>
+    internal static Exception CommitFailure(Exception ex) =>
+        ex is BoardException || !IsUnavailable(ex) ? ex : new BoardException(BoardError.StoreUnavailable, "Redis is unavailable: " + ex.Message, inner: ex);
 
     // ---- Background: notifications, timers, epoch ---------------------------------------------------
 
@@ -543,7 +590,13 @@ public sealed class RedisStore : IBoardStore
 
     private static bool IsUnavailable(Exception ex) =>
         ex is RedisConnectionException or RedisTimeoutException or TimeoutException
-        || (ex is RedisServerException server && (server.Message.StartsWith("LOADING", StringComparison.Ordinal) || server.Message.StartsWith("CLUSTERDOWN", StringComparison.Ordinal) || server.Message.StartsWith("TRYAGAIN", StringComparison.Ordinal)));
+        || (ex is RedisServerException server && TransientServerErrors.Any(prefix => server.Message.StartsWith(prefix, StringComparison.Ordinal)));
+
+    /// <summary>
+    /// Error replies of a Redis that is starting (LOADING), failing over (READONLY: a replica now; MASTERDOWN),
+    /// resharding or degraded (TRYAGAIN, CLUSTERDOWN) or running a long script (BUSY): each passes.
+    /// </summary>
+    private static readonly string[] TransientServerErrors = ["LOADING", "CLUSTERDOWN", "TRYAGAIN", "READONLY", "MASTERDOWN", "BUSY"];
 
     private long Watermark(string workflowId) => _headWatermarks.GetValueOrDefault(workflowId);
 

@@ -42,6 +42,12 @@ public sealed class RedisStoreOptions
     /// <summary>Milliseconds a call waits for Redis before failing with UNAVAILABLE.</summary>
     public int CommandTimeoutMilliseconds { get; set; } = 5000;
 
+    /// <summary>
+    /// Fault injection for tests: called after a workflow id is registered, before its creation commits;
+    /// throwing abandons the creation there, as a crash or a cancelled call would.
+    /// </summary>
+    public Action<string>? AfterRegister { get; set; }
+
     public void Validate()
     {
         if (string.IsNullOrWhiteSpace(Configuration) || string.IsNullOrWhiteSpace(KeyPrefix) || KeyPrefix.Contains('{') || KeyPrefix.Contains('}'))

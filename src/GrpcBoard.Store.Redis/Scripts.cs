@@ -120,6 +120,15 @@ internal static class Scripts
         return result
         """;
 
+    /// <summary>
+    /// Registers a workflow id before its creation commits: in the registry (for listing) and in the
+    /// creating set, atomically. KEYS: registry, creating (one slot). ARGV: workflow id.
+    /// </summary>
+    public const string Register = """
+        redis.call('SADD', KEYS[2], ARGV[1])
+        return redis.call('ZADD', KEYS[1], 0, ARGV[1])
+        """;
+
     /// <summary>KEYS[1]: the hint set. ARGV: score, workflow, mode ("lt": lower only; "set": exact; "del").</summary>
     public const string Hint = """
         if ARGV[3] == 'del' then return redis.call('ZREM', KEYS[1], ARGV[2]) end

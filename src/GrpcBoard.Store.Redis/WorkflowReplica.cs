@@ -283,10 +283,11 @@ internal sealed class WorkflowReplica
         }
         catch (Exception ex)
         {
-            // Whether it committed is unknown: the callers hear UNAVAILABLE, the replica is reloaded.
+            // Whether it committed (or, after a script error, how much of it) is unknown: the callers hear
+            // the failure, the replica is reloaded.
             BeginRecovery(broken: true);
             _refused.Add(batch);
-            var error = RedisStore.Unavailable(ex);
+            var error = RedisStore.CommitFailure(ex);
             foreach (var txn in batch.Txns)
             {
                 Decide(txn, false, error);
@@ -526,6 +527,13 @@ internal sealed class WorkflowReplica
         {
             var start = await _store.ReadLogAsync(Id, long.MaxValue, 0).ConfigureAwait(false);
             _store.ObserveHead(Id, start.Head);
+            if (start.Head == 0)
+            {
+                // Nothing in Redis: a new workflow, unless Redis lost one (then a creation here would hand
+                // out revisions and fencing tokens that were handed out before).
+                await _store.ThrowIfLostAsync(Id).ConfigureAwait(false);
+            }
+
             var state = new WorkflowState(Id, _options.RecentEventsInMemory, timers: null)
             {
                 Head = start.Head,

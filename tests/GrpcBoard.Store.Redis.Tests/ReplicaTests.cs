@@ -112,6 +112,29 @@ public sealed class ReplicaTests(RedisFixture redis) : IClassFixture<RedisFixtur
         Assert.Equal(Enumerable.Range(1, 21).Select(r => (long)r), seen);
     }
 
+    /// <summary>
+    /// A commit that Redis rejects with a script error is not an outage: retrying would fail the same way,
+    /// so the caller must not hear UNAVAILABLE (which clients retry), and the server reports INTERNAL.
+    /// </summary>
+    [RedisFact]
+    public async Task ACommitThatRedisRejects_IsNotReportedAsUnavailable()
+    {
+        var (store, _, board) = await OpenAsync();
+        await using var _ = store;
+        var wf = "broken-" + Guid.NewGuid().ToString("N")[..8];
+        await board.CreateWorkflowAsync(wf, "a key of the wrong type", null, default).Within();
+
+        // The tasks hash replaced by a string: the commit script's HSET on it fails with WRONGTYPE.
+        using (var raw = await StackExchange.Redis.ConnectionMultiplexer.ConnectAsync(redis.Endpoint))
+        {
+            await raw.GetDatabase().StringSetAsync($"{_prefix}:{{{wf}}}:tasks", "not a hash");
+        }
+
+        var error = await Assert.ThrowsAnyAsync<Exception>(() => board.PostTasksAsync(wf, [new TaskSpec { Id = "t" }], default)).Within();
+        Assert.IsType<StackExchange.Redis.RedisServerException>(error);
+        Assert.Contains("WRONGTYPE", error.Message, StringComparison.Ordinal);
+    }
+
     private static async Task<List<EventRecord>> AllEventsAsync(IBoardStore store, string wf)
     {
         var all = new List<EventRecord>();

@@ -1,0 +1,72 @@
+using GrpcBoard.Core;
+using GrpcBoard.Core.Events;
+using GrpcBoard.Testing;
+using StackExchange.Redis;
+using Xunit;
+
+namespace GrpcBoard.Store.Redis.Tests;
+
+/// <summary>
+/// The registry lists workflows across Redis Cluster slots and lets a new instance tell a workflow whose
+/// keys Redis lost from one that never existed. A creation abandoned between its registration and its
+/// commit (a crash, a cancelled call, a failed commit) must be neither listed nor taken for a data loss,
+/// which would make every instance refuse every call from then on.
+/// </summary>
+public sealed class RegistryTests(RedisFixture redis) : IClassFixture<RedisFixture>
+{
+    private readonly string _prefix = "r" + Guid.NewGuid().ToString("N")[..10];
+    private readonly ManualTimeProvider _time = new();
+
+    private async Task<(RedisStore Store, Coordinator Board)> OpenAsync(Action<string>? afterRegister = null)
+    {
+        var hub = new EventHub();
+        var store = await RedisStore.ConnectAsync(new RedisStoreOptions { Configuration = redis.Endpoint, KeyPrefix = _prefix, AfterRegister = afterRegister }, hub);
+        return (store, new Coordinator(store, hub, _time, new BoardLimits()));
+    }
+
+    [RedisFact]
+    public async Task ACreationAbandonedAfterItsRegistration_IsNotADataLoss_AndTheIdCanBeCreatedLater()
+    {
+        var (abandoning, a) = await OpenAsync(afterRegister: id => throw new OperationCanceledException($"abandoned after registering {id}"));
+        await using (abandoning)
+        {
+            await Assert.ThrowsAnyAsync<OperationCanceledException>(() => a.CreateWorkflowAsync("orphan", "never committed", null, default)).Within();
+        }
+
+        // A new instance, with nothing of its own to compare, lists and reads without refusing.
+        var (fresh, b) = await OpenAsync();
+        await using var _ = fresh;
+        Assert.Empty((await b.ListWorkflowsAsync(null, null, 100, default).Within()).Items);
+        var missing = await Assert.ThrowsAsync<BoardException>(() => b.GetWorkflowAsync("orphan", default)).Within();
+        Assert.Equal(BoardError.WorkflowNotFound, missing.Error);
+        Assert.True(await fresh.CheckHealthAsync(default));
+
+        await b.CreateWorkflowAsync("orphan", "committed at last", null, default).Within();
+        Assert.Equal("committed at last", (await b.GetWorkflowAsync("orphan", default).Within()).Workflow.Goal);
+        Assert.Single((await b.ListWorkflowsAsync(null, null, 100, default).Within()).Items);
+    }
+
+    [RedisFact]
+    public async Task AWorkflowThatCommitted_AndWhoseKeysVanished_IsADataLoss()
+    {
+        var (first, a) = await OpenAsync();
+        await using (first)
+        {
+            await a.CreateWorkflowAsync("kept", "goal", null, default).Within();
+        }
+
+        // As if the cluster node holding this workflow's slot came back empty.
+        using (var raw = await ConnectionMultiplexer.ConnectAsync(redis.Endpoint))
+        {
+            await raw.GetDatabase().KeyDeleteAsync($"{_prefix}:{{kept}}:meta");
+        }
+
+        var (fresh, b) = await OpenAsync();
+        await using var _ = fresh;
+        // Above all, no creation over it: revisions and fencing tokens would start again at 1.
+        var loss = await Assert.ThrowsAsync<BoardException>(() => b.CreateWorkflowAsync("kept", "goal", null, default)).Within();
+        Assert.Equal(BoardError.StoreDataLoss, loss.Error);
+        Assert.False(await fresh.CheckHealthAsync(default));
+        Assert.Equal(BoardError.StoreDataLoss, (await Assert.ThrowsAsync<BoardException>(() => b.GetWorkflowAsync("kept", default)).Within()).Error);
+    }
+}
