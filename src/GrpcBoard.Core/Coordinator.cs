@@ -39,6 +39,8 @@ public sealed class Coordinator
 
     private DateTimeOffset Now => _time.GetUtcNow();
 
+    internal ReadySignals ReadySignalsForTests => _ready;
+
     // ---- Workflows ----------------------------------------------------------------------------------
 
     public async Task<(WorkflowView View, bool Created)> CreateWorkflowAsync(string workflowId, string goal, IReadOnlyDictionary<string, string>? labels, CancellationToken ct)
@@ -339,10 +341,11 @@ public sealed class Coordinator
         }
 
         var deadline = Now + wait;
+        using var waiter = wait > TimeSpan.Zero ? _ready.Join(command.WorkflowId, skills) : null;
         while (true)
         {
-            // Take the signal before looking, so a task made ready after the look still wakes this claim.
-            var signal = _ready.NextAsync(command.WorkflowId);
+            // Armed before looking, so a task made ready after the look still wakes this claim.
+            waiter?.Arm();
             var result = await _store.ExecuteAsync(command.WorkflowId, txn => ClaimNextAsync(txn, command.WorkerId, skills, lease), ct).ConfigureAwait(false);
             if (result.Value is { } claimedId)
             {
@@ -357,7 +360,7 @@ public sealed class Coordinator
 
             try
             {
-                await signal.WaitAsync(Min(remaining, ClaimRecheckInterval), _time, ct).ConfigureAwait(false);
+                await waiter!.Signal.WaitAsync(Min(remaining, ClaimRecheckInterval), _time, ct).ConfigureAwait(false);
             }
             catch (TimeoutException)
             {
