@@ -1,7 +1,8 @@
 """Sums test results from TRX (dotnet test) and JUnit XML (pytest, node) files.
 
-Usage: count-results.py DIR  -> prints "N passed, N failed" (skipped tests are counted as neither)
-and exits 1 if anything failed or nothing ran.
+Usage: count-results.py DIR [STATUS]  -> prints "N passed, N failed" (skipped tests are counted as
+neither) and exits 1 if anything failed or nothing ran. A non-zero STATUS (the test command's own) with
+no failed test in the files counts as one failure: a runner failed without reporting a test.
 """
 import sys
 import xml.etree.ElementTree as ET
@@ -26,6 +27,10 @@ for path in sorted(Path(sys.argv[1]).rglob("*")):
             skipped = int(suite.get("skipped", 0))
             passed += tests - bad - skipped
             failed += bad
+
+if len(sys.argv) > 2 and sys.argv[2] != "0" and failed == 0:
+    print("a test step failed without a failed test in its results (see its output above)", file=sys.stderr)
+    failed = 1
 
 print(f"{passed} passed, {failed} failed")
 sys.exit(1 if failed or passed == 0 else 0)
