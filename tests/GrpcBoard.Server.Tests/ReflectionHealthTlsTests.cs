@@ -121,5 +121,25 @@ public sealed class ReflectionHealthTlsTests
         await gzipClient.PostTasksAsync(new PostTasksRequest { WorkflowId = "z", Tasks = { new TaskSpec { Id = "big", Payload = payload } } }).Within();
         var got = await gzipClient.GetTaskAsync(new GetTaskRequest { WorkflowId = "z", TaskId = "big" }).Within();
         Assert.Equal(payload, got.Task.Payload);
+
+        // On the wire: the response says gzip, its message has the compressed flag, and it is far smaller
+        // than the 200 kB payload it carries.
+        using var http = new HttpClient();
+        var body = new GetTaskRequest { WorkflowId = "z", TaskId = "big" }.ToByteArray();
+        byte[] frame = [0, (byte)(body.Length >> 24), (byte)(body.Length >> 16), (byte)(body.Length >> 8), (byte)body.Length, .. body];
+        using var request = new HttpRequestMessage(HttpMethod.Post, new Uri(new Uri(harness.Address), "/grpcboard.v1.BoardService/GetTask"))
+        {
+            Content = new ByteArrayContent(frame) { Headers = { { "Content-Type", "application/grpc" } } },
+            Version = System.Net.HttpVersion.Version20,
+            VersionPolicy = HttpVersionPolicy.RequestVersionExact,
+        };
+        request.Headers.TryAddWithoutValidation("te", "trailers");
+        request.Headers.TryAddWithoutValidation("grpc-accept-encoding", "gzip");
+        using var response = await http.SendAsync(request).Within();
+        var bytes = await response.Content.ReadAsByteArrayAsync().Within();
+        Assert.Equal("gzip", Assert.Single(response.Headers.GetValues("grpc-encoding")));
+        Assert.Equal(1, bytes[0]);
+        Assert.InRange(bytes.Length, 6, 20_000);
+        Assert.Equal("0", Assert.Single(response.TrailingHeaders.GetValues("grpc-status")));
     }
 }

@@ -5,7 +5,18 @@ using Xunit;
 
 namespace GrpcBoard.Server.Tests;
 
+/// <summary>
+/// Process-wide environment variables set by a test: no other test runs meanwhile, since the servers
+/// other tests start as child processes would inherit them.
+/// </summary>
+[CollectionDefinition(Name, DisableParallelization = true)]
+public sealed class ProcessEnvironmentCollection
+{
+    public const string Name = "process environment";
+}
+
 /// <summary>Settings come from the command line, GRPCBOARD_* variables and appsettings.json, in that order of precedence.</summary>
+[Collection(ProcessEnvironmentCollection.Name)]
 public sealed class SettingsTests
 {
     [Fact]

@@ -788,7 +788,8 @@ public abstract class StoreContractTests : BoardTestBase
     [Fact]
     public async Task Watch_OfAnUnknownWorkflow_IsNotFound_AndDeletionEndsTheStream()
     {
-        await Assert.ThrowsAsync<BoardException>(() => TakeAsync(Board.WatchAsync(NewId(), 1, WatchFilter.All, null, default), 1).Within());
+        var unknown = await Assert.ThrowsAsync<BoardException>(() => TakeAsync(Board.WatchAsync(NewId(), 1, WatchFilter.All, null, default), 1).Within());
+        Assert.Equal(BoardError.WorkflowNotFound, unknown.Error);
         var wf = await NewWorkflowAsync();
         using var cts = new CancellationTokenSource(TestTimeouts.Default);
         var all = new List<WatchItem>();
