@@ -183,7 +183,7 @@ async Task WatchAsync(long from, int count)
         }
         else
         {
-            var detail = e.Task is { } t ? $"{t.State} owner={t.Owner} token={t.FencingToken}" : "";
+            var detail = e.Task is { } t ? $"{t.State}{(t.Owner.Length > 0 ? " owner=" + t.Owner : "")} token={t.FencingToken}" : "";
             Console.WriteLine($"{e.Revision,6}  {kind,-20} {subject,-14} {detail} {(e.Actor.Length > 0 ? "by " + e.Actor : "")} {e.Reason}");
         }
 
