@@ -30,7 +30,7 @@ public sealed class CompareScenario : ISelfHostedScenario
         report.Line("concurrency", string.Create(Report.Culture, $"{o.Workers} closed-loop workers/clients everywhere, one call in flight each; {o.Connections} HTTP/2 connection(s) for gRPC"));
         report.Line("grpcboard runs", string.Create(Report.Culture, $"claim-only then claim-complete on one server per store, {o.Tasks} tasks each, stopped after {(o.PartLimit is { } l ? $"{l.TotalSeconds:0} s" : "none (all tasks)")}"));
         report.Line("redis persistence", $"appendonly yes, appendfsync {o.RedisAppendFsync}, no RDB (Redis store and redis-benchmark alike)");
-        report.Line("redis-benchmark", string.Create(Report.Culture, $"-c {o.Workers} -n {o.RedisBenchmarkRequests} -r {o.RedisBenchmarkKeyspace}"));
+        report.Line("redis-benchmark", string.Create(Report.Culture, $"-c {o.Workers} -n {o.RedisBenchmarkRequests}, twice: -r {o.RedisBenchmarkKeyspace}, and -r {RedisBenchmarkClaims.NewKeysKeyspace} (new keys)"));
         report.Line("etcd", string.Create(Report.Culture, $"{o.EtcdTxns} transactions, single member, default fsync"));
 
         var outcomes = new List<ClaimOutcome>();
@@ -65,7 +65,11 @@ public sealed class CompareScenario : ISelfHostedScenario
 
         await Part("embedded", () => BoardPartAsync(o, "embedded", report, outcomes, rows, ct));
         await Part("redis", () => BoardPartAsync(o, "redis", report, outcomes, rows, ct));
-        await Part("redis-benchmark", async () => rows.Add(await RedisBenchmarkClaims.RunAsync(o, report, ct)));
+        await Part("redis-benchmark", async () =>
+        {
+            rows.Add(await RedisBenchmarkClaims.RunAsync(o, o.RedisBenchmarkKeyspace, report, ct));
+            rows.Add(await RedisBenchmarkClaims.RunAsync(o, RedisBenchmarkClaims.NewKeysKeyspace, report, ct));
+        });
         await Part("etcd", async () => rows.Add(await EtcdClaims.RunAsync(o, report, ct)));
 
         Summary(o, report, outcomes, rows);
@@ -144,7 +148,8 @@ public sealed class CompareScenario : ISelfHostedScenario
         var redisClaims = outcomes.FirstOrDefault(x => x.Store == "redis" && x.Pair is null);
         var embeddedClaims = outcomes.FirstOrDefault(x => x.Store == "embedded" && x.Pair is null);
         var etcd = rows.FirstOrDefault(r => r.System.StartsWith("etcd", StringComparison.Ordinal));
-        var raw = rows.FirstOrDefault(r => r.System.StartsWith("raw Redis", StringComparison.Ordinal));
+        var raw = rows.FirstOrDefault(r => r.System.StartsWith("raw Redis", StringComparison.Ordinal) && !r.Operation.Contains("new keys", StringComparison.Ordinal));
+        var rawNew = rows.FirstOrDefault(r => r.System.StartsWith("raw Redis", StringComparison.Ordinal) && r.Operation.Contains("new keys", StringComparison.Ordinal));
         void Ratio(string name, ClaimOutcome? board, CompareRow? other, double? target)
         {
             if (board is null || other is null)
@@ -160,6 +165,7 @@ public sealed class CompareScenario : ISelfHostedScenario
 
         Ratio("redis store / etcd", redisClaims, etcd, 3);
         Ratio("redis store / raw SET NX", redisClaims, raw, 0.5);
+        Ratio("redis store / raw, new keys", redisClaims, rawNew, 0.5);
         Ratio("embedded / etcd", embeddedClaims, etcd, null);
         Ratio("embedded / raw SET NX", embeddedClaims, raw, null);
 

@@ -12,20 +12,26 @@ namespace GrpcBoard.Bench.Scenarios;
 /// (W concurrent connections, one request in flight each: a closed loop like the board's workers) against a
 /// redis-server started with the same persistence as the Redis store's (AOF, appendfsync always). Its requests/s and
 /// latency come from its --csv output; DBSIZE afterwards says how many SETs took their key (a SET NX that finds the
-/// key taken writes nothing, so it costs Redis no AOF write and no fsync).
+/// key taken writes nothing, so it costs Redis no AOF write and no fsync). Run twice by compare: with the key space
+/// of --redis-benchmark-keyspace (by default as many keys as tasks, so about half the SETs find their key taken),
+/// and with <see cref="NewKeysKeyspace"/>, where practically every SET takes a new key, as every claim of the board
+/// takes a task.
 /// </summary>
 public static class RedisBenchmarkClaims
 {
-    public static async Task<CompareRow> RunAsync(BenchOptions o, Report report, CancellationToken ct)
+    /// <summary>A key space so large that 200,000 random keys repeat about 20 times: every SET is a successful claim.</summary>
+    public const int NewKeysKeyspace = 1_000_000_000;
+
+    public static async Task<CompareRow> RunAsync(BenchOptions o, int keyspace, Report report, CancellationToken ct)
     {
         var tool = ExternalTool.RedisBenchmark.Require();
-        report.Section("raw Redis: claim = SET key NX PX 30000 (redis-benchmark)");
+        report.Section(string.Create(Report.Culture, $"raw Redis: claim = SET key NX PX 30000 (redis-benchmark, key space {keyspace})"));
         await using var redis = await RedisServerProcess.StartAsync(o.RedisAppendFsync, ct);
         string[] arguments =
         [
             "-h", "127.0.0.1", "-p", redis.Port.ToString(CultureInfo.InvariantCulture),
             "-c", o.Workers.ToString(CultureInfo.InvariantCulture), "-n", o.RedisBenchmarkRequests.ToString(CultureInfo.InvariantCulture),
-            "-r", o.RedisBenchmarkKeyspace.ToString(CultureInfo.InvariantCulture), "--csv",
+            "-r", keyspace.ToString(CultureInfo.InvariantCulture), "--csv",
             "SET", "key:__rand_int__", "val", "NX", "PX", "30000",
         ];
         report.Line("target", redis.Description);
@@ -63,8 +69,9 @@ public static class RedisBenchmarkClaims
         report.Resources(usage, wall, o.RedisBenchmarkRequests, "request");
         var verified = keys > 0 && keys <= o.RedisBenchmarkRequests;
         report.Line(verified ? "ok" : "FAILED", string.Create(Report.Culture, $"0 < keys ({keys}) <= requests"));
-        return new CompareRow("raw Redis 7 (AOF always)", "SET key NX PX 30000 (redis-benchmark)", o.Workers, o.RedisBenchmarkRequests, seconds, result.RequestsPerSecond, result.P50, result.P99,
-            usage.OtherCores(wall), verified, string.Create(Report.Culture, $"{100.0 * keys / o.RedisBenchmarkRequests:0}% took a key (-r {o.RedisBenchmarkKeyspace}); {keys / seconds:0} successful/s"));
+        var operation = keyspace == NewKeysKeyspace ? "SET NX PX 30000, new keys (redis-benchmark)" : "SET key NX PX 30000 (redis-benchmark)";
+        return new CompareRow($"raw Redis 7 (AOF {o.RedisAppendFsync})", operation, o.Workers, o.RedisBenchmarkRequests, seconds, result.RequestsPerSecond, result.P50, result.P99,
+            usage.OtherCores(wall), verified, string.Create(Report.Culture, $"{100.0 * keys / o.RedisBenchmarkRequests:0}% took a key (-r {keyspace}); {keys / seconds:0} successful/s"));
     }
 
     public sealed record Result(double RequestsPerSecond, double Avg, double Min, double P50, double P95, double P99, double Max);
