@@ -36,8 +36,11 @@ public sealed class RedisStoreOptions
     /// <summary>How often the store epoch is checked to detect a Redis that lost its data.</summary>
     public TimeSpan EpochCheckInterval { get; set; } = TimeSpan.FromSeconds(1);
 
-    /// <summary>How often every workflow's timers are re-read, repairing timer hints lost in a crash.</summary>
+    /// <summary>How often a pass over every workflow's timers starts, repairing timer hints lost in a crash.</summary>
     public TimeSpan TimerRescanInterval { get; set; } = TimeSpan.FromSeconds(10);
+
+    /// <summary>Workflows whose timers a pass re-reads per background tick (<see cref="EpochCheckInterval"/>): bounds its load.</summary>
+    public int TimerRescanBatch { get; set; } = 256;
 
     /// <summary>Milliseconds a call waits for Redis before failing with UNAVAILABLE.</summary>
     public int CommandTimeoutMilliseconds { get; set; } = 5000;
@@ -55,9 +58,9 @@ public sealed class RedisStoreOptions
             throw new ArgumentException("Redis configuration and a key prefix without braces are required.");
         }
 
-        if (MaxEventsPerWorkflow < 16 || MaxConflictRetries < 1 || RecentEventsInMemory < 16 || MaxBatchesInFlight < 1)
+        if (MaxEventsPerWorkflow < 16 || MaxConflictRetries < 1 || RecentEventsInMemory < 16 || MaxBatchesInFlight < 1 || TimerRescanBatch < 1)
         {
-            throw new ArgumentException("MaxEventsPerWorkflow and RecentEventsInMemory must be at least 16, MaxConflictRetries and MaxBatchesInFlight at least 1.");
+            throw new ArgumentException("MaxEventsPerWorkflow and RecentEventsInMemory must be at least 16, MaxConflictRetries, MaxBatchesInFlight and TimerRescanBatch at least 1.");
         }
     }
 }

@@ -1,3 +1,4 @@
+using GrpcBoard.Core.Model;
 using GrpcBoard.Core;
 using GrpcBoard.Core.Events;
 using GrpcBoard.Testing;
@@ -17,11 +18,45 @@ public sealed class RegistryTests(RedisFixture redis) : IClassFixture<RedisFixtu
     private readonly string _prefix = "r" + Guid.NewGuid().ToString("N")[..10];
     private readonly ManualTimeProvider _time = new();
 
-    private async Task<(RedisStore Store, Coordinator Board)> OpenAsync(Action<string>? afterRegister = null)
+    private async Task<(RedisStore Store, Coordinator Board)> OpenAsync(Action<string>? afterRegister = null, int rescanBatch = 256)
     {
         var hub = new EventHub();
-        var store = await RedisStore.ConnectAsync(new RedisStoreOptions { Configuration = redis.Endpoint, KeyPrefix = _prefix, AfterRegister = afterRegister }, hub);
+        var store = await RedisStore.ConnectAsync(new RedisStoreOptions
+        {
+            Configuration = redis.Endpoint,
+            KeyPrefix = _prefix,
+            AfterRegister = afterRegister,
+            EpochCheckInterval = TimeSpan.FromMilliseconds(50),
+            TimerRescanInterval = TimeSpan.FromMilliseconds(100),
+            TimerRescanBatch = rescanBatch,
+        }, hub);
         return (store, new Coordinator(store, hub, _time, new BoardLimits()));
+    }
+
+    /// <summary>
+    /// A timer hint lost in a crash (it is written after the commit) is restored by the registry rescan, which
+    /// goes through the registry a few workflows per tick: the lease of a claimed task comes due again.
+    /// </summary>
+    [RedisFact]
+    public async Task ALostTimerHint_IsRestoredByTheRescan_WhichPagesThroughTheRegistry()
+    {
+        var (store, board) = await OpenAsync(rescanBatch: 2);
+        await using var _ = store;
+        foreach (var id in new[] { "a", "b", "c", "d", "e" })
+        {
+            await board.CreateWorkflowAsync(id, "", null, default).Within();
+        }
+
+        await board.PostTasksAsync("d", [new TaskSpec { Id = "t" }], default).Within();
+        await board.ClaimAsync(new ClaimCommand { WorkflowId = "d", TaskId = "t", WorkerId = "w", Lease = TimeSpan.FromSeconds(1) }, default).Within();
+        using (var raw = await ConnectionMultiplexer.ConnectAsync(redis.Endpoint))
+        {
+            Assert.True(await raw.GetDatabase().SortedSetRemoveAsync($"{_prefix}:{{gb}}:timerhints", "d"));
+        }
+
+        _time.Advance(TimeSpan.FromSeconds(2));
+        await TestTimeouts.Eventually(async () => (await store.GetDueTimersAsync(_time.GetUtcNow(), 10, default)).Any(t => t.WorkflowId == "d" && t.Id == "t"),
+            "the rescan to restore the lease timer's hint");
     }
 
     [RedisFact]
