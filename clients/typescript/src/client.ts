@@ -54,6 +54,11 @@ import { sleep, toMs } from "./util.js";
 import { WatchResume } from "./watch.js";
 import { BoardWorker, type BoardWorkerOptions } from "./worker.js";
 
+/** The progress interval the server uses when a WatchRequest sets none. */
+const DEFAULT_PROGRESS_INTERVAL_MS = 5_000;
+/** A watch's default idle timeout is this many progress intervals (one late progress message is no reason to reconnect). */
+const IDLE_TIMEOUT_FACTOR = 3;
+
 type SessionManager = NonNullable<Parameters<typeof createGrpcTransport>[0]["sessionManager"]>;
 
 /**
@@ -65,7 +70,52 @@ type SessionManager = NonNullable<Parameters<typeof createGrpcTransport>[0]["ses
  * wait + default timeout). Here it fails at once with UNAVAILABLE, which callers retry.
  */
 class UnansweredStreamGuard implements SessionManager {
+  /** The HTTP/2 sessions streams were opened on that are still open, so a stalled one can be checked. */
+  private readonly sessions = new Set<http2.Http2Session>();
+
   constructor(private readonly inner: Http2SessionManager) {}
+
+  /**
+   * Sends a PING on every open session and destroys each one that does not answer within timeoutMs, so the
+   * next call opens a new connection instead of queueing on a dead one (a half-open TCP connection never
+   * fails by itself). Healthy sessions answer at once and are left alone.
+   */
+  async verifySessions(timeoutMs: number): Promise<void> {
+    const checks = [...this.sessions].map(
+      (session) =>
+        new Promise<void>((resolve) => {
+          if (session.closed || session.destroyed) {
+            this.sessions.delete(session);
+            resolve();
+            return;
+          }
+          const fail = () => {
+            this.sessions.delete(session);
+            session.destroy(new ConnectError("the connection did not answer a PING", Code.Unavailable));
+            resolve();
+          };
+          const timer = setTimeout(fail, timeoutMs);
+          try {
+            const sent = session.ping((error) => {
+              clearTimeout(timer);
+              if (error) {
+                fail();
+              } else {
+                resolve();
+              }
+            });
+            if (!sent) {
+              clearTimeout(timer);
+              fail();
+            }
+          } catch {
+            clearTimeout(timer);
+            fail();
+          }
+        }),
+    );
+    await Promise.all(checks);
+  }
 
   get authority(): string {
     return this.inner.authority;
@@ -78,6 +128,11 @@ class UnansweredStreamGuard implements SessionManager {
     options: Omit<http2.ClientSessionRequestOptions, "signal">,
   ): Promise<http2.ClientHttp2Stream> {
     const stream = await this.inner.request(method, path, headers, options);
+    const session = stream.session;
+    if (session !== undefined && !this.sessions.has(session)) {
+      this.sessions.add(session);
+      session.once("close", () => this.sessions.delete(session));
+    }
     let answered = false;
     stream.once("response", () => {
       answered = true;
@@ -127,6 +182,18 @@ export interface WatchOptions {
   maxBackoffMs?: number;
   /** Called for each progress message: everything up to progress.revision has been delivered. */
   onProgress?: (progress: WatchProgress) => void;
+  /**
+   * Longest silence on a stream, in milliseconds, before the watch treats it as dead and reconnects (resuming
+   * at the last seen revision + 1, so nothing is lost or repeated). An idle stream gets a progress message
+   * every request.progressInterval (server default 5 s), so silence means a stalled connection, such as a
+   * half-open TCP connection that would otherwise hang forever. Default: three progress intervals (15 s when
+   * the request sets none). 0 disables the timeout.
+   *
+   * On a timeout the client also PINGs its HTTP/2 connections and drops any that does not answer, so the
+   * new stream gets a new connection (not possible with a custom {@link BoardClientOptions.transport}: set
+   * keep-alive pings on it instead). onReconnect then gets a DEADLINE_EXCEEDED {@link BoardError}.
+   */
+  idleTimeoutMs?: number;
 }
 
 /** The plain-object shape accepted for a request message (every field optional). */
@@ -144,6 +211,7 @@ export class BoardClient {
   /** The generated Connect client, for callers who want the raw stubs (no default deadline, ConnectError). */
   readonly raw: Client<typeof BoardService>;
   private readonly sessions: Http2SessionManager | undefined;
+  private readonly guard: UnansweredStreamGuard | undefined;
 
   /**
    * @param target the server's address, for example "http://127.0.0.1:50051" (h2c, prior knowledge) or
@@ -155,9 +223,10 @@ export class BoardClient {
     let transport = options.transport;
     if (transport === undefined) {
       this.sessions = new Http2SessionManager(target, options.http2);
+      this.guard = new UnansweredStreamGuard(this.sessions);
       transport = createGrpcTransport({
         baseUrl: target,
-        sessionManager: new UnansweredStreamGuard(this.sessions),
+        sessionManager: this.guard,
         interceptors: options.interceptors,
       });
     }
@@ -293,12 +362,16 @@ export class BoardClient {
    * revision order, across disconnects and server restarts: after a transient failure the stream is
    * reopened at the last delivered revision + 1 (progress messages move that point forward too).
    * Ends when the server ends the stream (the workflow was deleted). Throws {@link BoardError} when
-   * resuming is impossible, for example OUT_OF_RANGE with reason HISTORY_COMPACTED (metadata
-   * oldest_revision) or NOT_FOUND/WORKFLOW_NOT_FOUND, and the signal's reason when aborted.
+   * resuming is impossible, for example {@link HistoryCompactedError} (OUT_OF_RANGE, reason HISTORY_COMPACTED,
+   * with the oldest revision still available) or NOT_FOUND/WORKFLOW_NOT_FOUND, and the signal's reason when
+   * aborted. A stream on which nothing arrives for options.idleTimeoutMs (default three progress intervals) is
+   * dropped and reopened the same way.
    */
   async *watch(request: Init<typeof WatchRequestSchema>, options: WatchOptions = {}): AsyncGenerator<Event> {
     const { signal } = options;
     const maxBackoffMs = options.maxBackoffMs ?? 5_000;
+    const progressMs = toMs(request.progressInterval) > 0 ? Math.max(100, toMs(request.progressInterval)) : DEFAULT_PROGRESS_INTERVAL_MS;
+    const idleTimeoutMs = options.idleTimeoutMs ?? IDLE_TIMEOUT_FACTOR * progressMs;
     const resume = new WatchResume(BigInt(request.startRevision ?? 0n));
     let failures = 0;
     for (;;) {
@@ -307,11 +380,26 @@ export class BoardClient {
       const onAbort = () => stream.abort(signal?.reason);
       signal?.addEventListener("abort", onAbort, { once: true });
       let failure: BoardError | undefined;
+      // The idle timer runs while waiting for the server, not while the caller holds a yielded event.
+      let idle: BoardError | undefined;
+      let timer: NodeJS.Timeout | undefined;
+      const disarm = () => clearTimeout(timer);
+      const arm = () => {
+        disarm();
+        if (idleTimeoutMs > 0) {
+          timer = setTimeout(() => {
+            idle = new BoardError(Code.DeadlineExceeded, `no message on the watch stream for ${idleTimeoutMs} ms`);
+            stream.abort(idle);
+          }, idleTimeoutMs);
+        }
+      };
       try {
+        arm();
         for await (const message of this.raw.watch(
           { ...request, startRevision: resume.nextStart },
           { signal: stream.signal, timeoutMs: 0 },
         )) {
+          disarm();
           failures = 0;
           const event = resume.accept(message);
           if (event !== undefined) {
@@ -319,6 +407,7 @@ export class BoardClient {
           } else if (message.message.case === "progress") {
             options.onProgress?.(message.message.value);
           }
+          arm();
         }
         // The server ended the stream with OK: the workflow was deleted.
         return;
@@ -326,13 +415,18 @@ export class BoardClient {
         if (signal?.aborted) {
           throw signal.reason;
         }
-        failure = BoardError.from(error);
-        if (!failure.isTransient) {
+        failure = idle ?? BoardError.from(error);
+        if (idle === undefined && !failure.isTransient) {
           throw failure;
         }
       } finally {
+        disarm();
         signal?.removeEventListener("abort", onAbort);
         stream.abort();
+      }
+      if (idle !== undefined) {
+        // A silent stream usually means a dead connection: make sure the next stream does not reuse it.
+        await this.guard?.verifySessions(Math.min(Math.max(idleTimeoutMs, 1_000), 15_000));
       }
       // Back off a little more after each consecutive failure, then reopen from where we were.
       failures++;

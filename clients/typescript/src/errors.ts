@@ -84,7 +84,9 @@ export class BoardError extends Error {
     } catch {
       info = undefined;
     }
-    return new BoardError(ce.code, ce.rawMessage, {
+    // OUT_OF_RANGE is only ever a watch asking for compacted history: give it its own class.
+    const kind = ce.code === Code.OutOfRange ? HistoryCompactedError : BoardError;
+    return new kind(ce.code, ce.rawMessage, {
       reason: info?.reason,
       domain: info?.domain,
       metadata: info?.metadata,
@@ -118,6 +120,39 @@ export class BoardError extends Error {
       this.reason === ""
     );
   }
+}
+
+/**
+ * OUT_OF_RANGE (reason HISTORY_COMPACTED): a watch asked for a revision older than the history the server
+ * still keeps, so it cannot go on without a gap. {@link BoardError.from} returns this subclass for every
+ * OUT_OF_RANGE status, so `instanceof BoardError` checks keep working.
+ *
+ * To recover, re-read the state you need (getTask, listTasks, exportWorkflow), then watch again from
+ * {@link oldestRevision} or from the head (start revision 0).
+ */
+export class HistoryCompactedError extends BoardError {
+  /** The oldest revision that can still be watched from (metadata "oldest_revision"); undefined if the server sent none. */
+  readonly oldestRevision: bigint | undefined;
+  /** The workflow's head revision when the error was sent (metadata "revision"); undefined if the server sent none. */
+  readonly headRevision: bigint | undefined;
+
+  constructor(
+    code: Code,
+    rawMessage: string,
+    init: { reason?: string; domain?: string; metadata?: Record<string, string>; cause?: unknown } = {},
+  ) {
+    super(code, rawMessage, init);
+    this.name = "HistoryCompactedError";
+    this.oldestRevision = toBigInt(this.metadata.oldest_revision);
+    this.headRevision = toBigInt(this.metadata.revision);
+  }
+}
+
+function toBigInt(value: string | undefined): bigint | undefined {
+  if (value === undefined || !/^-?\d+$/.test(value.trim())) {
+    return undefined;
+  }
+  return BigInt(value.trim());
 }
 
 /** Throw this from a task handler to dead-letter the task at once (FailTask with non_retryable) instead of retrying it. */

@@ -6,7 +6,7 @@
  * - {@link BoardWorker}: claim, renew, checkpoint, complete/fail, release on stop.
  */
 export { BoardClient, type BoardClientOptions, type BoardCallOptions, type WatchOptions } from "./client.js";
-export { BoardError, ClaimLostError, NonRetryableError, ERROR_DOMAIN, codeName } from "./errors.js";
+export { BoardError, ClaimLostError, HistoryCompactedError, NonRetryableError, ERROR_DOMAIN, codeName } from "./errors.js";
 export {
   BoardWorker,
   TaskContext,

@@ -1,5 +1,6 @@
 import type { Duration, Timestamp } from "@bufbuild/protobuf/wkt";
 import { durationFromMs, durationMs, timestampMs } from "@bufbuild/protobuf/wkt";
+import { performance } from "node:perf_hooks";
 
 /** A google.protobuf.Duration of the given milliseconds, for request fields such as lease_duration and wait. */
 export function duration(ms: number): Duration {
@@ -20,6 +21,15 @@ export function toMs(d: { seconds?: bigint | number | string; nanos?: number } |
 /** Epoch milliseconds of a Timestamp, or undefined when unset. */
 export function timestampToMs(t: Timestamp | undefined): number | undefined {
   return t === undefined ? undefined : timestampMs(t);
+}
+
+/**
+ * Milliseconds on the local monotonic clock (performance.now()): only differences mean anything. Leases are
+ * tracked on it, never on Date.now(), which jumps with clock adjustments and differs between hosts.
+ * @internal
+ */
+export function monotonicMs(): number {
+  return performance.now();
 }
 
 const encoder = new TextEncoder();

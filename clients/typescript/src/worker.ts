@@ -1,8 +1,9 @@
-import type { BoardClient } from "./client.js";
+import type { Timestamp } from "@bufbuild/protobuf/wkt";
+import type { BoardCallOptions, BoardClient } from "./client.js";
 import type { CompleteTaskResponse, FailTaskResponse } from "./gen/grpcboard/v1/board_service_pb.js";
 import type { Task } from "./gen/grpcboard/v1/task_pb.js";
 import { BoardError, ClaimLostError, NonRetryableError } from "./errors.js";
-import { duration, linkedController, sleep, timestampToMs, utf8 } from "./util.js";
+import { duration, linkedController, monotonicMs, sleep, timestampToMs, utf8 } from "./util.js";
 
 /** What a task handler returns: the result bytes and their media type. */
 export interface TaskOutcome {
@@ -50,7 +51,12 @@ export interface BoardWorkerOptions {
   workerId: string;
   /** What this worker can do; it is offered only tasks whose required skills are all here. */
   skills?: string[];
-  /** Lease length asked for on every claim and renewal, in ms (default 30 000; the server allows 1 s to 1 h). */
+  /**
+   * Lease length asked for on every claim and renewal, in ms (default 30 000; the server allows 1 s to 1 h). The
+   * worker tracks the lease on the local monotonic clock, from when each claim or renewal request was sent, so
+   * clock skew between this host and the server does not matter. Completions, failures and releases that meet
+   * UNAVAILABLE are retried until the lease would have ended.
+   */
   leaseMs?: number;
   /** How often the lease is renewed while a task runs, in ms (default a third of the lease). */
   renewIntervalMs?: number;
@@ -127,10 +133,57 @@ export class TaskContext {
 /** The work: gets the task, returns its result; throwing fails the attempt (NonRetryableError: at once for good). */
 export type TaskHandler = (context: TaskContext) => Promise<TaskOutcome>;
 
-/** A task a worker holds, with the token of its claim. */
+/**
+ * A claim's lease as this process sees it, on the local monotonic clock: server timestamps come from another
+ * clock, so only the granted length is taken from the server, counted from the moment the request that got
+ * the grant was sent (the server cannot have granted it earlier, so the estimate never outlasts the real lease).
+ */
+class LeaseClock {
+  constructor(
+    /** When the lease ends, in {@link monotonicMs} time. */
+    public end: number,
+  ) {}
+
+  /** Milliseconds left by the local estimate (zero or less: the lease has ended). */
+  remaining(): number {
+    return this.end - monotonicMs();
+  }
+
+  /** Records a grant of grantedMs made in answer to a request sent at sentAt (monotonic). */
+  granted(sentAt: number, grantedMs: number): void {
+    this.end = sentAt + grantedMs;
+  }
+}
+
+/**
+ * The lease length the server granted: its expiry minus the server's own time of the grant when the response
+ * carries both (same clock, so skew cancels out), else the length that was asked for.
+ */
+function grantedLeaseMs(expireTime: Timestamp | undefined, serverTime: Timestamp | undefined, requestedMs: number): number {
+  const end = timestampToMs(expireTime);
+  const at = timestampToMs(serverTime);
+  if (end !== undefined && at !== undefined && end > at) {
+    return end - at;
+  }
+  return requestedMs;
+}
+
+/**
+ * The deadline of a call made under a lease: the client's default (zero or less: none), but no later than the
+ * lease's end while it has one; once the local estimate has run out, the default (only the server knows).
+ */
+function leaseBoundTimeout(leftMs: number, defaultTimeoutMs: number): number {
+  if (leftMs < 1) {
+    return defaultTimeoutMs;
+  }
+  return defaultTimeoutMs > 0 ? Math.min(leftMs, defaultTimeoutMs) : leftMs;
+}
+
+/** A task a worker holds, with the token of its claim and its lease. */
 interface Claim {
   task: Task;
   fencingToken: bigint;
+  lease: LeaseClock;
 }
 
 /**
@@ -197,7 +250,7 @@ export class BoardWorker {
             const held = next;
             next = undefined;
             next = held !== undefined
-              ? await this.runClaim(held.task, held.fencingToken, handler, stopping, this.options.claimNextOnComplete)
+              ? await this.runClaim(held, handler, stopping, this.options.claimNextOnComplete)
               : await this.claimAndRun(handler, stopping, this.options.claimNextOnComplete);
             failures = 0;
           } catch (error) {
@@ -223,8 +276,8 @@ export class BoardWorker {
       } finally {
         if (next !== undefined) {
           // Stopped holding the claim the last completion made: give it back for another worker at once.
-          const { task, fencingToken } = next;
-          if (await this.finish(task, () => this.client.releaseTask({ workflowId: task.workflowId, taskId: task.id, fencingToken }))) {
+          const { task, fencingToken, lease } = next;
+          if (await this.finish(task, lease, (o) => this.client.releaseTask({ workflowId: task.workflowId, taskId: task.id, fencingToken }, o))) {
             this.emit({ type: "released", task, fencingToken });
           }
         }
@@ -258,6 +311,8 @@ export class BoardWorker {
     onClaimed?: () => void,
   ): Promise<Claim | undefined> {
     const o = this.options;
+    // The lease is counted from when the request is sent: the server grants it no earlier (see LeaseClock).
+    const sentAt = monotonicMs();
     const claim = await this.client.claimTask(
       {
         workflowId: o.workflowId,
@@ -272,7 +327,8 @@ export class BoardWorker {
       return undefined;
     }
     onClaimed?.();
-    return this.runClaim(claim.task, claim.fencingToken, handler, signal, claimNext);
+    const lease = new LeaseClock(sentAt + grantedLeaseMs(claim.leaseExpireTime, claim.task.updateTime, o.leaseMs));
+    return this.runClaim({ task: claim.task, fencingToken: claim.fencingToken, lease }, handler, signal, claimNext);
   }
 
   private emit(event: WorkerEvent): void {
@@ -284,20 +340,15 @@ export class BoardWorker {
   }
 
   /** Runs a claimed task to its end; returns the claim its completion made, if it asked for one. */
-  private async runClaim(
-    task: Task,
-    token: bigint,
-    handler: TaskHandler,
-    stopping: AbortSignal,
-    claimNext: boolean,
-  ): Promise<Claim | undefined> {
+  private async runClaim(claim: Claim, handler: TaskHandler, stopping: AbortSignal, claimNext: boolean): Promise<Claim | undefined> {
+    const { task, fencingToken: token, lease } = claim;
     const log = this.options.logger;
     const { controller: lost, dispose } = linkedController(stopping);
     const renewing = new AbortController();
     const context = new TaskContext(this.client, task, token, lost);
     log?.info(`Claimed ${task.id} (attempt ${task.attempt}, token ${token}).`);
     this.emit({ type: "claimed", task, fencingToken: token });
-    const renewal = this.renewLoop(task, token, lost, renewing.signal);
+    const renewal = this.renewLoop(task, token, lease, lost, renewing.signal);
     let outcome: TaskOutcome | undefined;
     let failure: unknown;
     let threw = false;
@@ -323,7 +374,7 @@ export class BoardWorker {
     const ids = { workflowId: task.workflowId, taskId: task.id, fencingToken: token };
     if (stopping.aborted && (threw || outcome === undefined)) {
       // Stopping: give the task back so another worker takes it at once, without counting the attempt.
-      if (await this.finish(task, () => this.client.releaseTask(ids))) {
+      if (await this.finish(task, lease, (co) => this.client.releaseTask(ids, co))) {
         this.emit({ type: "released", task, fencingToken: token });
       }
       return undefined;
@@ -336,20 +387,31 @@ export class BoardWorker {
       const claimNextRequest =
         claimNext && !stopping.aborted ? { skills: o.skills, leaseDuration: duration(o.leaseMs) } : undefined;
       // CompleteTask is idempotent for the same token and result, so a retry after a lost response is safe.
-      const response = await this.finish(task, () =>
-        this.client.completeTask({
-          ...ids,
-          result: result.result,
-          resultContentType: result.contentType ?? "application/octet-stream",
-          claimNext: claimNextRequest,
-        }),
-      );
+      let sentAt = 0;
+      const response = await this.finish(task, lease, (co) => {
+        sentAt = monotonicMs();
+        return this.client.completeTask(
+          {
+            ...ids,
+            result: result.result,
+            resultContentType: result.contentType ?? "application/octet-stream",
+            claimNext: claimNextRequest,
+          },
+          co,
+        );
+      });
       if (response === undefined) {
         return undefined;
       }
       this.counts.completed++;
       this.emit({ type: "completed", task, fencingToken: token, response });
-      return response.nextTask === undefined ? undefined : { task: response.nextTask, fencingToken: response.nextFencingToken };
+      const nextTask = response.nextTask;
+      if (nextTask === undefined) {
+        return undefined;
+      }
+      // The next claim's lease counts from when the completion that made it was sent.
+      const nextLease = new LeaseClock(sentAt + grantedLeaseMs(nextTask.leaseExpireTime, nextTask.updateTime, o.leaseMs));
+      return { task: nextTask, fencingToken: response.nextFencingToken, lease: nextLease };
     }
 
     if (!threw) {
@@ -357,12 +419,15 @@ export class BoardWorker {
     }
     const message = failure instanceof Error ? failure.message : String(failure);
     log?.warn(`Task ${task.id} failed on attempt ${task.attempt}: ${message}`);
-    const response = await this.finish(task, () =>
-      this.client.failTask({
-        ...ids,
-        errorMessage: message.length > 4000 ? message.slice(0, 4000) : message,
-        nonRetryable: failure instanceof NonRetryableError,
-      }),
+    const response = await this.finish(task, lease, (co) =>
+      this.client.failTask(
+        {
+          ...ids,
+          errorMessage: message.length > 4000 ? message.slice(0, 4000) : message,
+          nonRetryable: failure instanceof NonRetryableError,
+        },
+        co,
+      ),
     );
     if (response !== undefined) {
       this.counts.failed++;
@@ -371,17 +436,27 @@ export class BoardWorker {
     return undefined;
   }
 
-  /** Renews until told to stop; aborts `lost` when the claim is gone or the lease runs out unrenewed. */
-  private async renewLoop(task: Task, token: bigint, lost: AbortController, stop: AbortSignal): Promise<void> {
+  /**
+   * Renews until told to stop; aborts `lost` when the claim is gone or the lease runs out unrenewed. The lease
+   * end is tracked on the local monotonic clock: each renewal moves it to (when the renewal was sent + the
+   * length granted), so a wall clock that differs from the server's, or jumps, changes nothing.
+   */
+  private async renewLoop(task: Task, token: bigint, lease: LeaseClock, lost: AbortController, stop: AbortSignal): Promise<void> {
     const o = this.options;
     const interval = Math.max(10, o.renewIntervalMs ?? o.leaseMs / 3);
-    let leaseEnd = Date.now() + o.leaseMs;
+    const lostLease = (cause?: unknown) =>
+      new ClaimLostError(`the lease of ${task.id} ended before it could be renewed`, cause === undefined ? undefined : { cause });
+    // A claim that waited on the server for a task counts its lease from when the claim was sent, so the
+    // estimate can be short, even over, when the handler starts: then renew at once and let the server judge.
+    let unverified = lease.remaining() < interval;
     while (!stop.aborted && !lost.signal.aborted) {
       try {
-        await sleep(interval, stop);
-        const left = leaseEnd - Date.now();
-        if (left <= 0) {
-          throw new ClaimLostError(`the lease of ${task.id} ended before it could be renewed`);
+        // Renew every interval, but never sleep past the lease's end: a failed renewal is retried before it.
+        await sleep(Math.min(interval, Math.max(0, lease.remaining() / 2)), stop);
+        const sentAt = monotonicMs();
+        const left = lease.end - sentAt;
+        if (left < 1 && !unverified) {
+          throw lostLease();
         }
         const renewed = await this.client.renewLease(
           {
@@ -390,9 +465,11 @@ export class BoardWorker {
             fencingToken: token,
             leaseDuration: duration(o.leaseMs),
           },
-          { timeoutMs: Math.min(left, this.client.defaultTimeoutMs), signal: stop },
+          { timeoutMs: leaseBoundTimeout(left, this.client.defaultTimeoutMs), signal: stop },
         );
-        leaseEnd = timestampToMs(renewed.leaseExpireTime) ?? Date.now() + o.leaseMs;
+        // RenewLeaseResponse carries the expiry but not the server's time: count the requested length.
+        lease.granted(sentAt, grantedLeaseMs(renewed.leaseExpireTime, undefined, o.leaseMs));
+        unverified = false;
       } catch (error) {
         if (stop.aborted) {
           return;
@@ -402,6 +479,7 @@ export class BoardWorker {
           lost.abort(error);
           return;
         }
+        unverified = false;
         const e = BoardError.from(error);
         if (e.isClaimLost) {
           o.logger?.warn(`Renewing ${task.id} was refused (${e.reason}); stopping its work.`);
@@ -409,25 +487,40 @@ export class BoardWorker {
           return;
         }
         // Transient: keep trying while the lease may still be alive; past its end it surely is not.
-        if (Date.now() >= leaseEnd) {
+        if (lease.remaining() < 1) {
           o.logger?.warn(`Could not renew ${task.id} before its lease ended (${e.codeName}); stopping its work.`);
-          lost.abort(new ClaimLostError(`the lease of ${task.id} ended before it could be renewed`, { cause: e }));
+          lost.abort(lostLease(e));
           return;
         }
       }
     }
   }
 
-  /** Runs a final call for a claim, retrying transient failures a few times. Returns undefined if it did not succeed. */
-  private async finish<T>(task: Task, call: () => Promise<T>): Promise<T | undefined> {
+  /**
+   * Runs a final call for a claim (complete, fail, release). Transient failures (UNAVAILABLE: the server may be
+   * restarting) are retried with backoff for as long as the lease may still be alive, never after its end;
+   * any other failure, such as FAILED_PRECONDITION for a stale token or an expired lease, ends it at once.
+   * Returns undefined if it did not succeed.
+   */
+  private async finish<T>(task: Task, lease: LeaseClock, call: (options: BoardCallOptions) => Promise<T>): Promise<T | undefined> {
     for (let attempt = 1; ; attempt++) {
       try {
-        return await call();
+        // A call may not outlive the lease (the server would refuse it then anyway); the first one is always
+        // made, since only the server knows whether a lease the local estimate gives up on is really over.
+        return await call({ timeoutMs: leaseBoundTimeout(lease.remaining(), this.client.defaultTimeoutMs) });
       } catch (error) {
         const e = BoardError.from(error);
-        if (e.isTransient && attempt < 5) {
-          await sleep(100 * attempt);
-          continue;
+        if (e.isTransient) {
+          const remaining = lease.remaining();
+          if (remaining >= 20) {
+            // 100 ms, doubling up to 2 s, and never sleeping through the rest of the lease.
+            const backoff = Math.min(2_000, 100 * 2 ** Math.min(attempt - 1, 5), remaining / 2);
+            this.options.logger?.warn(`Finishing ${task.id} failed (${e.codeName}); retrying.`);
+            await sleep(backoff);
+            continue;
+          }
+          this.options.logger?.warn(`Could not finish ${task.id} before its lease ended (${e.codeName}).`);
+          return undefined;
         }
         if (e.isClaimLost) {
           this.counts.lost++;

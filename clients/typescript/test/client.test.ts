@@ -274,9 +274,12 @@ describe("claims", () => {
     await client.createWorkflow({ workflowId: id, goal: "g" });
     const start = Date.now();
     const claim = client.claimTask({ workflowId: id, workerId: "w", wait: duration(10_000) });
-    // Nothing is ready yet: the call must still be waiting on the server.
-    const early = await Promise.race([claim.then(() => "answered"), new Promise((r) => setTimeout(() => r("waiting"), 300))]);
+    // Nothing is ready yet: the call must still be waiting on the server. A request sent after it on the same
+    // connection has been answered, so the server has the claim: an immediate "no task" would be back by now.
+    const later = client.getWorkflow({ workflowId: id });
+    const early = await Promise.race([claim.then(() => "answered"), later.then(() => "waiting")]);
     assert.equal(early, "waiting");
+    assert.equal((await later).workflow?.taskCounts?.ready, 0n, "and nothing was ready to claim");
     await client.postTasks({ workflowId: id, tasks: [{ id: "late" }] });
     const got = await withTimeout(claim, 5_000, "the waiting claim");
     assert.equal(got.task?.id, "late");

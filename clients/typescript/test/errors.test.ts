@@ -4,7 +4,7 @@ import { after, before, describe, test } from "node:test";
 import { ConnectError } from "@connectrpc/connect";
 import { create, toBinary } from "@bufbuild/protobuf";
 import { anyPack } from "@bufbuild/protobuf/wkt";
-import { BoardClient, BoardError, Code, duration, utf8 } from "../src/index.js";
+import { BoardClient, BoardError, Code, HistoryCompactedError, duration, utf8 } from "../src/index.js";
 import { ErrorInfoSchema } from "../src/gen/google/rpc/error_details_pb.js";
 import { StatusSchema } from "../src/gen/google/rpc/status_pb.js";
 import { startServer, type TestServer } from "./helpers/server.js";
@@ -160,6 +160,18 @@ describe("BoardError", () => {
     assert.equal(e.metadata.oldest_revision, "7");
     assert.equal(e.rawMessage, "msg");
     assert.equal(BoardError.from(e), e, "from() of a BoardError is itself");
+  });
+
+  test("OUT_OF_RANGE becomes a HistoryCompactedError carrying the oldest available revision", () => {
+    const e = withInfo(Code.OutOfRange, "HISTORY_COMPACTED", { oldest_revision: "31", revision: "46" });
+    assert.ok(e instanceof HistoryCompactedError && e instanceof BoardError);
+    assert.equal(e.oldestRevision, 31n);
+    assert.equal(e.headRevision, 46n);
+    assert.match(e.message, /^OUT_OF_RANGE \(HISTORY_COMPACTED\): msg$/);
+    const bare = BoardError.from(new ConnectError("no details", Code.OutOfRange));
+    assert.ok(bare instanceof HistoryCompactedError);
+    assert.equal(bare.oldestRevision, undefined, "no metadata: no revision");
+    assert.ok(!(withInfo(Code.FailedPrecondition, "LEASE_EXPIRED") instanceof HistoryCompactedError));
   });
 
   test("the rich status is wire-compatible with google.rpc.Status", () => {

@@ -4,7 +4,7 @@ import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import { BoardClient, BoardError, duration } from "../src/index.js";
 import { startServer } from "./helpers/server.js";
-import { uniqueId, withTimeout } from "./helpers/util.js";
+import { deferred, uniqueId, withTimeout } from "./helpers/util.js";
 
 describe("server shutdown", () => {
   test("a waiting claim and a watch end promptly with a transient error when the server stops", { timeout: 60_000 }, async () => {
@@ -20,15 +20,18 @@ describe("server shutdown", () => {
         );
       // Deadline of the claim: 20 s wait + 30 s default. It must not take that long.
       const claim = settle(client.claimTask({ workflowId: id, workerId: "w", wait: duration(20_000) }));
+      const streaming = deferred();
       const watch = settle(
         (async () => {
           for await (const _ of client.watchStream({ workflowId: id, startRevision: 1n })) {
-            // drain
+            streaming.resolve(); // the server has the watch: it sent its first message (WORKFLOW_CREATED)
           }
         })(),
       );
-      // Give both calls time to reach the server (there is no event for "the server is now waiting").
-      await new Promise((r) => setTimeout(r, 500));
+      // Both calls have reached the server: the watch has sent a message, and a request sent after the claim
+      // on the same connection has been answered while the claim is still waiting.
+      await withTimeout(streaming.promise, 10_000, "the watch's first message");
+      await client.getWorkflow({ workflowId: id });
       const stopped = Date.now();
       await server.stop();
 

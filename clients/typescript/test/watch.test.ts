@@ -8,6 +8,7 @@ import {
   BoardError,
   EventKind,
   EventSchema,
+  HistoryCompactedError,
   WatchProgressSchema,
   WatchResponseSchema,
   WatchResume,
@@ -145,6 +146,88 @@ describe("watch against a server", () => {
     }
   });
 
+  test("a silently stalled stream (half-open connection) is dropped after the idle timeout and resumed without gaps", T, async () => {
+    const id = uniqueId("watch-stall");
+    await client.createWorkflow({ workflowId: id, goal: "g" });
+    const viaProxy = new BoardClient(proxy.target);
+    const stop = new AbortController();
+    const revisions: bigint[] = [];
+    const reconnects: { error: BoardError; next: bigint }[] = [];
+    const first = deferred();
+    const reconnected = deferred();
+    const total = 1n + 10n + 10n;
+    try {
+      const accepted = proxy.accepted;
+      // Progress every 200 ms and no idleTimeoutMs: the default idle timeout is 600 ms.
+      const consume = (async () => {
+        for await (const e of viaProxy.watch(
+          { workflowId: id, startRevision: 1n, progressInterval: duration(200) },
+          {
+            signal: stop.signal,
+            maxBackoffMs: 200,
+            onReconnect: (error, next) => {
+              reconnects.push({ error, next });
+              reconnected.resolve();
+            },
+          },
+        )) {
+          revisions.push(e.revision);
+          if (e.revision === 1n) first.resolve();
+          if (e.revision >= total) return;
+        }
+      })();
+      await withTimeout(first.promise, 10_000, "the first event");
+      // The connection goes silent: no error, no close, no bytes. Changes keep being made meanwhile.
+      proxy.stallAll();
+      for (let i = 0; i < 10; i++) {
+        await client.putNote({ workflowId: id, key: `during/${i}`, value: utf8("x") });
+      }
+      await withTimeout(reconnected.promise, 10_000, "the watch to give up on the silent stream");
+      // Live changes after the reconnect arrive too.
+      for (let i = 0; i < 10; i++) {
+        await client.putNote({ workflowId: id, key: `after/${i}`, value: utf8("y") });
+      }
+      await withTimeout(consume, 20_000, `${total} events through a new connection`);
+      assertConsecutive(revisions, 1n, total);
+      assert.equal(reconnects[0]!.error.codeName, "DEADLINE_EXCEEDED");
+      assert.equal(reconnects[0]!.next, 2n, "resumed right after the last delivered revision");
+      assert.ok(proxy.accepted > accepted + 1, "the stalled connection was replaced by a new one");
+    } finally {
+      stop.abort();
+      viaProxy.close();
+    }
+  });
+
+  test("a quiet but healthy stream is kept: progress messages reset the idle timeout", T, async () => {
+    const id = uniqueId("watch-quiet");
+    await client.createWorkflow({ workflowId: id, goal: "g" });
+    const stop = new AbortController();
+    let reconnects = 0;
+    let progress = 0;
+    const enough = deferred();
+    try {
+      const it = client.watch(
+        { workflowId: id, startRevision: 2n, progressInterval: duration(100) },
+        {
+          signal: stop.signal,
+          idleTimeoutMs: 350,
+          onReconnect: () => reconnects++,
+          onProgress: () => {
+            // Twelve progress messages: about 1.2 s, over three idle timeouts, without a single event.
+            if (++progress === 12) enough.resolve();
+          },
+        },
+      );
+      const consume = it.next().catch(() => undefined);
+      await withTimeout(enough.promise, 15_000, "twelve progress messages");
+      assert.equal(reconnects, 0, "no reconnect while progress arrives");
+      stop.abort();
+      await consume;
+    } finally {
+      stop.abort();
+    }
+  });
+
   test("unknown workflow: the watch throws NOT_FOUND / WORKFLOW_NOT_FOUND instead of retrying", T, async () => {
     const it = client.watch({ workflowId: uniqueId("nowhere"), startRevision: 1n });
     const e = await withTimeout(it.next().then(() => undefined, (err: unknown) => err), 10_000, "the watch to fail");
@@ -208,12 +291,24 @@ describe("watch with compacted history", () => {
 
     const it = client.watch({ workflowId: id, startRevision: 1n });
     const e = await withTimeout(it.next().then(() => undefined, (err: unknown) => err), 10_000, "the watch to fail");
-    assert.ok(e instanceof BoardError, `BoardError, got ${String(e)}`);
+    assert.ok(e instanceof HistoryCompactedError, `HistoryCompactedError, got ${String(e)}`);
+    assert.ok(e instanceof BoardError, "still a BoardError");
+    assert.equal(e.name, "HistoryCompactedError");
     assert.equal(e.codeName, "OUT_OF_RANGE");
     assert.equal(e.reason, "HISTORY_COMPACTED");
+    assert.equal(e.isTransient, false);
     const oldest = BigInt(e.metadata.oldest_revision ?? "0");
     assert.ok(oldest > 1n && oldest <= head, `oldest_revision ${oldest}`);
+    assert.equal(e.oldestRevision, oldest, "the oldest available revision, as a bigint");
+    assert.equal(e.headRevision, head);
     assert.equal(e.metadata.revision, String(head));
+    // The raw stream reports it the same way.
+    const raw = await withTimeout(
+      client.watchStream({ workflowId: id, startRevision: 1n }).next().then(() => undefined, (err: unknown) => err),
+      10_000,
+      "the raw stream to fail",
+    );
+    assert.ok(raw instanceof HistoryCompactedError && raw.oldestRevision === oldest, `HistoryCompactedError, got ${String(raw)}`);
 
     // From the oldest retained revision on, the history is complete.
     const revisions: bigint[] = [];

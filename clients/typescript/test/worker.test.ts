@@ -213,10 +213,18 @@ describe("worker", () => {
     const log = eventLog();
     const stop = new AbortController();
     try {
+      // The board's own clock of idleness: a watch gets a progress message every 250 ms while nothing changes.
+      const quiet = deferred();
+      let progress = 0;
+      const watching = client.watch(
+        { workflowId: id, startRevision: 0n, progressInterval: duration(250) },
+        { signal: stop.signal, onProgress: () => ++progress === 6 && quiet.resolve() },
+      );
+      const watchEnded = watching.next().catch(() => undefined);
       const worker = watched.createWorker({ workflowId: id, workerId: "w-wait", claimWaitMs: 8_000, onEvent: log.onEvent });
       const running = worker.run(async () => TaskOutcome.text("ok"), stop.signal);
-      // Idle for a while: a polling worker would call ClaimTask again and again.
-      await new Promise((r) => setTimeout(r, 1_500));
+      // Idle for six progress intervals (1.5 s): a polling worker would call ClaimTask again and again.
+      await withTimeout(quiet.promise, 10_000, "six progress messages of an idle board");
       assert.equal(claims.length, 1, "one blocking claim while idle");
       assert.equal(toMs(claims[0]!.wait), 8_000);
       const posted = Date.now();
@@ -226,7 +234,9 @@ describe("worker", () => {
       await withTimeout(log.until("completed"), 5_000, "the completion");
       stop.abort();
       await withTimeout(running, 10_000, "the worker to stop");
+      await watchEnded;
     } finally {
+      stop.abort();
       watched.close();
     }
   });
@@ -259,6 +269,102 @@ describe("worker", () => {
     const task = (await client.getTask({ workflowId: id, taskId: "doomed" })).task!;
     assert.equal(task.state, TaskState.CANCELLED);
     assert.equal(task.result.length, 0);
+  });
+});
+
+/** Shifts Date.now() (the local wall clock) by offsetMs until the returned function is called. */
+function skewWallClock(offsetMs: number): () => void {
+  const realNow = Date.now;
+  Date.now = () => realNow.call(Date) + offsetMs;
+  return () => {
+    Date.now = realNow;
+  };
+}
+
+describe("lease clock", () => {
+  test("a local wall clock an hour ahead of the server's does not end a lease that is being renewed", T, async () => {
+    const id = await workflowWith("wk-skew-ahead", [{ id: "steady" }]);
+    let renewals = 0;
+    const renewedThrice = deferred();
+    const counting: Interceptor = (next) => async (req) => {
+      const res = await next(req);
+      if (req.method.name === "RenewLease" && ++renewals === 3) renewedThrice.resolve();
+      return res;
+    };
+    const skewed = new BoardClient(server.target, { defaultTimeoutMs: 10_000, interceptors: [counting] });
+    const restore = skewWallClock(3_600_000);
+    try {
+      const worker = skewed.createWorker({ workflowId: id, workerId: "w-ahead", leaseMs: 2_000, renewIntervalMs: 200, claimWaitMs: 5_000 });
+      let signalled: unknown;
+      const ran = await withTimeout(
+        worker.runOnce(async (ctx) => {
+          // Three renewals (the lease end moves on each); a worker misreading the clock would abort the handler first.
+          await Promise.race([renewedThrice.promise, aborted(ctx.signal).then((reason) => (signalled = reason))]);
+          return TaskOutcome.text("kept the lease");
+        }),
+        15_000,
+        "runOnce",
+      );
+      assert.equal(ran, true);
+      assert.equal(signalled, undefined, `the handler's signal fired: ${String(signalled)}`);
+      assert.ok(renewals >= 3);
+      assert.equal(worker.lostClaims, 0);
+      assert.equal(worker.completed, 1);
+      const task = (await client.getTask({ workflowId: id, taskId: "steady" })).task!;
+      assert.equal(task.state, TaskState.COMPLETED);
+      assert.equal(fromUtf8(task.result), "kept the lease");
+    } finally {
+      restore();
+      skewed.close();
+    }
+  });
+
+  test("a local wall clock an hour behind does not stretch the lease: with renewals blocked the signal fires when it ends", T, async () => {
+    const id = await workflowWith("wk-skew-behind", [{ id: "partitioned", retryPolicy: { initialBackoff: duration(0) } }]);
+    const leaseMs = 2_000;
+    let block = false;
+    let lastGrantSent = 0;
+    const renewed = deferred();
+    const partition: Interceptor = (next) => async (req) => {
+      const sent = performance.now();
+      if (req.method.name === "RenewLease" && block) {
+        await new Promise((_, reject) => {
+          if (req.signal.aborted) reject(req.signal.reason);
+          req.signal.addEventListener("abort", () => reject(req.signal.reason), { once: true });
+        });
+      }
+      const res = await next(req);
+      if (req.method.name === "RenewLease" || req.method.name === "ClaimTask") {
+        lastGrantSent = sent;
+        if (req.method.name === "RenewLease") renewed.resolve();
+      }
+      return res;
+    };
+    const skewed = new BoardClient(server.target, { defaultTimeoutMs: 10_000, interceptors: [partition] });
+    const restore = skewWallClock(-3_600_000);
+    try {
+      const worker = skewed.createWorker({ workflowId: id, workerId: "w-behind", leaseMs, renewIntervalMs: 300, claimWaitMs: 5_000 });
+      const started = deferred<AbortSignal>();
+      const once = worker.runOnce(async (ctx) => {
+        started.resolve(ctx.signal);
+        await aborted(ctx.signal);
+        return TaskOutcome.text("must be discarded");
+      });
+      const signal = await withTimeout(started.promise, 10_000, "the handler to start");
+      await withTimeout(renewed.promise, 5_000, "a renewal");
+      block = true;
+      const reason = await withTimeout(aborted(signal), 8_000, "the handler's signal (the lease has ended)");
+      const firedAfter = performance.now() - lastGrantSent;
+      assert.ok(reason instanceof ClaimLostError, `lease-lost reason, got ${String(reason)}`);
+      // The lease ran for leaseMs from the last grant's request; the signal fires then, not an hour later.
+      assert.ok(firedAfter >= leaseMs - 50 && firedAfter < leaseMs + 1_500, `fired ${Math.round(firedAfter)} ms after the last grant`);
+      assert.equal(await withTimeout(once, 10_000, "runOnce"), true);
+      assert.equal(worker.lostClaims, 1);
+      assert.equal(worker.completed, 0);
+    } finally {
+      restore();
+      skewed.close();
+    }
   });
 });
 

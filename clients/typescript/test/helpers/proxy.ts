@@ -11,12 +11,18 @@ export interface TcpProxy {
   dropAll(): void;
   /** When on, new connections are accepted but nothing is forwarded or answered. */
   setBlackhole(on: boolean): void;
+  /**
+   * Silently stops forwarding bytes, in both directions, on every open connection, leaving the sockets open
+   * (a half-open connection: nothing fails, nothing arrives). New connections are forwarded normally.
+   */
+  stallAll(): void;
   close(): Promise<void>;
 }
 
 export async function startProxy(upstream: string): Promise<TcpProxy> {
   const url = new URL(upstream);
   const sockets = new Set<net.Socket>();
+  const pairs = new Set<{ client: net.Socket; up: net.Socket }>();
   let blackhole = false;
   let accepted = 0;
   const track = (s: net.Socket) => {
@@ -35,7 +41,12 @@ export async function startProxy(upstream: string): Promise<TcpProxy> {
     track(up);
     client.pipe(up);
     up.pipe(client);
-    client.on("close", () => up.destroy());
+    const pair = { client, up };
+    pairs.add(pair);
+    client.on("close", () => {
+      pairs.delete(pair);
+      up.destroy();
+    });
     up.on("close", () => client.destroy());
   });
   await new Promise<void>((resolve, reject) => {
@@ -55,6 +66,15 @@ export async function startProxy(upstream: string): Promise<TcpProxy> {
     },
     setBlackhole(on: boolean) {
       blackhole = on;
+    },
+    stallAll() {
+      for (const { client, up } of pairs) {
+        client.unpipe(up);
+        up.unpipe(client);
+        client.pause();
+        up.pause();
+      }
+      pairs.clear();
     },
     close() {
       for (const s of sockets) {

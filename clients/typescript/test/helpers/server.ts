@@ -22,13 +22,29 @@ process.on("exit", () => {
   }
 });
 
+/** How to start a test server. */
+export interface StartServerOptions {
+  /** Extra server arguments (a server started with any is always this process's own). */
+  args?: string[];
+  /** Start a server here even when GRPCBOARD_TARGET is set. */
+  own?: boolean;
+  /** --store (default memory); "embedded" keeps its data in `data`. */
+  store?: "memory" | "embedded";
+  /** --data of an embedded store: start again with the same directory and port to restart "the same" server. */
+  data?: string;
+  /** --port (default 0: a free one). */
+  port?: number;
+  startTimeoutMs?: number;
+}
+
 /**
- * A server for the tests: GRPCBOARD_TARGET if set (unless `own`), otherwise
+ * A server for the tests: GRPCBOARD_TARGET if set (unless `own`, or a special setting is asked for), otherwise
  * `dotnet $GRPCBOARD_SERVER_DLL --port 0 --store memory [extra args]` started here.
  */
-export async function startServer(options: { args?: string[]; own?: boolean; startTimeoutMs?: number } = {}): Promise<TestServer> {
+export async function startServer(options: StartServerOptions = {}): Promise<TestServer> {
   const external = process.env.GRPCBOARD_TARGET;
-  if (external && !options.own && !options.args?.length) {
+  const special = Boolean(options.args?.length) || options.store !== undefined || options.port !== undefined || options.data !== undefined;
+  if (external && !options.own && !special) {
     return { target: external.replace(/\/+$/, ""), owned: false, stop: async () => {} };
   }
   if (!existsSync(SERVER_DLL)) {
@@ -37,7 +53,17 @@ export async function startServer(options: { args?: string[]; own?: boolean; sta
         "or set GRPCBOARD_SERVER_DLL (or GRPCBOARD_TARGET for tests that need no special server flags).",
     );
   }
-  const args = [SERVER_DLL, "--port", "0", "--store", "memory", "--log-level", "Warning", ...(options.args ?? [])];
+  const args = [
+    SERVER_DLL,
+    "--port",
+    String(options.port ?? 0),
+    "--store",
+    options.store ?? "memory",
+    ...(options.data !== undefined ? ["--data", options.data] : []),
+    "--log-level",
+    "Warning",
+    ...(options.args ?? []),
+  ];
   const child = spawn("dotnet", args, { stdio: ["ignore", "pipe", "pipe"] });
   running.add(child);
   let stderr = "";
