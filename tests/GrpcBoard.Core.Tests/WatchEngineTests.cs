@@ -69,6 +69,42 @@ public sealed class WatchEngineTests
     }
 }
 
+public sealed class WatchProgressUnderAFilterTests
+{
+    /// <summary>
+    /// A filtered watch on a busy workflow: changes keep coming, none passes the filter. Progress is due an
+    /// interval after the watcher was last sent something, not after the last live event, so the watcher
+    /// still hears that it is current (clients take a silent stream for a dead connection).
+    /// </summary>
+    [Fact]
+    public async Task AWatchWhoseFilterPassesNothing_OnABusyWorkflow_StillGetsProgressEveryInterval()
+    {
+        var hub = new EventHub();
+        var time = new ManualTimeProvider();
+        await using var store = new EmbeddedStore(new EmbeddedStoreOptions(), hub);
+        var board = new Coordinator(store, hub, time, new BoardLimits());
+        await board.CreateWorkflowAsync("wf", "", null, default).Within();
+        using var cts = new CancellationTokenSource(TestTimeouts.Default);
+        await using var stream = board.WatchAsync("wf", 0, new WatchFilter(NoteKeyPrefix: "wanted/"), TimeSpan.FromSeconds(2), cts.Token).GetAsyncEnumerator(cts.Token);
+        Assert.True(await stream.MoveNextAsync().AsTask().Within());
+        Assert.Equal(new WatchItem.Progress(1, true), stream.Current);
+
+        // A change the filter drops every half interval, so the live stream is never idle for an interval.
+        var moved = stream.MoveNextAsync().AsTask();
+        long lastRevision = 1;
+        for (var i = 0; i < 12 && !moved.IsCompleted; i++)
+        {
+            lastRevision = (await board.PutNoteAsync(new NotePutCommand { WorkflowId = "wf", Key = "other", Value = BitConverter.GetBytes(i) }, default).Within()).Revision;
+            time.Advance(TimeSpan.FromSeconds(1));
+        }
+
+        Assert.True(await moved.Within(), "no progress message while filtered-out changes kept coming");
+        var progress = Assert.IsType<WatchItem.Progress>(stream.Current);
+        Assert.False(progress.CaughtUp);
+        Assert.InRange(progress.Revision, 2, lastRevision);
+    }
+}
+
 public sealed class WatchWithoutLiveEventsTests
 {
     /// <summary>

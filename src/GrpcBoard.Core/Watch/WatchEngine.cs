@@ -63,7 +63,10 @@ public sealed class WatchOptions
 /// A gap in the live stream (an overflowed buffer, a lost pub/sub message from another instance) sends
 /// the watcher back to history for the missing revisions, never past them; and an idle watcher asks the
 /// store for its head before each progress message, so a change whose live event never came is
-/// delivered at the next progress interval at the latest.
+/// delivered at the next progress interval at the latest. Progress is due after an interval in which the
+/// watcher was sent nothing, not one without live events: a filtered watch on a busy workflow, whose events
+/// all fail the filter, still hears every interval that it is current (clients take silence for a dead
+/// connection).
 /// </summary>
 public sealed class WatchEngine(IBoardStore store, EventHub hub, TimeProvider time, WatchOptions options)
 {
@@ -100,6 +103,8 @@ public sealed class WatchEngine(IBoardStore store, EventHub hub, TimeProvider ti
             }
 
             var caughtUpSent = false;
+            // When the watcher was last sent anything: progress is due an interval after it.
+            var lastSent = time.GetTimestamp();
             while (true)
             {
                 // History: from `next` up to the store's durable head (the first page is already read).
@@ -125,6 +130,7 @@ public sealed class WatchEngine(IBoardStore store, EventHub hub, TimeProvider ti
                         next = e.Revision + 1;
                         if (filter.Matches(e))
                         {
+                            lastSent = time.GetTimestamp();
                             yield return new WatchItem.Change(e);
                         }
                     }
@@ -138,6 +144,7 @@ public sealed class WatchEngine(IBoardStore store, EventHub hub, TimeProvider ti
                 if (!caughtUpSent)
                 {
                     caughtUpSent = true;
+                    lastSent = time.GetTimestamp();
                     yield return new WatchItem.Progress(Math.Min(next - 1, head), CaughtUp: true);
                 }
 
@@ -145,7 +152,8 @@ public sealed class WatchEngine(IBoardStore store, EventHub hub, TimeProvider ti
                 var resync = false;
                 while (!resync)
                 {
-                    var hasEvents = await WaitAsync(subscription, progressInterval, cancellationToken).ConfigureAwait(false);
+                    var quiet = progressInterval - time.GetElapsedTime(lastSent);
+                    var hasEvents = await WaitAsync(subscription, quiet > TimeSpan.Zero ? quiet : TimeSpan.Zero, cancellationToken).ConfigureAwait(false);
                     if (!hasEvents)
                     {
                         if (subscription.Overflowed || subscription.Reader.Completion.IsCompleted)
@@ -172,6 +180,7 @@ public sealed class WatchEngine(IBoardStore store, EventHub hub, TimeProvider ti
                             continue;
                         }
 
+                        lastSent = time.GetTimestamp();
                         yield return new WatchItem.Progress(Math.Min(next - 1, head), CaughtUp: false);
                         continue;
                     }
@@ -205,8 +214,17 @@ public sealed class WatchEngine(IBoardStore store, EventHub hub, TimeProvider ti
                         next = e.Revision + 1;
                         if (filter.Matches(e))
                         {
+                            lastSent = time.GetTimestamp();
                             yield return new WatchItem.Change(e);
                         }
+                    }
+
+                    if (!resync && time.GetElapsedTime(lastSent) >= progressInterval)
+                    {
+                        // Live events came, and the filter let none through for an interval. Every revision
+                        // below `next` was seen in order, so progress to it needs no look at the store.
+                        lastSent = time.GetTimestamp();
+                        yield return new WatchItem.Progress(Math.Min(next - 1, head), CaughtUp: false);
                     }
                 }
             }
