@@ -59,6 +59,9 @@ _DEFAULT_CHANNEL_OPTIONS = {
     "grpc.max_receive_message_length": 64 * 1024 * 1024,
     # After a server restart, reconnect within seconds rather than gRPC's default of up to 2 minutes.
     "grpc.max_reconnect_backoff_ms": 5000,
+    # ... and do not hold the re-resolution that follows a lost connection for up to 30 s (the default
+    # rate limit), which alone kept the channel failing for ~12 s after a restart.
+    "grpc.dns_min_time_between_resolutions_ms": 1000,
 }
 
 
@@ -402,6 +405,7 @@ class BoardClient:
         metadata: Optional[MetadataType] = None,
         cancel: Optional[CancelEvent] = None,
         max_backoff: float = 5.0,
+        idle_timeout: Timeout = DEFAULT,
         **fields: Any,
     ) -> "WatchStream":
         """Every event of a workflow from ``start_revision`` on, each exactly once and in order, across
@@ -418,6 +422,12 @@ class BoardClient:
                 stream is reopened where it was, which also bounds how long a silently dead
                 connection can go unnoticed.
             max_backoff: Upper bound of the wait between reconnection attempts (seconds).
+            idle_timeout: Liveness check (seconds, or a timedelta): when no message at all (event or
+                progress) arrives for this long while the iterator waits for one, the stream is
+                considered dead (e.g. a half-open connection) and reopened where it was. The server
+                sends progress on every idle ``progress_interval``, so the default is 3 x the
+                requested progress_interval (15 s for the server's default of 5 s). None or 0
+                disables it.
             **fields: WatchRequest fields: workflow_id, start_revision (0 = from now), kinds,
                 task_ids, note_key_prefix, progress_interval (seconds).
         """
@@ -425,7 +435,7 @@ class BoardClient:
 
         req = _build(pb.WatchRequest, request, fields)
         return WatchStream(self, req, stream_timeout=stream_timeout, metadata=metadata, cancel=cancel,
-                           max_backoff=max_backoff)
+                           max_backoff=max_backoff, idle_timeout=idle_timeout)
 
     # -- paging -----------------------------------------------------------------------------
 

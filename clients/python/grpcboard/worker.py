@@ -32,6 +32,9 @@ __all__ = [
 
 _log = logging.getLogger("grpcboard.worker")
 
+# Backoff between attempts of a final write (complete, fail, release): 100 ms doubling, at most this.
+_FINISH_MAX_BACKOFF = 1.0
+
 
 @dataclass(frozen=True)
 class TaskResult:
@@ -94,6 +97,8 @@ class TaskContext:
         #: Why the claim was lost (the refusal, or the last renewal failure), if it was.
         self.lost_error: Optional[BoardError] = None
         self._lost_flag = False
+        # When the lease ends unless renewed, on the local monotonic clock (set and moved by the worker).
+        self._lease_end = float("inf")
 
     @property
     def task_id(self) -> str:
@@ -350,7 +355,8 @@ class Worker:
                 # Stopped while holding the claim the last completion made: give it back at once.
                 task = carried.task
                 if self._finish(lambda: self.client.release_task(
-                        workflow_id=task.workflow_id, task_id=task.id, fencing_token=carried.token), task):
+                        workflow_id=task.workflow_id, task_id=task.id, fencing_token=carried.token),
+                        task, lease_end=carried.claimed_at + self.lease_duration):
                     with self._lock:
                         self._released += 1
 
@@ -374,11 +380,12 @@ class Worker:
         unlink = lost.link(self.stopping)
         stop_renewing = CancelEvent()
         ctx = TaskContext(self.client, self.worker_id, task, token, lost)
+        ctx._lease_end = claimed_at + self.lease_duration
         self._log.info("claimed %s (attempt %d, token %d)", task.id, task.attempt, token)
         if self.on_claimed is not None:
             self.on_claimed(task, token)
         renewer = threading.Thread(
-            target=self._renew_loop, args=(ctx, stop_renewing, claimed_at), name=f"grpcboard-renew-{task.id}", daemon=True
+            target=self._renew_loop, args=(ctx, stop_renewing), name=f"grpcboard-renew-{task.id}", daemon=True
         )
         renewer.start()
         outcome: Optional[TaskResult] = None
@@ -408,7 +415,8 @@ class Worker:
         if stopping and outcome is None:
             # Give the task back so another worker takes it at once, without counting the attempt.
             if self._finish(lambda: self.client.release_task(
-                    workflow_id=task.workflow_id, task_id=task.id, fencing_token=token), task):
+                    workflow_id=task.workflow_id, task_id=task.id, fencing_token=token),
+                    task, lease_end=ctx._lease_end):
                 with self._lock:
                     self._released += 1
             if interrupted is not None:
@@ -430,7 +438,7 @@ class Worker:
                 return response
 
             # CompleteTask is idempotent for the same token and result, so a retry after a lost response is safe.
-            if self._finish(complete, task):
+            if self._finish(complete, task, lease_end=ctx._lease_end):
                 with self._lock:
                     self._completed += 1
                 self._log.info("completed %s (token %d)", task.id, token)
@@ -448,7 +456,8 @@ class Worker:
         if self._finish(lambda: self.client.fail_task(
                 workflow_id=task.workflow_id, task_id=task.id, fencing_token=token,
                 error_message=message[:4000], non_retryable=non_retryable,
-                error_details=failure.details if isinstance(failure, NonRetryableError) else b""), task):
+                error_details=failure.details if isinstance(failure, NonRetryableError) else b""),
+                task, lease_end=ctx._lease_end):
             with self._lock:
                 self._failed += 1
         return None
@@ -461,17 +470,16 @@ class Worker:
             return asyncio.run(_await_cancellable(result, ctx))
         return result  # type: ignore[return-value]
 
-    def _renew_loop(self, ctx: TaskContext, stop: CancelEvent, claimed_at: float) -> None:
+    def _renew_loop(self, ctx: TaskContext, stop: CancelEvent) -> None:
         """Renews until told to stop; sets ``ctx.cancelled`` when the claim is gone or the lease ran out
         unrenewed. The lease end is tracked on the local monotonic clock (server timestamps may come
         from another clock); after a renewal it counts from when the request was sent."""
-        lease_end = claimed_at + self.lease_duration
         task = ctx.task
         while not stop.is_set() and not ctx.cancelled.is_set():
             if stop.wait(self.renew_interval) or ctx.cancelled.is_set():
                 return
             sent = time.monotonic()
-            remaining = lease_end - sent
+            remaining = ctx._lease_end - sent
             if remaining <= 0:
                 self._log.warning("could not renew %s before its lease ended; stopping its work", task.id)
                 ctx._lose(BoardError(grpc.StatusCode.DEADLINE_EXCEEDED, "lease ended before it could be renewed"))
@@ -481,7 +489,7 @@ class Worker:
             try:
                 self.client.renew_lease(workflow_id=task.workflow_id, task_id=task.id, fencing_token=ctx.fencing_token,
                                         lease_duration=self.lease_duration, timeout=timeout, cancel=stop)
-                lease_end = sent + self.lease_duration
+                ctx._lease_end = sent + self.lease_duration
             except BoardError as e:
                 if stop.is_set():
                     return
@@ -490,27 +498,46 @@ class Worker:
                     ctx._lose(e)
                     return
                 # Transient: keep trying while the lease may still be alive; past its end it surely is not.
-                if time.monotonic() >= lease_end:
+                if time.monotonic() >= ctx._lease_end:
                     self._log.warning("could not renew %s before its lease ended (%s); stopping its work", task.id, e)
                     ctx._lose(e)
                     return
 
-    def _finish(self, call: Callable[[], Any], task: task_pb2.Task) -> bool:
-        """Runs a final call for a claim, retrying transient failures a few times."""
-        attempt = 1
+    def _finish(self, call: Callable[[], Any], task: task_pb2.Task, lease_end: float) -> bool:
+        """Runs a final write for a claim (complete, fail or release).
+
+        A transient failure (UNAVAILABLE, e.g. while the server restarts; or a deadline) is retried with
+        backoff for as long as the lease may still be alive, i.e. until ``lease_end`` on the local
+        monotonic clock, never after: past it the server refuses the token anyway and another worker may
+        own the task. Any other error (FAILED_PRECONDITION: stale token, expired lease, ...) ends the
+        attempts at once. Returns whether the write was accepted.
+        """
+        failures = 0
         while True:
             try:
                 call()
                 return True
             except BoardError as e:
-                if e.is_transient and attempt < 5:
-                    time.sleep(0.1 * attempt)
-                    attempt += 1
-                    continue
-                if e.is_claim_lost:
+                if not (e.is_transient or e.code == grpc.StatusCode.DEADLINE_EXCEEDED):
+                    if e.is_claim_lost:
+                        with self._lock:
+                            self._lost += 1
+                    self._log.warning("finishing %s was refused: %s", task.id, e)
+                    return False
+                failures += 1
+                remaining = lease_end - time.monotonic()
+                if remaining <= 0:
                     with self._lock:
                         self._lost += 1
-                self._log.warning("finishing %s was refused: %s", task.id, e)
+                    self._log.warning("could not finish %s before its lease ended (%s); giving up", task.id, e)
+                    return False
+                delay = min(_FINISH_MAX_BACKOFF, 0.1 * (1 << min(failures - 1, 4)), remaining)
+                self._log.info("finishing %s failed (%s); retrying in %.1fs", task.id, e, delay)
+            time.sleep(delay)
+            if time.monotonic() >= lease_end:  # woke at the end of the lease: no retry after it
+                with self._lock:
+                    self._lost += 1
+                self._log.warning("could not finish %s before its lease ended; giving up", task.id)
                 return False
 
 

@@ -10,6 +10,7 @@ import re
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import threading
 import time
@@ -30,6 +31,12 @@ class ServerProcess:
     process: Optional[subprocess.Popen] = None
     output: Deque[str] = field(default_factory=lambda: deque(maxlen=200))
 
+    def stop(self, timeout: float = 30.0) -> None:
+        """Kills the server at once (SIGKILL, like a crash) and waits until it is gone."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout)
+
 
 def _die_with_parent() -> None:
     """In the child: get SIGKILL if pytest dies, so no server outlives a crashed test run (Linux)."""
@@ -42,15 +49,17 @@ def _die_with_parent() -> None:
 
 
 @contextlib.contextmanager
-def start_server(*extra_args: str, startup_timeout: float = 60.0) -> Iterator[ServerProcess]:
-    """Runs ``dotnet $GRPCBOARD_SERVER_DLL --port 0 --store memory ...`` and kills it afterwards."""
+def start_server(*extra_args: str, startup_timeout: float = 60.0, port: int = 0,
+                 store: str = "memory") -> Iterator[ServerProcess]:
+    """Runs ``dotnet $GRPCBOARD_SERVER_DLL --port PORT --store STORE ...`` and kills it afterwards
+    (``stop()`` stops it earlier: SIGKILL, like a crash)."""
     dll = os.environ.get("GRPCBOARD_SERVER_DLL", DEFAULT_DLL)
     dotnet = os.environ.get("GRPCBOARD_DOTNET") or shutil.which("dotnet")
     if not dotnet:
         raise RuntimeError("dotnet is not on PATH (or set GRPCBOARD_DOTNET); or set GRPCBOARD_TARGET")
     if not os.path.isfile(dll):
         raise RuntimeError(f"server not found at {dll}: set GRPCBOARD_SERVER_DLL or GRPCBOARD_TARGET")
-    cmd = [dotnet, dll, "--port", "0", "--store", "memory", *extra_args]
+    cmd = [dotnet, dll, "--port", str(port), "--store", store, *extra_args]
     proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, bufsize=1, preexec_fn=_die_with_parent)
     srv = ServerProcess(target="", process=proc)
@@ -93,8 +102,10 @@ def start_server(*extra_args: str, startup_timeout: float = 60.0) -> Iterator[Se
 
 
 class TcpProxy:
-    """A loopback TCP proxy in front of the server that can cut every connection (``sever``) or stall
-    all traffic (``pause``/``resume``), to simulate network failures under a real gRPC client."""
+    """A loopback TCP proxy in front of the server that can cut every connection (``sever``), stall
+    all traffic (``pause``/``resume``) or leave the open connections half-open (``half_open``), to
+    simulate network failures under a real gRPC client. ``expect_upstream`` tells when given bytes
+    (e.g. an id inside a request) have been passed on to the server."""
 
     def __init__(self, upstream: Tuple[str, int]) -> None:
         self.upstream = upstream
@@ -107,6 +118,8 @@ class TcpProxy:
         self._pairs: Set[Tuple[socket.socket, socket.socket]] = set()
         self._flowing = threading.Event()
         self._flowing.set()
+        self._half_open: Dict[Tuple[socket.socket, socket.socket], bytes] = {}
+        self._markers: List[Tuple[bytes, threading.Event]] = []
         self._closed = False
         self.connections = 0
         self._thread = threading.Thread(target=self._accept_loop, name="proxy-accept", daemon=True)
@@ -140,6 +153,9 @@ class TcpProxy:
                 threading.Thread(target=self._pump, args=(src, dst, pair), daemon=True).start()
 
     def _pump(self, src: socket.socket, dst: socket.socket, pair: Tuple[socket.socket, socket.socket]) -> None:
+        to_server = src is pair[0]
+        tail = b""  # the end of the previous chunk, so that a marker split between two chunks is found
+        unheard = b""  # what the client sent on a half-open connection (its end), for its reveal marker
         try:
             while True:
                 data = src.recv(65536)
@@ -147,13 +163,44 @@ class TcpProxy:
                     break
                 self._flowing.wait()
                 with self._lock:
-                    if pair not in self._pairs:
+                    reveal = self._half_open.get(pair)
+                    if reveal is None and pair not in self._pairs:
                         break
+                if reveal is not None:
+                    if not to_server:
+                        return
+                    unheard += data
+                    if not reveal or reveal in unheard:  # the peer that lost the connection answers: reset
+                        self._reset(pair[0])
+                        return
+                    unheard = unheard[-(len(reveal) - 1):] if len(reveal) > 1 else b""
+                    continue  # dropped unanswered
                 dst.sendall(data)
+                if to_server:
+                    tail = self._match(tail + data)
         except OSError:
             pass
         finally:
-            self._drop(pair)
+            with self._lock:
+                half_open = pair in self._half_open
+            if not half_open:  # a half-open connection stays open and silent on the client's side
+                self._drop(pair)
+
+    def _match(self, window: bytes) -> bytes:
+        with self._lock:
+            markers = list(self._markers)
+        for marker, event in markers:
+            if marker in window:
+                event.set()
+        keep = max((len(m) for m, _ in markers), default=1) - 1
+        return window[-keep:] if keep else b""
+
+    def _reset(self, sock: socket.socket) -> None:
+        """Closes ``sock`` with a TCP RST (SO_LINGER 0), as a host that lost the connection answers."""
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        with contextlib.suppress(OSError):
+            sock.close()
 
     def _drop(self, pair: Tuple[socket.socket, socket.socket]) -> None:
         with self._lock:
@@ -179,6 +226,36 @@ class TcpProxy:
     def resume(self) -> None:
         self._flowing.set()
 
+    def half_open(self, reveal_on: bytes = b"") -> int:
+        """Leaves every open connection half-open, as when the server's host lost it (crash, reboot,
+        a NAT or firewall forgetting it): the server's side is closed, the client's side stays open
+        and hears nothing more, not even a FIN. New connections work. Returns how many connections
+        were affected.
+
+        The client learns of it only when it sends something, which is answered with a reset. With
+        ``reveal_on``, only bytes containing it (e.g. an id that only a new request carries) get the
+        reset, and anything else is dropped unanswered, so that a test does not depend on when gRPC
+        happens to send window updates or pings by itself."""
+        with self._lock:
+            pairs = list(self._pairs)
+            self._pairs.difference_update(pairs)
+            for pair in pairs:
+                self._half_open[pair] = reveal_on
+        for _, upstream in pairs:
+            with contextlib.suppress(OSError):
+                upstream.shutdown(socket.SHUT_RDWR)
+            with contextlib.suppress(OSError):
+                upstream.close()
+        return len(pairs)
+
+    def expect_upstream(self, marker: bytes) -> threading.Event:
+        """An event set once bytes containing ``marker`` have been passed on to the server (by any
+        connection opened afterwards or already open)."""
+        event = threading.Event()
+        with self._lock:
+            self._markers.append((marker, event))
+        return event
+
     def close(self) -> None:
         with self._lock:
             self._closed = True
@@ -187,6 +264,14 @@ class TcpProxy:
         with contextlib.suppress(OSError):
             self._listener.close()
         self.sever()
+        with self._lock:
+            half_open = list(self._half_open)
+            self._half_open.clear()
+        for downstream, _ in half_open:
+            with contextlib.suppress(OSError):
+                downstream.shutdown(socket.SHUT_RDWR)  # wakes its pump
+            with contextlib.suppress(OSError):
+                downstream.close()
         self._flowing.set()
         self._thread.join(5)
 

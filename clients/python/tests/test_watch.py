@@ -142,6 +142,63 @@ def test_watch_resumes_after_stream_deadlines(client: BoardClient, workflow: str
     assert watch.reconnects >= 3
 
 
+def test_watch_reconnects_when_its_connection_goes_silent(client: BoardClient, workflow: str,
+                                                          proxy: TcpProxy) -> None:
+    # A half-open connection (the server's side is gone, no FIN or RST reached the client) delivers
+    # nothing, ever, and a client that only reads never finds out. The idle timeout (3 x the progress
+    # interval by default) notices the silence and reopens the stream; the new request makes the dead
+    # connection show itself (reset), and the watch resumes on a new one with nothing lost or repeated.
+    put_notes(client, workflow, 5)  # revisions 2..6
+    with BoardClient(proxy.target, options=FAST_RECONNECT) as through_proxy:
+        watch = through_proxy.watch(workflow_id=workflow, start_revision=1, progress_interval=0.2)
+        assert watch.idle_timeout == pytest.approx(0.6)
+        timer = watchdog(watch, 20)
+        revisions: List[int] = []
+        for event in watch:
+            revisions.append(event.revision)
+            if event.revision == 6:
+                # Only a new request (it carries the workflow id) gets the reset; window updates and
+                # pings gRPC sends by itself are dropped unanswered.
+                assert proxy.half_open(reveal_on=workflow.encode()) == 1
+                put_notes(client, workflow, 5, "unheard")  # 7..11, committed while the watcher hears nothing
+            if event.revision == 11:
+                break
+        timer.cancel()
+        closed_by_watchdog = watch.closed
+        watch.close()
+    assert not closed_by_watchdog, f"the watch hung on the silent connection; got {revisions}"
+    assert revisions == list(range(1, 12)), "no duplicates, no gaps"
+    assert watch.reconnects >= 1
+    assert proxy.connections >= 2, "resumed on a new connection"
+
+
+def test_watch_idle_timeout_defaults_to_three_progress_intervals(client: BoardClient, workflow: str) -> None:
+    assert client.watch(workflow_id=workflow).idle_timeout == pytest.approx(15.0)  # server default: 5 s
+    assert client.watch(workflow_id=workflow, progress_interval=2).idle_timeout == pytest.approx(6.0)
+    assert client.watch(workflow_id=workflow, idle_timeout=1.5).idle_timeout == 1.5
+    assert client.watch(workflow_id=workflow, idle_timeout=None).idle_timeout is None
+    assert client.watch(workflow_id=workflow, idle_timeout=0).idle_timeout is None
+
+
+def test_a_slow_consumer_is_not_mistaken_for_a_silent_stream(client: BoardClient, workflow: str) -> None:
+    # The idle timeout counts only while the iterator waits for the server, not while the caller is
+    # busy with an event: a handler slower than the timeout causes no reconnection.
+    put_notes(client, workflow, 2)  # 2..3
+    watch = client.watch(workflow_id=workflow, start_revision=1, progress_interval=0.1)  # idle timeout 0.3 s
+    timer = watchdog(watch)
+    busy = threading.Event()
+    revisions = []
+    for event in watch:
+        revisions.append(event.revision)
+        busy.wait(0.5)  # the consumer's own slow work (never set): longer than the idle timeout
+        if event.revision == 3:
+            break
+    timer.cancel()
+    watch.close()
+    assert revisions == [1, 2, 3]
+    assert watch.reconnects == 0
+
+
 def test_watch_reconnect_drops_the_stream_without_loss(client: BoardClient, workflow: str) -> None:
     put_notes(client, workflow, 9)  # revisions 2..10
     watch = client.watch(workflow_id=workflow, start_revision=1)

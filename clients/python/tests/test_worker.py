@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import time
+from pathlib import Path
 from typing import Any, Dict, Iterator, List
 
 import grpc
@@ -13,10 +15,39 @@ from google.protobuf.duration_pb2 import Duration
 
 from grpcboard import (BoardClient, BoardError, NonRetryableError, TaskCancelledError, TaskContext, TaskResult,
                        Worker, pb)
-from helpers import TcpProxy, host_port, join, run_in_thread, wait_for_event
+from conftest import new_id
+from helpers import TcpProxy, host_port, join, run_in_thread, start_server, wait_for_event
 
 NO_BACKOFF = pb.RetryPolicy(initial_backoff=Duration())
 WAIT = 15.0  # upper bound of every wait on an event in these tests
+FAST_RECONNECT = [("grpc.initial_reconnect_backoff_ms", 100), ("grpc.min_reconnect_backoff_ms", 100),
+                  ("grpc.max_reconnect_backoff_ms", 500)]
+
+
+class CallRecorder(grpc.UnaryUnaryClientInterceptor):
+    """Records when each call of ``method`` starts; ``reached(n)`` is set once n calls have started."""
+
+    def __init__(self, method: str) -> None:
+        self.method = method
+        self.starts: List[float] = []
+        self._lock = threading.Lock()
+        self._events: Dict[int, threading.Event] = {}
+
+    def reached(self, n: int) -> threading.Event:
+        with self._lock:
+            event = self._events.setdefault(n, threading.Event())
+            if len(self.starts) >= n:
+                event.set()
+        return event
+
+    def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        if details.method.endswith("/" + self.method):
+            with self._lock:
+                self.starts.append(time.monotonic())
+                for n, event in self._events.items():
+                    if len(self.starts) >= n:
+                        event.set()
+        return continuation(details, request)
 
 
 @pytest.fixture
@@ -65,7 +96,7 @@ def test_worker_completes_tasks_in_dependency_order(client: BoardClient, workflo
         assert task.checkpoint == b"half of " + task.id.encode()
 
 
-def test_worker_waits_on_the_server_instead_of_polling(target: str, workflow: str) -> None:
+def test_worker_waits_on_the_server_instead_of_polling(target: str, workflow: str, proxy: TcpProxy) -> None:
     claims: List[float] = []
     claiming = threading.Event()
 
@@ -77,18 +108,23 @@ def test_worker_waits_on_the_server_instead_of_polling(target: str, workflow: st
             return continuation(details, request)
 
     done = threading.Event()
-    with BoardClient(target, interceptors=[Recorder()]) as c:
-        worker = c.worker(workflow, "w", claim_wait=10)
-        worker.on_completed = lambda *_: done.set()
+    claims_when_handed_over: List[int] = []
+    worker_id = "waiting-worker"
+    claim_at_server = proxy.expect_upstream(worker_id.encode())  # only the ClaimTask request carries the worker id
+    with BoardClient(proxy.target, interceptors=[Recorder()]) as c:
+        worker = c.worker(workflow, worker_id, claim_wait=10)
+        worker.on_completed = lambda *_: (claims_when_handed_over.append(len(claims)), done.set())
         thread = start_worker(worker, lambda ctx: b"ok")
         assert claiming.wait(WAIT)
-        time.sleep(0.5)  # let the claim reach the server and wait there: it must not return or repeat meanwhile
+        # The claim has reached the server, which holds it (no task is ready): it must not return or repeat meanwhile.
+        assert claim_at_server.wait(WAIT)
         posted_at = time.monotonic()
         c.post_tasks(workflow_id=workflow, tasks=[pb.TaskSpec(id="a")])
         assert done.wait(WAIT)
         latency = time.monotonic() - posted_at
         stop_and_join(worker, thread)
     assert len([t for t in claims if t < posted_at]) == 1, "one waiting claim, no polling"
+    assert claims_when_handed_over == [1], "the task went to the claim that was waiting when it was posted"
     assert latency < 2.0  # handed over by the waiting claim, not by a later poll
 
 
@@ -349,7 +385,12 @@ def test_lease_is_counted_from_the_grant_not_from_the_start_of_the_wait(target: 
         worker = c.worker(workflow, "w", lease_duration=1.0, claim_wait=10)
         thread = start_worker(worker, lambda ctx: outcome.update(lost=ctx.cancelled.wait(2.0)) or b"ok", max_tasks=1)
         assert claiming.wait(WAIT)
-        time.sleep(1.5)  # the claim waits on the server longer than the lease lasts
+        # The claim waits on the server longer than the lease lasts: until a longer lease, granted after the
+        # claim started, has run out on the server (its task needs a skill the worker lacks, so it is not offered).
+        c.post_tasks(workflow_id=workflow, tasks=[pb.TaskSpec(id="clock", required_skills=["timekeeping"])])
+        c.claim_task(workflow_id=workflow, worker_id="clock", task_id="clock", skills=["timekeeping"],
+                     lease_duration=1.5)
+        wait_for_event(c, workflow, pb.EVENT_KIND_TASK_LEASE_EXPIRED, task_id="clock")
         c.post_tasks(workflow_id=workflow, tasks=[pb.TaskSpec(id="a")])
         join(thread, WAIT)
     assert not thread.errors  # type: ignore[attr-defined]
@@ -385,3 +426,106 @@ def test_a_worker_with_max_tasks_claims_no_task_it_would_not_run(client: BoardCl
     assert (worker.completed, worker.released) == (1, 0)
     states = sorted(t.state for t in client.iter_tasks(workflow))
     assert states == sorted([pb.TASK_STATE_COMPLETED, pb.TASK_STATE_READY, pb.TASK_STATE_READY])
+
+
+# -- final writes (complete, fail, release) across outages ------------------------------------------
+
+
+def test_a_completion_survives_a_server_restart(tmp_path: Path) -> None:
+    # The handler finishes while the server is down; the worker keeps retrying the completion
+    # (UNAVAILABLE) for as long as its lease may be alive, so the result lands once the server is back
+    # with its data (embedded store) on the same port.
+    if os.environ.get("GRPCBOARD_TARGET"):
+        pytest.skip("stops and restarts a server of its own (GRPCBOARD_TARGET is set)")
+    data = str(tmp_path / "board")
+    wf = new_id()
+    completions = CallRecorder("CompleteTask")
+    started = threading.Event()
+    finish = threading.Event()
+
+    def handler(ctx: TaskContext) -> TaskResult:
+        started.set()
+        assert finish.wait(WAIT)
+        return TaskResult.text("finished while the server was down")
+
+    with start_server("--data", data, store="embedded") as first:
+        port = host_port(first.target)[1]
+        with BoardClient(first.target) as c:
+            c.create_workflow(workflow_id=wf, goal="restart")
+            c.post_tasks(workflow_id=wf, tasks=[pb.TaskSpec(id="a")])
+        worker_client = BoardClient(first.target, interceptors=[completions])  # the default channel options
+        worker = worker_client.worker(wf, "w1", lease_duration=60, claim_next_on_complete=False)
+        thread, errors = run_in_thread(lambda: worker.run_once(handler), "worker-w1")
+        try:
+            assert started.wait(WAIT)
+            first.stop()
+            finish.set()
+            # More attempts than the 5 (within ~1 s) after which the worker used to drop the result.
+            assert completions.reached(7).wait(WAIT), f"completion not retried: {len(completions.starts)} attempts"
+            with start_server("--data", data, store="embedded", port=port) as second:
+                join(thread, WAIT)
+                assert not errors, errors
+                assert (worker.completed, worker.lost_claims) == (1, 0)
+                with BoardClient(second.target) as c:
+                    task = c.get_task(workflow_id=wf, task_id="a").task
+        finally:
+            finish.set()
+            worker.stop()
+            worker_client.close()
+    assert task.state == pb.TASK_STATE_COMPLETED and task.owner == "w1"
+    assert (task.result, task.result_content_type) == (b"finished while the server was down", "text/plain; charset=utf-8")
+
+
+def test_final_writes_are_not_retried_past_the_lease(target: str, client: BoardClient, workflow: str) -> None:
+    client.post_tasks(workflow_id=workflow, tasks=[pb.TaskSpec(id="a")])
+    lease = 2.0
+    proxy = TcpProxy(host_port(target))
+    completions = CallRecorder("CompleteTask")
+    claimed: Dict[str, float] = {}
+    try:
+        with BoardClient(proxy.target, interceptors=[completions], options=FAST_RECONNECT) as through_proxy:
+            worker = through_proxy.worker(workflow, "w1", lease_duration=lease, renew_interval=60,
+                                          claim_next_on_complete=False)
+            worker.on_claimed = lambda task, token: claimed.update(at=time.monotonic())
+            cut = threading.Event()
+
+            def handler(ctx: TaskContext) -> bytes:
+                proxy.close()  # the server is unreachable from now on (connection refused: UNAVAILABLE)
+                cut.set()
+                return b"unsaved"
+
+            thread, errors = run_in_thread(lambda: worker.run_once(handler), "worker-w1")
+            assert cut.wait(WAIT)
+            join(thread, WAIT)
+            ended = time.monotonic()
+    finally:
+        proxy.close()
+    assert not errors, errors
+    lease_end = claimed["at"] + lease  # the worker's own lease end is at or before this
+    assert len(completions.starts) >= 3, "UNAVAILABLE is retried"
+    assert all(t < lease_end for t in completions.starts), "no attempt after the lease ended"
+    assert ended < lease_end + 1.0, "gave up when the lease ended"
+    assert (worker.completed, worker.lost_claims) == (0, 1)
+    task = client.get_task(workflow_id=workflow, task_id="a").task
+    assert task.state != pb.TASK_STATE_COMPLETED
+
+
+def test_a_refused_completion_is_not_retried(target: str, client: BoardClient, workflow: str) -> None:
+    client.post_tasks(workflow_id=workflow, tasks=[pb.TaskSpec(id="a")])
+    completions = CallRecorder("CompleteTask")
+    taken_over = threading.Event()
+    with BoardClient(target, interceptors=[completions]) as c:
+        worker = c.worker(workflow, "w1", lease_duration=30, renew_interval=60, claim_next_on_complete=False)
+
+        def handler(ctx: TaskContext) -> bytes:
+            # Meanwhile the task is given back and claimed by another worker: this token is stale.
+            client.release_task(workflow_id=workflow, task_id="a", fencing_token=ctx.fencing_token)
+            client.claim_task(workflow_id=workflow, worker_id="w2", task_id="a")
+            taken_over.set()
+            return b"stale"
+
+        assert worker.run_once(handler)
+    assert taken_over.is_set()
+    assert len(completions.starts) == 1, "FAILED_PRECONDITION ends the attempts at once"
+    assert (worker.completed, worker.lost_claims) == (0, 1)
+    assert client.get_task(workflow_id=workflow, task_id="a").task.owner == "w2"
