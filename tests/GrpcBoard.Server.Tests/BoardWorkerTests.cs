@@ -12,7 +12,7 @@ using Task = System.Threading.Tasks.Task;
 
 namespace GrpcBoard.Server.Tests;
 
-/// <summary>BoardWorker against a real server: final writes across outages and refusals.</summary>
+/// <summary>BoardWorker against a real server: lease renewal, and final writes across outages and refusals.</summary>
 public sealed class BoardWorkerTests
 {
     /// <summary>
@@ -201,6 +201,73 @@ public sealed class BoardWorkerTests
                 await server.DisposeAsync();
             }
         }
+    }
+
+    /// <summary>
+    /// A handler runs for more than three lease durations (2 s each; with 1 s, a renewal delayed by a busy
+    /// machine by 0.7 s already loses the lease) while the worker renews in the background: the server, which
+    /// expires leases every 20 ms, never expires this one, and the task completes with the worker's first and
+    /// only fencing token.
+    /// </summary>
+    [Fact]
+    public async Task BackgroundRenewal_KeepsTheLeaseAlive_ForThreeLeaseDurations()
+    {
+        await using var harness = await ServerHarness.StartAsync(new ServerSettings { Port = 0, Store = "memory", TimerPollMilliseconds = 20 });
+        var client = harness.Client;
+        var created = await client.CreateWorkflowAsync(new CreateWorkflowRequest { WorkflowId = "long" }).Within();
+        await client.PostTasksAsync(new PostTasksRequest { WorkflowId = "long", Tasks = { new TaskSpec { Id = "slow" } } }).Within();
+
+        var lease = TimeSpan.FromSeconds(2);
+        var started = new TaskCompletionSource<long>(TaskCreationOptions.RunContinuationsAsynchronously);
+        var finish = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var log = new RecordingLogger();
+        var worker = client.CreateWorker(new BoardWorkerOptions { WorkflowId = "long", WorkerId = "patient", LeaseDuration = lease, ClaimWait = TimeSpan.FromSeconds(5), Logger = log });
+        var run = worker.RunOnceAsync(async ctx =>
+        {
+            started.TrySetResult(ctx.FencingToken);
+            await finish.Task.WaitAsync(ctx.CancellationToken);
+            return TaskOutcome.Text("slow and steady");
+        }, CancellationToken.None);
+        var token = await started.Task.Within();
+
+        // Watch the task until a renewal is committed three lease durations (server time) after the claim.
+        using var watching = new CancellationTokenSource(TestTimeouts.Default);
+        Timestamp? claimedAt = null;
+        var renewals = 0;
+        var seen = new List<string>();
+        await foreach (var e in client.WatchAsync(new WatchRequest { WorkflowId = "long", StartRevision = created.Header.Revision + 1 }, watching.Token))
+        {
+            seen.Add($"{e.Time.ToDateTimeOffset():HH:mm:ss.fff} {e.Kind}");
+            Assert.True(e.Kind != EventKind.TaskLeaseExpired, $"The lease expired. Events:\n{string.Join('\n', seen)}\nWorker:\n{string.Join('\n', log.Entries.Select(l => $"{l.At:HH:mm:ss.fff} {l.Level} {l.Message} {l.Exception?.Message}"))}");
+            if (e.Kind == EventKind.TaskClaimed)
+            {
+                claimedAt = e.Time;
+            }
+            else if (e.Kind == EventKind.TaskLeaseRenewed && claimedAt is not null)
+            {
+                renewals++;
+                if (renewals >= 2 && e.Time.ToDateTimeOffset() - claimedAt.ToDateTimeOffset() >= 3 * lease)
+                {
+                    break;
+                }
+            }
+        }
+
+        finish.SetResult();
+        Assert.True(await run.Within());
+        Assert.Equal((1, 0), (worker.Completed, worker.LostClaims));
+
+        var stored = (await client.GetTaskAsync(new GetTaskRequest { WorkflowId = "long", TaskId = "slow" }).Within()).Task;
+        Assert.Equal(TaskState.Completed, stored.State);
+        Assert.Equal(token, stored.FencingToken);
+        Assert.Equal("slow and steady", stored.Result.ToStringUtf8());
+        Assert.Equal(1, stored.Attempt);
+
+        var history = await client.WatchAsync(new WatchRequest { WorkflowId = "long", StartRevision = 1 }).Within(stored.ModRevision).ToListAsync();
+        Assert.DoesNotContain(history, e => e.Kind == EventKind.TaskLeaseExpired);
+        Assert.Single(history, e => e.Kind == EventKind.TaskClaimed);
+        Assert.True(history.Count(e => e.Kind == EventKind.TaskLeaseRenewed) >= renewals);
+        Assert.Equal(EventKind.TaskCompleted, history[^1].Kind);
     }
 
     private static readonly BoardServerOverrides Quiet = new() { Logging = l => l.SetMinimumLevel(LogLevel.Warning) };
