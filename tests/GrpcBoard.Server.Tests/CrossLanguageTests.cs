@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Text.Json;
+using System.Threading.Channels;
 using Google.Protobuf;
 using Google.Protobuf.WellKnownTypes;
 using GrpcBoard.Api.V1;
@@ -84,6 +85,9 @@ public sealed record Agent(string Name, string File, string[] Prefix, Dictionary
         throw new InvalidOperationException("The process ended before printing the expected line: " + await process.StandardError.ReadToEndAsync());
     }
 
+    /// <summary>Starts the command and reads its JSON lines as they come.</summary>
+    public RunningAgent Launch(params string[] args) => new(Name, Start(args));
+
     /// <summary>Debug or Release: the configuration these tests (and so the agent) were built in.</summary>
     private static string Configuration() => new DirectoryInfo(AppContext.BaseDirectory).Parent!.Name;
 
@@ -98,31 +102,78 @@ public sealed class CrossLanguageTests : IAsyncLifetime
 
     private string Target => _harness.Address;
 
+    private readonly CountingStore.Factory _store = new();
+
     public async Task InitializeAsync() =>
-        _harness = await ServerHarness.StartAsync(new ServerSettings { Port = 0, Store = "memory", TimerPollMilliseconds = 20 });
+        _harness = await ServerHarness.StartAsync(
+            new ServerSettings { Port = 0, Store = "memory", TimerPollMilliseconds = 20 },
+            new BoardServerOverrides { StoreFactory = _store.Create });
 
     public async Task DisposeAsync() => await _harness.DisposeAsync();
 
+    /// <summary>
+    /// A real race, four rounds: the Python, TypeScript and C# claimers each start a waiting claim for the next
+    /// ready task of an empty workflow; only once the server has seen all three look for a task (and wait) is
+    /// the one task posted, so the three are woken by the same commit. Exactly one gets it, with the token the
+    /// server keeps; the history has one claim; the other two keep waiting and, when the workflow is deleted,
+    /// end with NOT_FOUND (WORKFLOW_NOT_FOUND).
+    /// </summary>
     [CrossLanguageFact]
     public async Task ClaimRace_BetweenPythonTypeScriptAndCSharp_HasExactlyOneWinner()
     {
-        await _harness.Client.CreateWorkflowAsync(new CreateWorkflowRequest { WorkflowId = "race" }).Within();
+        // A waiting claim looks once, then again only when woken: without the periodic re-check, each
+        // transaction on a round's workflow between its creation and the post is one claimer's first look.
+        _harness.Server.Coordinator.ClaimRecheckInterval = TimeSpan.FromMinutes(10);
+        var client = _harness.Client;
         for (var round = 0; round < 4; round++)
         {
-            var task = $"prize-{round}";
-            await _harness.Client.PostTasksAsync(new PostTasksRequest { WorkflowId = "race", Tasks = { new TaskSpec { Id = task } } }).Within();
-            var outcomes = await Task.WhenAll(Agents.Select(a => a.RunAsync("claim", "--target", Target, "--workflow", "race", "--worker", a.Name, "--task", task))).Within(TimeSpan.FromSeconds(90));
-            var lines = outcomes.Select(o => Assert.Single(o)).ToArray();
-            var winners = lines.Where(l => l.TryGetProperty("claimed", out var c) && c.GetBoolean()).ToArray();
-            Assert.Single(winners);
-            Assert.All(lines.Where(l => l.TryGetProperty("error", out _)), l =>
+            var workflow = $"race-{round}";
+            await client.CreateWorkflowAsync(new CreateWorkflowRequest { WorkflowId = workflow }).Within();
+            var allLooking = _store.WaitForTransactionsAsync(workflow, 1 + Agents.Length);
+            var claimers = Agents.Select(a => a.Launch("claim", "--target", Target, "--workflow", workflow, "--worker", a.Name, "--wait-ms", "60000", "--announce")).ToArray();
+            try
             {
-                Assert.Equal("FAILED_PRECONDITION", l.GetProperty("error").GetProperty("code").GetString());
-                Assert.Equal("TASK_ALREADY_CLAIMED", l.GetProperty("error").GetProperty("reason").GetString());
-            });
-            Assert.Equal(2, lines.Count(l => l.TryGetProperty("error", out _)));
-            var stored = (await _harness.Client.GetTaskAsync(new GetTaskRequest { WorkflowId = "race", TaskId = task }).Within()).Task;
-            Assert.Equal(winners[0].GetProperty("fencing_token").GetInt64(), stored.FencingToken);
+                foreach (var claimer in claimers)
+                {
+                    Assert.True((await claimer.NextLineAsync(TimeSpan.FromSeconds(60))).GetProperty("waiting").GetBoolean());
+                }
+
+                await allLooking.Within(TimeSpan.FromSeconds(60));
+                await client.PostTasksAsync(new PostTasksRequest { WorkflowId = workflow, Tasks = { new TaskSpec { Id = "prize" } } }).Within();
+
+                var answers = claimers.Select(c => c.NextLineAsync(TimeSpan.FromSeconds(60))).ToArray();
+                var first = await Task.WhenAny(answers).Within();
+                var winner = claimers[Array.IndexOf(answers, first)];
+                var won = await first;
+                Assert.True(won.TryGetProperty("claimed", out var claimed) && claimed.GetBoolean(), $"{winner.Name} answered first, with {won}");
+                Assert.Equal("prize", won.GetProperty("task_id").GetString());
+
+                var stored = (await client.GetTaskAsync(new GetTaskRequest { WorkflowId = workflow, TaskId = "prize" }).Within()).Task;
+                Assert.Equal((TaskState.Claimed, winner.Name, won.GetProperty("fencing_token").GetInt64()), (stored.State, stored.Owner, stored.FencingToken));
+                var history = await client.WatchAsync(new WatchRequest { WorkflowId = workflow, StartRevision = 1 }).Within(stored.ModRevision).ToListAsync();
+                Assert.Equal(winner.Name, Assert.Single(history, e => e.Kind == EventKind.TaskClaimed).Actor);
+
+                // The losers are still waiting; deleting the workflow ends their waits.
+                await client.DeleteWorkflowAsync(new DeleteWorkflowRequest { WorkflowId = workflow }).Within();
+                foreach (var (claimer, answer) in claimers.Zip(answers).Where(p => p.First != winner))
+                {
+                    var line = await answer.Within();
+                    Assert.True(line.TryGetProperty("error", out var error), $"{claimer.Name} lost the race but answered {line}");
+                    Assert.Equal(("NOT_FOUND", "WORKFLOW_NOT_FOUND"), (error.GetProperty("code").GetString(), error.GetProperty("reason").GetString()));
+                }
+
+                foreach (var claimer in claimers)
+                {
+                    Assert.Equal(0, await claimer.ExitCodeAsync());
+                }
+            }
+            finally
+            {
+                foreach (var claimer in claimers)
+                {
+                    claimer.Dispose();
+                }
+            }
         }
     }
 
@@ -189,4 +240,63 @@ public sealed class CrossLanguageTests : IAsyncLifetime
 
     private static string Text(JsonElement line, string property) =>
         line.TryGetProperty(property, out var value) && value.ValueKind == JsonValueKind.String ? value.GetString()! : "";
+}
+
+/// <summary>An agent's process, its stdout read as JSON lines as they come; killed when disposed if still running.</summary>
+public sealed class RunningAgent : IDisposable
+{
+    private readonly Process _process;
+    private readonly Channel<JsonElement> _lines = Channel.CreateUnbounded<JsonElement>();
+    private readonly Task<string> _stderr;
+
+    public RunningAgent(string name, Process process)
+    {
+        Name = name;
+        _process = process;
+        _stderr = process.StandardError.ReadToEndAsync();
+        _ = Task.Run(async () =>
+        {
+            while (await process.StandardOutput.ReadLineAsync() is { } line)
+            {
+                if (line.StartsWith('{'))
+                {
+                    _lines.Writer.TryWrite(JsonDocument.Parse(line).RootElement.Clone());
+                }
+            }
+
+            _lines.Writer.TryComplete();
+        });
+    }
+
+    public string Name { get; }
+
+    /// <summary>The next JSON line; fails with the process's stderr if it ends first.</summary>
+    public async Task<JsonElement> NextLineAsync(TimeSpan timeout)
+    {
+        try
+        {
+            return await _lines.Reader.ReadAsync().AsTask().WaitAsync(timeout);
+        }
+        catch (ChannelClosedException)
+        {
+            await _process.WaitForExitAsync().WaitAsync(timeout);
+            throw new InvalidOperationException($"{Name} exited ({_process.ExitCode}) before printing another line:\n{await _stderr}");
+        }
+    }
+
+    public async Task<int> ExitCodeAsync()
+    {
+        await _process.WaitForExitAsync().WaitAsync(TestTimeouts.Default);
+        return _process.ExitCode;
+    }
+
+    public void Dispose()
+    {
+        if (!_process.HasExited)
+        {
+            _process.Kill(entireProcessTree: true);
+        }
+
+        _process.Dispose();
+    }
 }

@@ -123,8 +123,19 @@ public sealed class TaskContext
 /// token. When the lease is lost the handler's token is cancelled and nothing more is written for that
 /// claim; when the worker stops, running tasks are released for others.
 /// </summary>
+/// <remarks>
+/// The worker keeps, for each claim, the latest time its lease can still be alive, on the local monotonic
+/// clock (<see cref="TimeProvider.GetTimestamp"/> of the channel's time provider; server timestamps come
+/// from another clock): the time the claim or the last successful renewal was sent, plus the lease. A
+/// completion, failure or release that fails with a transient status (the server restarting, UNAVAILABLE)
+/// is retried with backoff until that time, never after; a refusal (FAILED_PRECONDITION: stale token,
+/// lease expired) ends it at once.
+/// </remarks>
 public sealed class BoardWorker
 {
+    /// <summary>Below this much lease left, a failed final call is not tried again (it could not reach the server in time).</summary>
+    private static readonly TimeSpan FinalRetryMargin = TimeSpan.FromMilliseconds(20);
+
     private readonly BoardClient _client;
     private readonly BoardWorkerOptions _options;
     private readonly ILogger _logger;
@@ -174,6 +185,10 @@ public sealed class BoardWorker
     /// <summary>Claims a task and runs it; with <paramref name="claimNext"/>, returns the claim its completion made.</summary>
     private async Task<(bool Claimed, Claim? Next)> ClaimAndRunAsync(Func<TaskContext, Task<TaskOutcome>> handler, bool claimNext, CancellationToken cancellationToken)
     {
+        // The lease starts when the server grants it, which is after this request leaves (for a waiting claim,
+        // perhaps long after): counting from now can end the lease early in the worker's view, never late. A
+        // claim that waited longer than the renewal interval is renewed at once, which counts from then.
+        var sent = Time.GetTimestamp();
         var claim = await _client.ClaimTaskAsync(new ClaimTaskRequest
         {
             WorkflowId = _options.WorkflowId,
@@ -187,11 +202,44 @@ public sealed class BoardWorker
             return (false, null);
         }
 
-        return (true, await RunClaimAsync(new Claim(claim.Task, claim.FencingToken), handler, claimNext, cancellationToken).ConfigureAwait(false));
+        var lease = new Lease(Time, sent, LeaseOf(claim.Task));
+        return (true, await RunClaimAsync(new Claim(claim.Task, claim.FencingToken, lease), handler, claimNext, cancellationToken).ConfigureAwait(false));
     }
 
-    /// <summary>A task this worker holds, with the token of its claim.</summary>
-    private sealed record Claim(Api.V1.Task Task, long Token);
+    /// <summary>A task this worker holds, with the token of its claim and its lease as this worker counts it.</summary>
+    private sealed record Claim(Api.V1.Task Task, long Token, Lease Lease);
+
+    /// <summary>
+    /// The latest time a claim's lease can still be alive, as a timestamp of the local monotonic clock: when
+    /// the claim (or the last successful renewal) was sent, plus the lease length. Read by the final writes,
+    /// moved by the renewal loop.
+    /// </summary>
+    private sealed class Lease(TimeProvider time, long sent, TimeSpan length)
+    {
+        private long _sent = sent;
+        private long _end = sent + Ticks(time, length);
+
+        /// <summary>When the claim or the last successful renewal was sent.</summary>
+        public long Sent => Volatile.Read(ref _sent);
+
+        /// <summary>Time left until the lease surely ended; zero or less once it may have.</summary>
+        public TimeSpan Remaining => time.GetElapsedTime(time.GetTimestamp(), Volatile.Read(ref _end));
+
+        /// <summary>A renewal sent at <paramref name="renewalSent"/> succeeded.</summary>
+        public void Renewed(long renewalSent, TimeSpan renewedLength)
+        {
+            Volatile.Write(ref _end, renewalSent + Ticks(time, renewedLength));
+            Volatile.Write(ref _sent, renewalSent);
+        }
+
+        private static long Ticks(TimeProvider time, TimeSpan span) => (long)(span.TotalSeconds * time.TimestampFrequency);
+    }
+
+    private TimeProvider Time => _client.Options.Channel.TimeProvider;
+
+    /// <summary>The lease length the server granted (it refuses lengths it does not grant), else the one asked for.</summary>
+    private TimeSpan LeaseOf(Api.V1.Task task) =>
+        task.LeaseDuration?.ToTimeSpan() is { } granted && granted > TimeSpan.Zero ? granted : _options.LeaseDuration;
 
     private async Task SlotAsync(Func<TaskContext, Task<TaskOutcome>> handler, CancellationToken cancellationToken)
     {
@@ -240,19 +288,19 @@ public sealed class BoardWorker
         if (next is { } unused)
         {
             // Stopped holding the claim the last completion made: give it back for another worker at once.
-            await TryAsync(() => _client.ReleaseTaskAsync(new ReleaseTaskRequest { WorkflowId = unused.Task.WorkflowId, TaskId = unused.Task.Id, FencingToken = unused.Token }), unused.Task).ConfigureAwait(false);
+            await FinishAsync(o => _client.ReleaseTaskAsync(new ReleaseTaskRequest { WorkflowId = unused.Task.WorkflowId, TaskId = unused.Task.Id, FencingToken = unused.Token }, o), unused.Task, unused.Lease).ConfigureAwait(false);
         }
     }
 
     /// <summary>Runs a claimed task to its end; returns the claim its completion made, if it asked for one.</summary>
     private async Task<Claim?> RunClaimAsync(Claim claim, Func<TaskContext, Task<TaskOutcome>> handler, bool claimNext, CancellationToken stopping)
     {
-        var (task, token) = claim;
+        var (task, token, lease) = claim;
         using var lost = CancellationTokenSource.CreateLinkedTokenSource(stopping);
         using var renewing = new CancellationTokenSource();
         var context = new TaskContext(_client, task, token, lost);
         _logger.LogInformation("Claimed {Task} (attempt {Attempt}, token {Token}).", task.Id, task.Attempt, token);
-        var renewal = RenewLoopAsync(task, token, lost, renewing.Token);
+        var renewal = RenewLoopAsync(task, token, lease, lost, renewing.Token);
         TaskOutcome? outcome = null;
         Exception? failure = null;
         try
@@ -280,7 +328,7 @@ public sealed class BoardWorker
         if (stopping.IsCancellationRequested && outcome is null)
         {
             // Stopping: give the task back so another worker takes it at once, without counting the attempt.
-            await TryAsync(() => _client.ReleaseTaskAsync(new ReleaseTaskRequest { WorkflowId = task.WorkflowId, TaskId = task.Id, FencingToken = token }), task).ConfigureAwait(false);
+            await FinishAsync(o => _client.ReleaseTaskAsync(new ReleaseTaskRequest { WorkflowId = task.WorkflowId, TaskId = task.Id, FencingToken = token }, o), task, lease).ConfigureAwait(false);
             return null;
         }
 
@@ -300,13 +348,17 @@ public sealed class BoardWorker
             }
 
             // CompleteTask is idempotent for the same token and result, so a retry after a lost response is safe.
-            if (await TryAsync(() => _client.CompleteTaskAsync(request), task).ConfigureAwait(false) is not { } completed)
+            if (await FinishAsync(o => _client.CompleteTaskAsync(request, o), task, lease).ConfigureAwait(false) is not { } done)
             {
                 return null;
             }
 
+            var (completed, sent) = done;
             Interlocked.Increment(ref _completed);
-            return completed.NextTask is { } nextTask ? new Claim(nextTask, completed.NextFencingToken) : null;
+            // The next claim was granted while the attempt that succeeded was processed, so after it was sent.
+            return completed.NextTask is { } nextTask
+                ? new Claim(nextTask, completed.NextFencingToken, new Lease(Time, sent, LeaseOf(nextTask)))
+                : null;
         }
 
         var fail = new FailTaskRequest
@@ -318,7 +370,7 @@ public sealed class BoardWorker
             NonRetryable = failure is NonRetryableTaskException,
         };
         _logger.LogWarning(failure, "Task {Task} failed on attempt {Attempt}.", task.Id, task.Attempt);
-        if (await TryAsync(() => _client.FailTaskAsync(fail), task).ConfigureAwait(false) is not null)
+        if (await FinishAsync(o => _client.FailTaskAsync(fail, o), task, lease).ConfigureAwait(false) is not null)
         {
             Interlocked.Increment(ref _failed);
         }
@@ -326,25 +378,42 @@ public sealed class BoardWorker
         return null;
     }
 
-    /// <summary>Renews until told to stop; cancels <paramref name="lost"/> when the claim is gone or the lease runs out unrenewed.</summary>
-    private async Task RenewLoopAsync(Api.V1.Task task, long token, CancellationTokenSource lost, CancellationToken stop)
+    /// <summary>
+    /// Renews until told to stop; cancels <paramref name="lost"/> when the claim is gone or the lease runs out
+    /// unrenewed. A renewal is due an interval after the claim or the previous renewal was sent (at once for a
+    /// claim whose wait outlasted the interval); a failed one is retried with backoff while the lease may live.
+    /// </summary>
+    private async Task RenewLoopAsync(Api.V1.Task task, long token, Lease lease, CancellationTokenSource lost, CancellationToken stop)
     {
         var interval = _options.RenewInterval ?? _options.LeaseDuration / 3;
-        var time = _client.Options.Channel.TimeProvider;
-        var leaseEnd = time.GetUtcNow() + _options.LeaseDuration;
+        var time = Time;
+        var failures = 0;
         while (!stop.IsCancellationRequested && !lost.IsCancellationRequested)
         {
             try
             {
-                await Task.Delay(interval, time, stop).ConfigureAwait(false);
-                var renewed = await _client.RenewLeaseAsync(new RenewLeaseRequest
+                var wait = failures == 0
+                    ? interval - time.GetElapsedTime(lease.Sent)
+                    : Min(TimeSpan.FromMilliseconds(100 * (1 << Math.Min(failures, 5))), interval);
+                if (wait > TimeSpan.Zero)
+                {
+                    await Task.Delay(wait, time, stop).ConfigureAwait(false);
+                }
+
+                // A renewal that arrives after the lease ended is refused anyway: give it until then. When the
+                // lease may already be over (a claim that waited longer than it), let the server judge.
+                var sent = time.GetTimestamp();
+                var remaining = lease.Remaining;
+                var budget = Min(remaining > TimeSpan.Zero ? remaining : interval, _client.Options.DefaultTimeout);
+                await _client.RenewLeaseAsync(new RenewLeaseRequest
                 {
                     WorkflowId = task.WorkflowId,
                     TaskId = task.Id,
                     FencingToken = token,
                     LeaseDuration = Duration.FromTimeSpan(_options.LeaseDuration),
-                }, new CallOptions(Deadline: Min(leaseEnd, time.GetUtcNow() + _client.Options.DefaultTimeout), CancellationToken: stop)).ConfigureAwait(false);
-                leaseEnd = renewed.LeaseExpireTime.ToDateTimeOffset();
+                }, new CallOptions(Deadline: time.GetUtcNow() + budget, CancellationToken: stop)).ConfigureAwait(false);
+                lease.Renewed(sent, _options.LeaseDuration);
+                failures = 0;
             }
             catch (OperationCanceledException) when (stop.IsCancellationRequested)
             {
@@ -360,7 +429,8 @@ public sealed class BoardWorker
             {
                 // Not refused, just not renewed (server down, connection gone): keep trying while the lease may
                 // still be alive; past its end it surely is not, and the work must stop.
-                if (time.GetUtcNow() >= leaseEnd)
+                failures++;
+                if (lease.Remaining <= TimeSpan.Zero)
                 {
                     _logger.LogWarning(ex, "Could not renew {Task} before its lease ended; stopping its work.", task.Id);
                     await lost.CancelAsync().ConfigureAwait(false);
@@ -374,34 +444,61 @@ public sealed class BoardWorker
         }
     }
 
-    /// <summary>Runs a final call for a claim, retrying transient failures a few times. Returns null if it did not succeed.</summary>
-    private async Task<T?> TryAsync<T>(Func<Task<T>> call, Api.V1.Task task)
+    /// <summary>
+    /// Runs a final call for a claim (complete, fail, release). A transient failure (UNAVAILABLE while the
+    /// server restarts) is retried with backoff as long as the lease may still be alive, and never after:
+    /// each attempt's deadline is the lease's end, since the server refuses a late one anyway. A refusal
+    /// (FAILED_PRECONDITION: stale token, lease expired) ends it at once. The first attempt is always made,
+    /// even when this worker's count says the lease may be over (the server judges). Returns the response and
+    /// when the attempt that got it was sent, or null if it did not succeed.
+    /// </summary>
+    private async Task<(T Response, long Sent)?> FinishAsync<T>(Func<CallOptions, Task<T>> call, Api.V1.Task task, Lease lease)
         where T : class
     {
+        var time = Time;
         for (var attempt = 1; ; attempt++)
         {
+            var remaining = lease.Remaining;
+            if (attempt > 1 && remaining <= TimeSpan.Zero)
+            {
+                // The backoff overslept the lease's end: the next attempt would be too late.
+                _logger.LogWarning("Gave up finishing {Task} after {Attempts} attempt(s): its lease has ended.", task.Id, attempt - 1);
+                return null;
+            }
+
+            var budget = remaining > TimeSpan.Zero ? Min(remaining, _client.Options.DefaultTimeout) : _client.Options.DefaultTimeout;
+            var sent = time.GetTimestamp();
             try
             {
-                return await call().ConfigureAwait(false);
+                return (await call(new CallOptions(Deadline: time.GetUtcNow() + budget)).ConfigureAwait(false), sent);
             }
-            catch (BoardRpcException ex) when (ex.IsTransient && attempt < 5)
+            catch (BoardRpcException ex) when (ex.IsTransient && lease.Remaining > FinalRetryMargin)
             {
-                await Task.Delay(TimeSpan.FromMilliseconds(100 * attempt)).ConfigureAwait(false);
+                // Half the time left at most, so that one more attempt still goes out before the lease ends.
+                var delay = Min(TimeSpan.FromMilliseconds(100 * (1 << Math.Min(attempt - 1, 4))), lease.Remaining / 2);
+                var backoff = Task.Delay(delay, time);
+                _logger.LogInformation("Finishing {Task} failed ({Status}, attempt {Attempt}); retrying in {Delay} before its lease ends.",
+                    task.Id, ex.StatusCode, attempt, delay);
+                await backoff.ConfigureAwait(false);
             }
             catch (BoardRpcException ex)
             {
                 if (ex.IsClaimLost)
                 {
                     Interlocked.Increment(ref _lost);
+                    _logger.LogWarning(ex, "Finishing {Task} was refused ({Reason}).", task.Id, ex.ReasonName);
+                }
+                else
+                {
+                    _logger.LogWarning(ex, "Gave up finishing {Task} after {Attempts} attempt(s) ({Status}): its lease has ended or the failure is not transient.", task.Id, attempt, ex.StatusCode);
                 }
 
-                _logger.LogWarning(ex, "Finishing {Task} was refused ({Reason}).", task.Id, ex.ReasonName);
                 return null;
             }
         }
     }
 
-    private static DateTimeOffset Min(DateTimeOffset a, DateTimeOffset b) => a < b ? a : b;
+    private static TimeSpan Min(TimeSpan a, TimeSpan b) => a < b ? a : b;
 
     private static string Truncate(string s, int max) => s.Length <= max ? s : s[..max];
 }

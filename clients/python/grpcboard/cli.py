@@ -2,10 +2,12 @@
 
 Every command prints JSON lines to stdout (logs go to stderr):
 
-  claim  --target URL --workflow W --worker ID [--task T] [--lease-ms N] [--wait-ms N]
+  claim  --target URL --workflow W --worker ID [--task T] [--lease-ms N] [--wait-ms N] [--announce]
          {"claimed": true, "task_id": "...", "fencing_token": N} | {"claimed": false}
          | {"error": {"code": "...", "reason": "...", "message": "...", "metadata": {...}}}   (exit 0 in all cases;
            reason is "" when the server sent none, e.g. UNAVAILABLE)
+         With --announce, {"waiting": true} first, printed just before the claim is sent (so that a test can
+         start several claimers, wait until all are about to claim, and only then post the task they race for).
   watch  --target URL --workflow W --from REV --count N [--timeout-s S]
          {"revision": R, "kind": "TASK_CLAIMED", "task_id": "..."|null, "note_key": "..."|null} per event,
          exits 0 after N events (1 with an {"error": ...} line if the watch fails or ends first)
@@ -54,6 +56,8 @@ def _event_line(event: event_pb2.Event) -> Dict[str, Any]:
 
 def _cmd_claim(args: argparse.Namespace) -> int:
     with BoardClient(args.target) as client:
+        if args.announce:
+            _emit({"waiting": True})
         try:
             response = client.claim_task(
                 workflow_id=args.workflow,
@@ -172,6 +176,7 @@ def _parser() -> argparse.ArgumentParser:
     claim.add_argument("--task", default="")
     claim.add_argument("--lease-ms", type=int, default=0)
     claim.add_argument("--wait-ms", type=int, default=0)
+    claim.add_argument("--announce", action="store_true", help='print {"waiting": true} just before the claim is sent')
     claim.set_defaults(func=_cmd_claim)
 
     watch = sub.add_parser("watch", help="print N events")

@@ -71,6 +71,19 @@ def test_claim_waits(target: str, client: BoardClient, workflow: str, running: L
     assert claimer.finish()[0] == 0
 
 
+def test_claim_announces_before_claiming(target: str, client: BoardClient, workflow: str, running: List[Running]) -> None:
+    claimer = Running(cli_argv("claim", "--target", target, "--workflow", workflow, "--worker", "py",
+                               "--wait-ms", "20000", "--announce"), env=_env())
+    running.append(claimer)
+    assert claimer.next_json() == {"waiting": True}
+    client.post_tasks(workflow_id=workflow, tasks=[pb.TaskSpec(id="prize")])
+    assert claimer.next_json()["task_id"] == "prize"
+    assert claimer.finish()[0] == 0
+    # A claim that answers at once: the announcement still comes first.
+    assert cli("claim", "--target", target, "--workflow", workflow, "--worker", "py", "--announce") == [
+        {"waiting": True}, {"claimed": False}]
+
+
 def test_watch(target: str, client: BoardClient, workflow: str) -> None:
     client.post_tasks(workflow_id=workflow, tasks=[pb.TaskSpec(id="a")])
     client.put_note(workflow_id=workflow, key="plan", value=b"x")

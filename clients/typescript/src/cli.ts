@@ -2,7 +2,7 @@
 /**
  * A small command-line client for cross-language tests. Every command prints JSON lines to stdout.
  *
- *   claim --target URL --workflow W --worker ID [--task T] [--lease-ms N] [--wait-ms N]
+ *   claim --target URL --workflow W --worker ID [--task T] [--lease-ms N] [--wait-ms N] [--announce]
  *   watch --target URL --workflow W --from REV --count N [--timeout-s S]
  *   work  --target URL --workflow W --worker ID [--lease-ms N] [--max-tasks N] [--hang-after-claim]
  *         [--claim-wait-ms N] [--skills a,b] [-v]
@@ -18,9 +18,11 @@ import { duration, sleep, utf8 } from "./util.js";
 const USAGE = `Usage: grpcboard-ts <command> [options]
 
 Commands:
-  claim --workflow W --worker ID [--task T] [--lease-ms N] [--wait-ms N]
+  claim --workflow W --worker ID [--task T] [--lease-ms N] [--wait-ms N] [--announce]
         Claims one task. Prints {"claimed": true, "task_id", "fencing_token"}, {"claimed": false}
         or {"error": {"code", "reason", "message", "metadata"}}; exits 0 in all three cases.
+        --announce first prints {"waiting": true}, just before the claim is sent (so that a test can
+        start several claimers, wait until all are about to claim, then post the task they race for).
   watch --workflow W --from REV --count N [--timeout-s S]
         Prints {"revision", "kind", "task_id", "note_key"} per event (resuming after disconnects)
         and exits 0 after N events; 1 with an {"error": ...} line if the watch fails, the workflow
@@ -89,10 +91,15 @@ function eventLine(e: Event): Record<string, unknown> {
 async function claim(client: BoardClient, v: Record<string, unknown>): Promise<number> {
   const waitMs = intOption(v, "wait-ms", 0)!;
   const leaseMs = intOption(v, "lease-ms");
+  const workflowId = required(v, "workflow");
+  const workerId = required(v, "worker");
+  if (v.announce) {
+    line({ waiting: true });
+  }
   try {
     const response = await client.claimTask({
-      workflowId: required(v, "workflow"),
-      workerId: required(v, "worker"),
+      workflowId,
+      workerId,
       taskId: (v.task as string | undefined) ?? "",
       leaseDuration: leaseMs ? duration(leaseMs) : undefined,
       wait: waitMs > 0 ? duration(waitMs) : undefined,
@@ -239,6 +246,7 @@ async function main(argv: string[]): Promise<number> {
       task: { type: "string" },
       "lease-ms": { type: "string" },
       "wait-ms": { type: "string" },
+      announce: { type: "boolean" },
       from: { type: "string" },
       count: { type: "string" },
       "max-tasks": { type: "string" },

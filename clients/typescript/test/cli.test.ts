@@ -114,6 +114,20 @@ describe("cli", () => {
     assert.equal(usage.code, 2, "missing --workflow is a usage error");
   });
 
+  test("claim --announce prints a waiting line just before claiming", T, async () => {
+    const id = uniqueId("cli-announce");
+    await client.createWorkflow({ workflowId: id, goal: "g" });
+    const claimer = start(["claim", "--target", server.target, "--workflow", id, "--worker", "w", "--wait-ms", "20000", "--announce"]);
+    assert.deepEqual(await claimer.next(), { waiting: true });
+    await client.postTasks({ workflowId: id, tasks: [{ id: "prize" }] });
+    assert.equal((await claimer.next()).task_id, "prize");
+
+    // A claim that answers at once: the announcement still comes first.
+    const none = await run(["claim", "--target", server.target, "--workflow", id, "--worker", "w", "--announce"]);
+    assert.equal(none.code, 0, none.stderr);
+    assert.deepEqual(none.lines, [{ waiting: true }, { claimed: false }]);
+  });
+
   test("watch prints one line per event and exits after --count", T, async () => {
     const id = uniqueId("cli-watch");
     await client.createWorkflow({ workflowId: id, goal: "g" });

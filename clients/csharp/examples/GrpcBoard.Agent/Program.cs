@@ -3,7 +3,8 @@
 //   work    --workflow W --worker ID     process tasks until --idle-exit seconds pass with none ready
 //   watch   --workflow W [--from N]      print every change (resumes by itself after disconnects)
 //   export  --workflow W [--json]        print the board as Markdown (or JSON)
-//   claim   --workflow W --worker ID [--task T] [--lease-ms N] [--wait-ms N]   one claim, as a JSON line
+//   claim   --workflow W --worker ID [--task T] [--lease-ms N] [--wait-ms N] [--announce]   one claim, as a JSON line
+//           (--announce: {"waiting":true} first, just before the claim is sent, for races between claimers)
 // Common: --target URL (default $GRPCBOARD_TARGET or http://127.0.0.1:50051).
 using System.Text;
 using System.Text.Json;
@@ -196,16 +197,22 @@ async Task WatchAsync(long from, int count)
 
 async Task ClaimOnceAsync()
 {
+    var request = new ClaimTaskRequest
+    {
+        WorkflowId = workflow,
+        WorkerId = Opt("worker", "csharp"),
+        TaskId = Opt("task", ""),
+        LeaseDuration = Duration.FromTimeSpan(TimeSpan.FromMilliseconds(double.Parse(Opt("lease-ms", "30000"), System.Globalization.CultureInfo.InvariantCulture))),
+        Wait = Duration.FromTimeSpan(TimeSpan.FromMilliseconds(double.Parse(Opt("wait-ms", "0"), System.Globalization.CultureInfo.InvariantCulture))),
+    };
+    if (options.ContainsKey("announce"))
+    {
+        Json(new { waiting = true });
+    }
+
     try
     {
-        var response = await client.ClaimTaskAsync(new ClaimTaskRequest
-        {
-            WorkflowId = workflow,
-            WorkerId = Opt("worker", "csharp"),
-            TaskId = Opt("task", ""),
-            LeaseDuration = Duration.FromTimeSpan(TimeSpan.FromMilliseconds(double.Parse(Opt("lease-ms", "30000"), System.Globalization.CultureInfo.InvariantCulture))),
-            Wait = Duration.FromTimeSpan(TimeSpan.FromMilliseconds(double.Parse(Opt("wait-ms", "0"), System.Globalization.CultureInfo.InvariantCulture))),
-        });
+        var response = await client.ClaimTaskAsync(request);
         Json(response.Task is null ? new { claimed = false } : new { claimed = true, task_id = response.Task.Id, fencing_token = response.FencingToken });
     }
     catch (BoardRpcException ex)
