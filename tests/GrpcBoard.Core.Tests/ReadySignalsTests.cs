@@ -168,30 +168,4 @@ public sealed class ReadySignalsTests
         // Create + 20 first looks + post + the winner's look, and at most one look more (a wake-up handed on).
         Assert.InRange(store.Transactions, 23, 24);
     }
-
-    private sealed class CountingStore(IBoardStore inner) : IBoardStore
-    {
-        private int _transactions;
-
-        public int Transactions => Volatile.Read(ref _transactions);
-
-        public Task<TxnResult<T>> ExecuteAsync<T>(string workflowId, Func<IWorkflowTransaction, ValueTask<T>> body, CancellationToken cancellationToken)
-        {
-            Interlocked.Increment(ref _transactions);
-            return inner.ExecuteAsync(workflowId, body, cancellationToken);
-        }
-
-        public ValueTask<IReadOnlyList<WorkflowSummary>> ListWorkflowsAsync(WorkflowStatus? status, string? afterId, int limit, CancellationToken cancellationToken) =>
-            inner.ListWorkflowsAsync(status, afterId, limit, cancellationToken);
-
-        public ValueTask<EventPage> ReadEventsAsync(string workflowId, long fromRevision, int limit, CancellationToken cancellationToken) =>
-            inner.ReadEventsAsync(workflowId, fromRevision, limit, cancellationToken);
-
-        public ValueTask<IReadOnlyList<DueTimer>> GetDueTimersAsync(DateTimeOffset now, int limit, CancellationToken cancellationToken) =>
-            inner.GetDueTimersAsync(now, limit, cancellationToken);
-
-        public ValueTask<bool> CheckHealthAsync(CancellationToken cancellationToken) => inner.CheckHealthAsync(cancellationToken);
-
-        public ValueTask DisposeAsync() => ValueTask.CompletedTask;
-    }
 }

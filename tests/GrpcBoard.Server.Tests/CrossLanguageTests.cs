@@ -4,7 +4,10 @@ using System.Threading.Channels;
 using Google.Protobuf;
 using Google.Protobuf.WellKnownTypes;
 using GrpcBoard.Api.V1;
+using GrpcBoard.Core.Events;
+using GrpcBoard.Core.Storage;
 using GrpcBoard.Server.Hosting;
+using GrpcBoard.Store.Embedded;
 using GrpcBoard.Testing;
 using Xunit;
 using Task = System.Threading.Tasks.Task;
@@ -102,7 +105,7 @@ public sealed class CrossLanguageTests : IAsyncLifetime
 
     private string Target => _harness.Address;
 
-    private readonly CountingStore.Factory _store = new();
+    private readonly CountingStoreFactory _store = new();
 
     public async Task InitializeAsync() =>
         _harness = await ServerHarness.StartAsync(
@@ -299,4 +302,14 @@ public sealed class RunningAgent : IDisposable
 
         _process.Dispose();
     }
+}
+
+/// <summary>Creates the server's store (the in-memory one, counting transactions), and lets the test reach it.</summary>
+internal sealed class CountingStoreFactory
+{
+    public CountingStore? Store { get; private set; }
+
+    public IBoardStore Create(EventHub hub) => Store = new CountingStore(new EmbeddedStore(new EmbeddedStoreOptions(), hub));
+
+    public Task WaitForTransactionsAsync(string workflowId, int count) => Store!.WaitForTransactionsAsync(workflowId, count);
 }

@@ -1,25 +1,25 @@
-using GrpcBoard.Core.Events;
 using GrpcBoard.Core.Model;
 using GrpcBoard.Core.Storage;
-using GrpcBoard.Store.Embedded;
 
-namespace GrpcBoard.Server.Tests;
+namespace GrpcBoard.Testing;
 
-/// <summary>The in-memory store, counting the transactions each workflow runs (a claim's look for a ready task is one).</summary>
+/// <summary>A store that counts the transactions each workflow runs (a claim's look for a ready task is one), and passes everything on.</summary>
 public sealed class CountingStore(IBoardStore inner) : IBoardStore
 {
     private readonly object _lock = new();
     private readonly Dictionary<string, int> _transactions = new(StringComparer.Ordinal);
     private readonly List<(string WorkflowId, int Count, TaskCompletionSource Reached)> _waiters = [];
 
-    /// <summary>Creates the server's store, and lets the test reach it.</summary>
-    public sealed class Factory
+    /// <summary>Transactions started so far, on every workflow.</summary>
+    public int Transactions
     {
-        public CountingStore? Store { get; private set; }
-
-        public IBoardStore Create(EventHub hub) => Store = new CountingStore(new EmbeddedStore(new EmbeddedStoreOptions(), hub));
-
-        public Task WaitForTransactionsAsync(string workflowId, int count) => Store!.WaitForTransactionsAsync(workflowId, count);
+        get
+        {
+            lock (_lock)
+            {
+                return _transactions.Values.Sum();
+            }
+        }
     }
 
     /// <summary>Completes once <paramref name="count"/> transactions on the workflow have started.</summary>
