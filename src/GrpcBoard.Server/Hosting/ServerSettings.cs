@@ -17,6 +17,7 @@ public sealed class ServerSettings
     public string DataDirectory { get; set; } = "./data";
     public string Redis { get; set; } = "127.0.0.1:6379";
     public string RedisPrefix { get; set; } = "gb";
+    public int RedisBatchesInFlight { get; set; } = 2;
     public string Synchronous { get; set; } = "FULL";
     public int MaxEventsPerWorkflow { get; set; } = 100_000;
     public int MaxMessageBytes { get; set; } = 4 * 1024 * 1024;
@@ -37,6 +38,7 @@ public sealed class ServerSettings
         new("--data", nameof(DataDirectory), "Directory of the embedded store; with --store redis, where the server records the Redis store's epoch to detect a Redis that lost its data while the server was stopped."),
         new("--redis", nameof(Redis), "Redis for --store redis: host:port, or several (comma-separated) for a Redis Cluster."),
         new("--redis-prefix", nameof(RedisPrefix), "First part of every Redis key, so several boards can share one Redis."),
+        new("--redis-batches", nameof(RedisBatchesInFlight), "Commit batches of one workflow in flight to Redis: more hides a longer round trip to a remote Redis; 1 makes bigger batches (best for a Redis on the same host)."),
         new("--synchronous", nameof(Synchronous), "Embedded store durability: FULL fsyncs every commit; NORMAL survives crashes but not power loss."),
         new("--history", nameof(MaxEventsPerWorkflow), "Events retained per workflow for Watch resumption."),
         new("--max-message-bytes", nameof(MaxMessageBytes), "Largest request message accepted."),
@@ -92,9 +94,9 @@ public sealed class ServerSettings
             throw new ArgumentException($"--store '{Store}' is not one of embedded, memory, redis.");
         }
 
-        if (MaxMessageBytes < 1024 || MaxEventsPerWorkflow < 16 || MaxStreamsPerConnection < 1 || TimerPollMilliseconds < 1)
+        if (MaxMessageBytes < 1024 || MaxEventsPerWorkflow < 16 || MaxStreamsPerConnection < 1 || TimerPollMilliseconds < 1 || RedisBatchesInFlight < 1)
         {
-            throw new ArgumentException("--max-message-bytes must be at least 1024, --history at least 16, --max-streams and --timer-poll-ms positive.");
+            throw new ArgumentException("--max-message-bytes must be at least 1024, --history at least 16, --max-streams, --timer-poll-ms and --redis-batches positive.");
         }
     }
 
