@@ -18,7 +18,7 @@ public sealed class GrpcChannel : IDisposable
     {
         Address = address;
         Options = options;
-        var handler = options.HttpHandler ?? CreateDefaultHandler();
+        var handler = options.HttpHandler ?? CreateDefaultHandler(options);
         _invoker = new HttpMessageInvoker(handler, disposeHandler: options.HttpHandler is null || options.DisposeHttpHandler);
     }
 
@@ -116,14 +116,15 @@ public sealed class GrpcChannel : IDisposable
         return request;
     }
 
-    private static SocketsHttpHandler CreateDefaultHandler() => new()
+    private static SocketsHttpHandler CreateDefaultHandler(GrpcChannelOptions options) => new()
     {
         // Several connections once one reaches the server's stream limit (long Watch streams count too).
         EnableMultipleHttp2Connections = true,
         PooledConnectionIdleTimeout = Timeout.InfiniteTimeSpan,
         PooledConnectionLifetime = Timeout.InfiniteTimeSpan,
-        KeepAlivePingDelay = TimeSpan.FromSeconds(60),
-        KeepAlivePingTimeout = TimeSpan.FromSeconds(30),
+        // Pings only while calls are open: an idle pool costs nothing, a dead connection under a watch is found.
+        KeepAlivePingDelay = options.KeepAliveInterval,
+        KeepAlivePingTimeout = options.KeepAliveTimeout,
         KeepAlivePingPolicy = HttpKeepAlivePingPolicy.WithActiveRequests,
         ConnectTimeout = TimeSpan.FromSeconds(10),
         AutomaticDecompression = DecompressionMethods.None,

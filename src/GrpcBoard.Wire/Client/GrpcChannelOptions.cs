@@ -18,6 +18,16 @@ public sealed class GrpcChannelOptions
     /// </summary>
     public HttpMessageHandler? HttpHandler { get; set; }
 
+    /// <summary>
+    /// With calls open, how long a connection may stay silent before the default handler sends an HTTP/2
+    /// PING (default 15 s). A half-open connection (the peer's host gone, a NAT entry dropped) never fails
+    /// by itself: without the ping, a watch stream on it would wait forever. Not used with <see cref="HttpHandler"/>.
+    /// </summary>
+    public TimeSpan KeepAliveInterval { get; set; } = TimeSpan.FromSeconds(15);
+
+    /// <summary>How long the default handler waits for a PING's answer before it drops the connection and fails its calls with UNAVAILABLE (default 10 s).</summary>
+    public TimeSpan KeepAliveTimeout { get; set; } = TimeSpan.FromSeconds(10);
+
     /// <summary>Whether disposing the channel disposes <see cref="HttpHandler"/>.</summary>
     public bool DisposeHttpHandler { get; set; } = true;
 
