@@ -153,6 +153,50 @@ public sealed class MultiInstanceTests : IDisposable
         Assert.Equal(1 + 10 + 10 + 10, head);
     }
 
+    /// <summary>
+    /// The instance through which tasks were claimed dies (kill -9) with their leases pending; the other
+    /// instance, which never served the workflow, expires every lease, each once.
+    /// </summary>
+    [RedisFact]
+    public async Task LeasesClaimedThroughAnInstanceThatDies_AreExpiredByTheOther_EachOnce()
+    {
+        await using var redis = await RedisProcess.StartAsync();
+        var prefix = Prefix();
+        var portA = RedisProcess.FreePort();
+        string[] argsA = ["--port", portA.ToString(System.Globalization.CultureInfo.InvariantCulture), "--store", "redis", "--redis", redis.Endpoint, "--redis-prefix", prefix, "--data", _data.Path];
+        var a = await ServerProcess.StartAsync(argsA);
+        using (var viaA = new BoardClient($"http://127.0.0.1:{portA}"))
+        {
+            await viaA.CreateWorkflowAsync(new CreateWorkflowRequest { WorkflowId = "orphans" }).Within();
+            await viaA.PostTasksAsync(new PostTasksRequest
+            {
+                WorkflowId = "orphans",
+                Tasks = { Enumerable.Range(0, 10).Select(i => new TaskSpec { Id = $"t{i}", MaxAttempts = 5, RetryPolicy = new RetryPolicy { InitialBackoff = new Duration() } }) },
+            }).Within();
+            for (var i = 0; i < 10; i++)
+            {
+                await viaA.ClaimTaskAsync(new ClaimTaskRequest { WorkflowId = "orphans", TaskId = $"t{i}", WorkerId = "gone", LeaseDuration = Duration.FromTimeSpan(TimeSpan.FromSeconds(1)) }).Within();
+            }
+        }
+
+        await a.KillAsync();
+        await a.DisposeAsync();
+
+        await using var b = await StartServerAsync(redis.Endpoint, prefix);
+        using var viaB = new BoardClient(b.Address.ToString());
+        var expiries = new List<Event>();
+        await foreach (var e in viaB.WatchAsync(new WatchRequest { WorkflowId = "orphans", StartRevision = 1, Kinds = { EventKind.TaskLeaseExpired } }).TakeAsync(10))
+        {
+            expiries.Add(e);
+        }
+
+        Assert.Equal(10, expiries.Select(e => e.Task.Id).Distinct().Count());
+        Assert.All(expiries, e => Assert.Equal(TaskState.Ready, e.Task.State));
+        var view = await viaB.GetWorkflowAsync(new GetWorkflowRequest { WorkflowId = "orphans" }).Within();
+        Assert.Equal(10, view.Workflow.TaskCounts.Ready);
+        Assert.Equal(1 + 10 + 10 + 10, view.Header.Revision);
+    }
+
     [RedisFact]
     public async Task RedisKilledMidLoad_AndRestartedFromItsAof_LosesNoAcknowledgedResult_AndReusesNoToken()
     {
