@@ -25,10 +25,28 @@ public sealed class RedisRetentionTests(RedisFixture redis) : RetentionContractT
         await RedisStore.ConnectAsync(new RedisStoreOptions { Configuration = redis.Endpoint, KeyPrefix = _prefix, MaxEventsPerWorkflow = maxEventsPerWorkflow }, hub);
 }
 
+/// <summary>One 3-master Redis Cluster for the test classes that need one.</summary>
+[CollectionDefinition(Name)]
+public sealed class RedisClusterCollection : ICollectionFixture<RedisClusterFixture>
+{
+    public const string Name = "redis cluster";
+}
+
 /// <summary>The same contract on a 3-master Redis Cluster: every script must stay within one slot.</summary>
-public sealed class RedisClusterContractTests(RedisClusterFixture cluster) : DurableStoreContractTests, IClassFixture<RedisClusterFixture>
+[Collection(RedisClusterCollection.Name)]
+public sealed class RedisClusterContractTests(RedisClusterFixture cluster) : DurableStoreContractTests
 {
     private readonly string _prefix = "c" + Guid.NewGuid().ToString("N")[..10];
+
+    protected override async Task<IBoardStore> CreateStoreAsync(EventHub hub, int maxEventsPerWorkflow) =>
+        await RedisStore.ConnectAsync(new RedisStoreOptions { Configuration = cluster.Configuration, KeyPrefix = _prefix, MaxEventsPerWorkflow = maxEventsPerWorkflow }, hub);
+}
+
+/// <summary>History retention (XTRIM and OUT_OF_RANGE) on the cluster.</summary>
+[Collection(RedisClusterCollection.Name)]
+public sealed class RedisClusterRetentionTests(RedisClusterFixture cluster) : RetentionContractTests
+{
+    private readonly string _prefix = "cr" + Guid.NewGuid().ToString("N")[..10];
 
     protected override async Task<IBoardStore> CreateStoreAsync(EventHub hub, int maxEventsPerWorkflow) =>
         await RedisStore.ConnectAsync(new RedisStoreOptions { Configuration = cluster.Configuration, KeyPrefix = _prefix, MaxEventsPerWorkflow = maxEventsPerWorkflow }, hub);
