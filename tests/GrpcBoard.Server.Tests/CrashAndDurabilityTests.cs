@@ -232,6 +232,20 @@ public sealed class CrashAndDurabilityTests
         server = await ServerHarness.StartAsync(settings);
         try
         {
+            // The first call after a restart may meet the old server's closing connection: UNAVAILABLE,
+            // which clients retry (seen once under parallel load: GOAWAY with NO_ERROR).
+            await TestTimeouts.Eventually(async () =>
+            {
+                try
+                {
+                    await client.GetWorkflowAsync(new GetWorkflowRequest { WorkflowId = "restart" });
+                    return true;
+                }
+                catch (BoardRpcException ex) when (ex.StatusCode == StatusCode.Unavailable)
+                {
+                    return false;
+                }
+            }, "the restarted server to answer");
             for (var i = 0; i < 5; i++)
             {
                 await client.PutNoteAsync(new PutNoteRequest { WorkflowId = "restart", Key = "k" }).Within();
