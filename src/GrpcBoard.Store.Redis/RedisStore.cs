@@ -545,8 +545,8 @@ public sealed class RedisStore : IBoardStore
     }
 
     /// <summary>
-    /// Repairs timer hints lost in a crash (a hint is written after its commit, fire and forget): sets each
-    /// workflow's hint to its earliest timer. A pass over the registry starts at most every
+    /// Repairs timer hints lost in a crash (a hint is written after its commit, fire and forget): lowers, or
+    /// adds, each workflow's hint to its earliest timer. A pass over the registry starts at most every
     /// <see cref="RedisStoreOptions.TimerRescanInterval"/> and takes <see cref="RedisStoreOptions.TimerRescanBatch"/>
     /// workflows per background tick, so the load stays bounded however many workflows were ever created
     /// (10,000 of them: a pass of 40 s at 256 per second).
