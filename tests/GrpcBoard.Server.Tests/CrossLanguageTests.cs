@@ -54,7 +54,12 @@ public sealed record Agent(string Name, string File, string[] Prefix, Dictionary
     }
 
     /// <summary>Runs to the end and returns its JSON lines.</summary>
-    public async Task<List<JsonElement>> RunAsync(params string[] args)
+    public async Task<List<JsonElement>> RunAsync(params string[] args) =>
+        (await RunForOutputAsync(args)).Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
+            .Where(l => l.StartsWith('{')).Select(l => JsonDocument.Parse(l).RootElement.Clone()).ToList();
+
+    /// <summary>Runs to the end (at most a minute) and returns what it printed; fails the test unless it exited with 0.</summary>
+    public async Task<string> RunForOutputAsync(params string[] args)
     {
         using var process = Start(args);
         var stdout = process.StandardOutput.ReadToEndAsync();
@@ -70,8 +75,7 @@ public sealed record Agent(string Name, string File, string[] Prefix, Dictionary
         }
 
         Assert.True(process.ExitCode == 0, $"{Name} {string.Join(' ', args)} exited {process.ExitCode}:\n{await stdout}\n{await stderr}");
-        return (await stdout).Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
-            .Where(l => l.StartsWith('{')).Select(l => JsonDocument.Parse(l).RootElement.Clone()).ToList();
+        return await stdout;
     }
 
     /// <summary>Reads the process's stdout until a JSON line satisfies <paramref name="match"/>.</summary>

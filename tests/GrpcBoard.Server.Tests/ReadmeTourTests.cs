@@ -41,21 +41,5 @@ public sealed class ReadmeTourTests
         Assert.Equal(4, doc.RootElement.GetProperty("tasks").GetArrayLength());
     }
 
-    private static async Task<string> RunAsync(string[] args)
-    {
-        using var process = Agent.CSharp.Start(args);
-        var stdout = process.StandardOutput.ReadToEndAsync();
-        var stderr = process.StandardError.ReadToEndAsync();
-        try
-        {
-            await process.WaitForExitAsync().WaitAsync(TestTimeouts.Default * 2);
-        }
-        catch (TimeoutException)
-        {
-            process.Kill(entireProcessTree: true);
-            throw;
-        }
-        Assert.True(process.ExitCode == 0, $"agent {string.Join(' ', args)} exited {process.ExitCode}:\n{await stdout}\n{await stderr}");
-        return await stdout;
-    }
+    private static Task<string> RunAsync(string[] args) => Agent.CSharp.RunForOutputAsync(args);
 }
