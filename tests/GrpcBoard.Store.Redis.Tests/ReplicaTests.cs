@@ -58,7 +58,7 @@ public sealed class ReplicaTests(RedisFixture redis) : IClassFixture<RedisFixtur
         {
             var view = await board.GetWorkflowAsync(wf, default).Within();
             Assert.Equal(400, view.Counts[TaskState.Completed]);
-            var events = await AllEventsAsync(store, wf);
+            var events = await StoreReads.AllEventsAsync(store, wf);
             Assert.Equal(Enumerable.Range(1, (int)view.Revision).Select(r => (long)r), events.Select(e => e.Revision));
             Assert.Equal(400, events.Count(e => e.Kind == EventKind.TaskClaimed));
             Assert.Equal(400, events.Count(e => e.Kind == EventKind.TaskCompleted));
@@ -133,22 +133,5 @@ public sealed class ReplicaTests(RedisFixture redis) : IClassFixture<RedisFixtur
         var error = await Assert.ThrowsAnyAsync<Exception>(() => board.PostTasksAsync(wf, [new TaskSpec { Id = "t" }], default)).Within();
         Assert.IsType<StackExchange.Redis.RedisServerException>(error);
         Assert.Contains("WRONGTYPE", error.Message, StringComparison.Ordinal);
-    }
-
-    private static async Task<List<EventRecord>> AllEventsAsync(IBoardStore store, string wf)
-    {
-        var all = new List<EventRecord>();
-        var from = 1L;
-        while (true)
-        {
-            var page = await store.ReadEventsAsync(wf, from, 500, default).Within();
-            if (page.Events.Count == 0)
-            {
-                return all;
-            }
-
-            all.AddRange(page.Events);
-            from = page.Events[^1].Revision + 1;
-        }
     }
 }

@@ -65,22 +65,7 @@ public abstract class BoardTestBase : IAsyncLifetime
     protected Task<ClaimResult> ClaimAsync(string wf, string worker, string? taskId = null, TimeSpan? lease = null, string[]? skills = null, TimeSpan? wait = null) =>
         Board.ClaimAsync(new ClaimCommand { WorkflowId = wf, TaskId = taskId, WorkerId = worker, Lease = lease, Skills = skills ?? [], Wait = wait }, default).Within();
 
-    protected async Task<List<EventRecord>> AllEventsAsync(string wf)
-    {
-        var all = new List<EventRecord>();
-        var from = 1L;
-        while (true)
-        {
-            var page = await Store.ReadEventsAsync(wf, from, 500, default).Within();
-            if (page.Events.Count == 0)
-            {
-                return all;
-            }
-
-            all.AddRange(page.Events);
-            from = page.Events[^1].Revision + 1;
-        }
-    }
+    protected Task<List<EventRecord>> AllEventsAsync(string wf) => StoreReads.AllEventsAsync(Store, wf);
 
     protected static async Task<BoardException> Refused(Func<Task> call)
     {
