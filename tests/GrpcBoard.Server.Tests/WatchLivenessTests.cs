@@ -31,11 +31,17 @@ public sealed class WatchLivenessTests
 
         using var cts = new CancellationTokenSource(TestTimeouts.Default);
         var seen = new ConcurrentQueue<long>();
+        var sixth = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         var watching = Task.Run(async () =>
         {
             await foreach (var e in throughProxy.WatchAsync(new WatchRequest { WorkflowId = "quiet", StartRevision = 1 }, cts.Token))
             {
                 seen.Enqueue(e.Revision);
+                if (seen.Count == 6)
+                {
+                    sixth.TrySetResult();
+                }
+
                 if (seen.Count == 11)
                 {
                     return;
@@ -48,7 +54,7 @@ public sealed class WatchLivenessTests
             await Put(i).Within();
         }
 
-        await TestTimeouts.Eventually(() => Task.FromResult(seen.Count == 6), "the watch to deliver revisions 1..6");
+        await sixth.Task.Within();
         proxy.StallAll();
         for (var i = 5; i < 10; i++)
         {
