@@ -67,7 +67,7 @@ catch (MissingToolException ex)
 }
 
 await using var target = started;
-using var clients = new ClientPool(target.Address, options.Connections);
+await using var clients = new ClientPool(target.Address, options.Connections);
 try
 {
     return await scenario.RunAsync(new BenchContext(options, target, clients, report, cancel.Token));

@@ -41,7 +41,7 @@ run() {
     echo "== $name (attempt $attempt): $*"
     local out="$results/$name.$attempt.txt"
     dotnet "$dll" "$@" > "$out" 2>&1 || echo "  exit code $? (see $out)"
-    grep -E '^(claims|claim\+complete pairs|deliveries|WARNING|verdict|redis store / |embedded|redis) ' "$out" | sed 's/^/  /' || true
+    grep -E '^(claims|claim\+complete pairs|deliveries|WARNING|verdict|with |redis store / |embedded|redis) ' "$out" | sed 's/^/  /' || true
     cp "$out" "$results/$name.txt"
     grep -q '^WARNING' "$out" || return 0
   done

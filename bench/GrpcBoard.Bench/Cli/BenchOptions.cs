@@ -1,5 +1,6 @@
 using System.Globalization;
 using System.Text;
+using GrpcBoard.Bench.LoadGen;
 
 namespace GrpcBoard.Bench.Cli;
 
@@ -22,6 +23,15 @@ public sealed class BenchOptions
     public int BatchSize { get; private set; } = 1000;
     public int PayloadBytes { get; private set; } = 32;
     public int ResultBytes { get; private set; } = 16;
+
+    /// <summary>
+    /// The load generators to run with: one for the claim scenarios (default the C# client), the lean one, the
+    /// C# client or both, each in turn, for compare (default both).
+    /// </summary>
+    public IReadOnlyList<LoadGenerator> Clients { get; private set; } = [];
+
+    /// <summary>The load generator of a claim scenario.</summary>
+    public LoadGenerator Client => Clients[0];
 
     /// <summary>Lease asked for by each claim; null lets the scenario choose.</summary>
     public TimeSpan? Lease { get; private set; }
@@ -74,6 +84,7 @@ public sealed class BenchOptions
         new("--tasks", "N", "Tasks posted before the measured run (default 100000).", (o, v) => o.Tasks = Int(v, "--tasks", 1)),
         new("--workers", "W", "Concurrent workers, each one call at a time (default 64).", (o, v) => o.Workers = Int(v, "--workers", 1)),
         new("--connections", "C", "HTTP/2 connections the workers are spread over: one BoardClient/GrpcChannel each (default 1).", (o, v) => o.Connections = Int(v, "--connections", 1)),
+        new("--client", "sdk|lean|both", "Who calls the board (and etcd): sdk = GrpcBoard's C# client (default), lean = the tool's frame-level HTTP/2 client, which costs the shared CPU far less; both (compare only, its default) runs every gRPC part with each.", (o, v) => o.Clients = v == "both" ? [LoadGenerator.Lean, LoadGenerator.Sdk] : [OneOf(v, "--client", "sdk", "lean", "both") == "lean" ? LoadGenerator.Lean : LoadGenerator.Sdk]),
         new("--workflows", "K", "Split the tasks over K workflows; worker i works on workflow i mod K (default 1).", (o, v) => o.Workflows = Int(v, "--workflows", 1)),
         new("--warmup-tasks", "N", "Tasks per warm-up round, run through the same loop on a separate workflow and not counted (default 5000; 0 skips warm-up).", (o, v) => o.WarmupTasks = Int(v, "--warmup-tasks", 0)),
         new("--warmup-seconds", "S", "Warm-up rounds repeat until the JIT goes quiet in server and tool, for at most this long (default 20; 0: one round).", (o, v) => o.WarmupLimit = TimeSpan.FromSeconds(v == "0" ? 0 : Double(v, "--warmup-seconds"))),
@@ -148,12 +159,17 @@ public sealed class BenchOptions
     }
 
     /// <summary>These options for one part of a composite scenario (compare): another scenario name and store.</summary>
-    public BenchOptions Derive(string scenario, string store, TimeSpan? duration)
+    public BenchOptions Derive(string scenario, string store, TimeSpan? duration, LoadGenerator? client = null)
     {
         var copy = (BenchOptions)MemberwiseClone();
         copy.Scenario = scenario;
         copy.Store = store;
         copy.Duration = duration;
+        if (client is { } c)
+        {
+            copy.Clients = [c];
+        }
+
         return copy;
     }
 
@@ -184,6 +200,7 @@ public sealed class BenchOptions
         yield return ("scenario", Scenario);
         yield return ("tasks", Tasks.ToString(CultureInfo.InvariantCulture));
         yield return ("workers", Workers.ToString(CultureInfo.InvariantCulture));
+        yield return ("client", Client == LoadGenerator.Lean ? "lean (the tool's frame-level HTTP/2 client)" : "sdk (GrpcBoard's C# client, BoardClient)");
         yield return ("connections", Connections.ToString(CultureInfo.InvariantCulture));
         yield return ("workflows", Workflows.ToString(CultureInfo.InvariantCulture));
         yield return ("warm-up", WarmupTasks == 0 ? "none" : $"rounds of {WarmupTasks} tasks until the JIT is quiet, at most {WarmupLimit.TotalSeconds:0.#} s");
@@ -213,6 +230,20 @@ public sealed class BenchOptions
 
     private void Validate()
     {
+        if (Clients.Count == 0)
+        {
+            Clients = Scenario == "compare" ? [LoadGenerator.Lean, LoadGenerator.Sdk] : [LoadGenerator.Sdk];
+        }
+        else if (Clients.Count > 1 && Scenario != "compare")
+        {
+            throw new ArgumentException("--client both is for compare; a claim scenario runs with one client (sdk or lean).");
+        }
+
+        if (Client == LoadGenerator.Lean && Scenario == "watch-fanout")
+        {
+            throw new ArgumentException("watch-fanout runs its watchers through the C# client; the lean client makes unary calls only.");
+        }
+
         if (Scenario == "post" && Target is null)
         {
             throw new ArgumentException("post needs --target: a server the tool starts is stopped when the tool ends.");

@@ -1,5 +1,6 @@
 using System.Globalization;
 using GrpcBoard.Bench.Cli;
+using GrpcBoard.Bench.LoadGen;
 using GrpcBoard.Bench.Reporting;
 using GrpcBoard.Bench.Targets;
 using GrpcBoard.Client;
@@ -25,12 +26,16 @@ public sealed class BenchContext(BenchOptions options, IServerTarget target, Cli
 
 /// <summary>
 /// The client side's connections: one <see cref="BoardClient"/> (one GrpcChannel, one SocketsHttpHandler, so
-/// one HTTP/2 connection while streams stay under the server's limit) per --connections; workers are spread
-/// over them round-robin.
+/// one HTTP/2 connection while streams stay under the server's limit) per --connections, and, once a run asks
+/// for the lean load generator, as many <see cref="LeanH2Connection"/>s; workers are spread over them round-robin.
+/// Setup calls and checks always go through the C# client.
 /// </summary>
-public sealed class ClientPool : IDisposable
+public sealed class ClientPool : IAsyncDisposable
 {
     private readonly BoardClient[] _clients;
+    private readonly IClaimCalls[] _sdkCalls;
+    private LeanH2Connection[]? _lean;
+    private IClaimCalls[]? _leanCalls;
 
     public ClientPool(Uri address, int connections)
     {
@@ -40,6 +45,7 @@ public sealed class ClientPool : IDisposable
             _clients[i] = new BoardClient(address.ToString());
         }
 
+        _sdkCalls = [.. _clients.Select(c => new SdkClaimCalls(c))];
         Address = address;
     }
 
@@ -47,10 +53,28 @@ public sealed class ClientPool : IDisposable
 
     public int Count => _clients.Length;
 
+    /// <summary>Lean connections opened so far (0 until a run uses the lean load generator).</summary>
+    public int LeanCount => _lean?.Length ?? 0;
+
     /// <summary>The client for setup calls and checks.</summary>
     public BoardClient Main => _clients[0];
 
-    public BoardClient ForWorker(int worker) => _clients[worker % _clients.Length];
+    /// <summary>One entry per connection of the given load generator; worker i uses entry i mod the count.</summary>
+    public async Task<IReadOnlyList<IClaimCalls>> ClaimCallsAsync(LoadGenerator generator, CancellationToken cancellationToken)
+    {
+        if (generator == LoadGenerator.Sdk)
+        {
+            return _sdkCalls;
+        }
+
+        if (_leanCalls is null)
+        {
+            _lean = await Task.WhenAll(_clients.Select(_ => LeanH2Connection.ConnectAsync(Address, cancellationToken)));
+            _leanCalls = [.. _lean.Select(c => new LeanClaimCalls(c))];
+        }
+
+        return _leanCalls;
+    }
 
     /// <summary>Established TCP connections from this machine to the server's port (read from /proc/net/tcp*), or null when unknown.</summary>
     public int? CountConnections()
@@ -81,8 +105,13 @@ public sealed class ClientPool : IDisposable
         return any ? count : null;
     }
 
-    public void Dispose()
+    public async ValueTask DisposeAsync()
     {
+        foreach (var connection in _lean ?? [])
+        {
+            await connection.DisposeAsync();
+        }
+
         foreach (var client in _clients)
         {
             client.Dispose();

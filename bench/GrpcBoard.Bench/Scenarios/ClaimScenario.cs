@@ -1,11 +1,12 @@
 using System.Diagnostics;
+using GrpcBoard.Bench.LoadGen;
 using GrpcBoard.Bench.Measurement;
 using GrpcBoard.Bench.Reporting;
 
 namespace GrpcBoard.Bench.Scenarios;
 
 /// <summary>What a claim run measured, for a summary across runs (compare).</summary>
-public sealed record ClaimOutcome(string Scenario, string Store, int ExitCode, ClaimRun Run, TimeSpan Posting, LatencyStats Claim, LatencyStats? Pair, ResourceUsage Usage, RedisStoreFigures? Redis)
+public sealed record ClaimOutcome(string Scenario, string Store, LoadGenerator Client, int ExitCode, ClaimRun Run, TimeSpan Posting, LatencyStats Claim, LatencyStats? Pair, ResourceUsage Usage, RedisStoreFigures? Redis)
 {
     public double ClaimsPerSecond => Run.Claims / Run.Wall.TotalSeconds;
 
@@ -70,7 +71,7 @@ public sealed class ClaimScenario(string name, bool completes) : IScenario
         var window = new ResourceWindow(context.Target.ProcessId, context.Target.Companions);
         var redisBefore = context.Target.RedisEndpoint is { } redis ? await RedisCommandStats.TakeAsync(redis) : null;
         window.Start();
-        var run = await ClaimRun.ExecuteAsync(context.Clients, workflowIds, o.Workers, o.Tasks, lease, completes, o.ResultBytes, o.Duration, ct, o.ClaimNext);
+        var run = await ClaimRun.ExecuteAsync(context.Clients, o.Client, workflowIds, o.Workers, o.Tasks, lease, completes, o.ResultBytes, o.Duration, ct, o.ClaimNext);
         var usage = window.Stop();
         var redisAfter = redisBefore is not null ? await RedisCommandStats.TakeAsync(context.Target.RedisEndpoint!) : null;
         var connections = context.Clients.CountConnections();
@@ -87,7 +88,7 @@ public sealed class ClaimScenario(string name, bool completes) : IScenario
 
         report.Line("empty claims", string.Create(Report.Culture, $"{run.EmptyClaims} (a worker stops at its first: nothing left to claim)"));
         report.Line("failed calls", run.Errors.ToString(Report.Culture));
-        report.Line("http/2 connections", connections is { } c ? $"{c} established to port {context.Clients.Address.Port} after the run ({context.Clients.Count} client channels)" : "unknown");
+        report.Line("http/2 connections", connections is { } c ? $"{c} established to port {context.Clients.Address.Port} after the run ({context.Clients.Count} C# client channel(s), {context.Clients.LeanCount} lean connection(s))" : "unknown");
         var rows = new List<(string, LatencyStats)> { ("ClaimTask", LatencyStats.From(run.Workers.Select(w => w.ClaimLatency))) };
         if (completes)
         {
@@ -121,7 +122,7 @@ public sealed class ClaimScenario(string name, bool completes) : IScenario
         }
 
         var exitCode = await VerifyAsync(context, workflowIds, run);
-        return new ClaimOutcome(Name, o.Store, exitCode, run, posting, claimStats, pairStats, usage, redisFigures);
+        return new ClaimOutcome(Name, o.Store, o.Client, exitCode, run, posting, claimStats, pairStats, usage, redisFigures);
 
         int TasksOf(int k) => o.Tasks / o.Workflows + (k < o.Tasks % o.Workflows ? 1 : 0);
     }
@@ -144,7 +145,7 @@ public sealed class ClaimScenario(string name, bool completes) : IScenario
         {
             var before = JitActivity.Take(context.Target.ProcessId);
             await BoardSetup.PostTasksAsync(context.Clients.Main, warmupId, o.WarmupTasks, o.BatchSize, o.PayloadBytes, ct, firstId: round * o.WarmupTasks);
-            var run = await ClaimRun.ExecuteAsync(context.Clients, [warmupId], o.Workers, o.WarmupTasks, lease, completes, o.ResultBytes, null, ct, o.ClaimNext);
+            var run = await ClaimRun.ExecuteAsync(context.Clients, o.Client, [warmupId], o.Workers, o.WarmupTasks, lease, completes, o.ResultBytes, null, ct, o.ClaimNext);
             var (methods, tiering) = JitActivity.Take(context.Target.ProcessId).Since(before);
             var seconds = run.Wall.TotalSeconds;
             // Quiet: the server's tiering thread below 2% of the round (one /proc tick is 10 ms) and few new methods here.

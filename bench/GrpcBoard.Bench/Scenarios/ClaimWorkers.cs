@@ -2,9 +2,9 @@ using System.Diagnostics;
 using Google.Protobuf;
 using Google.Protobuf.WellKnownTypes;
 using GrpcBoard.Api.V1;
+using GrpcBoard.Bench.LoadGen;
 using GrpcBoard.Bench.Measurement;
 using GrpcBoard.Client;
-using GrpcBoard.Wire.Client;
 
 namespace GrpcBoard.Bench.Scenarios;
 
@@ -40,10 +40,12 @@ public sealed class ClaimRun
     /// works on workflow i mod the number of workflows. Each loops ClaimTask (next ready task) and, when
     /// <paramref name="complete"/>, CompleteTask; with <paramref name="claimNext"/>, each CompleteTask also claims the
     /// worker's next task (CompleteTaskRequest.claim_next), and ClaimTask is called only when it returned none.
+    /// Calls go through <paramref name="generator"/>'s connections of <paramref name="clients"/>.
     /// </summary>
     public static async Task<ClaimRun> ExecuteAsync(
-        ClientPool clients, IReadOnlyList<string> workflowIds, int workers, int expectedTasks, TimeSpan lease, bool complete, int resultBytes, TimeSpan? duration, CancellationToken cancellationToken, bool claimNext = false)
+        ClientPool clients, LoadGenerator generator, IReadOnlyList<string> workflowIds, int workers, int expectedTasks, TimeSpan lease, bool complete, int resultBytes, TimeSpan? duration, CancellationToken cancellationToken, bool claimNext = false)
     {
+        var connections = await clients.ClaimCallsAsync(generator, cancellationToken);
         var perWorker = expectedTasks / workers + expectedTasks / workers / 4 + 256;
         var pool = Enumerable.Range(0, workers).Select(i => new ClaimWorker(i, perWorker, complete, complete && claimNext)).ToList();
         var result = ByteString.CopyFrom(new byte[resultBytes]);
@@ -51,7 +53,7 @@ public sealed class ClaimRun
         var stopAt = duration is { } d ? start + (long)(d.TotalSeconds * Stopwatch.Frequency) : long.MaxValue;
         var timeline = new RateTimeline(start);
         var running = pool.Select(w => System.Threading.Tasks.Task.Run(
-            () => w.RunAsync(clients.ForWorker(w.Index), workflowIds[w.Index % workflowIds.Count], lease, result, stopAt, timeline, cancellationToken), cancellationToken)).ToArray();
+            () => w.RunAsync(connections[w.Index % connections.Count], workflowIds[w.Index % workflowIds.Count], lease, result, stopAt, timeline, cancellationToken), cancellationToken)).ToArray();
         await System.Threading.Tasks.Task.WhenAll(running);
         var end = Stopwatch.GetTimestamp();
         return new ClaimRun
@@ -94,9 +96,8 @@ public sealed class ClaimWorker(int index, int expected, bool complete, bool cla
 
     public ErrorTally Errors { get; } = new();
 
-    public async System.Threading.Tasks.Task RunAsync(BoardClient client, string workflowId, TimeSpan lease, ByteString result, long stopAt, RateTimeline timeline, CancellationToken cancellationToken)
+    public async System.Threading.Tasks.Task RunAsync(IClaimCalls client, string workflowId, TimeSpan lease, ByteString result, long stopAt, RateTimeline timeline, CancellationToken cancellationToken)
     {
-        var options = new CallOptions(CancellationToken: cancellationToken);
         // One request object per worker, reused: the client serializes it before the call returns.
         var claim = new ClaimTaskRequest
         {
@@ -132,7 +133,7 @@ public sealed class ClaimWorker(int index, int expected, bool complete, bool cla
             {
                 try
                 {
-                    claimed = await client.ClaimTaskAsync(claim, options).ConfigureAwait(false);
+                    claimed = await client.ClaimTaskAsync(claim, cancellationToken).ConfigureAwait(false);
                 }
                 catch (BoardRpcException ex) when (!cancellationToken.IsCancellationRequested)
                 {
@@ -171,7 +172,7 @@ public sealed class ClaimWorker(int index, int expected, bool complete, bool cla
             completion.FencingToken = claimed.FencingToken;
             try
             {
-                var done = await client.CompleteTaskAsync(completion, options).ConfigureAwait(false);
+                var done = await client.CompleteTaskAsync(completion, cancellationToken).ConfigureAwait(false);
                 var t2 = Stopwatch.GetTimestamp();
                 CompleteLatency.Record(t2 - t1);
                 PairLatency.Record(t2 - t0);

@@ -1,19 +1,22 @@
 using System.Globalization;
 using GrpcBoard.Bench.Cli;
+using GrpcBoard.Bench.LoadGen;
 using GrpcBoard.Bench.Reporting;
 using GrpcBoard.Bench.Targets;
 
 namespace GrpcBoard.Bench.Scenarios;
 
 /// <summary>One line of the comparison table.</summary>
+/// <param name="Client">The load generator of a gRPC part; null for redis-benchmark (its own C client).</param>
 /// <param name="OtherCores">Cores other processes used during the run (0.1 or more: disturbed); null when unknown.</param>
-public sealed record CompareRow(string System, string Operation, int Concurrency, long Done, double WallSeconds, double PerSecond, double P50Ms, double P99Ms, double? OtherCores, bool Verified, string Notes);
+public sealed record CompareRow(string System, string Operation, LoadGenerator? Client, int Concurrency, long Done, double WallSeconds, double PerSecond, double P50Ms, double P99Ms, double? OtherCores, bool Verified, string Notes);
 
 /// <summary>
 /// compare: the same claim on GrpcBoard (embedded store, FULL; Redis store on a redis-server with appendfsync always),
 /// on raw Redis (redis-benchmark SET NX) and on etcd (a Txn on create_revision), at the same concurrency on this
 /// machine, one after the other; then a table and the ratios against the targets. Each part starts and stops what
-/// it measures. A part whose program is missing is skipped with the package to install.
+/// it measures. A part whose program is missing is skipped with the package to install. The gRPC parts (GrpcBoard
+/// and etcd) run once per load generator of --client, and ratios compare runs made with the same one.
 /// </summary>
 public sealed class CompareScenario : ISelfHostedScenario
 {
@@ -28,6 +31,7 @@ public sealed class CompareScenario : ISelfHostedScenario
         report.Section("compare: parameters");
         report.Line("parts", string.Join(", ", o.Parts));
         report.Line("concurrency", string.Create(Report.Culture, $"{o.Workers} closed-loop workers/clients everywhere, one call in flight each; {o.Connections} HTTP/2 connection(s) for gRPC"));
+        report.Line("grpc load generators", string.Join(", ", o.Clients.Select(ClientName)) + " (each gRPC part runs with each)");
         report.Line("grpcboard runs", string.Create(Report.Culture, $"claim-only then claim-complete on one server per store, {o.Tasks} tasks each, stopped after {(o.PartLimit is { } l ? $"{l.TotalSeconds:0} s" : "none (all tasks)")}"));
         report.Line("redis persistence", $"appendonly yes, appendfsync {o.RedisAppendFsync}, no RDB (Redis store and redis-benchmark alike)");
         report.Line("redis-benchmark", string.Create(Report.Culture, $"-c {o.Workers} -n {o.RedisBenchmarkRequests}, twice: -r {o.RedisBenchmarkKeyspace}, and -r {RedisBenchmarkClaims.NewKeysKeyspace} (new keys)"));
@@ -70,7 +74,13 @@ public sealed class CompareScenario : ISelfHostedScenario
             rows.Add(await RedisBenchmarkClaims.RunAsync(o, o.RedisBenchmarkKeyspace, report, ct));
             rows.Add(await RedisBenchmarkClaims.RunAsync(o, RedisBenchmarkClaims.NewKeysKeyspace, report, ct));
         });
-        await Part("etcd", async () => rows.Add(await EtcdClaims.RunAsync(o, report, ct)));
+        await Part("etcd", async () =>
+        {
+            foreach (var generator in o.Clients)
+            {
+                rows.Add(await EtcdClaims.RunAsync(o, generator, report, ct));
+            }
+        });
 
         Summary(o, report, outcomes, rows);
         foreach (var s in skipped)
@@ -94,12 +104,13 @@ public sealed class CompareScenario : ISelfHostedScenario
         report.Section($"GrpcBoard, {store} store: starting");
         var only = o.Derive("claim-only", store, o.PartLimit);
         await using var target = await ServerTargets.StartAsync(only, ct);
-        using var clients = new ClientPool(target.Address, o.Connections);
+        await using var clients = new ClientPool(target.Address, o.Connections);
         report.Line("target", target.Description);
-        foreach (var (options, completes) in new[] { (only, false), (o.Derive("claim-complete", store, o.PartLimit), true) })
+        var runs = o.Clients.SelectMany(g => new[] { (o.Derive("claim-only", store, o.PartLimit, g), false), (o.Derive("claim-complete", store, o.PartLimit, g), true) });
+        foreach (var (options, completes) in runs)
         {
             report.Text("");
-            report.Text($"---- GrpcBoard {options.Scenario}, {store} store ----");
+            report.Text($"---- GrpcBoard {options.Scenario}, {store} store, {ClientName(options.Client)} ----");
             var outcome = await new ClaimScenario(options.Scenario, completes).MeasureAsync(new BenchContext(options, target, clients, report, ct));
             outcomes.Add(outcome);
             rows.Add(Row(outcome, o));
@@ -127,27 +138,26 @@ public sealed class CompareScenario : ISelfHostedScenario
             notes.Add(string.Create(Report.Culture, $"{r.TransactionsPerCommit:0.0} calls per commit batch, {r.RoundTrips / (double)done:0.00} Redis round trips/{(completes ? "pair" : "claim")}"));
         }
 
-        return new CompareRow(system, completes ? "claim+complete pair (gRPC)" : "claim next ready task (gRPC)", o.Workers, done, c.Run.Wall.TotalSeconds,
+        return new CompareRow(system, completes ? "claim+complete pair (gRPC)" : "claim next ready task (gRPC)", c.Client, o.Workers, done, c.Run.Wall.TotalSeconds,
             completes ? c.PairsPerSecond : c.ClaimsPerSecond, (c.Pair ?? c.Claim).P50Ms, (c.Pair ?? c.Claim).P99Ms, c.OtherCores, c.ExitCode == 0, string.Join("; ", notes));
     }
 
     private static void Summary(BenchOptions o, Report report, List<ClaimOutcome> outcomes, List<CompareRow> rows)
     {
         report.Section("compare: summary");
-        report.Text(string.Create(Report.Culture, $"{"system",-36} {"operation",-44} {"conc",4} {"done",8} {"wall s",8} {"per s",9} {"p50 ms",8} {"p99 ms",8} {"checks",6} {"other",5}  notes"));
+        report.Text(string.Create(Report.Culture, $"{"system",-36} {"operation",-44} {"client",-15} {"conc",4} {"done",8} {"wall s",8} {"per s",9} {"p50 ms",8} {"p99 ms",8} {"checks",6} {"other",5}  notes"));
         foreach (var r in rows)
         {
             var other = r.OtherCores is { } c ? string.Create(Report.Culture, $"{c:0.00}") + (c >= 0.1 ? "!" : "") : "?";
+            var client = r.Client is { } g ? ClientName(g) : "redis-benchmark";
             report.Text(string.Create(Report.Culture,
-                $"{r.System,-36} {r.Operation,-44} {r.Concurrency,4} {r.Done,8} {r.WallSeconds,8:0.00} {r.PerSecond,9:0} {r.P50Ms,8:0.000} {r.P99Ms,8:0.000} {(r.Verified ? "PASS" : "FAIL"),6} {other,5}  {r.Notes}"));
+                $"{r.System,-36} {r.Operation,-44} {client,-15} {r.Concurrency,4} {r.Done,8} {r.WallSeconds,8:0.00} {r.PerSecond,9:0} {r.P50Ms,8:0.000} {r.P99Ms,8:0.000} {(r.Verified ? "PASS" : "FAIL"),6} {other,5}  {r.Notes}"));
         }
 
-        report.Text("(per s: claims/s, pairs/s or requests/s; other: cores used by processes outside the measured systems, '!' = disturbed run)");
+        report.Text("(per s: claims/s, pairs/s or requests/s; client: the load generator (lean = the tool's frame-level HTTP/2 client, C# client = GrpcBoard's);");
+        report.Text(" other: cores used by processes outside the measured systems, '!' = disturbed run)");
 
         report.Section("compare: ratios and targets");
-        var redisClaims = outcomes.FirstOrDefault(x => x.Store == "redis" && x.Pair is null);
-        var embeddedClaims = outcomes.FirstOrDefault(x => x.Store == "embedded" && x.Pair is null);
-        var etcd = rows.FirstOrDefault(r => r.System.StartsWith("etcd", StringComparison.Ordinal));
         var raw = rows.FirstOrDefault(r => r.System.StartsWith("raw Redis", StringComparison.Ordinal) && !r.Operation.Contains("new keys", StringComparison.Ordinal));
         var rawNew = rows.FirstOrDefault(r => r.System.StartsWith("raw Redis", StringComparison.Ordinal) && r.Operation.Contains("new keys", StringComparison.Ordinal));
         void Ratio(string name, ClaimOutcome? board, CompareRow? other, double? target)
@@ -163,11 +173,19 @@ public sealed class CompareScenario : ISelfHostedScenario
             report.Line(name, string.Create(Report.Culture, $"{ratio:0.000}x ({board.ClaimsPerSecond:0} vs {other.PerSecond:0} per s) {verdict}"));
         }
 
-        Ratio("redis store / etcd", redisClaims, etcd, 3);
-        Ratio("redis store / raw SET NX", redisClaims, raw, 0.5);
-        Ratio("redis store / raw, new keys", redisClaims, rawNew, 0.5);
-        Ratio("embedded / etcd", embeddedClaims, etcd, null);
-        Ratio("embedded / raw SET NX", embeddedClaims, raw, null);
+        // Ratios against etcd compare runs made with the same load generator; redis-benchmark is its own C client.
+        foreach (var generator in o.Clients)
+        {
+            var redisClaims = outcomes.FirstOrDefault(x => x.Store == "redis" && x.Pair is null && x.Client == generator);
+            var embeddedClaims = outcomes.FirstOrDefault(x => x.Store == "embedded" && x.Pair is null && x.Client == generator);
+            var etcd = rows.FirstOrDefault(r => r.System.StartsWith("etcd", StringComparison.Ordinal) && r.Client == generator);
+            report.Text($"with {ClientName(generator)}:");
+            Ratio("redis store / etcd", redisClaims, etcd, 3);
+            Ratio("redis store / raw SET NX", redisClaims, raw, 0.5);
+            Ratio("redis store / raw, new keys", redisClaims, rawNew, 0.5);
+            Ratio("embedded / etcd", embeddedClaims, etcd, null);
+            Ratio("embedded / raw SET NX", embeddedClaims, raw, null);
+        }
 
         report.Section("compare: end-to-end claim+complete (target < 10 s)");
         foreach (var pair in outcomes.Where(x => x.Pair is not null))
@@ -185,7 +203,9 @@ public sealed class CompareScenario : ISelfHostedScenario
                 text = string.Create(Report.Culture, $"not finished: {done} of {o.Tasks} in {wall:0.0} s; at that rate all would take ~{projected:0} s; MISSED (run with --part-seconds 0 for the full run)");
             }
 
-            report.Line(pair.Store, text);
+            report.Line($"{pair.Store}, {ClientName(pair.Client)}", text);
         }
     }
+
+    private static string ClientName(LoadGenerator generator) => generator == LoadGenerator.Lean ? "lean" : "C# client";
 }

@@ -4,6 +4,7 @@ using Google.Protobuf;
 using GrpcBoard.Api;
 using GrpcBoard.Bench.Cli;
 using GrpcBoard.Bench.Etcd.Wire;
+using GrpcBoard.Bench.LoadGen;
 using GrpcBoard.Bench.Measurement;
 using GrpcBoard.Bench.Reporting;
 using GrpcBoard.Bench.Targets;
@@ -23,7 +24,8 @@ public static class EtcdMethods
 /// <summary>
 /// The claim done with etcd: a transaction "if create_revision(key) == 0 then put key with a lease", each on a new
 /// key, by W closed-loop clients (one call at a time each) over --connections HTTP/2 connections, against an etcd
-/// the tool starts (single member, fsync on). One lease is granted up front and reused. Checked afterwards: every
+/// the tool starts (single member, fsync on), through the same load generator as the board's claims (GrpcBoard's
+/// wire client or the lean one), so that both pay the same client cost on the shared cores. One lease is granted up front and reused. Checked afterwards: every
 /// transaction succeeded, a range count finds exactly that many keys, and a second claim of a taken key fails its compare.
 /// </summary>
 public static class EtcdClaims
@@ -31,13 +33,20 @@ public static class EtcdClaims
     private const string Prefix = "claim/";
     private const int MaxConsecutiveErrors = 50;
 
-    public static async Task<CompareRow> RunAsync(BenchOptions o, Report report, CancellationToken ct)
+    public static async Task<CompareRow> RunAsync(BenchOptions o, LoadGenerator generator, Report report, CancellationToken ct)
     {
-        report.Section("etcd: claim = Txn(if create_revision(key) == 0 then put(key, lease))");
+        report.Section($"etcd: claim = Txn(if create_revision(key) == 0 then put(key, lease)), {Describe(generator)}");
         await using var etcd = await EtcdProcess.StartAsync(ct);
         report.Line("target", etcd.Description);
-        report.Line("load", string.Create(Report.Culture, $"{o.Workers} closed-loop clients over {o.Connections} HTTP/2 connection(s), {o.EtcdTxns} transactions on new keys '{Prefix}NNNNNNNN'"));
+        report.Line("load", string.Create(Report.Culture, $"{o.Workers} closed-loop clients over {o.Connections} HTTP/2 connection(s) of {Describe(generator)}, {o.EtcdTxns} transactions on new keys '{Prefix}NNNNNNNN'"));
         var channels = Enumerable.Range(0, o.Connections).Select(_ => GrpcChannel.ForAddress(etcd.ClientUrl)).ToArray();
+        var lean = generator == LoadGenerator.Lean
+            ? await Task.WhenAll(Enumerable.Range(0, o.Connections).Select(_ => LeanH2Connection.ConnectAsync(etcd.ClientUrl, ct)))
+            : [];
+        var txnHeaders = lean.Select(c => c.RequestHeaders(EtcdMethods.Txn.FullName)).ToArray();
+        Func<int, TxnRequest, Task<TxnResponse>> txn = generator == LoadGenerator.Lean
+            ? async (worker, request) => TxnResponse.Parser.ParseFrom(await lean[worker % lean.Length].CallAsync(txnHeaders[worker % lean.Length], request.ToByteArray()).ConfigureAwait(false))
+            : (worker, request) => channels[worker % channels.Length].UnaryAsync(EtcdMethods.Txn, request, Deadline(ct));
         try
         {
             var lease = await channels[0].UnaryAsync(EtcdMethods.LeaseGrant, new LeaseGrantRequest { TTL = 3600 }, Deadline(ct));
@@ -49,7 +58,7 @@ public static class EtcdClaims
                 for (var round = 0; ; round++)
                 {
                     var before = JitActivity.Take(null);
-                    var warm = await RunAsync(channels, $"warmup{round}/", o.WarmupTasks, o.Workers, lease.ID, ct);
+                    var warm = await RunAsync(txn, $"warmup{round}/", o.WarmupTasks, o.Workers, lease.ID, ct);
                     var (methods, _) = JitActivity.Take(null).Since(before);
                     report.Line($"warm-up round {round + 1}", string.Create(Report.Culture, $"{warm.Succeeded} transactions in {warm.Wall.TotalSeconds:0.00} s; JIT: {methods} methods compiled here{(methods <= 25 ? " - quiet" : "")}"));
                     if (methods <= 25 || Stopwatch.GetElapsedTime(started) >= o.WarmupLimit)
@@ -61,7 +70,7 @@ public static class EtcdClaims
 
             var window = new ResourceWindow(null, [new CompanionProcess("etcd", etcd.Pid)]);
             window.Start();
-            var run = await RunAsync(channels, Prefix, o.EtcdTxns, o.Workers, lease.ID, ct);
+            var run = await RunAsync(txn, Prefix, o.EtcdTxns, o.Workers, lease.ID, ct);
             var usage = window.Stop();
 
             var seconds = run.Wall.TotalSeconds;
@@ -88,10 +97,15 @@ public static class EtcdClaims
 
             var verified = checks.All(c => c.Ok);
             report.Line("verdict", verified ? "PASS" : "FAIL");
-            return new CompareRow("etcd 3.4 (Txn, fsync)", "claim (Txn create_revision==0 → put+lease)", o.Workers, run.Succeeded, seconds, run.Succeeded / seconds, latency.P50Ms, latency.P99Ms, usage.OtherCores(run.Wall), verified, "");
+            return new CompareRow("etcd 3.4 (Txn, fsync)", "claim (Txn create_revision==0 → put+lease)", generator, o.Workers, run.Succeeded, seconds, run.Succeeded / seconds, latency.P50Ms, latency.P99Ms, usage.OtherCores(run.Wall), verified, "");
         }
         finally
         {
+            foreach (var connection in lean)
+            {
+                await connection.DisposeAsync();
+            }
+
             foreach (var channel in channels)
             {
                 channel.Dispose();
@@ -101,7 +115,9 @@ public static class EtcdClaims
 
     private sealed record TxnRun(TimeSpan Wall, long Succeeded, long Failed, long Errors, IReadOnlyList<LatencyRecorder> Latencies);
 
-    private static async Task<TxnRun> RunAsync(GrpcChannel[] channels, string prefix, int count, int workers, long lease, CancellationToken ct)
+    private static string Describe(LoadGenerator generator) => generator == LoadGenerator.Lean ? "the lean HTTP/2 client" : "GrpcBoard's wire client";
+
+    private static async Task<TxnRun> RunAsync(Func<int, TxnRequest, Task<TxnResponse>> txn, string prefix, int count, int workers, long lease, CancellationToken ct)
     {
         var next = -1;
         long succeeded = 0, failed = 0, errors = 0;
@@ -109,7 +125,6 @@ public static class EtcdClaims
         var start = Stopwatch.GetTimestamp();
         await Task.WhenAll(Enumerable.Range(0, workers).Select(w => Task.Run(async () =>
         {
-            var channel = channels[w % channels.Length];
             var value = ByteString.CopyFromUtf8("worker-" + w.ToString(CultureInfo.InvariantCulture));
             var recorder = recorders[w];
             var consecutiveErrors = 0;
@@ -120,7 +135,7 @@ public static class EtcdClaims
                 var t0 = Stopwatch.GetTimestamp();
                 try
                 {
-                    var response = await channel.UnaryAsync(EtcdMethods.Txn, request, Deadline(ct)).ConfigureAwait(false);
+                    var response = await txn(w, request).ConfigureAwait(false);
                     recorder.Record(Stopwatch.GetTimestamp() - t0);
                     if (response.Succeeded)
                     {

@@ -70,7 +70,7 @@ public static class RedisBenchmarkClaims
         var verified = keys > 0 && keys <= o.RedisBenchmarkRequests;
         report.Line(verified ? "ok" : "FAILED", string.Create(Report.Culture, $"0 < keys ({keys}) <= requests"));
         var operation = keyspace == NewKeysKeyspace ? "SET NX PX 30000, new keys (redis-benchmark)" : "SET key NX PX 30000 (redis-benchmark)";
-        return new CompareRow($"raw Redis 7 (AOF {o.RedisAppendFsync})", operation, o.Workers, o.RedisBenchmarkRequests, seconds, result.RequestsPerSecond, result.P50, result.P99,
+        return new CompareRow($"raw Redis 7 (AOF {o.RedisAppendFsync})", operation, null, o.Workers, o.RedisBenchmarkRequests, seconds, result.RequestsPerSecond, result.P50, result.P99,
             usage.OtherCores(wall), verified, string.Create(Report.Culture, $"{100.0 * keys / o.RedisBenchmarkRequests:0}% took a key (-r {keyspace}); {keys / seconds:0} successful/s"));
     }
 
