@@ -5,7 +5,7 @@
 #
 #   bench/GrpcBoard.Bench/run-suite.sh [results-dir] [extra options for every run...]
 #   ATTEMPTS=3 IDLE_WAIT=600 bench/GrpcBoard.Bench/run-suite.sh /tmp/bench-results
-#   SUITE=compare bench/GrpcBoard.Bench/run-suite.sh /tmp/bench-compare   # Redis store vs etcd vs raw Redis, watch fan-out
+#   SUITE=compare bench/GrpcBoard.Bench/run-suite.sh /tmp/bench-compare   # Redis store vs etcd vs raw Redis (3 rounds), watch fan-out
 #
 # SUITE=compare needs redis-server, redis-benchmark (apt: redis-server redis-tools) and etcd (apt: etcd-server);
 # the tool says which is missing and skips that part.
@@ -48,8 +48,8 @@ run() {
 }
 
 if [ "${SUITE:-standard}" = compare ]; then
+  run compare                          compare --rounds 3 "$@"
   for n in 1 2; do
-    run compare-$n                     compare "$@"
     run watch-fanout-embedded-$n       watch-fanout "$@"
   done
   for n in 1 2; do

@@ -67,6 +67,7 @@ public sealed class BenchOptions
     public int RedisBenchmarkRequests { get; private set; } = 200_000;
     public int RedisBenchmarkKeyspace { get; private set; } = 100_000;
     public int EtcdTxns { get; private set; } = 100_000;
+    public int Rounds { get; private set; } = 1;
 
     /// <summary>What compare can run: GrpcBoard on each store, redis-benchmark, etcd.</summary>
     public static readonly string[] CompareParts = ["embedded", "redis", "redis-benchmark", "etcd"];
@@ -113,6 +114,7 @@ public sealed class BenchOptions
         new("--part-seconds", "S", "compare: stop each GrpcBoard claim run after S seconds (default 60; 0: run until all --tasks are done).", (o, v) => o.PartLimit = v == "0" ? null : TimeSpan.FromSeconds(Double(v, "--part-seconds"))),
         new("--redis-benchmark-requests", "N", "compare: requests of the redis-benchmark run (default 200000).", (o, v) => o.RedisBenchmarkRequests = Int(v, "--redis-benchmark-requests", 1)),
         new("--redis-benchmark-keyspace", "N", "compare: redis-benchmark -r, the random key space of SET NX (default 100000).", (o, v) => o.RedisBenchmarkKeyspace = Int(v, "--redis-benchmark-keyspace", 1)),
+        new("--rounds", "N", "compare: run all parts N times, one round after the other, and print each round's ratios and their median (default 1).", (o, v) => o.Rounds = Int(v, "--rounds", 1)),
         new("--etcd-txns", "N", "compare: claim transactions against etcd, one new key each (default 100000).", (o, v) => o.EtcdTxns = Int(v, "--etcd-txns", 1)),
         new("--timeline", null, "Print completed operations per second of the measured run.", (o, _) => o.Timeline = true),
         new("--claim-next", null, "claim-complete: each CompleteTask also claims the worker's next task (claim_next); ClaimTask only when it returned none.", (o, _) => o.ClaimNext = true),

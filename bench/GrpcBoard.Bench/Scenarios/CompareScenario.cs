@@ -37,52 +37,70 @@ public sealed class CompareScenario : ISelfHostedScenario
         report.Line("redis-benchmark", string.Create(Report.Culture, $"-c {o.Workers} -n {o.RedisBenchmarkRequests}, twice: -r {o.RedisBenchmarkKeyspace}, and -r {RedisBenchmarkClaims.NewKeysKeyspace} (new keys)"));
         report.Line("etcd", string.Create(Report.Culture, $"{o.EtcdTxns} transactions, single member, default fsync"));
 
-        var outcomes = new List<ClaimOutcome>();
-        var rows = new List<CompareRow>();
         var skipped = new List<string>();
         var failed = new List<string>();
-
-        async Task Part(string part, Func<Task> run)
+        var unverified = false;
+        var ratios = new RatioLog();
+        for (var round = 1; round <= o.Rounds; round++)
         {
-            if (!o.Parts.Contains(part))
+            var outcomes = new List<ClaimOutcome>();
+            var rows = new List<CompareRow>();
+            var label = o.Rounds > 1 ? string.Create(Report.Culture, $" (round {round} of {o.Rounds})") : "";
+
+            async Task Part(string part, Func<Task> run)
             {
-                return;
+                if (!o.Parts.Contains(part))
+                {
+                    return;
+                }
+
+                try
+                {
+                    await run();
+                }
+                catch (MissingToolException ex)
+                {
+                    report.Section($"{part}: SKIPPED");
+                    report.Line("missing", ex.Message);
+                    skipped.Add($"{part}{label}: {ex.Message}");
+                }
+                catch (Exception ex) when (ex is not OperationCanceledException || !ct.IsCancellationRequested)
+                {
+                    report.Section($"{part}: FAILED");
+                    report.Line("error", ex.GetType().Name + ": " + ex.Message);
+                    failed.Add($"{part}{label}: {ex.Message}");
+                }
             }
 
-            try
+            if (o.Rounds > 1)
             {
-                await run();
+                report.Section($"compare: round {round} of {o.Rounds}");
             }
-            catch (MissingToolException ex)
+
+            await Part("embedded", () => BoardPartAsync(o, "embedded", report, outcomes, rows, ct));
+            await Part("redis", () => BoardPartAsync(o, "redis", report, outcomes, rows, ct));
+            await Part("redis-benchmark", async () =>
             {
-                report.Section($"{part}: SKIPPED");
-                report.Line("missing", ex.Message);
-                skipped.Add($"{part}: {ex.Message}");
-            }
-            catch (Exception ex) when (ex is not OperationCanceledException || !ct.IsCancellationRequested)
+                rows.Add(await RedisBenchmarkClaims.RunAsync(o, o.RedisBenchmarkKeyspace, report, ct));
+                rows.Add(await RedisBenchmarkClaims.RunAsync(o, RedisBenchmarkClaims.NewKeysKeyspace, report, ct));
+            });
+            await Part("etcd", async () =>
             {
-                report.Section($"{part}: FAILED");
-                report.Line("error", ex.GetType().Name + ": " + ex.Message);
-                failed.Add($"{part}: {ex.Message}");
-            }
+                foreach (var generator in o.Clients)
+                {
+                    rows.Add(await EtcdClaims.RunAsync(o, generator, report, ct));
+                }
+            });
+
+            Summary(o, report, outcomes, rows, label, ratios);
+            unverified |= rows.Any(r => !r.Verified);
         }
 
-        await Part("embedded", () => BoardPartAsync(o, "embedded", report, outcomes, rows, ct));
-        await Part("redis", () => BoardPartAsync(o, "redis", report, outcomes, rows, ct));
-        await Part("redis-benchmark", async () =>
+        if (o.Rounds > 1)
         {
-            rows.Add(await RedisBenchmarkClaims.RunAsync(o, o.RedisBenchmarkKeyspace, report, ct));
-            rows.Add(await RedisBenchmarkClaims.RunAsync(o, RedisBenchmarkClaims.NewKeysKeyspace, report, ct));
-        });
-        await Part("etcd", async () =>
-        {
-            foreach (var generator in o.Clients)
-            {
-                rows.Add(await EtcdClaims.RunAsync(o, generator, report, ct));
-            }
-        });
+            ratios.Print(report, o.Rounds);
+        }
 
-        Summary(o, report, outcomes, rows);
         foreach (var s in skipped)
         {
             report.Line("SKIPPED", s);
@@ -93,7 +111,7 @@ public sealed class CompareScenario : ISelfHostedScenario
             report.Line("FAILED", f);
         }
 
-        var verdict = failed.Count > 0 || rows.Any(r => !r.Verified) ? 1 : skipped.Count > 0 ? 3 : 0;
+        var verdict = failed.Count > 0 || unverified ? 1 : skipped.Count > 0 ? 3 : 0;
         report.Line("verdict", verdict switch { 0 => "PASS (every part ran and its checks passed)", 3 => "INCOMPLETE (parts skipped: a program is missing)", _ => "FAIL (a part failed or a check did not pass)" });
         return verdict;
     }
@@ -142,9 +160,9 @@ public sealed class CompareScenario : ISelfHostedScenario
             completes ? c.PairsPerSecond : c.ClaimsPerSecond, (c.Pair ?? c.Claim).P50Ms, (c.Pair ?? c.Claim).P99Ms, c.OtherCores, c.ExitCode == 0, string.Join("; ", notes));
     }
 
-    private static void Summary(BenchOptions o, Report report, List<ClaimOutcome> outcomes, List<CompareRow> rows)
+    private static void Summary(BenchOptions o, Report report, List<ClaimOutcome> outcomes, List<CompareRow> rows, string label, RatioLog ratios)
     {
-        report.Section("compare: summary");
+        report.Section("compare: summary" + label);
         report.Text(string.Create(Report.Culture, $"{"system",-36} {"operation",-44} {"client",-15} {"conc",4} {"done",8} {"wall s",8} {"per s",9} {"p50 ms",8} {"p99 ms",8} {"checks",6} {"other",5}  notes"));
         foreach (var r in rows)
         {
@@ -157,7 +175,7 @@ public sealed class CompareScenario : ISelfHostedScenario
         report.Text("(per s: claims/s, pairs/s or requests/s; client: the load generator (lean = the tool's frame-level HTTP/2 client, C# client = GrpcBoard's);");
         report.Text(" other: cores used by processes outside the measured systems, '!' = disturbed run)");
 
-        report.Section("compare: ratios and targets");
+        report.Section("compare: ratios and targets" + label);
         var raw = rows.FirstOrDefault(r => r.System.StartsWith("raw Redis", StringComparison.Ordinal) && !r.Operation.Contains("new keys", StringComparison.Ordinal));
         var rawNew = rows.FirstOrDefault(r => r.System.StartsWith("raw Redis", StringComparison.Ordinal) && r.Operation.Contains("new keys", StringComparison.Ordinal));
         void Ratio(string name, ClaimOutcome? board, CompareRow? other, double? target)
@@ -169,6 +187,7 @@ public sealed class CompareScenario : ISelfHostedScenario
             }
 
             var ratio = board.ClaimsPerSecond / other.PerSecond;
+            ratios.Add($"{ClientName(board.Client)}: {name}", ratio, target);
             var verdict = target is { } t ? (ratio >= t ? $"target >= {t:0.0#}x: MET" : $"target >= {t:0.0#}x: MISSED") : "(for reference)";
             report.Line(name, string.Create(Report.Culture, $"{ratio:0.000}x ({board.ClaimsPerSecond:0} vs {other.PerSecond:0} per s) {verdict}"));
         }
@@ -187,7 +206,7 @@ public sealed class CompareScenario : ISelfHostedScenario
             Ratio("embedded / raw SET NX", embeddedClaims, raw, null);
         }
 
-        report.Section("compare: end-to-end claim+complete (target < 10 s)");
+        report.Section("compare: end-to-end claim+complete (target < 10 s)" + label);
         foreach (var pair in outcomes.Where(x => x.Pair is not null))
         {
             var done = pair.Run.Completions;
@@ -208,4 +227,37 @@ public sealed class CompareScenario : ISelfHostedScenario
     }
 
     private static string ClientName(LoadGenerator generator) => generator == LoadGenerator.Lean ? "lean" : "C# client";
+
+    /// <summary>Each ratio of every round, for the median over rounds: one round's ratios move with the machine's drift between its parts.</summary>
+    private sealed class RatioLog
+    {
+        private readonly Dictionary<string, (List<double> Values, double? Target)> _ratios = [];
+        private readonly List<string> _order = [];
+
+        public void Add(string name, double ratio, double? target)
+        {
+            if (!_ratios.TryGetValue(name, out var entry))
+            {
+                entry = ([], target);
+                _ratios[name] = entry;
+                _order.Add(name);
+            }
+
+            entry.Values.Add(ratio);
+        }
+
+        public void Print(Report report, int rounds)
+        {
+            report.Section(string.Create(Report.Culture, $"compare: ratios over {rounds} rounds (median; each round's in brackets)"));
+            foreach (var name in _order)
+            {
+                var (values, target) = _ratios[name];
+                var sorted = values.Order().ToArray();
+                var median = sorted.Length % 2 == 1 ? sorted[sorted.Length / 2] : (sorted[sorted.Length / 2 - 1] + sorted[sorted.Length / 2]) / 2;
+                var verdict = target is { } t ? (median >= t ? $"target >= {t:0.0#}x: MET" : $"target >= {t:0.0#}x: MISSED") : "(for reference)";
+                var met = target is { } t2 ? string.Create(Report.Culture, $", met in {values.Count(v => v >= t2)} of {values.Count}") : "";
+                report.Line(name, string.Create(Report.Culture, $"{median:0.000}x [{string.Join(", ", values.Select(v => v.ToString("0.000", Report.Culture)))}] {verdict}{met}"));
+            }
+        }
+    }
 }
