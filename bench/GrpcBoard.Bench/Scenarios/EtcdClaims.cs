@@ -25,8 +25,9 @@ public static class EtcdMethods
 /// The claim done with etcd: a transaction "if create_revision(key) == 0 then put key with a lease", each on a new
 /// key, by W closed-loop clients (one call at a time each) over --connections HTTP/2 connections, against an etcd
 /// the tool starts (single member, fsync on), through the same load generator as the board's claims (GrpcBoard's
-/// wire client or the lean one), so that both pay the same client cost on the shared cores. One lease is granted up front and reused. Checked afterwards: every
-/// transaction succeeded, a range count finds exactly that many keys, and a second claim of a taken key fails its compare.
+/// wire client or the lean one), so that both pay the same client cost on the shared cores. One lease is granted
+/// up front and reused. Checked afterwards: every transaction succeeded, a range count finds exactly that many keys,
+/// and a second claim of a taken key fails its compare.
 /// </summary>
 public static class EtcdClaims
 {
@@ -40,15 +41,18 @@ public static class EtcdClaims
         report.Line("target", etcd.Description);
         report.Line("load", string.Create(Report.Culture, $"{o.Workers} closed-loop clients over {o.Connections} HTTP/2 connection(s) of {Describe(generator)}, {o.EtcdTxns} transactions on new keys '{Prefix}NNNNNNNN'"));
         var channels = Enumerable.Range(0, o.Connections).Select(_ => GrpcChannel.ForAddress(etcd.ClientUrl)).ToArray();
-        var lean = generator == LoadGenerator.Lean
-            ? await Task.WhenAll(Enumerable.Range(0, o.Connections).Select(_ => LeanH2Connection.ConnectAsync(etcd.ClientUrl, ct)))
-            : [];
-        var txnHeaders = lean.Select(c => c.RequestHeaders(EtcdMethods.Txn.FullName)).ToArray();
-        Func<int, TxnRequest, Task<TxnResponse>> txn = generator == LoadGenerator.Lean
-            ? async (worker, request) => TxnResponse.Parser.ParseFrom(await lean[worker % lean.Length].CallAsync(txnHeaders[worker % lean.Length], request.ToByteArray()).ConfigureAwait(false))
-            : (worker, request) => channels[worker % channels.Length].UnaryAsync(EtcdMethods.Txn, request, Deadline(ct));
+        LeanH2Connection[] lean = [];
         try
         {
+            if (generator == LoadGenerator.Lean)
+            {
+                lean = await Task.WhenAll(Enumerable.Range(0, o.Connections).Select(_ => LeanH2Connection.ConnectAsync(etcd.ClientUrl, ct)));
+            }
+
+            var txnHeaders = lean.Select(c => c.RequestHeaders(EtcdMethods.Txn.FullName)).ToArray();
+            Func<int, TxnRequest, Task<TxnResponse>> txn = generator == LoadGenerator.Lean
+                ? async (worker, request) => TxnResponse.Parser.ParseFrom(await lean[worker % lean.Length].CallAsync(txnHeaders[worker % lean.Length], request.ToByteArray()).ConfigureAwait(false))
+                : (worker, request) => channels[worker % channels.Length].UnaryAsync(EtcdMethods.Txn, request, Deadline(ct));
             var lease = await channels[0].UnaryAsync(EtcdMethods.LeaseGrant, new LeaseGrantRequest { TTL = 3600 }, Deadline(ct));
             report.Line("lease", string.Create(Report.Culture, $"{lease.ID} (TTL {lease.TTL} s), granted once and put on every key"));
             if (o.WarmupTasks > 0)
