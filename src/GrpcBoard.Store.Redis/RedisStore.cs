@@ -45,6 +45,7 @@ public sealed class RedisStore : IBoardStore
     private RedisStore(RedisStoreOptions options, EventHub hub, ConnectionMultiplexer redis, ILogger logger)
     {
         _options = options;
+        BatchesInFlight = options.BatchesInFlight;
         _hub = hub;
         _logger = logger;
         _redis = redis;
@@ -67,6 +68,10 @@ public sealed class RedisStore : IBoardStore
         // notification only says "read the log". Ordered completion costs a queue and a hop per reply.
         redis.PreserveAsyncOrder = false;
         var store = new RedisStore(options, hub, redis, logger ?? NullLogger.Instance);
+        store._logger.LogInformation(
+            "Commit batches of a workflow in flight to Redis: {Batches} ({Why}).",
+            store.BatchesInFlight,
+            options.MaxBatchesInFlight is null ? "chosen by where Redis runs: 1 on this host, 2 elsewhere" : "as configured");
         await store.SubscribeAsync();
         await store.CheckEpochAsync();
         store.CheckEpochFile();
@@ -79,6 +84,9 @@ public sealed class RedisStore : IBoardStore
     internal RedisStoreOptions Options => _options;
 
     internal RedisKeys Keys => _keys;
+
+    /// <summary>Commit batches of one workflow in flight (<see cref="RedisStoreOptions.BatchesInFlight"/>), resolved once.</summary>
+    internal int BatchesInFlight { get; }
 
     /// <summary>Names this instance in batch ids and notifications (its own notifications are ignored).</summary>
     internal string InstanceId { get; } = Guid.NewGuid().ToString("N");

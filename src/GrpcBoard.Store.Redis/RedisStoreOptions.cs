@@ -16,9 +16,33 @@ public sealed class RedisStoreOptions
 
     /// <summary>
     /// Commit batches of one workflow sent to Redis before the first is answered. Each is built on the one
-    /// before it; more in flight means smaller batches and less waiting, at a cost per batch.
+    /// before it; more in flight means smaller batches and less waiting, at a cost per batch. Null chooses by
+    /// where Redis runs (<see cref="BatchesInFlight"/>).
     /// </summary>
-    public int MaxBatchesInFlight { get; set; } = 2;
+    public int? MaxBatchesInFlight { get; set; }
+
+    /// <summary>
+    /// The batches in flight this configuration gets: <see cref="MaxBatchesInFlight"/> when set, else 1 when
+    /// every configured endpoint is on this host (a loopback address or "localhost"), else 2.
+    ///
+    /// Why: with appendfsync always, Redis fsyncs once per event-loop pass that wrote, so each batch costs
+    /// about one fsync. On the same host the round trip is short and the fsync dominates, and a second batch in
+    /// flight only halves the batches: on this project's 2-core machine, 6 alternating runs gave one batch
+    /// 15% less Redis CPU per claim in every run and 10% more claims per second on average. Across hosts the
+    /// network round trip dominates, and a second batch hides it.
+    /// </summary>
+    public int BatchesInFlight => MaxBatchesInFlight ?? (AllEndpointsLocal(Configuration) ? 1 : 2);
+
+    private static bool AllEndpointsLocal(string configuration)
+    {
+        var endpoints = StackExchange.Redis.ConfigurationOptions.Parse(configuration).EndPoints;
+        return endpoints.Count > 0 && endpoints.All(e => e switch
+        {
+            System.Net.IPEndPoint ip => System.Net.IPAddress.IsLoopback(ip.Address),
+            System.Net.DnsEndPoint dns => string.Equals(dns.Host, "localhost", StringComparison.OrdinalIgnoreCase),
+            _ => false,
+        });
+    }
 
     /// <summary>An instance drops its replica of a workflow nobody used for this long (it loads again on the next call).</summary>
     public TimeSpan ReplicaIdleTimeout { get; set; } = TimeSpan.FromMinutes(5);
@@ -58,7 +82,7 @@ public sealed class RedisStoreOptions
             throw new ArgumentException("Redis configuration and a key prefix without braces are required.");
         }
 
-        if (MaxEventsPerWorkflow < 16 || MaxConflictRetries < 1 || RecentEventsInMemory < 16 || MaxBatchesInFlight < 1 || TimerRescanBatch < 1)
+        if (MaxEventsPerWorkflow < 16 || MaxConflictRetries < 1 || RecentEventsInMemory < 16 || MaxBatchesInFlight is < 1 || TimerRescanBatch < 1)
         {
             throw new ArgumentException("MaxEventsPerWorkflow and RecentEventsInMemory must be at least 16, MaxConflictRetries, MaxBatchesInFlight and TimerRescanBatch at least 1.");
         }

@@ -12,7 +12,7 @@ namespace GrpcBoard.Store.Redis;
 /// Transactions run their body against the replica under its lock, as in the embedded store, so reads
 /// cost no round trip; their changes are applied at once (speculatively) and join the open batch. A
 /// batch is sent as one commit script that succeeds only if the workflow's last committed batch is the
-/// one this replica built on. So up to <see cref="RedisStoreOptions.MaxBatchesInFlight"/> batches are in
+/// one this replica built on. So up to <see cref="RedisStoreOptions.BatchesInFlight"/> batches are in
 /// flight, each built on the previous one, and Redis applies them in order or refuses the first that
 /// another instance overtook, and with it every later one (their predecessor never committed).
 ///
@@ -224,7 +224,7 @@ internal sealed class WorkflowReplica
 
     private void SendWhatFits()
     {
-        while (_open is { } batch && _state is not null && _recovery is null && _inFlight.Count < _options.MaxBatchesInFlight)
+        while (_open is { } batch && _state is not null && _recovery is null && _inFlight.Count < _store.BatchesInFlight)
         {
             _open = null;
             batch.PreviousId = _sentId;

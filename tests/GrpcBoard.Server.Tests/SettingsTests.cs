@@ -48,7 +48,8 @@ public sealed class SettingsTests
     [InlineData("--prot", "Unknown option '--prot'")]
     [InlineData("--port=70000", "is not a TCP port")]
     [InlineData("--store=sqlite", "is not one of embedded, memory, redis")]
-    [InlineData("--redis-batches=0", "--redis-batches positive")]
+    [InlineData("--redis-batches=0", "--redis-batches must be auto or a positive number, not '0'")]
+    [InlineData("--redis-batches=many", "--redis-batches must be auto or a positive number, not 'many'")]
     public void BadOptions_AreRefusedWithAClearMessage(string arg, string message)
     {
         var ex = Assert.Throws<ArgumentException>(() => ServerSettings.Load([arg], Path.GetTempPath()));

@@ -20,18 +20,25 @@ public sealed class ReplicaTests(RedisFixture redis) : IClassFixture<RedisFixtur
     private readonly string _prefix = "x" + Guid.NewGuid().ToString("N")[..10];
     private readonly ManualTimeProvider _time = new();
 
-    private async Task<(RedisStore Store, EventHub Hub, Coordinator Board)> OpenAsync()
+    private async Task<(RedisStore Store, EventHub Hub, Coordinator Board)> OpenAsync(int? batchesInFlight = null)
     {
         var hub = new EventHub();
-        var store = await RedisStore.ConnectAsync(new RedisStoreOptions { Configuration = redis.Endpoint, KeyPrefix = _prefix }, hub);
+        var store = await RedisStore.ConnectAsync(new RedisStoreOptions { Configuration = redis.Endpoint, KeyPrefix = _prefix, MaxBatchesInFlight = batchesInFlight }, hub);
         return (store, hub, new Coordinator(store, hub, _time, new BoardLimits()));
     }
 
+    // What a Redis on this host gets by default (auto: 1).
     [RedisFact]
-    public async Task ConcurrentClaimsAndCompletions_ThroughTwoInstances_TakeEachTaskOnce_AtConsecutiveRevisions()
+    public Task ConcurrentClaimsAndCompletions_ThroughTwoInstances_TakeEachTaskOnce_AtConsecutiveRevisions() => RaceAsync(null);
+
+    // What a Redis on another host gets by default: a refused batch must also fail the one sent after it.
+    [RedisFact]
+    public Task ConcurrentClaimsAndCompletions_WithTwoBatchesInFlight_TakeEachTaskOnce_AtConsecutiveRevisions() => RaceAsync(2);
+
+    private async Task RaceAsync(int? batchesInFlight)
     {
-        var (storeA, hubA, a) = await OpenAsync();
-        var (storeB, hubB, b) = await OpenAsync();
+        var (storeA, hubA, a) = await OpenAsync(batchesInFlight);
+        var (storeB, hubB, b) = await OpenAsync(batchesInFlight);
         await using var _ = storeA;
         await using var __ = storeB;
         var wf = "race-" + Guid.NewGuid().ToString("N")[..8];

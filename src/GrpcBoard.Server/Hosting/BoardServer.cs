@@ -165,7 +165,7 @@ public sealed class BoardServer : IAsyncDisposable
                 KeyPrefix = settings.RedisPrefix,
                 MaxEventsPerWorkflow = settings.MaxEventsPerWorkflow,
                 EpochFile = Path.Combine(settings.DataDirectory, "redis-epoch-" + settings.RedisPrefix),
-                MaxBatchesInFlight = settings.RedisBatchesInFlight,
+                MaxBatchesInFlight = settings.RedisBatches,
             }, hub, loggers.CreateLogger<RedisStore>());
         }
 

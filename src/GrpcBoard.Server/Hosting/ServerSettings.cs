@@ -17,7 +17,7 @@ public sealed class ServerSettings
     public string DataDirectory { get; set; } = "./data";
     public string Redis { get; set; } = "127.0.0.1:6379";
     public string RedisPrefix { get; set; } = "gb";
-    public int RedisBatchesInFlight { get; set; } = 2;
+    public string RedisBatchesInFlight { get; set; } = "auto";
     public string Synchronous { get; set; } = "FULL";
     public int MaxEventsPerWorkflow { get; set; } = 100_000;
     public int MaxMessageBytes { get; set; } = 4 * 1024 * 1024;
@@ -38,7 +38,7 @@ public sealed class ServerSettings
         new("--data", nameof(DataDirectory), "Directory of the embedded store; with --store redis, where the server records the Redis store's epoch to detect a Redis that lost its data while the server was stopped."),
         new("--redis", nameof(Redis), "Redis for --store redis: host:port, or several (comma-separated) for a Redis Cluster."),
         new("--redis-prefix", nameof(RedisPrefix), "First part of every Redis key, so several boards can share one Redis."),
-        new("--redis-batches", nameof(RedisBatchesInFlight), "Commit batches of one workflow in flight to Redis: more hides a longer round trip to a remote Redis; 1 makes bigger batches (best for a Redis on the same host)."),
+        new("--redis-batches", nameof(RedisBatchesInFlight), "Commit batches of one workflow in flight to Redis: more hide a longer round trip to a remote Redis, 1 makes bigger batches (fewer fsyncs); auto: 1 for a Redis on this host, else 2."),
         new("--synchronous", nameof(Synchronous), "Embedded store durability: FULL fsyncs every commit; NORMAL survives crashes but not power loss."),
         new("--history", nameof(MaxEventsPerWorkflow), "Events retained per workflow for Watch resumption."),
         new("--max-message-bytes", nameof(MaxMessageBytes), "Largest request message accepted."),
@@ -94,11 +94,19 @@ public sealed class ServerSettings
             throw new ArgumentException($"--store '{Store}' is not one of embedded, memory, redis.");
         }
 
-        if (MaxMessageBytes < 1024 || MaxEventsPerWorkflow < 16 || MaxStreamsPerConnection < 1 || TimerPollMilliseconds < 1 || RedisBatchesInFlight < 1)
+        if (MaxMessageBytes < 1024 || MaxEventsPerWorkflow < 16 || MaxStreamsPerConnection < 1 || TimerPollMilliseconds < 1)
         {
-            throw new ArgumentException("--max-message-bytes must be at least 1024, --history at least 16, --max-streams, --timer-poll-ms and --redis-batches positive.");
+            throw new ArgumentException("--max-message-bytes must be at least 1024, --history at least 16, --max-streams and --timer-poll-ms positive.");
+        }
+
+        if (RedisBatchesInFlight != "auto" && RedisBatches is not > 0)
+        {
+            throw new ArgumentException($"--redis-batches must be auto or a positive number, not '{RedisBatchesInFlight}'.");
         }
     }
+
+    /// <summary>--redis-batches as a number, or null for auto (the store chooses by where Redis runs).</summary>
+    public int? RedisBatches => int.TryParse(RedisBatchesInFlight, NumberStyles.None, CultureInfo.InvariantCulture, out var n) ? n : null;
 
     public static string Help()
     {
