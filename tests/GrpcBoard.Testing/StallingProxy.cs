@@ -39,13 +39,19 @@ public sealed class StallingProxy : IAsyncDisposable
         }
     }
 
-    /// <summary>Stops forwarding bytes, both ways, on every connection open now.</summary>
-    public void StallAll()
+    /// <summary>
+    /// Stops forwarding bytes, both ways, on every connection open now. With <paramref name="resetOn"/>, a
+    /// stalled connection on which the client then sends those bytes is reset, as a peer whose host came back
+    /// answers a request on a connection it no longer knows; everything else stays unanswered (a client's own
+    /// PINGs and WINDOW_UPDATEs do not carry the bytes).
+    /// </summary>
+    public void StallAll(byte[]? resetOn = null)
     {
         lock (_links)
         {
             foreach (var link in _links)
             {
+                link.ResetOn = resetOn;
                 link.Stalled = true;
             }
         }
@@ -73,12 +79,12 @@ public sealed class StallingProxy : IAsyncDisposable
                 _links.Add(link);
             }
 
-            _ = PumpAsync(link, client.GetStream(), server.GetStream());
-            _ = PumpAsync(link, server.GetStream(), client.GetStream());
+            _ = PumpAsync(link, client.GetStream(), server.GetStream(), fromClient: true);
+            _ = PumpAsync(link, server.GetStream(), client.GetStream(), fromClient: false);
         }
     }
 
-    private async Task PumpAsync(Link link, NetworkStream from, NetworkStream to)
+    private async Task PumpAsync(Link link, NetworkStream from, NetworkStream to, bool fromClient)
     {
         var buffer = new byte[16 * 1024];
         try
@@ -94,6 +100,11 @@ public sealed class StallingProxy : IAsyncDisposable
                 if (!link.Stalled)
                 {
                     await to.WriteAsync(buffer.AsMemory(0, n), _stop.Token);
+                }
+                else if (fromClient && link.ResetOn is { } marker && buffer.AsSpan(0, n).IndexOf(marker) >= 0)
+                {
+                    link.Reset();
+                    break;
                 }
             }
         }
@@ -129,6 +140,21 @@ public sealed class StallingProxy : IAsyncDisposable
     private sealed class Link(TcpClient client, TcpClient server)
     {
         public volatile bool Stalled;
+        public volatile byte[]? ResetOn;
+
+        /// <summary>Closes the client's side with RST (linger 0), as an unknown connection is answered.</summary>
+        public void Reset()
+        {
+            try
+            {
+                client.Client.LingerState = new LingerOption(true, 0);
+            }
+            catch (ObjectDisposedException)
+            {
+            }
+
+            Close();
+        }
 
         public void Close()
         {

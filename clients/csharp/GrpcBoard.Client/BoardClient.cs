@@ -15,6 +15,15 @@ public sealed class BoardClientOptions
 
     /// <summary>Wire settings: message size limits, compression, a custom HTTP handler (TLS).</summary>
     public GrpcChannelOptions Channel { get; set; } = new();
+
+    /// <summary>
+    /// How long <see cref="BoardClient.WatchAsync"/> waits for any message (event or progress) before it
+    /// reopens the stream. Null (the default) means 3 progress intervals: 15 s with the server's default
+    /// interval, or 3 times the request's <c>progress_interval</c>. <see cref="TimeSpan.Zero"/> or
+    /// <see cref="Timeout.InfiniteTimeSpan"/> turns it off. Only time spent waiting on the server counts, not
+    /// time the caller spends on an event.
+    /// </summary>
+    public TimeSpan? WatchIdleTimeout { get; set; }
 }
 
 /// <summary>
@@ -205,7 +214,8 @@ public sealed class BoardClient : IDisposable
     /// <summary>
     /// Every event of a workflow from <paramref name="request"/>'s start revision on, each exactly once and in
     /// order, across disconnects and server restarts: the stream is reopened from the last delivered revision
-    /// plus one. Fails with <see cref="BoardRpcException"/> when resuming is impossible (OUT_OF_RANGE with reason
+    /// plus one, also when it stays silent for longer than <see cref="BoardClientOptions.WatchIdleTimeout"/>.
+    /// Fails with <see cref="BoardRpcException"/> when resuming is impossible (OUT_OF_RANGE with reason
     /// HISTORY_COMPACTED, an unknown workflow) or not transient.
     /// </summary>
     /// <param name="request">What to watch; StartRevision 0 means "from now".</param>
@@ -214,26 +224,44 @@ public sealed class BoardClient : IDisposable
     public async IAsyncEnumerable<Event> WatchAsync(WatchRequest request, [EnumeratorCancellation] CancellationToken cancellationToken = default)
     {
         var resume = new WatchResume(request.StartRevision);
+        var idleTimeout = IdleTimeoutOf(request);
         var failures = 0;
         while (true)
         {
             var attempt = request.Clone();
             attempt.StartRevision = resume.NextStart;
-            await using var call = Watch(attempt, new CallOptions(CancellationToken: cancellationToken));
-            await using var stream = call.ReadAllAsync(cancellationToken).GetAsyncEnumerator(cancellationToken);
+            // Cancelled when the stream stays silent too long. A progress message comes every interval even
+            // when nothing changes, so silence means a stuck stream or a dead connection; a new request makes
+            // a dead connection show itself, and the watch resumes on another.
+            using var idle = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+            await using var call = Watch(attempt, new CallOptions(CancellationToken: idle.Token));
+            await using var stream = call.ReadAllAsync(idle.Token).GetAsyncEnumerator(idle.Token);
             while (true)
             {
                 WatchResponse message;
                 try
                 {
+                    idle.CancelAfter(idleTimeout);
                     if (!await stream.MoveNextAsync())
                     {
                         // The server ended the stream with OK: the workflow was deleted.
                         yield break;
                     }
 
+                    // The caller's time with an event is not silence from the server.
+                    idle.CancelAfter(Timeout.InfiniteTimeSpan);
                     message = stream.Current;
                     failures = 0;
+                }
+                catch (Exception ex) when (ex is RpcException or OperationCanceledException && idle.IsCancellationRequested && !cancellationToken.IsCancellationRequested)
+                {
+                    // Silent for the whole idle timeout: reopen at once (a second silence in a row backs off).
+                    if (failures++ > 0)
+                    {
+                        await Task.Delay(TimeSpan.FromMilliseconds(Math.Min(5000, 100 * (1 << Math.Min(failures, 6)))), cancellationToken).ConfigureAwait(false);
+                    }
+
+                    break;
                 }
                 catch (RpcException ex) when (!cancellationToken.IsCancellationRequested && new BoardRpcException(ex) is { IsTransient: true })
                 {
@@ -257,6 +285,20 @@ public sealed class BoardClient : IDisposable
                 }
             }
         }
+    }
+
+    /// <summary>The idle timeout of a watch: the option, or 3 progress intervals (the server's default interval is 5 s).</summary>
+    private TimeSpan IdleTimeoutOf(WatchRequest request)
+    {
+        if (Options.WatchIdleTimeout is { } set)
+        {
+            return set <= TimeSpan.Zero ? Timeout.InfiniteTimeSpan : set;
+        }
+
+        var interval = request.ProgressInterval is { } asked && asked.ToTimeSpan() > TimeSpan.Zero
+            ? TimeSpan.FromTicks(Math.Max(asked.ToTimeSpan().Ticks, TimeSpan.FromMilliseconds(100).Ticks)) // the server's minimum
+            : TimeSpan.FromSeconds(5);
+        return 3 * interval;
     }
 
     /// <summary>Creates a worker that claims tasks of one workflow and runs them with a renewed lease.</summary>
