@@ -1,6 +1,6 @@
 // Every RPC of BoardService through BoardClient, against a real server, asserting real effects.
 import assert from "node:assert/strict";
-import { after, before, describe, test } from "node:test";
+import { describe, test } from "node:test";
 import { fromJsonString } from "@bufbuild/protobuf";
 import {
   BoardClient,
@@ -15,20 +15,12 @@ import {
   utf8,
   type Event,
 } from "../src/index.js";
-import { startServer, type TestServer } from "./helpers/server.js";
+import { useServerAndClient } from "./helpers/server.js";
 import { expectBoardError, uniqueId, withTimeout } from "./helpers/util.js";
 
-let server: TestServer;
 let client: BoardClient;
-
-before(async () => {
-  server = await startServer();
-  client = new BoardClient(server.target, { defaultTimeoutMs: 10_000 });
-});
-
-after(async () => {
-  client?.close();
-  await server?.stop();
+useServerAndClient((_server, c) => {
+  client = c;
 });
 
 const T = { timeout: 30_000 };

@@ -7,21 +7,15 @@ import { anyPack } from "@bufbuild/protobuf/wkt";
 import { BoardClient, BoardError, Code, HistoryCompactedError, duration, utf8 } from "../src/index.js";
 import { ErrorInfoSchema } from "../src/gen/google/rpc/error_details_pb.js";
 import { StatusSchema } from "../src/gen/google/rpc/status_pb.js";
-import { startServer, type TestServer } from "./helpers/server.js";
+import { useServerAndClient, type TestServer } from "./helpers/server.js";
 import { startProxy, type TcpProxy } from "./helpers/proxy.js";
 import { expectBoardError, uniqueId, withTimeout } from "./helpers/util.js";
 
 let server: TestServer;
 let client: BoardClient;
-
-before(async () => {
-  server = await startServer();
-  client = new BoardClient(server.target, { defaultTimeoutMs: 10_000 });
-});
-
-after(async () => {
-  client?.close();
-  await server?.stop();
+useServerAndClient((s, c) => {
+  server = s;
+  client = c;
 });
 
 const T = { timeout: 30_000 };

@@ -4,24 +4,18 @@ import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { after, before, describe, test } from "node:test";
+import { describe, test } from "node:test";
 import { BoardClient, TaskState, fromUtf8, type Task } from "../src/index.js";
-import { startServer, type TestServer } from "./helpers/server.js";
+import { useServerAndClient, type TestServer } from "./helpers/server.js";
 import { uniqueId } from "./helpers/util.js";
 
 const root = path.dirname(path.dirname(fileURLToPath(import.meta.url)));
 
 let server: TestServer;
 let client: BoardClient;
-
-before(async () => {
-  server = await startServer();
-  client = new BoardClient(server.target, { defaultTimeoutMs: 10_000 });
-});
-
-after(async () => {
-  client?.close();
-  await server?.stop();
+useServerAndClient((s, c) => {
+  server = s;
+  client = c;
 });
 
 /** Runs `npx tsx examples/<script> args...` in the package directory with GRPCBOARD_TARGET set; resolves with stdout. */

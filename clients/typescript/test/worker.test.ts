@@ -1,7 +1,7 @@
 // The worker loop against a real server: completion, failure, non-retryable failure, release on stop,
 // server-side blocking claims, and lease loss (renewals blocked) with a second worker taking over.
 import assert from "node:assert/strict";
-import { after, before, describe, test } from "node:test";
+import { describe, test } from "node:test";
 import type { Interceptor } from "@connectrpc/connect";
 import {
   BoardClient,
@@ -17,20 +17,14 @@ import {
   type ClaimTaskRequest,
   type WorkerEvent,
 } from "../src/index.js";
-import { startServer, type TestServer } from "./helpers/server.js";
+import { useServerAndClient, type TestServer } from "./helpers/server.js";
 import { aborted, deferred, expectBoardError, uniqueId, withTimeout } from "./helpers/util.js";
 
 let server: TestServer;
 let client: BoardClient;
-
-before(async () => {
-  server = await startServer();
-  client = new BoardClient(server.target, { defaultTimeoutMs: 10_000 });
-});
-
-after(async () => {
-  client?.close();
-  await server?.stop();
+useServerAndClient((s, c) => {
+  server = s;
+  client = c;
 });
 
 const T = { timeout: 30_000 };

@@ -2,6 +2,8 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { existsSync } from "node:fs";
 import { createInterface } from "node:readline";
+import { after, before } from "node:test";
+import { BoardClient } from "../../src/index.js";
 
 export const SERVER_DLL = process.env.GRPCBOARD_SERVER_DLL ?? "/tmp/grpcboard-server/GrpcBoard.Server.dll";
 
@@ -112,4 +114,22 @@ export async function startServer(options: StartServerOptions = {}): Promise<Tes
       running.delete(child);
     },
   };
+}
+
+/**
+ * The usual fixture of a test file: one server (startServer()) and one client for it, made before the file's
+ * tests and closed after them. `use` receives both once they exist.
+ */
+export function useServerAndClient(use: (server: TestServer, client: BoardClient) => void): void {
+  let server: TestServer | undefined;
+  let client: BoardClient | undefined;
+  before(async () => {
+    server = await startServer();
+    client = new BoardClient(server.target, { defaultTimeoutMs: 10_000 });
+    use(server, client);
+  });
+  after(async () => {
+    client?.close();
+    await server?.stop();
+  });
 }
