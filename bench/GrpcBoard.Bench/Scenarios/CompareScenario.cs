@@ -188,7 +188,7 @@ public sealed class CompareScenario : ISelfHostedScenario
 
             var ratio = board.ClaimsPerSecond / other.PerSecond;
             ratios.Add($"{ClientName(board.Client)}: {name}", ratio, target);
-            var verdict = target is { } t ? (ratio >= t ? $"target >= {t:0.0#}x: MET" : $"target >= {t:0.0#}x: MISSED") : "(for reference)";
+            var verdict = Verdict(ratio, target);
             report.Line(name, string.Create(Report.Culture, $"{ratio:0.000}x ({board.ClaimsPerSecond:0} vs {other.PerSecond:0} per s) {verdict}"));
         }
 
@@ -226,6 +226,10 @@ public sealed class CompareScenario : ISelfHostedScenario
         }
     }
 
+    /// <summary>How a ratio stands against its target ("(for reference)" when it has none).</summary>
+    private static string Verdict(double ratio, double? target) =>
+        target is { } t ? string.Create(Report.Culture, $"target >= {t:0.0#}x: {(ratio >= t ? "MET" : "MISSED")}") : "(for reference)";
+
     private static string ClientName(LoadGenerator generator) => generator == LoadGenerator.Lean ? "lean" : "C# client";
 
     /// <summary>Each ratio of every round, for the median over rounds: one round's ratios move with the machine's drift between its parts.</summary>
@@ -254,7 +258,7 @@ public sealed class CompareScenario : ISelfHostedScenario
                 var (values, target) = _ratios[name];
                 var sorted = values.Order().ToArray();
                 var median = sorted.Length % 2 == 1 ? sorted[sorted.Length / 2] : (sorted[sorted.Length / 2 - 1] + sorted[sorted.Length / 2]) / 2;
-                var verdict = target is { } t ? (median >= t ? $"target >= {t:0.0#}x: MET" : $"target >= {t:0.0#}x: MISSED") : "(for reference)";
+                var verdict = Verdict(median, target);
                 var met = target is { } t2 ? string.Create(Report.Culture, $", met in {values.Count(v => v >= t2)} of {values.Count}") : "";
                 report.Line(name, string.Create(Report.Culture, $"{median:0.000}x [{string.Join(", ", values.Select(v => v.ToString("0.000", Report.Culture)))}] {verdict}{met}"));
             }

@@ -258,7 +258,7 @@ public sealed class BoardClient : IDisposable
                     // Silent for the whole idle timeout: reopen at once (a second silence in a row backs off).
                     if (failures++ > 0)
                     {
-                        await Task.Delay(TimeSpan.FromMilliseconds(Math.Min(5000, 100 * (1 << Math.Min(failures, 6)))), cancellationToken).ConfigureAwait(false);
+                        await Task.Delay(ReopenBackoff(failures), cancellationToken).ConfigureAwait(false);
                     }
 
                     break;
@@ -267,7 +267,7 @@ public sealed class BoardClient : IDisposable
                 {
                     // Back off a little more after each consecutive failure, then reopen from where we were.
                     failures++;
-                    await Task.Delay(TimeSpan.FromMilliseconds(Math.Min(5000, 100 * (1 << Math.Min(failures, 6)))), cancellationToken).ConfigureAwait(false);
+                    await Task.Delay(ReopenBackoff(failures), cancellationToken).ConfigureAwait(false);
                     break;
                 }
                 catch (RpcException) when (cancellationToken.IsCancellationRequested)
@@ -286,6 +286,9 @@ public sealed class BoardClient : IDisposable
             }
         }
     }
+
+    /// <summary>The wait before reopening a watch after its nth failure in a row: 200 ms doubling up to 5 s.</summary>
+    private static TimeSpan ReopenBackoff(int failures) => TimeSpan.FromMilliseconds(Math.Min(5000, 100 * (1 << Math.Min(failures, 6))));
 
     /// <summary>The idle timeout of a watch: the option, or 3 progress intervals (the server's default interval is 5 s).</summary>
     private TimeSpan IdleTimeoutOf(WatchRequest request)
