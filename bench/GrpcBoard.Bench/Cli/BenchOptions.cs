@@ -117,7 +117,7 @@ public sealed class BenchOptions
         new("--rounds", "N", "compare: run all parts N times, one round after the other, and print each round's ratios and their median (default 1).", (o, v) => o.Rounds = Int(v, "--rounds", 1)),
         new("--etcd-txns", "N", "compare: claim transactions against etcd, one new key each (default 100000).", (o, v) => o.EtcdTxns = Int(v, "--etcd-txns", 1)),
         new("--timeline", null, "Print completed operations per second of the measured run.", (o, _) => o.Timeline = true),
-        new("--claim-next", null, "claim-complete: each CompleteTask also claims the worker's next task (claim_next); ClaimTask only when it returned none.", (o, _) => o.ClaimNext = true),
+        new("--claim-next", null, "claim-complete: each CompleteTask also claims the worker's next task (claim_next); ClaimTask only when it returned none. compare runs claim-complete both ways.", (o, _) => o.ClaimNext = true),
     ];
 
     /// <summary>Parses "scenario [--name value | --name=value | --flag]...".</summary>
@@ -161,12 +161,13 @@ public sealed class BenchOptions
     }
 
     /// <summary>These options for one part of a composite scenario (compare): another scenario name and store.</summary>
-    public BenchOptions Derive(string scenario, string store, TimeSpan? duration, LoadGenerator? client = null)
+    public BenchOptions Derive(string scenario, string store, TimeSpan? duration, LoadGenerator? client = null, bool claimNext = false)
     {
         var copy = (BenchOptions)MemberwiseClone();
         copy.Scenario = scenario;
         copy.Store = store;
         copy.Duration = duration;
+        copy.ClaimNext = claimNext;
         if (client is { } c)
         {
             copy.Clients = [c];

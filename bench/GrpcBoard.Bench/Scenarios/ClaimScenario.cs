@@ -6,7 +6,8 @@ using GrpcBoard.Bench.Reporting;
 namespace GrpcBoard.Bench.Scenarios;
 
 /// <summary>What a claim run measured, for a summary across runs (compare).</summary>
-public sealed record ClaimOutcome(string Scenario, string Store, LoadGenerator Client, int ExitCode, ClaimRun Run, TimeSpan Posting, LatencyStats Claim, LatencyStats? Pair, ResourceUsage Usage, RedisStoreFigures? Redis)
+/// <param name="ClaimNext">Each CompleteTask also claimed the worker's next task (claim_next), as the provided workers do.</param>
+public sealed record ClaimOutcome(string Scenario, string Store, LoadGenerator Client, int ExitCode, ClaimRun Run, TimeSpan Posting, LatencyStats Claim, LatencyStats? Pair, ResourceUsage Usage, RedisStoreFigures? Redis, bool ClaimNext)
 {
     public double ClaimsPerSecond => Run.Claims / Run.Wall.TotalSeconds;
 
@@ -122,7 +123,7 @@ public sealed class ClaimScenario(string name, bool completes) : IScenario
         }
 
         var exitCode = await VerifyAsync(context, workflowIds, run);
-        return new ClaimOutcome(Name, o.Store, o.Client, exitCode, run, posting, claimStats, pairStats, usage, redisFigures);
+        return new ClaimOutcome(Name, o.Store, o.Client, exitCode, run, posting, claimStats, pairStats, usage, redisFigures, completes && o.ClaimNext);
 
         int TasksOf(int k) => o.Tasks / o.Workflows + (k < o.Tasks % o.Workflows ? 1 : 0);
     }

@@ -32,7 +32,7 @@ public sealed class CompareScenario : ISelfHostedScenario
         report.Line("parts", string.Join(", ", o.Parts));
         report.Line("concurrency", string.Create(Report.Culture, $"{o.Workers} closed-loop workers/clients everywhere, one call in flight each; {o.Connections} HTTP/2 connection(s) for gRPC"));
         report.Line("grpc load generators", string.Join(", ", o.Clients.Select(ClientName)) + " (each gRPC part runs with each)");
-        report.Line("grpcboard runs", string.Create(Report.Culture, $"claim-only then claim-complete on one server per store, {o.Tasks} tasks each, stopped after {(o.PartLimit is { } l ? $"{l.TotalSeconds:0} s" : "none (all tasks)")}"));
+        report.Line("grpcboard runs", string.Create(Report.Culture, $"claim-only, claim-complete (one call each) and claim-complete with claim_next on one server per store, {o.Tasks} tasks each, stopped after {(o.PartLimit is { } l ? $"{l.TotalSeconds:0} s" : "none (all tasks)")}"));
         report.Line("redis persistence", $"appendonly yes, appendfsync {o.RedisAppendFsync}, no RDB (Redis store and redis-benchmark alike)");
         report.Line("redis-benchmark", string.Create(Report.Culture, $"-c {o.Workers} -n {o.RedisBenchmarkRequests}, twice: -r {o.RedisBenchmarkKeyspace}, and -r {RedisBenchmarkClaims.NewKeysKeyspace} (new keys)"));
         report.Line("etcd", string.Create(Report.Culture, $"{o.EtcdTxns} transactions, single member, default fsync"));
@@ -116,7 +116,11 @@ public sealed class CompareScenario : ISelfHostedScenario
         return verdict;
     }
 
-    /// <summary>claim-only, then claim-complete, on one server with the given store (and its redis-server).</summary>
+    /// <summary>
+    /// claim-only, then claim-complete twice, on one server with the given store (and its redis-server): with a
+    /// ClaimTask and a CompleteTask call per task, and with claim_next (CompleteTask also claims the worker's next
+    /// task), which is what the C#, Python and TypeScript workers do. End to end is reported for both.
+    /// </summary>
     private static async Task BoardPartAsync(BenchOptions o, string store, Report report, List<ClaimOutcome> outcomes, List<CompareRow> rows, CancellationToken ct)
     {
         report.Section($"GrpcBoard, {store} store: starting");
@@ -124,11 +128,16 @@ public sealed class CompareScenario : ISelfHostedScenario
         await using var target = await ServerTargets.StartAsync(only, ct);
         await using var clients = new ClientPool(target.Address, o.Connections);
         report.Line("target", target.Description);
-        var runs = o.Clients.SelectMany(g => new[] { (o.Derive("claim-only", store, o.PartLimit, g), false), (o.Derive("claim-complete", store, o.PartLimit, g), true) });
+        var runs = o.Clients.SelectMany(g => new[]
+        {
+            (o.Derive("claim-only", store, o.PartLimit, g), false),
+            (o.Derive("claim-complete", store, o.PartLimit, g), true),
+            (o.Derive("claim-complete", store, o.PartLimit, g, claimNext: true), true),
+        });
         foreach (var (options, completes) in runs)
         {
             report.Text("");
-            report.Text($"---- GrpcBoard {options.Scenario}, {store} store, {ClientName(options.Client)} ----");
+            report.Text($"---- GrpcBoard {options.Scenario}{(options.ClaimNext ? " (claim_next)" : "")}, {store} store, {ClientName(options.Client)} ----");
             var outcome = await new ClaimScenario(options.Scenario, completes).MeasureAsync(new BenchContext(options, target, clients, report, ct));
             outcomes.Add(outcome);
             rows.Add(Row(outcome, o));
@@ -156,7 +165,8 @@ public sealed class CompareScenario : ISelfHostedScenario
             notes.Add(string.Create(Report.Culture, $"{r.TransactionsPerCommit:0.0} calls per commit batch, {r.RoundTrips / (double)done:0.00} Redis round trips/{(completes ? "pair" : "claim")}"));
         }
 
-        return new CompareRow(system, completes ? "claim+complete pair (gRPC)" : "claim next ready task (gRPC)", c.Client, o.Workers, done, c.Run.Wall.TotalSeconds,
+        var operation = !completes ? "claim next ready task (gRPC)" : c.ClaimNext ? "claim+complete, claim_next (gRPC)" : "claim+complete pair (gRPC)";
+        return new CompareRow(system, operation, c.Client, o.Workers, done, c.Run.Wall.TotalSeconds,
             completes ? c.PairsPerSecond : c.ClaimsPerSecond, (c.Pair ?? c.Claim).P50Ms, (c.Pair ?? c.Claim).P99Ms, c.OtherCores, c.ExitCode == 0, string.Join("; ", notes));
     }
 
@@ -222,7 +232,7 @@ public sealed class CompareScenario : ISelfHostedScenario
                 text = string.Create(Report.Culture, $"not finished: {done} of {o.Tasks} in {wall:0.0} s; at that rate all would take ~{projected:0} s; MISSED (run with --part-seconds 0 for the full run)");
             }
 
-            report.Line($"{pair.Store}, {ClientName(pair.Client)}", text);
+            report.Line($"{pair.Store}, {ClientName(pair.Client)}, {(pair.ClaimNext ? "claim_next" : "2 calls/task")}", text);
         }
     }
 
