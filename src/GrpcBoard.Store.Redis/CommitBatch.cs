@@ -84,8 +84,19 @@ internal sealed class CommitBatch
 
     public long Head { get; set; }
 
-    /// <summary>The script's reply, or the failure to get one; set when it arrives (replies are handled in send order).</summary>
-    public Task<RedisResult>? Reply { get; set; }
+    /// <summary>True once the script's reply, or the failure to get one, arrived (replies are handled in send order).</summary>
+    public bool Answered { get; private set; }
+
+    public CommitReply ReplyValue { get; private set; }
+
+    public Exception? Error { get; private set; }
+
+    public void Answer(CommitReply reply, Exception? error)
+    {
+        ReplyValue = reply;
+        Error = error;
+        Answered = true;
+    }
 
     public void Add(PendingTxn txn)
     {

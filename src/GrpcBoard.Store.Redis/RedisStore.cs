@@ -39,12 +39,17 @@ public sealed class RedisStore : IBoardStore
     private readonly ConcurrentDictionary<string, bool> _registered = new(StringComparer.Ordinal);
     private readonly CancellationTokenSource _stopping = new();
     private readonly Task _background;
+    private readonly ConfigurationOptions _config;
+    private volatile CommitConnection? _commits;
+    private int _reopeningCommits;
+    private long _directCommits;
     private string? _epoch;
     private volatile string? _dataLoss;
 
-    private RedisStore(RedisStoreOptions options, EventHub hub, ConnectionMultiplexer redis, ILogger logger)
+    private RedisStore(RedisStoreOptions options, EventHub hub, ConnectionMultiplexer redis, ConfigurationOptions config, ILogger logger)
     {
         _options = options;
+        _config = config;
         BatchesInFlight = options.BatchesInFlight;
         _hub = hub;
         _logger = logger;
@@ -67,7 +72,12 @@ public sealed class RedisStore : IBoardStore
         // Completions need no order of their own: replicas handle commit replies in send order, and a
         // notification only says "read the log". Ordered completion costs a queue and a hop per reply.
         redis.PreserveAsyncOrder = false;
-        var store = new RedisStore(options, hub, redis, logger ?? NullLogger.Instance);
+        var store = new RedisStore(options, hub, redis, config, logger ?? NullLogger.Instance);
+        if (options.DirectCommits)
+        {
+            await store.OpenCommitConnectionAsync();
+        }
+
         store._logger.LogInformation(
             "Commit batches of a workflow in flight to Redis: {Batches} ({Why}).",
             store.BatchesInFlight,
@@ -167,6 +177,9 @@ public sealed class RedisStore : IBoardStore
             _logger.LogWarning(ex, "Could not confirm the creation of workflow {Workflow} in the registry.", workflowId);
         }
     }
+
+    /// <summary>Commit scripts sent over the direct connection (for tests and metrics).</summary>
+    internal long DirectCommitCount => Interlocked.Read(ref _directCommits);
 
     /// <summary>Commit batches Redis refused because another instance had committed first (for tests and metrics).</summary>
     internal long RefusedBatches => Interlocked.Read(ref _refusedBatches);
@@ -285,6 +298,7 @@ public sealed class RedisStore : IBoardStore
         {
         }
 
+        _commits?.Dispose();
         await _redis.CloseAsync(allowCommandsToComplete: false);
         _redis.Dispose();
         _stopping.Dispose();
@@ -377,6 +391,73 @@ public sealed class RedisStore : IBoardStore
     /// <summary>Sends a commit script; the replica handles the reply.</summary>
     internal Task<RedisResult> EvaluateAsync(string script, string workflowId, RedisValue[] args) =>
         _db.ScriptEvaluateAsync(script, [_keys.Meta(workflowId)], args);
+
+    /// <summary>
+    /// Sends a commit over the direct connection (<see cref="CommitConnection"/>); false when there is none or it
+    /// broke (a new one is opened in the background), and the caller sends it through StackExchange.Redis.
+    /// </summary>
+    internal bool TrySendCommit(string workflowId, RedisValue[] args, Action<CommitReply, Exception?> onReply)
+    {
+        if (_commits is not { } commits)
+        {
+            return false;
+        }
+
+        if (commits.TrySend(_keys.Meta(workflowId), args, onReply))
+        {
+            Interlocked.Increment(ref _directCommits);
+            return true;
+        }
+
+        if (Interlocked.CompareExchange(ref _reopeningCommits, 1, 0) == 0)
+        {
+            _ = Task.Run(async () =>
+            {
+                try
+                {
+                    // At most one attempt a second while Redis is away; StackExchange.Redis carries the commits meanwhile.
+                    await Task.Delay(TimeSpan.FromSeconds(1), _stopping.Token).ConfigureAwait(false);
+                    if (_commits == commits)
+                    {
+                        await OpenCommitConnectionAsync().ConfigureAwait(false);
+                    }
+                }
+                catch (OperationCanceledException)
+                {
+                }
+                finally
+                {
+                    Volatile.Write(ref _reopeningCommits, 0);
+                }
+            });
+        }
+
+        return false;
+    }
+
+    private async Task OpenCommitConnectionAsync()
+    {
+        try
+        {
+            var opened = await CommitConnection.OpenAsync(_config, _redis, TimeSpan.FromMilliseconds(_options.CommandTimeoutMilliseconds),
+                ex => _logger.LogError(ex, "A commit reply could not be handled.")).ConfigureAwait(false);
+            var old = _commits;
+            _commits = opened;
+            old?.Dispose();
+            if (_stopping.IsCancellationRequested)
+            {
+                opened?.Dispose();
+            }
+            else if (opened is null && old is null)
+            {
+                _logger.LogInformation("Commits go through StackExchange.Redis: the direct commit connection serves one standalone primary without TLS.");
+            }
+        }
+        catch (Exception ex) when (ex is not OperationCanceledException)
+        {
+            _logger.LogWarning(ex, "Could not open the direct commit connection; commits go through StackExchange.Redis until it opens.");
+        }
+    }
 
     internal void Publish(string workflowId, IReadOnlyList<EventRecord> events) => _hub.Publish(workflowId, events);
 
@@ -613,7 +694,16 @@ public sealed class RedisStore : IBoardStore
     {
         try
         {
-            return await operation();
+            try
+            {
+                return await operation();
+            }
+            catch (Exception ex) when (IsNoScript(ex))
+            {
+                // SCRIPT FLUSH: the script did not run, and StackExchange.Redis, told so, forgot that it had loaded
+                // it; sent again, it goes whole (EVAL). Commits are not retried here: later ones are already sent.
+                return await operation();
+            }
         }
         catch (Exception ex) when (IsUnavailable(ex))
         {
@@ -623,13 +713,16 @@ public sealed class RedisStore : IBoardStore
 
     private static bool IsUnavailable(Exception ex) =>
         ex is RedisConnectionException or RedisTimeoutException or TimeoutException
-        || (ex is RedisServerException server && TransientServerErrors.Any(prefix => server.Message.StartsWith(prefix, StringComparison.Ordinal)));
+        || (ex is RedisServerException or RedisErrorReplyException && TransientServerErrors.Any(prefix => ex.Message.StartsWith(prefix, StringComparison.Ordinal)));
+
+    private static bool IsNoScript(Exception ex) => ex is RedisServerException && ex.Message.StartsWith("NOSCRIPT", StringComparison.Ordinal);
 
     /// <summary>
     /// Error replies of a Redis that is starting (LOADING), failing over (READONLY: a replica now; MASTERDOWN),
-    /// resharding or degraded (TRYAGAIN, CLUSTERDOWN) or running a long script (BUSY): each passes.
+    /// resharding or degraded (TRYAGAIN, CLUSTERDOWN) or running a long script (BUSY): each passes. So does
+    /// NOSCRIPT (the script cache was flushed): the script did not run, and is loaded again.
     /// </summary>
-    private static readonly string[] TransientServerErrors = ["LOADING", "CLUSTERDOWN", "TRYAGAIN", "READONLY", "MASTERDOWN", "BUSY"];
+    private static readonly string[] TransientServerErrors = ["LOADING", "CLUSTERDOWN", "TRYAGAIN", "READONLY", "MASTERDOWN", "BUSY", "NOSCRIPT"];
 
     private long Watermark(string workflowId) => _headWatermarks.GetValueOrDefault(workflowId);
 

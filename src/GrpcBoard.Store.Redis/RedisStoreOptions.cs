@@ -44,6 +44,12 @@ public sealed class RedisStoreOptions
         });
     }
 
+    /// <summary>
+    /// Commits go over a connection of their own, read by a dedicated thread, when Redis is one standalone primary
+    /// without TLS (<see cref="CommitConnection"/>); otherwise, or when false, through StackExchange.Redis.
+    /// </summary>
+    public bool DirectCommits { get; set; } = true;
+
     /// <summary>An instance drops its replica of a workflow nobody used for this long (it loads again on the next call).</summary>
     public TimeSpan ReplicaIdleTimeout { get; set; } = TimeSpan.FromMinutes(5);
 

@@ -233,21 +233,41 @@ internal sealed class WorkflowReplica
             _sentId = batch.Id;
             var args = batch.Arguments(_store.Keys.Channel(Id), _store.InstanceId, _state.Counts);
             _inFlight.Enqueue(batch);
-            // Sent under the lock: StackExchange.Redis writes commands to a connection in the order they are
-            // issued, so the batches of this workflow reach Redis in order.
-            var reply = _store.EvaluateAsync(Scripts.Commit, Id, args);
-            _ = reply.ContinueWith((t, state) => ((WorkflowReplica)state!).OnReply(batch, t), this, CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
+            // Sent under the lock: both connections write commands in the order they are issued, so the
+            // batches of this workflow reach Redis in order (and should a batch take the other connection after
+            // one broke, the commit's condition on the last batch keeps the order anyway).
+            if (!_store.TrySendCommit(Id, args, (reply, error) => OnReply(batch, reply, error)))
+            {
+                _ = _store.EvaluateAsync(Scripts.Commit, Id, args).ContinueWith(
+                    static (t, state) =>
+                    {
+                        var (replica, batch) = ((WorkflowReplica, CommitBatch))state!;
+                        CommitReply reply = default;
+                        Exception? error = null;
+                        try
+                        {
+                            reply = CommitReply.From(t.GetAwaiter().GetResult());
+                        }
+                        catch (Exception ex)
+                        {
+                            error = ex;
+                        }
+
+                        replica.OnReply(batch, reply, error);
+                    },
+                    (this, batch), CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
+            }
         }
     }
 
-    private void OnReply(CommitBatch batch, Task<RedisResult> reply)
+    private void OnReply(CommitBatch batch, CommitReply reply, Exception? error)
     {
         List<PendingTxn>? decided;
         lock (Gate)
         {
-            batch.Reply = reply;
+            batch.Answer(reply, error);
             // Replies may be handled out of order; resolve them in send order.
-            while (_inFlight.TryPeek(out var first) && first.Reply is not null)
+            while (_inFlight.TryPeek(out var first) && first.Answered)
             {
                 _inFlight.Dequeue();
                 Resolve(first);
@@ -276,12 +296,7 @@ internal sealed class WorkflowReplica
 
     private void Resolve(CommitBatch batch)
     {
-        RedisResult[] r;
-        try
-        {
-            r = (RedisResult[])batch.Reply!.GetAwaiter().GetResult()!;
-        }
-        catch (Exception ex)
+        if (batch.Error is { } ex)
         {
             // Whether it committed (or, after a script error, how much of it) is unknown: the callers hear
             // the failure, the replica is reloaded.
@@ -296,10 +311,10 @@ internal sealed class WorkflowReplica
             return;
         }
 
-        var code = (long)r[0];
-        if (code < 0)
+        var reply = batch.ReplyValue;
+        if (reply.Code < 0)
         {
-            var head = (long)r[1];
+            var head = reply.Head;
             _store.CountRefusal();
             BeginRecovery(broken: false);
             _refused.Add(batch);
@@ -334,7 +349,7 @@ internal sealed class WorkflowReplica
                 _store.Publish(Id, applied.Events);
             }
 
-            _store.LowerTimerHint(Id, before: (double)r[2], after: (double)r[3]);
+            _store.LowerTimerHint(Id, before: reply.TimerBefore, after: reply.TimerAfter);
         }
 
         foreach (var txn in batch.Txns)

@@ -166,6 +166,7 @@ public sealed class BoardServer : IAsyncDisposable
                 MaxEventsPerWorkflow = settings.MaxEventsPerWorkflow,
                 EpochFile = Path.Combine(settings.DataDirectory, "redis-epoch-" + settings.RedisPrefix),
                 MaxBatchesInFlight = settings.RedisBatches,
+                DirectCommits = settings.RedisDirectCommits,
             }, hub, loggers.CreateLogger<RedisStore>());
         }
 

@@ -18,6 +18,7 @@ public sealed class ServerSettings
     public string Redis { get; set; } = "127.0.0.1:6379";
     public string RedisPrefix { get; set; } = "gb";
     public string RedisBatchesInFlight { get; set; } = "auto";
+    public bool RedisDirectCommits { get; set; } = true;
     public string Synchronous { get; set; } = "FULL";
     public int MaxEventsPerWorkflow { get; set; } = 100_000;
     public int MaxMessageBytes { get; set; } = 4 * 1024 * 1024;
@@ -39,6 +40,7 @@ public sealed class ServerSettings
         new("--redis", nameof(Redis), "Redis for --store redis: host:port, or several (comma-separated) for a Redis Cluster."),
         new("--redis-prefix", nameof(RedisPrefix), "First part of every Redis key, so several boards can share one Redis."),
         new("--redis-batches", nameof(RedisBatchesInFlight), "Commit batches of one workflow in flight to Redis: more hide a longer round trip to a remote Redis, 1 makes bigger batches (fewer fsyncs); auto: 1 for a Redis on this host, else 2."),
+        new("--redis-direct-commits", nameof(RedisDirectCommits), "Send commits to a standalone Redis over a connection of their own, read by a dedicated thread (true/false); a cluster always goes through StackExchange.Redis."),
         new("--synchronous", nameof(Synchronous), "Embedded store durability: FULL fsyncs every commit; NORMAL survives crashes but not power loss."),
         new("--history", nameof(MaxEventsPerWorkflow), "Events retained per workflow for Watch resumption."),
         new("--max-message-bytes", nameof(MaxMessageBytes), "Largest request message accepted."),

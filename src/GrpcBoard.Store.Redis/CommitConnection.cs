@@ -1,0 +1,503 @@
+using System.Buffers;
+using System.Buffers.Text;
+using System.Diagnostics;
+using System.Net;
+using System.Net.Sockets;
+using System.Text;
+using GrpcBoard.Core;
+using StackExchange.Redis;
+
+namespace GrpcBoard.Store.Redis;
+
+/// <summary>An error reply to a command of the direct commit connection (StackExchange.Redis's own exception cannot be created outside it).</summary>
+internal sealed class RedisErrorReplyException(string message) : Exception(message);
+
+/// <summary>What the commit script answered (<see cref="Scripts.Commit"/>).</summary>
+internal readonly record struct CommitReply(long Code, long Head, double TimerBefore, double TimerAfter)
+{
+    public static CommitReply From(RedisResult result)
+    {
+        var r = (RedisResult[])result!;
+        var code = (long)r[0];
+        return code > 0 ? new CommitReply(code, (long)r[1], (double)r[2], (double)r[3]) : new CommitReply(code, (long)r[1], -1, -1);
+    }
+
+    public static CommitReply From(object? value)
+    {
+        if (value is not object?[] { Length: >= 2 } r || r[0] is not long code || r[1] is not long head)
+        {
+            throw new InvalidDataException("The commit script answered something other than {code, head, ...}.");
+        }
+
+        return code > 0 && r.Length >= 4 && r[2] is long before && r[3] is long after
+            ? new CommitReply(code, head, before, after)
+            : new CommitReply(code, head, -1, -1);
+    }
+}
+
+/// <summary>
+/// A connection of its own for the commit script, to a standalone Redis, with a dedicated thread that reads each
+/// reply and hands it straight to its replica.
+///
+/// Why: the commit pipeline of a workflow is latency-bound (one batch in flight on one host), so every
+/// microsecond between Redis's reply and the next batch is throughput lost. Through StackExchange.Redis a reply
+/// reaches the replica after two thread-pool hops (the socket read, then the task's continuation), and on a
+/// loaded 2-core machine each hop waits behind the gRPC work; Redis sat idle for a quarter of each commit cycle.
+///
+/// Commands are pipelined in the order they are written, under one lock, so the batches of a workflow reach Redis
+/// in send order, and replies come back in that order (RESP). Anything this connection does not do (a cluster,
+/// TLS, a connection that broke) goes through StackExchange.Redis instead: the commit script is conditional on
+/// the workflow's last batch, so which connection carries a batch never matters for correctness.
+/// </summary>
+internal sealed class CommitConnection : IDisposable
+{
+    private readonly Socket _socket;
+    private readonly byte[] _sha;
+    private readonly long _timeoutTicks;
+    private readonly object _writeLock = new();
+    private readonly Queue<(Action<CommitReply, Exception?> OnReply, long SentAt)> _pending = new();
+    private readonly ArrayBufferWriter<byte> _out = new(64 * 1024);
+    private readonly RespReader _reader;
+    private readonly Thread _thread;
+    private readonly Action<Exception> _onCallbackError;
+    private bool _broken;
+
+    private CommitConnection(Socket socket, string sha, TimeSpan timeout, Action<Exception> onCallbackError)
+    {
+        _onCallbackError = onCallbackError;
+        _socket = socket;
+        _sha = Encoding.ASCII.GetBytes(sha);
+        _timeoutTicks = (long)(timeout.TotalSeconds * Stopwatch.Frequency);
+        _reader = new RespReader(socket, OldestOverdue);
+        _thread = new Thread(ReadLoop) { IsBackground = true, Name = "GrpcBoard Redis commits" };
+    }
+
+    /// <summary>
+    /// Connects, authenticates, selects the database and loads the commit script. Null when the configuration is
+    /// one this connection does not serve (several endpoints, TLS, a cluster or a replica): StackExchange.Redis
+    /// carries the commits then.
+    /// </summary>
+    public static async Task<CommitConnection?> OpenAsync(ConfigurationOptions config, ConnectionMultiplexer redis, TimeSpan timeout, Action<Exception> onCallbackError)
+    {
+        if (config.EndPoints.Count != 1 || config.Ssl)
+        {
+            return null;
+        }
+
+        var endpoint = config.EndPoints[0];
+        var server = redis.GetServer(endpoint);
+        if (!server.IsConnected || server.ServerType != ServerType.Standalone || server.IsSlave)
+        {
+            return null;
+        }
+
+        var socket = new Socket(SocketType.Stream, ProtocolType.Tcp) { NoDelay = true, SendTimeout = (int)timeout.TotalMilliseconds };
+        try
+        {
+            using (var connect = new CancellationTokenSource(timeout))
+            {
+                await (endpoint switch
+                {
+                    DnsEndPoint dns => socket.ConnectAsync(dns.Host, dns.Port, connect.Token),
+                    _ => socket.ConnectAsync(endpoint, connect.Token),
+                }).ConfigureAwait(false);
+            }
+
+            // The handshake is read before the reader thread starts, with a receive timeout as its deadline.
+            socket.ReceiveTimeout = (int)timeout.TotalMilliseconds;
+            var handshake = new RespReader(socket);
+            if (!string.IsNullOrEmpty(config.Password))
+            {
+                Expect(socket, handshake, "AUTH", config.Password);
+            }
+
+            if (config.DefaultDatabase is { } db and not 0)
+            {
+                Expect(socket, handshake, "SELECT", db.ToString(System.Globalization.CultureInfo.InvariantCulture));
+            }
+
+            var sha = Expect(socket, handshake, "SCRIPT", "LOAD", Scripts.Commit) as byte[]
+                ?? throw new InvalidDataException("SCRIPT LOAD answered no SHA.");
+            var connection = new CommitConnection(socket, Encoding.ASCII.GetString(sha), timeout, onCallbackError);
+            connection._reader.Adopt(handshake);
+            // The reader wakes up every so often to time out a reply that does not come.
+            socket.ReceiveTimeout = (int)Math.Clamp(timeout.TotalMilliseconds / 4, 50, 1000);
+            connection._thread.Start();
+            return connection;
+        }
+        catch
+        {
+            socket.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>
+    /// Sends one commit (EVALSHA) for the workflow whose meta key is <paramref name="key"/>. False when the
+    /// connection is broken (nothing was sent). <paramref name="onReply"/> runs on the reader thread, in send order,
+    /// with the reply or the failure.
+    /// </summary>
+    public bool TrySend(RedisKey key, RedisValue[] args, Action<CommitReply, Exception?> onReply)
+    {
+        lock (_writeLock)
+        {
+            if (_broken)
+            {
+                return false;
+            }
+
+            _out.ResetWrittenCount();
+            ArrayHeader(_out, 3 + 1 + args.Length);
+            Bulk(_out, "EVALSHA"u8);
+            Bulk(_out, _sha);
+            Bulk(_out, "1"u8);
+            Bulk(_out, (byte[])key!);
+            foreach (var arg in args)
+            {
+                Bulk(_out, (byte[])arg!);
+            }
+
+            try
+            {
+                var written = _out.WrittenSpan;
+                while (written.Length > 0)
+                {
+                    written = written[_socket.Send(written)..];
+                }
+            }
+            catch (Exception ex) when (ex is SocketException or ObjectDisposedException)
+            {
+                // Part of the command may have gone out: its outcome is unknown, as for any lost reply.
+                _pending.Enqueue((onReply, Stopwatch.GetTimestamp()));
+                BreakLocked();
+                return true;
+            }
+
+            _pending.Enqueue((onReply, Stopwatch.GetTimestamp()));
+            return true;
+        }
+    }
+
+    public void Dispose()
+    {
+        Fail(new BoardException(BoardError.StoreUnavailable, "Redis is unavailable: the commit connection was closed."));
+    }
+
+    private void ReadLoop()
+    {
+        while (true)
+        {
+            object? value;
+            try
+            {
+                value = _reader.ReadValue();
+            }
+            catch (SocketException ex) when (ex.SocketErrorCode == SocketError.TimedOut)
+            {
+                Fail(new BoardException(BoardError.StoreUnavailable, "Redis is unavailable: no reply to a commit within the command timeout."));
+                return;
+            }
+            catch (Exception ex)
+            {
+                Fail(new BoardException(BoardError.StoreUnavailable, "Redis is unavailable: " + ex.Message, inner: ex));
+                return;
+            }
+
+            Action<CommitReply, Exception?> onReply;
+            lock (_writeLock)
+            {
+                if (!_pending.TryDequeue(out var pending))
+                {
+                    // A reply nobody asked for: the stream is out of step, and no later reply can be trusted.
+                    BreakLocked();
+                    continue;
+                }
+
+                onReply = pending.OnReply;
+            }
+
+            if (value is RespError error)
+            {
+                if (error.Message.StartsWith("NOSCRIPT", StringComparison.Ordinal))
+                {
+                    // The script cache was flushed: this connection is done; a new one loads the script again.
+                    Break();
+                }
+
+                Deliver(onReply, default, ErrorReply(error.Message));
+                continue;
+            }
+
+            CommitReply reply;
+            try
+            {
+                reply = CommitReply.From(value);
+            }
+            catch (Exception ex)
+            {
+                Deliver(onReply, default, ex);
+                continue;
+            }
+
+            Deliver(onReply, reply, null);
+        }
+    }
+
+    private bool OldestOverdue()
+    {
+        lock (_writeLock)
+        {
+            return _pending.TryPeek(out var oldest) && Stopwatch.GetTimestamp() - oldest.SentAt > _timeoutTicks;
+        }
+    }
+
+    private void Break()
+    {
+        lock (_writeLock)
+        {
+            BreakLocked();
+        }
+    }
+
+    private void BreakLocked()
+    {
+        _broken = true;
+        // Wakes the reader (its receive fails), which then fails what is pending.
+        _socket.Dispose();
+    }
+
+    /// <summary>Fails every command still waiting for a reply, in send order, and closes the connection.</summary>
+    private void Fail(Exception error)
+    {
+        List<Action<CommitReply, Exception?>> failed;
+        lock (_writeLock)
+        {
+            BreakLocked();
+            failed = _pending.Select(p => p.OnReply).ToList();
+            _pending.Clear();
+        }
+
+        foreach (var onReply in failed)
+        {
+            Deliver(onReply, default, error);
+        }
+    }
+
+    /// <summary>A callback that throws must not end the reader thread (and with it the process).</summary>
+    private void Deliver(Action<CommitReply, Exception?> onReply, CommitReply reply, Exception? error)
+    {
+        try
+        {
+            onReply(reply, error);
+        }
+        catch (Exception ex)
+        {
+            _onCallbackError(ex);
+        }
+    }
+
+    /// <summary>An error reply; RedisStore maps it as StackExchange.Redis's (the transient ones are UNAVAILABLE).</summary>
+    private static Exception ErrorReply(string message) => new RedisErrorReplyException(message);
+
+    private static object? Expect(Socket socket, RespReader reader, params string[] command)
+    {
+        var buffer = new ArrayBufferWriter<byte>();
+        ArrayHeader(buffer, command.Length);
+        foreach (var part in command)
+        {
+            Bulk(buffer, Encoding.UTF8.GetBytes(part));
+        }
+
+        socket.Send(buffer.WrittenSpan);
+        var reply = reader.ReadValue();
+        return reply is RespError error ? throw new InvalidOperationException($"Redis refused {command[0]}: {error.Message}") : reply;
+    }
+
+    private static void ArrayHeader(ArrayBufferWriter<byte> w, int count)
+    {
+        w.Write("*"u8);
+        Number(w, count);
+        w.Write("\r\n"u8);
+    }
+
+    private static void Bulk(ArrayBufferWriter<byte> w, ReadOnlySpan<byte> value)
+    {
+        w.Write("$"u8);
+        Number(w, value.Length);
+        w.Write("\r\n"u8);
+        w.Write(value);
+        w.Write("\r\n"u8);
+    }
+
+    private static void Number(ArrayBufferWriter<byte> w, long value)
+    {
+        var span = w.GetSpan(20);
+        Utf8Formatter.TryFormat(value, span, out var written);
+        w.Advance(written);
+    }
+
+    private sealed record RespError(string Message);
+
+    /// <summary>
+    /// A RESP2 reply reader over a blocking socket: integers as long, bulk strings as byte[], arrays as object?[].
+    /// A receive that times out asks <paramref name="overdue"/> whether to give up (null: always), and otherwise
+    /// waits on, so a reply split across a timeout is still read whole.
+    /// </summary>
+    private sealed class RespReader(Socket socket, Func<bool>? overdue = null)
+    {
+        private byte[] _buffer = new byte[64 * 1024];
+        private int _start;
+        private int _end;
+
+        /// <summary>Takes over what another reader had received but not consumed.</summary>
+        public void Adopt(RespReader other)
+        {
+            _buffer = other._buffer;
+            _start = other._start;
+            _end = other._end;
+        }
+
+        public object? ReadValue()
+        {
+            var type = ReadByte();
+            var line = ReadLine();
+            switch (type)
+            {
+                case (byte)'+':
+                    return Encoding.UTF8.GetString(line);
+                case (byte)'-':
+                    return new RespError(Encoding.UTF8.GetString(line));
+                case (byte)':':
+                    return ParseLong(line);
+                case (byte)'$':
+                {
+                    var length = ParseLong(line);
+                    if (length < 0)
+                    {
+                        return null;
+                    }
+
+                    var bytes = new byte[length];
+                    Fill(bytes);
+                    Expect("\r\n"u8);
+                    return bytes;
+                }
+
+                case (byte)'*':
+                {
+                    var count = ParseLong(line);
+                    if (count < 0)
+                    {
+                        return null;
+                    }
+
+                    var items = new object?[count];
+                    for (var i = 0; i < items.Length; i++)
+                    {
+                        items[i] = ReadValue();
+                    }
+
+                    return items;
+                }
+
+                default:
+                    throw new InvalidDataException($"Unexpected RESP type byte 0x{type:x2}.");
+            }
+        }
+
+        private static long ParseLong(ReadOnlySpan<byte> line) =>
+            Utf8Parser.TryParse(line, out long value, out var consumed) && consumed == line.Length
+                ? value
+                : throw new InvalidDataException("Malformed RESP number.");
+
+        private byte ReadByte()
+        {
+            if (_start == _end)
+            {
+                Receive();
+            }
+
+            return _buffer[_start++];
+        }
+
+        /// <summary>The bytes up to the next CRLF (consumed with it); valid until the next read.</summary>
+        private ReadOnlySpan<byte> ReadLine()
+        {
+            while (true)
+            {
+                var index = _buffer.AsSpan(_start, _end - _start).IndexOf("\r\n"u8);
+                if (index >= 0)
+                {
+                    var line = _buffer.AsSpan(_start, index);
+                    _start += index + 2;
+                    return line;
+                }
+
+                Receive();
+            }
+        }
+
+        private void Fill(Span<byte> destination)
+        {
+            while (destination.Length > 0)
+            {
+                if (_start == _end)
+                {
+                    Receive();
+                }
+
+                var n = Math.Min(destination.Length, _end - _start);
+                _buffer.AsSpan(_start, n).CopyTo(destination);
+                _start += n;
+                destination = destination[n..];
+            }
+        }
+
+        private void Expect(ReadOnlySpan<byte> bytes)
+        {
+            foreach (var b in bytes)
+            {
+                if (ReadByte() != b)
+                {
+                    throw new InvalidDataException("Malformed RESP reply.");
+                }
+            }
+        }
+
+        /// <summary>Receives more bytes, keeping the unconsumed ones (a partial line stays in one piece).</summary>
+        private void Receive()
+        {
+            if (_start > 0)
+            {
+                _buffer.AsSpan(_start, _end - _start).CopyTo(_buffer);
+                _end -= _start;
+                _start = 0;
+            }
+
+            if (_end == _buffer.Length)
+            {
+                Array.Resize(ref _buffer, _buffer.Length * 2);
+            }
+
+            int n;
+            while (true)
+            {
+                try
+                {
+                    n = socket.Receive(_buffer, _end, _buffer.Length - _end, SocketFlags.None);
+                    break;
+                }
+                catch (SocketException ex) when (ex.SocketErrorCode == SocketError.TimedOut && overdue is not null && !overdue())
+                {
+                }
+            }
+
+            if (n == 0)
+            {
+                throw new IOException("Redis closed the connection.");
+            }
+
+            _end += n;
+        }
+    }
+}

@@ -1,0 +1,183 @@
+using GrpcBoard.Core;
+using GrpcBoard.Core.Events;
+using GrpcBoard.Core.Model;
+using GrpcBoard.Core.Storage;
+using GrpcBoard.Testing;
+using Xunit;
+
+namespace GrpcBoard.Store.Redis.Tests;
+
+/// <summary>
+/// The direct commit connection (<see cref="CommitConnection"/>) fails the way StackExchange.Redis does: a commit
+/// whose reply is lost or refused fails with UNAVAILABLE, the replica is reloaded, nothing acknowledged is lost and
+/// no task is taken twice; and commits go back to the direct connection once Redis is there again. Each test has a
+/// redis-server of its own, since it restarts, pauses or flushes it.
+/// </summary>
+public sealed class DirectCommitTests
+{
+    private readonly ManualTimeProvider _time = new();
+
+    private async Task<(RedisStore Store, Coordinator Board)> OpenAsync(RedisProcess redis, int timeoutMs = 5000)
+    {
+        var hub = new EventHub();
+        var store = await RedisStore.ConnectAsync(new RedisStoreOptions { Configuration = redis.Endpoint, KeyPrefix = "d", CommandTimeoutMilliseconds = timeoutMs }, hub);
+        return (store, new Coordinator(store, hub, _time, new BoardLimits()));
+    }
+
+    private static async Task<string> WorkflowWithTasksAsync(Coordinator board, int tasks)
+    {
+        var wf = "direct-" + Guid.NewGuid().ToString("N")[..8];
+        await board.CreateWorkflowAsync(wf, "direct commits", null, default).Within();
+        await board.PostTasksAsync(wf, Enumerable.Range(0, tasks).Select(i => new TaskSpec { Id = $"t{i:D2}" }).ToArray(), default).Within();
+        return wf;
+    }
+
+    private static Task<ClaimResult> ClaimAsync(Coordinator board, string wf) =>
+        board.ClaimAsync(new ClaimCommand { WorkflowId = wf, WorkerId = "w" }, default);
+
+    [RedisFact]
+    public async Task OnAStandaloneRedis_CommitsGoOverTheDirectConnection_AndNotWhenItIsTurnedOff()
+    {
+        await using var redis = await RedisProcess.StartAsync();
+        var (store, board) = await OpenAsync(redis);
+        await using (store)
+        {
+            var wf = await WorkflowWithTasksAsync(board, 3);
+            Assert.NotNull((await ClaimAsync(board, wf).Within()).Task);
+            Assert.True(store.DirectCommitCount >= 3, $"expected the commits on the direct connection, saw {store.DirectCommitCount}");
+        }
+
+        var hub = new EventHub();
+        await using var viaLibrary = await RedisStore.ConnectAsync(new RedisStoreOptions { Configuration = redis.Endpoint, KeyPrefix = "d2", DirectCommits = false }, hub);
+        var other = new Coordinator(viaLibrary, hub, _time, new BoardLimits());
+        var wf2 = await WorkflowWithTasksAsync(other, 3);
+        Assert.NotNull((await ClaimAsync(other, wf2).Within()).Task);
+        Assert.Equal(0, viaLibrary.DirectCommitCount);
+    }
+
+    [RedisFact]
+    public async Task RedisKilledAndStartedAgain_CallsFailWithUnavailable_ThenSucceed_OverANewDirectConnection()
+    {
+        await using var redis = await RedisProcess.StartAsync();
+        var (store, board) = await OpenAsync(redis);
+        await using var _ = store;
+        var wf = await WorkflowWithTasksAsync(board, 20);
+        var first = (await ClaimAsync(board, wf).Within()).Task!;
+
+        await redis.KillAsync();
+        var down = await Assert.ThrowsAsync<BoardException>(() => ClaimAsync(board, wf)).Within();
+        Assert.Equal(BoardError.StoreUnavailable, down.Error);
+
+        await redis.StartAgainAsync();
+        var claimed = new List<TaskRecord> { first };
+        await TestTimeouts.Eventually(async () =>
+        {
+            try
+            {
+                claimed.Add((await ClaimAsync(board, wf)).Task!);
+                return true;
+            }
+            catch (BoardException ex) when (ex.Error == BoardError.StoreUnavailable)
+            {
+                return false;
+            }
+        }, "a claim to succeed once Redis is back", TimeSpan.FromSeconds(30));
+
+        // Back on the direct connection: it was opened again in the background.
+        var before = store.DirectCommitCount;
+        await TestTimeouts.Eventually(async () =>
+        {
+            claimed.Add((await ClaimAsync(board, wf)).Task!);
+            return store.DirectCommitCount > before;
+        }, "commits to go over a new direct connection", TimeSpan.FromSeconds(30));
+
+        // AOF with appendfsync always: the acknowledged claims survived the kill, and none was handed out twice.
+        Assert.Equal(claimed.Count, claimed.Select(t => t.Id).Distinct().Count());
+        var view = await board.GetWorkflowAsync(wf, default).Within();
+        Assert.True(view.Counts[TaskState.Claimed] >= claimed.Count);
+        foreach (var task in claimed)
+        {
+            Assert.Equal(TaskState.Claimed, (await board.GetTaskAsync(wf, task.Id, default).Within()).Task.State);
+        }
+    }
+
+    /// <summary>
+    /// SCRIPT FLUSH empties Redis's script cache: the direct connection's next EVALSHA is answered NOSCRIPT, so that
+    /// commit did not run. The caller hears UNAVAILABLE (retryable) and the task it asked for stays ready.
+    /// </summary>
+    [RedisFact]
+    public async Task AFlushedScriptCache_FailsOneCommitWithUnavailable_AndLosesNothing()
+    {
+        await using var redis = await RedisProcess.StartAsync();
+        var (store, board) = await OpenAsync(redis);
+        await using var _ = store;
+        var wf = await WorkflowWithTasksAsync(board, 5);
+        var first = (await ClaimAsync(board, wf).Within()).Task!;
+
+        Assert.Equal("OK", (await redis.CliAsync("SCRIPT", "FLUSH")).Trim());
+        var error = await Assert.ThrowsAsync<BoardException>(() => ClaimAsync(board, wf)).Within();
+        Assert.Equal(BoardError.StoreUnavailable, error.Error);
+
+        var rest = new List<string>();
+        while ((await ClaimAsync(board, wf).Within()).Task is { } task)
+        {
+            rest.Add(task.Id);
+        }
+
+        Assert.Equal(4, rest.Count);
+        Assert.DoesNotContain(first.Id, rest);
+        Assert.Equal(5, (await board.GetWorkflowAsync(wf, default).Within()).Counts[TaskState.Claimed]);
+    }
+
+    /// <summary>
+    /// A Redis that stops answering (SIGSTOP) fails the commit with UNAVAILABLE after the command timeout instead of
+    /// holding the caller; once it answers again (SIGCONT), so does the board, with the log still gap-free.
+    /// </summary>
+    [RedisFact]
+    public async Task ARedisThatStopsAnswering_FailsTheCommitAfterTheTimeout_AndTheBoardRecovers()
+    {
+        await using var redis = await RedisProcess.StartAsync();
+        var (store, board) = await OpenAsync(redis, timeoutMs: 1000);
+        await using var _ = store;
+        var wf = await WorkflowWithTasksAsync(board, 5);
+        var pid = ProcessId(await redis.CliAsync("INFO", "server"));
+
+        await Signal("STOP", pid);
+        try
+        {
+            var error = await Assert.ThrowsAsync<BoardException>(() => ClaimAsync(board, wf)).Within(TimeSpan.FromSeconds(20));
+            Assert.Equal(BoardError.StoreUnavailable, error.Error);
+        }
+        finally
+        {
+            await Signal("CONT", pid);
+        }
+
+        // The timed-out commit may have run once Redis resumed: its outcome is unknown, and the replica reloads.
+        await TestTimeouts.Eventually(async () =>
+        {
+            try
+            {
+                return (await ClaimAsync(board, wf)).Task is not null;
+            }
+            catch (BoardException ex) when (ex.Error == BoardError.StoreUnavailable)
+            {
+                return false;
+            }
+        }, "a claim to succeed after Redis resumed", TimeSpan.FromSeconds(30));
+
+        var events = await StoreReads.AllEventsAsync(store, wf);
+        Assert.Equal(Enumerable.Range(1, events.Count).Select(r => (long)r), events.Select(e => e.Revision));
+        Assert.Equal(events.Count(e => e.Kind == EventKind.TaskClaimed), (await board.GetWorkflowAsync(wf, default).Within()).Counts[TaskState.Claimed]);
+    }
+
+    private static int ProcessId(string info) =>
+        int.Parse(info.Split('\n').Single(l => l.StartsWith("process_id:", StringComparison.Ordinal))["process_id:".Length..].Trim(), System.Globalization.CultureInfo.InvariantCulture);
+
+    private static async Task Signal(string signal, int pid)
+    {
+        using var kill = System.Diagnostics.Process.Start("/bin/kill", ["-" + signal, pid.ToString(System.Globalization.CultureInfo.InvariantCulture)])!;
+        await kill.WaitForExitAsync().Within();
+        Assert.Equal(0, kill.ExitCode);
+    }
+}
