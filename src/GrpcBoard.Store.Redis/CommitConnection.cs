@@ -12,6 +12,9 @@ namespace GrpcBoard.Store.Redis;
 /// <summary>An error reply to a command of the direct commit connection (StackExchange.Redis's own exception cannot be created outside it).</summary>
 internal sealed class RedisErrorReplyException(string message) : Exception(message);
 
+/// <summary>The direct commit connection cannot be opened now (Redis is away); it is tried again later.</summary>
+internal sealed class RedisUnavailableForCommitsException(string message) : Exception(message);
+
 /// <summary>What the commit script answered (<see cref="Scripts.Commit"/>).</summary>
 internal readonly record struct CommitReply(long Code, long Head, double TimerBefore, double TimerAfter)
 {
@@ -86,7 +89,13 @@ internal sealed class CommitConnection : IDisposable
 
         var endpoint = config.EndPoints[0];
         var server = redis.GetServer(endpoint);
-        if (!server.IsConnected || server.ServerType != ServerType.Standalone || server.IsSlave)
+        if (!server.IsConnected)
+        {
+            // What kind of server it is cannot be known now: the caller tries again later.
+            throw new RedisUnavailableForCommitsException($"Redis at {endpoint} is not connected.");
+        }
+
+        if (server.ServerType != ServerType.Standalone || server.IsSlave)
         {
             return null;
         }

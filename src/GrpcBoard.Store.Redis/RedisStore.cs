@@ -41,8 +41,12 @@ public sealed class RedisStore : IBoardStore
     private readonly Task _background;
     private readonly ConfigurationOptions _config;
     private volatile CommitConnection? _commits;
+
+    /// <summary>False once the configuration turned out to be one the direct connection does not serve.</summary>
+    private volatile bool _directCommits;
     private int _reopeningCommits;
-    private long _directCommits;
+    private bool _commitsOpenFailing;
+    private long _directCommitCount;
     private string? _epoch;
     private volatile string? _dataLoss;
 
@@ -73,6 +77,7 @@ public sealed class RedisStore : IBoardStore
         // notification only says "read the log". Ordered completion costs a queue and a hop per reply.
         redis.PreserveAsyncOrder = false;
         var store = new RedisStore(options, hub, redis, config, logger ?? NullLogger.Instance);
+        store._directCommits = options.DirectCommits;
         if (options.DirectCommits)
         {
             await store.OpenCommitConnectionAsync();
@@ -179,7 +184,7 @@ public sealed class RedisStore : IBoardStore
     }
 
     /// <summary>Commit scripts sent over the direct connection (for tests and metrics).</summary>
-    internal long DirectCommitCount => Interlocked.Read(ref _directCommits);
+    internal long DirectCommitCount => Interlocked.Read(ref _directCommitCount);
 
     /// <summary>Commit batches Redis refused because another instance had committed first (for tests and metrics).</summary>
     internal long RefusedBatches => Interlocked.Read(ref _refusedBatches);
@@ -398,17 +403,19 @@ public sealed class RedisStore : IBoardStore
     /// </summary>
     internal bool TrySendCommit(string workflowId, RedisValue[] args, Action<CommitReply, Exception?> onReply)
     {
-        if (_commits is not { } commits)
+        if (!_directCommits)
         {
             return false;
         }
 
-        if (commits.TrySend(_keys.Meta(workflowId), args, onReply))
+        var commits = _commits;
+        if (commits is not null && commits.TrySend(_keys.Meta(workflowId), args, onReply))
         {
-            Interlocked.Increment(ref _directCommits);
+            Interlocked.Increment(ref _directCommitCount);
             return true;
         }
 
+        // Broken, or never opened (Redis was away at start): open one in the background.
         if (Interlocked.CompareExchange(ref _reopeningCommits, 1, 0) == 0)
         {
             _ = Task.Run(async () =>
@@ -441,6 +448,7 @@ public sealed class RedisStore : IBoardStore
         {
             var opened = await CommitConnection.OpenAsync(_config, _redis, TimeSpan.FromMilliseconds(_options.CommandTimeoutMilliseconds),
                 ex => _logger.LogError(ex, "A commit reply could not be handled.")).ConfigureAwait(false);
+            _commitsOpenFailing = false;
             var old = _commits;
             _commits = opened;
             old?.Dispose();
@@ -448,14 +456,20 @@ public sealed class RedisStore : IBoardStore
             {
                 opened?.Dispose();
             }
-            else if (opened is null && old is null)
+            else if (opened is null)
             {
+                _directCommits = false;
                 _logger.LogInformation("Commits go through StackExchange.Redis: the direct commit connection serves one standalone primary without TLS.");
             }
         }
         catch (Exception ex) when (ex is not OperationCanceledException)
         {
-            _logger.LogWarning(ex, "Could not open the direct commit connection; commits go through StackExchange.Redis until it opens.");
+            // Tried again at most once a second while Redis is away: said once, not every second.
+            if (!_commitsOpenFailing)
+            {
+                _commitsOpenFailing = true;
+                _logger.LogWarning(ex, "Could not open the direct commit connection; commits go through StackExchange.Redis until it opens.");
+            }
         }
     }
 
