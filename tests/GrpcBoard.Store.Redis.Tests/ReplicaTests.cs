@@ -125,6 +125,52 @@ public sealed class ReplicaTests(RedisFixture redis) : IClassFixture<RedisFixtur
     }
 
     /// <summary>
+    /// Read from Redis (through instances with no replica), the log starts a page at any revision, also one in
+    /// the middle of a batch; pages follow each other without gaps; and after trimming, what is retained reads
+    /// whole and what is not reads as nothing.
+    /// </summary>
+    [RedisFact]
+    public async Task TheLogInRedis_ReadsFromAnyRevision_PageByPage_AndAfterTrimming()
+    {
+        var hub = new EventHub();
+        await using var writer = await RedisStore.ConnectAsync(new RedisStoreOptions { Configuration = redis.Endpoint, KeyPrefix = _prefix, MaxEventsPerWorkflow = 400 }, hub);
+        var board = new Coordinator(writer, hub, _time, new BoardLimits());
+        var wf = "log-" + Guid.NewGuid().ToString("N")[..8];
+        await board.CreateWorkflowAsync(wf, "runs", null, default).Within();
+        // One call, one batch: revisions 2..301.
+        await board.PostTasksAsync(wf, Enumerable.Range(0, 300).Select(i => new TaskSpec { Id = $"t{i:D3}" }).ToArray(), default).Within();
+
+        await using var reader = await RedisStore.ConnectAsync(new RedisStoreOptions { Configuration = redis.Endpoint, KeyPrefix = _prefix }, new EventHub());
+        foreach (var (from, limit) in new[] { (1L, 5), (7L, 3), (256L, 4), (257L, 1), (258L, 100), (300L, 50) })
+        {
+            var page = await reader.ReadEventsAsync(wf, from, limit, default);
+            var expected = Enumerable.Range((int)from, (int)Math.Min(limit, 301 - from + 1)).Select(r => (long)r);
+            Assert.Equal(expected, page.Events.Select(e => e.Revision));
+        }
+
+        Assert.Equal(Enumerable.Range(1, 301).Select(r => (long)r), (await StoreReads.AllEventsAsync(reader, wf)).Select(e => e.Revision));
+
+        // 200 more events in single commits: the log is trimmed to about 400, through the middle of the post.
+        for (var i = 0; i < 200; i++)
+        {
+            await board.PutNoteAsync(new NotePutCommand { WorkflowId = wf, Key = "k", Value = new byte[] { (byte)i }, Writer = "w" }, default).Within();
+        }
+
+        await using var fresh = await RedisStore.ConnectAsync(new RedisStoreOptions { Configuration = redis.Endpoint, KeyPrefix = _prefix }, new EventHub());
+        var head = await fresh.ReadEventsAsync(wf, 501, 10, default);
+        Assert.Equal(501, head.HeadRevision);
+        Assert.True(head.OldestRevision > 1 && head.OldestRevision < 300, $"expected the trim inside the post, oldest is {head.OldestRevision}");
+        var retained = new List<EventRecord>();
+        for (var from = head.OldestRevision; (await fresh.ReadEventsAsync(wf, from, 64, default)).Events is { Count: > 0 } page; from = page[^1].Revision + 1)
+        {
+            retained.AddRange(page);
+        }
+
+        Assert.Empty((await fresh.ReadEventsAsync(wf, head.OldestRevision - 1, 10, default)).Events);
+        Assert.Equal(Enumerable.Range((int)head.OldestRevision, (int)(501 - head.OldestRevision + 1)).Select(r => (long)r), retained.Select(e => e.Revision));
+    }
+
+    /// <summary>
     /// A commit that Redis rejects with a script error is not an outage: retrying would fail the same way,
     /// so the caller must not hear UNAVAILABLE (which clients retry), and the server reports INTERNAL.
     /// </summary>
