@@ -7,6 +7,29 @@ using StackExchange.Redis;
 
 namespace GrpcBoard.Store.Redis;
 
+/// <summary>What the commit script answered (<see cref="Scripts.Commit"/>).</summary>
+internal readonly record struct CommitReply(long Code, long Head, double TimerBefore, double TimerAfter)
+{
+    public static CommitReply From(RedisResult result)
+    {
+        var r = (RedisResult[])result!;
+        var code = (long)r[0];
+        return code > 0 ? new CommitReply(code, (long)r[1], (double)r[2], (double)r[3]) : new CommitReply(code, (long)r[1], -1, -1);
+    }
+
+    public static CommitReply From(object? value)
+    {
+        if (value is not object?[] { Length: >= 2 } r || r[0] is not long code || r[1] is not long head)
+        {
+            throw new InvalidDataException("The commit script answered something other than {code, head, ...}.");
+        }
+
+        return code > 0 && r.Length >= 4 && r[2] is long before && r[3] is long after
+            ? new CommitReply(code, head, before, after)
+            : new CommitReply(code, head, -1, -1);
+    }
+}
+
 /// <summary>One transaction waiting for the batch that carries it.</summary>
 internal sealed class PendingTxn(AppliedChanges? applied, long observedHead, BoardException? refusal = null)
 {

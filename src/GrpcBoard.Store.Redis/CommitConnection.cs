@@ -12,40 +12,14 @@ namespace GrpcBoard.Store.Redis;
 /// <summary>An error reply to a command of the direct commit connection (StackExchange.Redis's own exception cannot be created outside it).</summary>
 internal sealed class RedisErrorReplyException(string message) : Exception(message);
 
-/// <summary>The direct commit connection cannot be opened now (Redis is away); it is tried again later.</summary>
-internal sealed class RedisUnavailableForCommitsException(string message) : Exception(message);
-
-/// <summary>What the commit script answered (<see cref="Scripts.Commit"/>).</summary>
-internal readonly record struct CommitReply(long Code, long Head, double TimerBefore, double TimerAfter)
-{
-    public static CommitReply From(RedisResult result)
-    {
-        var r = (RedisResult[])result!;
-        var code = (long)r[0];
-        return code > 0 ? new CommitReply(code, (long)r[1], (double)r[2], (double)r[3]) : new CommitReply(code, (long)r[1], -1, -1);
-    }
-
-    public static CommitReply From(object? value)
-    {
-        if (value is not object?[] { Length: >= 2 } r || r[0] is not long code || r[1] is not long head)
-        {
-            throw new InvalidDataException("The commit script answered something other than {code, head, ...}.");
-        }
-
-        return code > 0 && r.Length >= 4 && r[2] is long before && r[3] is long after
-            ? new CommitReply(code, head, before, after)
-            : new CommitReply(code, head, -1, -1);
-    }
-}
-
 /// <summary>
 /// A connection of its own for the commit script, to a standalone Redis, with a dedicated thread that reads each
 /// reply and hands it straight to its replica.
 ///
 /// Why: the commit pipeline of a workflow is latency-bound (one batch in flight on one host), so every
-/// microsecond between Redis's reply and the next batch is throughput lost. Through StackExchange.Redis a reply
-/// reaches the replica after two thread-pool hops (the socket read, then the task's continuation), and on a
-/// loaded 2-core machine each hop waits behind the gRPC work; Redis sat idle for a quarter of each commit cycle.
+/// microsecond between Redis's reply and the next batch is throughput lost. Through StackExchange.Redis every reply
+/// reached the replica on a thread-pool thread, queued behind the gRPC work, and on a loaded 2-core machine Redis
+/// waited for the next batch for a quarter of its time (docs/benchmarks.md).
 ///
 /// Commands are pipelined in the order they are written, under one lock, so the batches of a workflow reach Redis
 /// in send order, and replies come back in that order (RESP). Anything this connection does not do (a cluster,
@@ -92,7 +66,7 @@ internal sealed class CommitConnection : IDisposable
         if (!server.IsConnected)
         {
             // What kind of server it is cannot be known now: the caller tries again later.
-            throw new RedisUnavailableForCommitsException($"Redis at {endpoint} is not connected.");
+            throw new InvalidOperationException($"Redis at {endpoint} is not connected.");
         }
 
         if (server.ServerType != ServerType.Standalone || server.IsSlave)
