@@ -17,11 +17,56 @@ public sealed class DirectCommitTests
 {
     private readonly ManualTimeProvider _time = new();
 
-    private async Task<(RedisStore Store, Coordinator Board)> OpenAsync(RedisProcess redis, int timeoutMs = 5000)
+    private async Task<(RedisStore Store, Coordinator Board)> OpenAsync(RedisProcess redis, int timeoutMs = 5000, string prefix = "d", bool directCommits = true)
     {
         var hub = new EventHub();
-        var store = await RedisStore.ConnectAsync(new RedisStoreOptions { Configuration = redis.Endpoint, KeyPrefix = "d", CommandTimeoutMilliseconds = timeoutMs }, hub);
+        var store = await RedisStore.ConnectAsync(new RedisStoreOptions { Configuration = redis.Endpoint, KeyPrefix = prefix, CommandTimeoutMilliseconds = timeoutMs, DirectCommits = directCommits }, hub);
         return (store, new Coordinator(store, hub, _time, new BoardLimits()));
+    }
+
+    /// <summary>A redis-server of the test's own, a store on it, and a workflow with <paramref name="tasks"/> ready tasks.</summary>
+    private async Task<Setup> StartAsync(int tasks, int timeoutMs = 5000)
+    {
+        var redis = await RedisProcess.StartAsync();
+        var (store, board) = await OpenAsync(redis, timeoutMs);
+        return new Setup(redis, store, board, await WorkflowWithTasksAsync(board, tasks));
+    }
+
+    private sealed record Setup(RedisProcess Redis, RedisStore Store, Coordinator Board, string Workflow) : IAsyncDisposable
+    {
+        public Task<ClaimResult> ClaimAsync() => ClaimOnAsync(Board, Workflow);
+
+        /// <summary>The next claim fails with UNAVAILABLE.</summary>
+        public async Task ClaimIsUnavailableAsync(TimeSpan? within = null)
+        {
+            var error = await Assert.ThrowsAsync<BoardException>(ClaimAsync).Within(within);
+            Assert.Equal(BoardError.StoreUnavailable, error.Error);
+        }
+
+        /// <summary>Claims until a claim is not refused with UNAVAILABLE (Redis is back); returns that claim.</summary>
+        public async Task<ClaimResult> ClaimOnceBackAsync(string what)
+        {
+            ClaimResult? claim = null;
+            await TestTimeouts.Eventually(async () =>
+            {
+                try
+                {
+                    claim = await ClaimAsync();
+                    return true;
+                }
+                catch (BoardException ex) when (ex.Error == BoardError.StoreUnavailable)
+                {
+                    return false;
+                }
+            }, what, TimeSpan.FromSeconds(30));
+            return claim!;
+        }
+
+        public async ValueTask DisposeAsync()
+        {
+            await Store.DisposeAsync();
+            await Redis.DisposeAsync();
+        }
     }
 
     private static async Task<string> WorkflowWithTasksAsync(Coordinator board, int tasks)
@@ -32,56 +77,35 @@ public sealed class DirectCommitTests
         return wf;
     }
 
-    private static Task<ClaimResult> ClaimAsync(Coordinator board, string wf) =>
+    private static Task<ClaimResult> ClaimOnAsync(Coordinator board, string wf) =>
         board.ClaimAsync(new ClaimCommand { WorkflowId = wf, WorkerId = "w" }, default);
 
     [RedisFact]
     public async Task OnAStandaloneRedis_CommitsGoOverTheDirectConnection_AndNotWhenItIsTurnedOff()
     {
-        await using var redis = await RedisProcess.StartAsync();
-        var (store, board) = await OpenAsync(redis);
-        await using (store)
-        {
-            var wf = await WorkflowWithTasksAsync(board, 3);
-            Assert.NotNull((await ClaimAsync(board, wf).Within()).Task);
-            Assert.True(store.DirectCommitCount >= 3, $"expected the commits on the direct connection, saw {store.DirectCommitCount}");
-        }
+        await using var setup = await StartAsync(tasks: 3);
+        Assert.NotNull((await setup.ClaimAsync().Within()).Task);
+        Assert.True(setup.Store.DirectCommitCount >= 3, $"expected the commits on the direct connection, saw {setup.Store.DirectCommitCount}");
 
-        var hub = new EventHub();
-        await using var viaLibrary = await RedisStore.ConnectAsync(new RedisStoreOptions { Configuration = redis.Endpoint, KeyPrefix = "d2", DirectCommits = false }, hub);
-        var other = new Coordinator(viaLibrary, hub, _time, new BoardLimits());
+        var (viaLibrary, other) = await OpenAsync(setup.Redis, prefix: "d2", directCommits: false);
+        await using var _ = viaLibrary;
         var wf2 = await WorkflowWithTasksAsync(other, 3);
-        Assert.NotNull((await ClaimAsync(other, wf2).Within()).Task);
+        Assert.NotNull((await ClaimOnAsync(other, wf2).Within()).Task);
         Assert.Equal(0, viaLibrary.DirectCommitCount);
     }
 
     [RedisFact]
     public async Task RedisKilledAndStartedAgain_CallsFailWithUnavailable_ThenSucceed_OverANewDirectConnection()
     {
-        await using var redis = await RedisProcess.StartAsync();
-        var (store, board) = await OpenAsync(redis);
-        await using var _ = store;
-        var wf = await WorkflowWithTasksAsync(board, 20);
-        var first = (await ClaimAsync(board, wf).Within()).Task!;
+        await using var setup = await StartAsync(tasks: 20);
+        var (store, board, wf) = (setup.Store, setup.Board, setup.Workflow);
+        var claimed = new List<TaskRecord> { (await setup.ClaimAsync().Within()).Task! };
 
-        await redis.KillAsync();
-        var down = await Assert.ThrowsAsync<BoardException>(() => ClaimAsync(board, wf)).Within();
-        Assert.Equal(BoardError.StoreUnavailable, down.Error);
+        await setup.Redis.KillAsync();
+        await setup.ClaimIsUnavailableAsync();
 
-        await redis.StartAgainAsync();
-        var claimed = new List<TaskRecord> { first };
-        await TestTimeouts.Eventually(async () =>
-        {
-            try
-            {
-                claimed.Add((await ClaimAsync(board, wf)).Task!);
-                return true;
-            }
-            catch (BoardException ex) when (ex.Error == BoardError.StoreUnavailable)
-            {
-                return false;
-            }
-        }, "a claim to succeed once Redis is back", TimeSpan.FromSeconds(30));
+        await setup.Redis.StartAgainAsync();
+        claimed.Add((await setup.ClaimOnceBackAsync("a claim to succeed once Redis is back")).Task!);
 
         // Back on the direct connection: it is opened again in the background. Reads commit too (a batch of
         // reads only), so waiting for it takes no tasks.
@@ -91,7 +115,7 @@ public sealed class DirectCommitTests
             await board.GetWorkflowAsync(wf, default);
             return store.DirectCommitCount > before;
         }, "commits to go over a new direct connection", TimeSpan.FromSeconds(30));
-        claimed.Add((await ClaimAsync(board, wf).Within()).Task!);
+        claimed.Add((await setup.ClaimAsync().Within()).Task!);
 
         // AOF with appendfsync always: the acknowledged claims survived the kill, and none was handed out twice.
         Assert.Equal(claimed.Count, claimed.Select(t => t.Id).Distinct().Count());
@@ -110,25 +134,21 @@ public sealed class DirectCommitTests
     [RedisFact]
     public async Task AFlushedScriptCache_FailsOneCommitWithUnavailable_AndLosesNothing()
     {
-        await using var redis = await RedisProcess.StartAsync();
-        var (store, board) = await OpenAsync(redis);
-        await using var _ = store;
-        var wf = await WorkflowWithTasksAsync(board, 5);
-        var first = (await ClaimAsync(board, wf).Within()).Task!;
+        await using var setup = await StartAsync(tasks: 5);
+        var first = (await setup.ClaimAsync().Within()).Task!;
 
-        Assert.Equal("OK", (await redis.CliAsync("SCRIPT", "FLUSH")).Trim());
-        var error = await Assert.ThrowsAsync<BoardException>(() => ClaimAsync(board, wf)).Within();
-        Assert.Equal(BoardError.StoreUnavailable, error.Error);
+        Assert.Equal("OK", (await setup.Redis.CliAsync("SCRIPT", "FLUSH")).Trim());
+        await setup.ClaimIsUnavailableAsync();
 
         var rest = new List<string>();
-        while ((await ClaimAsync(board, wf).Within()).Task is { } task)
+        while ((await setup.ClaimAsync().Within()).Task is { } task)
         {
             rest.Add(task.Id);
         }
 
         Assert.Equal(4, rest.Count);
         Assert.DoesNotContain(first.Id, rest);
-        Assert.Equal(5, (await board.GetWorkflowAsync(wf, default).Within()).Counts[TaskState.Claimed]);
+        Assert.Equal(5, (await setup.Board.GetWorkflowAsync(setup.Workflow, default).Within()).Counts[TaskState.Claimed]);
     }
 
     /// <summary>
@@ -138,17 +158,13 @@ public sealed class DirectCommitTests
     [RedisFact]
     public async Task ARedisThatStopsAnswering_FailsTheCommitAfterTheTimeout_AndTheBoardRecovers()
     {
-        await using var redis = await RedisProcess.StartAsync();
-        var (store, board) = await OpenAsync(redis, timeoutMs: 1000);
-        await using var _ = store;
-        var wf = await WorkflowWithTasksAsync(board, 5);
-        var pid = ProcessId(await redis.CliAsync("INFO", "server"));
+        await using var setup = await StartAsync(tasks: 5, timeoutMs: 1000);
+        var pid = ProcessId(await setup.Redis.CliAsync("INFO", "server"));
 
         await Signal("STOP", pid);
         try
         {
-            var error = await Assert.ThrowsAsync<BoardException>(() => ClaimAsync(board, wf)).Within(TimeSpan.FromSeconds(20));
-            Assert.Equal(BoardError.StoreUnavailable, error.Error);
+            await setup.ClaimIsUnavailableAsync(within: TimeSpan.FromSeconds(20));
         }
         finally
         {
@@ -156,21 +172,11 @@ public sealed class DirectCommitTests
         }
 
         // The timed-out commit may have run once Redis resumed: its outcome is unknown, and the replica reloads.
-        await TestTimeouts.Eventually(async () =>
-        {
-            try
-            {
-                return (await ClaimAsync(board, wf)).Task is not null;
-            }
-            catch (BoardException ex) when (ex.Error == BoardError.StoreUnavailable)
-            {
-                return false;
-            }
-        }, "a claim to succeed after Redis resumed", TimeSpan.FromSeconds(30));
+        Assert.NotNull((await setup.ClaimOnceBackAsync("a claim to succeed after Redis resumed")).Task);
 
-        var events = await StoreReads.AllEventsAsync(store, wf);
+        var events = await StoreReads.AllEventsAsync(setup.Store, setup.Workflow);
         Assert.Equal(Enumerable.Range(1, events.Count).Select(r => (long)r), events.Select(e => e.Revision));
-        Assert.Equal(events.Count(e => e.Kind == EventKind.TaskClaimed), (await board.GetWorkflowAsync(wf, default).Within()).Counts[TaskState.Claimed]);
+        Assert.Equal(events.Count(e => e.Kind == EventKind.TaskClaimed), (await setup.Board.GetWorkflowAsync(setup.Workflow, default).Within()).Counts[TaskState.Claimed]);
     }
 
     private static int ProcessId(string info) =>

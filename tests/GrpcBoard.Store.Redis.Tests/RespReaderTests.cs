@@ -13,38 +13,58 @@ namespace GrpcBoard.Store.Redis.Tests;
 /// </summary>
 public sealed class RespReaderTests
 {
-    private static async Task<(Socket Reader, Socket Writer)> PairAsync()
+    /// <summary>A loopback connection: the reader's end (with its receive timeout) and the writer's.</summary>
+    private sealed class Pair : IDisposable
     {
-        using var listener = new TcpListener(IPAddress.Loopback, 0);
-        listener.Start();
-        var reader = new Socket(SocketType.Stream, ProtocolType.Tcp);
-        await reader.ConnectAsync((IPEndPoint)listener.LocalEndpoint);
-        var writer = await listener.AcceptSocketAsync();
-        return (reader, writer);
+        public required Socket Reader { get; init; }
+
+        public required Socket Writer { get; init; }
+
+        public static async Task<Pair> OpenAsync(int receiveTimeoutMs)
+        {
+            using var listener = new TcpListener(IPAddress.Loopback, 0);
+            listener.Start();
+            var reader = new Socket(SocketType.Stream, ProtocolType.Tcp) { ReceiveTimeout = receiveTimeoutMs };
+            await reader.ConnectAsync((IPEndPoint)listener.LocalEndpoint);
+            return new Pair { Reader = reader, Writer = await listener.AcceptSocketAsync() };
+        }
+
+        public void Dispose()
+        {
+            Reader.Dispose();
+            Writer.Dispose();
+        }
     }
 
     [Fact]
     public async Task AReplyCutIntoPieces_WithPausesLongerThanTheReceiveTimeout_IsReadWhole()
     {
-        var (socket, writer) = await PairAsync();
-        using var _ = socket;
-        using var __ = writer;
-        socket.ReceiveTimeout = 50;
+        using var pair = await Pair.OpenAsync(receiveTimeoutMs: 50);
         var timeouts = 0;
-        var reader = new RespReader(socket, () =>
+        var timedOut = new SemaphoreSlim(0);
+        var reader = new RespReader(pair.Reader, () =>
         {
-            timeouts++;
+            Interlocked.Increment(ref timeouts);
+            timedOut.Release();
             return false;
         });
 
         var reply = "*4\r\n:1\r\n:42\r\n$5\r\nab\r\nc\r\n*1\r\n:-1\r\n-ERR wrong\r\n"u8.ToArray();
         var reading = Task.Run(() => (reader.ReadValue(), reader.ReadValue()));
-        // Cut between CR and LF, inside a number, inside a bulk string (before its own CRLF), and so on.
+        // Cut between CR and LF, inside a number, inside a bulk string (before its own CRLF), and so on; after
+        // each piece, the reader's receive times out before the next one is sent.
         int[] cuts = [0, 3, 6, 10, 19, 23, 30, reply.Length];
         for (var i = 1; i < cuts.Length; i++)
         {
-            writer.Send(reply.AsSpan(cuts[i - 1], cuts[i] - cuts[i - 1]));
-            await Task.Delay(120);
+            while (timedOut.Wait(0))
+            {
+            }
+
+            pair.Writer.Send(reply.AsSpan(cuts[i - 1], cuts[i] - cuts[i - 1]));
+            if (i < cuts.Length - 1)
+            {
+                await timedOut.WaitAsync().Within();
+            }
         }
 
         var (first, second) = await reading.Within();
@@ -62,12 +82,9 @@ public sealed class RespReaderTests
     [Fact]
     public async Task WhenTheWaitIsOverdue_TheReadFailsInsteadOfWaitingOn()
     {
-        var (socket, writer) = await PairAsync();
-        using var _ = socket;
-        using var __ = writer;
-        socket.ReceiveTimeout = 50;
-        var reader = new RespReader(socket, () => true);
-        writer.Send("*2\r\n:1\r\n"u8);
+        using var pair = await Pair.OpenAsync(receiveTimeoutMs: 50);
+        var reader = new RespReader(pair.Reader, () => true);
+        pair.Writer.Send("*2\r\n:1\r\n"u8);
 
         var error = await Assert.ThrowsAsync<SocketException>(() => Task.Run(reader.ReadValue)).Within();
         Assert.Equal(SocketError.TimedOut, error.SocketErrorCode);
@@ -79,24 +96,20 @@ public sealed class RespReaderTests
     [InlineData("$3\r\nabcd\r\n")]     // a bulk string longer than its length
     public async Task InputThatIsNotRESP_IsRefused(string input)
     {
-        var (socket, writer) = await PairAsync();
-        using var _ = socket;
-        using var __ = writer;
-        socket.ReceiveTimeout = 5000;
-        writer.Send(Encoding.ASCII.GetBytes(input));
+        using var pair = await Pair.OpenAsync(receiveTimeoutMs: 5000);
+        pair.Writer.Send(Encoding.ASCII.GetBytes(input));
 
-        await Assert.ThrowsAsync<InvalidDataException>(() => Task.Run(new RespReader(socket).ReadValue)).Within();
+        await Assert.ThrowsAsync<InvalidDataException>(() => Task.Run(new RespReader(pair.Reader).ReadValue)).Within();
     }
 
     [Fact]
     public async Task AConnectionClosedMidReply_IsAnError_NotAShortReply()
     {
-        var (socket, writer) = await PairAsync();
-        using var _ = socket;
-        writer.Send("*3\r\n:1\r\n"u8);
-        writer.Shutdown(SocketShutdown.Both);
-        writer.Dispose();
+        using var pair = await Pair.OpenAsync(receiveTimeoutMs: 5000);
+        pair.Writer.Send("*3\r\n:1\r\n"u8);
+        pair.Writer.Shutdown(SocketShutdown.Both);
+        pair.Writer.Close();
 
-        await Assert.ThrowsAsync<IOException>(() => Task.Run(new RespReader(socket).ReadValue)).Within();
+        await Assert.ThrowsAsync<IOException>(() => Task.Run(new RespReader(pair.Reader).ReadValue)).Within();
     }
 }
