@@ -67,7 +67,7 @@ catch (MissingToolException ex)
 }
 
 await using var target = started;
-await using var clients = new ClientPool(target.Address, options.Connections);
+await using var clients = new ClientPool(target.Addresses, options.Connections);
 try
 {
     return await scenario.RunAsync(new BenchContext(options, target, clients, report, cancel.Token));

@@ -48,6 +48,9 @@ public sealed class BenchOptions
     public string ServerLogLevel { get; private set; } = "Warning";
     public IReadOnlyList<KeyValuePair<string, string>> ServerEnvironment { get; private set; } = [];
 
+    /// <summary>--instances: server processes started on the same Redis; workers are spread over them.</summary>
+    public int Instances { get; private set; } = 1;
+
     /// <summary>--redis: an existing Redis for a --store redis server; null: the tool starts a redis-server.</summary>
     public string? RedisEndpoint { get; private set; }
     public string RedisAppendFsync { get; private set; } = "always";
@@ -105,6 +108,7 @@ public sealed class BenchOptions
         new("--data", "DIR", "Data directory of a started embedded server (default: a new temporary directory, deleted afterwards).", (o, v) => o.DataDirectory = v),
         new("--keep-data", null, "Do not delete the temporary data directory.", (o, _) => o.KeepData = true),
         new("--server-log-level", "LEVEL", "Log level of a started server (default Warning).", (o, v) => o.ServerLogLevel = v),
+        new("--instances", "N", "With --store redis: start N servers on the same Redis (each with a data directory of its own); connections, and so workers, are spread over them round-robin, at least one connection each (default 1).", (o, v) => o.Instances = Int(v, "--instances", 1)),
         new("--server-env", "NAME=VALUE", "Environment variable for a started server process, e.g. DOTNET_gcServer=0 (repeatable).", (o, v) => o.ServerEnvironment = [.. o.ServerEnvironment, EnvPair(v)]),
         new("--watchers", "N", "watch-fanout: concurrent Watch streams on one workflow (default 10000).", (o, v) => o.Watchers = Int(v, "--watchers", 1)),
         new("--watch-channels", "C", "watch-fanout: client channels (HTTP/2 connections) the watchers are spread over (default 20; the server allows 1000 streams each).", (o, v) => o.WatchChannels = Int(v, "--watch-channels", 1)),
@@ -214,7 +218,7 @@ public sealed class BenchOptions
         var server = Target is { } target
             ? $"existing server at {target}" + (ServerPid is { } pid ? $" (pid {pid})" : "")
             : InProcess ? "in this process" : "child process (dotnet GrpcBoard.Server.dll)";
-        yield return ("server", server);
+        yield return ("server", Instances > 1 ? $"{Instances} child processes (dotnet GrpcBoard.Server.dll) on one Redis" : server);
         if (Target is null)
         {
             yield return ("store", Store switch
@@ -275,6 +279,11 @@ public sealed class BenchOptions
         if (RedisEndpoint is not null && Store != "redis" && Scenario != "compare")
         {
             throw new ArgumentException("--redis goes with --store redis.");
+        }
+
+        if (Instances > 1 && (Store != "redis" || Target is not null || InProcess || Scenario is not ("claim-only" or "claim-complete")))
+        {
+            throw new ArgumentException("--instances goes with --store redis and a claim scenario, on servers the tool starts as processes.");
         }
 
         if (Duration is { } d && d <= TimeSpan.Zero)

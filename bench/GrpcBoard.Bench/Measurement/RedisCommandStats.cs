@@ -87,6 +87,15 @@ public sealed record RedisStoreFigures(RedisCommandStats Delta, long Claims, lon
 
     public long RoundTrips => ScriptCalls;
 
+    /// <summary>
+    /// Script calls that published nothing: commits Redis refused (another instance had committed first), batches
+    /// of reads only, and the few other scripts. With several instances on one workflow, mostly refusals.
+    /// </summary>
+    public long ScriptsWithoutCommit => Math.Max(0, ScriptCalls - Commits);
+
+    /// <summary>Log reads (XRANGE, in the ReadLog script): catch-ups after another instance's commit, and loads.</summary>
+    public long LogReads => Delta.Calls("xrange");
+
     /// <summary>Time Redis spent running scripts, including the commands they ran.</summary>
     public double ScriptSeconds => (Delta.Micros("evalsha") + Delta.Micros("eval")) / 1e6;
 }

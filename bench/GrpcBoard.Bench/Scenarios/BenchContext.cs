@@ -32,24 +32,26 @@ public sealed class BenchContext(BenchOptions options, IServerTarget target, Cli
 /// </summary>
 public sealed class ClientPool : IAsyncDisposable
 {
+    private readonly Uri[] _addresses;
     private readonly BoardClient[] _clients;
     private readonly IClaimCalls[] _sdkCalls;
     private LeanH2Connection[]? _lean;
     private IClaimCalls[]? _leanCalls;
 
-    public ClientPool(Uri address, int connections)
+    /// <summary>Connection i goes to server i mod the number of servers; every server gets one at least.</summary>
+    public ClientPool(IReadOnlyList<Uri> servers, int connections)
     {
-        _clients = new BoardClient[connections];
-        for (var i = 0; i < connections; i++)
-        {
-            _clients[i] = new BoardClient(address.ToString());
-        }
-
+        connections = Math.Max(connections, servers.Count);
+        _addresses = [.. Enumerable.Range(0, connections).Select(i => servers[i % servers.Count])];
+        _clients = [.. _addresses.Select(a => new BoardClient(a.ToString()))];
         _sdkCalls = [.. _clients.Select(c => new SdkClaimCalls(c))];
-        Address = address;
+        Servers = servers;
     }
 
-    public Uri Address { get; }
+    /// <summary>The servers' addresses; setup calls and checks go to the first.</summary>
+    public IReadOnlyList<Uri> Servers { get; }
+
+    public Uri Address => Servers[0];
 
     public int Count => _clients.Length;
 
@@ -69,17 +71,17 @@ public sealed class ClientPool : IAsyncDisposable
 
         if (_leanCalls is null)
         {
-            _lean = await Task.WhenAll(_clients.Select(_ => LeanH2Connection.ConnectAsync(Address, cancellationToken)));
+            _lean = await Task.WhenAll(_addresses.Select(a => LeanH2Connection.ConnectAsync(a, cancellationToken)));
             _leanCalls = [.. _lean.Select(c => new LeanClaimCalls(c))];
         }
 
         return _leanCalls;
     }
 
-    /// <summary>Established TCP connections from this machine to the server's port (read from /proc/net/tcp*), or null when unknown.</summary>
+    /// <summary>Established TCP connections from this machine to the servers' ports (read from /proc/net/tcp*), or null when unknown.</summary>
     public int? CountConnections()
     {
-        var port = Address.Port;
+        var ports = Servers.Select(s => s.Port).ToHashSet();
         var count = 0;
         var any = false;
         foreach (var file in new[] { "/proc/net/tcp", "/proc/net/tcp6" })
@@ -95,7 +97,7 @@ public sealed class ClientPool : IAsyncDisposable
                 var fields = line.Split(' ', StringSplitOptions.RemoveEmptyEntries);
                 // fields: sl local_address rem_address st ...; "01" is ESTABLISHED; the port is the hex after ':'.
                 if (fields.Length > 3 && fields[3] == "01"
-                    && int.Parse(fields[2].AsSpan(fields[2].LastIndexOf(':') + 1), NumberStyles.HexNumber, CultureInfo.InvariantCulture) == port)
+                    && ports.Contains(int.Parse(fields[2].AsSpan(fields[2].LastIndexOf(':') + 1), NumberStyles.HexNumber, CultureInfo.InvariantCulture)))
                 {
                     count++;
                 }

@@ -89,7 +89,7 @@ public sealed class ClaimScenario(string name, bool completes) : IScenario
 
         report.Line("empty claims", string.Create(Report.Culture, $"{run.EmptyClaims} (a worker stops at its first: nothing left to claim)"));
         report.Line("failed calls", run.Errors.ToString(Report.Culture));
-        report.Line("http/2 connections", connections is { } c ? $"{c} established to port {context.Clients.Address.Port} after the run ({context.Clients.Count} C# client channel(s), {context.Clients.LeanCount} lean connection(s))" : "unknown");
+        report.Line("http/2 connections", connections is { } c ? $"{c} established to port{(context.Clients.Servers.Count > 1 ? "s" : "")} {string.Join(", ", context.Clients.Servers.Select(s => s.Port))} after the run ({context.Clients.Count} C# client channel(s), {context.Clients.LeanCount} lean connection(s))" : "unknown");
         var rows = new List<(string, LatencyStats)> { ("ClaimTask", LatencyStats.From(run.Workers.Select(w => w.ClaimLatency))) };
         if (completes)
         {

@@ -126,7 +126,7 @@ public sealed class CompareScenario : ISelfHostedScenario
         report.Section($"GrpcBoard, {store} store: starting");
         var only = o.Derive("claim-only", store, o.PartLimit);
         await using var target = await ServerTargets.StartAsync(only, ct);
-        await using var clients = new ClientPool(target.Address, o.Connections);
+        await using var clients = new ClientPool(target.Addresses, o.Connections);
         report.Line("target", target.Description);
         var runs = o.Clients.SelectMany(g => new[]
         {

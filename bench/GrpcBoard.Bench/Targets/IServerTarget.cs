@@ -6,6 +6,9 @@ public interface IServerTarget : IAsyncDisposable
     /// <summary>The gRPC address, e.g. http://127.0.0.1:41234/.</summary>
     Uri Address { get; }
 
+    /// <summary>Every server's address: more than one with --instances, the first being <see cref="Address"/>.</summary>
+    IReadOnlyList<Uri> Addresses => [Address];
+
     /// <summary>The server's process id for CPU accounting; null when unknown.</summary>
     int? ProcessId { get; }
 

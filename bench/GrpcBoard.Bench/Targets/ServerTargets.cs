@@ -25,7 +25,9 @@ public static class ServerTargets
             var endpoint = options.Store == "redis" ? redis?.Endpoint ?? options.RedisEndpoint : null;
             IServerTarget server = options.InProcess
                 ? await InProcessServer.StartAsync(options, data, endpoint, cancellationToken)
-                : await ServerProcess.StartAsync(options, data, endpoint, cancellationToken);
+                : options.Instances > 1
+                    ? await ServerGroup.StartAsync(options, data!, endpoint!, cancellationToken)
+                    : await ServerProcess.StartAsync(options, data, endpoint, cancellationToken);
             return endpoint is null ? server : new RedisBackedServer(server, endpoint, redis);
         }
         catch
@@ -41,6 +43,74 @@ public static class ServerTargets
     }
 }
 
+/// <summary>
+/// --instances N: N server processes on one Redis, as a team runs them on several hosts. The first is measured as
+/// "the server" (and watched for JIT activity during warm-up); the others are measured as companions.
+/// </summary>
+public sealed class ServerGroup : IServerTarget
+{
+    private readonly IReadOnlyList<ServerProcess> _servers;
+
+    private ServerGroup(IReadOnlyList<ServerProcess> servers)
+    {
+        _servers = servers;
+        Addresses = [.. servers.Select(s => s.Address)];
+        Companions = [.. servers.Skip(1).Select((s, i) => new CompanionProcess($"server {i + 2}", s.ProcessId!.Value))];
+    }
+
+    public Uri Address => _servers[0].Address;
+
+    public IReadOnlyList<Uri> Addresses { get; }
+
+    public int? ProcessId => _servers[0].ProcessId;
+
+    public string Description => string.Join("; ", _servers.Select((s, i) => $"server {i + 1}: {s.Description}"));
+
+    public IReadOnlyList<CompanionProcess> Companions { get; }
+
+    /// <summary>Starts the servers one after the other; the first gets <paramref name="first"/> as its data directory, the others new ones.</summary>
+    public static async Task<ServerGroup> StartAsync(BenchOptions options, DataDirectory first, string redis, CancellationToken cancellationToken)
+    {
+        var servers = new List<ServerProcess>();
+        try
+        {
+            for (var i = 0; i < options.Instances; i++)
+            {
+                var data = i == 0 ? first : DataDirectory.Create(null, options.KeepData);
+                try
+                {
+                    servers.Add(await ServerProcess.StartAsync(options, data, redis, cancellationToken));
+                }
+                catch when (i > 0)
+                {
+                    // The first directory is the caller's to delete; a server that started deletes its own.
+                    data.Dispose();
+                    throw;
+                }
+            }
+
+            return new ServerGroup(servers);
+        }
+        catch
+        {
+            foreach (var server in servers)
+            {
+                await server.DisposeAsync();
+            }
+
+            throw;
+        }
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        foreach (var server in _servers)
+        {
+            await server.DisposeAsync();
+        }
+    }
+}
+
 /// <summary>A Redis-store server and its Redis: the redis-server (when the tool started it) is measured with the server and stopped after it.</summary>
 public sealed class RedisBackedServer(IServerTarget server, string endpoint, RedisServerProcess? redis) : IServerTarget
 {
@@ -50,7 +120,9 @@ public sealed class RedisBackedServer(IServerTarget server, string endpoint, Red
 
     public string Description => server.Description + "; " + (redis?.Description ?? $"existing Redis at {endpoint}");
 
-    public IReadOnlyList<CompanionProcess> Companions => redis is null ? [] : [new CompanionProcess("redis-server", redis.Pid)];
+    public IReadOnlyList<Uri> Addresses => server.Addresses;
+
+    public IReadOnlyList<CompanionProcess> Companions => redis is null ? server.Companions : [.. server.Companions, new CompanionProcess("redis-server", redis.Pid)];
 
     public string? RedisEndpoint => endpoint;
 
