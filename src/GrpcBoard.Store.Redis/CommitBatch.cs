@@ -7,14 +7,25 @@ using StackExchange.Redis;
 
 namespace GrpcBoard.Store.Redis;
 
-/// <summary>What the commit script answered (<see cref="Scripts.Commit"/>).</summary>
-internal readonly record struct CommitReply(long Code, long Head, double TimerBefore, double TimerAfter)
+/// <summary>
+/// What the commit script answered (<see cref="Scripts.Commit"/>). <see cref="TurnLapsesIn"/>: for
+/// <see cref="NotOurTurn"/>, the milliseconds until the other instance's turn lapses unless renewed.
+/// </summary>
+internal readonly record struct CommitReply(long Code, long Head, double TimerBefore, double TimerAfter, long TurnLapsesIn = 0)
 {
+    /// <summary>Another instance holds the workflow's turn: the batch was not looked at.</summary>
+    public const long NotOurTurn = -2;
+
     public static CommitReply From(RedisResult result)
     {
         var r = (RedisResult[])result!;
         var code = (long)r[0];
-        return code > 0 ? new CommitReply(code, (long)r[1], (double)r[2], (double)r[3]) : new CommitReply(code, (long)r[1], -1, -1);
+        return code switch
+        {
+            > 0 => new CommitReply(code, (long)r[1], (double)r[2], (double)r[3]),
+            NotOurTurn => new CommitReply(code, (long)r[1], -1, -1, (long)r[3]),
+            _ => new CommitReply(code, (long)r[1], -1, -1),
+        };
     }
 
     public static CommitReply From(object? value)
@@ -24,9 +35,13 @@ internal readonly record struct CommitReply(long Code, long Head, double TimerBe
             throw new InvalidDataException("The commit script answered something other than {code, head, ...}.");
         }
 
-        return code > 0 && r.Length >= 4 && r[2] is long before && r[3] is long after
-            ? new CommitReply(code, head, before, after)
-            : new CommitReply(code, head, -1, -1);
+        return code switch
+        {
+            > 0 when r.Length >= 4 && r[2] is long before && r[3] is long after => new CommitReply(code, head, before, after),
+            NotOurTurn when r.Length >= 4 && r[3] is long lapses => new CommitReply(code, head, -1, -1, lapses),
+            NotOurTurn => throw new InvalidDataException("The commit script refused a turn without saying when it lapses."),
+            _ => new CommitReply(code, head, -1, -1),
+        };
     }
 }
 
@@ -51,11 +66,15 @@ internal sealed class PendingTxn(AppliedChanges? applied, long observedHead, Boa
     /// <summary>True once committed; false when it must run again (its batch lost a race); faults when it failed.</summary>
     public Task<bool> Outcome => _outcome.Task;
 
+    /// <summary>Its batch was refused because another instance held the workflow's turn: waiting, not a lost race.</summary>
+    public bool WaitedForTurn { get; private set; }
+
     /// <summary>Decides the outcome (under the replica's lock); <see cref="Complete"/> reports it (outside it).</summary>
-    public void Decide(bool committed, Exception? error = null)
+    public void Decide(bool committed, Exception? error = null, bool waitedForTurn = false)
     {
         _committed = committed;
         _error = error;
+        WaitedForTurn = waitedForTurn;
     }
 
     public void Complete()
@@ -197,11 +216,12 @@ internal sealed class CommitBatch
     /// changes packed as MessagePack: [events (revision, blob, ...), ops]. Records refer to their event by
     /// index, so each blob crosses once.
     /// </summary>
-    public RedisValue[] Arguments(string channel, string origin, TaskCounts counts)
+    public RedisValue[] Arguments(string channel, string origin, TaskCounts counts, TimeSpan turnLease, TimeSpan turnLength)
     {
+        RedisValue lease = (long)turnLease.TotalMilliseconds, length = (long)turnLength.TotalMilliseconds;
         if (!HasWrites)
         {
-            return [PreviousId, Id, Head, channel, RedisValue.EmptyString, RedisValue.EmptyString];
+            return [PreviousId, Id, Head, channel, RedisValue.EmptyString, RedisValue.EmptyString, origin, lease, length];
         }
 
         var ops = new List<Action<MessagePackWriter>>();
@@ -260,7 +280,7 @@ internal sealed class CommitBatch
             op(packed);
         }
 
-        return [PreviousId, Id, Head, channel, Notification(origin), packed.ToArray()];
+        return [PreviousId, Id, Head, channel, Notification(origin), packed.ToArray(), origin, lease, length];
     }
 
     /// <summary>An op is an array: its code, then its items.</summary>

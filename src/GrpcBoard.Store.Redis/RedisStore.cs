@@ -153,6 +153,12 @@ public sealed class RedisStore : IBoardStore
                     : new TxnResult<T>(value, pending.ObservedHead, []);
             }
 
+            // Waiting for the workflow's turn is not a lost race: the replica waited, caught up, and the body runs again.
+            if (pending.WaitedForTurn)
+            {
+                continue;
+            }
+
             // Another instance committed first; the replica caught up, so run the body again.
             if (++conflicts > _options.MaxConflictRetries)
             {
@@ -190,6 +196,13 @@ public sealed class RedisStore : IBoardStore
     internal long RefusedBatches => Interlocked.Read(ref _refusedBatches);
 
     internal void CountRefusal() => Interlocked.Increment(ref _refusedBatches);
+
+    /// <summary>Batches Redis refused because another instance held the workflow's turn (counted in <see cref="RefusedBatches"/> too).</summary>
+    internal long TurnWaits => Interlocked.Read(ref _turnWaits);
+
+    internal void CountTurnWait() => Interlocked.Increment(ref _turnWaits);
+
+    private long _turnWaits;
 
     private long _refusedBatches;
 
@@ -520,6 +533,28 @@ public sealed class RedisStore : IBoardStore
     private void OnNotification(string workflowId, string message)
     {
         var fields = message.Split('|');
+        if (fields is [_, ">", var next])
+        {
+            // "holder|>|next": the commit script passed the workflow's turn (Scripts.Commit).
+            if (next == InstanceId && _replicas.TryGetValue(workflowId, out var waiting))
+            {
+                waiting.OnTurnPassed();
+            }
+
+            return;
+        }
+
+        if (fields is [_, "<", var holder])
+        {
+            // "waiter|<|holder": an instance waits for the turn this one holds.
+            if (holder == InstanceId && _replicas.TryGetValue(workflowId, out var holding))
+            {
+                holding.OnTurnWanted();
+            }
+
+            return;
+        }
+
         if (fields.Length != 5)
         {
             throw new InvalidDataException("A change notification has " + fields.Length + " fields instead of 5.");

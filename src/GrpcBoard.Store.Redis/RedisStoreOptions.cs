@@ -53,6 +53,20 @@ public sealed class RedisStoreOptions
     /// <summary>An instance drops its replica of a workflow nobody used for this long (it loads again on the next call).</summary>
     public TimeSpan ReplicaIdleTimeout { get; set; } = TimeSpan.FromMinutes(5);
 
+    /// <summary>
+    /// How long an instance keeps a workflow's turn before passing it to an instance that waits for it
+    /// (<see cref="Scripts.Commit"/>). Longer turns make fewer handovers, each of which costs the next
+    /// instance a catch-up read, but make the waiting instance's callers wait longer.
+    /// </summary>
+    public TimeSpan TurnLength { get; set; } = TimeSpan.FromMilliseconds(10);
+
+    /// <summary>
+    /// A turn not renewed by a commit for this long lapses, so an instance that died or went idle holding it
+    /// delays the others by at most this much. It must cover a handover: the next instance's catch-up read
+    /// and first commit.
+    /// </summary>
+    public TimeSpan TurnLease { get; set; } = TimeSpan.FromMilliseconds(30);
+
     /// <summary>Times a transaction is re-run after losing a race before the call fails with ABORTED.</summary>
     public int MaxConflictRetries { get; set; } = 64;
 
@@ -86,6 +100,11 @@ public sealed class RedisStoreOptions
         if (string.IsNullOrWhiteSpace(Configuration) || string.IsNullOrWhiteSpace(KeyPrefix) || KeyPrefix.Contains('{') || KeyPrefix.Contains('}'))
         {
             throw new ArgumentException("Redis configuration and a key prefix without braces are required.");
+        }
+
+        if (TurnLength < TimeSpan.Zero || TurnLease < TimeSpan.FromMilliseconds(1))
+        {
+            throw new ArgumentException("TurnLength must not be negative, and TurnLease must be at least 1 ms.");
         }
 
         if (MaxEventsPerWorkflow < 16 || MaxConflictRetries < 1 || RecentEventsInMemory < 16 || MaxBatchesInFlight is < 1 || TimerRescanBatch < 1)

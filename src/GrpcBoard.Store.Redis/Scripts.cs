@@ -17,24 +17,57 @@ internal static class Scripts
     /// workflow's <c>lb</c>, and this batch is refused whole (its transactions re-run on fresh state).
     /// Batch ids are unique, so a batch built on a predecessor that never committed can never pass.
     ///
-    /// ARGV: expected batch id, new batch id, new head, channel, notification, and the changes as
-    /// MessagePack ("" for a batch of reads only): [events, ops], events = [revision, blob, ...], each op an
-    /// array [code, ...]: D (delete the workflow's contents), W (event index: the workflow record), T and N
-    /// (id, event index, ...: task and note records), X (note keys to delete), E (append the events to the
-    /// log), Z (score, timer member, ...), R (timer members to remove), O (oldest retained revision: trims
-    /// the log below it), C (count field, value, ...). Records are stored as the event that last wrote them.
-    /// Returns {-1, head, lb} when refused; {0, head} for reads only (nothing written, so no fsync either);
-    /// else {1, head, earliest timer before (-1: none), earliest timer after (-1: none)}.
+    /// Turns: the condition on <c>lb</c> alone keeps the workflow correct, but two instances that both keep
+    /// a batch in flight refuse each other's batches over and over, and the one whose catch-up is slower can
+    /// lose every race (measured: 64 in a row, then ABORTED). So one instance at a time holds the workflow's
+    /// turn (<c>w</c>: who, <c>wt</c>: since, <c>we</c>: until, in Redis's clock, ms). A batch from another
+    /// instance while the turn is held is refused with -2 without being looked at, and its instance joins
+    /// the queue (<c>wq</c>) and waits. The holder renews the turn with every commit that writes, and once it
+    /// has held it for ARGV[9] ms, its next such commit passes the turn to the first instance in the queue and
+    /// tells it so (PUBLISH "holder|>|next"). An instance that joins the queue tells the holder (PUBLISH
+    /// "waiter|&lt;|holder"), which passes the turn at once if it has nothing to commit (<see cref="PassTurn"/>).
+    /// A turn nobody renews lapses after ARGV[8] ms (an instance that died) and is free to take. Turns decide only who waits, never what commits: that stays
+    /// the condition on <c>lb</c>. A batch of reads only neither takes nor renews the turn (it writes nothing),
+    /// but waits for another instance's.
+    ///
+    /// ARGV: expected batch id, new batch id, new head, channel, notification, the changes as MessagePack (""
+    /// for a batch of reads only), this instance's id, turn lease (ms), turn length (ms). The changes:
+    /// [events, ops], events = [revision, blob, ...], each op an array [code, ...]: D (delete the workflow's
+    /// contents), W (event index: the workflow record), T and N (id, event index, ...: task and note
+    /// records), X (note keys to delete), E (append the events to the log), Z (score, timer member, ...), R
+    /// (timer members to remove), O (oldest retained revision: trims the log below it), C (count field,
+    /// value, ...). Records are stored as the event that last wrote them.
+    /// Returns {-2, head, lb, ms until the turn lapses} when another instance holds the turn; {-1, head, lb}
+    /// when refused; {0, head} for reads only (nothing written, so no fsync either); else {1, head, earliest
+    /// timer before (-1: none), earliest timer after (-1: none)}.
     /// </summary>
     public const string Commit = """
         local meta = KEYS[1]
         local base = string.sub(meta, 1, -5)
-        local lb = redis.call('HGET', meta, 'lb') or ''
+        local me = ARGV[7]
+        local clock = redis.call('TIME')
+        local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+        local m = redis.call('HMGET', meta, 'lb', 'head', 'w', 'wt', 'we')
+        local lb = m[1] or ''
+        local head = tonumber(m[2] or '0')
+        local holder, since, lapses = m[3], tonumber(m[4] or '0'), tonumber(m[5] or '0')
+        local queue = base .. 'wq'
+        if holder and holder ~= me and lapses > now then
+          if not redis.call('LPOS', queue, me) then
+            redis.call('RPUSH', queue, me)
+            redis.call('PUBLISH', ARGV[4], me .. '|<|' .. holder)
+          end
+          return {-2, head, lb, lapses - now}
+        end
         if lb ~= ARGV[1] then
-          return {-1, tonumber(redis.call('HGET', meta, 'head') or '0'), lb}
+          return {-1, head, lb}
         end
         if ARGV[6] == '' then
-          return {0, tonumber(redis.call('HGET', meta, 'head') or '0')}
+          return {0, head}
+        end
+        if holder ~= me or lapses <= now then
+          since = now
+          redis.call('LREM', queue, 0, me)
         end
         local batch = cmsgpack.unpack(ARGV[6])
         local events, ops = batch[1], batch[2]
@@ -74,10 +107,36 @@ internal static class Scripts
             return redis.error_reply('unknown op ' .. tostring(code))
           end
         end
-        redis.call('HSET', meta, 'head', ARGV[3], 'lb', ARGV[2])
+        local nextHolder = false
+        if now - since >= tonumber(ARGV[9]) then
+          nextHolder = redis.call('LPOP', queue)
+        end
+        if nextHolder then
+          redis.call('HSET', meta, 'head', ARGV[3], 'lb', ARGV[2], 'w', nextHolder, 'wt', now, 'we', now + tonumber(ARGV[8]))
+        else
+          redis.call('HSET', meta, 'head', ARGV[3], 'lb', ARGV[2], 'w', me, 'wt', since, 'we', now + tonumber(ARGV[8]))
+        end
         if ARGV[5] ~= '' then redis.call('PUBLISH', ARGV[4], ARGV[5]) end
+        if nextHolder then redis.call('PUBLISH', ARGV[4], me .. '|>|' .. nextHolder) end
         local after = redis.call('ZRANGE', timers, 0, 0, 'WITHSCORES')
         return {1, tonumber(ARGV[3]), before[2] and tonumber(before[2]) or -1, after[2] and tonumber(after[2]) or -1}
+        """;
+
+    /// <summary>
+    /// The holder of the workflow's turn, idle, passes it to the first instance in the queue (see
+    /// <see cref="Commit"/>). ARGV: this instance's id, turn lease (ms), channel. Returns 1 if it passed the turn.
+    /// </summary>
+    public const string PassTurn = """
+        local meta = KEYS[1]
+        local base = string.sub(meta, 1, -5)
+        if redis.call('HGET', meta, 'w') ~= ARGV[1] then return 0 end
+        local nextHolder = redis.call('LPOP', base .. 'wq')
+        if not nextHolder then return 0 end
+        local clock = redis.call('TIME')
+        local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+        redis.call('HSET', meta, 'w', nextHolder, 'wt', now, 'we', now + tonumber(ARGV[2]))
+        redis.call('PUBLISH', ARGV[3], ARGV[1] .. '|>|' .. nextHolder)
+        return 1
         """;
 
     /// <summary>

@@ -50,6 +50,21 @@ internal sealed class WorkflowReplica
     private string _sentId = "";
     private bool _broken;
 
+    /// <summary>
+    /// Set when a batch was refused because another instance held the workflow's turn: the catch-up waits
+    /// until the turn is passed here (or lapses, after <see cref="_turnLapsesIn"/> ms) before bodies run again.
+    /// </summary>
+    private TaskCompletionSource? _turn;
+    private long _turnLapsesIn;
+
+    /// <summary>The turn was passed here before this replica knew it waited for it (the notification came first).</summary>
+    private bool _turnPassedEarly;
+
+    /// <summary>Another instance waits for the turn this one may hold: pass it as soon as nothing is left to commit.</summary>
+    private bool _turnWanted;
+
+    private static readonly TimeSpan IdleBeforePassingTurn = TimeSpan.FromMilliseconds(2);
+
     /// <summary>Notifications of other instances' commits, and how many of them the last catch-up covered.</summary>
     private long _foreignNotices;
     private long _noticesCaughtUp;
@@ -231,7 +246,7 @@ internal sealed class WorkflowReplica
             batch.Id = batch.HasWrites ? _store.InstanceId + ":" + (++_sequence).ToString(System.Globalization.CultureInfo.InvariantCulture) : _sentId;
             batch.Head = _state.Head;
             _sentId = batch.Id;
-            var args = batch.Arguments(_store.Keys.Channel(Id), _store.InstanceId, _state.Counts);
+            var args = batch.Arguments(_store.Keys.Channel(Id), _store.InstanceId, _state.Counts, _options.TurnLease, _options.TurnLength);
             _inFlight.Enqueue(batch);
             // Sent under the lock: both connections write commands in the order they are issued, so the
             // batches of this workflow reach Redis in order (and should a batch take the other connection after
@@ -288,6 +303,7 @@ internal sealed class WorkflowReplica
                 SendWhatFits();
             }
 
+            PassTurnIfIdle();
             decided = TakeDecided();
         }
 
@@ -330,14 +346,30 @@ internal sealed class WorkflowReplica
                 return;
             }
 
+            if (reply.Code == CommitReply.NotOurTurn)
+            {
+                // Not a lost race: this instance waits for its turn, and its callers run again after it.
+                _store.CountTurnWait();
+                if (_turnPassedEarly)
+                {
+                    _turnPassedEarly = false;
+                }
+                else
+                {
+                    _turn ??= new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+                    _turnLapsesIn = Math.Max(_turnLapsesIn, reply.TurnLapsesIn);
+                }
+            }
+
             foreach (var txn in batch.Txns)
             {
-                Decide(txn, false);
+                Decide(txn, false, waitedForTurn: reply.Code == CommitReply.NotOurTurn);
             }
 
             return;
         }
 
+        _turnPassedEarly = false;
         if (batch.HasWrites)
         {
             _committedHead = batch.Head;
@@ -358,10 +390,76 @@ internal sealed class WorkflowReplica
         }
     }
 
-    private void Decide(PendingTxn txn, bool committed, Exception? error = null)
+    private void Decide(PendingTxn txn, bool committed, Exception? error = null, bool waitedForTurn = false)
     {
-        txn.Decide(committed, error);
+        txn.Decide(committed, error, waitedForTurn);
         _decided.Add(txn);
+    }
+
+    /// <summary>Another instance waits for the workflow's turn, which this one held when it asked.</summary>
+    public void OnTurnWanted()
+    {
+        lock (Gate)
+        {
+            _turnWanted = true;
+            PassTurnIfIdle();
+        }
+    }
+
+    /// <summary>
+    /// A holder with batches to commit passes the turn in one of them once it has held it long enough; an idle
+    /// one would keep it until it lapses, so it passes it when it stays idle for a moment. (Not at once: under
+    /// load a holder is idle for a moment after each reply, until its callers' next calls arrive, and passing
+    /// the turn then would cost the next holder a catch-up for every batch.) Goes through StackExchange.Redis,
+    /// unordered with commits: a turn never decides what commits, only who waits.
+    /// </summary>
+    private void PassTurnIfIdle()
+    {
+        if (IdleAndWanted)
+        {
+            _ = PassTurnAsync();
+        }
+    }
+
+    private bool IdleAndWanted => _turnWanted && _open is null && _inFlight.Count == 0 && _recovery is null && !Evicted;
+
+    private async Task PassTurnAsync()
+    {
+        await Task.Delay(IdleBeforePassingTurn).ConfigureAwait(false);
+        lock (Gate)
+        {
+            if (!IdleAndWanted)
+            {
+                return;
+            }
+
+            _turnWanted = false;
+        }
+
+        try
+        {
+            await _store.EvaluateAsync(Scripts.PassTurn, Id, [_store.InstanceId, (long)_options.TurnLease.TotalMilliseconds, _store.Keys.Channel(Id)]).ConfigureAwait(false);
+        }
+        catch (Exception)
+        {
+            // The turn then lapses after its lease: a later wait, nothing lost.
+        }
+    }
+
+    /// <summary>Another instance passed the workflow's turn to this one.</summary>
+    public void OnTurnPassed()
+    {
+        lock (Gate)
+        {
+            if (_turn is { } turn)
+            {
+                turn.TrySetResult();
+            }
+            else
+            {
+                _turnPassedEarly = true;
+            }
+        }
     }
 
     /// <summary>Takes the transactions decided so far (under the lock) to complete them after it.</summary>
@@ -407,6 +505,7 @@ internal sealed class WorkflowReplica
         }
 
         recovery?.TrySetResult();
+        PassTurnIfIdle();
     }
 
     /// <summary>
@@ -438,11 +537,38 @@ internal sealed class WorkflowReplica
         if (!canUndo)
         {
             _state = null;
+            _turn = null;
             EndRecovery();
             return;
         }
 
-        _ = Task.Run(CatchUpAsync);
+        _ = Task.Run(_turn is null ? CatchUpAsync : WaitForTurnThenCatchUpAsync);
+    }
+
+    /// <summary>
+    /// Catches up once the turn is passed here, or once the other instance's turn lapses (it died, went idle
+    /// or its notification was lost): only then can this instance's batches commit. Catching up before would
+    /// read a log that the holder keeps extending.
+    /// </summary>
+    private async Task WaitForTurnThenCatchUpAsync()
+    {
+        Task passed;
+        long lapsesIn;
+        lock (Gate)
+        {
+            passed = _turn!.Task;
+            lapsesIn = _turnLapsesIn;
+        }
+
+        // Redis's clock counts whole milliseconds: one more, so the retry does not come just before the lapse.
+        await Task.WhenAny(passed, Task.Delay(TimeSpan.FromMilliseconds(lapsesIn + 1))).ConfigureAwait(false);
+        lock (Gate)
+        {
+            _turn = null;
+            _turnLapsesIn = 0;
+        }
+
+        await CatchUpAsync().ConfigureAwait(false);
     }
 
     private static bool UndoAll(WorkflowState state, CommitBatch batch)

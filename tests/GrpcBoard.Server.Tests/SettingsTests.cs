@@ -50,6 +50,7 @@ public sealed class SettingsTests
     [InlineData("--store=sqlite", "is not one of embedded, memory, redis")]
     [InlineData("--redis-batches=0", "--redis-batches must be auto or a positive number, not '0'")]
     [InlineData("--redis-batches=many", "--redis-batches must be auto or a positive number, not 'many'")]
+    [InlineData("--redis-turn-lease-ms=0", "--redis-turn-ms must not be negative, and --redis-turn-lease-ms must be at least 1")]
     public void BadOptions_AreRefusedWithAClearMessage(string arg, string message)
     {
         var ex = Assert.Throws<ArgumentException>(() => ServerSettings.Load([arg], Path.GetTempPath()));

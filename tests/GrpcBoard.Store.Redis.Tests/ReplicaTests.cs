@@ -20,10 +20,16 @@ public sealed class ReplicaTests(RedisFixture redis) : IClassFixture<RedisFixtur
     private readonly string _prefix = "x" + Guid.NewGuid().ToString("N")[..10];
     private readonly ManualTimeProvider _time = new();
 
-    private async Task<(RedisStore Store, EventHub Hub, Coordinator Board)> OpenAsync(int? batchesInFlight = null, bool directCommits = true)
+    private async Task<(RedisStore Store, EventHub Hub, Coordinator Board)> OpenAsync(int? batchesInFlight = null, bool directCommits = true, TimeSpan? turnLease = null)
     {
         var hub = new EventHub();
-        var store = await RedisStore.ConnectAsync(new RedisStoreOptions { Configuration = redis.Endpoint, KeyPrefix = _prefix, MaxBatchesInFlight = batchesInFlight, DirectCommits = directCommits }, hub);
+        var options = new RedisStoreOptions { Configuration = redis.Endpoint, KeyPrefix = _prefix, MaxBatchesInFlight = batchesInFlight, DirectCommits = directCommits };
+        if (turnLease is { } lease)
+        {
+            options.TurnLease = lease;
+        }
+
+        var store = await RedisStore.ConnectAsync(options, hub);
         return (store, hub, new Coordinator(store, hub, _time, new BoardLimits()));
     }
 
@@ -39,10 +45,14 @@ public sealed class ReplicaTests(RedisFixture redis) : IClassFixture<RedisFixtur
     [RedisFact]
     public Task ConcurrentClaimsAndCompletions_WithoutTheDirectCommitConnection_TakeEachTaskOnce_AtConsecutiveRevisions() => RaceAsync(null, directCommits: false);
 
-    private async Task RaceAsync(int? batchesInFlight, bool directCommits = true)
+    // Turns that never lapse while their holder writes: instances then wait for each other instead of racing.
+    [RedisFact]
+    public Task ConcurrentClaimsAndCompletions_WithTurnsThatDoNotLapse_WaitForTheirTurn_AndLoseNoRace() => RaceAsync(null, turnLease: TimeSpan.FromSeconds(2));
+
+    private async Task RaceAsync(int? batchesInFlight, bool directCommits = true, TimeSpan? turnLease = null)
     {
-        var (storeA, hubA, a) = await OpenAsync(batchesInFlight, directCommits);
-        var (storeB, hubB, b) = await OpenAsync(batchesInFlight, directCommits);
+        var (storeA, hubA, a) = await OpenAsync(batchesInFlight, directCommits, turnLease);
+        var (storeB, hubB, b) = await OpenAsync(batchesInFlight, directCommits, turnLease);
         await using var _ = storeA;
         await using var __ = storeB;
         var wf = "race-" + Guid.NewGuid().ToString("N")[..8];
@@ -63,6 +73,15 @@ public sealed class ReplicaTests(RedisFixture redis) : IClassFixture<RedisFixtur
         Assert.Equal(400, completed.Count);
         Assert.Equal(400, completed.Select(c => c.Task).Distinct().Count());
         Assert.True(storeA.RefusedBatches + storeB.RefusedBatches > 0, "the instances never raced: this test did not exercise refusals");
+        if (turnLease is not null)
+        {
+            // Every refusal was a wait for the other instance's turn; no batch was built on a state another
+            // instance had changed, so no transaction ran twice.
+            Assert.True(storeA.TurnWaits + storeB.TurnWaits > 0, "the instances never waited for each other's turn");
+            Assert.Equal(storeA.TurnWaits, storeA.RefusedBatches);
+            Assert.Equal(storeB.TurnWaits, storeB.RefusedBatches);
+        }
+
         Assert.Equal(directCommits, storeA.DirectCommitCount > 0 && storeB.DirectCommitCount > 0);
 
         // Both instances read the same, and the log holds each change once, in order, without gaps.
@@ -129,6 +148,65 @@ public sealed class ReplicaTests(RedisFixture redis) : IClassFixture<RedisFixtur
     /// the middle of a batch; pages follow each other without gaps; and after trimming, what is retained reads
     /// whole and what is not reads as nothing.
     /// </summary>
+    /// <summary>
+    /// Before turns, an instance whose batches kept losing to a busy one failed its calls with ABORTED after 64
+    /// lost races. Here A writes without pause and its turn would not lapse within the test (30 s lease): B's
+    /// write gets through only if A passes the turn while it keeps writing.
+    /// </summary>
+    [RedisFact]
+    public async Task AnInstanceThatKeepsWriting_PassesTheTurn_ToOneThatWaits()
+    {
+        var (storeA, _, a) = await OpenAsync(turnLease: TimeSpan.FromSeconds(30));
+        var (storeB, _, b) = await OpenAsync(turnLease: TimeSpan.FromSeconds(30));
+        await using var _ = storeA;
+        await using var __ = storeB;
+        var wf = "turns-" + Guid.NewGuid().ToString("N")[..8];
+        await a.CreateWorkflowAsync(wf, "turns", null, default).Within();
+
+        var bDone = false;
+        long aWrites = 0, aWritesWhenBWasDone = -1;
+        var writer = Task.Run(async () =>
+        {
+            while (!Volatile.Read(ref bDone))
+            {
+                await a.PutNoteAsync(new NotePutCommand { WorkflowId = wf, Key = "a", Value = "x"u8.ToArray() }, default);
+                Interlocked.Increment(ref aWrites);
+            }
+        });
+        while (Interlocked.Read(ref aWrites) < 20)
+        {
+            await Task.Delay(5);
+        }
+
+        var posted = await b.PostTasksAsync(wf, [new TaskSpec { Id = "from-b" }], default).Within(TimeSpan.FromSeconds(10));
+        aWritesWhenBWasDone = Interlocked.Read(ref aWrites);
+        Volatile.Write(ref bDone, true);
+        await writer.Within();
+
+        Assert.Single(posted.Tasks);
+        Assert.True(storeB.TurnWaits > 0, "B never waited for A's turn: this test did not exercise a handover");
+        Assert.True(aWritesWhenBWasDone >= 20, "A had stopped writing");
+        var view = await a.GetWorkflowAsync(wf, default).Within();
+        Assert.Equal(1, view.Counts[TaskState.Ready]);
+    }
+
+    /// <summary>A turn whose holder stopped writing (died, or went idle) lapses, and another instance takes it.</summary>
+    [RedisFact]
+    public async Task ATurnWhoseHolderStoppedWriting_Lapses_AndTheOtherInstanceWrites()
+    {
+        var (storeA, _, a) = await OpenAsync(turnLease: TimeSpan.FromSeconds(3));
+        var wf = "lapse-" + Guid.NewGuid().ToString("N")[..8];
+        await a.CreateWorkflowAsync(wf, "lapse", null, default).Within();
+        await storeA.DisposeAsync();
+
+        var (storeB, _, b) = await OpenAsync(turnLease: TimeSpan.FromSeconds(3));
+        await using var _ = storeB;
+        var posted = await b.PostTasksAsync(wf, [new TaskSpec { Id = "after-a" }], default).Within();
+
+        Assert.Single(posted.Tasks);
+        Assert.True(storeB.TurnWaits > 0, "B found the turn free: this test did not exercise a lapse");
+    }
+
     [RedisFact]
     public async Task TheLogInRedis_ReadsFromAnyRevision_PageByPage_AndAfterTrimming()
     {

@@ -167,6 +167,8 @@ public sealed class BoardServer : IAsyncDisposable
                 EpochFile = Path.Combine(settings.DataDirectory, "redis-epoch-" + settings.RedisPrefix),
                 MaxBatchesInFlight = settings.RedisBatches,
                 DirectCommits = settings.RedisDirectCommits,
+                TurnLength = TimeSpan.FromMilliseconds(settings.RedisTurnMilliseconds),
+                TurnLease = TimeSpan.FromMilliseconds(settings.RedisTurnLeaseMilliseconds),
             }, hub, loggers.CreateLogger<RedisStore>());
         }
 

@@ -19,6 +19,8 @@ public sealed class ServerSettings
     public string RedisPrefix { get; set; } = "gb";
     public string RedisBatchesInFlight { get; set; } = "auto";
     public bool RedisDirectCommits { get; set; } = true;
+    public int RedisTurnMilliseconds { get; set; } = 10;
+    public int RedisTurnLeaseMilliseconds { get; set; } = 30;
     public string Synchronous { get; set; } = "FULL";
     public int MaxEventsPerWorkflow { get; set; } = 100_000;
     public int MaxMessageBytes { get; set; } = 4 * 1024 * 1024;
@@ -41,6 +43,8 @@ public sealed class ServerSettings
         new("--redis-prefix", nameof(RedisPrefix), "First part of every Redis key, so several boards can share one Redis."),
         new("--redis-batches", nameof(RedisBatchesInFlight), "Commit batches of one workflow in flight to Redis: more hide a longer round trip to a remote Redis, 1 makes bigger batches (fewer fsyncs); auto: 1 for a Redis on this host, else 2."),
         new("--redis-direct-commits", nameof(RedisDirectCommits), "Send commits to a standalone Redis over a connection of their own, read by a dedicated thread (true/false); a cluster always goes through StackExchange.Redis."),
+        new("--redis-turn-ms", nameof(RedisTurnMilliseconds), "With several instances writing one workflow, each holds its turn this long before passing it to an instance that waits (longer: fewer handovers, longer waits)."),
+        new("--redis-turn-lease-ms", nameof(RedisTurnLeaseMilliseconds), "A workflow's turn that no commit renews lapses after this long (bounds how long a dead or idle instance delays the others)."),
         new("--synchronous", nameof(Synchronous), "Embedded store durability: FULL fsyncs every commit; NORMAL survives crashes but not power loss."),
         new("--history", nameof(MaxEventsPerWorkflow), "Events retained per workflow for Watch resumption."),
         new("--max-message-bytes", nameof(MaxMessageBytes), "Largest request message accepted."),
@@ -104,6 +108,11 @@ public sealed class ServerSettings
         if (RedisBatchesInFlight != "auto" && RedisBatches is not > 0)
         {
             throw new ArgumentException($"--redis-batches must be auto or a positive number, not '{RedisBatchesInFlight}'.");
+        }
+
+        if (RedisTurnMilliseconds < 0 || RedisTurnLeaseMilliseconds < 1)
+        {
+            throw new ArgumentException("--redis-turn-ms must not be negative, and --redis-turn-lease-ms must be at least 1.");
         }
     }
 
