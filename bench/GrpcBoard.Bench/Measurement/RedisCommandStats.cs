@@ -73,7 +73,9 @@ public sealed record RedisCommandStats(IReadOnlyDictionary<string, (long Calls, 
 /// <list type="bullet">
 /// <item>every batch that writes is one Commit script (EVALSHA) that PUBLISHes once, so commit batches = PUBLISH;</item>
 /// <item>a batch of reads only (or one Redis refused) is a Commit script that writes and publishes nothing;</item>
-/// <item>the other scripts (log reads, timer polls, hints) are few during a claim run.</item>
+/// <item>the other scripts (log reads, timer polls, hints) are few during a claim run;</item>
+/// <item>with several instances on one workflow, the commit script and PassTurn also PUBLISH turn notices
+/// (Scripts.Commit), so PUBLISH overcounts commits, and the scripts without a commit are undercounted.</item>
 /// </list>
 /// Transactions per batch = (claims + completions) / commit batches; round trips = script calls.
 /// </summary>

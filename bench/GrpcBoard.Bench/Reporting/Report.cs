@@ -120,11 +120,11 @@ public sealed class Report(TextWriter output)
         string Per(double value) => units > 0 ? string.Create(Culture, $"{value / units:0.00}") : "-";
         var seconds = wall.TotalSeconds;
         Line("commit batches", string.Create(Culture,
-            $"{r.Commits} (PUBLISH calls), {r.Commits / seconds:0} per second, {r.TransactionsPerCommit:0.0} claims and completions per batch"));
+            $"{r.Commits} (PUBLISH calls; with several instances, turn notices too), {r.Commits / seconds:0} per second, {r.TransactionsPerCommit:0.0} claims and completions per batch"));
         Line("round trips", string.Create(Culture,
             $"{r.RoundTrips} = {Per(r.RoundTrips)} per {unit} (EVALSHA {r.Delta.Calls("evalsha")}, EVAL {r.Delta.Calls("eval")})"));
         Line("without a commit", string.Create(Culture,
-            $"{r.ScriptsWithoutCommit} script calls published nothing (refused commits, batches of reads only, other scripts); {r.LogReads} log reads (catch-ups after another instance's commit)"));
+            $"{r.ScriptsWithoutCommit} script calls published nothing (refused commits, batches of reads only, other scripts; with several instances, turn notices are PUBLISH calls too, so more than this); {r.LogReads} log reads (catch-ups after another instance's commit)"));
         Line("script time", string.Create(Culture,
             $"{r.ScriptSeconds:0.00} s = {r.ScriptSeconds / seconds:0.00} of Redis's one thread; {(r.ScriptCalls > 0 ? r.ScriptSeconds * 1e6 / r.ScriptCalls : 0):0.0} µs per script call, {(units > 0 ? r.ScriptSeconds * 1e6 / units : 0):0.0} µs per {unit}"));
         var top = r.Delta.Commands.Where(c => c.Value.Calls > 0).OrderByDescending(c => c.Value.Calls).Take(10)
