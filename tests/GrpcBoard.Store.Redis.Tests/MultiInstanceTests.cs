@@ -62,6 +62,59 @@ public sealed class MultiInstanceTests : IDisposable
         Assert.Equal(20, counts.Claimed);
     }
 
+    /// <summary>
+    /// What a team behind a load balancer does: workers on both instances take tasks of one workflow at full
+    /// speed. Each instance waits for the other's turn instead of losing races (which, unbounded, failed calls
+    /// with ABORTED); what must hold is every task completed once, by someone on either side, and no failure.
+    /// </summary>
+    [RedisFact]
+    public async Task WorkersOnTwoInstances_OfOneWorkflow_CompleteEveryTaskOnce_WithoutAFailure()
+    {
+        await using var redis = await RedisProcess.StartAsync();
+        var prefix = Prefix();
+        await using var a = await StartServerAsync(redis.Endpoint, prefix);
+        await using var b = await StartServerAsync(redis.Endpoint, prefix);
+        using var viaA = new BoardClient(a.Address.ToString());
+        using var viaB = new BoardClient(b.Address.ToString());
+        const int tasks = 600;
+        await viaA.CreateWorkflowAsync(new CreateWorkflowRequest { WorkflowId = "busy" }).Within();
+        await viaA.PostTasksAsync(new PostTasksRequest { WorkflowId = "busy", Tasks = { Enumerable.Range(0, tasks).Select(i => new TaskSpec { Id = $"t{i:D3}" }) } }).Within();
+
+        using var stop = new CancellationTokenSource();
+        var completedBy = new ConcurrentDictionary<string, string>();
+        var workers = Enumerable.Range(0, 8).Select(i => (Id: $"w{i}", OnA: i % 2 == 0, Worker: (i % 2 == 0 ? viaA : viaB).CreateWorker(new BoardWorkerOptions
+        {
+            WorkflowId = "busy",
+            WorkerId = $"w{i}",
+            MaxConcurrency = 4,
+            ClaimWait = TimeSpan.FromMilliseconds(200),
+        }))).ToList();
+        var running = workers.Select(w => w.Worker.RunAsync(context =>
+        {
+            // A second run of a task would be a second claim granted while the first was held.
+            Assert.True(completedBy.TryAdd(context.Task.Id, w.Id), $"{context.Task.Id} ran twice");
+            return Task.FromResult(TaskOutcome.Text(context.Task.Id));
+        }, stop.Token)).ToList();
+
+        while ((await viaB.GetWorkflowAsync(new GetWorkflowRequest { WorkflowId = "busy" }).Within()).Workflow.TaskCounts.Completed < tasks)
+        {
+            await Task.Delay(50).Within();
+        }
+
+        await stop.CancelAsync();
+        await Task.WhenAll(running).Within();
+
+        var counts = (await viaA.GetWorkflowAsync(new GetWorkflowRequest { WorkflowId = "busy" }).Within()).Workflow.TaskCounts;
+        Assert.Equal((tasks, 0, 0, 0), (counts.Completed, counts.DeadLettered, counts.Claimed, counts.Ready));
+        Assert.Equal(tasks, completedBy.Count);
+        Assert.Equal(tasks, workers.Sum(w => w.Worker.Completed));
+        Assert.Equal((0, 0), (workers.Sum(w => w.Worker.Failed), workers.Sum(w => w.Worker.LostClaims)));
+        Assert.True(workers.Where(w => w.OnA).Sum(w => w.Worker.Completed) > 0, "no worker on instance A completed a task");
+        Assert.True(workers.Where(w => !w.OnA).Sum(w => w.Worker.Completed) > 0, "no worker on instance B completed a task");
+        var sample = await viaB.GetTaskAsync(new GetTaskRequest { WorkflowId = "busy", TaskId = "t123" }).Within();
+        Assert.Equal("t123", sample.Task.Result.ToStringUtf8());
+    }
+
     [RedisFact]
     public async Task AWatcherOnOneInstance_SeesEveryChangeMadeThroughTheOther_InOrder_AndResumesAfterItsInstanceIsKilled()
     {
