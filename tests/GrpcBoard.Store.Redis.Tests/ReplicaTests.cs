@@ -207,6 +207,35 @@ public sealed class ReplicaTests(RedisFixture redis) : IClassFixture<RedisFixtur
         Assert.True(storeB.TurnWaits > 0, "B found the turn free: this test did not exercise a lapse");
     }
 
+    /// <summary>
+    /// A claim waiting on one instance is woken by a task posted through the other, through the notification
+    /// and the replica's catch-up. The clock is manual, so the coordinator's periodic re-check never runs: only
+    /// the wake-up can end this wait.
+    /// </summary>
+    [RedisFact]
+    public async Task AClaimWaitingOnOneInstance_IsWokenByATaskPostedThroughTheOther()
+    {
+        var (storeA, _, a) = await OpenAsync();
+        var (storeB, _, b) = await OpenAsync();
+        await using var _ = storeA;
+        await using var __ = storeB;
+        var wf = "wake-" + Guid.NewGuid().ToString("N")[..8];
+        await a.CreateWorkflowAsync(wf, "wake", null, default).Within();
+
+        var waiting = b.ClaimAsync(new ClaimCommand { WorkflowId = wf, WorkerId = "patient", Wait = TimeSpan.FromMinutes(1) }, default);
+        while (b.ReadySignalsForTests.WaitingCount(wf) == 0)
+        {
+            Assert.False(waiting.IsCompleted, "the claim ended without waiting");
+            await Task.Delay(5);
+        }
+
+        await a.PostTasksAsync(wf, [new TaskSpec { Id = "posted-through-a" }], default).Within();
+        var claimed = await waiting.Within();
+
+        Assert.Equal("posted-through-a", claimed.Task?.Id);
+        Assert.Equal("patient", (await a.GetTaskAsync(wf, "posted-through-a", default).Within()).Task.Owner);
+    }
+
     [RedisFact]
     public async Task TheLogInRedis_ReadsFromAnyRevision_PageByPage_AndAfterTrimming()
     {
