@@ -204,6 +204,14 @@ public sealed class RedisStore : IBoardStore
 
     private long _turnWaits;
 
+    /// <summary>Reads of a workflow's log from Redis: loads, catch-ups, and watchers here without a replica.</summary>
+    internal long LogReads => Interlocked.Read(ref _logReads);
+
+    private long _logReads;
+
+    /// <summary>Other instances' commits this instance's replica of the workflow was told of (-1: no replica).</summary>
+    internal long ForeignNotices(string workflowId) => _replicas.TryGetValue(workflowId, out var replica) ? replica.ForeignNotices : -1;
+
     private long _refusedBatches;
 
     /// <summary>Background loop only: where the current pass of the timer rescan is in the registry (null: between passes).</summary>
@@ -327,6 +335,7 @@ public sealed class RedisStore : IBoardStore
     /// <summary>The log of a workflow from a revision, with the meta it belongs to, read atomically.</summary>
     internal async Task<LogPage> ReadLogAsync(string workflowId, long fromRevision, int limit)
     {
+        Interlocked.Increment(ref _logReads);
         var floor = Watermark(workflowId);
         var r = (RedisResult[])(await Script(Scripts.ReadLog, workflowId, fromRevision, limit).ConfigureAwait(false))!;
         var head = (long)r[0];
@@ -565,7 +574,7 @@ public sealed class RedisStore : IBoardStore
             return;
         }
 
-        if (_replicas.TryGetValue(workflowId, out var replica) && replica.OnForeignCommit(fields[2]))
+        if (_replicas.TryGetValue(workflowId, out var replica) && replica.OnForeignCommit(fields[2], eager: _hub.HasInterest(workflowId)))
         {
             return;
         }

@@ -27,8 +27,8 @@ internal static class Scripts
     /// tells it so (PUBLISH "holder|>|next"). An instance that joins the queue tells the holder (PUBLISH
     /// "waiter|&lt;|holder"), which passes the turn at once if it has nothing to commit (<see cref="PassTurn"/>).
     /// A turn nobody renews lapses after ARGV[8] ms (an instance that died) and is free to take. Turns decide only who waits, never what commits: that stays
-    /// the condition on <c>lb</c>. A batch of reads only neither takes nor renews the turn (it writes nothing),
-    /// but waits for another instance's.
+    /// the condition on <c>lb</c>. A batch of reads only neither takes nor renews the turn (it writes nothing):
+    /// it passes whoever holds the turn if its replica is current, and otherwise waits like any other batch.
     ///
     /// ARGV: expected batch id, new batch id, new head, channel, notification, the changes as MessagePack (""
     /// for a batch of reads only), this instance's id, turn lease (ms), turn length (ms). The changes:
@@ -53,6 +53,9 @@ internal static class Scripts
         local holder, since, lapses = m[3], tonumber(m[4] or '0'), tonumber(m[5] or '0')
         local queue = base .. 'wq'
         if holder and holder ~= me and lapses > now then
+          if ARGV[6] == '' and lb == ARGV[1] then
+            return {0, head}
+          end
           if not redis.call('LPOS', queue, me) then
             redis.call('RPUSH', queue, me)
             redis.call('PUBLISH', ARGV[4], me .. '|<|' .. holder)

@@ -130,6 +130,15 @@ internal sealed class WorkflowReplica
                 return false;
             }
 
+            if (Behind && _inFlight.Count == 0 && _open is null)
+            {
+                // Other instances committed since this replica last caught up (it put that off): catch up
+                // first, rather than run the body on old state and have its batch refused.
+                BeginRecovery(broken: false);
+                Recover();
+                return false;
+            }
+
             Interlocked.Exchange(ref _lastUsedTicks, Environment.TickCount64);
             var txn = new StateTransaction(state);
             try
@@ -163,12 +172,27 @@ internal sealed class WorkflowReplica
         }
     }
 
+    internal long ForeignNotices
+    {
+        get
+        {
+            lock (Gate)
+            {
+                return _foreignNotices;
+            }
+        }
+    }
+
+    /// <summary>Other instances' commits were notified here that no catch-up has read yet.</summary>
+    private bool Behind => _foreignNotices > _noticesCaughtUp;
+
     /// <summary>Committed events from <paramref name="from"/>, if this replica holds them; null to read Redis.</summary>
     public EventPage? TryReadEvents(long from, int limit)
     {
         lock (Gate)
         {
-            if (_state is not { } state || _recovery is not null)
+            // A replica that put off its catch-up would answer with a head that is not the workflow's.
+            if (_state is not { } state || _recovery is not null || Behind)
             {
                 return null;
             }
@@ -190,11 +214,15 @@ internal sealed class WorkflowReplica
     }
 
     /// <summary>
-    /// Another instance committed a batch: this replica is behind. It catches up from the log at once if it
-    /// has nothing in flight, else once its own batches are answered (they will be refused). False when
-    /// there is no loaded replica to bring along (the caller then informs watchers itself).
+    /// Another instance committed a batch: this replica is behind. When something here waits for the
+    /// workflow's events (<paramref name="eager"/>: a watcher, a waiting claim), it catches up from the log at
+    /// once if it has nothing in flight, else once its own batches are answered (they will be refused).
+    /// Otherwise it catches up only when next used (<see cref="TryRun"/>), in one read however many batches
+    /// came in between: an instance that touched a workflow once would else read every batch that the
+    /// instances working on it commit (measured: 2,526 reads in a 100,000-claim run). False when there is no
+    /// loaded replica to bring along (the caller then informs watchers itself).
     /// </summary>
-    public bool OnForeignCommit(string id)
+    public bool OnForeignCommit(string id, bool eager = true)
     {
         List<PendingTxn>? decided;
         lock (Gate)
@@ -207,7 +235,7 @@ internal sealed class WorkflowReplica
             if (_committedId != id)
             {
                 _foreignNotices++;
-                if (_recovery is null && _inFlight.Count == 0)
+                if (eager && _recovery is null && _inFlight.Count == 0)
                 {
                     BeginRecovery(broken: false);
                     Recover();
@@ -288,7 +316,7 @@ internal sealed class WorkflowReplica
                 Resolve(first);
             }
 
-            if (_inFlight.Count == 0 && _recovery is null && _foreignNotices > _noticesCaughtUp)
+            if (_inFlight.Count == 0 && _recovery is null && Behind)
             {
                 // Another instance committed while ours were in flight, after them: catch up now.
                 BeginRecovery(broken: false);
@@ -497,7 +525,7 @@ internal sealed class WorkflowReplica
         var recovery = _recovery;
         _recovery = null;
         _broken = false;
-        if (_state is not null && _foreignNotices > _noticesCaughtUp)
+        if (_state is not null && Behind)
         {
             // Notified of a commit the catch-up may have read before it happened: read again.
             BeginRecovery(broken: false);

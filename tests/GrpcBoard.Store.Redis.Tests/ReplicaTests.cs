@@ -236,6 +236,40 @@ public sealed class ReplicaTests(RedisFixture redis) : IClassFixture<RedisFixtur
         Assert.Equal("patient", (await a.GetTaskAsync(wf, "posted-through-a", default).Within()).Task.Owner);
     }
 
+    /// <summary>
+    /// An instance that touched a workflow once, with nothing here waiting for its events, does not read the log
+    /// for each batch other instances commit; its next transaction catches up first, in one read.
+    /// </summary>
+    [RedisFact]
+    public async Task AReplicaNothingHereWaitsOn_PutsOffItsCatchUp_ToItsNextTransaction()
+    {
+        var (storeA, _, a) = await OpenAsync();
+        var (storeB, _, b) = await OpenAsync();
+        await using var _ = storeA;
+        await using var __ = storeB;
+        var wf = "lazy-" + Guid.NewGuid().ToString("N")[..8];
+        await a.CreateWorkflowAsync(wf, "lazy", null, default).Within();
+        await b.GetWorkflowAsync(wf, default).Within();
+        var readsBefore = storeB.LogReads;
+        var noticesBefore = storeB.ForeignNotices(wf);
+
+        for (var i = 1; i <= 30; i++)
+        {
+            await a.PutNoteAsync(new NotePutCommand { WorkflowId = wf, Key = "k", Value = BitConverter.GetBytes(i) }, default).Within();
+        }
+
+        while (storeB.ForeignNotices(wf) < noticesBefore + 30)
+        {
+            await Task.Delay(5).Within();
+        }
+
+        Assert.Equal(readsBefore, storeB.LogReads);
+        var note = (await b.GetNoteAsync(wf, "k", default).Within()).Note;
+        Assert.Equal(30, BitConverter.ToInt32(note.Value.Span));
+        // One catch-up read; the read it confirms then passes A's turn, since B's replica is current.
+        Assert.Equal(readsBefore + 1, storeB.LogReads);
+    }
+
     [RedisFact]
     public async Task TheLogInRedis_ReadsFromAnyRevision_PageByPage_AndAfterTrimming()
     {

@@ -14,6 +14,7 @@ public sealed class EventHub
 {
     private readonly ConcurrentDictionary<string, Subscribers> _subscribers = new(StringComparer.Ordinal);
     private volatile Action<string, IReadOnlyList<EventRecord>>[] _listeners = [];
+    private volatile Func<string, bool>[] _interests = [];
     private readonly object _listenerLock = new();
 
     public EventSubscription Subscribe(string workflowId, int capacity)
@@ -32,12 +33,19 @@ public sealed class EventHub
         }
     }
 
-    /// <summary>Registers a callback for every published batch of every workflow (called on the publisher's thread; keep it short).</summary>
-    public void AddListener(Action<string, IReadOnlyList<EventRecord>> listener)
+    /// <summary>
+    /// Registers a callback for every published batch of every workflow (called on the publisher's thread; keep
+    /// it short), and optionally whether it waits for a workflow's events right now (<see cref="HasInterest"/>).
+    /// </summary>
+    public void AddListener(Action<string, IReadOnlyList<EventRecord>> listener, Func<string, bool>? interestedIn = null)
     {
         lock (_listenerLock)
         {
             _listeners = [.. _listeners, listener];
+            if (interestedIn is not null)
+            {
+                _interests = [.. _interests, interestedIn];
+            }
         }
     }
 
@@ -71,6 +79,28 @@ public sealed class EventHub
 
     /// <summary>True when someone watches the workflow on this instance.</summary>
     public bool HasSubscribers(string workflowId) => _subscribers.ContainsKey(workflowId);
+
+    /// <summary>
+    /// True when something here waits for the workflow's events now: a watcher, or a listener that says so (a
+    /// waiting claim). A store told of changes made elsewhere may put off reading them while this is false.
+    /// </summary>
+    public bool HasInterest(string workflowId)
+    {
+        if (HasSubscribers(workflowId))
+        {
+            return true;
+        }
+
+        foreach (var interested in _interests)
+        {
+            if (interested(workflowId))
+            {
+                return true;
+            }
+        }
+
+        return false;
+    }
 
     /// <summary>Number of live subscriptions (for metrics and tests).</summary>
     public int SubscriptionCount => _subscribers.Values.Sum(s => s.Snapshot.Length);

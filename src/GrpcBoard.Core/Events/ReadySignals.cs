@@ -21,7 +21,7 @@ public sealed class ReadySignals
 {
     private readonly ConcurrentDictionary<string, WaitList> _lists = new(StringComparer.Ordinal);
 
-    public ReadySignals(EventHub hub) => hub.AddListener(OnEvents);
+    public ReadySignals(EventHub hub) => hub.AddListener(OnEvents, workflowId => WaitingCount(workflowId) > 0);
 
     /// <summary>Queues a waiting claim of a worker with these skills; dispose it when the claim ends.</summary>
     public Waiter Join(string workflowId, IReadOnlyCollection<string> skills)
