@@ -27,15 +27,50 @@ public sealed class MultiInstanceTests : IDisposable
 
     private static string Prefix() => "m" + Guid.NewGuid().ToString("N")[..10];
 
+    /// <summary>A redis-server of the test's own, two servers on it, and a client of each.</summary>
+    private async Task<TwoServers> StartTwoServersAsync()
+    {
+        var redis = await RedisProcess.StartAsync();
+        BoardServer? a = null;
+        try
+        {
+            var prefix = Prefix();
+            a = await StartServerAsync(redis.Endpoint, prefix);
+            return new TwoServers(redis, a, await StartServerAsync(redis.Endpoint, prefix));
+        }
+        catch
+        {
+            if (a is not null)
+            {
+                await a.DisposeAsync();
+            }
+
+            await redis.DisposeAsync();
+            throw;
+        }
+    }
+
+    private sealed class TwoServers(RedisProcess redis, BoardServer a, BoardServer b) : IAsyncDisposable
+    {
+        public BoardClient ViaA { get; } = new(a.Address.ToString());
+
+        public BoardClient ViaB { get; } = new(b.Address.ToString());
+
+        public async ValueTask DisposeAsync()
+        {
+            ViaA.Dispose();
+            ViaB.Dispose();
+            await b.DisposeAsync();
+            await a.DisposeAsync();
+            await redis.DisposeAsync();
+        }
+    }
+
     [RedisFact]
     public async Task ClaimRace_AcrossTwoInstances_HasExactlyOneWinner()
     {
-        await using var redis = await RedisProcess.StartAsync();
-        var prefix = Prefix();
-        await using var a = await StartServerAsync(redis.Endpoint, prefix);
-        await using var b = await StartServerAsync(redis.Endpoint, prefix);
-        using var viaA = new BoardClient(a.Address.ToString());
-        using var viaB = new BoardClient(b.Address.ToString());
+        await using var servers = await StartTwoServersAsync();
+        var (viaA, viaB) = (servers.ViaA, servers.ViaB);
         await viaA.CreateWorkflowAsync(new CreateWorkflowRequest { WorkflowId = "race" }).Within();
         await viaB.PostTasksAsync(new PostTasksRequest { WorkflowId = "race", Tasks = { Enumerable.Range(0, 20).Select(i => new TaskSpec { Id = $"t{i}" }) } }).Within();
 
@@ -70,12 +105,8 @@ public sealed class MultiInstanceTests : IDisposable
     [RedisFact]
     public async Task WorkersOnTwoInstances_OfOneWorkflow_CompleteEveryTaskOnce_WithoutAFailure()
     {
-        await using var redis = await RedisProcess.StartAsync();
-        var prefix = Prefix();
-        await using var a = await StartServerAsync(redis.Endpoint, prefix);
-        await using var b = await StartServerAsync(redis.Endpoint, prefix);
-        using var viaA = new BoardClient(a.Address.ToString());
-        using var viaB = new BoardClient(b.Address.ToString());
+        await using var servers = await StartTwoServersAsync();
+        var (viaA, viaB) = (servers.ViaA, servers.ViaB);
         const int tasks = 600;
         await viaA.CreateWorkflowAsync(new CreateWorkflowRequest { WorkflowId = "busy" }).Within();
         await viaA.PostTasksAsync(new PostTasksRequest { WorkflowId = "busy", Tasks = { Enumerable.Range(0, tasks).Select(i => new TaskSpec { Id = $"t{i:D3}" }) } }).Within();
@@ -177,11 +208,8 @@ public sealed class MultiInstanceTests : IDisposable
     [RedisFact]
     public async Task ALeaseExpiresOnce_EvenWithTwoInstancesFiringTimers()
     {
-        await using var redis = await RedisProcess.StartAsync();
-        var prefix = Prefix();
-        await using var a = await StartServerAsync(redis.Endpoint, prefix);
-        await using var b = await StartServerAsync(redis.Endpoint, prefix);
-        using var client = new BoardClient(a.Address.ToString());
+        await using var servers = await StartTwoServersAsync();
+        var client = servers.ViaA;
         await client.CreateWorkflowAsync(new CreateWorkflowRequest { WorkflowId = "timers" }).Within();
         await client.PostTasksAsync(new PostTasksRequest
         {

@@ -33,6 +33,25 @@ public sealed class ReplicaTests(RedisFixture redis) : IClassFixture<RedisFixtur
         return (store, hub, new Coordinator(store, hub, _time, new BoardLimits()));
     }
 
+    /// <summary>Two instances, and a workflow created through the first (which then holds its turn).</summary>
+    private async Task<Instances> TwoInstancesAsync(string name, TimeSpan? turnLease = null)
+    {
+        var (storeA, _, a) = await OpenAsync(turnLease: turnLease);
+        var (storeB, hubB, b) = await OpenAsync(turnLease: turnLease);
+        var workflow = name + "-" + Guid.NewGuid().ToString("N")[..8];
+        await a.CreateWorkflowAsync(workflow, name, null, default).Within();
+        return new Instances(storeA, a, storeB, hubB, b, workflow);
+    }
+
+    private sealed record Instances(RedisStore StoreA, Coordinator A, RedisStore StoreB, EventHub HubB, Coordinator B, string Workflow) : IAsyncDisposable
+    {
+        public async ValueTask DisposeAsync()
+        {
+            await StoreA.DisposeAsync();
+            await StoreB.DisposeAsync();
+        }
+    }
+
     // What a Redis on this host gets by default (auto: 1).
     [RedisFact]
     public Task ConcurrentClaimsAndCompletions_ThroughTwoInstances_TakeEachTaskOnce_AtConsecutiveRevisions() => RaceAsync(null);
@@ -105,12 +124,8 @@ public sealed class ReplicaTests(RedisFixture redis) : IClassFixture<RedisFixtur
     [RedisFact]
     public async Task AWriteThroughOneInstance_IsSeenByTheNextReadThroughTheOther_AndByItsWatchers()
     {
-        var (storeA, _, a) = await OpenAsync();
-        var (storeB, hubB, b) = await OpenAsync();
-        await using var _ = storeA;
-        await using var __ = storeB;
-        var wf = "rw-" + Guid.NewGuid().ToString("N")[..8];
-        await a.CreateWorkflowAsync(wf, "reads", null, default).Within();
+        await using var two = await TwoInstancesAsync("rw");
+        var (storeB, hubB, a, b, wf) = (two.StoreB, two.HubB, two.A, two.B, two.Workflow);
         await b.GetWorkflowAsync(wf, default).Within();
 
         var watch = new WatchEngine(storeB, hubB, _time, new WatchOptions()).WatchAsync(wf, 1, WatchFilter.All, TimeSpan.FromSeconds(30), default);
@@ -156,12 +171,8 @@ public sealed class ReplicaTests(RedisFixture redis) : IClassFixture<RedisFixtur
     [RedisFact]
     public async Task AnInstanceThatKeepsWriting_PassesTheTurn_ToOneThatWaits()
     {
-        var (storeA, _, a) = await OpenAsync(turnLease: TimeSpan.FromSeconds(30));
-        var (storeB, _, b) = await OpenAsync(turnLease: TimeSpan.FromSeconds(30));
-        await using var _ = storeA;
-        await using var __ = storeB;
-        var wf = "turns-" + Guid.NewGuid().ToString("N")[..8];
-        await a.CreateWorkflowAsync(wf, "turns", null, default).Within();
+        await using var two = await TwoInstancesAsync("turns", turnLease: TimeSpan.FromSeconds(30));
+        var (storeB, a, b, wf) = (two.StoreB, two.A, two.B, two.Workflow);
 
         var bDone = false;
         long aWrites = 0, aWritesWhenBWasDone = -1;
@@ -215,12 +226,8 @@ public sealed class ReplicaTests(RedisFixture redis) : IClassFixture<RedisFixtur
     [RedisFact]
     public async Task AClaimWaitingOnOneInstance_IsWokenByATaskPostedThroughTheOther()
     {
-        var (storeA, _, a) = await OpenAsync();
-        var (storeB, _, b) = await OpenAsync();
-        await using var _ = storeA;
-        await using var __ = storeB;
-        var wf = "wake-" + Guid.NewGuid().ToString("N")[..8];
-        await a.CreateWorkflowAsync(wf, "wake", null, default).Within();
+        await using var two = await TwoInstancesAsync("wake");
+        var (a, b, wf) = (two.A, two.B, two.Workflow);
 
         var waiting = b.ClaimAsync(new ClaimCommand { WorkflowId = wf, WorkerId = "patient", Wait = TimeSpan.FromMinutes(1) }, default);
         while (b.ReadySignalsForTests.WaitingCount(wf) == 0)
@@ -243,12 +250,8 @@ public sealed class ReplicaTests(RedisFixture redis) : IClassFixture<RedisFixtur
     [RedisFact]
     public async Task AReplicaNothingHereWaitsOn_PutsOffItsCatchUp_ToItsNextTransaction()
     {
-        var (storeA, _, a) = await OpenAsync();
-        var (storeB, _, b) = await OpenAsync();
-        await using var _ = storeA;
-        await using var __ = storeB;
-        var wf = "lazy-" + Guid.NewGuid().ToString("N")[..8];
-        await a.CreateWorkflowAsync(wf, "lazy", null, default).Within();
+        await using var two = await TwoInstancesAsync("lazy");
+        var (storeB, a, b, wf) = (two.StoreB, two.A, two.B, two.Workflow);
         await b.GetWorkflowAsync(wf, default).Within();
         var readsBefore = storeB.LogReads;
         var noticesBefore = storeB.ForeignNotices(wf);
