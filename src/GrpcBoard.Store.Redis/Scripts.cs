@@ -25,10 +25,11 @@ internal static class Scripts
     /// the queue (<c>wq</c>) and waits. The holder renews the turn with every commit that writes, and once it
     /// has held it for ARGV[9] ms, its next such commit passes the turn to the first instance in the queue and
     /// tells it so (PUBLISH "holder|>|next"). An instance that joins the queue tells the holder (PUBLISH
-    /// "waiter|&lt;|holder"), which passes the turn at once if it has nothing to commit (<see cref="PassTurn"/>).
-    /// A turn nobody renews lapses after ARGV[8] ms (an instance that died) and is free to take. Turns decide only who waits, never what commits: that stays
-    /// the condition on <c>lb</c>. A batch of reads only neither takes nor renews the turn (it writes nothing):
-    /// it passes whoever holds the turn if its replica is current, and otherwise waits like any other batch.
+    /// "waiter|&lt;|holder"), which passes the turn once it has had nothing to commit for a moment
+    /// (<see cref="PassTurn"/>). A turn nobody renews lapses after ARGV[8] ms (an instance that died) and is
+    /// free to take. Turns decide only who waits, never what commits: that stays the condition on <c>lb</c>.
+    /// A batch of reads only neither takes nor renews the turn (it writes nothing): it passes whoever holds
+    /// the turn if its replica is current, and otherwise waits like any other batch.
     ///
     /// ARGV: expected batch id, new batch id, new head, channel, notification, the changes as MessagePack (""
     /// for a batch of reads only), this instance's id, turn lease (ms), turn length (ms). The changes:

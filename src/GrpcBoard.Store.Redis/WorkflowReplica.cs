@@ -172,6 +172,7 @@ internal sealed class WorkflowReplica
         }
     }
 
+    /// <summary>Notifications of other instances' commits this replica got (for tests: whether they have arrived).</summary>
     internal long ForeignNotices
     {
         get
