@@ -1,3 +1,4 @@
+using GrpcBoard.Core;
 using GrpcBoard.Core.Events;
 using GrpcBoard.Core.Storage;
 using GrpcBoard.Testing;
@@ -52,4 +53,34 @@ public sealed class RedisClusterRetentionTests(RedisClusterFixture cluster) : Re
 
     protected override async Task<IBoardStore> CreateStoreAsync(EventHub hub, int maxEventsPerWorkflow) =>
         await RedisStore.ConnectAsync(new RedisStoreOptions { Configuration = cluster.Configuration, KeyPrefix = _prefix, MaxEventsPerWorkflow = maxEventsPerWorkflow }, hub);
+}
+
+/// <summary>
+/// Two instances on the cluster, racing on one workflow: commits go through StackExchange.Redis (no direct
+/// connection on a cluster), and change and turn notices are published on one node and heard through another.
+/// </summary>
+[Collection(RedisClusterCollection.Name)]
+public sealed class RedisClusterInstancesTests(RedisClusterFixture cluster)
+{
+    [RedisFact]
+    public async Task ConcurrentClaimsAndCompletions_ThroughTwoInstances_TakeEachTaskOnce_AtConsecutiveRevisions()
+    {
+        var prefix = "ci" + Guid.NewGuid().ToString("N")[..10];
+        var time = new ManualTimeProvider();
+        async Task<(RedisStore, Coordinator)> OpenAsync()
+        {
+            var hub = new EventHub();
+            var store = await RedisStore.ConnectAsync(new RedisStoreOptions { Configuration = cluster.Configuration, KeyPrefix = prefix }, hub);
+            return (store, new Coordinator(store, hub, time, new BoardLimits()));
+        }
+
+        var first = await OpenAsync();
+        await using var _ = first.Item1;
+        var second = await OpenAsync();
+        await using var __ = second.Item1;
+        await TwoInstanceRace.RunAsync(first, second);
+
+        Assert.Equal(0, first.Item1.DirectCommitCount + second.Item1.DirectCommitCount);
+        Assert.True(first.Item1.TurnWaits + second.Item1.TurnWaits > 0, "the instances never waited for each other's turn");
+    }
 }
