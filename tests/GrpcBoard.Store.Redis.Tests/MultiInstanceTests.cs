@@ -127,10 +127,9 @@ public sealed class MultiInstanceTests : IDisposable
             return Task.FromResult(TaskOutcome.Text(context.Task.Id));
         }, stop.Token)).ToList();
 
-        while ((await viaB.GetWorkflowAsync(new GetWorkflowRequest { WorkflowId = "busy" }).Within()).Workflow.TaskCounts.Completed < tasks)
-        {
-            await Task.Delay(50).Within();
-        }
+        await TestTimeouts.Eventually(
+            async () => (await viaB.GetWorkflowAsync(new GetWorkflowRequest { WorkflowId = "busy" }).Within()).Workflow.TaskCounts.Completed == tasks,
+            "every task completed", TimeSpan.FromSeconds(60));
 
         await stop.CancelAsync();
         await Task.WhenAll(running).Within();

@@ -11,9 +11,9 @@ namespace GrpcBoard.Store.Redis.Tests;
 
 /// <summary>
 /// Two store instances (as two servers would have) on one Redis and one workflow, each with its replica:
-/// their commits race, the loser's batch is refused, undone, caught up and re-run. What must hold is what
-/// a checker sees: every task claimed and completed once, every event once at consecutive revisions, and
-/// both instances agreeing with Redis at the end.
+/// their commits race or wait for each other's turn, and a refused batch is undone, caught up and re-run
+/// (<see cref="TwoInstanceRace"/> says what must hold). Also: how turns pass and lapse, how a change through
+/// one instance reaches the other's readers, watchers and waiting claims, and the log as read from Redis.
 /// </summary>
 public sealed class ReplicaTests(RedisFixture redis) : IClassFixture<RedisFixture>
 {
@@ -127,11 +127,6 @@ public sealed class ReplicaTests(RedisFixture redis) : IClassFixture<RedisFixtur
     }
 
     /// <summary>
-    /// Read from Redis (through instances with no replica), the log starts a page at any revision, also one in
-    /// the middle of a batch; pages follow each other without gaps; and after trimming, what is retained reads
-    /// whole and what is not reads as nothing.
-    /// </summary>
-    /// <summary>
     /// Before turns, an instance whose batches kept losing to a busy one failed its calls with ABORTED after 64
     /// lost races. Here A writes without pause and its turn would not lapse within the test (30 s lease): B's
     /// write gets through only if A passes the turn while it keeps writing.
@@ -142,29 +137,33 @@ public sealed class ReplicaTests(RedisFixture redis) : IClassFixture<RedisFixtur
         await using var two = await TwoInstancesAsync("turns", turnLease: TimeSpan.FromSeconds(30));
         var (storeB, a, b, wf) = (two.StoreB, two.A, two.B, two.Workflow);
 
+        // A writes until B's write is done, then 5 more: those need the turn back from B, which is idle by then
+        // and must pass it (a lapse would take 30 s, past the test's timeout).
         var bDone = false;
         long aWrites = 0, aWritesWhenBWasDone = -1;
+        var twentyWrites = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         var writer = Task.Run(async () =>
         {
-            while (!Volatile.Read(ref bDone))
+            while (!Volatile.Read(ref bDone) || Interlocked.Read(ref aWrites) < Interlocked.Read(ref aWritesWhenBWasDone) + 5)
             {
                 await a.PutNoteAsync(new NotePutCommand { WorkflowId = wf, Key = "a", Value = "x"u8.ToArray() }, default);
-                Interlocked.Increment(ref aWrites);
+                if (Interlocked.Increment(ref aWrites) == 20)
+                {
+                    twentyWrites.SetResult();
+                }
             }
         });
-        while (Interlocked.Read(ref aWrites) < 20)
-        {
-            await Task.Delay(5);
-        }
+        await twentyWrites.Task.Within();
 
         var posted = await b.PostTasksAsync(wf, [new TaskSpec { Id = "from-b" }], default).Within(TimeSpan.FromSeconds(10));
-        aWritesWhenBWasDone = Interlocked.Read(ref aWrites);
+        Interlocked.Exchange(ref aWritesWhenBWasDone, Interlocked.Read(ref aWrites));
         Volatile.Write(ref bDone, true);
         await writer.Within();
 
         Assert.Single(posted.Tasks);
         Assert.True(storeB.TurnWaits > 0, "B never waited for A's turn: this test did not exercise a handover");
         Assert.True(aWritesWhenBWasDone >= 20, "A had stopped writing");
+        Assert.True(Interlocked.Read(ref aWrites) >= aWritesWhenBWasDone + 5, "A did not get the turn back");
         var view = await a.GetWorkflowAsync(wf, default).Within();
         Assert.Equal(1, view.Counts[TaskState.Ready]);
     }
@@ -198,11 +197,8 @@ public sealed class ReplicaTests(RedisFixture redis) : IClassFixture<RedisFixtur
         var (a, b, wf) = (two.A, two.B, two.Workflow);
 
         var waiting = b.ClaimAsync(new ClaimCommand { WorkflowId = wf, WorkerId = "patient", Wait = TimeSpan.FromMinutes(1) }, default);
-        while (b.ReadySignalsForTests.WaitingCount(wf) == 0)
-        {
-            Assert.False(waiting.IsCompleted, "the claim ended without waiting");
-            await Task.Delay(5);
-        }
+        await TestTimeouts.Eventually(() => Task.FromResult(b.ReadySignalsForTests.WaitingCount(wf) > 0 || waiting.IsCompleted), "the claim waiting on B");
+        Assert.False(waiting.IsCompleted, "the claim ended without waiting");
 
         await a.PostTasksAsync(wf, [new TaskSpec { Id = "posted-through-a" }], default).Within();
         var claimed = await waiting.Within();
@@ -229,10 +225,7 @@ public sealed class ReplicaTests(RedisFixture redis) : IClassFixture<RedisFixtur
             await a.PutNoteAsync(new NotePutCommand { WorkflowId = wf, Key = "k", Value = BitConverter.GetBytes(i) }, default).Within();
         }
 
-        while (storeB.ForeignNotices(wf) < noticesBefore + 30)
-        {
-            await Task.Delay(5).Within();
-        }
+        await TestTimeouts.Eventually(() => Task.FromResult(storeB.ForeignNotices(wf) >= noticesBefore + 30), "B told of A's 30 commits");
 
         Assert.Equal(readsBefore, storeB.LogReads);
         var note = (await b.GetNoteAsync(wf, "k", default).Within()).Note;
@@ -241,6 +234,11 @@ public sealed class ReplicaTests(RedisFixture redis) : IClassFixture<RedisFixtur
         Assert.Equal(readsBefore + 1, storeB.LogReads);
     }
 
+    /// <summary>
+    /// Read from Redis (through instances with no replica), the log starts a page at any revision, also one in
+    /// the middle of a batch; pages follow each other without gaps; and after trimming, what is retained reads
+    /// whole and what is not reads as nothing.
+    /// </summary>
     [RedisFact]
     public async Task TheLogInRedis_ReadsFromAnyRevision_PageByPage_AndAfterTrimming()
     {
