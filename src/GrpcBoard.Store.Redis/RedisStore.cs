@@ -192,7 +192,10 @@ public sealed class RedisStore : IBoardStore
     /// <summary>Commit scripts sent over the direct connection (for tests and metrics).</summary>
     internal long DirectCommitCount => Interlocked.Read(ref _directCommitCount);
 
-    /// <summary>Commit batches Redis refused because another instance had committed first (for tests and metrics).</summary>
+    /// <summary>
+    /// Commit batches Redis refused, because another instance had committed first or held the workflow's turn
+    /// (for tests and metrics).
+    /// </summary>
     internal long RefusedBatches => Interlocked.Read(ref _refusedBatches);
 
     internal void CountRefusal() => Interlocked.Increment(ref _refusedBatches);
@@ -202,17 +205,15 @@ public sealed class RedisStore : IBoardStore
 
     internal void CountTurnWait() => Interlocked.Increment(ref _turnWaits);
 
-    private long _turnWaits;
-
     /// <summary>Reads of a workflow's log from Redis: loads, catch-ups, and watchers here without a replica.</summary>
     internal long LogReads => Interlocked.Read(ref _logReads);
-
-    private long _logReads;
 
     /// <summary>Other instances' commits this instance's replica of the workflow was told of (-1: no replica).</summary>
     internal long ForeignNotices(string workflowId) => _replicas.TryGetValue(workflowId, out var replica) ? replica.ForeignNotices : -1;
 
     private long _refusedBatches;
+    private long _turnWaits;
+    private long _logReads;
 
     /// <summary>Background loop only: where the current pass of the timer rescan is in the registry (null: between passes).</summary>
     private string? _rescanAfter;
@@ -414,6 +415,10 @@ public sealed class RedisStore : IBoardStore
             throw LoseData($"workflow '{workflowId}' is in the registry but its data is missing from Redis");
         }
     }
+
+    /// <summary>An idle holder passes the workflow's turn to the first instance waiting for it (<see cref="Scripts.PassTurn"/>).</summary>
+    internal Task PassTurnAsync(string workflowId) =>
+        Script(Scripts.PassTurn, workflowId, InstanceId, (long)_options.TurnLease.TotalMilliseconds, _keys.Channel(workflowId));
 
     /// <summary>Sends a commit script; the replica handles the reply.</summary>
     internal Task<RedisResult> EvaluateAsync(string script, string workflowId, RedisValue[] args) =>

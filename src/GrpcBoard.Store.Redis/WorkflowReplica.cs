@@ -467,7 +467,7 @@ internal sealed class WorkflowReplica
 
         try
         {
-            await _store.EvaluateAsync(Scripts.PassTurn, Id, [_store.InstanceId, (long)_options.TurnLease.TotalMilliseconds, _store.Keys.Channel(Id)]).ConfigureAwait(false);
+            await _store.PassTurnAsync(Id).ConfigureAwait(false);
         }
         catch (Exception)
         {
