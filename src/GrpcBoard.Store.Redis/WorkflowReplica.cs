@@ -53,12 +53,10 @@ internal sealed class WorkflowReplica
     /// <summary>
     /// Set when a batch was refused because another instance held the workflow's turn: the catch-up waits
     /// until the turn is passed here (or lapses, after <see cref="_turnLapsesIn"/> ms) before bodies run again.
+    /// Completed already when the notice of the pass came before the refusal; cleared by a commit.
     /// </summary>
     private TaskCompletionSource? _turn;
     private long _turnLapsesIn;
-
-    /// <summary>The turn was passed here before this replica knew it waited for it (the notification came first).</summary>
-    private bool _turnPassedEarly;
 
     /// <summary>Another instance waits for the turn this one may hold: pass it as soon as nothing is left to commit.</summary>
     private bool _turnWanted;
@@ -379,15 +377,8 @@ internal sealed class WorkflowReplica
             {
                 // Not a lost race: this instance waits for its turn, and its callers run again after it.
                 _store.CountTurnWait();
-                if (_turnPassedEarly)
-                {
-                    _turnPassedEarly = false;
-                }
-                else
-                {
-                    _turn ??= new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-                    _turnLapsesIn = Math.Max(_turnLapsesIn, reply.TurnLapsesIn);
-                }
+                _turn ??= new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+                _turnLapsesIn = Math.Max(_turnLapsesIn, reply.TurnLapsesIn);
             }
 
             foreach (var txn in batch.Txns)
@@ -398,7 +389,7 @@ internal sealed class WorkflowReplica
             return;
         }
 
-        _turnPassedEarly = false;
+        _turn = null;
         if (batch.HasWrites)
         {
             _committedHead = batch.Head;
@@ -480,14 +471,8 @@ internal sealed class WorkflowReplica
     {
         lock (Gate)
         {
-            if (_turn is { } turn)
-            {
-                turn.TrySetResult();
-            }
-            else
-            {
-                _turnPassedEarly = true;
-            }
+            // Before the refusal that makes this replica wait for it, too: the wait then ends at once.
+            (_turn ??= new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously)).TrySetResult();
         }
     }
 
