@@ -55,6 +55,9 @@ public sealed class BenchOptions
     public string? RedisEndpoint { get; private set; }
     public string RedisAppendFsync { get; private set; } = "always";
 
+    /// <summary>--redis-delay-ms: servers reach Redis through a relay that delays each direction this long; null: directly.</summary>
+    public TimeSpan? RedisDelay { get; private set; }
+
     /// <summary>Key prefix of a Redis-store server, new for every run so that runs on one Redis never mix.</summary>
     public string RedisPrefix { get; } = "gbbench-" + DateTime.UtcNow.ToString("MMddHHmmss", CultureInfo.InvariantCulture);
 
@@ -99,6 +102,7 @@ public sealed class BenchOptions
         new("--lease", "SECONDS", "Lease asked for by each claim (default 60; claim-only 3600).", (o, v) => o.Lease = TimeSpan.FromSeconds(Double(v, "--lease"))),
         new("--store", "embedded|memory|redis", "Store of a server the tool starts (default embedded; redis: also starts a redis-server unless --redis).", (o, v) => o.Store = OneOf(v, "--store", "embedded", "memory", "redis")),
         new("--redis", "HOST:PORT", "With --store redis: use this Redis instead of starting a redis-server (keys under a new prefix).", (o, v) => o.RedisEndpoint = v),
+        new("--redis-delay-ms", "MS", "With --store redis: servers reach Redis through a relay that holds every chunk at least MS ms each way (plus up to about 1 ms), standing in for a Redis on another host; the delay added is reported.", (o, v) => o.RedisDelay = TimeSpan.FromMilliseconds(Double(v, "--redis-delay-ms"))),
         new("--redis-fsync", "always|everysec|no", "appendfsync of a redis-server the tool starts (default always; appendonly is always on).", (o, v) => o.RedisAppendFsync = OneOf(v, "--redis-fsync", "always", "everysec", "no")),
         new("--synchronous", "FULL|NORMAL|EXTRA", "Embedded store durability of a server the tool starts (default FULL: fsync per group commit).", (o, v) => o.Synchronous = OneOf(v.ToUpperInvariant(), "--synchronous", "FULL", "NORMAL", "EXTRA")),
         new("--in-process", null, "Host the server in this process (shares GC and thread pool with the load) instead of a child process.", (o, _) => o.InProcess = true),
@@ -224,7 +228,8 @@ public sealed class BenchOptions
             yield return ("store", Store switch
             {
                 "embedded" => $"embedded, synchronous={Synchronous}",
-                "redis" => (RedisEndpoint is { } r ? $"redis at {r}" : $"redis, a redis-server started by the tool (appendonly yes, appendfsync {RedisAppendFsync})") + $", key prefix {RedisPrefix}",
+                "redis" => (RedisEndpoint is { } r ? $"redis at {r}" : $"redis, a redis-server started by the tool (appendonly yes, appendfsync {RedisAppendFsync})") + $", key prefix {RedisPrefix}"
+                    + (RedisDelay is { } delay ? string.Create(CultureInfo.InvariantCulture, $", reached through a relay that delays each way by {delay.TotalMilliseconds:0.###} ms or more") : ""),
                 _ => Store,
             });
             yield return ("server log level", ServerLogLevel);
@@ -284,6 +289,11 @@ public sealed class BenchOptions
         if (Instances > 1 && (Store != "redis" || Target is not null || InProcess || Scenario is not ("claim-only" or "claim-complete")))
         {
             throw new ArgumentException("--instances goes with --store redis and a claim scenario, on servers the tool starts as processes.");
+        }
+
+        if (RedisDelay is { } delay && (delay < TimeSpan.Zero || Store != "redis" || Target is not null))
+        {
+            throw new ArgumentException("--redis-delay-ms goes with --store redis on servers the tool starts, and is not negative.");
         }
 
         if (Duration is { } d && d <= TimeSpan.Zero)

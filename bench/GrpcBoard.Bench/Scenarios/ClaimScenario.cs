@@ -122,6 +122,11 @@ public sealed class ClaimScenario(string name, bool completes) : IScenario
             report.RedisStore(redisFigures, run.Wall, units, Unit);
         }
 
+        if (context.Target.RelayReport is { } relayed)
+        {
+            report.Line("delay relay to redis", relayed);
+        }
+
         var exitCode = await VerifyAsync(context, workflowIds, run);
         return new ClaimOutcome(Name, o.Store, o.Client, exitCode, run, posting, claimStats, pairStats, usage, redisFigures, completes && o.ClaimNext);
 

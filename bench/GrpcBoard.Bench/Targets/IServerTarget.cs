@@ -23,6 +23,9 @@ public interface IServerTarget : IAsyncDisposable
 
     /// <summary>host:port of the Redis behind a --store redis server, for its command statistics; null otherwise.</summary>
     string? RedisEndpoint => null;
+
+    /// <summary>With --redis-delay-ms: the delay the relay to Redis actually added so far; null without a relay.</summary>
+    string? RelayReport => null;
 }
 
 /// <summary>A process measured with the server: a name for the report and its pid.</summary>

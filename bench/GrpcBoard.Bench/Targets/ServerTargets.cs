@@ -20,19 +20,27 @@ public static class ServerTargets
         // A Redis-store server keeps its record of the store epoch there: a fresh directory per run, as each
         // run starts a fresh redis-server.
         var data = options.Store is "embedded" or "redis" ? DataDirectory.Create(options.DataDirectory, options.KeepData) : null;
+        DelayProxy? relay = null;
         try
         {
             var endpoint = options.Store == "redis" ? redis?.Endpoint ?? options.RedisEndpoint : null;
+            relay = endpoint is not null && options.RedisDelay is { } delay ? DelayProxy.Start(endpoint, delay) : null;
+            var serverEndpoint = relay?.Endpoint ?? endpoint;
             IServerTarget server = options.InProcess
-                ? await InProcessServer.StartAsync(options, data, endpoint, cancellationToken)
+                ? await InProcessServer.StartAsync(options, data, serverEndpoint, cancellationToken)
                 : options.Instances > 1
-                    ? await ServerGroup.StartAsync(options, data!, endpoint!, cancellationToken)
-                    : await ServerProcess.StartAsync(options, data, endpoint, cancellationToken);
-            return endpoint is null ? server : new RedisBackedServer(server, endpoint, redis);
+                    ? await ServerGroup.StartAsync(options, data!, serverEndpoint!, cancellationToken)
+                    : await ServerProcess.StartAsync(options, data, serverEndpoint, cancellationToken);
+            return endpoint is null ? server : new RedisBackedServer(server, endpoint, redis, relay);
         }
         catch
         {
             data?.Dispose();
+            if (relay is not null)
+            {
+                await relay.DisposeAsync();
+            }
+
             if (redis is not null)
             {
                 await redis.DisposeAsync();
@@ -111,8 +119,12 @@ public sealed class ServerGroup : IServerTarget
     }
 }
 
-/// <summary>A Redis-store server and its Redis: the redis-server (when the tool started it) is measured with the server and stopped after it.</summary>
-public sealed class RedisBackedServer(IServerTarget server, string endpoint, RedisServerProcess? redis) : IServerTarget
+/// <summary>
+/// A Redis-store server and its Redis: the redis-server (when the tool started it) is measured with the server and
+/// stopped after it, as is the delay relay in between (--redis-delay-ms). <see cref="RedisEndpoint"/> is Redis itself,
+/// so command statistics bypass the relay.
+/// </summary>
+public sealed class RedisBackedServer(IServerTarget server, string endpoint, RedisServerProcess? redis, DelayProxy? relay = null) : IServerTarget
 {
     public Uri Address => server.Address;
 
@@ -126,6 +138,8 @@ public sealed class RedisBackedServer(IServerTarget server, string endpoint, Red
 
     public string? RedisEndpoint => endpoint;
 
+    public string? RelayReport => relay?.Describe();
+
     public async ValueTask DisposeAsync()
     {
         try
@@ -134,6 +148,11 @@ public sealed class RedisBackedServer(IServerTarget server, string endpoint, Red
         }
         finally
         {
+            if (relay is not null)
+            {
+                await relay.DisposeAsync();
+            }
+
             if (redis is not null)
             {
                 await redis.DisposeAsync();
