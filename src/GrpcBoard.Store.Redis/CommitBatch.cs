@@ -11,7 +11,7 @@ namespace GrpcBoard.Store.Redis;
 /// What the commit script answered (<see cref="Scripts.Commit"/>). <see cref="TurnLapsesIn"/>: for
 /// <see cref="NotOurTurn"/>, the milliseconds until the other instance's turn lapses unless renewed.
 /// </summary>
-internal readonly record struct CommitReply(long Code, long Head, double TimerBefore, double TimerAfter, long TurnLapsesIn = 0)
+internal readonly record struct CommitReply(long Code, long Head, double TimerBefore, double TimerAfter, long TurnLapsesIn = 0, string? TurnHolder = null)
 {
     /// <summary>Another instance holds the workflow's turn: the batch was not looked at.</summary>
     public const long NotOurTurn = -2;
@@ -23,7 +23,7 @@ internal readonly record struct CommitReply(long Code, long Head, double TimerBe
         return code switch
         {
             > 0 => new CommitReply(code, (long)r[1], (double)r[2], (double)r[3]),
-            NotOurTurn => new CommitReply(code, (long)r[1], -1, -1, (long)r[3]),
+            NotOurTurn => new CommitReply(code, (long)r[1], -1, -1, (long)r[3], r.Length > 4 ? (string?)r[4] : null),
             _ => new CommitReply(code, (long)r[1], -1, -1),
         };
     }
@@ -38,16 +38,26 @@ internal readonly record struct CommitReply(long Code, long Head, double TimerBe
         return code switch
         {
             > 0 when r.Length >= 4 && r[2] is long before && r[3] is long after => new CommitReply(code, head, before, after),
-            NotOurTurn when r.Length >= 4 && r[3] is long lapses => new CommitReply(code, head, -1, -1, lapses),
+            NotOurTurn when r.Length >= 4 && r[3] is long lapses => new CommitReply(code, head, -1, -1, lapses, r.Length > 4 ? Text(r[4]) : null),
             NotOurTurn => throw new InvalidDataException("The commit script refused a turn without saying when it lapses."),
             _ => new CommitReply(code, head, -1, -1),
         };
     }
+
+    private static string? Text(object? value) => value switch
+    {
+        string s => s,
+        byte[] bytes => System.Text.Encoding.UTF8.GetString(bytes),
+        _ => null,
+    };
 }
 
 /// <summary>One transaction waiting for the batch that carries it.</summary>
 internal sealed class PendingTxn(AppliedChanges? applied, long observedHead, BoardException? refusal = null)
 {
+    /// <summary>The call may be served by the turn holder instead of waiting for the turn (<see cref="CallRouting"/>).</summary>
+    public bool MayServeElsewhere { get; } = CallRouting.MayServeElsewhere;
+
     /// <summary>What the body threw, to be thrown to the caller once the state it read is confirmed.</summary>
     public BoardException? Refusal { get; } = refusal;
 
@@ -211,6 +221,9 @@ internal sealed class CommitBatch
         }
     }
 
+    /// <summary>Whether this batch, refused for another instance's turn, queues for it (set by <see cref="Arguments"/>).</summary>
+    public bool QueuesForTurn { get; private set; } = true;
+
     /// <summary>
     /// The arguments of <see cref="Scripts.Commit"/>: the batch ids and head, the notification, and the
     /// changes packed as MessagePack: [events (revision, blob, ...), ops]. Records refer to their event by
@@ -219,9 +232,13 @@ internal sealed class CommitBatch
     public RedisValue[] Arguments(string channel, string origin, TaskCounts counts, TimeSpan turnLease, TimeSpan turnLength)
     {
         RedisValue lease = (long)turnLease.TotalMilliseconds, length = (long)turnLength.TotalMilliseconds;
+        // Refused for a turn, a batch whose calls can all go to the holder instead does not queue for the
+        // turn: queueing would make the holder pass it over, to an instance with nothing left to commit.
+        QueuesForTurn = !Txns.TrueForAll(t => t.MayServeElsewhere);
+        RedisValue queue = QueuesForTurn ? 1 : 0;
         if (!HasWrites)
         {
-            return [PreviousId, Id, Head, channel, RedisValue.EmptyString, RedisValue.EmptyString, origin, lease, length];
+            return [PreviousId, Id, Head, channel, RedisValue.EmptyString, RedisValue.EmptyString, origin, lease, length, queue];
         }
 
         var ops = new List<Action<MessagePackWriter>>();
@@ -280,7 +297,7 @@ internal sealed class CommitBatch
             op(packed);
         }
 
-        return [PreviousId, Id, Head, channel, Notification(origin), packed.ToArray(), origin, lease, length];
+        return [PreviousId, Id, Head, channel, Notification(origin), packed.ToArray(), origin, lease, length, queue];
     }
 
     /// <summary>An op is an array: its code, then its items.</summary>

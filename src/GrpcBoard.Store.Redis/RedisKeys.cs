@@ -35,6 +35,9 @@ internal sealed class RedisKeys(string prefix)
     /// <summary>Set by the first instance that detects a data loss, so that every instance refuses, new ones too.</summary>
     public RedisKey Lost => $"{Prefix}:{{gb}}:lost";
 
+    /// <summary>The address at which a server instance takes calls forwarded to it (expires unless refreshed).</summary>
+    public RedisKey Instance(string instanceId) => $"{Prefix}:{{gb}}:instance:{instanceId}";
+
     public RedisChannel EventPattern => new($"{Prefix}:{{*}}:ev", RedisChannel.PatternMode.Pattern);
 
     /// <summary>The base of a workflow's keys; scripts append "meta", "tasks", ... to it.</summary>

@@ -26,8 +26,11 @@ namespace GrpcBoard.Store.Redis;
 /// state going backwards, the store refuses every call with DATA_LOSS instead of reusing revisions and
 /// fencing tokens.
 /// </summary>
-public sealed class RedisStore : IBoardStore
+public sealed class RedisStore : IBoardStore, IWorkflowRouting
 {
+    /// <summary>How long an advertised address lives in Redis unless refreshed (every third of it).</summary>
+    private static readonly TimeSpan AddressLifetime = TimeSpan.FromSeconds(60);
+
     private readonly RedisStoreOptions _options;
     private readonly EventHub _hub;
     private readonly ILogger _logger;
@@ -49,6 +52,9 @@ public sealed class RedisStore : IBoardStore
     private long _directCommitCount;
     private string? _epoch;
     private volatile string? _dataLoss;
+    private readonly TurnRouting _routing;
+    private volatile string? _advertised;
+    private long _advertisedAtMs;
 
     private RedisStore(RedisStoreOptions options, EventHub hub, ConnectionMultiplexer redis, ConfigurationOptions config, ILogger logger)
     {
@@ -60,6 +66,7 @@ public sealed class RedisStore : IBoardStore
         _redis = redis;
         _db = redis.GetDatabase();
         _keys = new RedisKeys(options.KeyPrefix);
+        _routing = new TurnRouting(InstanceId, options.TurnLease, LookUpAddressAsync);
         _background = Task.Run(() => BackgroundAsync(_stopping.Token));
     }
 
@@ -143,6 +150,11 @@ public sealed class RedisStore : IBoardStore
                     System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(refusal);
                 }
 
+                if (pending.Applied is not null)
+                {
+                    CallRouting.Pin();
+                }
+
                 if (pending.Applied is { } created && created.Events.Any(e => e.Kind == EventKind.WorkflowCreated))
                 {
                     await ConfirmCreatedAsync(workflowId).ConfigureAwait(false);
@@ -153,9 +165,22 @@ public sealed class RedisStore : IBoardStore
                     : new TxnResult<T>(value, pending.ObservedHead, []);
             }
 
-            // Waiting for the workflow's turn is not a lost race: the replica waited, caught up, and the body runs again.
+            // Waiting for the workflow's turn is not a lost race: the replica waits, catches up, and the body runs
+            // again. A call that may go to the holder goes there instead (nothing of it committed here). Its batch
+            // did not queue for the turn, so if the holder cannot be called (no address), the call stays here and
+            // its next batch queues: otherwise a holder that never pauses would never pass the turn to it.
             if (pending.WaitedForTurn)
             {
+                if (pending.MayServeElsewhere)
+                {
+                    if (await _routing.PreferredServerAsync(workflowId).ConfigureAwait(false) is { } holder)
+                    {
+                        throw new ServedElsewhereException(holder);
+                    }
+
+                    CallRouting.Pin();
+                }
+
                 continue;
             }
 
@@ -326,6 +351,19 @@ public sealed class RedisStore : IBoardStore
         }
 
         _commits?.Dispose();
+        if (_advertised is not null)
+        {
+            try
+            {
+                // Others stop forwarding here at once instead of after a refused connection.
+                await _db.KeyDeleteAsync(_keys.Instance(InstanceId)).WaitAsync(TimeSpan.FromSeconds(1));
+            }
+            catch (Exception)
+            {
+                // The key expires on its own.
+            }
+        }
+
         await _redis.CloseAsync(allowCommandsToComplete: false);
         _redis.Dispose();
         _stopping.Dispose();
@@ -520,6 +558,39 @@ public sealed class RedisStore : IBoardStore
     internal static Exception CommitFailure(Exception ex) =>
         ex is BoardException || !IsUnavailable(ex) ? ex : new BoardException(BoardError.StoreUnavailable, "Redis is unavailable: " + ex.Message, inner: ex);
 
+    // ---- Forwarding: where each workflow is best served ----------------------------------------------
+
+    /// <summary>
+    /// Makes this instance a target of forwarded calls: its address (http://host:port/ as other instances
+    /// reach it) goes to Redis, refreshed in the background and deleted on dispose.
+    /// </summary>
+    public async Task AdvertiseAsync(string address)
+    {
+        _advertised = address;
+        await Call(() => _db.StringSetAsync(_keys.Instance(InstanceId), address, AddressLifetime)).ConfigureAwait(false);
+        Interlocked.Exchange(ref _advertisedAtMs, Environment.TickCount64);
+    }
+
+    /// <inheritdoc/>
+    public string? PreferredServer(string workflowId) => _routing.PreferredServer(workflowId);
+
+    /// <inheritdoc/>
+    public void ReportUnreachable(string address) => _routing.Unreachable(address);
+
+    /// <summary>A batch was refused because this instance holds the turn for at most this long.</summary>
+    internal void TurnHeldElsewhere(string workflowId, string instance, long forMs) => _routing.Held(workflowId, instance, forMs);
+
+    private async Task RefreshAdvertisementAsync()
+    {
+        if (_advertised is { } address && Environment.TickCount64 - Interlocked.Read(ref _advertisedAtMs) > AddressLifetime.TotalMilliseconds / 3)
+        {
+            await AdvertiseAsync(address).ConfigureAwait(false);
+        }
+    }
+
+    private async Task<string?> LookUpAddressAsync(string instanceId) =>
+        (string?)await Call(() => _db.StringGetAsync(_keys.Instance(instanceId))).ConfigureAwait(false);
+
     // ---- Background: notifications, timers, epoch ---------------------------------------------------
 
     private async Task SubscribeAsync()
@@ -550,6 +621,7 @@ public sealed class RedisStore : IBoardStore
         if (fields is [_, ">", var next])
         {
             // "holder|>|next": the commit script passed the workflow's turn (Scripts.Commit).
+            _routing.Committed(workflowId, next);
             if (next == InstanceId && _replicas.TryGetValue(workflowId, out var waiting))
             {
                 waiting.OnTurnPassed();
@@ -574,6 +646,8 @@ public sealed class RedisStore : IBoardStore
             throw new InvalidDataException("A change notification has " + fields.Length + " fields instead of 5.");
         }
 
+        // A commit takes or renews the committer's turn; a pass in the same script is published after this.
+        _routing.Committed(workflowId, fields[0]);
         if (fields[0] == InstanceId)
         {
             return;
@@ -614,6 +688,8 @@ public sealed class RedisStore : IBoardStore
             {
                 await Task.Delay(_options.EpochCheckInterval, ct);
                 await CheckEpochAsync();
+                await RefreshAdvertisementAsync();
+                _routing.Prune();
                 EvictIdleReplicas();
                 await RescanTimerHintsAsync();
             }

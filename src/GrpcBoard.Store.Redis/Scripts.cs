@@ -32,13 +32,14 @@ internal static class Scripts
     /// the turn if its replica is current, and otherwise waits like any other batch.
     ///
     /// ARGV: expected batch id, new batch id, new head, channel, notification, the changes as MessagePack (""
-    /// for a batch of reads only), this instance's id, turn lease (ms), turn length (ms). The changes:
+    /// for a batch of reads only), this instance's id, turn lease (ms), turn length (ms), whether to queue for
+    /// the turn when refused for it ("0": no, its calls go to the holder instead). The changes:
     /// [events, ops], events = [revision, blob, ...], each op an array [code, ...]: D (delete the workflow's
     /// contents), W (event index: the workflow record), T and N (id, event index, ...: task and note
     /// records), X (note keys to delete), E (append the events to the log), Z (score, timer member, ...), R
     /// (timer members to remove), O (oldest retained revision: trims the log below it), C (count field,
     /// value, ...). Records are stored as the event that last wrote them.
-    /// Returns {-2, head, lb, ms until the turn lapses} when another instance holds the turn; {-1, head, lb}
+    /// Returns {-2, head, lb, ms until the turn lapses, holder} when another instance holds the turn; {-1, head, lb}
     /// when refused; {0, head} for reads only (nothing written, so no fsync either); else {1, head, earliest
     /// timer before (-1: none), earliest timer after (-1: none)}.
     /// </summary>
@@ -57,11 +58,11 @@ internal static class Scripts
           if ARGV[6] == '' and lb == ARGV[1] then
             return {0, head}
           end
-          if not redis.call('LPOS', queue, me) then
+          if ARGV[10] ~= '0' and not redis.call('LPOS', queue, me) then
             redis.call('RPUSH', queue, me)
             redis.call('PUBLISH', ARGV[4], me .. '|<|' .. holder)
           end
-          return {-2, head, lb, lapses - now}
+          return {-2, head, lb, lapses - now, holder}
         end
         if lb ~= ARGV[1] then
           return {-1, head, lb}

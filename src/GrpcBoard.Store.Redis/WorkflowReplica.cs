@@ -377,8 +377,18 @@ internal sealed class WorkflowReplica
             {
                 // Not a lost race: this instance waits for its turn, and its callers run again after it.
                 _store.CountTurnWait();
-                _turn ??= new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-                _turnLapsesIn = Math.Max(_turnLapsesIn, reply.TurnLapsesIn);
+                if (reply.TurnHolder is { } holder)
+                {
+                    _store.TurnHeldElsewhere(Id, holder, reply.TurnLapsesIn);
+                }
+
+                // A batch whose calls all go to the holder did not queue: nobody will pass the turn here, so
+                // there is nothing to wait for; calls that stay after all queue with their next batch.
+                if (batch.QueuesForTurn)
+                {
+                    _turn ??= new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+                    _turnLapsesIn = Math.Max(_turnLapsesIn, reply.TurnLapsesIn);
+                }
             }
 
             foreach (var txn in batch.Txns)

@@ -20,23 +20,25 @@ public sealed class MultiInstanceTests : IDisposable
 
     public void Dispose() => _data.Dispose();
 
-    private Task<BoardServer> StartServerAsync(string redis, string prefix, int port = 0, string? data = null) =>
-        BoardServer.StartAsync(
-            new ServerSettings { Port = port, Store = "redis", Redis = redis, RedisPrefix = prefix, TimerPollMilliseconds = 50, DataDirectory = data ?? _data.Path },
-            new BoardServerOverrides { Logging = l => l.SetMinimumLevel(LogLevel.Critical) });
+    private Task<BoardServer> StartServerAsync(string redis, string prefix, int port = 0, string? data = null, Action<ServerSettings>? configure = null)
+    {
+        var settings = new ServerSettings { Port = port, Store = "redis", Redis = redis, RedisPrefix = prefix, TimerPollMilliseconds = 50, DataDirectory = data ?? _data.Path };
+        configure?.Invoke(settings);
+        return BoardServer.StartAsync(settings, new BoardServerOverrides { Logging = l => l.SetMinimumLevel(LogLevel.Critical) });
+    }
 
     private static string Prefix() => "m" + Guid.NewGuid().ToString("N")[..10];
 
     /// <summary>A redis-server of the test's own, two servers on it, and a client of each.</summary>
-    private async Task<TwoServers> StartTwoServersAsync()
+    private async Task<TwoServers> StartTwoServersAsync(Action<ServerSettings>? configure = null)
     {
         var redis = await RedisProcess.StartAsync();
         BoardServer? a = null;
         try
         {
             var prefix = Prefix();
-            a = await StartServerAsync(redis.Endpoint, prefix);
-            return new TwoServers(redis, a, await StartServerAsync(redis.Endpoint, prefix));
+            a = await StartServerAsync(redis.Endpoint, prefix, configure: configure);
+            return new TwoServers(redis, a, await StartServerAsync(redis.Endpoint, prefix, configure: configure));
         }
         catch
         {
@@ -52,16 +54,32 @@ public sealed class MultiInstanceTests : IDisposable
 
     private sealed class TwoServers(RedisProcess redis, BoardServer a, BoardServer b) : IAsyncDisposable
     {
+        private bool _aStopped;
+
+        public BoardServer A => a;
+
+        public BoardServer B => b;
+
         public BoardClient ViaA { get; } = new(a.Address.ToString());
 
         public BoardClient ViaB { get; } = new(b.Address.ToString());
+
+        public async Task StopAAsync()
+        {
+            _aStopped = true;
+            await a.DisposeAsync();
+        }
 
         public async ValueTask DisposeAsync()
         {
             ViaA.Dispose();
             ViaB.Dispose();
             await b.DisposeAsync();
-            await a.DisposeAsync();
+            if (!_aStopped)
+            {
+                await a.DisposeAsync();
+            }
+
             await redis.DisposeAsync();
         }
     }
@@ -99,13 +117,16 @@ public sealed class MultiInstanceTests : IDisposable
 
     /// <summary>
     /// What a team behind a load balancer does: workers on both instances take tasks of one workflow at full
-    /// speed. Each instance waits for the other's turn instead of losing races (which, unbounded, failed calls
-    /// with ABORTED); what must hold is every task completed once, by someone on either side, and no failure.
+    /// speed. With forwarding, calls through the instance without the turn go to the one with it; without, each
+    /// instance waits for the other's turn instead of losing races (which, unbounded, failed calls with
+    /// ABORTED). Either way every task is completed once, by someone on either side, and no call fails.
     /// </summary>
-    [RedisFact]
-    public async Task WorkersOnTwoInstances_OfOneWorkflow_CompleteEveryTaskOnce_WithoutAFailure()
+    [RedisTheory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public async Task WorkersOnTwoInstances_OfOneWorkflow_CompleteEveryTaskOnce_WithoutAFailure(bool forward)
     {
-        await using var servers = await StartTwoServersAsync();
+        await using var servers = await StartTwoServersAsync(s => s.Forward = forward);
         var (viaA, viaB) = (servers.ViaA, servers.ViaB);
         const int tasks = 600;
         await viaA.CreateWorkflowAsync(new CreateWorkflowRequest { WorkflowId = "busy" }).Within();
@@ -143,6 +164,69 @@ public sealed class MultiInstanceTests : IDisposable
         Assert.True(workers.Where(w => !w.OnA).Sum(w => w.Worker.Completed) > 0, "no worker on instance B completed a task");
         var sample = await viaB.GetTaskAsync(new GetTaskRequest { WorkflowId = "busy", TaskId = "t123" }).Within();
         Assert.Equal("t123", sample.Task.Result.ToStringUtf8());
+        if (forward)
+        {
+            Assert.True(servers.A.Forwarder!.ForwardedCalls + servers.B.Forwarder!.ForwardedCalls > 0, "no call was forwarded");
+        }
+        else
+        {
+            Assert.Null(servers.A.Forwarder);
+        }
+    }
+
+    /// <summary>
+    /// A holds the workflow's turn (its lease outlasts the test); every call through B is served by A and its
+    /// answer relayed: results, and errors with their reason and details, exactly as A gave them.
+    /// </summary>
+    [RedisFact]
+    public async Task CallsThroughTheInstanceWithoutTheTurn_AreServedByTheHolder_AndItsAnswersRelayed()
+    {
+        await using var servers = await StartTwoServersAsync(s => s.RedisTurnLeaseMilliseconds = 60_000);
+        var (viaA, viaB) = (servers.ViaA, servers.ViaB);
+        await viaA.CreateWorkflowAsync(new CreateWorkflowRequest { WorkflowId = "fw" }).Within();
+
+        await viaB.PostTasksAsync(new PostTasksRequest { WorkflowId = "fw", Tasks = { new TaskSpec { Id = "t1" } } }).Within();
+        var claim = await viaB.ClaimTaskAsync(new ClaimTaskRequest { WorkflowId = "fw", WorkerId = "w" }).Within();
+        var wrong = await Assert.ThrowsAsync<BoardRpcException>(() => viaB.CompleteTaskAsync(new CompleteTaskRequest
+        {
+            WorkflowId = "fw", TaskId = "t1", FencingToken = claim.FencingToken + 1, Result = ByteString.CopyFromUtf8("no"),
+        })).Within();
+        var done = await viaB.CompleteTaskAsync(new CompleteTaskRequest
+        {
+            WorkflowId = "fw", TaskId = "t1", FencingToken = claim.FencingToken, Result = ByteString.CopyFromUtf8("yes"),
+        }).Within();
+
+        Assert.Equal("t1", claim.Task.Id);
+        Assert.Equal((StatusCode.FailedPrecondition, ErrorReason.FencingTokenInvalid), (wrong.StatusCode, wrong.Reason));
+        Assert.Equal(claim.FencingToken.ToString(System.Globalization.CultureInfo.InvariantCulture), wrong.Metadata["fencing_token"]);
+        Assert.Equal(TaskState.Completed, done.Task.State);
+        // All four went to A: B never held the turn, which a call served by B would have had to take from A.
+        Assert.True(servers.B.Forwarder!.ForwardedCalls >= 4, $"B forwarded {servers.B.Forwarder.ForwardedCalls} calls");
+        Assert.Equal(0, servers.B.Forwarder.ServedHereAfterRefusal);
+        var task = await viaA.GetTaskAsync(new GetTaskRequest { WorkflowId = "fw", TaskId = "t1" }).Within();
+        Assert.Equal("yes", task.Task.Result.ToStringUtf8());
+    }
+
+    /// <summary>
+    /// The holder dies: calls through B, which were forwarded to it, are served by B once its connection is
+    /// refused, after the dead holder's turn lapses (2 s here), and nothing is lost.
+    /// </summary>
+    [RedisFact]
+    public async Task WhenTheHolderDies_CallsAreServedHere_AfterItsTurnLapses()
+    {
+        await using var servers = await StartTwoServersAsync(s => s.RedisTurnLeaseMilliseconds = 2_000);
+        var (viaA, viaB) = (servers.ViaA, servers.ViaB);
+        await viaA.CreateWorkflowAsync(new CreateWorkflowRequest { WorkflowId = "dies" }).Within();
+        await viaB.PostTasksAsync(new PostTasksRequest { WorkflowId = "dies", Tasks = { new TaskSpec { Id = "before" } } }).Within();
+        Assert.True(servers.B.Forwarder!.ForwardedCalls >= 1, "B served the first call itself: this test needs A to hold the turn");
+
+        await servers.StopAAsync();
+        var posted = await viaB.PostTasksAsync(new PostTasksRequest { WorkflowId = "dies", Tasks = { new TaskSpec { Id = "after" } } }).Within();
+
+        Assert.Single(posted.Tasks);
+        Assert.True(servers.B.Forwarder.ServedHereAfterRefusal >= 1, "B did not try the dead holder first");
+        var counts = (await viaB.GetWorkflowAsync(new GetWorkflowRequest { WorkflowId = "dies" }).Within()).Workflow.TaskCounts;
+        Assert.Equal(2, counts.Ready);
     }
 
     [RedisFact]

@@ -9,13 +9,13 @@ namespace GrpcBoard.Store.Redis.Tests;
 /// <summary>A fact that needs Debian's redis-server; skipped without it except in CI (CI=true), where it must run.</summary>
 public sealed class RedisFactAttribute : FactAttribute
 {
-    public RedisFactAttribute()
-    {
-        if (!RedisProcess.Available && Environment.GetEnvironmentVariable("CI") != "true")
-        {
-            Skip = "Needs redis-server (apt install redis-server redis-tools).";
-        }
-    }
+    public RedisFactAttribute() => Skip = RedisProcess.SkipReason;
+}
+
+/// <summary>A theory that needs Debian's redis-server, skipped as <see cref="RedisFactAttribute"/> is.</summary>
+public sealed class RedisTheoryAttribute : TheoryAttribute
+{
+    public RedisTheoryAttribute() => Skip = RedisProcess.SkipReason;
 }
 
 /// <summary>A real redis-server on a free loopback port, in a directory of its own; killed (not just stopped) on dispose.</summary>
@@ -35,6 +35,10 @@ public sealed class RedisProcess : IAsyncDisposable
     }
 
     public static bool Available => File.Exists(ServerBinary) && File.Exists("/usr/bin/redis-cli");
+
+    /// <summary>Why a Redis test skips here (null: it runs). In CI it never skips: a missing Redis fails it.</summary>
+    public static string? SkipReason =>
+        Available || Environment.GetEnvironmentVariable("CI") == "true" ? null : "Needs redis-server (apt install redis-server redis-tools).";
 
     public int Port { get; }
 

@@ -168,6 +168,61 @@ public sealed class ReplicaTests(RedisFixture redis) : IClassFixture<RedisFixtur
         Assert.Equal(1, view.Counts[TaskState.Ready]);
     }
 
+    /// <summary>
+    /// A call that may be served elsewhere (the server could forward it), refused for another instance's turn,
+    /// goes to the holder's address instead of waiting: nothing of it commits here, and it does not queue for
+    /// the turn, which would make the holder pass it over. The same call pinned here waits and queues instead.
+    /// </summary>
+    [RedisFact]
+    public async Task AMovableCall_RefusedForTheOthersTurn_GoesToTheHolder_WithoutQueueingOrCommitting()
+    {
+        await using var two = await TwoInstancesAsync("move", turnLease: TimeSpan.FromSeconds(30));
+        var (storeA, storeB, a, b, wf) = (two.StoreA, two.StoreB, two.A, two.B, two.Workflow);
+        await storeA.AdvertiseAsync("http://holder.invalid:1/");
+
+        var moved = await Assert.ThrowsAsync<ServedElsewhereException>(() => Task.Run(async () =>
+        {
+            CallRouting.BeginMovableCall();
+            await b.PostTasksAsync(wf, [new TaskSpec { Id = "moved" }], default);
+        }).Within());
+
+        Assert.Equal("http://holder.invalid:1/", moved.Address);
+        Assert.True(storeB.TurnWaits > 0, "B was not refused for A's turn");
+        using (var redisClient = await StackExchange.Redis.ConnectionMultiplexer.ConnectAsync(redis.Endpoint))
+        {
+            Assert.Equal(0, await redisClient.GetDatabase().ListLengthAsync($"{_prefix}:{{{wf}}}:wq"));
+        }
+
+        Assert.Equal(0, (await a.GetWorkflowAsync(wf, default).Within()).Counts[TaskState.Ready]);
+
+        // Pinned (not movable), the call queues for the turn, and A, idle, passes it (a lapse would take 30 s).
+        var posted = await b.PostTasksAsync(wf, [new TaskSpec { Id = "stayed" }], default).Within(TimeSpan.FromSeconds(10));
+        Assert.Single(posted.Tasks);
+    }
+
+    /// <summary>Once something of a call committed, it stays where it is: moving it would repeat what committed.</summary>
+    [RedisFact]
+    public async Task AMovableCall_IsPinned_OnceSomethingOfItCommitted()
+    {
+        var (store, _, board) = await OpenAsync();
+        await using var _ = store;
+        var wf = "pin-" + Guid.NewGuid().ToString("N")[..8];
+        await board.CreateWorkflowAsync(wf, "pin", null, default).Within();
+
+        var (afterRead, afterWrite) = await Task.Run(async () =>
+        {
+            CallRouting.BeginMovableCall();
+            await board.GetWorkflowAsync(wf, default);
+            var read = CallRouting.MayServeElsewhere;
+            await board.PostTasksAsync(wf, [new TaskSpec { Id = "t" }], default);
+            return (read, CallRouting.MayServeElsewhere);
+        }).Within();
+
+        Assert.True(afterRead, "a read pinned the call");
+        Assert.False(afterWrite, "a commit did not pin the call");
+        Assert.False(CallRouting.MayServeElsewhere, "the flag leaked out of the call's flow");
+    }
+
     /// <summary>A turn whose holder stopped writing (died, or went idle) lapses, and another instance takes it.</summary>
     [RedisFact]
     public async Task ATurnWhoseHolderStoppedWriting_Lapses_AndTheOtherInstanceWrites()

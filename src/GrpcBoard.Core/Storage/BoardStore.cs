@@ -35,6 +35,20 @@ public interface IBoardStore : IAsyncDisposable
     ValueTask<bool> CheckHealthAsync(CancellationToken cancellationToken);
 }
 
+/// <summary>
+/// A store shared by several server instances in which each workflow is best served by one instance at a time
+/// (the Redis store: the holder of the workflow's turn). The server sends a call on such a workflow to that
+/// instance instead of serving it; which instance serves a call never changes its outcome, only its speed.
+/// </summary>
+public interface IWorkflowRouting
+{
+    /// <summary>The address of the server instance that should serve calls on this workflow now; null: this one.</summary>
+    string? PreferredServer(string workflowId);
+
+    /// <summary>A call sent to this address could not connect: the calls are served here for a while.</summary>
+    void ReportUnreachable(string address);
+}
+
 /// <summary>The view and the write buffer of one transaction.</summary>
 public interface IWorkflowTransaction
 {
@@ -113,3 +127,41 @@ public enum TimerKind
 
 /// <summary>Something that waits on the clock: a lease, a backoff, a note's TTL.</summary>
 public readonly record struct DueTimer(string WorkflowId, TimerKind Kind, string Id, DateTimeOffset Due);
+
+/// <summary>
+/// Whether the call running in this async flow may still be served by another server instance instead
+/// (<see cref="IWorkflowRouting"/>). The server begins such a call (never one another instance forwarded to it:
+/// a call moves once at most); the store pins it here once anything of it committed, so that a call made of
+/// several transactions (an update, then a read of the counts) is never repeated elsewhere. The state is an
+/// object shared down the async flow, so a pin made inside the store reaches the server's code too.
+/// </summary>
+public sealed class CallRouting
+{
+    private static readonly AsyncLocal<CallRouting?> Current = new();
+    private volatile bool _mayMove = true;
+
+    /// <summary>True while the call in this flow may still go to another instance.</summary>
+    public static bool MayServeElsewhere => Current.Value?._mayMove == true;
+
+    /// <summary>Starts a call that may go to another instance until it commits something here.</summary>
+    public static void BeginMovableCall() => Current.Value = new CallRouting();
+
+    /// <summary>The call stays here to its end.</summary>
+    public static void Pin()
+    {
+        if (Current.Value is { } call)
+        {
+            call._mayMove = false;
+        }
+    }
+}
+
+/// <summary>
+/// The call had no effect here and is better served by the instance at <see cref="Address"/>: thrown by a store
+/// only for calls that <see cref="CallRouting.MayServeElsewhere"/>, before anything of the call committed.
+/// </summary>
+public sealed class ServedElsewhereException(string address)
+    : Exception($"The workflow is served by the server instance at {address} now.")
+{
+    public string Address { get; } = address;
+}

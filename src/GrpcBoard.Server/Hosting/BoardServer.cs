@@ -69,6 +69,9 @@ public sealed class BoardServer : IAsyncDisposable
 
     public TimerLoop TimerLoop { get; }
 
+    /// <summary>Sends calls to the instance that serves their workflow (Redis store, --forward); null when off.</summary>
+    public CallForwarder? Forwarder { get; private init; }
+
     public static async Task<BoardServer> StartAsync(ServerSettings settings, BoardServerOverrides? overrides = null, CancellationToken cancellationToken = default)
     {
         overrides ??= new BoardServerOverrides();
@@ -104,7 +107,8 @@ public sealed class BoardServer : IAsyncDisposable
         var coordinator = new Coordinator(store, hub, time, overrides.Limits ?? new BoardLimits(), overrides.WatchOptions);
         var stopping = new CancellationTokenSource();
         var registry = new GrpcServiceRegistry();
-        new BoardServiceHandlers(coordinator, time, stopping.Token).Register(registry);
+        var forwarder = settings.Forward && store is IWorkflowRouting routing ? new CallForwarder(routing, loggers.CreateLogger<CallForwarder>()) : null;
+        new BoardServiceHandlers(coordinator, time, stopping.Token, forwarder).Register(registry);
         new HealthService(store, time).Register(registry);
         new ReflectionService([BoardServiceReflection.Descriptor.Services[0], HealthReflection.Descriptor.Services[0]]).Register(registry);
         var endpoint = registry.Build(new GrpcServerOptions
@@ -123,6 +127,7 @@ public sealed class BoardServer : IAsyncDisposable
         }
         catch
         {
+            forwarder?.Dispose();
             await store.DisposeAsync();
             await app.DisposeAsync();
             throw;
@@ -138,7 +143,29 @@ public sealed class BoardServer : IAsyncDisposable
         };
         var timers = Task.Run(() => timerLoop.RunAsync(stopping.Token), CancellationToken.None);
         var address = new Uri(app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First());
-        return new BoardServer(app, store, coordinator, hub, timerLoop, stopping, timers, address);
+        var server = new BoardServer(app, store, coordinator, hub, timerLoop, stopping, timers, address) { Forwarder = forwarder };
+        if (settings.Forward && store is RedisStore redis)
+        {
+            if (AdvertisedAddress(settings, address) is { } advertised)
+            {
+                try
+                {
+                    await redis.AdvertiseAsync(advertised);
+                }
+                catch
+                {
+                    await server.DisposeAsync();
+                    throw;
+                }
+            }
+            else
+            {
+                loggers.CreateLogger<BoardServer>().LogWarning(
+                    "Listening on a wildcard address: other instances cannot forward calls here until --advertise-url says where they reach this one.");
+            }
+        }
+
+        return server;
     }
 
     /// <summary>Completes when the process is asked to stop (Ctrl+C, SIGTERM).</summary>
@@ -151,8 +178,22 @@ public sealed class BoardServer : IAsyncDisposable
         await _app.StopAsync();
         await _timers;
         await _app.DisposeAsync();
+        Forwarder?.Dispose();
         await Store.DisposeAsync();
         _stopping.Dispose();
+    }
+
+    /// <summary>Where other instances call this one: --advertise-url, else the bound address unless it is a wildcard.</summary>
+    private static string? AdvertisedAddress(ServerSettings settings, Uri bound)
+    {
+        if (!string.IsNullOrWhiteSpace(settings.AdvertiseUrl))
+        {
+            return settings.AdvertiseUrl;
+        }
+
+        return IPAddress.TryParse(bound.Host.Trim('[', ']'), out var ip) && (ip.Equals(IPAddress.Any) || ip.Equals(IPAddress.IPv6Any))
+            ? null
+            : bound.GetLeftPart(UriPartial.Authority) + "/";
     }
 
     private static async Task<IBoardStore> CreateStoreAsync(ServerSettings settings, EventHub hub, ILoggerFactory loggers)

@@ -21,6 +21,8 @@ public sealed class ServerSettings
     public bool RedisDirectCommits { get; set; } = true;
     public int RedisTurnMilliseconds { get; set; } = 10;
     public int RedisTurnLeaseMilliseconds { get; set; } = 30;
+    public bool Forward { get; set; } = true;
+    public string? AdvertiseUrl { get; set; }
     public string Synchronous { get; set; } = "FULL";
     public int MaxEventsPerWorkflow { get; set; } = 100_000;
     public int MaxMessageBytes { get; set; } = 4 * 1024 * 1024;
@@ -45,6 +47,8 @@ public sealed class ServerSettings
         new("--redis-direct-commits", nameof(RedisDirectCommits), "Send commits to a standalone Redis over a connection of their own, read by a dedicated thread (true/false); a cluster always goes through StackExchange.Redis."),
         new("--redis-turn-ms", nameof(RedisTurnMilliseconds), "With several instances writing one workflow, each holds its turn this long before passing it to an instance that waits (longer: fewer handovers, longer waits)."),
         new("--redis-turn-lease-ms", nameof(RedisTurnLeaseMilliseconds), "A workflow's turn that no commit renews lapses after this long (bounds how long a dead or idle instance delays the others)."),
+        new("--forward", nameof(Forward), "With --store redis and several instances: send a call on a workflow to the instance that holds the workflow's turn, instead of waiting for the turn here (true/false)."),
+        new("--advertise-url", nameof(AdvertiseUrl), "Where other instances reach this one for forwarded calls (http://host:port). Default: the listening address, unless it is a wildcard (0.0.0.0, ::), which others cannot call: then no call is forwarded here."),
         new("--synchronous", nameof(Synchronous), "Embedded store durability: FULL fsyncs every commit; NORMAL survives crashes but not power loss."),
         new("--history", nameof(MaxEventsPerWorkflow), "Events retained per workflow for Watch resumption."),
         new("--max-message-bytes", nameof(MaxMessageBytes), "Largest request message accepted."),
@@ -108,6 +112,12 @@ public sealed class ServerSettings
         if (RedisBatchesInFlight != "auto" && RedisBatches is not > 0)
         {
             throw new ArgumentException($"--redis-batches must be auto or a positive number, not '{RedisBatchesInFlight}'.");
+        }
+
+        if (!string.IsNullOrWhiteSpace(AdvertiseUrl)
+            && (!Uri.TryCreate(AdvertiseUrl, UriKind.Absolute, out var advertised) || advertised.Scheme is not ("http" or "https")))
+        {
+            throw new ArgumentException($"--advertise-url must be an http:// or https:// address, not '{AdvertiseUrl}'.");
         }
 
         if (RedisTurnMilliseconds < 0 || RedisTurnLeaseMilliseconds < 1)

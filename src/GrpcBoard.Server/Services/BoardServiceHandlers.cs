@@ -15,7 +15,7 @@ namespace GrpcBoard.Server.Services;
 /// call, make the call, map the result (errors go through <see cref="ErrorTable"/> in the wire layer).
 /// No rule lives here.
 /// </summary>
-public sealed class BoardServiceHandlers(Coordinator board, TimeProvider time, CancellationToken stopping)
+public sealed class BoardServiceHandlers(Coordinator board, TimeProvider time, CancellationToken stopping, CallForwarder? forwarder = null)
 {
     /// <summary>
     /// How much earlier than the caller's deadline a waiting claim gives up, so that "no task" reaches the
@@ -25,28 +25,37 @@ public sealed class BoardServiceHandlers(Coordinator board, TimeProvider time, C
     private static TimeSpan DeadlineMargin(TimeSpan left) =>
         TimeSpan.FromTicks(Math.Clamp(left.Ticks / 5, TimeSpan.TicksPerMillisecond * 100, TimeSpan.TicksPerSecond));
 
+    /// <summary>
+    /// Every unary call names its workflow, so that with a <see cref="CallForwarder"/> it can be served by the
+    /// instance that serves that workflow best. Watch stays here: this instance's watchers get every change
+    /// through the store whichever instance made it.
+    /// </summary>
     public GrpcServiceRegistry Register(GrpcServiceRegistry registry) => registry
-        .AddUnary(BoardMethods.CreateWorkflow, CreateWorkflow)
-        .AddUnary(BoardMethods.GetWorkflow, GetWorkflow)
+        .AddUnary(BoardMethods.CreateWorkflow, On(BoardMethods.CreateWorkflow, r => r.WorkflowId, CreateWorkflow))
+        .AddUnary(BoardMethods.GetWorkflow, On(BoardMethods.GetWorkflow, r => r.WorkflowId, GetWorkflow))
         .AddUnary(BoardMethods.ListWorkflows, ListWorkflows)
-        .AddUnary(BoardMethods.UpdateWorkflow, UpdateWorkflow)
-        .AddUnary(BoardMethods.DeleteWorkflow, DeleteWorkflow)
-        .AddUnary(BoardMethods.PostTasks, PostTasks)
-        .AddUnary(BoardMethods.GetTask, GetTask)
-        .AddUnary(BoardMethods.ListTasks, ListTasks)
-        .AddUnary(BoardMethods.CancelTask, CancelTask)
-        .AddUnary(BoardMethods.ClaimTask, ClaimTask)
-        .AddUnary(BoardMethods.RenewLease, RenewLease)
-        .AddUnary(BoardMethods.ReleaseTask, ReleaseTask)
-        .AddUnary(BoardMethods.Checkpoint, Checkpoint)
-        .AddUnary(BoardMethods.CompleteTask, CompleteTask)
-        .AddUnary(BoardMethods.FailTask, FailTask)
-        .AddUnary(BoardMethods.PutNote, PutNote)
-        .AddUnary(BoardMethods.GetNote, GetNote)
-        .AddUnary(BoardMethods.ListNotes, ListNotes)
-        .AddUnary(BoardMethods.DeleteNote, DeleteNote)
+        .AddUnary(BoardMethods.UpdateWorkflow, On(BoardMethods.UpdateWorkflow, r => r.WorkflowId, UpdateWorkflow))
+        .AddUnary(BoardMethods.DeleteWorkflow, On(BoardMethods.DeleteWorkflow, r => r.WorkflowId, DeleteWorkflow))
+        .AddUnary(BoardMethods.PostTasks, On(BoardMethods.PostTasks, r => r.WorkflowId, PostTasks))
+        .AddUnary(BoardMethods.GetTask, On(BoardMethods.GetTask, r => r.WorkflowId, GetTask))
+        .AddUnary(BoardMethods.ListTasks, On(BoardMethods.ListTasks, r => r.WorkflowId, ListTasks))
+        .AddUnary(BoardMethods.CancelTask, On(BoardMethods.CancelTask, r => r.WorkflowId, CancelTask))
+        .AddUnary(BoardMethods.ClaimTask, On(BoardMethods.ClaimTask, r => r.WorkflowId, ClaimTask))
+        .AddUnary(BoardMethods.RenewLease, On(BoardMethods.RenewLease, r => r.WorkflowId, RenewLease))
+        .AddUnary(BoardMethods.ReleaseTask, On(BoardMethods.ReleaseTask, r => r.WorkflowId, ReleaseTask))
+        .AddUnary(BoardMethods.Checkpoint, On(BoardMethods.Checkpoint, r => r.WorkflowId, Checkpoint))
+        .AddUnary(BoardMethods.CompleteTask, On(BoardMethods.CompleteTask, r => r.WorkflowId, CompleteTask))
+        .AddUnary(BoardMethods.FailTask, On(BoardMethods.FailTask, r => r.WorkflowId, FailTask))
+        .AddUnary(BoardMethods.PutNote, On(BoardMethods.PutNote, r => r.WorkflowId, PutNote))
+        .AddUnary(BoardMethods.GetNote, On(BoardMethods.GetNote, r => r.WorkflowId, GetNote))
+        .AddUnary(BoardMethods.ListNotes, On(BoardMethods.ListNotes, r => r.WorkflowId, ListNotes))
+        .AddUnary(BoardMethods.DeleteNote, On(BoardMethods.DeleteNote, r => r.WorkflowId, DeleteNote))
         .AddServerStreaming(BoardMethods.Watch, Watch)
-        .AddUnary(BoardMethods.ExportWorkflow, ExportWorkflow);
+        .AddUnary(BoardMethods.ExportWorkflow, On(BoardMethods.ExportWorkflow, r => r.WorkflowId, ExportWorkflow));
+
+    private UnaryServerMethod<TRequest, TResponse> On<TRequest, TResponse>(
+        Method<TRequest, TResponse> method, Func<TRequest, string> workflowOf, UnaryServerMethod<TRequest, TResponse> handler) =>
+        forwarder is null ? handler : forwarder.Wrap(method, workflowOf, handler);
 
     public async Task<CreateWorkflowResponse> CreateWorkflow(CreateWorkflowRequest request, ServerCallContext context)
     {
