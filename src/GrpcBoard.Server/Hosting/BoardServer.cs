@@ -152,10 +152,10 @@ public sealed class BoardServer : IAsyncDisposable
                 {
                     await redis.AdvertiseAsync(advertised);
                 }
-                catch
+                catch (Exception ex)
                 {
-                    await server.DisposeAsync();
-                    throw;
+                    // The store retries in the background; meanwhile calls are served where they arrive.
+                    loggers.CreateLogger<BoardServer>().LogWarning(ex, "Could not advertise {Address} for forwarded calls yet.", advertised);
                 }
             }
             else

@@ -74,7 +74,8 @@ public sealed partial class CallForwarder(IWorkflowRouting routing, ILogger logg
     private async Task<TResponse> ForwardAsync<TRequest, TResponse>(
         Method<TRequest, TResponse> method, TRequest request, ServerCallContext context, string target, UnaryServerMethod<TRequest, TResponse> serveHere)
     {
-        var channel = _channels.GetOrAdd(target, static address => GrpcChannel.ForAddress(address));
+        // No size limits of its own: the request passed this server's limit, and the answer is the caller's to take.
+        var channel = _channels.GetOrAdd(target, static address => GrpcChannel.ForAddress(address, new GrpcChannelOptions { MaxReceiveMessageSize = int.MaxValue }));
         var options = new CallOptions(
             Headers: new Metadata().Add(ForwardedHeader, "1"),
             Deadline: context.Deadline == DateTimeOffset.MaxValue ? null : context.Deadline,
@@ -108,10 +109,13 @@ public sealed partial class CallForwarder(IWorkflowRouting routing, ILogger logg
         }
     }
 
-    /// <summary>True when the other instance cannot have seen the call: no connection, or its stream refused.</summary>
+    /// <summary>
+    /// True when the other instance cannot have seen the call: no connection (refused, name not resolved, TLS
+    /// handshake failed: instances with TLS must trust each other's certificates), or its stream refused.
+    /// </summary>
     private static bool NeverReached(RpcException ex) => ex.InnerException switch
     {
-        HttpRequestException { HttpRequestError: HttpRequestError.ConnectionError } => true,
+        HttpRequestException { HttpRequestError: HttpRequestError.ConnectionError or HttpRequestError.NameResolutionError or HttpRequestError.SecureConnectionError } => true,
         HttpRequestException { InnerException: HttpProtocolException { ErrorCode: 0x7 } } => true,
         HttpProtocolException { ErrorCode: 0x7 } => true,
         _ => false,
