@@ -208,6 +208,65 @@ public sealed class MultiInstanceTests : IDisposable
     }
 
     /// <summary>
+    /// A forwarded call whose answer is lost after it was sent (here the "holder" reads the request and drops the
+    /// connection) may have taken effect there: B answers UNAVAILABLE and does not serve the call itself, which
+    /// could post the tasks twice. The caller retries as after any lost reply.
+    /// </summary>
+    [RedisFact]
+    public async Task AForwardedCallWhoseAnswerIsLost_IsUnavailable_AndNotServedAgainHere()
+    {
+        await using var servers = await StartTwoServersAsync(s => s.RedisTurnLeaseMilliseconds = 60_000);
+        var (viaA, viaB) = (servers.ViaA, servers.ViaB);
+        await viaA.CreateWorkflowAsync(new CreateWorkflowRequest { WorkflowId = "lost" }).Within();
+
+        using var listener = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, 0);
+        listener.Start();
+        var requests = 0;
+        var dropper = Task.Run(async () =>
+        {
+            while (true)
+            {
+                using var socket = await listener.AcceptSocketAsync();
+                // The client preface, SETTINGS, then the call's HEADERS and DATA: read until the request's
+                // message (its task id, uncompressed) is in, so the call was certainly sent.
+                var buffer = new byte[64 * 1024];
+                var received = 0;
+                var read = 0;
+                while (buffer.AsSpan(0, received).IndexOf("once"u8) < 0 && received < buffer.Length
+                    && (read = await socket.ReceiveAsync(buffer.AsMemory(received))) > 0)
+                {
+                    received += read;
+                }
+
+                if (buffer.AsSpan(0, received).IndexOf("once"u8) >= 0)
+                {
+                    Interlocked.Increment(ref requests);
+                }
+
+                socket.Close(0);
+            }
+        });
+        var store = (RedisStore)servers.A.Store;
+        using (var redisClient = await StackExchange.Redis.ConnectionMultiplexer.ConnectAsync(((RedisStore)servers.B.Store).Options.Configuration))
+        {
+            await redisClient.GetDatabase().StringSetAsync(store.Keys.Instance(store.InstanceId), $"http://127.0.0.1:{((System.Net.IPEndPoint)listener.LocalEndpoint).Port}/");
+        }
+
+        var lost = await Assert.ThrowsAsync<BoardRpcException>(() => viaB.PostTasksAsync(new PostTasksRequest
+        {
+            WorkflowId = "lost", Tasks = { new TaskSpec { Id = "once" } },
+        })).Within();
+
+        Assert.Equal(StatusCode.Unavailable, lost.StatusCode);
+        Assert.True(Volatile.Read(ref requests) >= 1, "the call never reached the dropping holder");
+        Assert.Equal(0, servers.B.Forwarder!.ServedHereAfterRefusal);
+        var counts = (await viaA.GetWorkflowAsync(new GetWorkflowRequest { WorkflowId = "lost" }).Within()).Workflow.TaskCounts;
+        Assert.Equal(0, counts.Ready);
+        listener.Stop();
+        await Assert.ThrowsAnyAsync<Exception>(() => dropper);
+    }
+
+    /// <summary>
     /// The holder dies: calls through B, which were forwarded to it, are served by B once its connection is
     /// refused, after the dead holder's turn lapses (2 s here), and nothing is lost.
     /// </summary>
