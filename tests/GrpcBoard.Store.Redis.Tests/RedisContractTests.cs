@@ -2,6 +2,7 @@ using GrpcBoard.Core;
 using GrpcBoard.Core.Events;
 using GrpcBoard.Core.Storage;
 using GrpcBoard.Testing;
+using Microsoft.Extensions.Logging;
 using Xunit;
 
 namespace GrpcBoard.Store.Redis.Tests;
@@ -82,5 +83,39 @@ public sealed class RedisClusterInstancesTests(RedisClusterFixture cluster)
 
         Assert.Equal(0, first.Item1.DirectCommitCount + second.Item1.DirectCommitCount);
         Assert.True(first.Item1.TurnWaits + second.Item1.TurnWaits > 0, "the instances never waited for each other's turn");
+    }
+
+    /// <summary>
+    /// Forwarding on the cluster: the turn holder is learned from notifications published on the workflow's
+    /// node and the address from the {gb} slot. A holds the turn (its lease outlasts the test); calls through B
+    /// are served by A.
+    /// </summary>
+    [RedisFact]
+    public async Task CallsThroughTheInstanceWithoutTheTurn_AreServedByTheHolder()
+    {
+        var prefix = "cf" + Guid.NewGuid().ToString("N")[..10];
+        using var data = new TempDirectory();
+        Task<Server.Hosting.BoardServer> StartAsync() => Server.Hosting.BoardServer.StartAsync(
+            new Server.Hosting.ServerSettings
+            {
+                Port = 0, Store = "redis", Redis = cluster.Configuration, RedisPrefix = prefix, DataDirectory = data.Path,
+                RedisTurnLeaseMilliseconds = 60_000,
+            },
+            new Server.Hosting.BoardServerOverrides { Logging = l => l.SetMinimumLevel(LogLevel.Critical) });
+
+        await using var a = await StartAsync();
+        await using var b = await StartAsync();
+        using var viaA = new Client.BoardClient(a.Address.ToString());
+        using var viaB = new Client.BoardClient(b.Address.ToString());
+        await viaA.CreateWorkflowAsync(new Api.V1.CreateWorkflowRequest { WorkflowId = "cfw" }).Within();
+
+        await viaB.PostTasksAsync(new Api.V1.PostTasksRequest { WorkflowId = "cfw", Tasks = { new Api.V1.TaskSpec { Id = "t" } } }).Within();
+        var claim = await viaB.ClaimTaskAsync(new Api.V1.ClaimTaskRequest { WorkflowId = "cfw", WorkerId = "w" }).Within();
+        await viaB.CompleteTaskAsync(new Api.V1.CompleteTaskRequest { WorkflowId = "cfw", TaskId = "t", FencingToken = claim.FencingToken }).Within();
+
+        Assert.Equal("t", claim.Task.Id);
+        Assert.True(b.Forwarder!.ForwardedCalls >= 3, $"B forwarded {b.Forwarder.ForwardedCalls} calls");
+        var counts = (await viaA.GetWorkflowAsync(new Api.V1.GetWorkflowRequest { WorkflowId = "cfw" }).Within()).Workflow.TaskCounts;
+        Assert.Equal(1, counts.Completed);
     }
 }
