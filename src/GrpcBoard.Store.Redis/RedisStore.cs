@@ -577,7 +577,7 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
     /// <inheritdoc/>
     public void ReportUnreachable(string address) => _routing.Unreachable(address);
 
-    /// <summary>A batch was refused because this instance holds the turn for at most this long.</summary>
+    /// <summary>A batch was refused because that instance holds the workflow's turn, for at most this long.</summary>
     internal void TurnHeldElsewhere(string workflowId, string instance, long forMs) => _routing.Held(workflowId, instance, forMs);
 
     private async Task RefreshAdvertisementAsync()
