@@ -208,6 +208,28 @@ public sealed class MultiInstanceTests : IDisposable
     }
 
     /// <summary>
+    /// A forwarded waiting claim keeps the caller's deadline: the holder ends the wait in time and answers "no
+    /// task". Lost in the hop, the deadline would leave the holder waiting 10 s and the caller with
+    /// DEADLINE_EXCEEDED.
+    /// </summary>
+    [RedisFact]
+    public async Task AForwardedWaitingClaim_KeepsTheCallersDeadline()
+    {
+        await using var servers = await StartTwoServersAsync(s => s.RedisTurnLeaseMilliseconds = 60_000);
+        var (viaA, viaB) = (servers.ViaA, servers.ViaB);
+        await viaA.CreateWorkflowAsync(new CreateWorkflowRequest { WorkflowId = "wait" }).Within();
+        await viaB.GetWorkflowAsync(new GetWorkflowRequest { WorkflowId = "wait" }).Within();
+        var forwarded = servers.B.Forwarder!.ForwardedCalls;
+
+        var claim = await viaB.ClaimTaskAsync(
+            new ClaimTaskRequest { WorkflowId = "wait", WorkerId = "w", Wait = Duration.FromTimeSpan(TimeSpan.FromSeconds(10)) },
+            new GrpcBoard.Wire.Client.CallOptions(Deadline: DateTimeOffset.UtcNow.AddSeconds(2))).Within(TimeSpan.FromSeconds(5));
+
+        Assert.Null(claim.Task);
+        Assert.True(servers.B.Forwarder.ForwardedCalls > forwarded, "the claim was not forwarded");
+    }
+
+    /// <summary>
     /// A forwarded call whose answer is lost after it was sent (here the "holder" reads the request and drops the
     /// connection) may have taken effect there: B answers UNAVAILABLE and does not serve the call itself, which
     /// could post the tasks twice. The caller retries as after any lost reply.
