@@ -31,11 +31,13 @@ public sealed class CrashAndDurabilityTests
             Tasks = { new TaskSpec { Id = "long-job", RetryPolicy = new RetryPolicy { InitialBackoff = new Duration() } } },
         }).Within();
 
-        // Worker A: a real BoardWorker whose connection dies mid-task (it can no longer renew).
+        // Worker A: a real BoardWorker whose connection dies mid-task (it can no longer renew). Its lease is
+        // 3 s: with 1 s, a stall of the loaded CI machine between claim and checkpoint (the other suites run
+        // at the same time) let the lease lapse before the checkpoint, and the task never started (once in CI).
         var crashing = harness.NewClient();
         var aStarted = new TaskCompletionSource<long>(TaskCreationOptions.RunContinuationsAsynchronously);
         var aLostLease = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        var workerA = crashing.CreateWorker(new BoardWorkerOptions { WorkflowId = "crash", WorkerId = "agent-a", LeaseDuration = TimeSpan.FromSeconds(1), ClaimWait = TimeSpan.FromSeconds(5) });
+        var workerA = crashing.CreateWorker(new BoardWorkerOptions { WorkflowId = "crash", WorkerId = "agent-a", LeaseDuration = TimeSpan.FromSeconds(3), ClaimWait = TimeSpan.FromSeconds(5) });
         var runA = workerA.RunOnceAsync(async ctx =>
         {
             await ctx.CheckpointAsync("3 of 10 pages"u8.ToArray());
