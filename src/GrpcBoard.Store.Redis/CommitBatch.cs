@@ -221,8 +221,11 @@ internal sealed class CommitBatch
         }
     }
 
-    /// <summary>Whether this batch, refused for another instance's turn, queues for it (set by <see cref="Arguments"/>).</summary>
-    public bool QueuesForTurn { get; private set; } = true;
+    /// <summary>
+    /// Whether this batch, refused for another instance's turn, queues for it: not when all its calls can go to
+    /// the holder instead, as queueing would make the holder pass the turn to an instance with nothing to commit.
+    /// </summary>
+    public bool QueuesForTurn => !Txns.TrueForAll(t => t.MayServeElsewhere);
 
     /// <summary>
     /// The arguments of <see cref="Scripts.Commit"/>: the batch ids and head, the notification, and the
@@ -232,9 +235,6 @@ internal sealed class CommitBatch
     public RedisValue[] Arguments(string channel, string origin, TaskCounts counts, TimeSpan turnLease, TimeSpan turnLength)
     {
         RedisValue lease = (long)turnLease.TotalMilliseconds, length = (long)turnLength.TotalMilliseconds;
-        // Refused for a turn, a batch whose calls can all go to the holder instead does not queue for the
-        // turn: queueing would make the holder pass it over, to an instance with nothing left to commit.
-        QueuesForTurn = !Txns.TrueForAll(t => t.MayServeElsewhere);
         RedisValue queue = QueuesForTurn ? 1 : 0;
         if (!HasWrites)
         {

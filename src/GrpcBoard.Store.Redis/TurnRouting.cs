@@ -45,9 +45,6 @@ internal sealed class TurnRouting(string self, TimeSpan lease, Func<string, Task
     public void Held(string workflowId, string instance, long forMs) =>
         _holders[workflowId] = new Holder(instance, NowMs + forMs);
 
-    /// <summary>The workflow is gone from this instance (deleted, dropped): forget its holder.</summary>
-    public void Forget(string workflowId) => _holders.TryRemove(workflowId, out _);
-
     /// <summary>
     /// The address of the other instance that holds the workflow's turn now, if it is known and reachable;
     /// null to serve the call here. An address not known yet is looked up in the background (this call is
@@ -55,26 +52,18 @@ internal sealed class TurnRouting(string self, TimeSpan lease, Func<string, Task
     /// </summary>
     public string? PreferredServer(string workflowId)
     {
-        if (!_holders.TryGetValue(workflowId, out var holder) || holder.Instance == self || holder.UntilMs <= NowMs)
+        if (HolderElsewhere(workflowId) is not { } instance)
         {
             return null;
         }
 
-        if (!_addresses.TryGetValue(holder.Instance, out var address) || NowMs - address.FetchedMs > AddressTtlMs)
+        var known = _addresses.TryGetValue(instance, out var address);
+        if (!known || NowMs - address!.FetchedMs > AddressTtlMs)
         {
-            LookUp(holder.Instance);
-            if (address is null)
-            {
-                return null;
-            }
+            LookUp(instance);
         }
 
-        if (address.Url is not { } url || (_unreachable.TryGetValue(url, out var until) && until > NowMs))
-        {
-            return null;
-        }
-
-        return url;
+        return known && address!.Url is { } url && !(_unreachable.TryGetValue(url, out var until) && until > NowMs) ? url : null;
     }
 
     /// <summary>
@@ -83,24 +72,9 @@ internal sealed class TurnRouting(string self, TimeSpan lease, Func<string, Task
     /// </summary>
     public async Task<string?> PreferredServerAsync(string workflowId)
     {
-        if (PreferredServer(workflowId) is { } url)
+        if (HolderElsewhere(workflowId) is { } instance && !_addresses.ContainsKey(instance))
         {
-            return url;
-        }
-
-        if (!_holders.TryGetValue(workflowId, out var holder) || holder.Instance == self || holder.UntilMs <= NowMs
-            || (_addresses.TryGetValue(holder.Instance, out var known) && NowMs - known.FetchedMs <= AddressTtlMs))
-        {
-            return null;
-        }
-
-        try
-        {
-            _addresses[holder.Instance] = new Address(await lookUpAddress(holder.Instance).ConfigureAwait(false), NowMs);
-        }
-        catch (Exception)
-        {
-            return null;
+            await FetchAsync(instance).ConfigureAwait(false);
         }
 
         return PreferredServer(workflowId);
@@ -122,27 +96,32 @@ internal sealed class TurnRouting(string self, TimeSpan lease, Func<string, Task
     /// <summary>A forwarded call could not even connect to this address: serve here for a while.</summary>
     public void Unreachable(string url) => _unreachable[url] = NowMs + UnreachableMs;
 
+    /// <summary>The other instance that holds the workflow's turn, as far as this one has heard; null if none.</summary>
+    private string? HolderElsewhere(string workflowId) =>
+        _holders.TryGetValue(workflowId, out var holder) && holder.Instance != self && holder.UntilMs > NowMs ? holder.Instance : null;
+
+    /// <summary>Reads the instance's address into the cache; with Redis unavailable, leaves the cache as it was.</summary>
+    private async Task FetchAsync(string instance)
+    {
+        try
+        {
+            _addresses[instance] = new Address(await lookUpAddress(instance).ConfigureAwait(false), NowMs);
+        }
+        catch (Exception)
+        {
+            // Calls are served here meanwhile, and the next one asks again.
+        }
+    }
+
     private void LookUp(string instance)
     {
-        if (!_lookingUp.TryAdd(instance, true))
+        if (_lookingUp.TryAdd(instance, true))
         {
-            return;
-        }
-
-        _ = Task.Run(async () =>
-        {
-            try
+            _ = Task.Run(async () =>
             {
-                _addresses[instance] = new Address(await lookUpAddress(instance).ConfigureAwait(false), NowMs);
-            }
-            catch (Exception)
-            {
-                // Redis unavailable: calls are served here, and the next one asks again.
-            }
-            finally
-            {
+                await FetchAsync(instance).ConfigureAwait(false);
                 _lookingUp.TryRemove(instance, out _);
-            }
-        });
+            });
+        }
     }
 }

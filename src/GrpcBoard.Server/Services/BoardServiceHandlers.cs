@@ -30,32 +30,36 @@ public sealed class BoardServiceHandlers(Coordinator board, TimeProvider time, C
     /// instance that serves that workflow best. Watch stays here: this instance's watchers get every change
     /// through the store whichever instance made it.
     /// </summary>
-    public GrpcServiceRegistry Register(GrpcServiceRegistry registry) => registry
-        .AddUnary(BoardMethods.CreateWorkflow, On(BoardMethods.CreateWorkflow, r => r.WorkflowId, CreateWorkflow))
-        .AddUnary(BoardMethods.GetWorkflow, On(BoardMethods.GetWorkflow, r => r.WorkflowId, GetWorkflow))
-        .AddUnary(BoardMethods.ListWorkflows, ListWorkflows)
-        .AddUnary(BoardMethods.UpdateWorkflow, On(BoardMethods.UpdateWorkflow, r => r.WorkflowId, UpdateWorkflow))
-        .AddUnary(BoardMethods.DeleteWorkflow, On(BoardMethods.DeleteWorkflow, r => r.WorkflowId, DeleteWorkflow))
-        .AddUnary(BoardMethods.PostTasks, On(BoardMethods.PostTasks, r => r.WorkflowId, PostTasks))
-        .AddUnary(BoardMethods.GetTask, On(BoardMethods.GetTask, r => r.WorkflowId, GetTask))
-        .AddUnary(BoardMethods.ListTasks, On(BoardMethods.ListTasks, r => r.WorkflowId, ListTasks))
-        .AddUnary(BoardMethods.CancelTask, On(BoardMethods.CancelTask, r => r.WorkflowId, CancelTask))
-        .AddUnary(BoardMethods.ClaimTask, On(BoardMethods.ClaimTask, r => r.WorkflowId, ClaimTask))
-        .AddUnary(BoardMethods.RenewLease, On(BoardMethods.RenewLease, r => r.WorkflowId, RenewLease))
-        .AddUnary(BoardMethods.ReleaseTask, On(BoardMethods.ReleaseTask, r => r.WorkflowId, ReleaseTask))
-        .AddUnary(BoardMethods.Checkpoint, On(BoardMethods.Checkpoint, r => r.WorkflowId, Checkpoint))
-        .AddUnary(BoardMethods.CompleteTask, On(BoardMethods.CompleteTask, r => r.WorkflowId, CompleteTask))
-        .AddUnary(BoardMethods.FailTask, On(BoardMethods.FailTask, r => r.WorkflowId, FailTask))
-        .AddUnary(BoardMethods.PutNote, On(BoardMethods.PutNote, r => r.WorkflowId, PutNote))
-        .AddUnary(BoardMethods.GetNote, On(BoardMethods.GetNote, r => r.WorkflowId, GetNote))
-        .AddUnary(BoardMethods.ListNotes, On(BoardMethods.ListNotes, r => r.WorkflowId, ListNotes))
-        .AddUnary(BoardMethods.DeleteNote, On(BoardMethods.DeleteNote, r => r.WorkflowId, DeleteNote))
-        .AddServerStreaming(BoardMethods.Watch, Watch)
-        .AddUnary(BoardMethods.ExportWorkflow, On(BoardMethods.ExportWorkflow, r => r.WorkflowId, ExportWorkflow));
+    public GrpcServiceRegistry Register(GrpcServiceRegistry registry)
+    {
+        Unary(registry, BoardMethods.CreateWorkflow, r => r.WorkflowId, CreateWorkflow);
+        registry.AddUnary(BoardMethods.ListWorkflows, ListWorkflows);
+        Unary(registry, BoardMethods.GetWorkflow, r => r.WorkflowId, GetWorkflow);
+        Unary(registry, BoardMethods.UpdateWorkflow, r => r.WorkflowId, UpdateWorkflow);
+        Unary(registry, BoardMethods.DeleteWorkflow, r => r.WorkflowId, DeleteWorkflow);
+        Unary(registry, BoardMethods.PostTasks, r => r.WorkflowId, PostTasks);
+        Unary(registry, BoardMethods.GetTask, r => r.WorkflowId, GetTask);
+        Unary(registry, BoardMethods.ListTasks, r => r.WorkflowId, ListTasks);
+        Unary(registry, BoardMethods.CancelTask, r => r.WorkflowId, CancelTask);
+        Unary(registry, BoardMethods.ClaimTask, r => r.WorkflowId, ClaimTask);
+        Unary(registry, BoardMethods.RenewLease, r => r.WorkflowId, RenewLease);
+        Unary(registry, BoardMethods.ReleaseTask, r => r.WorkflowId, ReleaseTask);
+        Unary(registry, BoardMethods.Checkpoint, r => r.WorkflowId, Checkpoint);
+        Unary(registry, BoardMethods.CompleteTask, r => r.WorkflowId, CompleteTask);
+        Unary(registry, BoardMethods.FailTask, r => r.WorkflowId, FailTask);
+        Unary(registry, BoardMethods.PutNote, r => r.WorkflowId, PutNote);
+        Unary(registry, BoardMethods.GetNote, r => r.WorkflowId, GetNote);
+        Unary(registry, BoardMethods.ListNotes, r => r.WorkflowId, ListNotes);
+        Unary(registry, BoardMethods.DeleteNote, r => r.WorkflowId, DeleteNote);
+        Unary(registry, BoardMethods.ExportWorkflow, r => r.WorkflowId, ExportWorkflow);
+        registry.AddServerStreaming(BoardMethods.Watch, Watch);
+        return registry;
+    }
 
-    private UnaryServerMethod<TRequest, TResponse> On<TRequest, TResponse>(
-        Method<TRequest, TResponse> method, Func<TRequest, string> workflowOf, UnaryServerMethod<TRequest, TResponse> handler) =>
-        forwarder is null ? handler : forwarder.Wrap(method, workflowOf, handler);
+    /// <summary>A unary method on one workflow: with a <see cref="CallForwarder"/>, wrapped so it can be served elsewhere.</summary>
+    private void Unary<TRequest, TResponse>(
+        GrpcServiceRegistry registry, Method<TRequest, TResponse> method, Func<TRequest, string> workflowOf, UnaryServerMethod<TRequest, TResponse> handler) =>
+        registry.AddUnary(method, forwarder is null ? handler : forwarder.Wrap(method, workflowOf, handler));
 
     public async Task<CreateWorkflowResponse> CreateWorkflow(CreateWorkflowRequest request, ServerCallContext context)
     {

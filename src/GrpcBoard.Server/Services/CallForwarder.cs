@@ -40,7 +40,8 @@ public sealed partial class CallForwarder(IWorkflowRouting routing, ILogger logg
         Method<TRequest, TResponse> method, Func<TRequest, string> workflowOf, UnaryServerMethod<TRequest, TResponse> serveHere) =>
         (request, context) =>
         {
-            if (context.RequestHeaders.GetValue(ForwardedHeader) is not null || workflowOf(request) is not { Length: > 0 } workflowId)
+            // The header itself, not RequestHeaders: that would build the call's whole metadata, on every call.
+            if (context.HttpContext.Request.Headers.ContainsKey(ForwardedHeader) || workflowOf(request) is not { Length: > 0 } workflowId)
             {
                 return serveHere(request, context);
             }
@@ -94,17 +95,17 @@ public sealed partial class CallForwarder(IWorkflowRouting routing, ILogger logg
             CallRouting.Pin();
             return await serveHere(request, context).ConfigureAwait(false);
         }
-        catch (RpcException ex) when (ex.InnerException is not null && ex.StatusCode is StatusCode.Unavailable or StatusCode.Internal)
+        catch (RpcException ex)
         {
-            // A transport failure after the call was sent: its outcome there is unknown.
             Interlocked.Increment(ref _forwarded);
-            throw new RpcException(new Status(StatusCode.Unavailable,
-                $"The call was sent to the server instance that serves workflow calls now ({target}), and its answer was lost: {ex.Status.Detail}"));
-        }
-        catch (RpcException)
-        {
+            if (ex.InnerException is not null && ex.StatusCode is StatusCode.Unavailable or StatusCode.Internal)
+            {
+                // A transport failure after the call was sent: its outcome there is unknown.
+                throw new RpcException(new Status(StatusCode.Unavailable,
+                    $"The call was sent to the server instance that serves workflow calls now ({target}), and its answer was lost: {ex.Status.Detail}"));
+            }
+
             // The other instance's answer (its status, message and details), relayed as it is.
-            Interlocked.Increment(ref _forwarded);
             throw;
         }
     }
