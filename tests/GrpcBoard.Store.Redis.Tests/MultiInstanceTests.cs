@@ -20,11 +20,23 @@ public sealed class MultiInstanceTests : IDisposable
 
     public void Dispose() => _data.Dispose();
 
-    private Task<BoardServer> StartServerAsync(string redis, string prefix, int port = 0, string? data = null, Action<ServerSettings>? configure = null)
+    private Task<BoardServer> StartServerAsync(string redis, string prefix, int port = 0, string? data = null, Action<ServerSettings>? configure = null) =>
+        StartRedisServerAsync(redis, prefix, data ?? _data.Path, port, configure);
+
+    /// <summary>A Redis-store server in this process, quiet; also used by the cluster tests.</summary>
+    internal static Task<BoardServer> StartRedisServerAsync(string redis, string prefix, string data, int port = 0, Action<ServerSettings>? configure = null)
     {
-        var settings = new ServerSettings { Port = port, Store = "redis", Redis = redis, RedisPrefix = prefix, TimerPollMilliseconds = 50, DataDirectory = data ?? _data.Path };
+        var settings = new ServerSettings { Port = port, Store = "redis", Redis = redis, RedisPrefix = prefix, TimerPollMilliseconds = 50, DataDirectory = data };
         configure?.Invoke(settings);
         return BoardServer.StartAsync(settings, new BoardServerOverrides { Logging = l => l.SetMinimumLevel(LogLevel.Critical) });
+    }
+
+    /// <summary>Two servers whose turns last <paramref name="turnLeaseMs"/>, and a workflow created through A, which then holds its turn.</summary>
+    private async Task<TwoServers> HolderAndOtherAsync(string workflowId, int turnLeaseMs)
+    {
+        var servers = await StartTwoServersAsync(s => s.RedisTurnLeaseMilliseconds = turnLeaseMs);
+        await servers.ViaA.CreateWorkflowAsync(new CreateWorkflowRequest { WorkflowId = workflowId }).Within();
+        return servers;
     }
 
     private static string Prefix() => "m" + Guid.NewGuid().ToString("N")[..10];
@@ -181,9 +193,8 @@ public sealed class MultiInstanceTests : IDisposable
     [RedisFact]
     public async Task CallsThroughTheInstanceWithoutTheTurn_AreServedByTheHolder_AndItsAnswersRelayed()
     {
-        await using var servers = await StartTwoServersAsync(s => s.RedisTurnLeaseMilliseconds = 60_000);
+        await using var servers = await HolderAndOtherAsync("fw", turnLeaseMs: 60_000);
         var (viaA, viaB) = (servers.ViaA, servers.ViaB);
-        await viaA.CreateWorkflowAsync(new CreateWorkflowRequest { WorkflowId = "fw" }).Within();
 
         await viaB.PostTasksAsync(new PostTasksRequest { WorkflowId = "fw", Tasks = { new TaskSpec { Id = "t1" } } }).Within();
         var claim = await viaB.ClaimTaskAsync(new ClaimTaskRequest { WorkflowId = "fw", WorkerId = "w" }).Within();
@@ -215,9 +226,8 @@ public sealed class MultiInstanceTests : IDisposable
     [RedisFact]
     public async Task AForwardedWaitingClaim_KeepsTheCallersDeadline()
     {
-        await using var servers = await StartTwoServersAsync(s => s.RedisTurnLeaseMilliseconds = 60_000);
+        await using var servers = await HolderAndOtherAsync("wait", turnLeaseMs: 60_000);
         var (viaA, viaB) = (servers.ViaA, servers.ViaB);
-        await viaA.CreateWorkflowAsync(new CreateWorkflowRequest { WorkflowId = "wait" }).Within();
         await viaB.GetWorkflowAsync(new GetWorkflowRequest { WorkflowId = "wait" }).Within();
         var forwarded = servers.B.Forwarder!.ForwardedCalls;
 
@@ -237,9 +247,8 @@ public sealed class MultiInstanceTests : IDisposable
     [RedisFact]
     public async Task AForwardedCallWhoseAnswerIsLost_IsUnavailable_AndNotServedAgainHere()
     {
-        await using var servers = await StartTwoServersAsync(s => s.RedisTurnLeaseMilliseconds = 60_000);
+        await using var servers = await HolderAndOtherAsync("lost", turnLeaseMs: 60_000);
         var (viaA, viaB) = (servers.ViaA, servers.ViaB);
-        await viaA.CreateWorkflowAsync(new CreateWorkflowRequest { WorkflowId = "lost" }).Within();
 
         using var listener = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, 0);
         listener.Start();
@@ -295,9 +304,8 @@ public sealed class MultiInstanceTests : IDisposable
     [RedisFact]
     public async Task WhenTheHolderDies_CallsAreServedHere_AfterItsTurnLapses()
     {
-        await using var servers = await StartTwoServersAsync(s => s.RedisTurnLeaseMilliseconds = 2_000);
+        await using var servers = await HolderAndOtherAsync("dies", turnLeaseMs: 2_000);
         var (viaA, viaB) = (servers.ViaA, servers.ViaB);
-        await viaA.CreateWorkflowAsync(new CreateWorkflowRequest { WorkflowId = "dies" }).Within();
         await viaB.PostTasksAsync(new PostTasksRequest { WorkflowId = "dies", Tasks = { new TaskSpec { Id = "before" } } }).Within();
         Assert.True(servers.B.Forwarder!.ForwardedCalls >= 1, "B served the first call itself: this test needs A to hold the turn");
 

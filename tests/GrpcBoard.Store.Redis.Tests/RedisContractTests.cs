@@ -2,7 +2,6 @@ using GrpcBoard.Core;
 using GrpcBoard.Core.Events;
 using GrpcBoard.Core.Storage;
 using GrpcBoard.Testing;
-using Microsoft.Extensions.Logging;
 using Xunit;
 
 namespace GrpcBoard.Store.Redis.Tests;
@@ -95,13 +94,8 @@ public sealed class RedisClusterInstancesTests(RedisClusterFixture cluster)
     {
         var prefix = "cf" + Guid.NewGuid().ToString("N")[..10];
         using var data = new TempDirectory();
-        Task<Server.Hosting.BoardServer> StartAsync() => Server.Hosting.BoardServer.StartAsync(
-            new Server.Hosting.ServerSettings
-            {
-                Port = 0, Store = "redis", Redis = cluster.Configuration, RedisPrefix = prefix, DataDirectory = data.Path,
-                RedisTurnLeaseMilliseconds = 60_000,
-            },
-            new Server.Hosting.BoardServerOverrides { Logging = l => l.SetMinimumLevel(LogLevel.Critical) });
+        Task<Server.Hosting.BoardServer> StartAsync() =>
+            MultiInstanceTests.StartRedisServerAsync(cluster.Configuration, prefix, data.Path, configure: s => s.RedisTurnLeaseMilliseconds = 60_000);
 
         await using var a = await StartAsync();
         await using var b = await StartAsync();
