@@ -32,16 +32,23 @@ internal sealed class CommitConnection : IDisposable
     private readonly byte[] _sha;
     private readonly long _timeoutTicks;
     private readonly object _writeLock = new();
-    private readonly Queue<(Action<CommitReply, Exception?> OnReply, long SentAt)> _pending = new();
+    private readonly Queue<(Action<CommitReply, Exception?> OnReply, long SentAt, bool Waits)> _pending = new();
     private readonly ArrayBufferWriter<byte> _out = new(64 * 1024);
     private readonly RespReader _reader;
     private readonly Thread _thread;
     private readonly Action<Exception> _onCallbackError;
+    private readonly byte[] _waitCommand;
     private bool _broken;
 
-    private CommitConnection(Socket socket, string sha, TimeSpan timeout, Action<Exception> onCallbackError)
+    private CommitConnection(Socket socket, string sha, TimeSpan timeout, ReplicaWait wait, Action<Exception> onCallbackError)
     {
         _onCallbackError = onCallbackError;
+        var command = new ArrayBufferWriter<byte>();
+        ArrayHeader(command, 3);
+        Bulk(command, "WAIT"u8);
+        Bulk(command, Encoding.ASCII.GetBytes(wait.Replicas.ToString(System.Globalization.CultureInfo.InvariantCulture)));
+        Bulk(command, Encoding.ASCII.GetBytes(wait.TimeoutMs.ToString(System.Globalization.CultureInfo.InvariantCulture)));
+        _waitCommand = command.WrittenSpan.ToArray();
         _socket = socket;
         _sha = Encoding.ASCII.GetBytes(sha);
         _timeoutTicks = (long)(timeout.TotalSeconds * Stopwatch.Frequency);
@@ -54,7 +61,7 @@ internal sealed class CommitConnection : IDisposable
     /// one this connection does not serve (several endpoints, TLS, a cluster or a replica): StackExchange.Redis
     /// carries the commits then.
     /// </summary>
-    public static async Task<CommitConnection?> OpenAsync(ConfigurationOptions config, ConnectionMultiplexer redis, TimeSpan timeout, Action<Exception> onCallbackError)
+    public static async Task<CommitConnection?> OpenAsync(ConfigurationOptions config, ConnectionMultiplexer redis, TimeSpan timeout, ReplicaWait wait, Action<Exception> onCallbackError)
     {
         if (config.EndPoints.Count != 1 || config.Ssl)
         {
@@ -101,7 +108,7 @@ internal sealed class CommitConnection : IDisposable
 
             var sha = Expect(socket, handshake, "SCRIPT", "LOAD", Scripts.Commit) as byte[]
                 ?? throw new InvalidDataException("SCRIPT LOAD answered no SHA.");
-            var connection = new CommitConnection(socket, Encoding.ASCII.GetString(sha), timeout, onCallbackError);
+            var connection = new CommitConnection(socket, Encoding.ASCII.GetString(sha), timeout, wait, onCallbackError);
             connection._reader.Adopt(handshake);
             // The reader wakes up every so often to time out a reply that does not come.
             socket.ReceiveTimeout = (int)Math.Clamp(timeout.TotalMilliseconds / 4, 50, 1000);
@@ -118,9 +125,10 @@ internal sealed class CommitConnection : IDisposable
     /// <summary>
     /// Sends one commit (EVALSHA) for the workflow whose meta key is <paramref name="key"/>. False when the
     /// connection is broken (nothing was sent). <paramref name="onReply"/> runs on the reader thread, in send order,
-    /// with the reply or the failure.
+    /// with the reply or the failure. With <paramref name="waitForReplicas"/>, a WAIT follows the script in the same
+    /// write, so it covers this commit, and the reply carries how many replicas acknowledged it.
     /// </summary>
-    public bool TrySend(RedisKey key, RedisValue[] args, Action<CommitReply, Exception?> onReply)
+    public bool TrySend(RedisKey key, RedisValue[] args, bool waitForReplicas, Action<CommitReply, Exception?> onReply)
     {
         lock (_writeLock)
         {
@@ -140,6 +148,11 @@ internal sealed class CommitConnection : IDisposable
                 Bulk(_out, (byte[])arg!);
             }
 
+            if (waitForReplicas)
+            {
+                _out.Write(_waitCommand);
+            }
+
             try
             {
                 var written = _out.WrittenSpan;
@@ -151,12 +164,12 @@ internal sealed class CommitConnection : IDisposable
             catch (Exception ex) when (ex is SocketException or ObjectDisposedException)
             {
                 // Part of the command may have gone out: its outcome is unknown, as for any lost reply.
-                _pending.Enqueue((onReply, Stopwatch.GetTimestamp()));
+                _pending.Enqueue((onReply, Stopwatch.GetTimestamp(), waitForReplicas));
                 BreakLocked();
                 return true;
             }
 
-            _pending.Enqueue((onReply, Stopwatch.GetTimestamp()));
+            _pending.Enqueue((onReply, Stopwatch.GetTimestamp(), waitForReplicas));
             return true;
         }
     }
@@ -170,10 +183,21 @@ internal sealed class CommitConnection : IDisposable
     {
         while (true)
         {
-            object? value;
+            object? value, replicas = null;
             try
             {
                 value = _reader.ReadValue();
+                bool waits;
+                lock (_writeLock)
+                {
+                    waits = _pending.TryPeek(out var next) && next.Waits;
+                }
+
+                // Read before the command leaves the queue, so a WAIT that never ends still times out.
+                if (waits)
+                {
+                    replicas = _reader.ReadValue();
+                }
             }
             catch (SocketException ex) when (ex.SocketErrorCode == SocketError.TimedOut)
             {
@@ -211,10 +235,23 @@ internal sealed class CommitConnection : IDisposable
                 continue;
             }
 
+            if (replicas is RespError waitError)
+            {
+                Deliver(onReply, default, ErrorReply(waitError.Message));
+                continue;
+            }
+
             CommitReply reply;
             try
             {
                 reply = CommitReply.From(value);
+                if (replicas is not null)
+                {
+                    reply = reply with
+                    {
+                        Replicas = replicas as long? ?? throw new InvalidDataException("WAIT answered something other than a number: " + replicas),
+                    };
+                }
             }
             catch (Exception ex)
             {

@@ -83,6 +83,12 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
         // Completions need no order of their own: replicas handle commit replies in send order, and a
         // notification only says "read the log". Ordered completion costs a queue and a hop per reply.
         redis.PreserveAsyncOrder = false;
+        if (options.ReplicasToWaitFor > 0 && (config.EndPoints.Count > 1 || redis.GetServer(config.EndPoints[0]) is { IsConnected: true, ServerType: ServerType.Cluster }))
+        {
+            redis.Dispose();
+            throw new ArgumentException("Waiting for replicas (--redis-replicas) needs one standalone Redis primary: StackExchange.Redis 1.2.6 cannot send WAIT to the node that owns a workflow's slot in a cluster.");
+        }
+
         var store = new RedisStore(options, hub, redis, config, logger ?? NullLogger.Instance);
         store._directCommits = options.DirectCommits;
         if (options.DirectCommits)
@@ -458,15 +464,47 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
     internal Task PassTurnAsync(string workflowId) =>
         Script(Scripts.PassTurn, workflowId, InstanceId, (long)_options.TurnLease.TotalMilliseconds, _keys.Channel(workflowId));
 
-    /// <summary>Sends a commit script; the replica handles the reply.</summary>
-    internal Task<RedisResult> EvaluateAsync(string script, string workflowId, RedisValue[] args) =>
-        _db.ScriptEvaluateAsync(script, [_keys.Meta(workflowId)], args);
+    /// <summary>Sends a commit script through StackExchange.Redis (and WAIT after it, if asked); the replica handles the reply.</summary>
+    internal async Task<CommitReply> CommitAsync(string workflowId, RedisValue[] args, bool waitForReplicas)
+    {
+        var reply = CommitReply.From(await _db.ScriptEvaluateAsync(Scripts.Commit, [_keys.Meta(workflowId)], args).ConfigureAwait(false));
+        if (waitForReplicas && reply.Code > 0)
+        {
+            // Sent after the reply, on the same (interactive) connection: WAIT covers that connection's last
+            // write, which is then this commit or a later one. It holds that connection (shared by every other
+            // command of this instance) until the replicas answer; this path only carries commits while the direct
+            // connection is broken or turned off.
+            var wait = _options.ReplicaWait;
+            reply = reply with { Replicas = (long)await _db.ExecuteAsync("WAIT", wait.Replicas, wait.TimeoutMs).ConfigureAwait(false) };
+        }
+
+        return reply;
+    }
+
+    /// <summary>Whether a batch's commit is followed by WAIT: it writes, and replicas are waited for.</summary>
+    internal bool WaitsForReplicas(CommitBatch batch) => batch.HasWrites && _options.ReplicasToWaitFor > 0;
+
+    /// <summary>
+    /// The failure of a batch that committed on the primary but reached fewer replicas than asked in time: its
+    /// callers hear UNAVAILABLE (whether it survives a failover is unknown) and the replica is reloaded, as after a
+    /// lost reply. Null when nothing is wrong.
+    /// </summary>
+    internal Exception? ReplicationShortfall(CommitBatch batch, CommitReply reply)
+    {
+        if (!WaitsForReplicas(batch) || reply.Code <= 0 || reply.Replicas >= _options.ReplicasToWaitFor)
+        {
+            return null;
+        }
+
+        return new BoardException(BoardError.StoreUnavailable, string.Create(CultureInfo.InvariantCulture,
+            $"Redis is unavailable: the commit reached {reply.Replicas ?? 0} of {_options.ReplicasToWaitFor} replicas within {_options.ReplicaWait.TimeoutMs} ms; it is on the primary, but a failover could lose it."));
+    }
 
     /// <summary>
     /// Sends a commit over the direct connection (<see cref="CommitConnection"/>); false when there is none or it
     /// broke (a new one is opened in the background), and the caller sends it through StackExchange.Redis.
     /// </summary>
-    internal bool TrySendCommit(string workflowId, RedisValue[] args, Action<CommitReply, Exception?> onReply)
+    internal bool TrySendCommit(string workflowId, RedisValue[] args, bool waitForReplicas, Action<CommitReply, Exception?> onReply)
     {
         if (!_directCommits)
         {
@@ -474,7 +512,7 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
         }
 
         var commits = _commits;
-        if (commits is not null && commits.TrySend(_keys.Meta(workflowId), args, onReply))
+        if (commits is not null && commits.TrySend(_keys.Meta(workflowId), args, waitForReplicas, onReply))
         {
             Interlocked.Increment(ref _directCommitCount);
             return true;
@@ -511,7 +549,7 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
     {
         try
         {
-            var opened = await CommitConnection.OpenAsync(_config, _redis, TimeSpan.FromMilliseconds(_options.CommandTimeoutMilliseconds),
+            var opened = await CommitConnection.OpenAsync(_config, _redis, TimeSpan.FromMilliseconds(_options.CommandTimeoutMilliseconds), _options.ReplicaWait,
                 ex => _logger.LogError(ex, "A commit reply could not be handled.")).ConfigureAwait(false);
             _commitsOpenFailing = false;
             var old = _commits;

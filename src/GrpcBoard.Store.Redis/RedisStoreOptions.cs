@@ -50,6 +50,24 @@ public sealed class RedisStoreOptions
     /// </summary>
     public bool DirectCommits { get; set; } = true;
 
+    /// <summary>
+    /// Redis replicas that must hold a committed batch before its callers hear that it committed (Redis's
+    /// <c>WAIT</c>, sent right after the commit script on the same connection); 0, the default: none.
+    ///
+    /// Why: Redis replicates asynchronously, so a replica promoted after its primary died can miss the last
+    /// writes the primary acknowledged, and with them claims, results and fencing tokens that callers were
+    /// told about (which would then be handed out again). With this set, a batch the replicas did not all get
+    /// within <see cref="ReplicaWaitTimeout"/> fails with UNAVAILABLE: it is on the primary, but whether it
+    /// survives a failover is unknown, as for a lost reply. One standalone primary only: a cluster is refused,
+    /// since StackExchange.Redis 1.2.6 cannot send WAIT to the node that owns a workflow's slot.
+    /// </summary>
+    public int ReplicasToWaitFor { get; set; }
+
+    /// <summary>How long a commit waits for <see cref="ReplicasToWaitFor"/> replicas (shorter than the command timeout).</summary>
+    public TimeSpan ReplicaWaitTimeout { get; set; } = TimeSpan.FromSeconds(1);
+
+    internal ReplicaWait ReplicaWait => new(ReplicasToWaitFor, (long)ReplicaWaitTimeout.TotalMilliseconds);
+
     /// <summary>An instance drops its replica of a workflow nobody used for this long (it loads again on the next call).</summary>
     public TimeSpan ReplicaIdleTimeout { get; set; } = TimeSpan.FromMinutes(5);
 
@@ -107,9 +125,18 @@ public sealed class RedisStoreOptions
             throw new ArgumentException("TurnLength must not be negative, and TurnLease must be at least 1 ms.");
         }
 
+        if (ReplicasToWaitFor < 0 || ReplicasToWaitFor > 0
+            && (ReplicaWaitTimeout < TimeSpan.FromMilliseconds(1) || ReplicaWaitTimeout.TotalMilliseconds >= CommandTimeoutMilliseconds))
+        {
+            throw new ArgumentException("ReplicasToWaitFor must not be negative, and ReplicaWaitTimeout must be at least 1 ms and shorter than the command timeout.");
+        }
+
         if (MaxEventsPerWorkflow < 16 || MaxConflictRetries < 1 || RecentEventsInMemory < 16 || MaxBatchesInFlight is < 1 || TimerRescanBatch < 1)
         {
             throw new ArgumentException("MaxEventsPerWorkflow and RecentEventsInMemory must be at least 16, MaxConflictRetries, MaxBatchesInFlight and TimerRescanBatch at least 1.");
         }
     }
 }
+
+/// <summary>What a commit waits for after it ran: <see cref="RedisStoreOptions.ReplicasToWaitFor"/> replicas, for at most this long.</summary>
+internal readonly record struct ReplicaWait(int Replicas, long TimeoutMs);

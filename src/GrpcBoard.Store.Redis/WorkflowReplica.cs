@@ -278,9 +278,10 @@ internal sealed class WorkflowReplica
             // Sent under the lock: both connections write commands in the order they are issued, so the
             // batches of this workflow reach Redis in order (and should a batch take the other connection after
             // one broke, the commit's condition on the last batch keeps the order anyway).
-            if (!_store.TrySendCommit(Id, args, (reply, error) => OnReply(batch, reply, error)))
+            var waits = _store.WaitsForReplicas(batch);
+            if (!_store.TrySendCommit(Id, args, waits, (reply, error) => OnReply(batch, reply, error)))
             {
-                _ = _store.EvaluateAsync(Scripts.Commit, Id, args).ContinueWith(
+                _ = _store.CommitAsync(Id, args, waits).ContinueWith(
                     static (t, state) =>
                     {
                         var (replica, batch) = ((WorkflowReplica, CommitBatch))state!;
@@ -288,7 +289,7 @@ internal sealed class WorkflowReplica
                         Exception? error = null;
                         try
                         {
-                            reply = CommitReply.From(t.GetAwaiter().GetResult());
+                            reply = t.GetAwaiter().GetResult();
                         }
                         catch (Exception ex)
                         {
@@ -307,7 +308,7 @@ internal sealed class WorkflowReplica
         List<PendingTxn>? decided;
         lock (Gate)
         {
-            batch.Answer(reply, error);
+            batch.Answer(reply, error ?? _store.ReplicationShortfall(batch, reply));
             // Replies may be handled out of order; resolve them in send order.
             while (_inFlight.TryPeek(out var first) && first.Answered)
             {

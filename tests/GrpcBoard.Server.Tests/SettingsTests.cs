@@ -51,6 +51,8 @@ public sealed class SettingsTests
     [InlineData("--redis-batches=0", "--redis-batches must be auto or a positive number, not '0'")]
     [InlineData("--redis-batches=many", "--redis-batches must be auto or a positive number, not 'many'")]
     [InlineData("--redis-turn-lease-ms=0", "--redis-turn-ms must not be negative, and --redis-turn-lease-ms must be at least 1")]
+    [InlineData("--redis-replicas=-1", "--redis-replicas must not be negative, and --redis-replica-timeout-ms must be at least 1")]
+    [InlineData("--redis-replica-timeout-ms=0", "--redis-replicas must not be negative, and --redis-replica-timeout-ms must be at least 1")]
     public void BadOptions_AreRefusedWithAClearMessage(string arg, string message)
     {
         var ex = Assert.Throws<ArgumentException>(() => ServerSettings.Load([arg], Path.GetTempPath()));

@@ -62,6 +62,15 @@ public sealed class RedisClusterRetentionTests(RedisClusterFixture cluster) : Re
 [Collection(RedisClusterCollection.Name)]
 public sealed class RedisClusterInstancesTests(RedisClusterFixture cluster)
 {
+    /// <summary>StackExchange.Redis 1.2.6 cannot send WAIT to the node of a workflow's slot: refused at start, not ignored.</summary>
+    [RedisFact]
+    public async Task WaitingForReplicas_IsRefused()
+    {
+        var error = await Assert.ThrowsAsync<ArgumentException>(() => RedisStore.ConnectAsync(
+            new RedisStoreOptions { Configuration = cluster.Configuration, ReplicasToWaitFor = 1 }, new EventHub()));
+        Assert.Contains("one standalone Redis primary", error.Message, StringComparison.Ordinal);
+    }
+
     [RedisFact]
     public async Task ConcurrentClaimsAndCompletions_ThroughTwoInstances_TakeEachTaskOnce_AtConsecutiveRevisions()
     {

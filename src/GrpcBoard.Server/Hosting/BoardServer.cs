@@ -210,6 +210,8 @@ public sealed class BoardServer : IAsyncDisposable
                 DirectCommits = settings.RedisDirectCommits,
                 TurnLength = TimeSpan.FromMilliseconds(settings.RedisTurnMilliseconds),
                 TurnLease = TimeSpan.FromMilliseconds(settings.RedisTurnLeaseMilliseconds),
+                ReplicasToWaitFor = settings.RedisReplicas,
+                ReplicaWaitTimeout = TimeSpan.FromMilliseconds(settings.RedisReplicaTimeoutMilliseconds),
             }, hub, loggers.CreateLogger<RedisStore>());
         }
 

@@ -21,6 +21,8 @@ public sealed class ServerSettings
     public bool RedisDirectCommits { get; set; } = true;
     public int RedisTurnMilliseconds { get; set; } = 10;
     public int RedisTurnLeaseMilliseconds { get; set; } = 30;
+    public int RedisReplicas { get; set; }
+    public int RedisReplicaTimeoutMilliseconds { get; set; } = 1000;
     public bool Forward { get; set; } = true;
     public string? AdvertiseUrl { get; set; }
     public string Synchronous { get; set; } = "FULL";
@@ -47,6 +49,8 @@ public sealed class ServerSettings
         new("--redis-direct-commits", nameof(RedisDirectCommits), "Send commits to a standalone Redis over a connection of their own, read by a dedicated thread (true/false); a cluster always goes through StackExchange.Redis."),
         new("--redis-turn-ms", nameof(RedisTurnMilliseconds), "With several instances writing one workflow, each holds its turn this long before passing it to an instance that waits (longer: fewer handovers, longer waits)."),
         new("--redis-turn-lease-ms", nameof(RedisTurnLeaseMilliseconds), "A workflow's turn that no commit renews lapses after this long (bounds how long a dead or idle instance delays the others)."),
+        new("--redis-replicas", nameof(RedisReplicas), "Redis replicas that must have each commit before its callers are answered (WAIT), so a failover to one of them loses nothing acknowledged; 0: don't wait. One standalone primary only."),
+        new("--redis-replica-timeout-ms", nameof(RedisReplicaTimeoutMilliseconds), "How long a commit waits for --redis-replicas replicas; if fewer acknowledge it, its callers get UNAVAILABLE."),
         new("--forward", nameof(Forward), "With --store redis and several instances: send a call on a workflow to the instance that holds the workflow's turn, instead of waiting for the turn here (true/false)."),
         new("--advertise-url", nameof(AdvertiseUrl), "Where other instances reach this one for forwarded calls (http://host:port). Default: the listening address, unless it is a wildcard (0.0.0.0, ::), which others cannot call: then no call is forwarded here."),
         new("--synchronous", nameof(Synchronous), "Embedded store durability: FULL fsyncs every commit; NORMAL survives crashes but not power loss."),
@@ -118,6 +122,11 @@ public sealed class ServerSettings
             && (!Uri.TryCreate(AdvertiseUrl, UriKind.Absolute, out var advertised) || advertised.Scheme is not ("http" or "https")))
         {
             throw new ArgumentException($"--advertise-url must be an http:// or https:// address, not '{AdvertiseUrl}'.");
+        }
+
+        if (RedisReplicas < 0 || RedisReplicaTimeoutMilliseconds < 1)
+        {
+            throw new ArgumentException("--redis-replicas must not be negative, and --redis-replica-timeout-ms must be at least 1.");
         }
 
         if (RedisTurnMilliseconds < 0 || RedisTurnLeaseMilliseconds < 1)
