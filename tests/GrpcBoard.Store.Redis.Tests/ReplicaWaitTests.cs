@@ -9,16 +9,16 @@ namespace GrpcBoard.Store.Redis.Tests;
 
 /// <summary>
 /// Waiting for replicas (<see cref="RedisStoreOptions.ReplicasToWaitFor"/>), with a primary and a real replica
-/// (<c>--replicaof</c>). The replica is then cut off (REPLICAOF NO ONE: what a failover does to the replica it
-/// promotes) and the store claims once more on the old primary. Asserted on what the replica holds, the state a
-/// failover to it would serve: the workflow's head revision there, read with redis-cli.
+/// (<c>--replicaof</c>), and a failover: the replica is cut off and promoted (REPLICAOF NO ONE), the store claims
+/// once more on the old primary, the old primary dies, and a new store opens on the promoted replica. Asserted on
+/// what that new store serves, and on the head revision each Redis holds (read with redis-cli).
 /// </summary>
 public sealed class ReplicaWaitTests
 {
     private const string Prefix = "rw";
     private readonly ManualTimeProvider _time = new();
 
-    private async Task<(RedisStore Store, Coordinator Board)> OpenAsync(RedisProcess redis, int replicas, bool directCommits)
+    private async Task<(RedisStore Store, Coordinator Board)> OpenAsync(RedisProcess redis, int replicas, bool directCommits = true)
     {
         var hub = new EventHub();
         var store = await RedisStore.ConnectAsync(new RedisStoreOptions
@@ -40,80 +40,119 @@ public sealed class ReplicaWaitTests
         long.Parse((await redis.CliAsync("HGET", $"{Prefix}:{{{wf}}}:meta", "head")).Trim(), CultureInfo.InvariantCulture);
 
     /// <summary>
-    /// Claims three tasks with the replica attached, cuts the replica off, claims once more. Returns the
-    /// revisions of the claims acknowledged before the cut, the claim after it (or its refusal), and the head
-    /// revision the primary and the replica hold at the end.
+    /// Claims three tasks with the replica attached, promotes the replica, claims once more on the old primary,
+    /// kills the old primary and opens a store on the promoted replica.
     /// </summary>
-    private async Task<Outcome> ClaimAcrossACutAsync(int replicas, bool directCommits)
+    private async Task<Failover> ClaimAcrossAFailoverAsync(int replicas, bool directCommits)
     {
         await using var primary = await RedisProcess.StartAsync(persistent: false);
-        await using var replica = await RedisProcess.StartAsync(false, "--replicaof", "127.0.0.1", primary.Port.ToString(CultureInfo.InvariantCulture));
-        await TestTimeouts.Eventually(async () => (await replica.CliAsync("INFO", "replication")).Contains("master_link_status:up", StringComparison.Ordinal),
-            "the replica to be in sync with its primary");
-        var (store, board) = await OpenAsync(primary, replicas, directCommits);
-        await using var _ = store;
-        var wf = "wait-" + Guid.NewGuid().ToString("N")[..8];
-        await board.CreateWorkflowAsync(wf, "replica wait", null, default).Within();
-        await board.PostTasksAsync(wf, Enumerable.Range(0, 6).Select(i => new TaskSpec { Id = $"t{i}" }).ToArray(), default).Within();
-        var before = new List<long>();
-        for (var i = 0; i < 3; i++)
-        {
-            var claim = await ClaimAsync(board, wf).Within();
-            before.Add(claim.Revision);
-            if (replicas > 0)
-            {
-                // Acknowledged only once the replica had it: it is there now, without waiting any further.
-                Assert.True(await HeadAsync(replica, wf) >= claim.Revision, $"the replica lacks revision {claim.Revision}, acknowledged");
-            }
-        }
-
-        Assert.Equal(directCommits, store.DirectCommitCount > 0);
-        Assert.Equal("OK", (await replica.CliAsync("REPLICAOF", "NO", "ONE")).Trim());
-        ClaimResult? after = null;
-        BoardException? refusal = null;
+        var replica = await RedisProcess.StartAsync(false, "--replicaof", "127.0.0.1", primary.Port.ToString(CultureInfo.InvariantCulture));
         try
         {
-            after = await ClaimAsync(board, wf).Within();
-        }
-        catch (BoardException ex)
-        {
-            refusal = ex;
-        }
+            await TestTimeouts.Eventually(async () => (await replica.CliAsync("INFO", "replication")).Contains("master_link_status:up", StringComparison.Ordinal),
+                "the replica to be in sync with its primary");
+            var wf = "wait-" + Guid.NewGuid().ToString("N")[..8];
+            var before = new List<ClaimResult>();
+            ClaimResult? after = null;
+            BoardException? refusal = null;
+            var (store, board) = await OpenAsync(primary, replicas, directCommits);
+            await using (store)
+            {
+                await board.CreateWorkflowAsync(wf, "replica wait", null, default).Within();
+                await board.PostTasksAsync(wf, Enumerable.Range(0, 6).Select(i => new TaskSpec { Id = $"t{i}" }).ToArray(), default).Within();
+                for (var i = 0; i < 3; i++)
+                {
+                    var claim = await ClaimAsync(board, wf).Within();
+                    before.Add(claim);
+                    if (replicas > 0)
+                    {
+                        // Acknowledged only once the replica had it: it is there now, without waiting any further.
+                        Assert.True(await HeadAsync(replica, wf) >= claim.Revision, $"the replica lacks revision {claim.Revision}, acknowledged");
+                    }
+                }
 
-        return new Outcome(before, after, refusal, await HeadAsync(primary, wf), await HeadAsync(replica, wf));
+                Assert.Equal(directCommits, store.DirectCommitCount > 0);
+                Assert.Equal("OK", (await replica.CliAsync("REPLICAOF", "NO", "ONE")).Trim());
+                try
+                {
+                    after = await ClaimAsync(board, wf).Within();
+                }
+                catch (BoardException ex)
+                {
+                    refusal = ex;
+                }
+            }
+
+            var primaryHead = await HeadAsync(primary, wf);
+            await primary.KillAsync();
+            var (promoted, promotedBoard) = await OpenAsync(replica, replicas: 0);
+            return new Failover(before, after, refusal, primaryHead, await HeadAsync(replica, wf), replica, promoted, promotedBoard, wf);
+        }
+        catch
+        {
+            await replica.DisposeAsync();
+            throw;
+        }
     }
 
-    private sealed record Outcome(List<long> Before, ClaimResult? After, BoardException? Refusal, long PrimaryHead, long ReplicaHead);
+    private sealed record Failover(
+        List<ClaimResult> Before, ClaimResult? After, BoardException? Refusal, long OldPrimaryHead, long PromotedHead,
+        RedisProcess Promoted, RedisStore Store, Coordinator Board, string Workflow) : IAsyncDisposable
+    {
+        public async Task<TaskRecord> TaskAsync(string id) => (await Board.GetTaskAsync(Workflow, id, default).Within()).Task;
+
+        public async Task<TaskRecord> ClaimNextAsync() => (await ClaimAsync(Board, Workflow).Within()).Task!;
+
+        public async ValueTask DisposeAsync()
+        {
+            await Store.DisposeAsync();
+            await Promoted.DisposeAsync();
+        }
+    }
 
     [RedisTheory]
     [InlineData(true)]
     [InlineData(false)]
-    public async Task WaitingForAReplica_AClaimItDidNotGet_IsUnavailable_AndEveryAcknowledgedClaimIsOnIt(bool directCommits)
+    public async Task WaitingForAReplica_AClaimItDidNotGet_IsUnavailable_AndTheFailoverLosesNothingAcknowledged(bool directCommits)
     {
-        var outcome = await ClaimAcrossACutAsync(replicas: 1, directCommits);
+        await using var failover = await ClaimAcrossAFailoverAsync(replicas: 1, directCommits);
 
-        Assert.Null(outcome.After);
-        Assert.Equal(BoardError.StoreUnavailable, outcome.Refusal!.Error);
-        Assert.Contains("reached 0 of 1 replicas", outcome.Refusal.Message, StringComparison.Ordinal);
+        Assert.Null(failover.After);
+        Assert.Equal(BoardError.StoreUnavailable, failover.Refusal!.Error);
+        Assert.Contains("reached 0 of 1 replicas", failover.Refusal.Message, StringComparison.Ordinal);
+        Assert.True(failover.OldPrimaryHead > failover.PromotedHead, $"old primary at {failover.OldPrimaryHead}, promoted replica at {failover.PromotedHead}");
 
-        // The refused claim is on the old primary only; every acknowledged one is on the replica, so a failover to it
-        // loses none, and revisions (and with them fencing tokens) go on from there.
-        Assert.True(outcome.PrimaryHead > outcome.ReplicaHead, $"primary at {outcome.PrimaryHead}, replica at {outcome.ReplicaHead}");
-        Assert.True(outcome.ReplicaHead >= outcome.Before.Max(), $"replica at {outcome.ReplicaHead}, acknowledged up to {outcome.Before.Max()}");
+        // Every claim the callers were told about survived the failover, with its fencing token.
+        foreach (var claim in failover.Before)
+        {
+            var task = await failover.TaskAsync(claim.Task!.Id);
+            Assert.Equal(TaskState.Claimed, task.State);
+            Assert.Equal(claim.Task.FencingToken, task.FencingToken);
+        }
+
+        // The next claim on the promoted replica takes another task, with a token above every acknowledged one.
+        var next = await failover.ClaimNextAsync();
+        Assert.DoesNotContain(next.Id, failover.Before.Select(c => c.Task!.Id));
+        Assert.True(next.FencingToken > failover.Before.Max(c => c.Task!.FencingToken));
     }
 
     /// <summary>
-    /// The same cut without waiting: the claim after it is acknowledged although the replica never got it, so a
-    /// failover to that replica would hand the task out again with the same fencing token. This is what waiting
-    /// prevents, and it shows that the test above can see a write the replica lacks.
+    /// The same failover without waiting: the claim after the cut is acknowledged although the replica never got
+    /// it, and the promoted replica hands the same task out again with the same fencing token. This is what
+    /// waiting prevents, and it shows that the test above would see a lost claim.
     /// </summary>
     [RedisFact]
-    public async Task WithoutWaiting_AClaimTheReplicaDidNotGet_IsAcknowledged()
+    public async Task WithoutWaiting_TheFailoverLosesAnAcknowledgedClaim_AndItsTokenIsHandedOutAgain()
     {
-        var outcome = await ClaimAcrossACutAsync(replicas: 0, directCommits: true);
+        await using var failover = await ClaimAcrossAFailoverAsync(replicas: 0, directCommits: true);
 
-        Assert.Null(outcome.Refusal);
-        Assert.True(outcome.After!.Revision > outcome.ReplicaHead, $"claim at {outcome.After.Revision}, replica at {outcome.ReplicaHead}");
-        Assert.Equal(outcome.After.Revision, outcome.PrimaryHead);
+        Assert.Null(failover.Refusal);
+        var lost = failover.After!.Task!;
+        Assert.Equal(failover.After.Revision, failover.OldPrimaryHead);
+        Assert.True(failover.After.Revision > failover.PromotedHead);
+        Assert.Equal(TaskState.Ready, (await failover.TaskAsync(lost.Id)).State);
+        var again = await failover.ClaimNextAsync();
+        Assert.Equal(lost.Id, again.Id);
+        Assert.Equal(lost.FencingToken, again.FencingToken);
     }
 }
