@@ -130,6 +130,9 @@ public sealed class GrpcChannel : IDisposable
         AutomaticDecompression = DecompressionMethods.None,
         UseProxy = false,
         UseCookies = false,
+        // A redirect would re-send the call somewhere the caller did not choose (307/308 with its body): it is
+        // reported as its HTTP status instead, as other gRPC clients do.
+        AllowAutoRedirect = false,
         InitialHttp2StreamWindowSize = 1024 * 1024,
     };
 }

@@ -67,6 +67,38 @@ public class ClientResponseHandlingTests
         Assert.Contains($"HTTP status {httpStatus}", ex.Status.Detail, StringComparison.Ordinal);
     }
 
+    /// <summary>
+    /// A redirect is not followed: HttpClient would re-send the call (a 307 or 308 with its body) somewhere the
+    /// caller did not choose, and a call that changes state must not run twice or elsewhere unseen. Other gRPC
+    /// clients report it as an HTTP status (UNKNOWN) too.
+    /// </summary>
+    [Theory]
+    [InlineData(301)]
+    [InlineData(302)]
+    [InlineData(307)]
+    [InlineData(308)]
+    public async Task ARedirect_IsNotFollowed(int httpStatus)
+    {
+        var redirectedTo = 0;
+        var ex = await CallFailsAsync(async context =>
+        {
+            if (context.Request.Path.StartsWithSegments("/elsewhere", StringComparison.Ordinal))
+            {
+                Interlocked.Increment(ref redirectedTo);
+                context.Response.Headers["grpc-status"] = "0";
+                await Grpc(context, Frame("redirected"));
+                return;
+            }
+
+            context.Response.StatusCode = httpStatus;
+            context.Response.Headers.Location = "/elsewhere" + context.Request.Path;
+        });
+
+        Assert.Equal(StatusCode.Unknown, ex.StatusCode);
+        Assert.Contains($"HTTP status {httpStatus}", ex.Status.Detail, StringComparison.Ordinal);
+        Assert.Equal(0, Volatile.Read(ref redirectedTo));
+    }
+
     [Fact]
     public async Task HttpErrorWithAGrpcStatus_UsesTheExplicitStatus()
     {
