@@ -57,30 +57,42 @@ internal sealed class CommitConnection : IDisposable
     }
 
     /// <summary>
-    /// Connects, authenticates, selects the database and loads the commit script. Null when the configuration is
-    /// one this connection does not serve (several endpoints, TLS, a cluster or a replica): StackExchange.Redis
-    /// carries the commits then.
+    /// Connects to the primary, authenticates, selects the database and loads the commit script. Null when the
+    /// configuration is one this connection does not serve (TLS, a cluster, a sentinel, or one endpoint that is a
+    /// replica): StackExchange.Redis carries the commits then. With several endpoints (a primary and its
+    /// replicas), it goes to the one StackExchange.Redis sees as the primary; after a failover this connection
+    /// breaks (or is told READONLY) and the next one goes to the new primary.
     /// </summary>
     public static async Task<CommitConnection?> OpenAsync(ConfigurationOptions config, ConnectionMultiplexer redis, TimeSpan timeout, ReplicaWait wait, Action<Exception> onCallbackError)
     {
-        if (config.EndPoints.Count != 1 || config.Ssl)
+        if (config.Ssl)
         {
             return null;
         }
 
-        var endpoint = config.EndPoints[0];
-        var server = redis.GetServer(endpoint);
-        if (!server.IsConnected)
-        {
-            // What kind of server it is cannot be known now: the caller tries again later.
-            throw new InvalidOperationException($"Redis at {endpoint} is not connected.");
-        }
-
-        if (server.ServerType != ServerType.Standalone || server.IsSlave)
+        var servers = config.EndPoints.Select(e => redis.GetServer(e)).ToList();
+        if (servers.Any(s => s.IsConnected && s.ServerType != ServerType.Standalone) || servers is [{ IsConnected: true, IsSlave: true }])
         {
             return null;
         }
 
+        var server = servers.FirstOrDefault(s => s.IsConnected && !s.IsSlave);
+        if (server is null && servers.Count > 1)
+        {
+            // After a failover StackExchange.Redis goes on calling the promoted replica a replica until its next
+            // periodic check (a minute): ask it to look at every endpoint's role now.
+            await redis.ConfigureAsync().ConfigureAwait(false);
+            server = servers.FirstOrDefault(s => s.IsConnected && !s.IsSlave);
+        }
+
+        // Not connected yet, or a failover under way: what to connect to cannot be known now, and the caller tries
+        // again later (at most once a second).
+        if (server is null)
+        {
+            throw new InvalidOperationException($"No Redis primary is connected among {string.Join(", ", config.EndPoints)}.");
+        }
+
+        var endpoint = server.EndPoint;
         var socket = new Socket(SocketType.Stream, ProtocolType.Tcp) { NoDelay = true, SendTimeout = (int)timeout.TotalMilliseconds };
         try
         {
@@ -225,9 +237,10 @@ internal sealed class CommitConnection : IDisposable
 
             if (value is RespError error)
             {
-                if (error.Message.StartsWith("NOSCRIPT", StringComparison.Ordinal))
+                if (error.Message.StartsWith("NOSCRIPT", StringComparison.Ordinal) || error.Message.StartsWith("READONLY", StringComparison.Ordinal))
                 {
-                    // The script cache was flushed: this connection is done; a new one loads the script again.
+                    // The script cache was flushed, or this server is a replica now (a failover): this connection is
+                    // done; a new one loads the script again, on the server that is the primary then.
                     Break();
                 }
 

@@ -83,10 +83,10 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
         // Completions need no order of their own: replicas handle commit replies in send order, and a
         // notification only says "read the log". Ordered completion costs a queue and a hop per reply.
         redis.PreserveAsyncOrder = false;
-        if (options.ReplicasToWaitFor > 0 && (config.EndPoints.Count > 1 || redis.GetServer(config.EndPoints[0]) is { IsConnected: true, ServerType: ServerType.Cluster }))
+        if (options.ReplicasToWaitFor > 0 && config.EndPoints.Any(e => redis.GetServer(e) is { IsConnected: true, ServerType: ServerType.Cluster }))
         {
             redis.Dispose();
-            throw new ArgumentException("Waiting for replicas (--redis-replicas) needs one standalone Redis primary: StackExchange.Redis 1.2.6 cannot send WAIT to the node that owns a workflow's slot in a cluster.");
+            throw new ArgumentException("Waiting for replicas (--redis-replicas) needs a standalone Redis primary, not a cluster: StackExchange.Redis 1.2.6 cannot send WAIT to the node that owns a workflow's slot.");
         }
 
         var store = new RedisStore(options, hub, redis, config, logger ?? NullLogger.Instance);
@@ -562,7 +562,7 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
             else if (opened is null)
             {
                 _directCommits = false;
-                _logger.LogInformation("Commits go through StackExchange.Redis: the direct commit connection serves one standalone primary without TLS.");
+                _logger.LogInformation("Commits go through StackExchange.Redis: the direct commit connection serves a standalone primary (alone or with its replicas) without TLS.");
             }
         }
         catch (Exception ex) when (ex is not OperationCanceledException)

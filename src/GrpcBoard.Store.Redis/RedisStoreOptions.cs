@@ -45,7 +45,7 @@ public sealed class RedisStoreOptions
     }
 
     /// <summary>
-    /// Commits go over a connection of their own, read by a dedicated thread, when Redis is one standalone primary
+    /// Commits go over a connection of their own, read by a dedicated thread, when Redis is a standalone primary (alone or with its replicas)
     /// without TLS (<see cref="CommitConnection"/>); otherwise, or when false, through StackExchange.Redis.
     /// </summary>
     public bool DirectCommits { get; set; } = true;
@@ -58,8 +58,9 @@ public sealed class RedisStoreOptions
     /// writes the primary acknowledged, and with them claims, results and fencing tokens that callers were
     /// told about (which would then be handed out again). With this set, a batch the replicas did not all get
     /// within <see cref="ReplicaWaitTimeout"/> fails with UNAVAILABLE: it is on the primary, but whether it
-    /// survives a failover is unknown, as for a lost reply. One standalone primary only: a cluster is refused,
-    /// since StackExchange.Redis 1.2.6 cannot send WAIT to the node that owns a workflow's slot.
+    /// survives a failover is unknown, as for a lost reply. A standalone primary only (configured alone or with
+    /// its replicas): a cluster is refused, since StackExchange.Redis 1.2.6 cannot send WAIT to the node that owns
+    /// a workflow's slot.
     /// </summary>
     public int ReplicasToWaitFor { get; set; }
 

@@ -68,7 +68,7 @@ public sealed class RedisClusterInstancesTests(RedisClusterFixture cluster)
     {
         var error = await Assert.ThrowsAsync<ArgumentException>(() => RedisStore.ConnectAsync(
             new RedisStoreOptions { Configuration = cluster.Configuration, ReplicasToWaitFor = 1 }, new EventHub()));
-        Assert.Contains("one standalone Redis primary", error.Message, StringComparison.Ordinal);
+        Assert.Contains("needs a standalone Redis primary, not a cluster", error.Message, StringComparison.Ordinal);
     }
 
     [RedisFact]

@@ -49,8 +49,7 @@ public sealed class ReplicaWaitTests
         var replica = await RedisProcess.StartAsync(false, "--replicaof", "127.0.0.1", primary.Port.ToString(CultureInfo.InvariantCulture));
         try
         {
-            await TestTimeouts.Eventually(async () => (await replica.CliAsync("INFO", "replication")).Contains("master_link_status:up", StringComparison.Ordinal),
-                "the replica to be in sync with its primary");
+            await InSyncAsync(replica);
             var wf = "wait-" + Guid.NewGuid().ToString("N")[..8];
             var before = new List<ClaimResult>();
             ClaimResult? after = null;
@@ -155,4 +154,79 @@ public sealed class ReplicaWaitTests
         Assert.Equal(lost.Id, again.Id);
         Assert.Equal(lost.FencingToken, again.FencingToken);
     }
+
+    /// <summary>
+    /// A store given the primary and its replica (<c>--redis primary,replica</c>) follows a failover without a
+    /// restart: the primary dies, the replica is promoted and gets a replica of its own, and the same store goes on,
+    /// over a direct commit connection to the new primary, with every acknowledged claim and no token reused.
+    /// </summary>
+    [RedisFact]
+    public async Task GivenThePrimaryAndItsReplica_AStoreFollowsAFailoverWithoutARestart_AndLosesNothingAcknowledged()
+    {
+        var primary = await RedisProcess.StartAsync(persistent: false);
+        await using var replica = await RedisProcess.StartAsync(false, "--replicaof", "127.0.0.1", primary.Port.ToString(CultureInfo.InvariantCulture));
+        await InSyncAsync(replica);
+        var hub = new EventHub();
+        await using var store = await RedisStore.ConnectAsync(new RedisStoreOptions
+        {
+            Configuration = primary.Endpoint + "," + replica.Endpoint,
+            KeyPrefix = Prefix,
+            ReplicasToWaitFor = 1,
+            ReplicaWaitTimeout = TimeSpan.FromMilliseconds(300),
+        }, hub);
+        var board = new Coordinator(store, hub, _time, new BoardLimits());
+        const string wf = "follow";
+        await board.CreateWorkflowAsync(wf, "failover", null, default).Within();
+        await board.PostTasksAsync(wf, Enumerable.Range(0, 10).Select(i => new TaskSpec { Id = $"t{i}" }).ToArray(), default).Within();
+        var before = new List<TaskRecord>();
+        for (var i = 0; i < 3; i++)
+        {
+            before.Add((await ClaimAsync(board, wf).Within()).Task!);
+        }
+
+        Assert.True(store.DirectCommitCount > 0, "with two endpoints, commits should go over the direct connection to the primary");
+
+        await primary.DisposeAsync();
+        Assert.Equal("OK", (await replica.CliAsync("REPLICAOF", "NO", "ONE")).Trim());
+        await using var second = await RedisProcess.StartAsync(false, "--replicaof", "127.0.0.1", replica.Port.ToString(CultureInfo.InvariantCulture));
+        await InSyncAsync(second);
+
+        // Calls fail with UNAVAILABLE while the store finds the new primary, then succeed.
+        ClaimResult? next = null;
+        await TestTimeouts.Eventually(async () =>
+        {
+            try
+            {
+                next = await ClaimAsync(board, wf);
+                return true;
+            }
+            catch (BoardException ex) when (ex.Error == BoardError.StoreUnavailable)
+            {
+                return false;
+            }
+        }, "a claim to succeed on the new primary", TimeSpan.FromSeconds(60));
+
+        Assert.DoesNotContain(next!.Task!.Id, before.Select(t => t.Id));
+        Assert.True(next.Task.FencingToken > before.Max(t => t.FencingToken));
+        Assert.True(await HeadAsync(second, wf) >= next.Revision, "acknowledged before the new primary's replica had it");
+        foreach (var claimed in before)
+        {
+            var task = (await board.GetTaskAsync(wf, claimed.Id, default).Within()).Task;
+            Assert.Equal(TaskState.Claimed, task.State);
+            Assert.Equal(claimed.FencingToken, task.FencingToken);
+        }
+
+        // Commits go back to a direct connection, now to the new primary.
+        var direct = store.DirectCommitCount;
+        await TestTimeouts.Eventually(async () =>
+        {
+            await board.GetWorkflowAsync(wf, default);
+            return store.DirectCommitCount > direct;
+        }, "commits to go over a direct connection to the new primary", TimeSpan.FromSeconds(30));
+        Assert.NotNull((await ClaimAsync(board, wf).Within()).Task);
+    }
+
+    private static Task InSyncAsync(RedisProcess replica) =>
+        TestTimeouts.Eventually(async () => (await replica.CliAsync("INFO", "replication")).Contains("master_link_status:up", StringComparison.Ordinal),
+            "the replica to be in sync with its primary");
 }
