@@ -235,13 +235,13 @@ internal sealed class CommitBatch
     /// changes packed as MessagePack: [events (revision, blob, ...), ops]. Records refer to their event by
     /// index, so each blob crosses once.
     /// </summary>
-    public RedisValue[] Arguments(string channel, string origin, TaskCounts counts, TimeSpan turnLease, TimeSpan turnLength)
+    public RedisValue[] Arguments(string channel, string origin, TaskCounts counts, TimeSpan turnLease, TimeSpan turnLength, bool waitsForReplicas)
     {
         RedisValue lease = (long)turnLease.TotalMilliseconds, length = (long)turnLength.TotalMilliseconds;
         RedisValue queue = QueuesForTurn ? 1 : 0;
         if (!HasWrites)
         {
-            return [PreviousId, Id, Head, channel, RedisValue.EmptyString, RedisValue.EmptyString, origin, lease, length, queue];
+            return [PreviousId, Id, Head, channel, RedisValue.EmptyString, RedisValue.EmptyString, origin, lease, length, queue, waitsForReplicas ? 1 : 0];
         }
 
         var ops = new List<Action<MessagePackWriter>>();
@@ -300,7 +300,7 @@ internal sealed class CommitBatch
             op(packed);
         }
 
-        return [PreviousId, Id, Head, channel, Notification(origin), packed.ToArray(), origin, lease, length, queue];
+        return [PreviousId, Id, Head, channel, Notification(origin), packed.ToArray(), origin, lease, length, queue, 0];
     }
 
     /// <summary>An op is an array: its code, then its items.</summary>

@@ -468,7 +468,7 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
     internal async Task<CommitReply> CommitAsync(string workflowId, RedisValue[] args, bool waitForReplicas)
     {
         var reply = CommitReply.From(await _db.ScriptEvaluateAsync(Scripts.Commit, [_keys.Meta(workflowId)], args).ConfigureAwait(false));
-        if (waitForReplicas && reply.Code > 0)
+        if (waitForReplicas && reply.Code >= 0)
         {
             // Sent after the reply, on the same (interactive) connection: WAIT covers that connection's last
             // write, which is then this commit or a later one. It holds that connection (shared by every other
@@ -481,17 +481,21 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
         return reply;
     }
 
-    /// <summary>Whether a batch's commit is followed by WAIT: it writes, and replicas are waited for.</summary>
-    internal bool WaitsForReplicas(CommitBatch batch) => batch.HasWrites && _options.ReplicasToWaitFor > 0;
+    /// <summary>
+    /// Whether every commit is followed by WAIT. Batches of reads only too: what they read (this instance's or
+    /// another's writes) may not have reached the replicas yet, and a caller must not be shown what a failover
+    /// can take back.
+    /// </summary>
+    internal bool WaitsForReplicas => _options.ReplicasToWaitFor > 0;
 
     /// <summary>
-    /// The failure of a batch that committed on the primary but reached fewer replicas than asked in time: its
-    /// callers hear UNAVAILABLE (whether it survives a failover is unknown) and the replica is reloaded, as after a
-    /// lost reply. Null when nothing is wrong.
+    /// The failure of a batch that committed (or, of reads only, was confirmed) on the primary but whose state
+    /// reached fewer replicas than asked in time: its callers hear UNAVAILABLE (whether it survives a failover is
+    /// unknown) and the replica is reloaded, as after a lost reply. Null when nothing is wrong.
     /// </summary>
-    internal Exception? ReplicationShortfall(CommitBatch batch, CommitReply reply)
+    internal Exception? ReplicationShortfall(CommitReply reply)
     {
-        if (!WaitsForReplicas(batch) || reply.Code <= 0 || reply.Replicas >= _options.ReplicasToWaitFor)
+        if (!WaitsForReplicas || reply.Code < 0 || reply.Replicas >= _options.ReplicasToWaitFor)
         {
             return null;
         }

@@ -33,7 +33,10 @@ internal static class Scripts
     ///
     /// ARGV: expected batch id, new batch id, new head, channel, notification, the changes as MessagePack (""
     /// for a batch of reads only), this instance's id, turn lease (ms), turn length (ms), whether to queue for
-    /// the turn when refused for it ("0": no, its calls go to the holder instead). The changes:
+    /// the turn when refused for it ("0": no, its calls go to the holder instead), whether a batch of reads
+    /// only is followed by WAIT ("1": it then PUBLISHes on a channel nobody listens to, which replicas receive:
+    /// WAIT is documented to cover the writes of its own connection, and this one makes that everything the reads
+    /// saw, other instances' writes included; Redis 7.0 measured here waits that far without it). The changes:
     /// [events, ops], events = [revision, blob, ...], each op an array [code, ...]: D (delete the workflow's
     /// contents), W (event index: the workflow record), T and N (id, event index, ...: task and note
     /// records), X (note keys to delete), E (append the events to the log), Z (score, timer member, ...), R
@@ -56,6 +59,7 @@ internal static class Scripts
         local queue = base .. 'wq'
         if holder and holder ~= me and lapses > now then
           if ARGV[6] == '' and lb == ARGV[1] then
+            if ARGV[11] == '1' then redis.call('PUBLISH', base .. 'rw', '') end
             return {0, head}
           end
           if ARGV[10] ~= '0' and not redis.call('LPOS', queue, me) then
@@ -68,6 +72,7 @@ internal static class Scripts
           return {-1, head, lb}
         end
         if ARGV[6] == '' then
+          if ARGV[11] == '1' then redis.call('PUBLISH', base .. 'rw', '') end
           return {0, head}
         end
         if holder ~= me or lapses <= now then

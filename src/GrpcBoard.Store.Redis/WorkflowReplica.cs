@@ -273,12 +273,12 @@ internal sealed class WorkflowReplica
             batch.Id = batch.HasWrites ? _store.InstanceId + ":" + (++_sequence).ToString(System.Globalization.CultureInfo.InvariantCulture) : _sentId;
             batch.Head = _state.Head;
             _sentId = batch.Id;
-            var args = batch.Arguments(_store.Keys.Channel(Id), _store.InstanceId, _state.Counts, _options.TurnLease, _options.TurnLength);
+            var waits = _store.WaitsForReplicas;
+            var args = batch.Arguments(_store.Keys.Channel(Id), _store.InstanceId, _state.Counts, _options.TurnLease, _options.TurnLength, waits);
             _inFlight.Enqueue(batch);
             // Sent under the lock: both connections write commands in the order they are issued, so the
             // batches of this workflow reach Redis in order (and should a batch take the other connection after
             // one broke, the commit's condition on the last batch keeps the order anyway).
-            var waits = _store.WaitsForReplicas(batch);
             if (!_store.TrySendCommit(Id, args, waits, (reply, error) => OnReply(batch, reply, error)))
             {
                 _ = _store.CommitAsync(Id, args, waits).ContinueWith(
@@ -308,7 +308,7 @@ internal sealed class WorkflowReplica
         List<PendingTxn>? decided;
         lock (Gate)
         {
-            batch.Answer(reply, error ?? _store.ReplicationShortfall(batch, reply));
+            batch.Answer(reply, error ?? _store.ReplicationShortfall(reply));
             // Replies may be handled out of order; resolve them in send order.
             while (_inFlight.TryPeek(out var first) && first.Answered)
             {

@@ -84,6 +84,19 @@ public sealed class RedisProcess : IAsyncDisposable
         }
     }
 
+    /// <summary>SIGSTOP: the server neither answers nor closes its connections, as a hung or overloaded one.</summary>
+    public Task PauseAsync() => SignalAsync("STOP");
+
+    /// <summary>SIGCONT after <see cref="PauseAsync"/>.</summary>
+    public Task ResumeAsync() => SignalAsync("CONT");
+
+    private async Task SignalAsync(string signal)
+    {
+        using var kill = Process.Start("/bin/kill", ["-" + signal, _process!.Id.ToString(System.Globalization.CultureInfo.InvariantCulture)])!;
+        await kill.WaitForExitAsync().Within();
+        Assert.Equal(0, kill.ExitCode);
+    }
+
     public async Task<string> CliAsync(params string[] args)
     {
         var info = new ProcessStartInfo("/usr/bin/redis-cli") { UseShellExecute = false, RedirectStandardOutput = true, RedirectStandardError = true };
