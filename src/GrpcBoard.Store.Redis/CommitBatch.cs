@@ -13,7 +13,7 @@ namespace GrpcBoard.Store.Redis;
 /// </summary>
 internal readonly record struct CommitReply(long Code, long Head, double TimerBefore, double TimerAfter, long TurnLapsesIn = 0, string? TurnHolder = null)
 {
-    /// <summary>For a committed batch when replicas are waited for: how many acknowledged it (WAIT's answer).</summary>
+    /// <summary>When replicas are waited for: how many acknowledged what the batch wrote or read (WAIT's answer).</summary>
     public long? Replicas { get; init; }
 
     /// <summary>Another instance holds the workflow's turn: the batch was not looked at.</summary>

@@ -25,6 +25,9 @@ internal sealed class ClientCall<TRequest, TResponse> : IAsyncDisposable
     private Channel<TRequest>? _requests;
     private Status? _status;
 
+    /// <summary>Why a streamed request message could not be sent (too large, say): the call's status, whatever HttpClient makes of it.</summary>
+    private volatile RpcException? _sendFailure;
+
     public ClientCall(GrpcChannel channel, Method<TRequest, TResponse> method, CallOptions options)
     {
         _channel = channel;
@@ -330,6 +333,13 @@ internal sealed class ClientCall<TRequest, TResponse> : IAsyncDisposable
             return new RpcException(new Status(StatusCode.Cancelled, "The call was cancelled by the caller."), inner: ex);
         }
 
+        if (_sendFailure is { } sendFailure)
+        {
+            // HttpClient reports a request body that failed as a failed request or a broken response stream,
+            // depending on whether the response headers had arrived: the reason is the same either way.
+            return sendFailure;
+        }
+
         return ex switch
         {
             RpcException rpc => rpc,
@@ -383,7 +393,16 @@ internal sealed class ClientCall<TRequest, TResponse> : IAsyncDisposable
             await foreach (var message in call._requests!.Reader.ReadAllAsync(cancellationToken).ConfigureAwait(false))
             {
                 buffer.ResetWrittenCount();
-                MessageFraming.WriteMessage(buffer, message, call._method.RequestMarshaller, call._channel.Options.SendCompression, call._channel.Options.MaxSendMessageSize);
+                try
+                {
+                    MessageFraming.WriteMessage(buffer, message, call._method.RequestMarshaller, call._channel.Options.SendCompression, call._channel.Options.MaxSendMessageSize);
+                }
+                catch (RpcException ex)
+                {
+                    call._sendFailure = ex;
+                    throw;
+                }
+
                 await stream.WriteAsync(buffer.WrittenMemory, cancellationToken).ConfigureAwait(false);
                 await stream.FlushAsync(cancellationToken).ConfigureAwait(false);
             }
