@@ -382,7 +382,19 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
     {
         Interlocked.Increment(ref _logReads);
         var floor = Watermark(workflowId);
-        var r = (RedisResult[])(await Script(Scripts.ReadLog, workflowId, fromRevision, limit).ConfigureAwait(false))!;
+        var r = (RedisResult[])(await Script(Scripts.ReadLog, workflowId, fromRevision, limit, WaitsForReplicas ? 1 : 0).ConfigureAwait(false))!;
+        if (WaitsForReplicas)
+        {
+            // What was read reaches watchers, replicas' catch-ups and loads: only once the replicas have it, as for
+            // commits (the script wrote a notice, so this covers everything it read).
+            var wait = _options.ReplicaWait;
+            var acknowledged = (long)await Call(() => _db.ExecuteAsync("WAIT", wait.Replicas, wait.TimeoutMs)).ConfigureAwait(false);
+            if (Shortfall(acknowledged, "a read of the log") is { } shortfall)
+            {
+                throw shortfall;
+            }
+        }
+
         var head = (long)r[0];
         ObserveHead(workflowId, head, floor);
         var events = new List<EventRecord>((r.Length - 4) / 2);
@@ -493,16 +505,12 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
     /// reached fewer replicas than asked in time: its callers hear UNAVAILABLE (whether it survives a failover is
     /// unknown) and the replica is reloaded, as after a lost reply. Null when nothing is wrong.
     /// </summary>
-    internal Exception? ReplicationShortfall(CommitReply reply)
-    {
-        if (!WaitsForReplicas || reply.Code < 0 || reply.Replicas >= _options.ReplicasToWaitFor)
-        {
-            return null;
-        }
+    internal Exception? ReplicationShortfall(CommitReply reply) =>
+        WaitsForReplicas && reply.Code >= 0 ? Shortfall(reply.Replicas ?? 0, "the commit") : null;
 
-        return new BoardException(BoardError.StoreUnavailable, string.Create(CultureInfo.InvariantCulture,
-            $"Redis is unavailable: the commit reached {reply.Replicas ?? 0} of {_options.ReplicasToWaitFor} replicas within {_options.ReplicaWait.TimeoutMs} ms; it is on the primary, but a failover could lose it."));
-    }
+    private BoardException? Shortfall(long acknowledged, string what) =>
+        acknowledged >= _options.ReplicasToWaitFor ? null : new BoardException(BoardError.StoreUnavailable, string.Create(CultureInfo.InvariantCulture,
+            $"Redis is unavailable: {what} reached {acknowledged} of {_options.ReplicasToWaitFor} replicas within {_options.ReplicaWait.TimeoutMs} ms; it is on the primary, but a failover could lose it."));
 
     /// <summary>
     /// Sends a commit over the direct connection (<see cref="CommitConnection"/>); false when there is none or it

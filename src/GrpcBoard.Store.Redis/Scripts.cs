@@ -151,11 +151,13 @@ internal static class Scripts
 
     /// <summary>
     /// The workflow's log from a revision, with the meta it belongs to, read atomically. ARGV: from revision,
-    /// count. Returns {head, lb, oldest, exists, rev1, blob1, ...}: events only when from is retained.
+    /// count, whether a WAIT follows ("1": PUBLISH a notice nobody listens to first, as <see cref="Commit"/> does for
+    /// reads). Returns {head, lb, oldest, exists, rev1, blob1, ...}: events only when from is retained.
     /// </summary>
     public const string ReadLog = """
         local meta = KEYS[1]
         local base = string.sub(meta, 1, -5)
+        if ARGV[3] == '1' then redis.call('PUBLISH', base .. 'rw', '') end
         local m = redis.call('HMGET', meta, 'head', 'lb', 'oldest', 'rec')
         local head = tonumber(m[1] or '0')
         local oldest = tonumber(m[3] or '1')

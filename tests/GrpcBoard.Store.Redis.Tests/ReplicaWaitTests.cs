@@ -2,6 +2,7 @@ using System.Globalization;
 using GrpcBoard.Core;
 using GrpcBoard.Core.Events;
 using GrpcBoard.Core.Model;
+using GrpcBoard.Core.Watch;
 using GrpcBoard.Testing;
 using Xunit;
 
@@ -256,7 +257,8 @@ public sealed class ReplicaWaitTests
     /// <summary>
     /// Reads are waited for too, also reads of another instance's writes. With the replica connected but paused
     /// (SIGSTOP: it takes in nothing and acknowledges nothing), a claim through A is refused, and B, a new instance
-    /// that reads the workflow from the primary where that claim is, answers UNAVAILABLE instead of showing it.
+    /// that reads the workflow from the primary where that claim is, answers UNAVAILABLE instead of showing it, to
+    /// a read and to a watcher.
     /// Once the replica resumes, B shows it. (WAIT is documented to cover what its own connection wrote, and B
     /// has written nothing, so a batch of reads first writes a notice nobody listens to. Redis 7.0 here makes a
     /// connection that wrote nothing wait too, so this test passes without that notice as well.)
@@ -284,6 +286,23 @@ public sealed class ReplicaWaitTests
             (b, boardB) = await OpenAsync(primary, replicas: 1);
             var read = await Assert.ThrowsAsync<BoardException>(() => boardB.GetWorkflowAsync(wf, default)).Within();
             Assert.Equal(BoardError.StoreUnavailable, read.Error);
+
+            // Nor does a watcher on B get the refused claim's event: reading the log waits for the replica too.
+            var refusedRevision = await HeadAsync(primary, wf);
+            var seen = new List<long>();
+            var watch = await Assert.ThrowsAsync<BoardException>(async () =>
+            {
+                using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(10));
+                await foreach (var item in boardB.WatchAsync(wf, 1, WatchFilter.All, null, cts.Token))
+                {
+                    if (item is WatchItem.Change change)
+                    {
+                        seen.Add(change.Event.Revision);
+                    }
+                }
+            });
+            Assert.Equal(BoardError.StoreUnavailable, watch.Error);
+            Assert.DoesNotContain(refusedRevision, seen);
         }
         finally
         {
