@@ -510,7 +510,7 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
 
     private BoardException? Shortfall(long acknowledged, string what) =>
         acknowledged >= _options.ReplicasToWaitFor ? null : new BoardException(BoardError.StoreUnavailable, string.Create(CultureInfo.InvariantCulture,
-            $"Redis is unavailable: {what} reached {acknowledged} of {_options.ReplicasToWaitFor} replicas within {_options.ReplicaWait.TimeoutMs} ms; it is on the primary, but a failover could lose it."));
+            $"Redis is unavailable: {what} reached {acknowledged} of {_options.ReplicasToWaitFor} replicas within {_options.ReplicaWait.TimeoutMs} ms; the primary has it, but a failover could lose it."));
 
     /// <summary>
     /// Sends a commit over the direct connection (<see cref="CommitConnection"/>); false when there is none or it
