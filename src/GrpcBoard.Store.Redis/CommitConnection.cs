@@ -32,23 +32,28 @@ internal sealed class CommitConnection : IDisposable
     private readonly byte[] _sha;
     private readonly long _timeoutTicks;
     private readonly object _writeLock = new();
-    private readonly Queue<(Action<CommitReply, Exception?> OnReply, long SentAt, bool Waits)> _pending = new();
+    private readonly Queue<(Action<CommitReply, Exception?> OnReply, long SentAt)> _pending = new();
     private readonly ArrayBufferWriter<byte> _out = new(64 * 1024);
     private readonly RespReader _reader;
     private readonly Thread _thread;
     private readonly Action<Exception> _onCallbackError;
-    private readonly byte[] _waitCommand;
+
+    /// <summary>WAIT, sent after every commit when replicas are waited for (<see cref="RedisStoreOptions.ReplicasToWaitFor"/>); else null.</summary>
+    private readonly byte[]? _waitCommand;
     private bool _broken;
 
     private CommitConnection(Socket socket, string sha, TimeSpan timeout, ReplicaWait wait, Action<Exception> onCallbackError)
     {
         _onCallbackError = onCallbackError;
-        var command = new ArrayBufferWriter<byte>();
-        ArrayHeader(command, 3);
-        Bulk(command, "WAIT"u8);
-        Bulk(command, Encoding.ASCII.GetBytes(wait.Replicas.ToString(System.Globalization.CultureInfo.InvariantCulture)));
-        Bulk(command, Encoding.ASCII.GetBytes(wait.TimeoutMs.ToString(System.Globalization.CultureInfo.InvariantCulture)));
-        _waitCommand = command.WrittenSpan.ToArray();
+        if (wait.Replicas > 0)
+        {
+            var command = new ArrayBufferWriter<byte>();
+            ArrayHeader(command, 3);
+            Bulk(command, "WAIT"u8);
+            Bulk(command, Encoding.ASCII.GetBytes(wait.Replicas.ToString(System.Globalization.CultureInfo.InvariantCulture)));
+            Bulk(command, Encoding.ASCII.GetBytes(wait.TimeoutMs.ToString(System.Globalization.CultureInfo.InvariantCulture)));
+            _waitCommand = command.WrittenSpan.ToArray();
+        }
         _socket = socket;
         _sha = Encoding.ASCII.GetBytes(sha);
         _timeoutTicks = (long)(timeout.TotalSeconds * Stopwatch.Frequency);
@@ -80,7 +85,7 @@ internal sealed class CommitConnection : IDisposable
         if (server is null && servers.Count > 1)
         {
             // After a failover StackExchange.Redis goes on calling the promoted replica a replica until its next
-            // periodic check (a minute): ask it to look at every endpoint's role now.
+            // periodic check (60 s by default; still so after 30 s in a test): ask it to look at every role now.
             await redis.ConfigureAsync().ConfigureAwait(false);
             server = servers.FirstOrDefault(s => s.IsConnected && !s.IsSlave);
         }
@@ -137,10 +142,10 @@ internal sealed class CommitConnection : IDisposable
     /// <summary>
     /// Sends one commit (EVALSHA) for the workflow whose meta key is <paramref name="key"/>. False when the
     /// connection is broken (nothing was sent). <paramref name="onReply"/> runs on the reader thread, in send order,
-    /// with the reply or the failure. With <paramref name="waitForReplicas"/>, a WAIT follows the script in the same
-    /// write, so it covers this commit, and the reply carries how many replicas acknowledged it.
+    /// with the reply or the failure. When replicas are waited for, a WAIT follows the script in the same write, so
+    /// it covers this commit, and the reply carries how many replicas acknowledged it.
     /// </summary>
-    public bool TrySend(RedisKey key, RedisValue[] args, bool waitForReplicas, Action<CommitReply, Exception?> onReply)
+    public bool TrySend(RedisKey key, RedisValue[] args, Action<CommitReply, Exception?> onReply)
     {
         lock (_writeLock)
         {
@@ -160,7 +165,7 @@ internal sealed class CommitConnection : IDisposable
                 Bulk(_out, (byte[])arg!);
             }
 
-            if (waitForReplicas)
+            if (_waitCommand is not null)
             {
                 _out.Write(_waitCommand);
             }
@@ -176,12 +181,12 @@ internal sealed class CommitConnection : IDisposable
             catch (Exception ex) when (ex is SocketException or ObjectDisposedException)
             {
                 // Part of the command may have gone out: its outcome is unknown, as for any lost reply.
-                _pending.Enqueue((onReply, Stopwatch.GetTimestamp(), waitForReplicas));
+                _pending.Enqueue((onReply, Stopwatch.GetTimestamp()));
                 BreakLocked();
                 return true;
             }
 
-            _pending.Enqueue((onReply, Stopwatch.GetTimestamp(), waitForReplicas));
+            _pending.Enqueue((onReply, Stopwatch.GetTimestamp()));
             return true;
         }
     }
@@ -199,14 +204,8 @@ internal sealed class CommitConnection : IDisposable
             try
             {
                 value = _reader.ReadValue();
-                bool waits;
-                lock (_writeLock)
-                {
-                    waits = _pending.TryPeek(out var next) && next.Waits;
-                }
-
                 // Read before the command leaves the queue, so a WAIT that never ends still times out.
-                if (waits)
+                if (_waitCommand is not null)
                 {
                     replicas = _reader.ReadValue();
                 }

@@ -387,9 +387,7 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
         {
             // What was read reaches watchers, replicas' catch-ups and loads: only once the replicas have it, as for
             // commits (the script wrote a notice, so this covers everything it read).
-            var wait = _options.ReplicaWait;
-            var acknowledged = (long)await Call(() => _db.ExecuteAsync("WAIT", wait.Replicas, wait.TimeoutMs)).ConfigureAwait(false);
-            if (Shortfall(acknowledged, "a read of the log") is { } shortfall)
+            if (Shortfall(await WaitForReplicasAsync().ConfigureAwait(false), "a read of the log") is { } shortfall)
             {
                 throw shortfall;
             }
@@ -476,21 +474,22 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
     internal Task PassTurnAsync(string workflowId) =>
         Script(Scripts.PassTurn, workflowId, InstanceId, (long)_options.TurnLease.TotalMilliseconds, _keys.Channel(workflowId));
 
-    /// <summary>Sends a commit script through StackExchange.Redis (and WAIT after it, if asked); the replica handles the reply.</summary>
-    internal async Task<CommitReply> CommitAsync(string workflowId, RedisValue[] args, bool waitForReplicas)
+    /// <summary>Sends a commit script through StackExchange.Redis (and WAIT after it, when replicas are waited for); the replica handles the reply.</summary>
+    internal async Task<CommitReply> CommitAsync(string workflowId, RedisValue[] args)
     {
         var reply = CommitReply.From(await _db.ScriptEvaluateAsync(Scripts.Commit, [_keys.Meta(workflowId)], args).ConfigureAwait(false));
-        if (waitForReplicas && reply.Code >= 0)
-        {
-            // Sent after the reply, on the same (interactive) connection: WAIT covers that connection's last
-            // write, which is then this commit or a later one. It holds that connection (shared by every other
-            // command of this instance) until the replicas answer; this path only carries commits while the direct
-            // connection is broken or turned off.
-            var wait = _options.ReplicaWait;
-            reply = reply with { Replicas = (long)await _db.ExecuteAsync("WAIT", wait.Replicas, wait.TimeoutMs).ConfigureAwait(false) };
-        }
+        return WaitsForReplicas && reply.Code >= 0 ? reply with { Replicas = await WaitForReplicasAsync().ConfigureAwait(false) } : reply;
+    }
 
-        return reply;
+    /// <summary>
+    /// WAIT through StackExchange.Redis, after a script's reply and on the same (interactive) connection, so it
+    /// covers that connection's last write: the script's, or a later one. It holds that connection, shared by
+    /// every other command of this instance, until the replicas answer or the timeout passes. Returns how many did.
+    /// </summary>
+    private async Task<long> WaitForReplicasAsync()
+    {
+        var wait = _options.ReplicaWait;
+        return (long)await Call(() => _db.ExecuteAsync("WAIT", wait.Replicas, wait.TimeoutMs)).ConfigureAwait(false);
     }
 
     /// <summary>
@@ -516,7 +515,7 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
     /// Sends a commit over the direct connection (<see cref="CommitConnection"/>); false when there is none or it
     /// broke (a new one is opened in the background), and the caller sends it through StackExchange.Redis.
     /// </summary>
-    internal bool TrySendCommit(string workflowId, RedisValue[] args, bool waitForReplicas, Action<CommitReply, Exception?> onReply)
+    internal bool TrySendCommit(string workflowId, RedisValue[] args, Action<CommitReply, Exception?> onReply)
     {
         if (!_directCommits)
         {
@@ -524,7 +523,7 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
         }
 
         var commits = _commits;
-        if (commits is not null && commits.TrySend(_keys.Meta(workflowId), args, waitForReplicas, onReply))
+        if (commits is not null && commits.TrySend(_keys.Meta(workflowId), args, onReply))
         {
             Interlocked.Increment(ref _directCommitCount);
             return true;

@@ -273,15 +273,14 @@ internal sealed class WorkflowReplica
             batch.Id = batch.HasWrites ? _store.InstanceId + ":" + (++_sequence).ToString(System.Globalization.CultureInfo.InvariantCulture) : _sentId;
             batch.Head = _state.Head;
             _sentId = batch.Id;
-            var waits = _store.WaitsForReplicas;
-            var args = batch.Arguments(_store.Keys.Channel(Id), _store.InstanceId, _state.Counts, _options.TurnLease, _options.TurnLength, waits);
+            var args = batch.Arguments(_store.Keys.Channel(Id), _store.InstanceId, _state.Counts, _options.TurnLease, _options.TurnLength, _store.WaitsForReplicas);
             _inFlight.Enqueue(batch);
             // Sent under the lock: both connections write commands in the order they are issued, so the
             // batches of this workflow reach Redis in order (and should a batch take the other connection after
             // one broke, the commit's condition on the last batch keeps the order anyway).
-            if (!_store.TrySendCommit(Id, args, waits, (reply, error) => OnReply(batch, reply, error)))
+            if (!_store.TrySendCommit(Id, args, (reply, error) => OnReply(batch, reply, error)))
             {
-                _ = _store.CommitAsync(Id, args, waits).ContinueWith(
+                _ = _store.CommitAsync(Id, args).ContinueWith(
                     static (t, state) =>
                     {
                         var (replica, batch) = ((WorkflowReplica, CommitBatch))state!;
