@@ -44,23 +44,7 @@ public sealed class DirectCommitTests
         }
 
         /// <summary>Claims until a claim is not refused with UNAVAILABLE (Redis is back); returns that claim.</summary>
-        public async Task<ClaimResult> ClaimOnceBackAsync(string what)
-        {
-            ClaimResult? claim = null;
-            await TestTimeouts.Eventually(async () =>
-            {
-                try
-                {
-                    claim = await ClaimAsync();
-                    return true;
-                }
-                catch (BoardException ex) when (ex.Error == BoardError.StoreUnavailable)
-                {
-                    return false;
-                }
-            }, what, TimeSpan.FromSeconds(30));
-            return claim!;
-        }
+        public Task<ClaimResult> ClaimOnceBackAsync(string what) => UntilAvailable.CallAsync(ClaimAsync, what);
 
         public async ValueTask DisposeAsync()
         {

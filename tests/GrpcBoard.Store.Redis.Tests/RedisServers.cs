@@ -97,6 +97,15 @@ public sealed class RedisProcess : IAsyncDisposable
         Assert.Equal(0, kill.ExitCode);
     }
 
+    /// <summary>A redis-server that replicates this one (<c>--replicaof</c>, no persistence), once it is in sync.</summary>
+    public async Task<RedisProcess> StartReplicaAsync()
+    {
+        var replica = await StartAsync(false, "--replicaof", "127.0.0.1", Port.ToString(System.Globalization.CultureInfo.InvariantCulture));
+        await TestTimeouts.Eventually(async () => (await replica.CliAsync("INFO", "replication")).Contains("master_link_status:up", StringComparison.Ordinal),
+            "the replica to be in sync with its primary");
+        return replica;
+    }
+
     public async Task<string> CliAsync(params string[] args)
     {
         var info = new ProcessStartInfo("/usr/bin/redis-cli") { UseShellExecute = false, RedirectStandardOutput = true, RedirectStandardError = true };

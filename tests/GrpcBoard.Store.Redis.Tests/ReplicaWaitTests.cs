@@ -19,12 +19,16 @@ public sealed class ReplicaWaitTests
     private const string Prefix = "rw";
     private readonly ManualTimeProvider _time = new();
 
-    private async Task<(RedisStore Store, Coordinator Board)> OpenAsync(RedisProcess redis, int replicas, bool directCommits = true)
+    private Task<(RedisStore Store, Coordinator Board)> OpenAsync(RedisProcess redis, int replicas, bool directCommits = true) =>
+        OpenAsync(redis.Endpoint, replicas, directCommits);
+
+    /// <summary>A store on <paramref name="configuration"/> (one endpoint, or a primary and its replicas) and a board on it.</summary>
+    private async Task<(RedisStore Store, Coordinator Board)> OpenAsync(string configuration, int replicas, bool directCommits = true)
     {
         var hub = new EventHub();
         var store = await RedisStore.ConnectAsync(new RedisStoreOptions
         {
-            Configuration = redis.Endpoint,
+            Configuration = configuration,
             KeyPrefix = Prefix,
             DirectCommits = directCommits,
             ReplicasToWaitFor = replicas,
@@ -47,10 +51,9 @@ public sealed class ReplicaWaitTests
     private async Task<Failover> ClaimAcrossAFailoverAsync(int replicas, bool directCommits)
     {
         await using var primary = await RedisProcess.StartAsync(persistent: false);
-        var replica = await RedisProcess.StartAsync(false, "--replicaof", "127.0.0.1", primary.Port.ToString(CultureInfo.InvariantCulture));
+        var replica = await primary.StartReplicaAsync();
         try
         {
-            await InSyncAsync(replica);
             var wf = "wait-" + Guid.NewGuid().ToString("N")[..8];
             var before = new List<ClaimResult>();
             ClaimResult? after = null;
@@ -191,18 +194,10 @@ public sealed class ReplicaWaitTests
     [RedisFact]
     public async Task GivenThePrimaryAndItsReplica_AStoreFollowsAFailoverWithoutARestart_AndLosesNothingAcknowledged()
     {
-        var primary = await RedisProcess.StartAsync(persistent: false);
-        await using var replica = await RedisProcess.StartAsync(false, "--replicaof", "127.0.0.1", primary.Port.ToString(CultureInfo.InvariantCulture));
-        await InSyncAsync(replica);
-        var hub = new EventHub();
-        await using var store = await RedisStore.ConnectAsync(new RedisStoreOptions
-        {
-            Configuration = primary.Endpoint + "," + replica.Endpoint,
-            KeyPrefix = Prefix,
-            ReplicasToWaitFor = 1,
-            ReplicaWaitTimeout = TimeSpan.FromMilliseconds(300),
-        }, hub);
-        var board = new Coordinator(store, hub, _time, new BoardLimits());
+        await using var primary = await RedisProcess.StartAsync(persistent: false);
+        await using var replica = await primary.StartReplicaAsync();
+        var (store, board) = await OpenAsync(primary.Endpoint + "," + replica.Endpoint, replicas: 1);
+        await using var _ = store;
         const string wf = "follow";
         await board.CreateWorkflowAsync(wf, "failover", null, default).Within();
         await board.PostTasksAsync(wf, Enumerable.Range(0, 10).Select(i => new TaskSpec { Id = $"t{i}" }).ToArray(), default).Within();
@@ -214,27 +209,14 @@ public sealed class ReplicaWaitTests
 
         Assert.True(store.DirectCommitCount > 0, "with two endpoints, commits should go over the direct connection to the primary");
 
-        await primary.DisposeAsync();
+        await primary.KillAsync();
         Assert.Equal("OK", (await replica.CliAsync("REPLICAOF", "NO", "ONE")).Trim());
-        await using var second = await RedisProcess.StartAsync(false, "--replicaof", "127.0.0.1", replica.Port.ToString(CultureInfo.InvariantCulture));
-        await InSyncAsync(second);
+        await using var second = await replica.StartReplicaAsync();
 
         // Calls fail with UNAVAILABLE while the store finds the new primary, then succeed.
-        ClaimResult? next = null;
-        await TestTimeouts.Eventually(async () =>
-        {
-            try
-            {
-                next = await ClaimAsync(board, wf);
-                return true;
-            }
-            catch (BoardException ex) when (ex.Error == BoardError.StoreUnavailable)
-            {
-                return false;
-            }
-        }, "a claim to succeed on the new primary", TimeSpan.FromSeconds(60));
+        var next = await UntilAvailable.CallAsync(() => ClaimAsync(board, wf), "a claim to succeed on the new primary", within: TimeSpan.FromSeconds(60));
 
-        Assert.DoesNotContain(next!.Task!.Id, before.Select(t => t.Id));
+        Assert.DoesNotContain(next.Task!.Id, before.Select(t => t.Id));
         Assert.True(next.Task.FencingToken > before.Max(t => t.FencingToken));
         Assert.True(await HeadAsync(second, wf) >= next.Revision, "acknowledged before the new primary's replica had it");
         foreach (var claimed in before)
@@ -267,8 +249,7 @@ public sealed class ReplicaWaitTests
     public async Task AReadOfAnotherInstancesWrite_IsNotShownBeforeTheReplicaHasIt()
     {
         await using var primary = await RedisProcess.StartAsync(persistent: false);
-        await using var replica = await RedisProcess.StartAsync(false, "--replicaof", "127.0.0.1", primary.Port.ToString(CultureInfo.InvariantCulture));
-        await InSyncAsync(replica);
+        await using var replica = await primary.StartReplicaAsync();
         var (a, boardA) = await OpenAsync(primary, replicas: 1);
         await using var _ = a;
         const string wf = "reads";
@@ -311,20 +292,7 @@ public sealed class ReplicaWaitTests
 
         await using var __ = b!;
         // The refused claim is on the primary: once the replica has it, it is shown.
-        await TestTimeouts.Eventually(async () =>
-        {
-            try
-            {
-                return (await boardB!.GetWorkflowAsync(wf, default)).Counts[TaskState.Claimed] == 2;
-            }
-            catch (BoardException ex) when (ex.Error == BoardError.StoreUnavailable)
-            {
-                return false;
-            }
-        }, "B to show both claims once the replica resumed");
+        await UntilAvailable.CallAsync(() => boardB!.GetWorkflowAsync(wf, default), "B to show both claims once the replica resumed",
+            until: view => view.Counts[TaskState.Claimed] == 2);
     }
-
-    private static Task InSyncAsync(RedisProcess replica) =>
-        TestTimeouts.Eventually(async () => (await replica.CliAsync("INFO", "replication")).Contains("master_link_status:up", StringComparison.Ordinal),
-            "the replica to be in sync with its primary");
 }
