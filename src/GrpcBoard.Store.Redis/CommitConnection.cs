@@ -66,9 +66,12 @@ internal sealed class CommitConnection : IDisposable
     /// configuration is one this connection does not serve (TLS, a cluster, a sentinel, or one endpoint that is a
     /// replica): StackExchange.Redis carries the commits then. With several endpoints (a primary and its
     /// replicas), it goes to the one StackExchange.Redis sees as the primary; after a failover this connection
-    /// breaks (or is told READONLY) and the next one goes to the new primary.
+    /// breaks (or is told READONLY) and the next one goes to the new primary. With Sentinel
+    /// (<paramref name="followsSentinel"/>) the one endpoint is the primary Sentinel named, and if it answers as a
+    /// replica, that is a failover under way, not a configuration: the caller tries again later.
     /// </summary>
-    public static async Task<CommitConnection?> OpenAsync(ConfigurationOptions config, ConnectionMultiplexer redis, TimeSpan timeout, ReplicaWait wait, Action<Exception> onCallbackError)
+    public static async Task<CommitConnection?> OpenAsync(
+        ConfigurationOptions config, ConnectionMultiplexer redis, TimeSpan timeout, ReplicaWait wait, bool followsSentinel, Action<Exception> onCallbackError)
     {
         if (config.Ssl)
         {
@@ -76,13 +79,13 @@ internal sealed class CommitConnection : IDisposable
         }
 
         var servers = config.EndPoints.Select(e => redis.GetServer(e)).ToList();
-        if (servers.Any(s => s.IsConnected && s.ServerType != ServerType.Standalone) || servers is [{ IsConnected: true, IsSlave: true }])
+        if (servers.Any(s => s.IsConnected && s.ServerType != ServerType.Standalone) || servers is [{ IsConnected: true, IsSlave: true }] && !followsSentinel)
         {
             return null;
         }
 
         var server = servers.FirstOrDefault(s => s.IsConnected && !s.IsSlave);
-        if (server is null && servers.Count > 1)
+        if (server is null && (servers.Count > 1 || followsSentinel))
         {
             // After a failover StackExchange.Redis goes on calling the promoted replica a replica until its next
             // periodic check (60 s by default; still so after 30 s in a test): ask it to look at every role now.
@@ -331,7 +334,8 @@ internal sealed class CommitConnection : IDisposable
     /// <summary>An error reply; RedisStore maps it as StackExchange.Redis's (the transient ones are UNAVAILABLE).</summary>
     private static Exception ErrorReply(string message) => new RedisErrorReplyException(message);
 
-    private static object? Expect(Socket socket, RespReader reader, params string[] command)
+    /// <summary>Sends one command on a blocking socket and reads its reply; an error reply throws.</summary>
+    internal static object? Expect(Socket socket, RespReader reader, params string[] command)
     {
         var buffer = new ArrayBufferWriter<byte>();
         ArrayHeader(buffer, command.Length);

@@ -1,5 +1,6 @@
 using System.Collections.Concurrent;
 using System.Globalization;
+using System.Net;
 using System.Text;
 using GrpcBoard.Core;
 using GrpcBoard.Core.Events;
@@ -34,21 +35,23 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
     private readonly RedisStoreOptions _options;
     private readonly EventHub _hub;
     private readonly ILogger _logger;
-    private readonly ConnectionMultiplexer _redis;
-    private readonly IDatabase _db;
+    private readonly SentinelView? _sentinel;
+
+    /// <summary>StackExchange.Redis's connections; replaced whole when Sentinel names another primary.</summary>
+    private volatile Connections _connections;
     private readonly RedisKeys _keys;
     private readonly ConcurrentDictionary<string, long> _headWatermarks = new(StringComparer.Ordinal);
     private readonly ConcurrentDictionary<string, WorkflowReplica> _replicas = new(StringComparer.Ordinal);
     private readonly ConcurrentDictionary<string, bool> _registered = new(StringComparer.Ordinal);
     private readonly CancellationTokenSource _stopping = new();
     private readonly Task _background;
-    private readonly ConfigurationOptions _config;
-    private volatile CommitConnection? _commits;
+    private CommitConnection? _commits;
 
     /// <summary>False once the configuration turned out to be one the direct connection does not serve.</summary>
     private volatile bool _directCommits;
     private int _reopeningCommits;
     private bool _commitsOpenFailing;
+    private bool _sentinelFailing;
     private long _directCommitCount;
     private string? _epoch;
     private volatile string? _dataLoss;
@@ -56,15 +59,14 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
     private volatile string? _advertised;
     private long _advertisedAtMs;
 
-    private RedisStore(RedisStoreOptions options, EventHub hub, ConnectionMultiplexer redis, ConfigurationOptions config, ILogger logger)
+    private RedisStore(RedisStoreOptions options, EventHub hub, Connections connections, SentinelView? sentinel, ILogger logger)
     {
         _options = options;
-        _config = config;
+        _connections = connections;
+        _sentinel = sentinel;
         BatchesInFlight = options.BatchesInFlight;
         _hub = hub;
         _logger = logger;
-        _redis = redis;
-        _db = redis.GetDatabase();
         _keys = new RedisKeys(options.KeyPrefix);
         _routing = new TurnRouting(InstanceId, options.TurnLease, LookUpAddressAsync);
         _background = Task.Run(() => BackgroundAsync(_stopping.Token));
@@ -79,17 +81,22 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
         config.SyncTimeout = options.CommandTimeoutMilliseconds;
         config.ConnectTimeout = Math.Max(config.ConnectTimeout, 5000);
         config.ConnectRetry = Math.Max(config.ConnectRetry, 3);
-        var redis = await ConnectionMultiplexer.ConnectAsync(config);
-        // Completions need no order of their own: replicas handle commit replies in send order, and a
-        // notification only says "read the log". Ordered completion costs a queue and a hop per reply.
-        redis.PreserveAsyncOrder = false;
+        // Redis's guidelines for Sentinel clients: a short timeout per sentinel (a few hundred ms), then the next one.
+        var sentinel = SentinelView.From(config, TimeSpan.FromMilliseconds(Math.Min(options.CommandTimeoutMilliseconds, 1000)));
+        if (sentinel is not null)
+        {
+            config = SentinelView.ForPrimary(config, await sentinel.PrimaryAsync(default));
+        }
+
+        var connections = await Connections.OpenAsync(config);
+        var redis = connections.Redis;
         if (options.ReplicasToWaitFor > 0 && config.EndPoints.Any(e => redis.GetServer(e) is { IsConnected: true, ServerType: ServerType.Cluster }))
         {
             redis.Dispose();
             throw new ArgumentException("Waiting for replicas (--redis-replicas) needs a standalone Redis primary, not a cluster: StackExchange.Redis 1.2.6 cannot send WAIT to the node that owns a workflow's slot.");
         }
 
-        var store = new RedisStore(options, hub, redis, config, logger ?? NullLogger.Instance);
+        var store = new RedisStore(options, hub, connections, sentinel, logger ?? NullLogger.Instance);
         store._directCommits = options.DirectCommits;
         if (options.DirectCommits)
         {
@@ -100,11 +107,20 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
             "Commit batches of a workflow in flight to Redis: {Batches} ({Why}).",
             store.BatchesInFlight,
             options.MaxBatchesInFlight is null ? "chosen by where Redis runs: 1 on this host, 2 elsewhere" : "as configured");
-        await store.SubscribeAsync();
+        await store.SubscribeAsync(redis);
         await store.CheckEpochAsync();
         store.CheckEpochFile();
         return store;
     }
+
+    private ConnectionMultiplexer _redis => _connections.Redis;
+
+    private IDatabase _db => _connections.Db;
+
+    private ConfigurationOptions _config => _connections.Config;
+
+    /// <summary>The endpoint Sentinel named as the primary, which every connection goes to (for tests); null without Sentinel.</summary>
+    internal EndPoint? SentinelPrimary => _sentinel is null ? null : _config.EndPoints[0];
 
     /// <summary>Why the store refuses calls with DATA_LOSS, or null.</summary>
     public string? DataLoss => _dataLoss;
@@ -356,7 +372,7 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
         {
         }
 
-        _commits?.Dispose();
+        Volatile.Read(ref _commits)?.Dispose();
         if (_advertised is not null)
         {
             try
@@ -382,12 +398,13 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
     {
         Interlocked.Increment(ref _logReads);
         var floor = Watermark(workflowId);
-        var r = (RedisResult[])(await Script(Scripts.ReadLog, workflowId, fromRevision, limit, WaitsForReplicas ? 1 : 0).ConfigureAwait(false))!;
+        var db = _db;
+        var r = (RedisResult[])(await Call(() => db.ScriptEvaluateAsync(Scripts.ReadLog, [_keys.Meta(workflowId)], [fromRevision, limit, WaitsForReplicas ? 1 : 0])).ConfigureAwait(false))!;
         if (WaitsForReplicas)
         {
             // What was read reaches watchers, replicas' catch-ups and loads: only once the replicas have it, as for
             // commits (the script wrote a notice, so this covers everything it read).
-            if (Shortfall(await WaitForReplicasAsync().ConfigureAwait(false), "a read of the log") is { } shortfall)
+            if (Shortfall(await WaitForReplicasAsync(db).ConfigureAwait(false), "a read of the log") is { } shortfall)
             {
                 throw shortfall;
             }
@@ -477,19 +494,22 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
     /// <summary>Sends a commit script through StackExchange.Redis (and WAIT after it, when replicas are waited for); the replica handles the reply.</summary>
     internal async Task<CommitReply> CommitAsync(string workflowId, RedisValue[] args)
     {
-        var reply = CommitReply.From(await _db.ScriptEvaluateAsync(Scripts.Commit, [_keys.Meta(workflowId)], args).ConfigureAwait(false));
-        return WaitsForReplicas && reply.Code >= 0 ? reply with { Replicas = await WaitForReplicasAsync().ConfigureAwait(false) } : reply;
+        var db = _db;
+        var reply = CommitReply.From(await db.ScriptEvaluateAsync(Scripts.Commit, [_keys.Meta(workflowId)], args).ConfigureAwait(false));
+        return WaitsForReplicas && reply.Code >= 0 ? reply with { Replicas = await WaitForReplicasAsync(db).ConfigureAwait(false) } : reply;
     }
 
     /// <summary>
     /// WAIT through StackExchange.Redis, after a script's reply and on the same (interactive) connection, so it
     /// covers that connection's last write: the script's, or a later one. It holds that connection, shared by
     /// every other command of this instance, until the replicas answer or the timeout passes. Returns how many did.
+    /// <paramref name="db"/> is the one the script went through: if Sentinel names another primary in between, a
+    /// WAIT sent there would count the replicas of a server that never saw the script.
     /// </summary>
-    private async Task<long> WaitForReplicasAsync()
+    private async Task<long> WaitForReplicasAsync(IDatabase db)
     {
         var wait = _options.ReplicaWait;
-        return (long)await Call(() => _db.ExecuteAsync("WAIT", wait.Replicas, wait.TimeoutMs)).ConfigureAwait(false);
+        return (long)await Call(() => db.ExecuteAsync("WAIT", wait.Replicas, wait.TimeoutMs)).ConfigureAwait(false);
     }
 
     /// <summary>
@@ -522,7 +542,7 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
             return false;
         }
 
-        var commits = _commits;
+        var commits = Volatile.Read(ref _commits);
         if (commits is not null && commits.TrySend(_keys.Meta(workflowId), args, onReply))
         {
             Interlocked.Increment(ref _directCommitCount);
@@ -538,7 +558,7 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
                 {
                     // At most one attempt a second while Redis is away; StackExchange.Redis carries the commits meanwhile.
                     await Task.Delay(TimeSpan.FromSeconds(1), _stopping.Token).ConfigureAwait(false);
-                    if (_commits == commits)
+                    if (Volatile.Read(ref _commits) == commits)
                     {
                         await OpenCommitConnectionAsync().ConfigureAwait(false);
                     }
@@ -560,12 +580,19 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
     {
         try
         {
-            var opened = await CommitConnection.OpenAsync(_config, _redis, TimeSpan.FromMilliseconds(_options.CommandTimeoutMilliseconds), _options.ReplicaWait,
-                ex => _logger.LogError(ex, "A commit reply could not be handled.")).ConfigureAwait(false);
+            var connections = _connections;
+            var opened = await CommitConnection.OpenAsync(connections.Config, connections.Redis, TimeSpan.FromMilliseconds(_options.CommandTimeoutMilliseconds),
+                _options.ReplicaWait, followsSentinel: _sentinel is not null, ex => _logger.LogError(ex, "A commit reply could not be handled.")).ConfigureAwait(false);
             _commitsOpenFailing = false;
-            var old = _commits;
-            _commits = opened;
-            old?.Dispose();
+            if (_connections != connections)
+            {
+                // Sentinel named another primary while this one opened: it goes to the old one, and the switch opens its own.
+                opened?.Dispose();
+                return;
+            }
+
+            // Exchanged, not read then written: a reopen after a break and a switch of primary can race here.
+            Interlocked.Exchange(ref _commits, opened)?.Dispose();
             if (_stopping.IsCancellationRequested)
             {
                 opened?.Dispose();
@@ -642,9 +669,9 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
 
     // ---- Background: notifications, timers, epoch ---------------------------------------------------
 
-    private async Task SubscribeAsync()
+    private async Task SubscribeAsync(ConnectionMultiplexer redis)
     {
-        var subscriber = _redis.GetSubscriber();
+        var subscriber = redis.GetSubscriber();
         await subscriber.SubscribeAsync(_keys.EventPattern, (channel, message) =>
         {
             try
@@ -736,6 +763,7 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
             try
             {
                 await Task.Delay(_options.EpochCheckInterval, ct);
+                await FollowSentinelAsync(ct);
                 await CheckEpochAsync();
                 await RefreshAdvertisementAsync();
                 _routing.Prune();
@@ -751,6 +779,79 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
                 _logger.LogDebug(ex, "Redis background check failed; retrying.");
             }
         }
+    }
+
+    /// <summary>
+    /// With Sentinel: asks which node is the primary now and, if it is another one, moves every connection there
+    /// (StackExchange.Redis's, with the subscription, and the direct commit connection). Meanwhile calls fail with
+    /// UNAVAILABLE, as they do while the old primary is away. Asked once per background tick (a second), whether or
+    /// not anything failed: an old primary can be alive and still answer as a primary for seconds after a failover.
+    /// </summary>
+    private async Task FollowSentinelAsync(CancellationToken ct)
+    {
+        if (_sentinel is null)
+        {
+            return;
+        }
+
+        var current = _connections;
+        EndPoint primary;
+        Connections next;
+        try
+        {
+            primary = await _sentinel.PrimaryAsync(ct).ConfigureAwait(false);
+            if (primary.Equals(current.Config.EndPoints[0]))
+            {
+                _sentinelFailing = false;
+                return;
+            }
+
+            next = await Connections.OpenAsync(SentinelView.ForPrimary(current.Config, primary)).ConfigureAwait(false);
+            try
+            {
+                await SubscribeAsync(next.Redis).ConfigureAwait(false);
+            }
+            catch
+            {
+                next.Redis.Dispose();
+                throw;
+            }
+        }
+        catch (Exception ex) when (ex is not OperationCanceledException || !ct.IsCancellationRequested)
+        {
+            // Asked again next second, with the connections as they are: said once, not every second.
+            if (!_sentinelFailing)
+            {
+                _sentinelFailing = true;
+                _logger.LogWarning(ex, "Could not learn the primary of '{Service}' from Sentinel; connections stay with {Primary}.", _sentinel.ServiceName, current.Config.EndPoints[0]);
+            }
+
+            return;
+        }
+
+        _sentinelFailing = false;
+
+        _connections = next;
+        _logger.LogWarning("Sentinel names {Primary} as the primary of '{Service}' (was {Old}): connections move there.",
+            primary, _sentinel.ServiceName, current.Config.EndPoints[0]);
+        if (_directCommits)
+        {
+            // Batches already sent on the old connection get their replies or fail; new ones go to the new primary.
+            await OpenCommitConnectionAsync().ConfigureAwait(false);
+        }
+
+        // Calls under way on the old connections finish or fail there (UNAVAILABLE); none is cut off here.
+        _ = Task.Run(async () =>
+        {
+            try
+            {
+                await current.Redis.CloseAsync(allowCommandsToComplete: true).ConfigureAwait(false);
+            }
+            finally
+            {
+                current.Redis.Dispose();
+            }
+        }, CancellationToken.None);
     }
 
     /// <summary>Replicas of workflows nobody used for a while are dropped; they load again on the next call.</summary>
@@ -976,4 +1077,30 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
 
     /// <param name="BatchId">The id of the batch that made <paramref name="Head"/>.</param>
     internal sealed record LogPage(long Head, string BatchId, long Oldest, bool Exists, IReadOnlyList<EventRecord> Events);
+}
+
+/// <summary>StackExchange.Redis's connections to one Redis (or cluster), with the configuration they were opened with.</summary>
+internal sealed class Connections
+{
+    private Connections(ConnectionMultiplexer redis, ConfigurationOptions config)
+    {
+        Redis = redis;
+        Db = redis.GetDatabase();
+        Config = config;
+    }
+
+    public ConnectionMultiplexer Redis { get; }
+
+    public IDatabase Db { get; }
+
+    public ConfigurationOptions Config { get; }
+
+    public static async Task<Connections> OpenAsync(ConfigurationOptions config)
+    {
+        var redis = await ConnectionMultiplexer.ConnectAsync(config).ConfigureAwait(false);
+        // Completions need no order of their own: replicas handle commit replies in send order, and a
+        // notification only says "read the log". Ordered completion costs a queue and a hop per reply.
+        redis.PreserveAsyncOrder = false;
+        return new Connections(redis, config);
+    }
 }

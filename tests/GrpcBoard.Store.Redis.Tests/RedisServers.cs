@@ -25,13 +25,15 @@ public sealed class RedisProcess : IAsyncDisposable
 
     private readonly TempDirectory _dir;
     private readonly string[] _extraArgs;
+    private readonly string[] _leadingArgs;
     private Process? _process;
 
-    private RedisProcess(TempDirectory dir, int port, string[] extraArgs)
+    private RedisProcess(TempDirectory dir, int port, string[] extraArgs, params string[] leadingArgs)
     {
         _dir = dir;
         Port = port;
         _extraArgs = extraArgs;
+        _leadingArgs = leadingArgs;
     }
 
     public static bool Available => File.Exists(ServerBinary) && File.Exists("/usr/bin/redis-cli");
@@ -61,7 +63,8 @@ public sealed class RedisProcess : IAsyncDisposable
     public async Task StartAgainAsync()
     {
         var info = new ProcessStartInfo(ServerBinary) { UseShellExecute = false, RedirectStandardOutput = true, RedirectStandardError = true, WorkingDirectory = _dir.Path };
-        foreach (var a in new[] { "--port", Port.ToString(System.Globalization.CultureInfo.InvariantCulture), "--bind", "127.0.0.1", "--save", "", "--dir", _dir.Path, "--daemonize", "no", "--protected-mode", "no" }.Concat(_extraArgs))
+        // A sentinel's configuration file comes first (_leadingArgs); the options after it override it.
+        foreach (var a in _leadingArgs.Concat(["--port", Port.ToString(System.Globalization.CultureInfo.InvariantCulture), "--bind", "127.0.0.1", "--save", "", "--dir", _dir.Path, "--daemonize", "no", "--protected-mode", "no"]).Concat(_extraArgs))
         {
             info.ArgumentList.Add(a);
         }
@@ -105,6 +108,36 @@ public sealed class RedisProcess : IAsyncDisposable
             "the replica to be in sync with its primary");
         return replica;
     }
+
+    /// <summary>
+    /// A Redis Sentinel (<c>redis-server sentinel.conf --sentinel</c>) monitoring this server as <paramref name="service"/>
+    /// with a quorum of 1, which calls it down after 2 s without an answer; returned once it has found
+    /// <paramref name="replicas"/> replicas, so that a failover has one to promote. (With 500 ms, on a busy 2-core
+    /// machine, it once called a primary it had just promoted down and failed over a second time, leaving two
+    /// primaries for a moment: Sentinel's split brain, which loses writes.)
+    /// </summary>
+    public async Task<RedisProcess> StartSentinelAsync(string service, int replicas)
+    {
+        var dir = new TempDirectory();
+        var conf = System.IO.Path.Combine(dir.Path, "sentinel.conf");
+        var port = Port.ToString(System.Globalization.CultureInfo.InvariantCulture);
+        await File.WriteAllTextAsync(conf, $"""
+            sentinel monitor {service} 127.0.0.1 {port} 1
+            sentinel down-after-milliseconds {service} 2000
+            sentinel failover-timeout {service} 5000
+
+            """);
+        var sentinel = new RedisProcess(dir, FreePort(), [], conf, "--sentinel");
+        await sentinel.StartAgainAsync();
+        await TestTimeouts.Eventually(
+            async () => (await sentinel.CliAsync("SENTINEL", "replicas", service)).Split('\n').Count(line => line.Trim() == "slave") >= replicas,
+            $"the sentinel to find {replicas} replicas");
+        return sentinel;
+    }
+
+    /// <summary>The port of the primary a sentinel names for <paramref name="service"/>.</summary>
+    public async Task<int> SentinelPrimaryPortAsync(string service) =>
+        int.Parse((await CliAsync("SENTINEL", "get-master-addr-by-name", service)).Split('\n', StringSplitOptions.RemoveEmptyEntries)[1].Trim(), System.Globalization.CultureInfo.InvariantCulture);
 
     public async Task<string> CliAsync(params string[] args)
     {

@@ -43,7 +43,7 @@ public sealed class ServerSettings
         new("--port", nameof(Port), "TCP port; 0 picks a free one and prints it."),
         new("--store", nameof(Store), "embedded (durable, one directory), memory (nothing kept), or redis."),
         new("--data", nameof(DataDirectory), "Directory of the embedded store; with --store redis, where the server records the Redis store's epoch to detect a Redis that lost its data while the server was stopped."),
-        new("--redis", nameof(Redis), "Redis for --store redis: host:port, or several (comma-separated): a primary and its replicas (the server follows a failover among them), or the nodes of a Redis Cluster."),
+        new("--redis", nameof(Redis), "Redis for --store redis: host:port, or several (comma-separated): a primary and its replicas (the server follows a failover among them), or the nodes of a Redis Cluster; or Redis Sentinel: the sentinels and the name they monitor the primary by (sentinel1:26379,sentinel2:26379,serviceName=NAME)."),
         new("--redis-prefix", nameof(RedisPrefix), "First part of every Redis key, so several boards can share one Redis."),
         new("--redis-batches", nameof(RedisBatchesInFlight), "Commit batches of one workflow in flight to Redis: more hide a longer round trip to a remote Redis, 1 makes bigger batches (fewer fsyncs); auto: 1 for a Redis on this host, else 2."),
         new("--redis-direct-commits", nameof(RedisDirectCommits), "Send commits to a standalone Redis over a connection of their own, read by a dedicated thread (true/false); a cluster always goes through StackExchange.Redis."),

@@ -1,0 +1,161 @@
+using System.Net;
+using System.Net.Sockets;
+using System.Text;
+using GrpcBoard.Core;
+using StackExchange.Redis;
+
+namespace GrpcBoard.Store.Redis;
+
+/// <summary>
+/// Redis Sentinel, asked which node is the primary of the group it monitors. Selected by a configuration with
+/// <c>serviceName=NAME</c>, whose endpoints are then the sentinels (as in StackExchange.Redis 2.x), and the store
+/// connects to the primary alone.
+///
+/// Why ask Sentinel rather than give the store every node and follow the roles: after a failover, an old primary
+/// that comes back with its data calls itself a primary, and Sentinel waits about 8 s (four of its publish periods)
+/// before turning it into a replica. A client that trusts roles sees two primaries meanwhile and may read and
+/// write on the stale one. The sentinels' answer belongs to the failover's epoch. And StackExchange.Redis 1.2.6
+/// can send SENTINEL commands but does not route data commands through a sentinel, so this is our own.
+/// </summary>
+internal sealed class SentinelView
+{
+    private readonly EndPoint[] _sentinels;
+    private readonly string? _password;
+    private readonly TimeSpan _timeout;
+
+    /// <summary>The sentinel that answered last, asked first next time.</summary>
+    private volatile int _preferred;
+
+    private SentinelView(EndPoint[] sentinels, string serviceName, string? password, TimeSpan timeout)
+    {
+        _sentinels = sentinels;
+        ServiceName = serviceName;
+        _password = password;
+        _timeout = timeout;
+    }
+
+    /// <summary>The group's name in the sentinels' configuration (<c>sentinel monitor NAME ...</c>).</summary>
+    public string ServiceName { get; }
+
+    /// <summary>
+    /// A view when <paramref name="config"/> names a service (its endpoints are sentinels), else null. Each
+    /// sentinel, and then the node it names, gets at most <paramref name="timeout"/> to answer.
+    /// </summary>
+    public static SentinelView? From(ConfigurationOptions config, TimeSpan timeout)
+    {
+        if (string.IsNullOrEmpty(config.ServiceName))
+        {
+            return null;
+        }
+
+        if (config.EndPoints.Count == 0 || config.Ssl)
+        {
+            throw new ArgumentException("With serviceName=, the Redis configuration lists the sentinels (host:26379,...), without TLS.");
+        }
+
+        return new SentinelView([.. config.EndPoints], config.ServiceName, config.Password, timeout);
+    }
+
+    /// <summary>
+    /// The configuration for the data connections: <paramref name="config"/>'s options (password, database,
+    /// timeouts) with the primary as its one endpoint.
+    /// </summary>
+    public static ConfigurationOptions ForPrimary(ConfigurationOptions config, EndPoint primary)
+    {
+        var data = config.Clone();
+        data.ServiceName = null;
+        data.EndPoints.Clear();
+        data.EndPoints.Add(primary);
+        return data;
+    }
+
+    /// <summary>
+    /// The primary's address, from the first sentinel that answers (each is asked in turn, the one that answered
+    /// last first), checked with ROLE on the node itself: a sentinel cut off from the others can name an old
+    /// primary. UNAVAILABLE when no sentinel names a node that answers as the primary; an argument error when one
+    /// answers that it monitors no such group (a configuration mistake). These are the steps Redis's guidelines
+    /// for Sentinel clients give.
+    /// </summary>
+    public async Task<EndPoint> PrimaryAsync(CancellationToken cancellationToken)
+    {
+        var failures = new List<string>();
+        var preferred = _preferred;
+        for (var i = 0; i < _sentinels.Length; i++)
+        {
+            var index = (preferred + i) % _sentinels.Length;
+            var sentinel = _sentinels[index];
+            try
+            {
+                var primary = await AskAsync(sentinel, cancellationToken).ConfigureAwait(false);
+                await ExpectPrimaryAsync(primary, cancellationToken).ConfigureAwait(false);
+                _preferred = index;
+                return primary;
+            }
+            catch (Exception ex) when (ex is SocketException or IOException or InvalidDataException or InvalidOperationException
+                || ex is OperationCanceledException && !cancellationToken.IsCancellationRequested)
+            {
+                failures.Add($"{sentinel}: {ex.Message}");
+            }
+        }
+
+        throw new BoardException(BoardError.StoreUnavailable,
+            $"Redis is unavailable: no sentinel named the primary of '{ServiceName}' ({string.Join("; ", failures)}).");
+    }
+
+    private async Task<EndPoint> AskAsync(EndPoint sentinel, CancellationToken cancellationToken)
+    {
+        using var socket = await ConnectAsync(sentinel, cancellationToken).ConfigureAwait(false);
+        var reply = CommitConnection.Expect(socket, new RespReader(socket), "SENTINEL", "get-master-addr-by-name", ServiceName);
+        if (reply is null)
+        {
+            throw new ArgumentException($"The sentinel at {sentinel} monitors no group named '{ServiceName}'.");
+        }
+
+        if (reply is not object?[] { Length: 2 } address || address[0] is not byte[] host || address[1] is not byte[] port
+            || !int.TryParse(Encoding.ASCII.GetString(port), System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out var portNumber))
+        {
+            throw new InvalidDataException("the sentinel's answer to get-master-addr-by-name is not an address");
+        }
+
+        var name = Encoding.ASCII.GetString(host);
+        return IPAddress.TryParse(name, out var ip) ? new IPEndPoint(ip, portNumber) : new DnsEndPoint(name, portNumber);
+    }
+
+    private async Task ExpectPrimaryAsync(EndPoint node, CancellationToken cancellationToken)
+    {
+        using var socket = await ConnectAsync(node, cancellationToken).ConfigureAwait(false);
+        var reader = new RespReader(socket);
+        if (!string.IsNullOrEmpty(_password))
+        {
+            CommitConnection.Expect(socket, reader, "AUTH", _password);
+        }
+
+        var role = CommitConnection.Expect(socket, reader, "ROLE") is object?[] { Length: > 0 } reply && reply[0] is byte[] name ? Encoding.ASCII.GetString(name) : "?";
+        if (role != "master")
+        {
+            throw new InvalidOperationException($"it names {node}, which answers ROLE as '{role}' (a failover under way?)");
+        }
+    }
+
+    private async Task<Socket> ConnectAsync(EndPoint endpoint, CancellationToken cancellationToken)
+    {
+        var socket = new Socket(SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
+        try
+        {
+            using var connect = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+            connect.CancelAfter(_timeout);
+            await (endpoint switch
+            {
+                DnsEndPoint dns => socket.ConnectAsync(dns.Host, dns.Port, connect.Token),
+                _ => socket.ConnectAsync(endpoint, connect.Token),
+            }).ConfigureAwait(false);
+            socket.ReceiveTimeout = socket.SendTimeout = (int)_timeout.TotalMilliseconds;
+            return socket;
+        }
+        catch
+        {
+            socket.Dispose();
+            throw;
+        }
+    }
+}

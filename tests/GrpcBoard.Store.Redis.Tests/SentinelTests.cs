@@ -1,0 +1,236 @@
+using System.Collections.Concurrent;
+using System.Globalization;
+using System.Net;
+using GrpcBoard.Core;
+using GrpcBoard.Core.Events;
+using GrpcBoard.Core.Model;
+using GrpcBoard.Testing;
+using Xunit;
+
+namespace GrpcBoard.Store.Redis.Tests;
+
+/// <summary>
+/// A store configured with Redis Sentinel (<c>sentinel:port,serviceName=NAME</c>): a primary, two replicas and a real
+/// sentinel (<c>redis-server --sentinel</c>), which does the failover itself when the primary is killed. Asserted on
+/// accepted effects: which claims were acknowledged, with which fencing tokens, and what the promoted primary holds.
+/// </summary>
+public sealed class SentinelTests
+{
+    private const string Prefix = "st";
+    private const string Service = "board";
+    private readonly ManualTimeProvider _time = new();
+
+    private Task<(RedisStore Store, Coordinator Board)> OpenAsync(RedisProcess sentinel, int replicas) => OpenAsync(sentinel.Endpoint, replicas);
+
+    /// <summary>A store through the sentinels at <paramref name="sentinels"/> (host:port, comma-separated) and a board on it.</summary>
+    private async Task<(RedisStore Store, Coordinator Board)> OpenAsync(string sentinels, int replicas)
+    {
+        var hub = new EventHub();
+        var store = await RedisStore.ConnectAsync(new RedisStoreOptions
+        {
+            Configuration = $"{sentinels},serviceName={Service}",
+            KeyPrefix = Prefix,
+            ReplicasToWaitFor = replicas,
+            ReplicaWaitTimeout = TimeSpan.FromMilliseconds(500),
+        }, hub);
+        return (store, new Coordinator(store, hub, _time, new BoardLimits()));
+    }
+
+    private static Task<ClaimResult> ClaimAsync(Coordinator board, string wf, string worker = "w") =>
+        board.ClaimAsync(new ClaimCommand { WorkflowId = wf, WorkerId = worker }, default);
+
+    /// <summary>Posts tasks t0..t(count-1), a thousand (the most a batch holds) at a time.</summary>
+    private static async Task PostAsync(Coordinator board, string wf, int count)
+    {
+        foreach (var chunk in Enumerable.Range(0, count).Chunk(1000))
+        {
+            await board.PostTasksAsync(wf, chunk.Select(i => new TaskSpec { Id = $"t{i}" }).ToArray(), default).Within();
+        }
+    }
+
+    private static async Task<long> HeadAsync(RedisProcess redis, string wf) =>
+        (await redis.CliAsync("HGET", $"{Prefix}:{{{wf}}}:meta", "head")).Trim() is { Length: > 0 } head ? long.Parse(head, CultureInfo.InvariantCulture) : 0;
+
+    private static int PortOf(EndPoint? endpoint) => Assert.IsType<IPEndPoint>(endpoint).Port;
+
+    /// <summary>
+    /// A sentinel that monitors no such group is a configuration mistake, said at start; no sentinel answering is
+    /// UNAVAILABLE (nothing tells where the primary is); sentinels with TLS are refused. All at start.
+    /// </summary>
+    [RedisFact]
+    public async Task AMisconfiguredOrUnreachableSentinel_IsAClearErrorAtStart()
+    {
+        await using var primary = await RedisProcess.StartAsync(persistent: false);
+        await using var sentinel = await primary.StartSentinelAsync(Service, replicas: 0);
+        var unknown = await Assert.ThrowsAsync<ArgumentException>(() => RedisStore.ConnectAsync(
+            new RedisStoreOptions { Configuration = $"{sentinel.Endpoint},serviceName=other", KeyPrefix = Prefix }, new EventHub())).Within();
+        Assert.Contains("monitors no group named 'other'", unknown.Message, StringComparison.Ordinal);
+
+        var nobody = $"127.0.0.1:{RedisProcess.FreePort()}";
+        var unreachable = await Assert.ThrowsAsync<BoardException>(() => RedisStore.ConnectAsync(
+            new RedisStoreOptions { Configuration = $"{nobody},serviceName={Service}", KeyPrefix = Prefix, CommandTimeoutMilliseconds = 1000 }, new EventHub())).Within();
+        Assert.Equal(BoardError.StoreUnavailable, unreachable.Error);
+        Assert.Contains($"no sentinel named the primary of '{Service}'", unreachable.Message, StringComparison.Ordinal);
+        Assert.Contains(nobody, unreachable.Message, StringComparison.Ordinal);
+
+        var tls = await Assert.ThrowsAsync<ArgumentException>(() => RedisStore.ConnectAsync(
+            new RedisStoreOptions { Configuration = $"{sentinel.Endpoint},serviceName={Service},ssl=true", KeyPrefix = Prefix }, new EventHub())).Within();
+        Assert.Contains("without TLS", tls.Message, StringComparison.Ordinal);
+
+        // The sentinel listed second answers when the first does not.
+        var (store, board) = await OpenAsync($"{nobody},{sentinel.Endpoint}", replicas: 0);
+        await using (store)
+        {
+            Assert.Equal(primary.Port, PortOf(store.SentinelPrimary));
+            await board.CreateWorkflowAsync("ok", "through the second sentinel", null, default).Within();
+        }
+    }
+
+    /// <summary>
+    /// Eight workers claim without pause while the primary is killed; the sentinel promotes one replica and points
+    /// the other at it. The store follows without a restart, and with one replica waited for, nothing acknowledged
+    /// is lost: every acknowledged claim took a different task with a different fencing token, and the new
+    /// primary holds each one with its token.
+    /// </summary>
+    [RedisFact]
+    public async Task UnderLoad_ASentinelFailover_LosesNoAcknowledgedClaim_AndNoTokenRepeats()
+    {
+        await using var primary = await RedisProcess.StartAsync(persistent: false);
+        await using var first = await primary.StartReplicaAsync();
+        await using var second = await primary.StartReplicaAsync();
+        await using var sentinel = await primary.StartSentinelAsync(Service, replicas: 2);
+        var (store, board) = await OpenAsync(sentinel, replicas: 1);
+        await using var _ = store;
+        Assert.Equal(primary.Port, PortOf(store.SentinelPrimary));
+        const string wf = "load";
+        await board.CreateWorkflowAsync(wf, "sentinel failover", null, default).Within();
+        await PostAsync(board, wf, 3000);
+
+        var acknowledged = new ConcurrentQueue<ClaimResult>();
+        var unavailable = 0;
+        using var stop = new CancellationTokenSource();
+        var workers = Enumerable.Range(0, 8).Select(w => Task.Run(async () =>
+        {
+            while (!stop.IsCancellationRequested)
+            {
+                try
+                {
+                    var claim = await ClaimAsync(board, wf, $"w{w}");
+                    Assert.NotNull(claim.Task);
+                    acknowledged.Enqueue(claim);
+                }
+                catch (BoardException ex) when (ex.Error == BoardError.StoreUnavailable)
+                {
+                    Interlocked.Increment(ref unavailable);
+                    await Task.Delay(10);
+                }
+            }
+        })).ToArray();
+
+        await TestTimeouts.Eventually(() => Task.FromResult(acknowledged.Count >= 50), "50 claims before the failover");
+        var beforeKill = acknowledged.Count;
+        await primary.KillAsync();
+        await TestTimeouts.Eventually(async () => await sentinel.SentinelPrimaryPortAsync(Service) != primary.Port, "the sentinel to promote a replica");
+        await TestTimeouts.Eventually(() => Task.FromResult(acknowledged.Count >= beforeKill + 50), "50 claims after the failover", TimeSpan.FromSeconds(60));
+        await stop.CancelAsync();
+        await Task.WhenAll(workers).Within();
+
+        var promotedPort = await sentinel.SentinelPrimaryPortAsync(Service);
+        Assert.Equal(promotedPort, PortOf(store.SentinelPrimary));
+        var (promoted, other) = promotedPort == first.Port ? (first, second) : (second, first);
+        var claims = acknowledged.ToArray();
+        Assert.Equal(claims.Length, claims.Select(c => c.Task!.Id).Distinct().Count());
+        Assert.Equal(claims.Length, claims.Select(c => c.Task!.FencingToken).Distinct().Count());
+
+        // What the new primary holds, read by a store opened afresh through the sentinel.
+        var (reader, readerBoard) = await OpenAsync(sentinel, replicas: 0);
+        await using (reader)
+        {
+            Assert.Equal(promotedPort, PortOf(reader.SentinelPrimary));
+            foreach (var claim in claims)
+            {
+                var task = (await readerBoard.GetTaskAsync(wf, claim.Task!.Id, default).Within()).Task;
+                Assert.Equal(TaskState.Claimed, task.State);
+                Assert.Equal((claim.Task.Owner, claim.Task.FencingToken), (task.Owner, task.FencingToken));
+            }
+
+            // Besides: claims whose outcome was unknown (UNAVAILABLE when the primary died with the reply unsent) may have committed.
+            Assert.InRange((await readerBoard.GetWorkflowAsync(wf, default).Within()).Counts[TaskState.Claimed], claims.Length, claims.Length + unavailable);
+        }
+
+        // Claims after the failover waited for the other replica, which the sentinel pointed at the new primary.
+        Assert.True(await HeadAsync(other, wf) >= claims.Max(c => c.Revision), "an acknowledged claim is missing on the new primary's replica");
+        Assert.True(await HeadAsync(promoted, wf) >= claims.Max(c => c.Revision));
+    }
+
+    /// <summary>
+    /// After a failover, the old primary comes back with its data (AOF) and calls itself a primary until the
+    /// sentinel turns it into a replica, seconds later. Meanwhile the store, and a new store started then, go on
+    /// with the primary the sentinel names: no read shows the old primary's older head (which would also make the
+    /// store refuse everything with DATA_LOSS), and claims go on. Then the old primary becomes a replica of the new
+    /// one and catches up.
+    /// </summary>
+    [RedisFact]
+    public async Task AnOldPrimaryBackWithItsData_IsNotUsed_WhileItStillCallsItselfPrimary()
+    {
+        await using var primary = await RedisProcess.StartAsync(persistent: true);
+        await using var first = await primary.StartReplicaAsync();
+        await using var second = await primary.StartReplicaAsync();
+        await using var sentinel = await primary.StartSentinelAsync(Service, replicas: 2);
+        var (store, board) = await OpenAsync(sentinel, replicas: 1);
+        await using var _ = store;
+        const string wf = "stale";
+        await board.CreateWorkflowAsync(wf, "old primary returns", null, default).Within();
+        await PostAsync(board, wf, 2000);
+        var claims = new List<ClaimResult>();
+        for (var i = 0; i < 3; i++)
+        {
+            claims.Add(await ClaimAsync(board, wf).Within());
+        }
+
+        await primary.KillAsync();
+        await TestTimeouts.Eventually(async () => await sentinel.SentinelPrimaryPortAsync(Service) != primary.Port, "the sentinel to promote a replica");
+        for (var i = 0; i < 3; i++)
+        {
+            claims.Add(await UntilAvailable.CallAsync(() => ClaimAsync(board, wf), "a claim on the new primary", within: TimeSpan.FromSeconds(60)));
+        }
+
+        var oldHead = claims[2].Revision;
+        await primary.StartAgainAsync();
+        Assert.StartsWith("master", (await primary.CliAsync("ROLE")).Trim(), StringComparison.Ordinal);
+        Assert.True(await HeadAsync(primary, wf) <= oldHead, "the old primary should hold only what it had before the failover");
+
+        // While the old primary calls itself a primary: a new store, and the running one, serve from the new one.
+        var (late, lateBoard) = await OpenAsync(sentinel, replicas: 1);
+        await using (late)
+        {
+            Assert.NotEqual(primary.Port, PortOf(late.SentinelPrimary));
+            Assert.Equal(claims.Count, (await lateBoard.GetWorkflowAsync(wf, default).Within()).Counts[TaskState.Claimed]);
+            while ((await primary.CliAsync("ROLE")).Trim().StartsWith("master", StringComparison.Ordinal))
+            {
+                foreach (var b in new[] { board, lateBoard })
+                {
+                    var claim = await UntilAvailable.CallAsync(() => ClaimAsync(b, wf, b == board ? "running" : "late"), "a claim while the old primary calls itself primary");
+                    Assert.True(claim.Task!.FencingToken > claims.Max(c => c.Task!.FencingToken), "a fencing token went backwards");
+                    claims.Add(claim);
+                }
+
+                Assert.Null(store.DataLoss);
+                Assert.Null(late.DataLoss);
+                Assert.True(claims.Count < 1900, "the sentinel never turned the old primary into a replica");
+                await Task.Delay(50);
+            }
+
+            Assert.Equal(claims.Count, (await lateBoard.GetWorkflowAsync(wf, default).Within()).Counts[TaskState.Claimed]);
+        }
+
+        Assert.Equal(claims.Count, claims.Select(c => c.Task!.Id).Distinct().Count());
+        foreach (var claim in claims)
+        {
+            var task = (await board.GetTaskAsync(wf, claim.Task!.Id, default).Within()).Task;
+            Assert.Equal((claim.Task.Owner, claim.Task.FencingToken), (task.Owner, task.FencingToken));
+        }
+
+        await TestTimeouts.Eventually(async () => await HeadAsync(primary, wf) >= claims.Max(c => c.Revision), "the old primary, now a replica, to catch up");
+    }
+}
