@@ -63,6 +63,12 @@ internal sealed class WorkflowReplica
 
     private static readonly TimeSpan IdleBeforePassingTurn = TimeSpan.FromMilliseconds(2);
 
+    /// <summary>
+    /// The newest event this replica knows to be committed (its own, or read from the log); kept when the replica's state
+    /// is dropped, so that the history is checked when it is loaded again (<see cref="ExpectSameHistory"/>).
+    /// </summary>
+    private EventRecord? _anchor;
+
     /// <summary>Notifications of other instances' commits, and how many of them the last catch-up covered.</summary>
     private long _foreignNotices;
     private long _noticesCaughtUp;
@@ -409,6 +415,10 @@ internal sealed class WorkflowReplica
             foreach (var applied in batch.Applied)
             {
                 _store.Publish(Id, applied.Events);
+                if (applied.Events.Count > 0)
+                {
+                    _anchor = applied.Events[^1];
+                }
             }
 
             _store.LowerTimerHint(Id, before: reply.TimerBefore, after: reply.TimerAfter);
@@ -612,6 +622,12 @@ internal sealed class WorkflowReplica
     /// Reads the log after the last commit this replica knows and applies it, then lets bodies run again.
     /// A gap there (the workflow was deleted, or trimmed past us) or a failure drops the replica instead,
     /// and the next transaction loads it again.
+    ///
+    /// The read starts one event early, at the last one this replica committed or read, which must be in Redis
+    /// unchanged. Why: after a failover to a node with another history (Sentinel's split brain: two primaries for a
+    /// moment, each taking writes), Redis's head can be as high as ours while the revision we acknowledged holds
+    /// another instance's write, say the same task claimed by someone else with the same fencing token. The head
+    /// watermark cannot see that; this can, and the store then refuses with DATA_LOSS instead of going on.
     /// </summary>
     private async Task CatchUpAsync()
     {
@@ -626,36 +642,57 @@ internal sealed class WorkflowReplica
             while (true)
             {
                 long from;
+                EventRecord? known;
                 lock (Gate)
                 {
                     from = _committedHead + 1;
+                    known = _anchor is { } anchor && anchor.Revision == _committedHead ? anchor : null;
                 }
 
-                var log = await _store.ReadLogAsync(Id, from, 1000).ConfigureAwait(false);
+                var log = await _store.ReadLogAsync(Id, known is null ? from : from - 1, 1000).ConfigureAwait(false);
                 if (log.Head < from - 1)
                 {
                     throw _store.LoseData($"workflow '{Id}' is at revision {log.Head}, but this instance had committed up to {from - 1}");
                 }
 
+                IReadOnlyList<EventRecord> events = log.Events;
+                if (known is not null)
+                {
+                    if (events.Count == 0 || events[0].Revision != from - 1)
+                    {
+                        // Trimmed past it (or deleted): nothing to compare with; loaded again, as for any gap.
+                        lock (Gate)
+                        {
+                            _state = null;
+                        }
+
+                        return;
+                    }
+
+                    ExpectSameHistory(known, events[0]);
+                    events = [.. events.Skip(1)];
+                }
+
                 lock (Gate)
                 {
                     var state = _state!;
-                    if (log.Head >= from && (log.Events.Count == 0 || log.Events[0].Revision != from))
+                    if (log.Head >= from && (events.Count == 0 || events[0].Revision != from))
                     {
                         _state = null;
                         return;
                     }
 
-                    foreach (var e in log.Events)
+                    foreach (var e in events)
                     {
                         Replay(state, e);
+                        _anchor = e;
                     }
 
                     state.Oldest = log.Oldest;
                     state.Recent.TrimBelow(log.Oldest);
                     _committedHead = state.Head;
                     state.DurableHead = _committedHead;
-                    _store.Publish(Id, log.Events);
+                    _store.Publish(Id, events);
                     if (state.Head == log.Head)
                     {
                         _committedId = _sentId = log.BatchId;
@@ -682,12 +719,49 @@ internal sealed class WorkflowReplica
     }
 
     /// <summary>
+    /// DATA_LOSS when Redis holds another change at the anchor's revision than the anchor: this replica committed or
+    /// read the anchor there, so the history it acted on (and answered callers from) was replaced (<see cref="CatchUpAsync"/>).
+    /// </summary>
+    private void ExpectSameHistory(EventRecord anchor, EventRecord inRedis)
+    {
+        if (!RecordCodec.Encode(inRedis).AsSpan().SequenceEqual(RecordCodec.Encode(anchor)))
+        {
+            throw _store.LoseData($"workflow '{Id}' holds another change at revision {anchor.Revision} than the one this instance committed or read there (a failover to a node with another history?)");
+        }
+    }
+
+    /// <summary>
+    /// The same check for a replica loaded again (after a lost reply, say, or a failover that broke the connection): the
+    /// anchor from before is read back from the log, unless it is beyond the head (the head watermark refuses that) or
+    /// trimmed.
+    /// </summary>
+    private async Task ExpectSameHistoryAsync(EventRecord? anchor, long head)
+    {
+        if (anchor is null || anchor.Revision > head)
+        {
+            return;
+        }
+
+        var log = await _store.ReadLogAsync(Id, anchor.Revision, 1).ConfigureAwait(false);
+        if (log.Events is [var inRedis, ..] && inRedis.Revision == anchor.Revision)
+        {
+            ExpectSameHistory(anchor, inRedis);
+        }
+    }
+
+    /// <summary>
     /// Loads the workflow: where its log stands, then its tasks and notes in HSCAN steps (not atomic, so
     /// the log after that first position is replayed on top: each record ends at its last version up to
     /// the head of the last log read, which follows the scans).
     /// </summary>
     private async Task LoadAsync()
     {
+        EventRecord? anchor;
+        lock (Gate)
+        {
+            anchor = _anchor;
+        }
+
         for (var attempt = 0; ; attempt++)
         {
             var start = await _store.ReadLogAsync(Id, long.MaxValue, 0).ConfigureAwait(false);
@@ -742,6 +816,7 @@ internal sealed class WorkflowReplica
 
                 if (log.Events.Count == 0 || log.Events[^1].Revision == log.Head)
                 {
+                    await ExpectSameHistoryAsync(anchor, log.Head).ConfigureAwait(false);
                     state.Head = log.Head;
                     state.Oldest = log.Exists ? log.Oldest : log.Head + 1;
                     state.DurableHead = state.Head;
@@ -749,6 +824,7 @@ internal sealed class WorkflowReplica
                     lock (Gate)
                     {
                         _state = state;
+                        _anchor = log.Events.Count > 0 ? log.Events[^1] : anchor;
                         _noticesCaughtUp = _foreignNotices;
                         _committedHead = state.Head;
                         _committedId = _sentId = log.BatchId;

@@ -37,8 +37,8 @@ public sealed class ReplicaWaitTests
         return (store, new Coordinator(store, hub, _time, new BoardLimits()));
     }
 
-    private static Task<ClaimResult> ClaimAsync(Coordinator board, string wf) =>
-        board.ClaimAsync(new ClaimCommand { WorkflowId = wf, WorkerId = "w" }, default);
+    private static Task<ClaimResult> ClaimAsync(Coordinator board, string wf, string worker = "w") =>
+        board.ClaimAsync(new ClaimCommand { WorkflowId = wf, WorkerId = worker }, default);
 
     /// <summary>The workflow's head revision as this Redis holds it.</summary>
     private static async Task<long> HeadAsync(RedisProcess redis, string wf) =>
@@ -234,6 +234,58 @@ public sealed class ReplicaWaitTests
             return store.DirectCommitCount > direct;
         }, "commits to go over a direct connection to the new primary", TimeSpan.FromSeconds(30));
         Assert.NotNull((await ClaimAsync(board, wf).Within()).Task);
+    }
+
+    /// <summary>
+    /// A split brain, made by hand: the replica is cut off and promoted while the primary goes on, store A claims t1 on the
+    /// primary (acknowledged, not waited for), and store B claims on the promoted replica, where the same task goes to
+    /// another worker at the same revision, with the same fencing token. The primary dies and A follows the failover
+    /// there. Redis's head is as high as A's, so the head watermark sees nothing; A checks that the last change it
+    /// knows is still in the log, finds B's instead, and refuses with DATA_LOSS, rather than go on as if its
+    /// acknowledged claim held. Both ways A can learn of it are covered: catching up after a refused commit, and loading
+    /// again after a lost reply (<paramref name="inFlightAtKill"/>: a claim is in flight when the primary dies).
+    /// </summary>
+    [RedisTheory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task AStoreThatFollowsAFailoverToAnotherHistory_RefusesWithDataLoss(bool inFlightAtKill)
+    {
+        await using var primary = await RedisProcess.StartAsync(persistent: false);
+        await using var replica = await primary.StartReplicaAsync();
+        var (a, boardA) = await OpenAsync(primary.Endpoint + "," + replica.Endpoint, replicas: 0);
+        await using var _ = a;
+        const string wf = "diverge";
+        await boardA.CreateWorkflowAsync(wf, "split brain", null, default).Within();
+        await boardA.PostTasksAsync(wf, Enumerable.Range(0, 6).Select(i => new TaskSpec { Id = $"t{i}" }).ToArray(), default).Within();
+        var first = await ClaimAsync(boardA, wf, "a").Within();
+        await TestTimeouts.Eventually(async () => await HeadAsync(replica, wf) >= first.Revision, "the replica to have the first claim");
+        Assert.Equal("OK", (await replica.CliAsync("REPLICAOF", "NO", "ONE")).Trim());
+        var acknowledged = await ClaimAsync(boardA, wf, "a").Within();
+
+        var (b, boardB) = await OpenAsync(replica, replicas: 0);
+        await using (b)
+        {
+            var other = await ClaimAsync(boardB, wf, "b").Within();
+            Assert.Equal((acknowledged.Task!.Id, acknowledged.Task.FencingToken, acknowledged.Revision), (other.Task!.Id, other.Task.FencingToken, other.Revision));
+        }
+
+        Task<ClaimResult>? inFlight = null;
+        if (inFlightAtKill)
+        {
+            await primary.PauseAsync();
+            inFlight = ClaimAsync(boardA, wf, "a");
+        }
+
+        await primary.KillAsync();
+        if (inFlight is not null)
+        {
+            Assert.Equal(BoardError.StoreUnavailable, (await Assert.ThrowsAsync<BoardException>(() => inFlight).Within(TimeSpan.FromSeconds(30))).Error);
+        }
+
+        var refused = await Assert.ThrowsAsync<BoardException>(() =>
+            UntilAvailable.CallAsync(() => ClaimAsync(boardA, wf, "a"), "A to reach the promoted replica", within: TimeSpan.FromSeconds(60)));
+        Assert.Equal(BoardError.StoreDataLoss, refused.Error);
+        Assert.Contains($"another change at revision {acknowledged.Revision}", a.DataLoss, StringComparison.Ordinal);
     }
 
     /// <summary>

@@ -164,6 +164,48 @@ public sealed class SentinelTests
     }
 
     /// <summary>
+    /// A split brain, made by hand: the replica is cut off and promoted while the primary goes on; the store claims t1 on
+    /// the primary (acknowledged), and another store on the cut-off replica claims the same task for another worker at the
+    /// same revision. Then the sentinel is told to monitor the replica instead (SENTINEL REMOVE and MONITOR, so it names
+    /// it at once), and the store moves there with nothing in flight. Its next commit is refused (another batch is
+    /// last), and its catch-up finds another change at the revision it acknowledged: DATA_LOSS, not a second owner of t1
+    /// with the same fencing token. (ReplicaWaitTests covers the same found by a load after a lost reply.)
+    /// </summary>
+    [RedisFact]
+    public async Task AStoreMovedToAnotherHistory_RefusesWithDataLoss()
+    {
+        await using var primary = await RedisProcess.StartAsync(persistent: false);
+        await using var replica = await primary.StartReplicaAsync();
+        await using var sentinel = await primary.StartSentinelAsync(Service, replicas: 1);
+        var (store, board) = await OpenAsync(sentinel, replicas: 0);
+        await using var _ = store;
+        const string wf = "diverge";
+        await board.CreateWorkflowAsync(wf, "split brain", null, default).Within();
+        await PostAsync(board, wf, 6);
+        var first = await ClaimAsync(board, wf, "a").Within();
+        await TestTimeouts.Eventually(async () => await HeadAsync(replica, wf) >= first.Revision, "the replica to have the first claim");
+        Assert.Equal("OK", (await replica.CliAsync("REPLICAOF", "NO", "ONE")).Trim());
+        var acknowledged = await ClaimAsync(board, wf, "a").Within();
+
+        var hub = new EventHub();
+        var other = await RedisStore.ConnectAsync(new RedisStoreOptions { Configuration = replica.Endpoint, KeyPrefix = Prefix }, hub);
+        await using (other)
+        {
+            var theirs = await ClaimAsync(new Coordinator(other, hub, _time, new BoardLimits()), wf, "b").Within();
+            Assert.Equal((acknowledged.Task!.Id, acknowledged.Task.FencingToken), (theirs.Task!.Id, theirs.Task.FencingToken));
+        }
+
+        Assert.Equal("OK", (await sentinel.CliAsync("SENTINEL", "REMOVE", Service)).Trim());
+        Assert.Equal("OK", (await sentinel.CliAsync("SENTINEL", "MONITOR", Service, "127.0.0.1", replica.Port.ToString(CultureInfo.InvariantCulture), "1")).Trim());
+        await TestTimeouts.Eventually(() => Task.FromResult(PortOf(store.SentinelPrimary) == replica.Port), "the store to move to the node the sentinel names");
+
+        var refused = await Assert.ThrowsAsync<BoardException>(() =>
+            UntilAvailable.CallAsync(() => ClaimAsync(board, wf, "a"), "a claim on the node the sentinel names"));
+        Assert.Equal(BoardError.StoreDataLoss, refused.Error);
+        Assert.Contains($"another change at revision {acknowledged.Revision}", store.DataLoss, StringComparison.Ordinal);
+    }
+
+    /// <summary>
     /// After a failover, the old primary comes back with its data (AOF) and calls itself a primary until the
     /// sentinel turns it into a replica, seconds later. Meanwhile the store, and a new store started then, go on
     /// with the primary the sentinel names: no read shows the old primary's older head (which would also make the
