@@ -830,13 +830,16 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
         }
 
         _sentinelFailing = false;
-
         _connections = next;
         _logger.LogWarning("Sentinel names {Primary} as the primary of '{Service}' (was {Old}): connections move there.",
             primary, _sentinel.ServiceName, current.Config.EndPoints[0]);
+
+        // The old node may still take writes (it answers as a primary until Sentinel turns it into a replica), so the
+        // direct connection to it is closed now, not when a new one opens: if that fails, commits go through the new
+        // connections meanwhile. Batches already sent on it fail with UNAVAILABLE, as any lost reply.
+        Interlocked.Exchange(ref _commits, null)?.Dispose();
         if (_directCommits)
         {
-            // Batches already sent on the old connection get their replies or fail; new ones go to the new primary.
             await OpenCommitConnectionAsync().ConfigureAwait(false);
         }
 
