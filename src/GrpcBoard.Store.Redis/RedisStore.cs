@@ -64,7 +64,7 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
         _options = options;
         _connections = connections;
         _sentinel = sentinel;
-        BatchesInFlight = options.BatchesInFlight;
+        BatchesInFlight = options.BatchesInFlightFor(connections.Config.EndPoints);
         _hub = hub;
         _logger = logger;
         _keys = new RedisKeys(options.KeyPrefix);

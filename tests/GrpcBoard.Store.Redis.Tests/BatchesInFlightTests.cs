@@ -16,6 +16,14 @@ public sealed class BatchesInFlightTests
     public void Unset_DependsOnWhereRedisRuns(string configuration, int expected) =>
         Assert.Equal(expected, new RedisStoreOptions { Configuration = configuration }.BatchesInFlight);
 
+    /// <summary>With Sentinel, what counts is where the primary runs, not the sentinels (often next to the server).</summary>
+    [Theory]
+    [InlineData("10.0.0.5", 2)]
+    [InlineData("127.0.0.1", 1)]
+    public void WithSentinel_ThePrimaryCounts(string primary, int expected) =>
+        Assert.Equal(expected, new RedisStoreOptions { Configuration = "127.0.0.1:26379,serviceName=board" }
+            .BatchesInFlightFor([new System.Net.IPEndPoint(System.Net.IPAddress.Parse(primary), 6379)]));
+
     [Theory]
     [InlineData("127.0.0.1:6379", 3)]
     [InlineData("10.0.0.5:6379", 1)]
