@@ -41,8 +41,7 @@ public sealed class ReplicaWaitTests
         board.ClaimAsync(new ClaimCommand { WorkflowId = wf, WorkerId = worker }, default);
 
     /// <summary>The workflow's head revision as this Redis holds it.</summary>
-    private static async Task<long> HeadAsync(RedisProcess redis, string wf) =>
-        (await redis.CliAsync("HGET", $"{Prefix}:{{{wf}}}:meta", "head")).Trim() is { Length: > 0 } head ? long.Parse(head, CultureInfo.InvariantCulture) : 0;
+    private static Task<long> HeadAsync(RedisProcess redis, string wf) => SplitBrain.HeadAsync(redis, Prefix, wf);
 
     /// <summary>
     /// Claims three tasks with the replica attached, promotes the replica, claims once more on the old primary,
@@ -255,19 +254,7 @@ public sealed class ReplicaWaitTests
         var (a, boardA) = await OpenAsync(primary.Endpoint + "," + replica.Endpoint, replicas: 0);
         await using var _ = a;
         const string wf = "diverge";
-        await boardA.CreateWorkflowAsync(wf, "split brain", null, default).Within();
-        await boardA.PostTasksAsync(wf, Enumerable.Range(0, 6).Select(i => new TaskSpec { Id = $"t{i}" }).ToArray(), default).Within();
-        var first = await ClaimAsync(boardA, wf, "a").Within();
-        await TestTimeouts.Eventually(async () => await HeadAsync(replica, wf) >= first.Revision, "the replica to have the first claim");
-        Assert.Equal("OK", (await replica.CliAsync("REPLICAOF", "NO", "ONE")).Trim());
-        var acknowledged = await ClaimAsync(boardA, wf, "a").Within();
-
-        var (b, boardB) = await OpenAsync(replica, replicas: 0);
-        await using (b)
-        {
-            var other = await ClaimAsync(boardB, wf, "b").Within();
-            Assert.Equal((acknowledged.Task!.Id, acknowledged.Task.FencingToken, acknowledged.Revision), (other.Task!.Id, other.Task.FencingToken, other.Revision));
-        }
+        var acknowledged = await SplitBrain.MakeAsync(boardA, wf, replica, Prefix, _time);
 
         Task<ClaimResult>? inFlight = null;
         if (inFlightAtKill)
@@ -282,10 +269,7 @@ public sealed class ReplicaWaitTests
             Assert.Equal(BoardError.StoreUnavailable, (await Assert.ThrowsAsync<BoardException>(() => inFlight).Within(TimeSpan.FromSeconds(30))).Error);
         }
 
-        var refused = await Assert.ThrowsAsync<BoardException>(() =>
-            UntilAvailable.CallAsync(() => ClaimAsync(boardA, wf, "a"), "A to reach the promoted replica", within: TimeSpan.FromSeconds(60)));
-        Assert.Equal(BoardError.StoreDataLoss, refused.Error);
-        Assert.Contains($"another change at revision {acknowledged.Revision}", a.DataLoss, StringComparison.Ordinal);
+        await SplitBrain.ExpectDataLossAsync(boardA, a, wf, acknowledged, "A to reach the promoted replica");
     }
 
     /// <summary>

@@ -48,8 +48,7 @@ public sealed class SentinelTests
         }
     }
 
-    private static async Task<long> HeadAsync(RedisProcess redis, string wf) =>
-        (await redis.CliAsync("HGET", $"{Prefix}:{{{wf}}}:meta", "head")).Trim() is { Length: > 0 } head ? long.Parse(head, CultureInfo.InvariantCulture) : 0;
+    private static Task<long> HeadAsync(RedisProcess redis, string wf) => SplitBrain.HeadAsync(redis, Prefix, wf);
 
     private static int PortOf(EndPoint? endpoint) => Assert.IsType<IPEndPoint>(endpoint).Port;
 
@@ -180,29 +179,13 @@ public sealed class SentinelTests
         var (store, board) = await OpenAsync(sentinel, replicas: 0);
         await using var _ = store;
         const string wf = "diverge";
-        await board.CreateWorkflowAsync(wf, "split brain", null, default).Within();
-        await PostAsync(board, wf, 6);
-        var first = await ClaimAsync(board, wf, "a").Within();
-        await TestTimeouts.Eventually(async () => await HeadAsync(replica, wf) >= first.Revision, "the replica to have the first claim");
-        Assert.Equal("OK", (await replica.CliAsync("REPLICAOF", "NO", "ONE")).Trim());
-        var acknowledged = await ClaimAsync(board, wf, "a").Within();
-
-        var hub = new EventHub();
-        var other = await RedisStore.ConnectAsync(new RedisStoreOptions { Configuration = replica.Endpoint, KeyPrefix = Prefix }, hub);
-        await using (other)
-        {
-            var theirs = await ClaimAsync(new Coordinator(other, hub, _time, new BoardLimits()), wf, "b").Within();
-            Assert.Equal((acknowledged.Task!.Id, acknowledged.Task.FencingToken), (theirs.Task!.Id, theirs.Task.FencingToken));
-        }
+        var acknowledged = await SplitBrain.MakeAsync(board, wf, replica, Prefix, _time);
 
         Assert.Equal("OK", (await sentinel.CliAsync("SENTINEL", "REMOVE", Service)).Trim());
         Assert.Equal("OK", (await sentinel.CliAsync("SENTINEL", "MONITOR", Service, "127.0.0.1", replica.Port.ToString(CultureInfo.InvariantCulture), "1")).Trim());
         await TestTimeouts.Eventually(() => Task.FromResult(PortOf(store.SentinelPrimary) == replica.Port), "the store to move to the node the sentinel names");
 
-        var refused = await Assert.ThrowsAsync<BoardException>(() =>
-            UntilAvailable.CallAsync(() => ClaimAsync(board, wf, "a"), "a claim on the node the sentinel names"));
-        Assert.Equal(BoardError.StoreDataLoss, refused.Error);
-        Assert.Contains($"another change at revision {acknowledged.Revision}", store.DataLoss, StringComparison.Ordinal);
+        await SplitBrain.ExpectDataLossAsync(board, store, wf, acknowledged, "a claim on the node the sentinel names");
     }
 
     /// <summary>
