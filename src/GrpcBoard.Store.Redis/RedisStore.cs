@@ -45,13 +45,14 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
     private readonly ConcurrentDictionary<string, bool> _registered = new(StringComparer.Ordinal);
     private readonly CancellationTokenSource _stopping = new();
     private readonly Task _background;
+    private readonly Task _followingSentinel;
     private CommitConnection? _commits;
 
     /// <summary>False once the configuration turned out to be one the direct connection does not serve.</summary>
     private volatile bool _directCommits;
     private int _reopeningCommits;
     private bool _commitsOpenFailing;
-    private bool _sentinelFailing;
+    private string? _sentinelFailing;
     private long _directCommitCount;
     private string? _epoch;
     private volatile string? _dataLoss;
@@ -70,6 +71,7 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
         _keys = new RedisKeys(options.KeyPrefix);
         _routing = new TurnRouting(InstanceId, options.TurnLease, LookUpAddressAsync);
         _background = Task.Run(() => BackgroundAsync(_stopping.Token));
+        _followingSentinel = sentinel is null ? Task.CompletedTask : Task.Run(() => FollowSentinelAsync(_stopping.Token));
     }
 
     /// <summary>Connects, subscribes to change notifications and establishes the store epoch.</summary>
@@ -366,7 +368,7 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
         await _stopping.CancelAsync();
         try
         {
-            await _background;
+            await Task.WhenAll(_background, _followingSentinel);
         }
         catch (OperationCanceledException)
         {
@@ -763,7 +765,6 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
             try
             {
                 await Task.Delay(_options.EpochCheckInterval, ct);
-                await FollowSentinelAsync(ct);
                 await CheckEpochAsync();
                 await RefreshAdvertisementAsync();
                 _routing.Prune();
@@ -782,27 +783,47 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
     }
 
     /// <summary>
-    /// With Sentinel: asks which node is the primary now and, if it is another one, moves every connection there
-    /// (StackExchange.Redis's, with the subscription, and the direct commit connection). Meanwhile calls fail with
-    /// UNAVAILABLE, as they do while the old primary is away. Asked once per background tick (a second), whether or
-    /// not anything failed: an old primary can be alive and still answer as a primary for seconds after a failover.
+    /// With Sentinel: asks every second which node is the primary (<see cref="FollowSentinelOnceAsync"/>). A loop of its
+    /// own, so that following the primary never waits behind the other background checks, which call the old primary
+    /// and can wait on it when it does not answer.
     /// </summary>
     private async Task FollowSentinelAsync(CancellationToken ct)
     {
-        if (_sentinel is null)
+        while (!ct.IsCancellationRequested)
         {
-            return;
+            try
+            {
+                await Task.Delay(_options.EpochCheckInterval, ct).ConfigureAwait(false);
+                await FollowSentinelOnceAsync(ct).ConfigureAwait(false);
+            }
+            catch (OperationCanceledException) when (ct.IsCancellationRequested)
+            {
+                return;
+            }
+            catch (Exception ex)
+            {
+                _logger.LogWarning(ex, "Following Sentinel failed; retrying.");
+            }
         }
+    }
 
+    /// <summary>
+    /// Asks which node is the primary now and, if it is another one, moves every connection there (StackExchange.Redis's,
+    /// with the subscription, and the direct commit connection). Meanwhile calls fail with UNAVAILABLE, as they do while
+    /// the old primary is away. Asked whether or not anything failed: an old primary can be alive and still answer as a
+    /// primary for seconds after a failover.
+    /// </summary>
+    private async Task FollowSentinelOnceAsync(CancellationToken ct)
+    {
         var current = _connections;
         EndPoint primary;
         Connections next;
         try
         {
-            primary = await _sentinel.PrimaryAsync(ct).ConfigureAwait(false);
+            primary = await _sentinel!.PrimaryAsync(ct).ConfigureAwait(false);
             if (primary.Equals(current.Config.EndPoints[0]))
             {
-                _sentinelFailing = false;
+                _sentinelFailing = null;
                 return;
             }
 
@@ -819,20 +840,20 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
         }
         catch (Exception ex) when (ex is not OperationCanceledException || !ct.IsCancellationRequested)
         {
-            // Asked again next second, with the connections as they are: said once, not every second.
-            if (!_sentinelFailing)
+            // Asked again next second, with the connections as they are: said when the reason changes, not every second.
+            if (_sentinelFailing != ex.Message)
             {
-                _sentinelFailing = true;
-                _logger.LogWarning(ex, "Could not learn the primary of '{Service}' from Sentinel; connections stay with {Primary}.", _sentinel.ServiceName, current.Config.EndPoints[0]);
+                _sentinelFailing = ex.Message;
+                _logger.LogWarning(ex, "Could not learn the primary of '{Service}' from Sentinel; connections stay with {Primary}.", _sentinel!.ServiceName, current.Config.EndPoints[0]);
             }
 
             return;
         }
 
-        _sentinelFailing = false;
+        _sentinelFailing = null;
         _connections = next;
         _logger.LogWarning("Sentinel names {Primary} as the primary of '{Service}' (was {Old}): connections move there.",
-            primary, _sentinel.ServiceName, current.Config.EndPoints[0]);
+            primary, _sentinel!.ServiceName, current.Config.EndPoints[0]);
 
         // The old node may still take writes (it answers as a primary until Sentinel turns it into a replica), so the
         // direct connection to it is closed now, not when a new one opens: if that fails, commits go through the new

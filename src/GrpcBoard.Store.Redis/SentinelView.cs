@@ -123,7 +123,18 @@ internal sealed class SentinelView
 
     private async Task ExpectPrimaryAsync(EndPoint node, CancellationToken cancellationToken)
     {
-        using var socket = await ConnectAsync(node, cancellationToken).ConfigureAwait(false);
+        Socket socket;
+        try
+        {
+            socket = await ConnectAsync(node, cancellationToken).ConfigureAwait(false);
+        }
+        catch (Exception ex) when (ex is SocketException || ex is OperationCanceledException && !cancellationToken.IsCancellationRequested)
+        {
+            // Said so, or it reads as if the sentinel had refused: it names a primary that is down (a failover not begun yet).
+            throw new InvalidOperationException($"it names {node}, which does not answer ({ex.Message})", ex);
+        }
+
+        using var _ = socket;
         var reader = new RespReader(socket);
         if (!string.IsNullOrEmpty(_password))
         {
