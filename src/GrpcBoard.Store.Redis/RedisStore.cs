@@ -864,12 +864,17 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
             await OpenCommitConnectionAsync().ConfigureAwait(false);
         }
 
-        // Calls under way on the old connections finish or fail there (UNAVAILABLE); none is cut off here.
+        // Calls under way on the old connections finish or fail there (UNAVAILABLE), within the command timeout; then
+        // the connections are disposed either way, or they would go on reconnecting to a dead node.
         _ = Task.Run(async () =>
         {
             try
             {
-                await current.Redis.CloseAsync(allowCommandsToComplete: true).ConfigureAwait(false);
+                await current.Redis.CloseAsync(allowCommandsToComplete: true).WaitAsync(TimeSpan.FromMilliseconds(_options.CommandTimeoutMilliseconds)).ConfigureAwait(false);
+            }
+            catch (Exception ex)
+            {
+                _logger.LogDebug(ex, "Closing the connections to the old primary did not finish in time.");
             }
             finally
             {
