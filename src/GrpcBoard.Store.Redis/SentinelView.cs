@@ -105,7 +105,20 @@ internal sealed class SentinelView
     private async Task<EndPoint> AskAsync(EndPoint sentinel, CancellationToken cancellationToken)
     {
         using var socket = await ConnectAsync(sentinel, cancellationToken).ConfigureAwait(false);
-        var reply = CommitConnection.Expect(socket, new RespReader(socket), "SENTINEL", "get-master-addr-by-name", ServiceName);
+        var reader = new RespReader(socket);
+        if (!string.IsNullOrEmpty(_password))
+        {
+            try
+            {
+                CommitConnection.Expect(socket, reader, "AUTH", _password);
+            }
+            catch (InvalidOperationException ex) when (ex.Message.Contains("without any password configured", StringComparison.Ordinal))
+            {
+                // The password is the data nodes'; sentinels without one of their own take the query as it is.
+            }
+        }
+
+        var reply = CommitConnection.Expect(socket, reader, "SENTINEL", "get-master-addr-by-name", ServiceName);
         if (reply is null)
         {
             throw new ArgumentException($"The sentinel at {sentinel} monitors no group named '{ServiceName}'.");

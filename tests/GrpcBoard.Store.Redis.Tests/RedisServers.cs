@@ -49,6 +49,17 @@ public sealed class RedisProcess : IAsyncDisposable
     public string Directory => _dir.Path;
 
     /// <summary>Starts a server; by default with AOF and appendfsync always (no acknowledged write lost).</summary>
+    /// <summary>The password this server requires (requirepass, and masterauth for its replicas), or null.</summary>
+    public string? Password { get; private init; }
+
+    /// <summary>A server (no persistence) that requires <paramref name="password"/>; its replicas and sentinels use it too.</summary>
+    public static async Task<RedisProcess> StartWithPasswordAsync(string password)
+    {
+        var redis = new RedisProcess(new TempDirectory(), FreePort(), ["--appendonly", "no", "--requirepass", password, "--masterauth", password]) { Password = password };
+        await redis.StartAgainAsync();
+        return redis;
+    }
+
     public static async Task<RedisProcess> StartAsync(bool persistent = true, params string[] extraArgs)
     {
         var args = persistent
@@ -103,7 +114,9 @@ public sealed class RedisProcess : IAsyncDisposable
     /// <summary>A redis-server that replicates this one (<c>--replicaof</c>, no persistence), once it is in sync.</summary>
     public async Task<RedisProcess> StartReplicaAsync()
     {
-        var replica = await StartAsync(false, "--replicaof", "127.0.0.1", Port.ToString(System.Globalization.CultureInfo.InvariantCulture));
+        string[] args = ["--appendonly", "no", "--replicaof", "127.0.0.1", Port.ToString(System.Globalization.CultureInfo.InvariantCulture)];
+        var replica = new RedisProcess(new TempDirectory(), FreePort(), Password is { } password ? [.. args, "--requirepass", password, "--masterauth", password] : args) { Password = Password };
+        await replica.StartAgainAsync();
         await TestTimeouts.Eventually(async () => (await replica.CliAsync("INFO", "replication")).Contains("master_link_status:up", StringComparison.Ordinal),
             "the replica to be in sync with its primary");
         return replica;
@@ -114,9 +127,10 @@ public sealed class RedisProcess : IAsyncDisposable
     /// with a quorum of 1, which calls it down after 2 s without an answer; returned once it has found
     /// <paramref name="replicas"/> replicas, so that a failover has one to promote. (With 500 ms, on a busy 2-core
     /// machine, it once called a primary it had just promoted down and failed over a second time, leaving two
-    /// primaries for a moment: Sentinel's split brain, which loses writes.)
+    /// primaries for a moment: Sentinel's split brain, which loses writes.) With a <see cref="Password"/>, the sentinel
+    /// uses it with the nodes, and requires it itself when <paramref name="requirePassword"/>.
     /// </summary>
-    public async Task<RedisProcess> StartSentinelAsync(string service, int replicas)
+    public async Task<RedisProcess> StartSentinelAsync(string service, int replicas, bool requirePassword = false)
     {
         var dir = new TempDirectory();
         var conf = System.IO.Path.Combine(dir.Path, "sentinel.conf");
@@ -125,9 +139,11 @@ public sealed class RedisProcess : IAsyncDisposable
             sentinel monitor {service} 127.0.0.1 {port} 1
             sentinel down-after-milliseconds {service} 2000
             sentinel failover-timeout {service} 5000
+            {(Password is null ? "" : $"sentinel auth-pass {service} {Password}")}
+            {(requirePassword ? $"requirepass {Password}" : "")}
 
             """);
-        var sentinel = new RedisProcess(dir, FreePort(), [], conf, "--sentinel");
+        var sentinel = new RedisProcess(dir, FreePort(), [], conf, "--sentinel") { Password = requirePassword ? Password : null };
         await sentinel.StartAgainAsync();
         await TestTimeouts.Eventually(
             async () => (await sentinel.CliAsync("SENTINEL", "replicas", service)).Split('\n').Count(line => line.Trim() == "slave") >= replicas,
@@ -142,7 +158,8 @@ public sealed class RedisProcess : IAsyncDisposable
     public async Task<string> CliAsync(params string[] args)
     {
         var info = new ProcessStartInfo("/usr/bin/redis-cli") { UseShellExecute = false, RedirectStandardOutput = true, RedirectStandardError = true };
-        foreach (var a in new[] { "-p", Port.ToString(System.Globalization.CultureInfo.InvariantCulture) }.Concat(args))
+        var auth = Password is null ? [] : new[] { "-a", Password, "--no-auth-warning" };
+        foreach (var a in new[] { "-p", Port.ToString(System.Globalization.CultureInfo.InvariantCulture) }.Concat(auth).Concat(args))
         {
             info.ArgumentList.Add(a);
         }

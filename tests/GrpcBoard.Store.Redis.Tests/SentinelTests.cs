@@ -86,6 +86,36 @@ public sealed class SentinelTests
     }
 
     /// <summary>
+    /// With a password: the nodes require one (requirepass, masterauth), given once in the configuration (password=),
+    /// and the sentinel is asked with it when it requires the same one, and without it when it requires none. The
+    /// store claims over its authenticated direct connection, and follows a failover.
+    /// </summary>
+    [RedisTheory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public async Task WithAPassword_TheStoreWorksAndFollowsAFailover(bool sentinelRequiresIt)
+    {
+        await using var primary = await RedisProcess.StartWithPasswordAsync("s3cret");
+        await using var replica = await primary.StartReplicaAsync();
+        await using var sentinel = await primary.StartSentinelAsync(Service, replicas: 1, requirePassword: sentinelRequiresIt);
+        var hub = new EventHub();
+        var store = await RedisStore.ConnectAsync(new RedisStoreOptions { Configuration = $"{sentinel.Endpoint},serviceName={Service},password=s3cret", KeyPrefix = Prefix }, hub);
+        await using var _ = store;
+        var board = new Coordinator(store, hub, _time, new BoardLimits());
+        const string wf = "auth";
+        await board.CreateWorkflowAsync(wf, "with a password", null, default).Within();
+        await PostAsync(board, wf, 10);
+        var before = await ClaimAsync(board, wf).Within();
+        Assert.True(store.DirectCommitCount > 0, "commits should go over the direct connection, authenticated");
+
+        await TestTimeouts.Eventually(async () => await HeadAsync(replica, wf) >= before.Revision, "the replica to have the claim");
+        await primary.KillAsync();
+        var after = await UntilAvailable.CallAsync(() => ClaimAsync(board, wf), "a claim on the promoted replica", within: TimeSpan.FromSeconds(60));
+        Assert.Equal(replica.Port, PortOf(store.SentinelPrimary));
+        Assert.True(after.Task!.FencingToken > before.Task!.FencingToken);
+    }
+
+    /// <summary>
     /// Eight workers claim without pause while the primary is killed; the sentinel promotes one replica and points
     /// the other at it. The store follows without a restart, and with both replicas waited for, nothing acknowledged
     /// is lost: every acknowledged claim took a different task with a different fencing token, and the new
