@@ -261,3 +261,75 @@ public sealed class RedisClusterFixture : IAsyncLifetime
         }
     }
 }
+
+/// <summary>
+/// A primary, its replicas (in sync) and a sentinel monitoring them as <see cref="Service"/> that has found them all;
+/// every process is killed on dispose, including replicas added later.
+/// </summary>
+public sealed class SentinelGroup : IAsyncDisposable
+{
+    public const string Service = "board";
+    private readonly List<RedisProcess> _processes = [];
+    private readonly List<RedisProcess> _replicas = [];
+
+    private SentinelGroup()
+    {
+    }
+
+    public RedisProcess Primary { get; private set; } = null!;
+
+    public IReadOnlyList<RedisProcess> Replicas => _replicas;
+
+    public RedisProcess Sentinel { get; private set; } = null!;
+
+    /// <summary>
+    /// Starts the group: the primary with AOF when <paramref name="persistent"/>, or requiring <paramref name="password"/>
+    /// (then so do its replicas, and the sentinel when <paramref name="sentinelRequiresPassword"/>).
+    /// </summary>
+    public static async Task<SentinelGroup> StartAsync(int replicas, bool persistent = false, string? password = null, bool sentinelRequiresPassword = false)
+    {
+        var group = new SentinelGroup();
+        try
+        {
+            group.Primary = group.Own(password is null ? await RedisProcess.StartAsync(persistent) : await RedisProcess.StartWithPasswordAsync(password));
+            for (var i = 0; i < replicas; i++)
+            {
+                group._replicas.Add(group.Own(await group.Primary.StartReplicaAsync()));
+            }
+
+            group.Sentinel = group.Own(await group.Primary.StartSentinelAsync(Service, replicas, sentinelRequiresPassword));
+            return group;
+        }
+        catch
+        {
+            await group.DisposeAsync();
+            throw;
+        }
+    }
+
+    /// <summary>Kills the primary (kill -9) and returns the replica the sentinel promotes.</summary>
+    public async Task<RedisProcess> FailOverAsync()
+    {
+        await Primary.KillAsync();
+        await TestTimeouts.Eventually(async () => await Sentinel.SentinelPrimaryPortAsync(Service) != Primary.Port, "the sentinel to promote a replica");
+        var port = await Sentinel.SentinelPrimaryPortAsync(Service);
+        return _replicas.Single(r => r.Port == port);
+    }
+
+    /// <summary>A new replica of <paramref name="node"/> (in sync), killed with the group.</summary>
+    public async Task<RedisProcess> AddReplicaAsync(RedisProcess node) => Own(await node.StartReplicaAsync());
+
+    private RedisProcess Own(RedisProcess process)
+    {
+        _processes.Add(process);
+        return process;
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        foreach (var process in Enumerable.Reverse(_processes))
+        {
+            await process.DisposeAsync();
+        }
+    }
+}

@@ -15,7 +15,7 @@ namespace GrpcBoard.Store.Redis.Tests;
 /// </summary>
 public sealed class SentinelServerTests : IDisposable
 {
-    private const string Service = "board";
+    private const string Service = SentinelGroup.Service;
     private readonly TempDirectory _dataA = new();
     private readonly TempDirectory _dataB = new();
 
@@ -35,14 +35,11 @@ public sealed class SentinelServerTests : IDisposable
     [RedisFact]
     public async Task TwoServers_ThroughTheSentinel_ClaimAcrossAFailover_LosingNothingAcknowledged()
     {
-        await using var primary = await RedisProcess.StartAsync(persistent: false);
-        await using var first = await primary.StartReplicaAsync();
-        await using var second = await primary.StartReplicaAsync();
-        await using var sentinel = await primary.StartSentinelAsync(Service, replicas: 2);
+        await using var group = await SentinelGroup.StartAsync(replicas: 2);
         string[] Args(string data) =>
         [
             "--port", RedisProcess.FreePort().ToString(CultureInfo.InvariantCulture), "--store", "redis",
-            "--redis", $"{sentinel.Endpoint},serviceName={Service}", "--redis-replicas", "2", "--redis-prefix", "e2e", "--data", data,
+            "--redis", $"{group.Sentinel.Endpoint},serviceName={Service}", "--redis-replicas", "2", "--redis-prefix", "e2e", "--data", data,
         ];
 
         await using var a = await ServerProcess.StartAsync(Args(_dataA.Path));
@@ -85,9 +82,7 @@ public sealed class SentinelServerTests : IDisposable
 
         await TestTimeouts.Eventually(() => Task.FromResult(acknowledged.Count >= 40), "40 claims before the failover");
         var beforeKill = acknowledged.Count;
-        await primary.KillAsync();
-        await TestTimeouts.Eventually(async () => await sentinel.SentinelPrimaryPortAsync(Service) != primary.Port, "the sentinel to promote a replica");
-        await using var third = await (await sentinel.SentinelPrimaryPortAsync(Service) == first.Port ? first : second).StartReplicaAsync();
+        await group.AddReplicaAsync(await group.FailOverAsync());
         await TestTimeouts.Eventually(() => Task.FromResult(acknowledged.Count >= beforeKill + 40), "40 claims after the failover", TimeSpan.FromSeconds(60));
         await stop.CancelAsync();
         await Task.WhenAll(workers).Within();
@@ -101,31 +96,13 @@ public sealed class SentinelServerTests : IDisposable
         {
             foreach (var client in new[] { viaA, viaB })
             {
-                var task = (await RetryUnavailableAsync(() => client.GetTaskAsync(new GetTaskRequest { WorkflowId = wf, TaskId = taskId }))).Task;
+                var task = (await UntilAvailable.CallAsync(() => client.GetTaskAsync(new GetTaskRequest { WorkflowId = wf, TaskId = taskId }), "a read to be served")).Task;
                 Assert.Equal((TaskState.Claimed, worker, token), (task.State, task.Owner, task.FencingToken));
             }
         }
 
         // Claims whose outcome was unknown (UNAVAILABLE with the reply lost in the failover) may have committed too.
-        var counts = (await RetryUnavailableAsync(() => viaA.GetWorkflowAsync(new GetWorkflowRequest { WorkflowId = wf }))).Workflow.TaskCounts;
+        var counts = (await UntilAvailable.CallAsync(() => viaA.GetWorkflowAsync(new GetWorkflowRequest { WorkflowId = wf }), "a read to be served")).Workflow.TaskCounts;
         Assert.InRange(counts.Claimed, claims.Length, claims.Length + unavailable);
-    }
-
-    private static async Task<T> RetryUnavailableAsync<T>(Func<Task<T>> call)
-    {
-        T result = default!;
-        await TestTimeouts.Eventually(async () =>
-        {
-            try
-            {
-                result = await call();
-                return true;
-            }
-            catch (BoardRpcException ex) when (ex.StatusCode == StatusCode.Unavailable)
-            {
-                return false;
-            }
-        }, "a read to be served");
-        return result;
     }
 }

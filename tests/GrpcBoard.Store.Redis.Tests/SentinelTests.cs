@@ -17,18 +17,19 @@ namespace GrpcBoard.Store.Redis.Tests;
 public sealed class SentinelTests
 {
     private const string Prefix = "st";
-    private const string Service = "board";
+    private const string Service = SentinelGroup.Service;
     private readonly ManualTimeProvider _time = new();
 
-    private Task<(RedisStore Store, Coordinator Board)> OpenAsync(RedisProcess sentinel, int replicas) => OpenAsync(sentinel.Endpoint, replicas);
+    private Task<(RedisStore Store, Coordinator Board)> OpenAsync(SentinelGroup group, int replicas, string? password = null) =>
+        OpenAsync(group.Sentinel.Endpoint, replicas, password);
 
     /// <summary>A store through the sentinels at <paramref name="sentinels"/> (host:port, comma-separated) and a board on it.</summary>
-    private async Task<(RedisStore Store, Coordinator Board)> OpenAsync(string sentinels, int replicas)
+    private async Task<(RedisStore Store, Coordinator Board)> OpenAsync(string sentinels, int replicas, string? password = null)
     {
         var hub = new EventHub();
         var store = await RedisStore.ConnectAsync(new RedisStoreOptions
         {
-            Configuration = $"{sentinels},serviceName={Service}",
+            Configuration = $"{sentinels},serviceName={Service}" + (password is null ? "" : $",password={password}"),
             KeyPrefix = Prefix,
             ReplicasToWaitFor = replicas,
             ReplicaWaitTimeout = TimeSpan.FromMilliseconds(500),
@@ -59,8 +60,8 @@ public sealed class SentinelTests
     [RedisFact]
     public async Task AMisconfiguredOrUnreachableSentinel_IsAClearErrorAtStart()
     {
-        await using var primary = await RedisProcess.StartAsync(persistent: false);
-        await using var sentinel = await primary.StartSentinelAsync(Service, replicas: 0);
+        await using var group = await SentinelGroup.StartAsync(replicas: 0);
+        var sentinel = group.Sentinel;
         var unknown = await Assert.ThrowsAsync<ArgumentException>(() => RedisStore.ConnectAsync(
             new RedisStoreOptions { Configuration = $"{sentinel.Endpoint},serviceName=other", KeyPrefix = Prefix }, new EventHub())).Within();
         Assert.Contains("monitors no group named 'other'", unknown.Message, StringComparison.Ordinal);
@@ -80,7 +81,7 @@ public sealed class SentinelTests
         var (store, board) = await OpenAsync($"{nobody},{sentinel.Endpoint}", replicas: 0);
         await using (store)
         {
-            Assert.Equal(primary.Port, PortOf(store.SentinelPrimary));
+            Assert.Equal(group.Primary.Port, PortOf(store.SentinelPrimary));
             await board.CreateWorkflowAsync("ok", "through the second sentinel", null, default).Within();
         }
     }
@@ -95,13 +96,10 @@ public sealed class SentinelTests
     [InlineData(false)]
     public async Task WithAPassword_TheStoreWorksAndFollowsAFailover(bool sentinelRequiresIt)
     {
-        await using var primary = await RedisProcess.StartWithPasswordAsync("s3cret");
-        await using var replica = await primary.StartReplicaAsync();
-        await using var sentinel = await primary.StartSentinelAsync(Service, replicas: 1, requirePassword: sentinelRequiresIt);
-        var hub = new EventHub();
-        var store = await RedisStore.ConnectAsync(new RedisStoreOptions { Configuration = $"{sentinel.Endpoint},serviceName={Service},password=s3cret", KeyPrefix = Prefix }, hub);
+        await using var group = await SentinelGroup.StartAsync(replicas: 1, password: "s3cret", sentinelRequiresPassword: sentinelRequiresIt);
+        var replica = group.Replicas[0];
+        var (store, board) = await OpenAsync(group, replicas: 0, password: "s3cret");
         await using var _ = store;
-        var board = new Coordinator(store, hub, _time, new BoardLimits());
         const string wf = "auth";
         await board.CreateWorkflowAsync(wf, "with a password", null, default).Within();
         await PostAsync(board, wf, 10);
@@ -109,7 +107,7 @@ public sealed class SentinelTests
         Assert.True(store.DirectCommitCount > 0, "commits should go over the direct connection, authenticated");
 
         await TestTimeouts.Eventually(async () => await HeadAsync(replica, wf) >= before.Revision, "the replica to have the claim");
-        await primary.KillAsync();
+        Assert.Same(replica, await group.FailOverAsync());
         var after = await UntilAvailable.CallAsync(() => ClaimAsync(board, wf), "a claim on the promoted replica", within: TimeSpan.FromSeconds(60));
         Assert.Equal(replica.Port, PortOf(store.SentinelPrimary));
         Assert.True(after.Task!.FencingToken > before.Task!.FencingToken);
@@ -127,13 +125,10 @@ public sealed class SentinelTests
     [RedisFact]
     public async Task UnderLoad_ASentinelFailover_LosesNoAcknowledgedClaim_AndNoTokenRepeats()
     {
-        await using var primary = await RedisProcess.StartAsync(persistent: false);
-        await using var first = await primary.StartReplicaAsync();
-        await using var second = await primary.StartReplicaAsync();
-        await using var sentinel = await primary.StartSentinelAsync(Service, replicas: 2);
-        var (store, board) = await OpenAsync(sentinel, replicas: 2);
+        await using var group = await SentinelGroup.StartAsync(replicas: 2);
+        var (store, board) = await OpenAsync(group, replicas: 2);
         await using var _ = store;
-        Assert.Equal(primary.Port, PortOf(store.SentinelPrimary));
+        Assert.Equal(group.Primary.Port, PortOf(store.SentinelPrimary));
         const string wf = "load";
         await board.CreateWorkflowAsync(wf, "sentinel failover", null, default).Within();
         await PostAsync(board, wf, 3000);
@@ -161,24 +156,22 @@ public sealed class SentinelTests
 
         await TestTimeouts.Eventually(() => Task.FromResult(acknowledged.Count >= 50), "50 claims before the failover");
         var beforeKill = acknowledged.Count;
-        await primary.KillAsync();
-        await TestTimeouts.Eventually(async () => await sentinel.SentinelPrimaryPortAsync(Service) != primary.Port, "the sentinel to promote a replica");
-        var promotedPort = await sentinel.SentinelPrimaryPortAsync(Service);
-        var (promoted, other) = promotedPort == first.Port ? (first, second) : (second, first);
-        await using var third = await promoted.StartReplicaAsync();
+        var promoted = await group.FailOverAsync();
+        var other = group.Replicas.Single(r => r != promoted);
+        var third = await group.AddReplicaAsync(promoted);
         await TestTimeouts.Eventually(() => Task.FromResult(acknowledged.Count >= beforeKill + 50), "50 claims after the failover", TimeSpan.FromSeconds(60));
         await stop.CancelAsync();
         await Task.WhenAll(workers).Within();
-        Assert.Equal(promotedPort, PortOf(store.SentinelPrimary));
+        Assert.Equal(promoted.Port, PortOf(store.SentinelPrimary));
         var claims = acknowledged.ToArray();
         Assert.Equal(claims.Length, claims.Select(c => c.Task!.Id).Distinct().Count());
         Assert.Equal(claims.Length, claims.Select(c => c.Task!.FencingToken).Distinct().Count());
 
         // What the new primary holds, read by a store opened afresh through the sentinel.
-        var (reader, readerBoard) = await OpenAsync(sentinel, replicas: 0);
+        var (reader, readerBoard) = await OpenAsync(group, replicas: 0);
         await using (reader)
         {
-            Assert.Equal(promotedPort, PortOf(reader.SentinelPrimary));
+            Assert.Equal(promoted.Port, PortOf(reader.SentinelPrimary));
             foreach (var claim in claims)
             {
                 var task = (await readerBoard.GetTaskAsync(wf, claim.Task!.Id, default).Within()).Task;
@@ -208,10 +201,9 @@ public sealed class SentinelTests
     [RedisFact]
     public async Task AStoreMovedToAnotherHistory_RefusesWithDataLoss()
     {
-        await using var primary = await RedisProcess.StartAsync(persistent: false);
-        await using var replica = await primary.StartReplicaAsync();
-        await using var sentinel = await primary.StartSentinelAsync(Service, replicas: 1);
-        var (store, board) = await OpenAsync(sentinel, replicas: 0);
+        await using var group = await SentinelGroup.StartAsync(replicas: 1);
+        var (sentinel, replica) = (group.Sentinel, group.Replicas[0]);
+        var (store, board) = await OpenAsync(group, replicas: 0);
         await using var _ = store;
         const string wf = "diverge";
         var acknowledged = await SplitBrain.MakeAsync(board, wf, replica, Prefix, _time);
@@ -233,11 +225,9 @@ public sealed class SentinelTests
     [RedisFact]
     public async Task AnOldPrimaryBackWithItsData_IsNotUsed_WhileItStillCallsItselfPrimary()
     {
-        await using var primary = await RedisProcess.StartAsync(persistent: true);
-        await using var first = await primary.StartReplicaAsync();
-        await using var second = await primary.StartReplicaAsync();
-        await using var sentinel = await primary.StartSentinelAsync(Service, replicas: 2);
-        var (store, board) = await OpenAsync(sentinel, replicas: 1);
+        await using var group = await SentinelGroup.StartAsync(replicas: 2, persistent: true);
+        var primary = group.Primary;
+        var (store, board) = await OpenAsync(group, replicas: 1);
         await using var _ = store;
         const string wf = "stale";
         await board.CreateWorkflowAsync(wf, "old primary returns", null, default).Within();
@@ -249,13 +239,12 @@ public sealed class SentinelTests
         }
 
         // Waited for one replica of two: the kill comes once both have the claims, so that whichever is promoted has them.
-        foreach (var replica in new[] { first, second })
+        foreach (var replica in group.Replicas)
         {
             await TestTimeouts.Eventually(async () => await HeadAsync(replica, wf) >= claims[^1].Revision, "both replicas to have the claims");
         }
 
-        await primary.KillAsync();
-        await TestTimeouts.Eventually(async () => await sentinel.SentinelPrimaryPortAsync(Service) != primary.Port, "the sentinel to promote a replica");
+        await group.FailOverAsync();
         for (var i = 0; i < 3; i++)
         {
             claims.Add(await UntilAvailable.CallAsync(() => ClaimAsync(board, wf), "a claim on the new primary", within: TimeSpan.FromSeconds(60)));
@@ -267,7 +256,7 @@ public sealed class SentinelTests
         Assert.True(await HeadAsync(primary, wf) <= oldHead, "the old primary should hold only what it had before the failover");
 
         // While the old primary calls itself a primary: a new store, and the running one, serve from the new one.
-        var (late, lateBoard) = await OpenAsync(sentinel, replicas: 1);
+        var (late, lateBoard) = await OpenAsync(group, replicas: 1);
         await using (late)
         {
             Assert.NotEqual(primary.Port, PortOf(late.SentinelPrimary));

@@ -1,9 +1,14 @@
+using GrpcBoard.Client;
 using GrpcBoard.Core;
 using GrpcBoard.Testing;
+using GrpcBoard.Wire;
 
 namespace GrpcBoard.Store.Redis.Tests;
 
-/// <summary>Calls the store as a client would while Redis is away or failing over: UNAVAILABLE is retried.</summary>
+/// <summary>
+/// Calls the store, or a server through the C# client, as a client would while Redis is away or failing over:
+/// UNAVAILABLE is retried.
+/// </summary>
 public static class UntilAvailable
 {
     /// <summary>Calls until the call is not refused with UNAVAILABLE and its result satisfies <paramref name="until"/>; returns that result.</summary>
@@ -17,7 +22,7 @@ public static class UntilAvailable
                 result = await call();
                 return until?.Invoke(result) ?? true;
             }
-            catch (BoardException ex) when (ex.Error == BoardError.StoreUnavailable)
+            catch (Exception ex) when (ex is BoardException { Error: BoardError.StoreUnavailable } or BoardRpcException { StatusCode: StatusCode.Unavailable })
             {
                 return false;
             }
