@@ -1,7 +1,5 @@
 using System.Buffers;
-using System.Buffers.Text;
 using System.Diagnostics;
-using System.Net;
 using System.Net.Sockets;
 using System.Text;
 using GrpcBoard.Core;
@@ -23,61 +21,61 @@ internal sealed class RedisErrorReplyException(string message) : Exception(messa
 ///
 /// Commands are pipelined in the order they are written, under one lock, so the batches of a workflow reach Redis
 /// in send order, and replies come back in that order (RESP). Anything this connection does not do (a cluster,
-/// TLS, a connection that broke) goes through StackExchange.Redis instead: the commit script is conditional on
-/// the workflow's last batch, so which connection carries a batch never matters for correctness.
+/// a connection that broke) goes through StackExchange.Redis instead: the commit script is conditional on the
+/// workflow's last batch, so which connection carries a batch never matters for correctness.
+///
+/// The reader blocks until data comes; a watchdog timer breaks the connection when the oldest reply is overdue.
+/// (A receive timeout on the reader would do on TCP, but a TLS read that timed out cannot be resumed.)
 /// </summary>
 internal sealed class CommitConnection : IDisposable
 {
-    private readonly Socket _socket;
+    private readonly RespLink _link;
     private readonly byte[] _sha;
     private readonly long _timeoutTicks;
     private readonly object _writeLock = new();
     private readonly Queue<(Action<CommitReply, Exception?> OnReply, long SentAt)> _pending = new();
     private readonly ArrayBufferWriter<byte> _out = new(64 * 1024);
-    private readonly RespReader _reader;
     private readonly Thread _thread;
+    private readonly Timer _watchdog;
+    private readonly TimeSpan _watchPeriod;
     private readonly Action<Exception> _onCallbackError;
 
     /// <summary>WAIT, sent after every commit when replicas are waited for (<see cref="RedisStoreOptions.ReplicasToWaitFor"/>); else null.</summary>
     private readonly byte[]? _waitCommand;
     private bool _broken;
 
-    private CommitConnection(Socket socket, string sha, TimeSpan timeout, ReplicaWait wait, Action<Exception> onCallbackError)
+    private CommitConnection(RespLink link, string sha, TimeSpan timeout, ReplicaWait wait, Action<Exception> onCallbackError)
     {
         _onCallbackError = onCallbackError;
         if (wait.Replicas > 0)
         {
             var command = new ArrayBufferWriter<byte>();
-            ArrayHeader(command, 3);
-            Bulk(command, "WAIT"u8);
-            Bulk(command, Encoding.ASCII.GetBytes(wait.Replicas.ToString(System.Globalization.CultureInfo.InvariantCulture)));
-            Bulk(command, Encoding.ASCII.GetBytes(wait.TimeoutMs.ToString(System.Globalization.CultureInfo.InvariantCulture)));
+            RespLink.ArrayHeader(command, 3);
+            RespLink.Bulk(command, "WAIT"u8);
+            RespLink.Bulk(command, Encoding.ASCII.GetBytes(wait.Replicas.ToString(System.Globalization.CultureInfo.InvariantCulture)));
+            RespLink.Bulk(command, Encoding.ASCII.GetBytes(wait.TimeoutMs.ToString(System.Globalization.CultureInfo.InvariantCulture)));
             _waitCommand = command.WrittenSpan.ToArray();
         }
-        _socket = socket;
+        _link = link;
         _sha = Encoding.ASCII.GetBytes(sha);
         _timeoutTicks = (long)(timeout.TotalSeconds * Stopwatch.Frequency);
-        _reader = new RespReader(socket, OldestOverdue);
         _thread = new Thread(ReadLoop) { IsBackground = true, Name = "GrpcBoard Redis commits" };
+        _watchPeriod = TimeSpan.FromMilliseconds(Math.Clamp(timeout.TotalMilliseconds / 4, 50, 1000));
+        _watchdog = new Timer(static state => ((CommitConnection)state!).FailIfOverdue(), this, Timeout.InfiniteTimeSpan, Timeout.InfiniteTimeSpan);
     }
 
     /// <summary>
-    /// Connects to the primary, authenticates, selects the database and loads the commit script. Null when the
-    /// configuration is one this connection does not serve (TLS, a cluster, a sentinel, or one endpoint that is a
-    /// replica): StackExchange.Redis carries the commits then. With several endpoints (a primary and its
+    /// Connects to the primary (over TLS with <paramref name="tls"/>), authenticates, selects the database and loads
+    /// the commit script. Null when the configuration is one this connection does not serve (a cluster, or one
+    /// endpoint that is a replica): StackExchange.Redis carries the commits then. With several endpoints (a primary and its
     /// replicas), it goes to the one StackExchange.Redis sees as the primary; after a failover this connection
     /// breaks (or is told READONLY) and the next one goes to the new primary. With Sentinel
     /// (<paramref name="followsSentinel"/>) the one endpoint is the primary Sentinel named, and if it answers as a
     /// replica, that is a failover under way, not a configuration: the caller tries again later.
     /// </summary>
     public static async Task<CommitConnection?> OpenAsync(
-        ConfigurationOptions config, ConnectionMultiplexer redis, TimeSpan timeout, ReplicaWait wait, bool followsSentinel, Action<Exception> onCallbackError)
+        ConfigurationOptions config, RedisTls? tls, ConnectionMultiplexer redis, TimeSpan timeout, ReplicaWait wait, bool followsSentinel, Action<Exception> onCallbackError)
     {
-        if (config.Ssl)
-        {
-            return null;
-        }
-
         var servers = config.EndPoints.Select(e => redis.GetServer(e)).ToList();
         if (servers.Any(s => s.IsConnected && s.ServerType != ServerType.Standalone) || servers is [{ IsConnected: true, IsSlave: true }] && !followsSentinel)
         {
@@ -100,44 +98,31 @@ internal sealed class CommitConnection : IDisposable
             throw new InvalidOperationException($"No Redis primary is connected among {string.Join(", ", config.EndPoints)}.");
         }
 
-        var endpoint = server.EndPoint;
-        var socket = new Socket(SocketType.Stream, ProtocolType.Tcp) { NoDelay = true, SendTimeout = (int)timeout.TotalMilliseconds };
+        var link = await RespLink.OpenAsync(server.EndPoint, tls, timeout, default).ConfigureAwait(false);
         try
         {
-            using (var connect = new CancellationTokenSource(timeout))
-            {
-                await (endpoint switch
-                {
-                    DnsEndPoint dns => socket.ConnectAsync(dns.Host, dns.Port, connect.Token),
-                    _ => socket.ConnectAsync(endpoint, connect.Token),
-                }).ConfigureAwait(false);
-            }
-
-            // The handshake is read before the reader thread starts, with a receive timeout as its deadline.
-            socket.ReceiveTimeout = (int)timeout.TotalMilliseconds;
-            var handshake = new RespReader(socket);
+            // The handshake is read before the reader thread starts, with the link's timeout as its deadline.
             if (!string.IsNullOrEmpty(config.Password))
             {
-                Expect(socket, handshake, "AUTH", config.Password);
+                link.Call("AUTH", config.Password);
             }
 
             if (config.DefaultDatabase is { } db and not 0)
             {
-                Expect(socket, handshake, "SELECT", db.ToString(System.Globalization.CultureInfo.InvariantCulture));
+                link.Call("SELECT", db.ToString(System.Globalization.CultureInfo.InvariantCulture));
             }
 
-            var sha = Expect(socket, handshake, "SCRIPT", "LOAD", Scripts.Commit) as byte[]
+            var sha = link.Call("SCRIPT", "LOAD", Scripts.Commit) as byte[]
                 ?? throw new InvalidDataException("SCRIPT LOAD answered no SHA.");
-            var connection = new CommitConnection(socket, Encoding.ASCII.GetString(sha), timeout, wait, onCallbackError);
-            connection._reader.Adopt(handshake);
-            // The reader wakes up every so often to time out a reply that does not come.
-            socket.ReceiveTimeout = (int)Math.Clamp(timeout.TotalMilliseconds / 4, 50, 1000);
+            var connection = new CommitConnection(link, Encoding.ASCII.GetString(sha), timeout, wait, onCallbackError);
+            link.WaitWithoutTimeout();
             connection._thread.Start();
+            connection._watchdog.Change(connection._watchPeriod, connection._watchPeriod);
             return connection;
         }
         catch
         {
-            socket.Dispose();
+            link.Dispose();
             throw;
         }
     }
@@ -158,14 +143,14 @@ internal sealed class CommitConnection : IDisposable
             }
 
             _out.ResetWrittenCount();
-            ArrayHeader(_out, 3 + 1 + args.Length);
-            Bulk(_out, "EVALSHA"u8);
-            Bulk(_out, _sha);
-            Bulk(_out, "1"u8);
-            Bulk(_out, (byte[])key!);
+            RespLink.ArrayHeader(_out, 3 + 1 + args.Length);
+            RespLink.Bulk(_out, "EVALSHA"u8);
+            RespLink.Bulk(_out, _sha);
+            RespLink.Bulk(_out, "1"u8);
+            RespLink.Bulk(_out, (byte[])key!);
             foreach (var arg in args)
             {
-                Bulk(_out, (byte[])arg!);
+                RespLink.Bulk(_out, (byte[])arg!);
             }
 
             if (_waitCommand is not null)
@@ -175,13 +160,9 @@ internal sealed class CommitConnection : IDisposable
 
             try
             {
-                var written = _out.WrittenSpan;
-                while (written.Length > 0)
-                {
-                    written = written[_socket.Send(written)..];
-                }
+                _link.Stream.Write(_out.WrittenSpan);
             }
-            catch (Exception ex) when (ex is SocketException or ObjectDisposedException)
+            catch (Exception ex) when (ex is IOException or SocketException or ObjectDisposedException)
             {
                 // Part of the command may have gone out: its outcome is unknown, as for any lost reply.
                 _pending.Enqueue((onReply, Stopwatch.GetTimestamp()));
@@ -206,21 +187,19 @@ internal sealed class CommitConnection : IDisposable
             object? value, replicas = null;
             try
             {
-                value = _reader.ReadValue();
+                value = _link.Reader.ReadValue();
                 // Read before the command leaves the queue, so a WAIT that never ends still times out.
                 if (_waitCommand is not null)
                 {
-                    replicas = _reader.ReadValue();
+                    replicas = _link.Reader.ReadValue();
                 }
-            }
-            catch (SocketException ex) when (ex.SocketErrorCode == SocketError.TimedOut)
-            {
-                Fail(new BoardException(BoardError.StoreUnavailable, "Redis is unavailable: no reply to a commit within the command timeout."));
-                return;
             }
             catch (Exception ex)
             {
+                // After the watchdog's Fail (the read failed because it closed the socket), this fails nothing more.
                 Fail(new BoardException(BoardError.StoreUnavailable, "Redis is unavailable: " + ex.Message, inner: ex));
+                _watchdog.Dispose();
+                _link.Dispose();
                 return;
             }
 
@@ -278,11 +257,17 @@ internal sealed class CommitConnection : IDisposable
         }
     }
 
-    private bool OldestOverdue()
+    private void FailIfOverdue()
     {
+        bool overdue;
         lock (_writeLock)
         {
-            return _pending.TryPeek(out var oldest) && Stopwatch.GetTimestamp() - oldest.SentAt > _timeoutTicks;
+            overdue = _pending.TryPeek(out var oldest) && Stopwatch.GetTimestamp() - oldest.SentAt > _timeoutTicks;
+        }
+
+        if (overdue)
+        {
+            Fail(new BoardException(BoardError.StoreUnavailable, "Redis is unavailable: no reply to a commit within the command timeout."));
         }
     }
 
@@ -297,8 +282,8 @@ internal sealed class CommitConnection : IDisposable
     private void BreakLocked()
     {
         _broken = true;
-        // Wakes the reader (its receive fails), which then fails what is pending.
-        _socket.Dispose();
+        // Wakes the reader (its receive fails), which then fails what is pending and disposes the link.
+        _link.Abort();
     }
 
     /// <summary>Fails every command still waiting for a reply, in send order, and closes the connection.</summary>
@@ -333,42 +318,4 @@ internal sealed class CommitConnection : IDisposable
 
     /// <summary>An error reply; RedisStore maps it as StackExchange.Redis's (the transient ones are UNAVAILABLE).</summary>
     private static Exception ErrorReply(string message) => new RedisErrorReplyException(message);
-
-    /// <summary>Sends one command on a blocking socket and reads its reply; an error reply throws.</summary>
-    internal static object? Expect(Socket socket, RespReader reader, params string[] command)
-    {
-        var buffer = new ArrayBufferWriter<byte>();
-        ArrayHeader(buffer, command.Length);
-        foreach (var part in command)
-        {
-            Bulk(buffer, Encoding.UTF8.GetBytes(part));
-        }
-
-        socket.Send(buffer.WrittenSpan);
-        var reply = reader.ReadValue();
-        return reply is RespError error ? throw new InvalidOperationException($"Redis refused {command[0]}: {error.Message}") : reply;
-    }
-
-    private static void ArrayHeader(ArrayBufferWriter<byte> w, int count)
-    {
-        w.Write("*"u8);
-        Number(w, count);
-        w.Write("\r\n"u8);
-    }
-
-    private static void Bulk(ArrayBufferWriter<byte> w, ReadOnlySpan<byte> value)
-    {
-        w.Write("$"u8);
-        Number(w, value.Length);
-        w.Write("\r\n"u8);
-        w.Write(value);
-        w.Write("\r\n"u8);
-    }
-
-    private static void Number(ArrayBufferWriter<byte> w, long value)
-    {
-        var span = w.GetSpan(20);
-        Utf8Formatter.TryFormat(value, span, out var written);
-        w.Advance(written);
-    }
 }

@@ -36,6 +36,7 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
     private readonly EventHub _hub;
     private readonly ILogger _logger;
     private readonly SentinelView? _sentinel;
+    private readonly RedisTls? _tls;
 
     /// <summary>StackExchange.Redis's connections; replaced whole when Sentinel names another primary.</summary>
     private volatile Connections _connections;
@@ -60,11 +61,12 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
     private volatile string? _advertised;
     private long _advertisedAtMs;
 
-    private RedisStore(RedisStoreOptions options, EventHub hub, Connections connections, SentinelView? sentinel, ILogger logger)
+    private RedisStore(RedisStoreOptions options, EventHub hub, Connections connections, SentinelView? sentinel, RedisTls? tls, ILogger logger)
     {
         _options = options;
         _connections = connections;
         _sentinel = sentinel;
+        _tls = tls;
         BatchesInFlight = options.BatchesInFlightFor(connections.Config.EndPoints);
         _hub = hub;
         _logger = logger;
@@ -83,8 +85,10 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
         config.SyncTimeout = options.CommandTimeoutMilliseconds;
         config.ConnectTimeout = Math.Max(config.ConnectTimeout, 5000);
         config.ConnectRetry = Math.Max(config.ConnectRetry, 3);
+        var tls = RedisTls.From(config, options);
+        tls?.Apply(config);
         // Redis's guidelines for Sentinel clients: a short timeout per sentinel (a few hundred ms), then the next one.
-        var sentinel = SentinelView.From(config, TimeSpan.FromMilliseconds(Math.Min(options.CommandTimeoutMilliseconds, 1000)));
+        var sentinel = SentinelView.From(config, tls, TimeSpan.FromMilliseconds(Math.Min(options.CommandTimeoutMilliseconds, 1000)));
         if (sentinel is not null)
         {
             config = SentinelView.ForPrimary(config, await sentinel.PrimaryAsync(default));
@@ -92,13 +96,26 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
 
         var connections = await Connections.OpenAsync(config);
         var redis = connections.Redis;
+        if (!redis.IsConnected)
+        {
+            // Nothing to work with. StackExchange.Redis says only "No connection is available": ask each node why.
+            var reasons = new List<string>();
+            foreach (var endpoint in config.EndPoints)
+            {
+                var why = await RespLink.WhyNotAsync(endpoint, tls, config.Password, TimeSpan.FromMilliseconds(options.CommandTimeoutMilliseconds));
+                reasons.Add($"{endpoint}: {why ?? "answers now"}");
+            }
+
+            redis.Dispose();
+            throw new BoardException(BoardError.StoreUnavailable, $"Redis is unavailable: no connection at start ({string.Join("; ", reasons)}).");
+        }
         if (options.ReplicasToWaitFor > 0 && config.EndPoints.Any(e => redis.GetServer(e) is { IsConnected: true, ServerType: ServerType.Cluster }))
         {
             redis.Dispose();
             throw new ArgumentException("Waiting for replicas (--redis-replicas) needs a standalone Redis primary, not a cluster: StackExchange.Redis 1.2.6 cannot send WAIT to the node that owns a workflow's slot.");
         }
 
-        var store = new RedisStore(options, hub, connections, sentinel, logger ?? NullLogger.Instance);
+        var store = new RedisStore(options, hub, connections, sentinel, tls, logger ?? NullLogger.Instance);
         store._directCommits = options.DirectCommits;
         if (options.DirectCommits)
         {
@@ -583,7 +600,7 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
         try
         {
             var connections = _connections;
-            var opened = await CommitConnection.OpenAsync(connections.Config, connections.Redis, TimeSpan.FromMilliseconds(_options.CommandTimeoutMilliseconds),
+            var opened = await CommitConnection.OpenAsync(connections.Config, _tls, connections.Redis, TimeSpan.FromMilliseconds(_options.CommandTimeoutMilliseconds),
                 _options.ReplicaWait, followsSentinel: _sentinel is not null, ex => _logger.LogError(ex, "A commit reply could not be handled.")).ConfigureAwait(false);
             _commitsOpenFailing = false;
             if (_connections != connections)
@@ -602,7 +619,7 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
             else if (opened is null)
             {
                 _directCommits = false;
-                _logger.LogInformation("Commits go through StackExchange.Redis: the direct commit connection serves a standalone primary (alone or with its replicas) without TLS.");
+                _logger.LogInformation("Commits go through StackExchange.Redis: the direct commit connection serves a standalone primary (alone or with its replicas), not a cluster.");
             }
         }
         catch (Exception ex) when (ex is not OperationCanceledException)

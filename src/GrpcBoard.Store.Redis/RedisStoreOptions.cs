@@ -51,8 +51,20 @@ public sealed class RedisStoreOptions
     }
 
     /// <summary>
-    /// Commits go over a connection of their own, read by a dedicated thread, when Redis is a standalone primary (alone or with its replicas)
-    /// without TLS (<see cref="CommitConnection"/>); otherwise, or when false, through StackExchange.Redis.
+    /// PEM file of the certificate authorities that Redis's (and the sentinels') certificates must chain to, with
+    /// <c>ssl=true</c> in <see cref="Configuration"/>; null: the machine's trust store. Only these are trusted when given.
+    /// </summary>
+    public string? TlsCaFile { get; set; }
+
+    /// <summary>PEM certificate this server shows Redis over TLS (Redis asks for one unless <c>tls-auth-clients no</c>); with <see cref="TlsKeyFile"/>.</summary>
+    public string? TlsCertificateFile { get; set; }
+
+    /// <summary>PEM private key of <see cref="TlsCertificateFile"/>.</summary>
+    public string? TlsKeyFile { get; set; }
+
+    /// <summary>
+    /// Commits go over a connection of their own, read by a dedicated thread, when Redis is a standalone primary (alone or with its replicas,
+    /// or named by Sentinel), over TLS too (<see cref="CommitConnection"/>); otherwise (a cluster), or when false, through StackExchange.Redis.
     /// </summary>
     public bool DirectCommits { get; set; } = true;
 

@@ -1,5 +1,4 @@
 using System.Buffers.Text;
-using System.Net.Sockets;
 using System.Text;
 
 namespace GrpcBoard.Store.Redis;
@@ -8,23 +7,15 @@ namespace GrpcBoard.Store.Redis;
 internal sealed record RespError(string Message);
 
 /// <summary>
-/// A RESP2 reply reader over a blocking socket: integers as long, bulk strings as byte[], arrays as object?[].
-/// A receive that times out asks <paramref name="overdue"/> whether to give up (null: always), and otherwise
-/// waits on, so a reply split across a timeout is still read whole.
+/// A RESP2 reply reader over a blocking stream (TCP or TLS): integers as long, bulk strings as byte[], arrays as
+/// object?[]. A reply may arrive in any number of pieces; a read that fails (a timeout, a closed connection) fails the
+/// reply, and the connection with it.
 /// </summary>
-internal sealed class RespReader(Socket socket, Func<bool>? overdue = null)
+internal sealed class RespReader(Stream stream)
 {
     private byte[] _buffer = new byte[64 * 1024];
     private int _start;
     private int _end;
-
-    /// <summary>Takes over what another reader had received but not consumed.</summary>
-    public void Adopt(RespReader other)
-    {
-        _buffer = other._buffer;
-        _start = other._start;
-        _end = other._end;
-    }
 
     public object? ReadValue()
     {
@@ -148,19 +139,7 @@ internal sealed class RespReader(Socket socket, Func<bool>? overdue = null)
             Array.Resize(ref _buffer, _buffer.Length * 2);
         }
 
-        int n;
-        while (true)
-        {
-            try
-            {
-                n = socket.Receive(_buffer, _end, _buffer.Length - _end, SocketFlags.None);
-                break;
-            }
-            catch (SocketException ex) when (ex.SocketErrorCode == SocketError.TimedOut && overdue is not null && !overdue())
-            {
-            }
-        }
-
+        var n = stream.Read(_buffer, _end, _buffer.Length - _end);
         if (n == 0)
         {
             throw new IOException("Redis closed the connection.");

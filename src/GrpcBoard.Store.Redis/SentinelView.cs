@@ -21,16 +21,18 @@ internal sealed class SentinelView
 {
     private readonly EndPoint[] _sentinels;
     private readonly string? _password;
+    private readonly RedisTls? _tls;
     private readonly TimeSpan _timeout;
 
     /// <summary>The sentinel that answered last, asked first next time.</summary>
     private volatile int _preferred;
 
-    private SentinelView(EndPoint[] sentinels, string serviceName, string? password, TimeSpan timeout)
+    private SentinelView(EndPoint[] sentinels, string serviceName, string? password, RedisTls? tls, TimeSpan timeout)
     {
         _sentinels = sentinels;
         ServiceName = serviceName;
         _password = password;
+        _tls = tls;
         _timeout = timeout;
     }
 
@@ -39,21 +41,22 @@ internal sealed class SentinelView
 
     /// <summary>
     /// A view when <paramref name="config"/> names a service (its endpoints are sentinels), else null. Each
-    /// sentinel, and then the node it names, gets at most <paramref name="timeout"/> to answer.
+    /// sentinel, and then the node it names, gets at most <paramref name="timeout"/> to answer. With
+    /// <paramref name="tls"/>, sentinels and nodes alike are reached over TLS, as the data connections.
     /// </summary>
-    public static SentinelView? From(ConfigurationOptions config, TimeSpan timeout)
+    public static SentinelView? From(ConfigurationOptions config, RedisTls? tls, TimeSpan timeout)
     {
         if (string.IsNullOrEmpty(config.ServiceName))
         {
             return null;
         }
 
-        if (config.EndPoints.Count == 0 || config.Ssl)
+        if (config.EndPoints.Count == 0)
         {
-            throw new ArgumentException("With serviceName=, the Redis configuration lists the sentinels (host:26379,...), without TLS.");
+            throw new ArgumentException("With serviceName=, the Redis configuration lists the sentinels (host:26379,...).");
         }
 
-        return new SentinelView([.. config.EndPoints], config.ServiceName, config.Password, timeout);
+        return new SentinelView([.. config.EndPoints], config.ServiceName, config.Password, tls, timeout);
     }
 
     /// <summary>
@@ -92,6 +95,7 @@ internal sealed class SentinelView
                 return primary;
             }
             catch (Exception ex) when (ex is SocketException or IOException or InvalidDataException or InvalidOperationException
+                or System.Security.Authentication.AuthenticationException
                 || ex is OperationCanceledException && !cancellationToken.IsCancellationRequested)
             {
                 failures.Add($"{sentinel}: {ex.Message}");
@@ -104,13 +108,12 @@ internal sealed class SentinelView
 
     private async Task<EndPoint> AskAsync(EndPoint sentinel, CancellationToken cancellationToken)
     {
-        using var socket = await ConnectAsync(sentinel, cancellationToken).ConfigureAwait(false);
-        var reader = new RespReader(socket);
+        using var link = await RespLink.OpenAsync(sentinel, _tls, _timeout, cancellationToken).ConfigureAwait(false);
         if (!string.IsNullOrEmpty(_password))
         {
             try
             {
-                CommitConnection.Expect(socket, reader, "AUTH", _password);
+                link.Call("AUTH", _password);
             }
             catch (InvalidOperationException ex) when (ex.Message.Contains("without any password configured", StringComparison.Ordinal))
             {
@@ -118,7 +121,7 @@ internal sealed class SentinelView
             }
         }
 
-        var reply = CommitConnection.Expect(socket, reader, "SENTINEL", "get-master-addr-by-name", ServiceName);
+        var reply = link.Call("SENTINEL", "get-master-addr-by-name", ServiceName);
         if (reply is null)
         {
             throw new ArgumentException($"The sentinel at {sentinel} monitors no group named '{ServiceName}'.");
@@ -136,10 +139,10 @@ internal sealed class SentinelView
 
     private async Task ExpectPrimaryAsync(EndPoint node, CancellationToken cancellationToken)
     {
-        Socket socket;
+        RespLink link;
         try
         {
-            socket = await ConnectAsync(node, cancellationToken).ConfigureAwait(false);
+            link = await RespLink.OpenAsync(node, _tls, _timeout, cancellationToken).ConfigureAwait(false);
         }
         catch (Exception ex) when (ex is SocketException || ex is OperationCanceledException && !cancellationToken.IsCancellationRequested)
         {
@@ -147,39 +150,16 @@ internal sealed class SentinelView
             throw new InvalidOperationException($"it names {node}, which does not answer ({ex.Message})", ex);
         }
 
-        using var _ = socket;
-        var reader = new RespReader(socket);
+        using var _ = link;
         if (!string.IsNullOrEmpty(_password))
         {
-            CommitConnection.Expect(socket, reader, "AUTH", _password);
+            link.Call("AUTH", _password);
         }
 
-        var role = CommitConnection.Expect(socket, reader, "ROLE") is object?[] { Length: > 0 } reply && reply[0] is byte[] name ? Encoding.ASCII.GetString(name) : "?";
+        var role = link.Call("ROLE") is object?[] { Length: > 0 } reply && reply[0] is byte[] name ? Encoding.ASCII.GetString(name) : "?";
         if (role != "master")
         {
             throw new InvalidOperationException($"it names {node}, which answers ROLE as '{role}' (a failover under way?)");
-        }
-    }
-
-    private async Task<Socket> ConnectAsync(EndPoint endpoint, CancellationToken cancellationToken)
-    {
-        var socket = new Socket(SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
-        try
-        {
-            using var connect = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-            connect.CancelAfter(_timeout);
-            await (endpoint switch
-            {
-                DnsEndPoint dns => socket.ConnectAsync(dns.Host, dns.Port, connect.Token),
-                _ => socket.ConnectAsync(endpoint, connect.Token),
-            }).ConfigureAwait(false);
-            socket.ReceiveTimeout = socket.SendTimeout = (int)_timeout.TotalMilliseconds;
-            return socket;
-        }
-        catch
-        {
-            socket.Dispose();
-            throw;
         }
     }
 }

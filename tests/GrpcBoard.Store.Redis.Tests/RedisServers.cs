@@ -48,9 +48,33 @@ public sealed class RedisProcess : IAsyncDisposable
 
     public string Directory => _dir.Path;
 
-    /// <summary>Starts a server; by default with AOF and appendfsync always (no acknowledged write lost).</summary>
     /// <summary>The password this server requires (requirepass, and masterauth for its replicas), or null.</summary>
     public string? Password { get; private init; }
+
+    /// <summary>The certificates this server speaks TLS with (its port is then its TLS port, and it has no other), or null.</summary>
+    public TestTls? Tls { get; private init; }
+
+    /// <summary>
+    /// A server that speaks TLS only (no persistence unless <paramref name="persistent"/>), with <paramref name="tls"/>'s
+    /// node certificate, trusting its CA; it asks clients for a certificate unless <paramref name="requireClientCertificates"/>
+    /// is false. Its replicas and sentinels use TLS too.
+    /// </summary>
+    public static async Task<RedisProcess> StartTlsAsync(TestTls tls, bool persistent = false, bool requireClientCertificates = true)
+    {
+        var port = FreePort();
+        string[] persistence = persistent ? ["--appendonly", "yes", "--appendfsync", "always"] : ["--appendonly", "no"];
+        var redis = new RedisProcess(new TempDirectory(), port, [.. persistence, .. TlsArgs(tls, port, requireClientCertificates)]) { Tls = tls };
+        await redis.StartAgainAsync();
+        return redis;
+    }
+
+    /// <summary>TLS on <paramref name="port"/> and no plain port; replication (and a sentinel's connections to the nodes) over TLS.</summary>
+    private static string[] TlsArgs(TestTls tls, int port, bool requireClientCertificates = true) =>
+    [
+        "--port", "0", "--tls-port", port.ToString(System.Globalization.CultureInfo.InvariantCulture),
+        "--tls-cert-file", tls.NodeCertificateFile, "--tls-key-file", tls.NodeKeyFile, "--tls-ca-cert-file", tls.CaFile,
+        "--tls-auth-clients", requireClientCertificates ? "yes" : "no", "--tls-replication", "yes",
+    ];
 
     /// <summary>A server (no persistence) that requires <paramref name="password"/>; its replicas and sentinels use it too.</summary>
     public static async Task<RedisProcess> StartWithPasswordAsync(string password)
@@ -115,7 +139,18 @@ public sealed class RedisProcess : IAsyncDisposable
     public async Task<RedisProcess> StartReplicaAsync()
     {
         string[] args = ["--appendonly", "no", "--replicaof", "127.0.0.1", Port.ToString(System.Globalization.CultureInfo.InvariantCulture)];
-        var replica = new RedisProcess(new TempDirectory(), FreePort(), Password is { } password ? [.. args, "--requirepass", password, "--masterauth", password] : args) { Password = Password };
+        var port = FreePort();
+        if (Password is { } password)
+        {
+            args = [.. args, "--requirepass", password, "--masterauth", password];
+        }
+
+        if (Tls is { } tls)
+        {
+            args = [.. args, .. TlsArgs(tls, port)];
+        }
+
+        var replica = new RedisProcess(new TempDirectory(), port, args) { Password = Password, Tls = Tls };
         await replica.StartAgainAsync();
         await TestTimeouts.Eventually(async () => (await replica.CliAsync("INFO", "replication")).Contains("master_link_status:up", StringComparison.Ordinal),
             "the replica to be in sync with its primary");
@@ -143,7 +178,12 @@ public sealed class RedisProcess : IAsyncDisposable
             {(requirePassword ? $"requirepass {Password}" : "")}
 
             """);
-        var sentinel = new RedisProcess(dir, FreePort(), [], conf, "--sentinel") { Password = requirePassword ? Password : null };
+        var sentinelPort = FreePort();
+        var sentinel = new RedisProcess(dir, sentinelPort, Tls is { } tls ? TlsArgs(tls, sentinelPort) : [], conf, "--sentinel")
+        {
+            Password = requirePassword ? Password : null,
+            Tls = Tls,
+        };
         await sentinel.StartAgainAsync();
         await TestTimeouts.Eventually(
             async () => (await sentinel.CliAsync("SENTINEL", "replicas", service)).Split('\n').Count(line => line.Trim() == "slave") >= replicas,
@@ -159,7 +199,8 @@ public sealed class RedisProcess : IAsyncDisposable
     {
         var info = new ProcessStartInfo("/usr/bin/redis-cli") { UseShellExecute = false, RedirectStandardOutput = true, RedirectStandardError = true };
         var auth = Password is null ? [] : new[] { "-a", Password, "--no-auth-warning" };
-        foreach (var a in new[] { "-p", Port.ToString(System.Globalization.CultureInfo.InvariantCulture) }.Concat(auth).Concat(args))
+        var tls = Tls is null ? [] : new[] { "--tls", "--cacert", Tls.CaFile, "--cert", Tls.NodeCertificateFile, "--key", Tls.NodeKeyFile };
+        foreach (var a in new[] { "-p", Port.ToString(System.Globalization.CultureInfo.InvariantCulture) }.Concat(auth).Concat(tls).Concat(args))
         {
             info.ArgumentList.Add(a);
         }
@@ -284,14 +325,16 @@ public sealed class SentinelGroup : IAsyncDisposable
 
     /// <summary>
     /// Starts the group: the primary with AOF when <paramref name="persistent"/>, or requiring <paramref name="password"/>
-    /// (then so do its replicas, and the sentinel when <paramref name="sentinelRequiresPassword"/>).
+    /// (then so do its replicas, and the sentinel when <paramref name="sentinelRequiresPassword"/>), or speaking TLS only
+    /// with <paramref name="tls"/>'s certificates (then so do its replicas and the sentinel, with each other too).
     /// </summary>
-    public static async Task<SentinelGroup> StartAsync(int replicas, bool persistent = false, string? password = null, bool sentinelRequiresPassword = false)
+    public static async Task<SentinelGroup> StartAsync(int replicas, bool persistent = false, string? password = null, bool sentinelRequiresPassword = false, TestTls? tls = null)
     {
         var group = new SentinelGroup();
         try
         {
-            group.Primary = group.Own(password is null ? await RedisProcess.StartAsync(persistent) : await RedisProcess.StartWithPasswordAsync(password));
+            group.Primary = group.Own(tls is not null ? await RedisProcess.StartTlsAsync(tls, persistent)
+                : password is null ? await RedisProcess.StartAsync(persistent) : await RedisProcess.StartWithPasswordAsync(password));
             for (var i = 0; i < replicas; i++)
             {
                 group._replicas.Add(group.Own(await group.Primary.StartReplicaAsync()));

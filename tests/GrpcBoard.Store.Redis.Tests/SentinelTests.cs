@@ -55,7 +55,7 @@ public sealed class SentinelTests
 
     /// <summary>
     /// A sentinel that monitors no such group is a configuration mistake, said at start; no sentinel answering is
-    /// UNAVAILABLE (nothing tells where the primary is); sentinels with TLS are refused. All at start.
+    /// UNAVAILABLE (nothing tells where the primary is), and so is TLS to a sentinel without it. All at start.
     /// </summary>
     [RedisFact]
     public async Task AMisconfiguredOrUnreachableSentinel_IsAClearErrorAtStart()
@@ -73,9 +73,11 @@ public sealed class SentinelTests
         Assert.Contains($"no sentinel named the primary of '{Service}'", unreachable.Message, StringComparison.Ordinal);
         Assert.Contains(nobody, unreachable.Message, StringComparison.Ordinal);
 
-        var tls = await Assert.ThrowsAsync<ArgumentException>(() => RedisStore.ConnectAsync(
-            new RedisStoreOptions { Configuration = $"{sentinel.Endpoint},serviceName={Service},ssl=true", KeyPrefix = Prefix }, new EventHub())).Within();
-        Assert.Contains("without TLS", tls.Message, StringComparison.Ordinal);
+        // Asked over TLS, a sentinel that speaks none is one that does not answer, and says so (TlsTests: one that does).
+        var tls = await Assert.ThrowsAsync<BoardException>(() => RedisStore.ConnectAsync(
+            new RedisStoreOptions { Configuration = $"{sentinel.Endpoint},serviceName={Service},ssl=true", KeyPrefix = Prefix, CommandTimeoutMilliseconds = 1000 }, new EventHub())).Within();
+        Assert.Equal(BoardError.StoreUnavailable, tls.Error);
+        Assert.Contains($"TLS with {sentinel.Endpoint} failed: no handshake", tls.Message, StringComparison.Ordinal);
 
         // The sentinel listed second answers when the first does not.
         var (store, board) = await OpenAsync($"{nobody},{sentinel.Endpoint}", replicas: 0);

@@ -212,6 +212,9 @@ public sealed class BoardServer : IAsyncDisposable
                 TurnLease = TimeSpan.FromMilliseconds(settings.RedisTurnLeaseMilliseconds),
                 ReplicasToWaitFor = settings.RedisReplicas,
                 ReplicaWaitTimeout = TimeSpan.FromMilliseconds(settings.RedisReplicaTimeoutMilliseconds),
+                TlsCaFile = settings.RedisTlsCa,
+                TlsCertificateFile = settings.RedisTlsCertificate,
+                TlsKeyFile = settings.RedisTlsKey,
             }, hub, loggers.CreateLogger<RedisStore>());
         }
 

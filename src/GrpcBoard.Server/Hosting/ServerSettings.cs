@@ -23,6 +23,9 @@ public sealed class ServerSettings
     public int RedisTurnLeaseMilliseconds { get; set; } = 30;
     public int RedisReplicas { get; set; }
     public int RedisReplicaTimeoutMilliseconds { get; set; } = 1000;
+    public string? RedisTlsCa { get; set; }
+    public string? RedisTlsCertificate { get; set; }
+    public string? RedisTlsKey { get; set; }
     public bool Forward { get; set; } = true;
     public string? AdvertiseUrl { get; set; }
     public string Synchronous { get; set; } = "FULL";
@@ -43,7 +46,7 @@ public sealed class ServerSettings
         new("--port", nameof(Port), "TCP port; 0 picks a free one and prints it."),
         new("--store", nameof(Store), "embedded (durable, one directory), memory (nothing kept), or redis."),
         new("--data", nameof(DataDirectory), "Directory of the embedded store; with --store redis, where the server records the Redis store's epoch to detect a Redis that lost its data while the server was stopped."),
-        new("--redis", nameof(Redis), "Redis for --store redis: host:port, or several (comma-separated): a primary and its replicas (the server follows a failover among them), or the nodes of a Redis Cluster; or Redis Sentinel: the sentinels and the name they monitor the primary by (sentinel1:26379,sentinel2:26379,serviceName=NAME)."),
+        new("--redis", nameof(Redis), "Redis for --store redis: host:port, or several (comma-separated): a primary and its replicas (the server follows a failover among them), or the nodes of a Redis Cluster; or Redis Sentinel: the sentinels and the name they monitor the primary by (sentinel1:26379,sentinel2:26379,serviceName=NAME). Add ssl=true for TLS (to sentinels and nodes alike), password=... for AUTH."),
         new("--redis-prefix", nameof(RedisPrefix), "First part of every Redis key, so several boards can share one Redis."),
         new("--redis-batches", nameof(RedisBatchesInFlight), "Commit batches of one workflow in flight to Redis: more hide a longer round trip to a remote Redis, 1 makes bigger batches (fewer fsyncs); auto: 1 for a Redis on this host, else 2."),
         new("--redis-direct-commits", nameof(RedisDirectCommits), "Send commits to a standalone Redis over a connection of their own, read by a dedicated thread (true/false); a cluster always goes through StackExchange.Redis."),
@@ -51,6 +54,9 @@ public sealed class ServerSettings
         new("--redis-turn-lease-ms", nameof(RedisTurnLeaseMilliseconds), "A workflow's turn that no commit renews lapses after this long (bounds how long a dead or idle instance delays the others)."),
         new("--redis-replicas", nameof(RedisReplicas), "Redis replicas that must have each commit before its callers are answered (WAIT), so a failover to one of them loses nothing acknowledged (Sentinel may promote any replica: give the number of replicas); 0: don't wait. Not with a Redis Cluster."),
         new("--redis-replica-timeout-ms", nameof(RedisReplicaTimeoutMilliseconds), "How long a commit waits for --redis-replicas replicas; if fewer acknowledge it, its callers get UNAVAILABLE."),
+        new("--redis-tls-ca", nameof(RedisTlsCa), "With ssl=true in --redis: PEM file of the certificate authorities that Redis's (and the sentinels') certificates must chain to; only these are trusted. Default: the machine's trust store."),
+        new("--redis-tls-cert", nameof(RedisTlsCertificate), "With ssl=true in --redis: PEM client certificate shown to Redis (which asks for one unless tls-auth-clients is no); with --redis-tls-key."),
+        new("--redis-tls-key", nameof(RedisTlsKey), "PEM private key of --redis-tls-cert."),
         new("--forward", nameof(Forward), "With --store redis and several instances: send a call on a workflow to the instance that holds the workflow's turn, instead of waiting for the turn here (true/false)."),
         new("--advertise-url", nameof(AdvertiseUrl), "Where other instances reach this one for forwarded calls (http://host:port). Default: the listening address, unless it is a wildcard (0.0.0.0, ::), which others cannot call: then no call is forwarded here."),
         new("--synchronous", nameof(Synchronous), "Embedded store durability: FULL fsyncs every commit; NORMAL survives crashes but not power loss."),

@@ -1,0 +1,73 @@
+using System.Net;
+using System.Security.Cryptography;
+using System.Security.Cryptography.X509Certificates;
+using GrpcBoard.Testing;
+
+namespace GrpcBoard.Store.Redis.Tests;
+
+/// <summary>
+/// A private certificate authority and two certificates it signed, as PEM files: one for the Redis nodes and sentinels
+/// (localhost and 127.0.0.1; also a client certificate, since replicas and sentinels connect to each other with it), and
+/// one for the board's store. Made here with .NET's certificate API, so the tests need no openssl.
+/// </summary>
+public sealed class TestTls : IDisposable
+{
+    private readonly TempDirectory _dir = new();
+
+    private TestTls()
+    {
+    }
+
+    public string CaFile => Path.Combine(_dir.Path, "ca.crt");
+
+    public string NodeCertificateFile => Path.Combine(_dir.Path, "node.crt");
+
+    public string NodeKeyFile => Path.Combine(_dir.Path, "node.key");
+
+    public string ClientCertificateFile => Path.Combine(_dir.Path, "client.crt");
+
+    public string ClientKeyFile => Path.Combine(_dir.Path, "client.key");
+
+    public static TestTls Create()
+    {
+        var tls = new TestTls();
+        var now = DateTimeOffset.UtcNow.AddMinutes(-5);
+        using var caKey = ECDsa.Create(ECCurve.NamedCurves.nistP256);
+        var caRequest = new CertificateRequest("CN=GrpcBoard test CA " + Guid.NewGuid().ToString("N")[..8], caKey, HashAlgorithmName.SHA256);
+        caRequest.CertificateExtensions.Add(new X509BasicConstraintsExtension(true, false, 0, true));
+        caRequest.CertificateExtensions.Add(new X509KeyUsageExtension(X509KeyUsageFlags.KeyCertSign | X509KeyUsageFlags.CrlSign, true));
+        caRequest.CertificateExtensions.Add(new X509SubjectKeyIdentifierExtension(caRequest.PublicKey, false));
+        using var ca = caRequest.CreateSelfSigned(now, now.AddDays(2));
+        File.WriteAllText(tls.CaFile, ca.ExportCertificatePem());
+
+        Issue(ca, "CN=localhost", serverAndClient: true, tls.NodeCertificateFile, tls.NodeKeyFile, now);
+        Issue(ca, "CN=grpcboard-store", serverAndClient: false, tls.ClientCertificateFile, tls.ClientKeyFile, now);
+        return tls;
+    }
+
+    private static void Issue(X509Certificate2 ca, string subject, bool serverAndClient, string certFile, string keyFile, DateTimeOffset now)
+    {
+        using var key = ECDsa.Create(ECCurve.NamedCurves.nistP256);
+        var request = new CertificateRequest(subject, key, HashAlgorithmName.SHA256);
+        request.CertificateExtensions.Add(new X509BasicConstraintsExtension(false, false, 0, false));
+        request.CertificateExtensions.Add(new X509KeyUsageExtension(X509KeyUsageFlags.DigitalSignature, true));
+        var usages = new OidCollection { new Oid("1.3.6.1.5.5.7.3.2") }; // client authentication
+        if (serverAndClient)
+        {
+            usages.Add(new Oid("1.3.6.1.5.5.7.3.1")); // server authentication
+            var names = new SubjectAlternativeNameBuilder();
+            names.AddDnsName("localhost");
+            names.AddIpAddress(IPAddress.Loopback);
+            request.CertificateExtensions.Add(names.Build());
+        }
+
+        request.CertificateExtensions.Add(new X509EnhancedKeyUsageExtension(usages, false));
+        var serial = RandomNumberGenerator.GetBytes(12);
+        serial[0] &= 0x7F;
+        using var issued = request.Create(ca, now, now.AddDays(1), serial);
+        File.WriteAllText(certFile, issued.ExportCertificatePem());
+        File.WriteAllText(keyFile, key.ExportPkcs8PrivateKeyPem());
+    }
+
+    public void Dispose() => _dir.Dispose();
+}
