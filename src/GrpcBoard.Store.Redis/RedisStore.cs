@@ -47,6 +47,10 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
     private readonly CancellationTokenSource _stopping = new();
     private readonly Task _background;
     private readonly Task _followingSentinel;
+
+    /// <summary>Released when a sentinel announces a switch of primary, so that the store follows at once (<see cref="FollowSentinelAsync"/>).</summary>
+    private readonly SemaphoreSlim _sentinelSwitched = new(0);
+    private readonly Thread? _sentinelListener;
     private CommitConnection? _commits;
 
     /// <summary>False once the configuration turned out to be one the direct connection does not serve.</summary>
@@ -74,6 +78,7 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
         _routing = new TurnRouting(InstanceId, options.TurnLease, LookUpAddressAsync);
         _background = Task.Run(() => BackgroundAsync(_stopping.Token));
         _followingSentinel = sentinel is null ? Task.CompletedTask : Task.Run(() => FollowSentinelAsync(_stopping.Token));
+        _sentinelListener = sentinel?.ListenForSwitches(NudgeSentinelFollower, _stopping.Token);
     }
 
     /// <summary>Connects, subscribes to change notifications and establishes the store epoch.</summary>
@@ -390,6 +395,8 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
         catch (OperationCanceledException)
         {
         }
+
+        _sentinelListener?.Join(TimeSpan.FromSeconds(5));
 
         Volatile.Read(ref _commits)?.Dispose();
         if (_advertised is not null)
@@ -800,9 +807,10 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
     }
 
     /// <summary>
-    /// With Sentinel: asks every second which node is the primary (<see cref="FollowSentinelOnceAsync"/>). A loop of its
-    /// own, so that following the primary never waits behind the other background checks, which call the old primary
-    /// and can wait on it when it does not answer.
+    /// With Sentinel: asks which node is the primary (<see cref="FollowSentinelOnceAsync"/>) every
+    /// <see cref="RedisStoreOptions.SentinelPollInterval"/>, and at once when a sentinel announces a switch
+    /// (<see cref="SentinelView.ListenForSwitches"/>). A loop of its own, so that following the primary never waits behind
+    /// the other background checks, which call the old primary and can wait on it when it does not answer.
     /// </summary>
     private async Task FollowSentinelAsync(CancellationToken ct)
     {
@@ -810,7 +818,7 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
         {
             try
             {
-                await Task.Delay(_options.EpochCheckInterval, ct).ConfigureAwait(false);
+                await _sentinelSwitched.WaitAsync(_options.SentinelPollInterval, ct).ConfigureAwait(false);
                 await FollowSentinelOnceAsync(ct).ConfigureAwait(false);
             }
             catch (OperationCanceledException) when (ct.IsCancellationRequested)
@@ -821,6 +829,15 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
             {
                 _logger.LogWarning(ex, "Following Sentinel failed; retrying.");
             }
+        }
+    }
+
+    /// <summary>A sentinel announced a switch (or a subscription started): ask now. Announcements that come while one is pending add nothing.</summary>
+    private void NudgeSentinelFollower()
+    {
+        if (_sentinelSwitched.CurrentCount == 0)
+        {
+            _sentinelSwitched.Release();
         }
     }
 

@@ -114,6 +114,12 @@ public sealed class RedisStoreOptions
     /// </summary>
     public string? EpochFile { get; set; }
 
+    /// <summary>
+    /// With Sentinel, how often the sentinels are asked which node is the primary. A switch they announce
+    /// (<c>+switch-master</c>) is followed at once; this catches one that was missed.
+    /// </summary>
+    public TimeSpan SentinelPollInterval { get; set; } = TimeSpan.FromSeconds(1);
+
     /// <summary>How often the store epoch is checked to detect a Redis that lost its data.</summary>
     public TimeSpan EpochCheckInterval { get; set; } = TimeSpan.FromSeconds(1);
 
@@ -148,6 +154,11 @@ public sealed class RedisStoreOptions
             && (ReplicaWaitTimeout < TimeSpan.FromMilliseconds(1) || ReplicaWaitTimeout.TotalMilliseconds >= CommandTimeoutMilliseconds))
         {
             throw new ArgumentException("ReplicasToWaitFor must not be negative, and ReplicaWaitTimeout must be at least 1 ms and shorter than the command timeout.");
+        }
+
+        if (SentinelPollInterval <= TimeSpan.Zero)
+        {
+            throw new ArgumentException("SentinelPollInterval must be positive.");
         }
 
         if (MaxEventsPerWorkflow < 16 || MaxConflictRetries < 1 || RecentEventsInMemory < 16 || MaxBatchesInFlight is < 1 || TimerRescanBatch < 1)

@@ -123,8 +123,19 @@ internal sealed class RespLink : IDisposable
     /// </summary>
     public void WaitWithoutTimeout() => _socket.ReceiveTimeout = 0;
 
+    /// <summary>Reads fail after <paramref name="timeout"/> without data; the link is then done for (see <see cref="WaitWithoutTimeout"/>).</summary>
+    public void ReadTimeout(TimeSpan timeout) => _socket.ReceiveTimeout = (int)timeout.TotalMilliseconds;
+
     /// <summary>Sends one command and reads its reply; an error reply throws.</summary>
     public object? Call(params string[] command)
+    {
+        Send(command);
+        var reply = Reader.ReadValue();
+        return reply is RespError error ? throw new InvalidOperationException($"Redis refused {command[0]}: {error.Message}") : reply;
+    }
+
+    /// <summary>Sends one command without reading its reply.</summary>
+    public void Send(params string[] command)
     {
         var buffer = new ArrayBufferWriter<byte>();
         ArrayHeader(buffer, command.Length);
@@ -134,8 +145,6 @@ internal sealed class RespLink : IDisposable
         }
 
         Stream.Write(buffer.WrittenSpan);
-        var reply = Reader.ReadValue();
-        return reply is RespError error ? throw new InvalidOperationException($"Redis refused {command[0]}: {error.Message}") : reply;
     }
 
     /// <summary>

@@ -162,4 +162,96 @@ internal sealed class SentinelView
             throw new InvalidOperationException($"it names {node}, which answers ROLE as '{role}' (a failover under way?)");
         }
     }
+
+    /// <summary>
+    /// Listens for the sentinels' <c>+switch-master</c> announcements and calls <paramref name="onSwitch"/> for each one
+    /// about this group, and once whenever a subscription starts (a switch may have come while none was listening),
+    /// until <paramref name="cancellationToken"/> is cancelled. One sentinel at a time (the one that answered last
+    /// first), on a thread of its own, since its reads block.
+    ///
+    /// Why, when the store asks every second anyway: Redis's guidelines for Sentinel clients suggest both. The
+    /// announcement moves the store within a round trip of the switch instead of up to a second later, during which
+    /// every write fails; the polling stays, because an announcement can be missed (pub/sub delivers at most once).
+    /// A sentinel that goes quiet without closing the connection is found by a PING every few seconds.
+    /// </summary>
+    public Thread ListenForSwitches(Action onSwitch, CancellationToken cancellationToken)
+    {
+        var thread = new Thread(() => ListenLoop(onSwitch, cancellationToken)) { IsBackground = true, Name = "GrpcBoard Sentinel switches" };
+        thread.Start();
+        return thread;
+    }
+
+    /// <summary>How often a subscribed sentinel is PINGed; no data for three of these ends the subscription.</summary>
+    internal static TimeSpan SubscriptionPing { get; } = TimeSpan.FromSeconds(5);
+
+    private void ListenLoop(Action onSwitch, CancellationToken cancellationToken)
+    {
+        var attempt = 0;
+        while (!cancellationToken.IsCancellationRequested)
+        {
+            var sentinel = _sentinels[(_preferred + attempt) % _sentinels.Length];
+            try
+            {
+                ListenTo(sentinel, onSwitch, cancellationToken);
+            }
+            catch (Exception ex) when (ex is SocketException or IOException or InvalidDataException or InvalidOperationException or ObjectDisposedException
+                or System.Security.Authentication.AuthenticationException or OperationCanceledException)
+            {
+                // The next sentinel, after a pause, while the store goes on polling.
+            }
+
+            attempt++;
+            cancellationToken.WaitHandle.WaitOne(TimeSpan.FromSeconds(1));
+        }
+    }
+
+    private void ListenTo(EndPoint sentinel, Action onSwitch, CancellationToken cancellationToken)
+    {
+        using var link = RespLink.OpenAsync(sentinel, _tls, _timeout, cancellationToken).GetAwaiter().GetResult();
+        using var abort = cancellationToken.Register(link.Abort);
+        if (!string.IsNullOrEmpty(_password))
+        {
+            try
+            {
+                link.Call("AUTH", _password);
+            }
+            catch (InvalidOperationException ex) when (ex.Message.Contains("without any password configured", StringComparison.Ordinal))
+            {
+            }
+        }
+
+        if (link.Call("SUBSCRIBE", "+switch-master") is not object?[] { Length: 3 } confirmed || !IsText(confirmed[0], "subscribe"))
+        {
+            throw new InvalidDataException("the sentinel did not confirm the subscription");
+        }
+
+        // No read may time out and be resumed (TLS); one that times out ends this subscription, which is then dropped.
+        link.ReadTimeout(TimeSpan.FromTicks(SubscriptionPing.Ticks * 3));
+        var writes = new object();
+        using var ping = new Timer(_ =>
+        {
+            try
+            {
+                lock (writes)
+                {
+                    link.Send("PING");
+                }
+            }
+            catch (Exception ex) when (ex is IOException or SocketException or ObjectDisposedException)
+            {
+                link.Abort();
+            }
+        }, null, SubscriptionPing, SubscriptionPing);
+        onSwitch();
+        while (true)
+        {
+            if (link.Reader.ReadValue() is object?[] { Length: 3 } message && IsText(message[0], "message")
+                && message[2] is byte[] payload && Encoding.UTF8.GetString(payload).Split(' ') is [var name, ..] && name == ServiceName)
+            {
+                onSwitch();
+            }
+        }
+    }
+
+    private static bool IsText(object? value, string text) => value is byte[] bytes && Encoding.ASCII.GetString(bytes) == text;
 }

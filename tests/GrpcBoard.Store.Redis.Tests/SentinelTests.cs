@@ -20,11 +20,11 @@ public sealed class SentinelTests
     private const string Service = SentinelGroup.Service;
     private readonly ManualTimeProvider _time = new();
 
-    private Task<(RedisStore Store, Coordinator Board)> OpenAsync(SentinelGroup group, int replicas, string? password = null) =>
-        OpenAsync(group.Sentinel.Endpoint, replicas, password);
+    private Task<(RedisStore Store, Coordinator Board)> OpenAsync(SentinelGroup group, int replicas, string? password = null, TimeSpan? poll = null) =>
+        OpenAsync(group.Sentinel.Endpoint, replicas, password, poll);
 
     /// <summary>A store through the sentinels at <paramref name="sentinels"/> (host:port, comma-separated) and a board on it.</summary>
-    private async Task<(RedisStore Store, Coordinator Board)> OpenAsync(string sentinels, int replicas, string? password = null)
+    private async Task<(RedisStore Store, Coordinator Board)> OpenAsync(string sentinels, int replicas, string? password = null, TimeSpan? poll = null)
     {
         var hub = new EventHub();
         var store = await RedisStore.ConnectAsync(new RedisStoreOptions
@@ -33,6 +33,7 @@ public sealed class SentinelTests
             KeyPrefix = Prefix,
             ReplicasToWaitFor = replicas,
             ReplicaWaitTimeout = TimeSpan.FromMilliseconds(500),
+            SentinelPollInterval = poll ?? TimeSpan.FromSeconds(1),
         }, hub);
         return (store, new Coordinator(store, hub, _time, new BoardLimits()));
     }
@@ -112,6 +113,30 @@ public sealed class SentinelTests
         Assert.Same(replica, await group.FailOverAsync());
         var after = await UntilAvailable.CallAsync(() => ClaimAsync(board, wf), "a claim on the promoted replica", within: TimeSpan.FromSeconds(60));
         Assert.Equal(replica.Port, PortOf(store.SentinelPrimary));
+        Assert.True(after.Task!.FencingToken > before.Task!.FencingToken);
+    }
+
+    /// <summary>
+    /// A switch the sentinel announces (<c>+switch-master</c>) is followed at once: with the sentinels asked only once an
+    /// hour, the store still moves to the promoted replica and claims there with a higher fencing token. (Without the
+    /// subscription, it stays with the dead primary until the poll: checked by hand.)
+    /// </summary>
+    [RedisFact]
+    public async Task ASwitchTheSentinelAnnounces_IsFollowedWithoutWaitingForThePoll()
+    {
+        await using var group = await SentinelGroup.StartAsync(replicas: 1);
+        var replica = group.Replicas[0];
+        var (store, board) = await OpenAsync(group, replicas: 0, poll: TimeSpan.FromHours(1));
+        await using var _ = store;
+        const string wf = "announced";
+        await board.CreateWorkflowAsync(wf, "switch announced", null, default).Within();
+        await PostAsync(board, wf, 10);
+        var before = await ClaimAsync(board, wf).Within();
+        await TestTimeouts.Eventually(async () => await HeadAsync(replica, wf) >= before.Revision, "the replica to have the claim");
+
+        Assert.Same(replica, await group.FailOverAsync());
+        await TestTimeouts.Eventually(() => Task.FromResult(PortOf(store.SentinelPrimary) == replica.Port), "the store to follow the announced switch");
+        var after = await UntilAvailable.CallAsync(() => ClaimAsync(board, wf), "a claim on the promoted replica");
         Assert.True(after.Task!.FencingToken > before.Task!.FencingToken);
     }
 
