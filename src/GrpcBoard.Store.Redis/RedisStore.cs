@@ -607,6 +607,7 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
         try
         {
             var connections = _connections;
+            _options.BeforeCommitConnectionOpens?.Invoke(connections.Config.EndPoints[0]);
             var opened = await CommitConnection.OpenAsync(connections.Config, _tls, connections.Redis, TimeSpan.FromMilliseconds(_options.CommandTimeoutMilliseconds),
                 _options.ReplicaWait, followsSentinel: _sentinel is not null, ex => _logger.LogError(ex, "A commit reply could not be handled.")).ConfigureAwait(false);
             _commitsOpenFailing = false;

@@ -138,6 +138,12 @@ public sealed class RedisStoreOptions
     /// </summary>
     public Action<string>? AfterRegister { get; set; }
 
+    /// <summary>
+    /// Fault injection for tests: called with the first configured endpoint (with Sentinel, the primary it named) before
+    /// the direct commit connection opens; throwing fails the opening there, as a node that refuses connections would.
+    /// </summary>
+    public Action<System.Net.EndPoint>? BeforeCommitConnectionOpens { get; set; }
+
     public void Validate()
     {
         if (string.IsNullOrWhiteSpace(Configuration) || string.IsNullOrWhiteSpace(KeyPrefix) || KeyPrefix.Contains('{') || KeyPrefix.Contains('}'))

@@ -141,6 +141,64 @@ public sealed class SentinelTests
     }
 
     /// <summary>
+    /// After a switch, the direct commit connection to the new primary fails to open (injected): claims go on through
+    /// StackExchange.Redis meanwhile, none on the direct connection, and once it opens, commits go back to it. Every
+    /// claim takes another task with a higher fencing token throughout.
+    /// </summary>
+    [RedisFact]
+    public async Task WhenTheDirectConnectionToTheNewPrimaryFailsToOpen_CommitsGoThroughStackExchangeRedisUntilItOpens()
+    {
+        await using var group = await SentinelGroup.StartAsync(replicas: 1);
+        var replica = group.Replicas[0];
+        var refuse = 1;
+        var refused = 0;
+        var hub = new EventHub();
+        await using var store = await RedisStore.ConnectAsync(new RedisStoreOptions
+        {
+            Configuration = $"{group.Sentinel.Endpoint},serviceName={Service}",
+            KeyPrefix = Prefix,
+            BeforeCommitConnectionOpens = endpoint =>
+            {
+                if (PortOf(endpoint) == replica.Port && Volatile.Read(ref refuse) == 1)
+                {
+                    Interlocked.Increment(ref refused);
+                    throw new System.Net.Sockets.SocketException((int)System.Net.Sockets.SocketError.ConnectionRefused);
+                }
+            },
+        }, hub);
+        var board = new Coordinator(store, hub, _time, new BoardLimits());
+        const string wf = "reopen";
+        await board.CreateWorkflowAsync(wf, "direct connection refused after a switch", null, default).Within();
+        await PostAsync(board, wf, 100);
+        var claims = new List<ClaimResult> { await ClaimAsync(board, wf).Within() };
+        Assert.True(store.DirectCommitCount > 0);
+        await TestTimeouts.Eventually(async () => await HeadAsync(replica, wf) >= claims[0].Revision, "the replica to have the claim");
+
+        Assert.Same(replica, await group.FailOverAsync());
+        await TestTimeouts.Eventually(() => Task.FromResult(PortOf(store.SentinelPrimary) == replica.Port), "the store to follow the switch");
+        var directAtSwitch = store.DirectCommitCount;
+        for (var i = 0; i < 5; i++)
+        {
+            claims.Add(await UntilAvailable.CallAsync(() => ClaimAsync(board, wf), "a claim through StackExchange.Redis"));
+        }
+
+        Assert.Equal(directAtSwitch, store.DirectCommitCount);
+        Assert.True(Volatile.Read(ref refused) > 0, "the direct connection to the new primary was never tried");
+
+        Volatile.Write(ref refuse, 0);
+        await TestTimeouts.Eventually(async () =>
+        {
+            claims.Add(await UntilAvailable.CallAsync(() => ClaimAsync(board, wf), "a claim"));
+            return store.DirectCommitCount > directAtSwitch;
+        }, "commits to go back to the direct connection");
+
+        Assert.Equal(claims.Count, claims.Select(c => c.Task!.Id).Distinct().Count());
+        var tokens = claims.Select(c => c.Task!.FencingToken).ToList();
+        Assert.Equal(tokens.Order(), tokens);
+        Assert.Equal(tokens.Count, tokens.Distinct().Count());
+    }
+
+    /// <summary>
     /// Eight workers claim without pause while the primary is killed; the sentinel promotes one replica and points
     /// the other at it. The store follows without a restart, and with both replicas waited for, nothing acknowledged
     /// is lost: every acknowledged claim took a different task with a different fencing token, and the new
