@@ -59,11 +59,11 @@ public sealed class RedisProcess : IAsyncDisposable
     /// node certificate, trusting its CA; it asks clients for a certificate unless <paramref name="requireClientCertificates"/>
     /// is false. Its replicas and sentinels use TLS too.
     /// </summary>
-    public static async Task<RedisProcess> StartTlsAsync(TestTls tls, bool persistent = false, bool requireClientCertificates = true)
+    public static async Task<RedisProcess> StartTlsAsync(TestTls tls, bool persistent = false, bool requireClientCertificates = true, params string[] extraArgs)
     {
         var port = FreePort();
         string[] persistence = persistent ? ["--appendonly", "yes", "--appendfsync", "always"] : ["--appendonly", "no"];
-        var redis = new RedisProcess(new TempDirectory(), port, [.. persistence, .. TlsArgs(tls, port, requireClientCertificates)]) { Tls = tls };
+        var redis = new RedisProcess(new TempDirectory(), port, [.. persistence, .. TlsArgs(tls, port, requireClientCertificates), .. extraArgs]) { Tls = tls };
         await redis.StartAgainAsync();
         return redis;
     }
@@ -256,9 +256,18 @@ public sealed class RedisFixture : IAsyncLifetime
 }
 
 /// <summary>A 3-master Redis Cluster on loopback ports, created with redis-cli --cluster create.</summary>
-public sealed class RedisClusterFixture : IAsyncLifetime
+public class RedisClusterFixture : IAsyncLifetime
 {
     private readonly List<RedisProcess> _nodes = [];
+
+    public RedisClusterFixture()
+    {
+    }
+
+    /// <summary>A cluster whose nodes speak TLS only, with each other too (<c>tls-cluster</c>), with <paramref name="tls"/>'s certificates.</summary>
+    protected RedisClusterFixture(TestTls tls) => Tls = tls;
+
+    public TestTls? Tls { get; }
 
     public string Configuration => string.Join(",", _nodes.Select(n => n.Endpoint));
 
@@ -269,13 +278,17 @@ public sealed class RedisClusterFixture : IAsyncLifetime
             return;
         }
 
+        string[] cluster = ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "5000"];
         for (var i = 0; i < 3; i++)
         {
-            _nodes.Add(await RedisProcess.StartAsync(true, "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "5000"));
+            _nodes.Add(Tls is null
+                ? await RedisProcess.StartAsync(true, cluster)
+                : await RedisProcess.StartTlsAsync(Tls, persistent: true, requireClientCertificates: true, [.. cluster, "--tls-cluster", "yes"]));
         }
 
         var info = new ProcessStartInfo("/usr/bin/redis-cli") { UseShellExecute = false, RedirectStandardOutput = true, RedirectStandardError = true };
-        foreach (var a in new[] { "--cluster", "create" }.Concat(_nodes.Select(n => n.Endpoint)).Concat(["--cluster-replicas", "0", "--cluster-yes"]))
+        var tls = Tls is null ? [] : new[] { "--tls", "--cacert", Tls.CaFile, "--cert", Tls.NodeCertificateFile, "--key", Tls.NodeKeyFile };
+        foreach (var a in tls.Concat(["--cluster", "create"]).Concat(_nodes.Select(n => n.Endpoint)).Concat(["--cluster-replicas", "0", "--cluster-yes"]))
         {
             info.ArgumentList.Add(a);
         }
@@ -300,8 +313,13 @@ public sealed class RedisClusterFixture : IAsyncLifetime
         {
             await node.DisposeAsync();
         }
+
+        Tls?.Dispose();
     }
 }
+
+/// <summary>A 3-master Redis Cluster speaking TLS only, asking clients for a certificate.</summary>
+public sealed class RedisTlsClusterFixture() : RedisClusterFixture(TestTls.Create());
 
 /// <summary>
 /// A primary, its replicas (in sync) and a sentinel monitoring them as <see cref="Service"/> that has found them all;

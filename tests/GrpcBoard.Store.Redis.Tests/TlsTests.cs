@@ -53,6 +53,22 @@ public sealed class RedisTlsContractTests(RedisTlsFixture redis) : DurableStoreC
 }
 
 /// <summary>
+/// The store contract on a 3-master Redis Cluster over TLS: StackExchange.Redis routes every script to its slot's node,
+/// over TLS, with the certificates checked as for a single Redis (a cluster has no direct commit connection).
+/// </summary>
+public sealed class RedisTlsClusterContractTests(RedisTlsClusterFixture cluster) : DurableStoreContractTests, IClassFixture<RedisTlsClusterFixture>
+{
+    private readonly string _prefix = "tc" + Guid.NewGuid().ToString("N")[..10];
+
+    protected override async Task<IBoardStore> CreateStoreAsync(EventHub hub, int maxEventsPerWorkflow)
+    {
+        var options = TlsTests.StoreOptions(cluster.Tls!, cluster.Configuration + ",ssl=true", _prefix);
+        options.MaxEventsPerWorkflow = maxEventsPerWorkflow;
+        return await RedisStore.ConnectAsync(options, hub);
+    }
+}
+
+/// <summary>
 /// Redis over TLS (<c>ssl=true</c>, <c>--redis-tls-ca/-cert/-key</c>), against redis-server with <c>--tls-port</c> and no
 /// plain port: who is trusted, what is refused and how it is said, Sentinel over TLS, and a server started as a user would.
 /// </summary>
