@@ -30,10 +30,11 @@ internal sealed class RedisErrorReplyException(string message) : Exception(messa
 internal sealed class CommitConnection : IDisposable
 {
     private readonly RespLink _link;
-    private readonly byte[] _sha;
+    private readonly byte[] _commitSha;
+    private readonly byte[] _readLogSha;
     private readonly long _timeoutTicks;
     private readonly object _writeLock = new();
-    private readonly Queue<(Action<CommitReply, Exception?> OnReply, long SentAt)> _pending = new();
+    private readonly Queue<(Action<object?, long?, Exception?> OnReply, long SentAt)> _pending = new();
     private readonly ArrayBufferWriter<byte> _out = new(64 * 1024);
     private readonly Thread _thread;
     private readonly Timer _watchdog;
@@ -42,9 +43,12 @@ internal sealed class CommitConnection : IDisposable
 
     /// <summary>WAIT, sent after every commit when replicas are waited for (<see cref="RedisStoreOptions.ReplicasToWaitFor"/>); else null.</summary>
     private readonly byte[]? _waitCommand;
-    private bool _broken;
+    private volatile bool _broken;
 
-    private CommitConnection(RespLink link, string sha, TimeSpan timeout, ReplicaWait wait, Action<Exception> onCallbackError)
+    /// <summary>Broken: nothing more can be sent on it (a new one is needed).</summary>
+    public bool IsBroken => _broken;
+
+    private CommitConnection(RespLink link, byte[] commitSha, byte[] readLogSha, TimeSpan timeout, ReplicaWait wait, Action<Exception> onCallbackError)
     {
         _onCallbackError = onCallbackError;
         if (wait.Replicas > 0)
@@ -57,7 +61,8 @@ internal sealed class CommitConnection : IDisposable
             _waitCommand = command.WrittenSpan.ToArray();
         }
         _link = link;
-        _sha = Encoding.ASCII.GetBytes(sha);
+        _commitSha = commitSha;
+        _readLogSha = readLogSha;
         _timeoutTicks = (long)(timeout.TotalSeconds * Stopwatch.Frequency);
         _thread = new Thread(ReadLoop) { IsBackground = true, Name = "GrpcBoard Redis commits" };
         _watchPeriod = TimeSpan.FromMilliseconds(Math.Clamp(timeout.TotalMilliseconds / 4, 50, 1000));
@@ -98,7 +103,17 @@ internal sealed class CommitConnection : IDisposable
             throw new InvalidOperationException($"No Redis primary is connected among {string.Join(", ", config.EndPoints)}.");
         }
 
-        var link = await RespLink.OpenAsync(server.EndPoint, tls, timeout, default).ConfigureAwait(false);
+        return await OpenToAsync(server.EndPoint, config, tls, timeout, wait, onCallbackError).ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// Connects to <paramref name="endpoint"/> (a standalone primary, or the cluster node that owns the slots it will be
+    /// sent for), authenticates, selects the database and loads the scripts it sends.
+    /// </summary>
+    public static async Task<CommitConnection> OpenToAsync(
+        System.Net.EndPoint endpoint, ConfigurationOptions config, RedisTls? tls, TimeSpan timeout, ReplicaWait wait, Action<Exception> onCallbackError)
+    {
+        var link = await RespLink.OpenAsync(endpoint, tls, timeout, default).ConfigureAwait(false);
         try
         {
             // The handshake is read before the reader thread starts, with the link's timeout as its deadline.
@@ -112,9 +127,9 @@ internal sealed class CommitConnection : IDisposable
                 link.Call("SELECT", db.ToString(System.Globalization.CultureInfo.InvariantCulture));
             }
 
-            var sha = link.Call("SCRIPT", "LOAD", Scripts.Commit) as byte[]
-                ?? throw new InvalidDataException("SCRIPT LOAD answered no SHA.");
-            var connection = new CommitConnection(link, Encoding.ASCII.GetString(sha), timeout, wait, onCallbackError);
+            var commitSha = link.Call("SCRIPT", "LOAD", Scripts.Commit) as byte[] ?? throw new InvalidDataException("SCRIPT LOAD answered no SHA.");
+            var readLogSha = link.Call("SCRIPT", "LOAD", Scripts.ReadLog) as byte[] ?? throw new InvalidDataException("SCRIPT LOAD answered no SHA.");
+            var connection = new CommitConnection(link, commitSha, readLogSha, timeout, wait, onCallbackError);
             link.WaitWithoutTimeout();
             connection._thread.Start();
             connection._watchdog.Change(connection._watchPeriod, connection._watchPeriod);
@@ -133,7 +148,36 @@ internal sealed class CommitConnection : IDisposable
     /// with the reply or the failure. When replicas are waited for, a WAIT follows the script in the same write, so
     /// it covers this commit, and the reply carries how many replicas acknowledged it.
     /// </summary>
-    public bool TrySend(RedisKey key, RedisValue[] args, Action<CommitReply, Exception?> onReply)
+    public bool TrySend(RedisKey key, RedisValue[] args, Action<CommitReply, Exception?> onReply) =>
+        TrySend(_commitSha, key, args, (value, replicas, error) =>
+        {
+            if (error is not null)
+            {
+                onReply(default, error);
+                return;
+            }
+
+            CommitReply reply;
+            try
+            {
+                reply = CommitReply.From(value);
+            }
+            catch (Exception ex)
+            {
+                onReply(default, ex);
+                return;
+            }
+
+            onReply(replicas is { } acknowledged ? reply with { Replicas = acknowledged } : reply, null);
+        });
+
+    /// <summary>
+    /// Sends a read of the workflow's log (<see cref="Scripts.ReadLog"/>), followed by WAIT when replicas are waited for;
+    /// <paramref name="onReply"/> gets the script's reply as read (see <see cref="RespReader"/>) and WAIT's count.
+    /// </summary>
+    public bool TrySendReadLog(RedisKey key, RedisValue[] args, Action<object?, long?, Exception?> onReply) => TrySend(_readLogSha, key, args, onReply);
+
+    private bool TrySend(byte[] sha, RedisKey key, RedisValue[] args, Action<object?, long?, Exception?> onReply)
     {
         lock (_writeLock)
         {
@@ -145,7 +189,7 @@ internal sealed class CommitConnection : IDisposable
             _out.ResetWrittenCount();
             RespLink.ArrayHeader(_out, 3 + 1 + args.Length);
             RespLink.Bulk(_out, "EVALSHA"u8);
-            RespLink.Bulk(_out, _sha);
+            RespLink.Bulk(_out, sha);
             RespLink.Bulk(_out, "1"u8);
             RespLink.Bulk(_out, (byte[])key!);
             foreach (var arg in args)
@@ -203,7 +247,7 @@ internal sealed class CommitConnection : IDisposable
                 return;
             }
 
-            Action<CommitReply, Exception?> onReply;
+            Action<object?, long?, Exception?> onReply;
             lock (_writeLock)
             {
                 if (!_pending.TryDequeue(out var pending))
@@ -218,42 +262,32 @@ internal sealed class CommitConnection : IDisposable
 
             if (value is RespError error)
             {
-                if (error.Message.StartsWith("NOSCRIPT", StringComparison.Ordinal) || error.Message.StartsWith("READONLY", StringComparison.Ordinal))
+                if (error.Message.StartsWith("NOSCRIPT", StringComparison.Ordinal) || error.Message.StartsWith("READONLY", StringComparison.Ordinal)
+                    || error.Message.StartsWith("MOVED", StringComparison.Ordinal))
                 {
-                    // The script cache was flushed, or this server is a replica now (a failover): this connection is
-                    // done; a new one loads the script again, on the server that is the primary then.
+                    // The script cache was flushed, or this server is a replica now (a failover), or no longer owns the
+                    // slot (a cluster failover or resharding): this connection is done; a new one loads the scripts
+                    // again, on the server that owns the slot then.
                     Break();
                 }
 
-                Deliver(onReply, default, ErrorReply(error.Message));
+                Deliver(onReply, null, null, ErrorReply(error.Message));
                 continue;
             }
 
             if (replicas is RespError waitError)
             {
-                Deliver(onReply, default, ErrorReply(waitError.Message));
+                Deliver(onReply, null, null, ErrorReply(waitError.Message));
                 continue;
             }
 
-            CommitReply reply;
-            try
+            if (replicas is not (null or long))
             {
-                reply = CommitReply.From(value);
-                if (replicas is not null)
-                {
-                    reply = reply with
-                    {
-                        Replicas = replicas as long? ?? throw new InvalidDataException("WAIT answered something other than a number: " + replicas),
-                    };
-                }
-            }
-            catch (Exception ex)
-            {
-                Deliver(onReply, default, ex);
+                Deliver(onReply, null, null, new InvalidDataException("WAIT answered something other than a number: " + replicas));
                 continue;
             }
 
-            Deliver(onReply, reply, null);
+            Deliver(onReply, value, replicas as long?, null);
         }
     }
 
@@ -289,7 +323,7 @@ internal sealed class CommitConnection : IDisposable
     /// <summary>Fails every command still waiting for a reply, in send order, and closes the connection.</summary>
     private void Fail(Exception error)
     {
-        List<Action<CommitReply, Exception?>> failed;
+        List<Action<object?, long?, Exception?>> failed;
         lock (_writeLock)
         {
             BreakLocked();
@@ -299,16 +333,16 @@ internal sealed class CommitConnection : IDisposable
 
         foreach (var onReply in failed)
         {
-            Deliver(onReply, default, error);
+            Deliver(onReply, null, null, error);
         }
     }
 
     /// <summary>A callback that throws must not end the reader thread (and with it the process).</summary>
-    private void Deliver(Action<CommitReply, Exception?> onReply, CommitReply reply, Exception? error)
+    private void Deliver(Action<object?, long?, Exception?> onReply, object? value, long? replicas, Exception? error)
     {
         try
         {
-            onReply(reply, error);
+            onReply(value, replicas, error);
         }
         catch (Exception ex)
         {

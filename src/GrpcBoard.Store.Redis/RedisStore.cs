@@ -53,6 +53,9 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
     private readonly Thread? _sentinelListener;
     private CommitConnection? _commits;
 
+    /// <summary>With a Redis Cluster and direct commits: the direct connections to the nodes (null otherwise).</summary>
+    private ClusterLinks? _cluster;
+
     /// <summary>False once the configuration turned out to be one the direct connection does not serve.</summary>
     private volatile bool _directCommits;
     private int _reopeningCommits;
@@ -114,15 +117,26 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
             redis.Dispose();
             throw new BoardException(BoardError.StoreUnavailable, $"Redis is unavailable: no connection at start ({string.Join("; ", reasons)}).");
         }
-        if (options.ReplicasToWaitFor > 0 && config.EndPoints.Any(e => redis.GetServer(e) is { IsConnected: true, ServerType: ServerType.Cluster }))
+        var cluster = config.EndPoints.Any(e => redis.GetServer(e) is { IsConnected: true, ServerType: ServerType.Cluster });
+        if (cluster && options.ReplicasToWaitFor > 0 && !options.DirectCommits)
         {
             redis.Dispose();
-            throw new ArgumentException("Waiting for replicas (--redis-replicas) needs a standalone Redis primary, not a cluster: StackExchange.Redis 1.2.6 cannot send WAIT to the node that owns a workflow's slot.");
+            throw new ArgumentException("Waiting for replicas (--redis-replicas) on a Redis Cluster needs direct commits: StackExchange.Redis 1.2.6 cannot send WAIT to the node that owns a workflow's slot.");
         }
 
         var store = new RedisStore(options, hub, connections, sentinel, tls, logger ?? NullLogger.Instance);
         store._directCommits = options.DirectCommits;
-        if (options.DirectCommits)
+        if (options.DirectCommits && cluster)
+        {
+            var timeout = TimeSpan.FromMilliseconds(options.CommandTimeoutMilliseconds);
+            store._directCommits = false;
+            store._cluster = new ClusterLinks(() => store._redis, endpoint =>
+            {
+                store._options.BeforeCommitConnectionOpens?.Invoke(endpoint);
+                return CommitConnection.OpenToAsync(endpoint, config, tls, timeout, options.ReplicaWait, ex => store._logger.LogError(ex, "A commit reply could not be handled."));
+            }, timeout);
+        }
+        else if (options.DirectCommits)
         {
             await store.OpenCommitConnectionAsync();
         }
@@ -131,9 +145,20 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
             "Commit batches of a workflow in flight to Redis: {Batches} ({Why}).",
             store.BatchesInFlight,
             options.MaxBatchesInFlight is null ? "chosen by where Redis runs: 1 on this host, 2 elsewhere" : "as configured");
-        await store.SubscribeAsync(redis);
-        await store.CheckEpochAsync();
-        store.CheckEpochFile();
+        try
+        {
+            await store.SubscribeAsync(redis);
+            await store.CheckEpochAsync();
+            store.CheckEpochFile();
+        }
+        catch
+        {
+            // Its background loops already run: a store that failed to start must not go on (checking epochs,
+            // firing timers, reconnecting) behind the caller's back.
+            await store.DisposeAsync();
+            throw;
+        }
+
         return store;
     }
 
@@ -399,6 +424,7 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
         _sentinelListener?.Join(TimeSpan.FromSeconds(5));
 
         Volatile.Read(ref _commits)?.Dispose();
+        _cluster?.Dispose();
         if (_advertised is not null)
         {
             try
@@ -424,6 +450,11 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
     {
         Interlocked.Increment(ref _logReads);
         var floor = Watermark(workflowId);
+        if (_cluster is not null && WaitsForReplicas)
+        {
+            return await ReadLogOnNodeAsync(workflowId, fromRevision, limit, floor).ConfigureAwait(false);
+        }
+
         var db = _db;
         var r = (RedisResult[])(await Call(() => db.ScriptEvaluateAsync(Scripts.ReadLog, [_keys.Meta(workflowId)], [fromRevision, limit, WaitsForReplicas ? 1 : 0])).ConfigureAwait(false))!;
         if (WaitsForReplicas)
@@ -445,6 +476,51 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
         }
 
         return new LogPage(head, (string)r[1]!, (long)r[2], (long)r[3] == 1, events);
+    }
+
+    /// <summary>
+    /// <see cref="ReadLogAsync"/> on a cluster whose replicas are waited for: the script and its WAIT go to the slot's
+    /// node over the direct connection (<see cref="ClusterLinks"/>), so that WAIT counts that node's replicas.
+    /// </summary>
+    private async Task<LogPage> ReadLogOnNodeAsync(string workflowId, long fromRevision, int limit, long floor)
+    {
+        var key = _keys.Meta(workflowId);
+        var link = await _cluster!.GetAsync(key).ConfigureAwait(false);
+        var done = new TaskCompletionSource<(object? Value, long? Replicas)>(TaskCreationOptions.RunContinuationsAsynchronously);
+        if (!link.TrySendReadLog(key, [fromRevision, limit, 1], (value, replicas, error) =>
+            {
+                if (error is null)
+                {
+                    done.TrySetResult((value, replicas));
+                }
+                else
+                {
+                    done.TrySetException(CommitFailure(error));
+                }
+            }))
+        {
+            throw new BoardException(BoardError.StoreUnavailable, "Redis is unavailable: the connection to the slot's node broke.");
+        }
+
+        var (reply, acknowledged) = await done.Task.ConfigureAwait(false);
+        if (Shortfall(acknowledged ?? 0, "a read of the log") is { } shortfall)
+        {
+            throw shortfall;
+        }
+
+        if (reply is not object?[] { Length: >= 4 } r || r[0] is not long head || r[1] is not byte[] batchId || r[2] is not long oldest || r[3] is not long exists)
+        {
+            throw new InvalidDataException("The log read answered something other than {head, lb, oldest, exists, ...}.");
+        }
+
+        ObserveHead(workflowId, head, floor);
+        var events = new List<EventRecord>((r.Length - 4) / 2);
+        for (var i = 4; i + 1 < r.Length; i += 2)
+        {
+            events.Add(RecordCodec.DecodeEvent((byte[])r[i + 1]!));
+        }
+
+        return new LogPage(head, System.Text.Encoding.UTF8.GetString(batchId), oldest, exists == 1, events);
     }
 
     /// <summary>Every record of a workflow's tasks or notes hash, as the events that last wrote them.</summary>
@@ -520,6 +596,30 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
     /// <summary>Sends a commit script through StackExchange.Redis (and WAIT after it, when replicas are waited for); the replica handles the reply.</summary>
     internal async Task<CommitReply> CommitAsync(string workflowId, RedisValue[] args)
     {
+        if (_cluster is not null && WaitsForReplicas)
+        {
+            // WAIT must go to the slot's node, after the script: only the direct connection can take it there.
+            var key = _keys.Meta(workflowId);
+            var link = await _cluster.GetAsync(key).ConfigureAwait(false);
+            var done = new TaskCompletionSource<CommitReply>(TaskCreationOptions.RunContinuationsAsynchronously);
+            if (!link.TrySend(key, args, (reply, error) =>
+                {
+                    if (error is null)
+                    {
+                        done.TrySetResult(reply);
+                    }
+                    else
+                    {
+                        done.TrySetException(error);
+                    }
+                }))
+            {
+                throw new BoardException(BoardError.StoreUnavailable, "Redis is unavailable: the connection to the slot's node broke.");
+            }
+
+            return await done.Task.ConfigureAwait(false);
+        }
+
         var db = _db;
         var reply = CommitReply.From(await db.ScriptEvaluateAsync(Scripts.Commit, [_keys.Meta(workflowId)], args).ConfigureAwait(false));
         return WaitsForReplicas && reply.Code >= 0 ? reply with { Replicas = await WaitForReplicasAsync(db).ConfigureAwait(false) } : reply;
@@ -563,6 +663,18 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
     /// </summary>
     internal bool TrySendCommit(string workflowId, RedisValue[] args, Action<CommitReply, Exception?> onReply)
     {
+        if (_cluster is not null)
+        {
+            var key = _keys.Meta(workflowId);
+            if (_cluster.TryGet(key) is { } link && link.TrySend(key, args, onReply))
+            {
+                Interlocked.Increment(ref _directCommitCount);
+                return true;
+            }
+
+            return false;
+        }
+
         if (!_directCommits)
         {
             return false;
@@ -1075,7 +1187,7 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
     /// resharding or degraded (TRYAGAIN, CLUSTERDOWN) or running a long script (BUSY): each passes. So does
     /// NOSCRIPT (the script cache was flushed): the script did not run, and is loaded again.
     /// </summary>
-    private static readonly string[] TransientServerErrors = ["LOADING", "CLUSTERDOWN", "TRYAGAIN", "READONLY", "MASTERDOWN", "BUSY", "NOSCRIPT"];
+    private static readonly string[] TransientServerErrors = ["LOADING", "CLUSTERDOWN", "TRYAGAIN", "READONLY", "MASTERDOWN", "BUSY", "NOSCRIPT", "MOVED", "ASK"];
 
     private long Watermark(string workflowId) => _headWatermarks.GetValueOrDefault(workflowId);
 

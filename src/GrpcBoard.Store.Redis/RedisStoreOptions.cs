@@ -63,8 +63,9 @@ public sealed class RedisStoreOptions
     public string? TlsKeyFile { get; set; }
 
     /// <summary>
-    /// Commits go over a connection of their own, read by a dedicated thread, when Redis is a standalone primary (alone or with its replicas,
-    /// or named by Sentinel), over TLS too (<see cref="CommitConnection"/>); otherwise (a cluster), or when false, through StackExchange.Redis.
+    /// Commits go over a connection of their own, read by a dedicated thread (<see cref="CommitConnection"/>, over TLS too): to the
+    /// primary (alone or with its replicas, or named by Sentinel), or on a Redis Cluster one to the master of each workflow's
+    /// slot (<see cref="ClusterLinks"/>); when false, through StackExchange.Redis.
     /// </summary>
     public bool DirectCommits { get; set; } = true;
 
@@ -76,9 +77,9 @@ public sealed class RedisStoreOptions
     /// writes the primary acknowledged, and with them claims, results and fencing tokens that callers were
     /// told about (which would then be handed out again). With this set, a batch the replicas did not all get
     /// within <see cref="ReplicaWaitTimeout"/> fails with UNAVAILABLE: it is on the primary, but whether it
-    /// survives a failover is unknown, as for a lost reply. A standalone primary only (configured alone or with
-    /// its replicas): a cluster is refused, since StackExchange.Redis 1.2.6 cannot send WAIT to the node that owns
-    /// a workflow's slot.
+    /// survives a failover is unknown, as for a lost reply. On a Redis Cluster, the replicas of the workflow's master,
+    /// and only with <see cref="DirectCommits"/>: StackExchange.Redis 1.2.6 cannot send WAIT to the node that owns a
+    /// workflow's slot, the direct connections can.
     /// </summary>
     public int ReplicasToWaitFor { get; set; }
 

@@ -1,0 +1,140 @@
+using System.Collections.Concurrent;
+using System.Net;
+using GrpcBoard.Core;
+using StackExchange.Redis;
+
+namespace GrpcBoard.Store.Redis;
+
+/// <summary>
+/// With a Redis Cluster: a direct connection (<see cref="CommitConnection"/>) to each master that owns a workflow's
+/// slot, opened on first use, and again after it broke (at most once a second per node).
+///
+/// Why: WAIT counts the replicas of the node it is sent to, so it must follow its script to the slot's owner, and
+/// StackExchange.Redis 1.2.6 sends a command without a key to any node. The commits get the direct connection's
+/// shorter path too. Which node owns a slot is StackExchange.Redis's view; after a failover or a resharding a node
+/// answers MOVED, the connection breaks, and StackExchange.Redis is asked to read the cluster's slots again.
+/// </summary>
+internal sealed class ClusterLinks(Func<ConnectionMultiplexer> redis, Func<EndPoint, Task<CommitConnection>> open, TimeSpan timeout) : IDisposable
+{
+    private readonly ConcurrentDictionary<EndPoint, Entry> _links = new();
+    private long _refreshedAtMs = long.MinValue / 2;
+    private volatile bool _disposed;
+
+    private sealed class Entry
+    {
+        public Entry(Task<CommitConnection> opening, long startedAtMs)
+        {
+            Opening = opening;
+            StartedAtMs = startedAtMs;
+            // A failed opening is reported to whoever waits on it, and tried again later: never an unobserved exception.
+            opening.ContinueWith(static t => _ = t.Exception, CancellationToken.None, TaskContinuationOptions.OnlyOnFaulted, TaskScheduler.Default);
+        }
+
+        public Task<CommitConnection> Opening { get; }
+
+        public long StartedAtMs { get; }
+    }
+
+    /// <summary>The open connection to the owner of <paramref name="key"/>'s slot, or null: it is being opened, or the owner is unknown.</summary>
+    public CommitConnection? TryGet(RedisKey key)
+    {
+        var entry = EntryFor(key);
+        return entry is { Opening.IsCompletedSuccessfully: true } && entry.Opening.Result is { IsBroken: false } link ? link : null;
+    }
+
+    /// <summary>The connection to the owner of <paramref name="key"/>'s slot, once open; UNAVAILABLE when there is none.</summary>
+    public async Task<CommitConnection> GetAsync(RedisKey key)
+    {
+        var entry = EntryFor(key) ?? throw new BoardException(BoardError.StoreUnavailable,
+            "Redis is unavailable: no master of the cluster is known to own the slot (a failover under way?).");
+        CommitConnection link;
+        try
+        {
+            link = await entry.Opening.WaitAsync(timeout).ConfigureAwait(false);
+        }
+        catch (Exception ex) when (ex is not BoardException)
+        {
+            throw new BoardException(BoardError.StoreUnavailable, "Redis is unavailable: " + ex.Message, inner: ex);
+        }
+
+        return link.IsBroken ? throw new BoardException(BoardError.StoreUnavailable, "Redis is unavailable: the connection to the slot's node broke.") : link;
+    }
+
+    private Entry? EntryFor(RedisKey key)
+    {
+        if (_disposed || OwnerOf(key) is not { } owner)
+        {
+            Refresh();
+            return null;
+        }
+
+        var now = Environment.TickCount64;
+        var entry = _links.GetOrAdd(owner, static (endpoint, self) => new Entry(self.OpenAsync(endpoint), Environment.TickCount64), this);
+        var failed = entry.Opening.IsFaulted || entry.Opening.IsCanceled || entry.Opening is { IsCompletedSuccessfully: true, Result.IsBroken: true };
+        if (failed && now - entry.StartedAtMs >= 1000)
+        {
+            Refresh();
+            var next = new Entry(OpenAsync(owner), now);
+            if (_links.TryUpdate(owner, next, entry))
+            {
+                entry = next;
+            }
+            else
+            {
+                next.Opening.ContinueWith(static t => t.Result.Dispose(), CancellationToken.None, TaskContinuationOptions.OnlyOnRanToCompletion, TaskScheduler.Default);
+                entry = _links.TryGetValue(owner, out var current) ? current : entry;
+            }
+        }
+
+        return entry;
+    }
+
+    private async Task<CommitConnection> OpenAsync(EndPoint endpoint)
+    {
+        var link = await open(endpoint).ConfigureAwait(false);
+        if (_disposed)
+        {
+            link.Dispose();
+            throw new ObjectDisposedException(nameof(ClusterLinks));
+        }
+
+        return link;
+    }
+
+    /// <summary>The master that owns <paramref name="key"/>'s slot, as StackExchange.Redis last read the cluster's slots; null when unknown.</summary>
+    private EndPoint? OwnerOf(RedisKey key)
+    {
+        var multiplexer = redis();
+        var slot = multiplexer.HashSlot(key);
+        foreach (var endpoint in multiplexer.GetEndPoints())
+        {
+            var server = multiplexer.GetServer(endpoint);
+            if (server.IsConnected && server.ClusterConfiguration?.GetBySlot(slot) is { IsSlave: false } node)
+            {
+                return node.EndPoint;
+            }
+        }
+
+        return null;
+    }
+
+    /// <summary>Asks StackExchange.Redis to read the cluster's slots again, at most once a second.</summary>
+    private void Refresh()
+    {
+        var now = Environment.TickCount64;
+        var last = Interlocked.Read(ref _refreshedAtMs);
+        if (now - last >= 1000 && Interlocked.CompareExchange(ref _refreshedAtMs, now, last) == last)
+        {
+            _ = redis().ConfigureAsync().ContinueWith(static t => _ = t.Exception, TaskScheduler.Default);
+        }
+    }
+
+    public void Dispose()
+    {
+        _disposed = true;
+        foreach (var entry in _links.Values)
+        {
+            entry.Opening.ContinueWith(static t => t.Result.Dispose(), CancellationToken.None, TaskContinuationOptions.OnlyOnRanToCompletion, TaskScheduler.Default);
+        }
+    }
+}
