@@ -110,7 +110,8 @@ internal sealed class RedisTls
 
     /// <summary>
     /// With a CA file, the chain must end at one of its certificates (and only those: the machine's store is not
-    /// consulted, as redis-cli's --cacert); without one, the machine's trust decides. The name must match either way.
+    /// consulted, as redis-cli's --cacert); without one, the machine's trust decides. The name must match either way,
+    /// and a certificate that lists its uses must list server authentication.
     /// Revocation is not checked with a private CA, which seldom publishes revocation lists.
     /// </summary>
     private bool Validate(object sender, X509Certificate? certificate, X509Chain? chain, SslPolicyErrors errors)
@@ -129,6 +130,8 @@ internal sealed class RedisTls
         custom.ChainPolicy.TrustMode = X509ChainTrustMode.CustomRootTrust;
         custom.ChainPolicy.CustomTrustStore.AddRange(_authorities);
         custom.ChainPolicy.RevocationMode = X509RevocationMode.NoCheck;
+        // A certificate that names its uses must include serving TLS, as the machine's own check requires.
+        custom.ChainPolicy.ApplicationPolicy.Add(new System.Security.Cryptography.Oid("1.3.6.1.5.5.7.3.1"));
         if (chain is not null)
         {
             // Intermediates the server sent along.
