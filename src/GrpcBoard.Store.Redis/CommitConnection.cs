@@ -20,9 +20,11 @@ internal sealed class RedisErrorReplyException(string message) : Exception(messa
 /// waited for the next batch for a quarter of its time (docs/benchmarks.md).
 ///
 /// Commands are pipelined in the order they are written, under one lock, so the batches of a workflow reach Redis
-/// in send order, and replies come back in that order (RESP). Anything this connection does not do (a cluster,
-/// a connection that broke) goes through StackExchange.Redis instead: the commit script is conditional on the
-/// workflow's last batch, so which connection carries a batch never matters for correctness.
+/// in send order, and replies come back in that order (RESP). One goes to a standalone primary; on a cluster, one
+/// to each master that owns a workflow's slot (<see cref="ClusterLinks"/>). While none is open (a connection that
+/// broke, one still opening), commits go through StackExchange.Redis instead: the commit script is conditional on the
+/// workflow's last batch, so which connection carries a batch never matters for correctness. It also carries the
+/// log reads that replicas are waited for on a cluster, since their WAIT must reach the same node.
 ///
 /// The reader blocks until data comes; a watchdog timer breaks the connection when the oldest reply is overdue.
 /// (A receive timeout on the reader would do on TCP, but a TLS read that timed out cannot be resumed.)

@@ -617,6 +617,7 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
                 throw new BoardException(BoardError.StoreUnavailable, "Redis is unavailable: the connection to the slot's node broke.");
             }
 
+            Interlocked.Increment(ref _directCommitCount);
             return await done.Task.ConfigureAwait(false);
         }
 
