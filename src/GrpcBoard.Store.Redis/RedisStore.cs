@@ -304,12 +304,16 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
     /// <summary>Reads of a workflow's log from Redis: loads, catch-ups, and watchers here without a replica.</summary>
     internal long LogReads => Interlocked.Read(ref _logReads);
 
+    /// <summary>Log reads sent over a direct connection, with their WAIT (for tests).</summary>
+    internal long DirectLogReads => Interlocked.Read(ref _directLogReads);
+
     /// <summary>Other instances' commits this instance's replica of the workflow was told of (-1: no replica).</summary>
     internal long ForeignNotices(string workflowId) => _replicas.TryGetValue(workflowId, out var replica) ? replica.ForeignNotices : -1;
 
     private long _refusedBatches;
     private long _turnWaits;
     private long _logReads;
+    private long _directLogReads;
 
     /// <summary>Background loop only: where the current pass of the timer rescan is in the registry (null: between passes).</summary>
     private string? _rescanAfter;
@@ -450,9 +454,18 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
     {
         Interlocked.Increment(ref _logReads);
         var floor = Watermark(workflowId);
-        if (_cluster is not null && WaitsForReplicas)
+        if (WaitsForReplicas)
         {
-            return await ReadLogOnNodeAsync(workflowId, fromRevision, limit, floor).ConfigureAwait(false);
+            // Its WAIT holds the connection it is sent on until the replicas answer or the timeout passes: on a direct
+            // connection, whose commits wait for them anyway, rather than on StackExchange.Redis's one connection for
+            // everything else (timers, epoch checks, scans). On a cluster only a direct connection reaches the slot's node.
+            var link = _cluster is not null
+                ? await _cluster.GetAsync(_keys.Meta(workflowId)).ConfigureAwait(false)
+                : _directCommits && Volatile.Read(ref _commits) is { IsBroken: false } open ? open : null;
+            if (link is not null)
+            {
+                return await ReadLogOnLinkAsync(link, workflowId, fromRevision, limit, floor).ConfigureAwait(false);
+            }
         }
 
         var db = _db;
@@ -479,13 +492,13 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
     }
 
     /// <summary>
-    /// <see cref="ReadLogAsync"/> on a cluster whose replicas are waited for: the script and its WAIT go to the slot's
-    /// node over the direct connection (<see cref="ClusterLinks"/>), so that WAIT counts that node's replicas.
+    /// <see cref="ReadLogAsync"/> with replicas waited for, over a direct connection: the script and its WAIT go to the
+    /// node that holds the workflow, so that WAIT counts that node's replicas.
     /// </summary>
-    private async Task<LogPage> ReadLogOnNodeAsync(string workflowId, long fromRevision, int limit, long floor)
+    private async Task<LogPage> ReadLogOnLinkAsync(CommitConnection link, string workflowId, long fromRevision, int limit, long floor)
     {
         var key = _keys.Meta(workflowId);
-        var link = await _cluster!.GetAsync(key).ConfigureAwait(false);
+        Interlocked.Increment(ref _directLogReads);
         var done = new TaskCompletionSource<(object? Value, long? Replicas)>(TaskCreationOptions.RunContinuationsAsynchronously);
         if (!link.TrySendReadLog(key, [fromRevision, limit, 1], (value, replicas, error) =>
             {
@@ -499,7 +512,7 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
                 }
             }))
         {
-            throw new BoardException(BoardError.StoreUnavailable, "Redis is unavailable: the connection to the slot's node broke.");
+            throw new BoardException(BoardError.StoreUnavailable, "Redis is unavailable: the direct connection broke.");
         }
 
         var (reply, acknowledged) = await done.Task.ConfigureAwait(false);

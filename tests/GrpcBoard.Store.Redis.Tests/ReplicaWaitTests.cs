@@ -279,14 +279,18 @@ public sealed class ReplicaWaitTests
     /// a read and to a watcher.
     /// Once the replica resumes, B shows it. (WAIT is documented to cover what its own connection wrote, and B
     /// has written nothing, so a batch of reads first writes a notice nobody listens to. Redis 7.0 here makes a
-    /// connection that wrote nothing wait too, so this test passes without that notice as well.)
+    /// connection that wrote nothing wait too, so this test passes without that notice as well.) Both ways a read goes:
+    /// over the direct connection, which keeps the WAIT off StackExchange.Redis's one shared connection, and through
+    /// StackExchange.Redis when there is none.
     /// </summary>
-    [RedisFact]
-    public async Task AReadOfAnotherInstancesWrite_IsNotShownBeforeTheReplicaHasIt()
+    [RedisTheory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public async Task AReadOfAnotherInstancesWrite_IsNotShownBeforeTheReplicaHasIt(bool directCommits)
     {
         await using var primary = await RedisProcess.StartAsync(persistent: false);
         await using var replica = await primary.StartReplicaAsync();
-        var (a, boardA) = await OpenAsync(primary, replicas: 1);
+        var (a, boardA) = await OpenAsync(primary, replicas: 1, directCommits);
         await using var _ = a;
         const string wf = "reads";
         await boardA.CreateWorkflowAsync(wf, "reads wait", null, default).Within();
@@ -300,7 +304,7 @@ public sealed class ReplicaWaitTests
         {
             var refused = await Assert.ThrowsAsync<BoardException>(() => ClaimAsync(boardA, wf)).Within();
             Assert.Contains("reached 0 of 1 replicas", refused.Message, StringComparison.Ordinal);
-            (b, boardB) = await OpenAsync(primary, replicas: 1);
+            (b, boardB) = await OpenAsync(primary, replicas: 1, directCommits);
             var read = await Assert.ThrowsAsync<BoardException>(() => boardB.GetWorkflowAsync(wf, default)).Within();
             Assert.Equal(BoardError.StoreUnavailable, read.Error);
 
@@ -330,5 +334,6 @@ public sealed class ReplicaWaitTests
         // The refused claim is on the primary: once the replica has it, it is shown.
         await UntilAvailable.CallAsync(() => boardB!.GetWorkflowAsync(wf, default), "B to show both claims once the replica resumed",
             until: view => view.Counts[TaskState.Claimed] == 2);
+        Assert.Equal(directCommits, b!.DirectLogReads > 0);
     }
 }
