@@ -1,4 +1,3 @@
-using System.Collections.Concurrent;
 using System.Globalization;
 using System.Net;
 using GrpcBoard.Core;
@@ -41,14 +40,7 @@ public sealed class SentinelTests
     private static Task<ClaimResult> ClaimAsync(Coordinator board, string wf, string worker = "w") =>
         board.ClaimAsync(new ClaimCommand { WorkflowId = wf, WorkerId = worker }, default);
 
-    /// <summary>Posts tasks t0..t(count-1), a thousand (the most a batch holds) at a time.</summary>
-    private static async Task PostAsync(Coordinator board, string wf, int count)
-    {
-        foreach (var chunk in Enumerable.Range(0, count).Chunk(1000))
-        {
-            await board.PostTasksAsync(wf, chunk.Select(i => new TaskSpec { Id = $"t{i}" }).ToArray(), default).Within();
-        }
-    }
+    private static Task PostAsync(Coordinator board, string wf, int count) => ClaimingWorkers.PostAsync(board, wf, count);
 
     private static Task<long> HeadAsync(RedisProcess redis, string wf) => SplitBrain.HeadAsync(redis, Prefix, wf);
 
@@ -218,54 +210,24 @@ public sealed class SentinelTests
         await board.CreateWorkflowAsync(wf, "sentinel failover", null, default).Within();
         await PostAsync(board, wf, 3000);
 
-        var acknowledged = new ConcurrentQueue<ClaimResult>();
-        var unavailable = 0;
-        using var stop = new CancellationTokenSource();
-        var workers = Enumerable.Range(0, 8).Select(w => Task.Run(async () =>
-        {
-            while (!stop.IsCancellationRequested)
-            {
-                try
-                {
-                    var claim = await ClaimAsync(board, wf, $"w{w}");
-                    Assert.NotNull(claim.Task);
-                    acknowledged.Enqueue(claim);
-                }
-                catch (BoardException ex) when (ex.Error == BoardError.StoreUnavailable)
-                {
-                    Interlocked.Increment(ref unavailable);
-                    await Task.Delay(10);
-                }
-            }
-        })).ToArray();
+        var workers = ClaimingWorkers.Start(board, wf, 8);
 
-        await TestTimeouts.Eventually(() => Task.FromResult(acknowledged.Count >= 50), "50 claims before the failover");
-        var beforeKill = acknowledged.Count;
+        await workers.UntilAsync(50, "50 claims before the failover");
+        var beforeKill = workers.Acknowledged;
         var promoted = await group.FailOverAsync();
         var other = group.Replicas.Single(r => r != promoted);
         var third = await group.AddReplicaAsync(promoted);
-        await TestTimeouts.Eventually(() => Task.FromResult(acknowledged.Count >= beforeKill + 50), "50 claims after the failover", TimeSpan.FromSeconds(60));
-        await stop.CancelAsync();
-        await Task.WhenAll(workers).Within();
+        await workers.UntilAsync(beforeKill + 50, "50 claims after the failover", TimeSpan.FromSeconds(60));
+        var claims = await workers.StopAsync();
         Assert.Equal(promoted.Port, PortOf(store.SentinelPrimary));
-        var claims = acknowledged.ToArray();
-        Assert.Equal(claims.Length, claims.Select(c => c.Task!.Id).Distinct().Count());
-        Assert.Equal(claims.Length, claims.Select(c => c.Task!.FencingToken).Distinct().Count());
 
         // What the new primary holds, read by a store opened afresh through the sentinel.
         var (reader, readerBoard) = await OpenAsync(group, replicas: 0);
         await using (reader)
         {
             Assert.Equal(promoted.Port, PortOf(reader.SentinelPrimary));
-            foreach (var claim in claims)
-            {
-                var task = (await readerBoard.GetTaskAsync(wf, claim.Task!.Id, default).Within()).Task;
-                Assert.Equal(TaskState.Claimed, task.State);
-                Assert.Equal((claim.Task.Owner, claim.Task.FencingToken), (task.Owner, task.FencingToken));
-            }
-
-            // Besides: claims whose outcome was unknown (UNAVAILABLE when the primary died with the reply unsent) may have committed.
-            Assert.InRange((await readerBoard.GetWorkflowAsync(wf, default).Within()).Counts[TaskState.Claimed], claims.Length, claims.Length + unavailable);
+            // Besides the acknowledged claims: those whose outcome was unknown (UNAVAILABLE when the primary died with the reply unsent) may have committed.
+            await workers.AssertHeldAsync(readerBoard, wf, claims);
         }
 
         // Claims after the failover waited for the other replica, which the sentinel pointed at the new primary, and the third.

@@ -1,0 +1,94 @@
+using System.Collections.Concurrent;
+using GrpcBoard.Core;
+using GrpcBoard.Core.Model;
+using GrpcBoard.Testing;
+using Xunit;
+
+namespace GrpcBoard.Store.Redis.Tests;
+
+/// <summary>
+/// Workers that claim without pause on one workflow while Redis fails over, as clients do: UNAVAILABLE is counted and
+/// retried after a short back-off, any other failure fails the test, and every acknowledged claim is kept for the
+/// checks on accepted effects (<see cref="StopAsync"/>, <see cref="AssertHeldAsync"/>).
+/// </summary>
+public sealed class ClaimingWorkers
+{
+    private readonly ConcurrentQueue<ClaimResult> _acknowledged = new();
+    private readonly CancellationTokenSource _stop = new();
+    private Task[] _workers = [];
+    private int _unavailable;
+
+    private ClaimingWorkers()
+    {
+    }
+
+    public int Acknowledged => _acknowledged.Count;
+
+    /// <summary>Calls that failed with UNAVAILABLE: their claims' outcome is unknown, so each may have committed.</summary>
+    public int Unavailable => Volatile.Read(ref _unavailable);
+
+    /// <summary>Posts tasks t0..t(count-1), a thousand (the most a batch holds) at a time.</summary>
+    public static async Task PostAsync(Coordinator board, string wf, int count)
+    {
+        foreach (var chunk in Enumerable.Range(0, count).Chunk(1000))
+        {
+            await board.PostTasksAsync(wf, chunk.Select(i => new TaskSpec { Id = $"t{i}" }).ToArray(), default).Within();
+        }
+    }
+
+    /// <summary>Starts <paramref name="count"/> workers, w0..w(count-1).</summary>
+    public static ClaimingWorkers Start(Coordinator board, string wf, int count)
+    {
+        var workers = new ClaimingWorkers();
+        workers._workers = Enumerable.Range(0, count).Select(w => Task.Run(async () =>
+        {
+            while (!workers._stop.IsCancellationRequested)
+            {
+                try
+                {
+                    var claim = await board.ClaimAsync(new ClaimCommand { WorkflowId = wf, WorkerId = $"w{w}" }, default);
+                    Assert.NotNull(claim.Task);
+                    workers._acknowledged.Enqueue(claim);
+                }
+                catch (BoardException ex) when (ex.Error == BoardError.StoreUnavailable)
+                {
+                    Interlocked.Increment(ref workers._unavailable);
+                    await Task.Delay(10);
+                }
+            }
+        })).ToArray();
+        return workers;
+    }
+
+    /// <summary>Waits until at least <paramref name="total"/> claims have been acknowledged.</summary>
+    public Task UntilAsync(int total, string what, TimeSpan? within = null) =>
+        TestTimeouts.Eventually(() => Task.FromResult(_acknowledged.Count >= total), what, within);
+
+    /// <summary>Stops the workers and returns the acknowledged claims, having checked that no task and no fencing token was given twice.</summary>
+    public async Task<ClaimResult[]> StopAsync()
+    {
+        await _stop.CancelAsync();
+        await Task.WhenAll(_workers).Within();
+        _stop.Dispose();
+        var claims = _acknowledged.ToArray();
+        Assert.Equal(claims.Length, claims.Select(c => c.Task!.Id).Distinct().Count());
+        Assert.Equal(claims.Length, claims.Select(c => c.Task!.FencingToken).Distinct().Count());
+        return claims;
+    }
+
+    /// <summary>
+    /// What a store opened afresh (<paramref name="reader"/>) holds: every acknowledged claim with its owner and token, and
+    /// no more claims than those plus the ones whose outcome was unknown.
+    /// </summary>
+    public async Task AssertHeldAsync(Coordinator reader, string wf, ClaimResult[] claims)
+    {
+        foreach (var claim in claims)
+        {
+            var task = (await reader.GetTaskAsync(wf, claim.Task!.Id, default).Within()).Task;
+            Assert.Equal(TaskState.Claimed, task.State);
+            Assert.Equal((claim.Task.Owner, claim.Task.FencingToken), (task.Owner, task.FencingToken));
+        }
+
+        Assert.InRange((await reader.GetWorkflowAsync(wf, default).Within()).Counts[TaskState.Claimed], claims.Length, claims.Length + Unavailable);
+    }
+}
