@@ -179,6 +179,34 @@ internal sealed class CommitConnection : IDisposable
     /// </summary>
     public bool TrySendReadLog(RedisKey key, RedisValue[] args, Action<object?, long?, Exception?> onReply) => TrySend(_readLogSha, key, args, onReply);
 
+    /// <summary>A commit whose caller waits for it (<see cref="TrySend(RedisKey, RedisValue[], Action{CommitReply, Exception?})"/>); UNAVAILABLE when the connection is broken.</summary>
+    public Task<CommitReply> CommitAsync(RedisKey key, RedisValue[] args)
+    {
+        var done = new TaskCompletionSource<CommitReply>(TaskCreationOptions.RunContinuationsAsynchronously);
+        return TrySend(key, args, (reply, error) => Complete(done, reply, error)) ? done.Task : Task.FromException<CommitReply>(Broken());
+    }
+
+    /// <summary>A log read, with WAIT's count when replicas are waited for (<see cref="TrySendReadLog"/>); UNAVAILABLE when the connection is broken.</summary>
+    public Task<(object? Value, long? Replicas)> ReadLogAsync(RedisKey key, RedisValue[] args)
+    {
+        var done = new TaskCompletionSource<(object?, long?)>(TaskCreationOptions.RunContinuationsAsynchronously);
+        return TrySendReadLog(key, args, (value, replicas, error) => Complete(done, (value, replicas), error)) ? done.Task : Task.FromException<(object?, long?)>(Broken());
+    }
+
+    private static void Complete<T>(TaskCompletionSource<T> done, T result, Exception? error)
+    {
+        if (error is null)
+        {
+            done.TrySetResult(result);
+        }
+        else
+        {
+            done.TrySetException(error);
+        }
+    }
+
+    private static BoardException Broken() => new(BoardError.StoreUnavailable, "Redis is unavailable: the direct connection broke.");
+
     private bool TrySend(byte[] sha, RedisKey key, RedisValue[] args, Action<object?, long?, Exception?> onReply)
     {
         lock (_writeLock)

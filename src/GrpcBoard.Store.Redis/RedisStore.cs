@@ -129,7 +129,7 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
         if (options.DirectCommits && cluster)
         {
             var timeout = TimeSpan.FromMilliseconds(options.CommandTimeoutMilliseconds);
-            store._directCommits = false;
+            store._directCommits = false; // That is the one standalone connection; a cluster has ClusterLinks instead.
             store._cluster = new ClusterLinks(() => store._redis, endpoint =>
             {
                 store._options.BeforeCommitConnectionOpens?.Invoke(endpoint);
@@ -499,23 +499,17 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
     {
         var key = _keys.Meta(workflowId);
         Interlocked.Increment(ref _directLogReads);
-        var done = new TaskCompletionSource<(object? Value, long? Replicas)>(TaskCreationOptions.RunContinuationsAsynchronously);
-        if (!link.TrySendReadLog(key, [fromRevision, limit, 1], (value, replicas, error) =>
-            {
-                if (error is null)
-                {
-                    done.TrySetResult((value, replicas));
-                }
-                else
-                {
-                    done.TrySetException(CommitFailure(error));
-                }
-            }))
+        object? reply;
+        long? acknowledged;
+        try
         {
-            throw new BoardException(BoardError.StoreUnavailable, "Redis is unavailable: the direct connection broke.");
+            (reply, acknowledged) = await link.ReadLogAsync(key, [fromRevision, limit, 1]).ConfigureAwait(false);
+        }
+        catch (Exception ex)
+        {
+            throw CommitFailure(ex);
         }
 
-        var (reply, acknowledged) = await done.Task.ConfigureAwait(false);
         if (Shortfall(acknowledged ?? 0, "a read of the log") is { } shortfall)
         {
             throw shortfall;
@@ -614,24 +608,13 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
             // WAIT must go to the slot's node, after the script: only the direct connection can take it there.
             var key = _keys.Meta(workflowId);
             var link = await _cluster.GetAsync(key).ConfigureAwait(false);
-            var done = new TaskCompletionSource<CommitReply>(TaskCreationOptions.RunContinuationsAsynchronously);
-            if (!link.TrySend(key, args, (reply, error) =>
-                {
-                    if (error is null)
-                    {
-                        done.TrySetResult(reply);
-                    }
-                    else
-                    {
-                        done.TrySetException(error);
-                    }
-                }))
+            var committing = link.CommitAsync(key, args);
+            if (!committing.IsFaulted)
             {
-                throw new BoardException(BoardError.StoreUnavailable, "Redis is unavailable: the connection to the slot's node broke.");
+                Interlocked.Increment(ref _directCommitCount);
             }
 
-            Interlocked.Increment(ref _directCommitCount);
-            return await done.Task.ConfigureAwait(false);
+            return await committing.ConfigureAwait(false);
         }
 
         var db = _db;
