@@ -71,16 +71,7 @@ public sealed class ClusterFailoverTests
         var masterId = nodes.Single(n => n.ServesSlot).Id;
         var master = processes.Single(p => p.Port == nodes.Single(n => n.Id == masterId).Port);
         var replica = processes.Single(p => p.Port == nodes.Single(n => n.MasterId == masterId).Port);
-        // Ready: the master's replica acknowledges a write within 100 ms when asked (WAIT). Its link can be up, and a first
-        // write acknowledged, while a fresh cluster settles, and still a later write can go unacknowledged past a 500 ms
-        // WAIT (seen on Redis 7.0): the store would then rightly answer UNAVAILABLE.
-        await TestTimeouts.Eventually(async () =>
-        {
-            using var link = await RespLink.OpenAsync(new System.Net.IPEndPoint(System.Net.IPAddress.Loopback, master.Port), null, TimeSpan.FromSeconds(5), default);
-            link.Call("SET", "{" + wf + "}probe", "x");
-            return link.Call("WAIT", "1", "100") is 1L;
-        }, "the replica to acknowledge writes at once", TimeSpan.FromSeconds(60));
-
+        await master.UntilReplicasAcknowledgeAsync("{" + wf + "}probe");
         return (master, replica);
     }
 

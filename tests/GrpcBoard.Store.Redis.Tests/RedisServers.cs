@@ -154,8 +154,24 @@ public sealed class RedisProcess : IAsyncDisposable
         await replica.StartAgainAsync();
         await TestTimeouts.Eventually(async () => (await replica.CliAsync("INFO", "replication")).Contains("master_link_status:up", StringComparison.Ordinal),
             "the replica to be in sync with its primary");
+        await UntilReplicasAcknowledgeAsync();
         return replica;
     }
+
+    /// <summary>
+    /// Waits until every replica connected here acknowledges a write at once (WAIT, 100 ms), writing
+    /// <paramref name="probeKey"/> (on a cluster, a key of a slot this node serves). On Redis 7.0 here, a replica whose
+    /// link is up can still be left out of a WAIT for a while (seen as "reached 0 of 1 replicas" on the first call after
+    /// a replica started, with the replica having read nothing new for about a second); the cause was not traced.
+    /// </summary>
+    public Task UntilReplicasAcknowledgeAsync(string probeKey = "gb-test-probe") =>
+        TestTimeouts.Eventually(async () =>
+        {
+            var info = await CliAsync("INFO", "replication");
+            var replicas = info.Split('\n').Select(l => l.Trim()).FirstOrDefault(l => l.StartsWith("connected_slaves:", StringComparison.Ordinal))?["connected_slaves:".Length..];
+            var answers = (await CliStdinAsync($"SET {probeKey} x\nWAIT {replicas} 100\n")).Split('\n', StringSplitOptions.RemoveEmptyEntries);
+            return replicas is not null && answers.Length == 2 && answers[1].Trim() == replicas;
+        }, "the replicas to acknowledge a write at once", TimeSpan.FromSeconds(60));
 
     /// <summary>
     /// A Redis Sentinel (<c>redis-server sentinel.conf --sentinel</c>) monitoring this server as <paramref name="service"/>
@@ -195,9 +211,14 @@ public sealed class RedisProcess : IAsyncDisposable
     public async Task<int> SentinelPrimaryPortAsync(string service) =>
         int.Parse((await CliAsync("SENTINEL", "get-master-addr-by-name", service)).Split('\n', StringSplitOptions.RemoveEmptyEntries)[1].Trim(), System.Globalization.CultureInfo.InvariantCulture);
 
-    public async Task<string> CliAsync(params string[] args)
+    public Task<string> CliAsync(params string[] args) => RunCliAsync(null, args);
+
+    /// <summary>redis-cli given the commands in <paramref name="stdin"/>, one a line, run on one connection.</summary>
+    public Task<string> CliStdinAsync(string stdin) => RunCliAsync(stdin, []);
+
+    private async Task<string> RunCliAsync(string? stdin, string[] args)
     {
-        var info = new ProcessStartInfo("/usr/bin/redis-cli") { UseShellExecute = false, RedirectStandardOutput = true, RedirectStandardError = true };
+        var info = new ProcessStartInfo("/usr/bin/redis-cli") { UseShellExecute = false, RedirectStandardOutput = true, RedirectStandardError = true, RedirectStandardInput = stdin is not null };
         var auth = Password is null ? [] : new[] { "-a", Password, "--no-auth-warning" };
         var tls = Tls is null ? [] : new[] { "--tls", "--cacert", Tls.CaFile, "--cert", Tls.NodeCertificateFile, "--key", Tls.NodeKeyFile };
         foreach (var a in new[] { "-p", Port.ToString(System.Globalization.CultureInfo.InvariantCulture) }.Concat(auth).Concat(tls).Concat(args))
@@ -206,6 +227,12 @@ public sealed class RedisProcess : IAsyncDisposable
         }
 
         using var cli = Process.Start(info)!;
+        if (stdin is not null)
+        {
+            await cli.StandardInput.WriteAsync(stdin);
+            cli.StandardInput.Close();
+        }
+
         var output = await cli.StandardOutput.ReadToEndAsync();
         await cli.WaitForExitAsync();
         return output;
