@@ -145,13 +145,13 @@ internal sealed class CommitConnection : IDisposable
     }
 
     /// <summary>
-    /// Sends one commit (EVALSHA) for the workflow whose meta key is <paramref name="key"/>. False when the
+    /// Sends one commit (EVALSHA) for the workflow whose script keys are <paramref name="keys"/> (meta key first). False when the
     /// connection is broken (nothing was sent). <paramref name="onReply"/> runs on the reader thread, in send order,
     /// with the reply or the failure. When replicas are waited for, a WAIT follows the script in the same write, so
     /// it covers this commit, and the reply carries how many replicas acknowledged it.
     /// </summary>
-    public bool TrySend(RedisKey key, RedisValue[] args, Action<CommitReply, Exception?> onReply) =>
-        TrySend(_commitSha, key, args, (value, replicas, error) =>
+    public bool TrySend(RedisKey[] keys, RedisValue[] args, Action<CommitReply, Exception?> onReply) =>
+        TrySend(_commitSha, keys, args, (value, replicas, error) =>
         {
             if (error is not null)
             {
@@ -177,20 +177,20 @@ internal sealed class CommitConnection : IDisposable
     /// Sends a read of the workflow's log (<see cref="Scripts.ReadLog"/>), followed by WAIT when replicas are waited for;
     /// <paramref name="onReply"/> gets the script's reply as read (see <see cref="RespReader"/>) and WAIT's count.
     /// </summary>
-    public bool TrySendReadLog(RedisKey key, RedisValue[] args, Action<object?, long?, Exception?> onReply) => TrySend(_readLogSha, key, args, onReply);
+    public bool TrySendReadLog(RedisKey[] keys, RedisValue[] args, Action<object?, long?, Exception?> onReply) => TrySend(_readLogSha, keys, args, onReply);
 
-    /// <summary>A commit whose caller waits for it (<see cref="TrySend(RedisKey, RedisValue[], Action{CommitReply, Exception?})"/>); UNAVAILABLE when the connection is broken.</summary>
-    public Task<CommitReply> CommitAsync(RedisKey key, RedisValue[] args)
+    /// <summary>A commit whose caller waits for it (<see cref="TrySend(RedisKey[], RedisValue[], Action{CommitReply, Exception?})"/>); UNAVAILABLE when the connection is broken.</summary>
+    public Task<CommitReply> CommitAsync(RedisKey[] keys, RedisValue[] args)
     {
         var done = new TaskCompletionSource<CommitReply>(TaskCreationOptions.RunContinuationsAsynchronously);
-        return TrySend(key, args, (reply, error) => Complete(done, reply, error)) ? done.Task : Task.FromException<CommitReply>(Broken());
+        return TrySend(keys, args, (reply, error) => Complete(done, reply, error)) ? done.Task : Task.FromException<CommitReply>(Broken());
     }
 
     /// <summary>A log read, with WAIT's count when replicas are waited for (<see cref="TrySendReadLog"/>); UNAVAILABLE when the connection is broken.</summary>
-    public Task<(object? Value, long? Replicas)> ReadLogAsync(RedisKey key, RedisValue[] args)
+    public Task<(object? Value, long? Replicas)> ReadLogAsync(RedisKey[] keys, RedisValue[] args)
     {
         var done = new TaskCompletionSource<(object?, long?)>(TaskCreationOptions.RunContinuationsAsynchronously);
-        return TrySendReadLog(key, args, (value, replicas, error) => Complete(done, (value, replicas), error)) ? done.Task : Task.FromException<(object?, long?)>(Broken());
+        return TrySendReadLog(keys, args, (value, replicas, error) => Complete(done, (value, replicas), error)) ? done.Task : Task.FromException<(object?, long?)>(Broken());
     }
 
     private static void Complete<T>(TaskCompletionSource<T> done, T result, Exception? error)
@@ -207,7 +207,7 @@ internal sealed class CommitConnection : IDisposable
 
     private static BoardException Broken() => new(BoardError.StoreUnavailable, "Redis is unavailable: the direct connection broke.");
 
-    private bool TrySend(byte[] sha, RedisKey key, RedisValue[] args, Action<object?, long?, Exception?> onReply)
+    private bool TrySend(byte[] sha, RedisKey[] keys, RedisValue[] args, Action<object?, long?, Exception?> onReply)
     {
         lock (_writeLock)
         {
@@ -217,11 +217,15 @@ internal sealed class CommitConnection : IDisposable
             }
 
             _out.ResetWrittenCount();
-            RespLink.ArrayHeader(_out, 3 + 1 + args.Length);
+            RespLink.ArrayHeader(_out, 3 + keys.Length + args.Length);
             RespLink.Bulk(_out, "EVALSHA"u8);
             RespLink.Bulk(_out, sha);
-            RespLink.Bulk(_out, "1"u8);
-            RespLink.Bulk(_out, (byte[])key!);
+            RespLink.Bulk(_out, System.Text.Encoding.ASCII.GetBytes(keys.Length.ToString(System.Globalization.CultureInfo.InvariantCulture)));
+            foreach (var key in keys)
+            {
+                RespLink.Bulk(_out, (byte[])key!);
+            }
+
             foreach (var arg in args)
             {
                 RespLink.Bulk(_out, (byte[])arg!);

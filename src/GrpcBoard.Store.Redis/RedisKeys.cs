@@ -11,7 +11,8 @@ namespace GrpcBoard.Store.Redis;
 /// Per workflow: <c>meta</c> (hash: head, lb = the id of the last committed batch, oldest retained
 /// revision, rec = the workflow, c1..c7 = task counts), <c>tasks</c> and <c>notes</c> (hashes: id to the
 /// event that last wrote the record), <c>log</c> (stream: entry id = revision), <c>timers</c> (sorted
-/// set: "kind|id" by due time in ms).
+/// set: "kind|id" by due time in ms), <c>wq</c> (list: instances waiting for the turn), and <c>absent</c>, never
+/// written (<see cref="ScriptKeys"/>).
 /// </summary>
 internal sealed class RedisKeys(string prefix)
 {
@@ -44,6 +45,17 @@ internal sealed class RedisKeys(string prefix)
     public string Base(string workflowId) => $"{Prefix}:{{{workflowId}}}:";
 
     public RedisKey Meta(string workflowId) => Base(workflowId) + "meta";
+
+    /// <summary>
+    /// The KEYS of every script on a workflow: its meta key, then a key of its slot that is never written. While a
+    /// Redis Cluster moves the slot, Redis counts that key as missing and refuses the script before it runs: ASK on
+    /// the node the slot leaves, which the one it goes to answers with TRYAGAIN, as for any command over several keys
+    /// not all there. A script reaches the workflow's other keys without declaring them, and Redis checks only the
+    /// declared ones before it starts; without this key, a script could run while part of the workflow had moved and
+    /// stop half-written at the first key that had gone ("Script attempted to access a non local key"), or be sent on
+    /// by ASK and write keys not moved yet onto the target, where their MIGRATE then fails (BUSYKEY).
+    /// </summary>
+    public RedisKey[] ScriptKeys(string workflowId) => [Meta(workflowId), Base(workflowId) + "absent"];
 
     public string Channel(string workflowId) => Base(workflowId) + "ev";
 

@@ -469,7 +469,7 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
         }
 
         var db = _db;
-        var r = (RedisResult[])(await Call(() => db.ScriptEvaluateAsync(Scripts.ReadLog, [_keys.Meta(workflowId)], [fromRevision, limit, WaitsForReplicas ? 1 : 0])).ConfigureAwait(false))!;
+        var r = (RedisResult[])(await Call(() => db.ScriptEvaluateAsync(Scripts.ReadLog, _keys.ScriptKeys(workflowId), [fromRevision, limit, WaitsForReplicas ? 1 : 0])).ConfigureAwait(false))!;
         if (WaitsForReplicas)
         {
             // What was read reaches watchers, replicas' catch-ups and loads: only once the replicas have it, as for
@@ -497,13 +497,12 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
     /// </summary>
     private async Task<LogPage> ReadLogOnLinkAsync(CommitConnection link, string workflowId, long fromRevision, int limit, long floor)
     {
-        var key = _keys.Meta(workflowId);
         Interlocked.Increment(ref _directLogReads);
         object? reply;
         long? acknowledged;
         try
         {
-            (reply, acknowledged) = await link.ReadLogAsync(key, [fromRevision, limit, 1]).ConfigureAwait(false);
+            (reply, acknowledged) = await link.ReadLogAsync(_keys.ScriptKeys(workflowId), [fromRevision, limit, 1]).ConfigureAwait(false);
         }
         catch (Exception ex)
         {
@@ -606,9 +605,9 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
         if (_cluster is not null && WaitsForReplicas)
         {
             // WAIT must go to the slot's node, after the script: only the direct connection can take it there.
-            var key = _keys.Meta(workflowId);
-            var link = await _cluster.GetAsync(key).ConfigureAwait(false);
-            var committing = link.CommitAsync(key, args);
+            var keys = _keys.ScriptKeys(workflowId);
+            var link = await _cluster.GetAsync(keys[0]).ConfigureAwait(false);
+            var committing = link.CommitAsync(keys, args);
             if (!committing.IsFaulted)
             {
                 Interlocked.Increment(ref _directCommitCount);
@@ -618,7 +617,7 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
         }
 
         var db = _db;
-        var reply = CommitReply.From(await db.ScriptEvaluateAsync(Scripts.Commit, [_keys.Meta(workflowId)], args).ConfigureAwait(false));
+        var reply = CommitReply.From(await db.ScriptEvaluateAsync(Scripts.Commit, _keys.ScriptKeys(workflowId), args).ConfigureAwait(false));
         return WaitsForReplicas && reply.Code >= 0 ? reply with { Replicas = await WaitForReplicasAsync(db).ConfigureAwait(false) } : reply;
     }
 
@@ -662,8 +661,8 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
     {
         if (_cluster is not null)
         {
-            var key = _keys.Meta(workflowId);
-            if (_cluster.TryGet(key) is { } link && link.TrySend(key, args, onReply))
+            var keys = _keys.ScriptKeys(workflowId);
+            if (_cluster.TryGet(keys[0]) is { } link && link.TrySend(keys, args, onReply))
             {
                 Interlocked.Increment(ref _directCommitCount);
                 return true;
@@ -678,7 +677,7 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
         }
 
         var commits = Volatile.Read(ref _commits);
-        if (commits is not null && commits.TrySend(_keys.Meta(workflowId), args, onReply))
+        if (commits is not null && commits.TrySend(_keys.ScriptKeys(workflowId), args, onReply))
         {
             Interlocked.Increment(ref _directCommitCount);
             return true;
@@ -1138,7 +1137,7 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
     // ---- Helpers ------------------------------------------------------------------------------------
 
     private Task<RedisResult> Script(string script, string workflowId, params object[] args) =>
-        Call(() => _db.ScriptEvaluateAsync(script, [_keys.Meta(workflowId)], args.Select(ToValue).ToArray()));
+        Call(() => _db.ScriptEvaluateAsync(script, _keys.ScriptKeys(workflowId), args.Select(ToValue).ToArray()));
 
     private static RedisValue ToValue(object value) => value switch
     {

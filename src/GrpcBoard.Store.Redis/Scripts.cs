@@ -3,7 +3,8 @@ namespace GrpcBoard.Store.Redis;
 /// <summary>
 /// The Lua scripts. StackExchange.Redis loads each once per server and calls it by SHA (EVALSHA, with EVAL
 /// on NOSCRIPT). Every script gets the workflow's meta key as KEYS[1] (so the cluster routes it to the
-/// workflow's slot) and derives the workflow's other keys from it; all share the {workflow} hash tag.
+/// workflow's slot) and derives the workflow's other keys from it; all share the {workflow} hash tag. KEYS[2] is a
+/// key never written, which keeps a script from running while a cluster moves the slot (<see cref="RedisKeys.ScriptKeys"/>).
 ///
 /// None of these scripts knows a coordination rule: the C# state machine decides every transition on an
 /// instance's replica of the workflow, and the commit script only makes a batch of decided changes

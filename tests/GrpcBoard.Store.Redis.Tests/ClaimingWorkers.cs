@@ -60,9 +60,17 @@ public sealed class ClaimingWorkers
         return workers;
     }
 
-    /// <summary>Waits until at least <paramref name="total"/> claims have been acknowledged.</summary>
+    /// <summary>Waits until at least <paramref name="total"/> claims have been acknowledged; throws at once what a worker failed with.</summary>
     public Task UntilAsync(int total, string what, TimeSpan? within = null) =>
-        TestTimeouts.Eventually(() => Task.FromResult(_acknowledged.Count >= total), what, within);
+        TestTimeouts.Eventually(async () =>
+        {
+            if (_workers.FirstOrDefault(w => w.IsFaulted) is { } failed)
+            {
+                await failed;
+            }
+
+            return _acknowledged.Count >= total;
+        }, what, within);
 
     /// <summary>Stops the workers and returns the acknowledged claims, having checked that no task and no fencing token was given twice.</summary>
     public async Task<ClaimResult[]> StopAsync()

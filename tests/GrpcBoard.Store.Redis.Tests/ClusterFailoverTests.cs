@@ -40,10 +40,9 @@ public sealed class ClusterFailoverTests
     /// </summary>
     private static async Task<(RedisProcess Master, RedisProcess Replica)> StartClusterAsync(List<RedisProcess> processes, string wf)
     {
-        string[] clusterArgs = ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "3000"];
         for (var i = 0; i < 6; i++)
         {
-            processes.Add(await RedisProcess.StartAsync(false, clusterArgs));
+            processes.Add(await RedisProcess.StartAsync(false, RedisProcess.ClusterNodeArgs(3000)));
         }
 
         var info = new ProcessStartInfo("/usr/bin/redis-cli") { UseShellExecute = false, RedirectStandardOutput = true, RedirectStandardError = true };
@@ -166,6 +165,70 @@ public sealed class ClusterFailoverTests
             {
                 await replica.ResumeAsync();
             }
+        }
+    }
+
+    /// <summary>
+    /// Resharding under load: eight workers claim while the workflow's slot moves to another master one key at a time,
+    /// with a pause after each, so that for more than a second some of the workflow's keys are on each node (as between
+    /// the MIGRATE batches of <c>redis-cli --cluster reshard</c>). No script may run on part of a workflow: one that
+    /// reached a key already moved would stop half-written, and one sent on by ASK would write keys not moved yet onto
+    /// the target, where MIGRATE then refuses them (BUSYKEY). So every MIGRATE succeeds, no call fails other than with
+    /// UNAVAILABLE, claims go on once the slot is the target's, and the target holds every acknowledged claim. Without
+    /// the key every script declares and nobody writes (<see cref="RedisKeys.ScriptKeys"/>), a worker failed within
+    /// seconds: "Script attempted to access a non local key", after the commit had written its records and events.
+    /// With replicas waited for, commits go over the direct connection only; without, through StackExchange.Redis too.
+    /// </summary>
+    [RedisTheory]
+    [InlineData(0)]
+    [InlineData(1)]
+    public async Task UnderLoad_TheWorkflowsSlotMovesKeyByKey_NoScriptRunsOnPartOfIt(int replicas)
+    {
+        await using var nodes = new Nodes();
+        var processes = nodes.All;
+        const string wf = "reshard";
+        var (source, _) = await StartClusterAsync(processes, wf);
+        var slot = (await source.CliAsync("CLUSTER", "KEYSLOT", "{" + wf + "}")).Trim();
+        var cluster = await NodesAsync(source, int.Parse(slot, System.Globalization.CultureInfo.InvariantCulture));
+        var masters = cluster.Where(n => n.MasterId == "").Select(n => (n.Id, Process: processes.Single(p => p.Port == n.Port))).ToList();
+        var sourceId = masters.Single(m => m.Process == source).Id;
+        var (targetId, target) = masters.First(m => m.Process != source);
+        var (store, board) = await OpenAsync(processes, replicas);
+        await using (store)
+        {
+            await board.CreateWorkflowAsync(wf, "resharding", null, default).Within();
+            await ClaimingWorkers.PostAsync(board, wf, 3000);
+            var workers = ClaimingWorkers.Start(board, wf, 8);
+            await workers.UntilAsync(50, "50 claims before the slot moves");
+
+            Assert.Equal("OK", (await target.CliAsync("CLUSTER", "SETSLOT", slot, "IMPORTING", sourceId)).Trim());
+            Assert.Equal("OK", (await source.CliAsync("CLUSTER", "SETSLOT", slot, "MIGRATING", targetId)).Trim());
+            var moved = new List<string>();
+            while ((await source.CliAsync("CLUSTER", "GETKEYSINSLOT", slot, "1")).Trim() is { Length: > 0 } key)
+            {
+                var migrate = (await source.CliAsync("MIGRATE", "127.0.0.1", target.Port.ToString(System.Globalization.CultureInfo.InvariantCulture), key, "0", "5000")).Trim();
+                Assert.True(migrate == "OK", $"MIGRATE {key} after {string.Join(", ", moved)}: {migrate}");
+                moved.Add(key);
+                await Task.Delay(300);
+            }
+
+            // As redis-cli does: the target first, so that the slot always has an owner that serves it.
+            foreach (var (_, master) in masters.OrderBy(m => m.Process == target ? 0 : m.Process == source ? 1 : 2))
+            {
+                Assert.Equal("OK", (await master.CliAsync("CLUSTER", "SETSLOT", slot, "NODE", targetId)).Trim());
+            }
+
+            Assert.True(moved.Count >= 4, "the workflow's keys: " + string.Join(", ", moved));
+            var beforeOwned = workers.Acknowledged;
+            await workers.UntilAsync(beforeOwned + 50, "50 claims once the target owns the slot", TimeSpan.FromSeconds(60));
+            var claims = await workers.StopAsync();
+            Assert.True(workers.Unavailable > 0, "calls should have been refused while the slot moved");
+
+            var (reader, readerBoard) = await OpenAsync(processes, replicas: 0);
+            await using var _ = reader;
+            await workers.AssertHeldAsync(readerBoard, wf, claims);
+            Assert.Equal("", (await source.CliAsync("CLUSTER", "GETKEYSINSLOT", slot, "10")).Trim());
+            Assert.Null(store.DataLoss);
         }
     }
 
