@@ -77,6 +77,17 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
         BatchesInFlight = options.BatchesInFlightFor(connections.Config.EndPoints);
         _hub = hub;
         _logger = logger;
+        tls?.OnReload(error =>
+        {
+            if (error is null)
+            {
+                _logger.LogInformation("The Redis TLS files changed and were read again: new connections use them.");
+            }
+            else
+            {
+                _logger.LogWarning(error, "The Redis TLS files changed but could not be read; new connections use the ones read before until they change again.");
+            }
+        });
         _keys = new RedisKeys(options.KeyPrefix);
         _routing = new TurnRouting(InstanceId, options.TurnLease, LookUpAddressAsync);
         _background = Task.Run(() => BackgroundAsync(_stopping.Token));

@@ -59,8 +59,11 @@ public sealed class RedisStoreOptions
     /// <summary>PEM certificate this server shows Redis over TLS (Redis asks for one unless <c>tls-auth-clients no</c>); with <see cref="TlsKeyFile"/>.</summary>
     public string? TlsCertificateFile { get; set; }
 
-    /// <summary>PEM private key of <see cref="TlsCertificateFile"/>.</summary>
+    /// <summary>PEM private key of <see cref="TlsCertificateFile"/>, in the clear or encrypted (PKCS#8, with <see cref="TlsKeyPassword"/>).</summary>
     public string? TlsKeyFile { get; set; }
+
+    /// <summary>Password of an encrypted <see cref="TlsKeyFile"/>.</summary>
+    public string? TlsKeyPassword { get; set; }
 
     /// <summary>
     /// Commits go over a connection of their own, read by a dedicated thread (<see cref="CommitConnection"/>, over TLS too): to the

@@ -1,5 +1,6 @@
 using System.Net;
 using System.Net.Security;
+using System.Security.Cryptography;
 using System.Security.Cryptography.X509Certificates;
 using StackExchange.Redis;
 
@@ -16,15 +17,32 @@ namespace GrpcBoard.Store.Redis;
 /// </summary>
 internal sealed class RedisTls
 {
-    private readonly X509Certificate2Collection? _authorities;
-    private readonly X509Certificate2? _clientCertificate;
+    private readonly string? _caFile;
+    private readonly string? _certificateFile;
+    private readonly string? _keyFile;
+    private readonly string? _keyPassword;
     private readonly string? _host;
+    private readonly object _lock = new();
+    private Action<Exception?>? _onReload;
+    private Material _current;
+    private Stamp[] _loadedFrom;
+    private Stamp[]? _failedFrom;
 
-    private RedisTls(X509Certificate2Collection? authorities, X509Certificate2? clientCertificate, string? host)
+    /// <summary>What the files held when last read.</summary>
+    private sealed record Material(X509Certificate2Collection? Authorities, X509Certificate2? ClientCertificate);
+
+    /// <summary>A file as last seen: a renewal writes it again, which changes its time or its length.</summary>
+    private readonly record struct Stamp(DateTime WrittenUtc, long Length);
+
+    private RedisTls(RedisStoreOptions options, string? host)
     {
-        _authorities = authorities;
-        _clientCertificate = clientCertificate;
+        _caFile = options.TlsCaFile;
+        _certificateFile = options.TlsCertificateFile;
+        _keyFile = options.TlsKeyFile;
+        _keyPassword = options.TlsKeyPassword;
         _host = host;
+        _loadedFrom = Stamps();
+        _current = Load();
     }
 
     /// <summary>The TLS settings for <paramref name="config"/>, or null without <c>ssl=true</c>; the files are read now, so a bad one fails at start.</summary>
@@ -32,7 +50,7 @@ internal sealed class RedisTls
     {
         if (!config.Ssl)
         {
-            if (options.TlsCaFile is not null || options.TlsCertificateFile is not null || options.TlsKeyFile is not null)
+            if (options.TlsCaFile is not null || options.TlsCertificateFile is not null || options.TlsKeyFile is not null || options.TlsKeyPassword is not null)
             {
                 throw new ArgumentException("A Redis TLS file is given but the Redis configuration does not turn TLS on: add ssl=true to it.");
             }
@@ -45,8 +63,62 @@ internal sealed class RedisTls
             throw new ArgumentException("A client certificate for Redis needs both its certificate file and its key file (PEM).");
         }
 
+        if (options.TlsKeyPassword is not null && options.TlsKeyFile is null)
+        {
+            throw new ArgumentException("A password for the Redis TLS key is given, but no key file.");
+        }
+
+        return new RedisTls(options, string.IsNullOrEmpty(config.SslHost) ? null : config.SslHost);
+    }
+
+    /// <summary>
+    /// Told after the files changed and were read again (null), or could not be (why): a renewal half written, say.
+    /// Connections open with what was read last meanwhile, and the files are read again once they change again.
+    /// </summary>
+    public void OnReload(Action<Exception?> onReload) => _onReload = onReload;
+
+    /// <summary>
+    /// The files as they are now. Read again on each new connection (one file check per handshake; connections are
+    /// long-lived) when any of them changed, so that a certificate renewed on disk (cert-manager, Vault, a cron job) is
+    /// shown from the next connection on, without a restart; connections already open keep the session they made.
+    /// </summary>
+    private Material Current()
+    {
+        var stamps = Stamps();
+        lock (_lock)
+        {
+            if (stamps.AsSpan().SequenceEqual(_loadedFrom) || (_failedFrom is not null && stamps.AsSpan().SequenceEqual(_failedFrom)))
+            {
+                return _current;
+            }
+
+            try
+            {
+                // Stamped before the read: a file written during it is read again on the next connection.
+                _current = Load();
+                _loadedFrom = stamps;
+                _failedFrom = null;
+            }
+            catch (Exception ex) when (ex is ArgumentException or IOException or UnauthorizedAccessException or CryptographicException)
+            {
+                _failedFrom = stamps;
+                _onReload?.Invoke(ex);
+                return _current;
+            }
+        }
+
+        _onReload?.Invoke(null);
+        return _current;
+    }
+
+    private Stamp[] Stamps() => new[] { _caFile, _certificateFile, _keyFile }
+        .Select(file => file is not null && new FileInfo(file) is { Exists: true } info ? new Stamp(info.LastWriteTimeUtc, info.Length) : default)
+        .ToArray();
+
+    private Material Load()
+    {
         X509Certificate2Collection? authorities = null;
-        if (options.TlsCaFile is { } caFile)
+        if (_caFile is { } caFile)
         {
             authorities = [];
             authorities.ImportFromPemFile(caFile);
@@ -57,25 +129,48 @@ internal sealed class RedisTls
         }
 
         X509Certificate2? client = null;
-        if (options.TlsCertificateFile is { } certFile)
+        if (_certificateFile is { } certificateFile && _keyFile is { } keyFile)
         {
-            using var pem = X509Certificate2.CreateFromPemFile(certFile, options.TlsKeyFile);
-            // Through PKCS#12: a key read from PEM is ephemeral, which TLS cannot use on every platform.
-            client = X509CertificateLoader.LoadPkcs12(pem.Export(X509ContentType.Pkcs12), null);
+            // PKCS#8 with a password is the one encrypted PEM key .NET reads (openssl's "-----BEGIN ENCRYPTED PRIVATE KEY-----").
+            var encrypted = File.ReadAllText(keyFile).Contains("-----BEGIN ENCRYPTED PRIVATE KEY-----", StringComparison.Ordinal);
+            if (encrypted && _keyPassword is null)
+            {
+                throw new ArgumentException($"The Redis TLS key file '{keyFile}' is encrypted: give its password (--redis-tls-key-password).");
+            }
+
+            X509Certificate2 pem;
+            try
+            {
+                pem = encrypted
+                    ? X509Certificate2.CreateFromEncryptedPemFile(certificateFile, _keyPassword, keyFile)
+                    : X509Certificate2.CreateFromPemFile(certificateFile, keyFile);
+            }
+            catch (CryptographicException ex)
+            {
+                throw new ArgumentException(encrypted
+                    ? $"The Redis TLS key file '{keyFile}' could not be read with the password given, or does not belong to '{certificateFile}': {ex.Message}"
+                    : $"The Redis TLS client certificate '{certificateFile}' and key '{keyFile}' could not be read together: {ex.Message}", ex);
+            }
+
+            using (pem)
+            {
+                // Through PKCS#12: a key read from PEM is ephemeral, which TLS cannot use on every platform.
+                client = X509CertificateLoader.LoadPkcs12(pem.Export(X509ContentType.Pkcs12), null);
+            }
         }
 
-        return new RedisTls(authorities, client, string.IsNullOrEmpty(config.SslHost) ? null : config.SslHost);
+        return new Material(authorities, client);
     }
 
-    public bool HasClientCertificate => _clientCertificate is not null;
+    public bool HasClientCertificate => _certificateFile is not null;
 
     /// <summary>Makes StackExchange.Redis check and present certificates as our own connections do.</summary>
     public void Apply(ConfigurationOptions config)
     {
         config.CertificateValidation += Validate;
-        if (_clientCertificate is { } client)
+        if (_certificateFile is not null)
         {
-            config.CertificateSelection += (_, _, _, _, _) => client;
+            config.CertificateSelection += (_, _, _, _, _) => Current().ClientCertificate!;
         }
     }
 
@@ -89,7 +184,7 @@ internal sealed class RedisTls
             {
                 TargetHost = TargetHost(endpoint),
                 RemoteCertificateValidationCallback = Validate,
-                ClientCertificates = _clientCertificate is null ? null : [_clientCertificate],
+                ClientCertificates = Current().ClientCertificate is { } client ? [client] : null,
             }, cancellationToken).ConfigureAwait(false);
             return tls;
         }
@@ -116,7 +211,8 @@ internal sealed class RedisTls
     /// </summary>
     private bool Validate(object sender, X509Certificate? certificate, X509Chain? chain, SslPolicyErrors errors)
     {
-        if (_authorities is null || certificate is null)
+        var authorities = Current().Authorities;
+        if (authorities is null || certificate is null)
         {
             return errors == SslPolicyErrors.None;
         }
@@ -128,7 +224,7 @@ internal sealed class RedisTls
 
         using var custom = new X509Chain();
         custom.ChainPolicy.TrustMode = X509ChainTrustMode.CustomRootTrust;
-        custom.ChainPolicy.CustomTrustStore.AddRange(_authorities);
+        custom.ChainPolicy.CustomTrustStore.AddRange(authorities);
         custom.ChainPolicy.RevocationMode = X509RevocationMode.NoCheck;
         // A certificate that names its uses must include serving TLS, as the machine's own check requires.
         custom.ChainPolicy.ApplicationPolicy.Add(new System.Security.Cryptography.Oid("1.3.6.1.5.5.7.3.1"));

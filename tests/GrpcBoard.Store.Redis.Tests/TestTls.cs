@@ -13,6 +13,7 @@ namespace GrpcBoard.Store.Redis.Tests;
 public sealed class TestTls : IDisposable
 {
     private readonly TempDirectory _dir = new();
+    private X509Certificate2 _ca = null!;
 
     private TestTls()
     {
@@ -37,15 +38,22 @@ public sealed class TestTls : IDisposable
         caRequest.CertificateExtensions.Add(new X509BasicConstraintsExtension(true, false, 0, true));
         caRequest.CertificateExtensions.Add(new X509KeyUsageExtension(X509KeyUsageFlags.KeyCertSign | X509KeyUsageFlags.CrlSign, true));
         caRequest.CertificateExtensions.Add(new X509SubjectKeyIdentifierExtension(caRequest.PublicKey, false));
-        using var ca = caRequest.CreateSelfSigned(now, now.AddDays(2));
-        File.WriteAllText(tls.CaFile, ca.ExportCertificatePem());
+        tls._ca = caRequest.CreateSelfSigned(now, now.AddDays(2));
+        File.WriteAllText(tls.CaFile, tls._ca.ExportCertificatePem());
 
-        Issue(ca, "CN=localhost", serverAndClient: true, tls.NodeCertificateFile, tls.NodeKeyFile, now);
-        Issue(ca, "CN=grpcboard-store", serverAndClient: false, tls.ClientCertificateFile, tls.ClientKeyFile, now);
+        Issue(tls._ca, "CN=localhost", serverAndClient: true, tls.NodeCertificateFile, tls.NodeKeyFile, now, now.AddDays(1));
+        Issue(tls._ca, "CN=grpcboard-store", serverAndClient: false, tls.ClientCertificateFile, tls.ClientKeyFile, now, now.AddDays(1));
         return tls;
     }
 
-    private static void Issue(X509Certificate2 ca, string subject, bool serverAndClient, string certFile, string keyFile, DateTimeOffset now)
+    /// <summary>
+    /// Another client certificate from this CA, valid until <paramref name="notAfter"/>, written to the two files given;
+    /// its key encrypted (PKCS#8, as <c>openssl pkcs8 -topk8</c> writes it) when <paramref name="keyPassword"/> is given.
+    /// </summary>
+    public void IssueClient(string certFile, string keyFile, DateTimeOffset notAfter, string? keyPassword = null) =>
+        Issue(_ca, "CN=grpcboard-store", serverAndClient: false, certFile, keyFile, DateTimeOffset.UtcNow.AddMinutes(-5), notAfter, keyPassword);
+
+    private static void Issue(X509Certificate2 ca, string subject, bool serverAndClient, string certFile, string keyFile, DateTimeOffset notBefore, DateTimeOffset notAfter, string? keyPassword = null)
     {
         using var key = ECDsa.Create(ECCurve.NamedCurves.nistP256);
         var request = new CertificateRequest(subject, key, HashAlgorithmName.SHA256);
@@ -64,10 +72,16 @@ public sealed class TestTls : IDisposable
         request.CertificateExtensions.Add(new X509EnhancedKeyUsageExtension(usages, false));
         var serial = RandomNumberGenerator.GetBytes(12);
         serial[0] &= 0x7F;
-        using var issued = request.Create(ca, now, now.AddDays(1), serial);
+        using var issued = request.Create(ca, notBefore, notAfter, serial);
         File.WriteAllText(certFile, issued.ExportCertificatePem());
-        File.WriteAllText(keyFile, key.ExportPkcs8PrivateKeyPem());
+        File.WriteAllText(keyFile, keyPassword is null
+            ? key.ExportPkcs8PrivateKeyPem()
+            : key.ExportEncryptedPkcs8PrivateKeyPem(keyPassword, new PbeParameters(PbeEncryptionAlgorithm.Aes256Cbc, HashAlgorithmName.SHA256, 100_000)));
     }
 
-    public void Dispose() => _dir.Dispose();
+    public void Dispose()
+    {
+        _ca.Dispose();
+        _dir.Dispose();
+    }
 }

@@ -54,7 +54,7 @@ public sealed class RedisTlsContractTests(RedisTlsFixture redis) : DurableStoreC
 
 /// <summary>
 /// The store contract on a 3-master Redis Cluster over TLS: StackExchange.Redis routes every script to its slot's node,
-/// over TLS, with the certificates checked as for a single Redis (a cluster has no direct commit connection).
+/// over TLS, with the certificates checked as for a single Redis, and commits go over direct connections to the masters.
 /// </summary>
 public sealed class RedisTlsClusterContractTests(RedisTlsClusterFixture cluster) : DurableStoreContractTests, IClassFixture<RedisTlsClusterFixture>
 {
@@ -150,6 +150,124 @@ public sealed class TlsTests(RedisTlsFixture redis) : IClassFixture<RedisTlsFixt
     }
 
     /// <summary>
+    /// A client key encrypted with a password (PKCS#8): without the password, or with a wrong one, it is a configuration
+    /// error at start that names the key file; with it, the store commits over TLS, on the direct connection too.
+    /// </summary>
+    [RedisFact]
+    public async Task AnEncryptedClientKey_WorksWithItsPassword_AndWithoutIt_IsAConfigurationError()
+    {
+        using var dir = new TempDirectory();
+        var options = StoreOptions(redis.Tls, $"{redis.Redis!.Endpoint},ssl=true", NewPrefix());
+        options.TlsCertificateFile = Path.Combine(dir.Path, "client.crt");
+        options.TlsKeyFile = Path.Combine(dir.Path, "client.key");
+        redis.Tls.IssueClient(options.TlsCertificateFile, options.TlsKeyFile, DateTimeOffset.UtcNow.AddDays(1), keyPassword: "correct horse");
+
+        var error = await Assert.ThrowsAsync<ArgumentException>(() => RedisStore.ConnectAsync(options, new EventHub())).Within();
+        Assert.Contains($"'{options.TlsKeyFile}' is encrypted: give its password", error.Message, StringComparison.Ordinal);
+        options.TlsKeyPassword = "wrong";
+        error = await Assert.ThrowsAsync<ArgumentException>(() => RedisStore.ConnectAsync(options, new EventHub())).Within();
+        Assert.Contains("could not be read with the password given", error.Message, StringComparison.Ordinal);
+
+        options.TlsKeyPassword = "correct horse";
+        var hub = new EventHub();
+        await using var store = await RedisStore.ConnectAsync(options, hub);
+        var board = new Coordinator(store, hub, _time, new BoardLimits());
+        await board.CreateWorkflowAsync("k", "encrypted key", null, default).Within();
+        await board.PostTasksAsync("k", [new TaskSpec { Id = "a" }], default).Within();
+        Assert.NotNull((await board.ClaimAsync(new ClaimCommand { WorkflowId = "k", WorkerId = "x" }, default).Within()).Task);
+        Assert.True(store.DirectCommitCount > 0, "commits should go over the direct connection, with the decrypted key");
+    }
+
+    /// <summary>
+    /// A client certificate renewed on disk is shown from the next connection on, without a restart: the store's
+    /// certificate expires, its renewal is written over the same two files, and once Redis has dropped the store's
+    /// connections the store connects again with the renewed one (Redis refuses the expired one: with the files read at
+    /// start only, changed by hand, no claim succeeded again within the 30 s given).
+    /// </summary>
+    [RedisFact]
+    public async Task ARenewedClientCertificate_IsShownOnTheNextConnection()
+    {
+        using var dir = new TempDirectory();
+        var options = StoreOptions(redis.Tls, $"{redis.Redis!.Endpoint},ssl=true", NewPrefix());
+        options.TlsCertificateFile = Path.Combine(dir.Path, "client.crt");
+        options.TlsKeyFile = Path.Combine(dir.Path, "client.key");
+        var expires = DateTimeOffset.UtcNow.AddSeconds(4);
+        redis.Tls.IssueClient(options.TlsCertificateFile, options.TlsKeyFile, expires);
+        var hub = new EventHub();
+        await using var store = await RedisStore.ConnectAsync(options, hub);
+        var board = new Coordinator(store, hub, _time, new BoardLimits());
+        await board.CreateWorkflowAsync("r", "renewal", null, default).Within();
+        await board.PostTasksAsync("r", Enumerable.Range(0, 10).Select(i => new TaskSpec { Id = $"t{i}" }).ToArray(), default).Within();
+        var before = await board.ClaimAsync(new ClaimCommand { WorkflowId = "r", WorkerId = "x" }, default).Within();
+
+        redis.Tls.IssueClient(options.TlsCertificateFile, options.TlsKeyFile, DateTimeOffset.UtcNow.AddDays(1));
+        // Until the first certificate has expired by the clock Redis checks it with, the same one.
+        await TestTimeouts.Eventually(() => Task.FromResult(DateTimeOffset.UtcNow > expires.AddSeconds(1)), "the first certificate to expire");
+        await KillClientsAsync(redis.Redis);
+
+        var after = await UntilAvailable.CallAsync(() => board.ClaimAsync(new ClaimCommand { WorkflowId = "r", WorkerId = "x" }, default), "a claim on new connections");
+        Assert.True(after.Task!.FencingToken > before.Task!.FencingToken);
+    }
+
+    /// <summary>
+    /// A CA file changed on disk is trusted from the next connection on. First a half-written one (no certificate in
+    /// it): the store goes on with what it read before and reconnects. Then Redis is given a certificate from another
+    /// CA: the store, trusting the first CA only, cannot reconnect (UNAVAILABLE); once both CAs are in its file, it does
+    /// (with the files read at start only, changed by hand, it did not within the 30 s given).
+    /// </summary>
+    [RedisFact]
+    public async Task AChangedCaFile_IsReadOnTheNextConnection_AndAHalfWrittenOneIsIgnored()
+    {
+        using var first = TestTls.Create();
+        using var second = TestTls.Create();
+        await using var server = await RedisProcess.StartTlsAsync(first, requireClientCertificates: false);
+        using var dir = new TempDirectory();
+        var options = StoreOptions(first, $"{server.Endpoint},ssl=true", NewPrefix());
+        options.TlsCertificateFile = options.TlsKeyFile = null;
+        options.TlsCaFile = Path.Combine(dir.Path, "ca.crt");
+        File.Copy(first.CaFile, options.TlsCaFile);
+        var hub = new EventHub();
+        await using var store = await RedisStore.ConnectAsync(options, hub);
+        var board = new Coordinator(store, hub, _time, new BoardLimits());
+        await board.CreateWorkflowAsync("c", "CA rotation", null, default).Within();
+        await board.PostTasksAsync("c", Enumerable.Range(0, 10).Select(i => new TaskSpec { Id = $"t{i}" }).ToArray(), default).Within();
+        var claim = new ClaimCommand { WorkflowId = "c", WorkerId = "x" };
+        await board.ClaimAsync(claim, default).Within();
+
+        await File.WriteAllTextAsync(options.TlsCaFile, "-----BEGIN CERTIFICATE-----\nMIIB");
+        await KillClientsAsync(server);
+        await UntilAvailable.CallAsync(() => board.ClaimAsync(claim, default), "a claim on new connections, with the CA read before");
+
+        // Redis (and redis-cli, which reads the same CA file) trusts both CAs, and shows a certificate from the second.
+        var both = await File.ReadAllTextAsync(first.CaFile) + "\n" + await File.ReadAllTextAsync(second.CaFile) + "\n";
+        await File.WriteAllTextAsync(first.CaFile, both);
+        Assert.Equal("OK", (await server.CliAsync("CONFIG", "SET", "tls-cert-file", second.NodeCertificateFile, "tls-key-file", second.NodeKeyFile)).Trim());
+        await KillClientsAsync(server);
+        await TestTimeouts.Eventually(async () =>
+        {
+            try
+            {
+                await board.ClaimAsync(claim, default);
+                return false;
+            }
+            catch (BoardException ex) when (ex.Error == BoardError.StoreUnavailable)
+            {
+                return true;
+            }
+        }, "a claim refused: the store does not trust the second CA yet");
+
+        await File.WriteAllTextAsync(options.TlsCaFile, both);
+        await UntilAvailable.CallAsync(() => board.ClaimAsync(claim, default), "a claim once the store trusts the second CA");
+    }
+
+    /// <summary>Redis drops every connection but redis-cli's own, as on a restart: the store has to open new ones.</summary>
+    private static async Task KillClientsAsync(RedisProcess server)
+    {
+        await server.CliAsync("CLIENT", "KILL", "TYPE", "normal");
+        await server.CliAsync("CLIENT", "KILL", "TYPE", "pubsub");
+    }
+
+    /// <summary>
     /// Sentinel over TLS: the sentinel, the nodes and replication all speak TLS only. The store asks the sentinel over
     /// TLS, commits on a direct TLS connection, and after the primary is killed follows the sentinel to the promoted
     /// replica, where it commits directly again with a higher fencing token.
@@ -182,15 +300,17 @@ public sealed class TlsTests(RedisTlsFixture redis) : IClassFixture<RedisTlsFixt
         Assert.True(after.Task!.FencingToken > before.Task!.FencingToken);
     }
 
-    /// <summary>The server started as a user would, with the TLS options on its command line, serves the C# client.</summary>
+    /// <summary>The server started as a user would, with the TLS options on its command line (an encrypted key), serves the C# client.</summary>
     [RedisFact]
     public async Task AServerStartedWithTheTlsOptions_ServesClaims()
     {
         using var data = new TempDirectory();
+        var (certificate, key) = (Path.Combine(data.Path, "client.crt"), Path.Combine(data.Path, "client.key"));
+        redis.Tls.IssueClient(certificate, key, DateTimeOffset.UtcNow.AddDays(1), keyPassword: "board key");
         await using var server = await ServerProcess.StartAsync(
             "--port", RedisProcess.FreePort().ToString(CultureInfo.InvariantCulture), "--store", "redis", "--data", data.Path,
             "--redis", $"{redis.Redis!.Endpoint},ssl=true", "--redis-prefix", NewPrefix(),
-            "--redis-tls-ca", redis.Tls.CaFile, "--redis-tls-cert", redis.Tls.ClientCertificateFile, "--redis-tls-key", redis.Tls.ClientKeyFile);
+            "--redis-tls-ca", redis.Tls.CaFile, "--redis-tls-cert", certificate, "--redis-tls-key", key, "--redis-tls-key-password", "board key");
         using var client = new BoardClient(server.Address);
         await client.CreateWorkflowAsync(new V1.CreateWorkflowRequest { WorkflowId = "srv" }).Within();
         await client.PostTasksAsync(new V1.PostTasksRequest { WorkflowId = "srv", Tasks = { new V1.TaskSpec { Id = "only" } } }).Within();

@@ -215,6 +215,7 @@ public sealed class BoardServer : IAsyncDisposable
                 TlsCaFile = settings.RedisTlsCa,
                 TlsCertificateFile = settings.RedisTlsCertificate,
                 TlsKeyFile = settings.RedisTlsKey,
+                TlsKeyPassword = settings.RedisTlsKeyPassword,
             }, hub, loggers.CreateLogger<RedisStore>());
         }
 

@@ -26,6 +26,7 @@ public sealed class ServerSettings
     public string? RedisTlsCa { get; set; }
     public string? RedisTlsCertificate { get; set; }
     public string? RedisTlsKey { get; set; }
+    public string? RedisTlsKeyPassword { get; set; }
     public bool Forward { get; set; } = true;
     public string? AdvertiseUrl { get; set; }
     public string Synchronous { get; set; } = "FULL";
@@ -56,7 +57,8 @@ public sealed class ServerSettings
         new("--redis-replica-timeout-ms", nameof(RedisReplicaTimeoutMilliseconds), "How long a commit waits for --redis-replicas replicas; if fewer acknowledge it, its callers get UNAVAILABLE."),
         new("--redis-tls-ca", nameof(RedisTlsCa), "With ssl=true in --redis: PEM file of the certificate authorities that Redis's (and the sentinels') certificates must chain to; only these are trusted. Default: the machine's trust store."),
         new("--redis-tls-cert", nameof(RedisTlsCertificate), "With ssl=true in --redis: PEM client certificate shown to Redis (which asks for one unless tls-auth-clients is no); with --redis-tls-key."),
-        new("--redis-tls-key", nameof(RedisTlsKey), "PEM private key of --redis-tls-cert."),
+        new("--redis-tls-key", nameof(RedisTlsKey), "PEM private key of --redis-tls-cert, in the clear or encrypted (PKCS#8). The three files are read again when they change, for new connections: a renewed certificate needs no restart."),
+        new("--redis-tls-key-password", nameof(RedisTlsKeyPassword), "Password of an encrypted --redis-tls-key (better given as GRPCBOARD_REDIS_TLS_KEY_PASSWORD than on the command line, which other users of the host can read)."),
         new("--forward", nameof(Forward), "With --store redis and several instances: send a call on a workflow to the instance that holds the workflow's turn, instead of waiting for the turn here (true/false)."),
         new("--advertise-url", nameof(AdvertiseUrl), "Where other instances reach this one for forwarded calls (http://host:port). Default: the listening address, unless it is a wildcard (0.0.0.0, ::), which others cannot call: then no call is forwarded here."),
         new("--synchronous", nameof(Synchronous), "Embedded store durability: FULL fsyncs every commit; NORMAL survives crashes but not power loss."),
