@@ -2,6 +2,7 @@ using System.Diagnostics;
 using GrpcBoard.Core;
 using GrpcBoard.Core.Events;
 using GrpcBoard.Core.Model;
+using GrpcBoard.Core.Watch;
 using GrpcBoard.Testing;
 using Xunit;
 
@@ -174,7 +175,8 @@ public sealed class ClusterFailoverTests
     /// the MIGRATE batches of <c>redis-cli --cluster reshard</c>). No script may run on part of a workflow: one that
     /// reached a key already moved would stop half-written, and one sent on by ASK would write keys not moved yet onto
     /// the target, where MIGRATE then refuses them (BUSYKEY). So every MIGRATE succeeds, no call fails other than with
-    /// UNAVAILABLE, claims go on once the slot is the target's, and the target holds every acknowledged claim. Without
+    /// UNAVAILABLE, claims go on once the slot is the target's, the target holds every acknowledged claim, and a watcher on
+    /// another store, resuming after UNAVAILABLE, sees every revision once and in order, each acknowledged claim among them. Without
     /// the key every script declares and nobody writes (<see cref="RedisKeys.ScriptKeys"/>), a worker failed within
     /// seconds: "Script attempted to access a non local key", after the commit had written its records and events.
     /// With replicas waited for, commits go over the direct connection only; without, through StackExchange.Redis too.
@@ -198,6 +200,37 @@ public sealed class ClusterFailoverTests
         {
             await board.CreateWorkflowAsync(wf, "resharding", null, default).Within();
             await ClaimingWorkers.PostAsync(board, wf, 3000);
+            // A watcher on another store, resuming after the revision it saw last whenever its stream fails, as a client does.
+            var (watcherStore, watcherBoard) = await OpenAsync(processes, replicas);
+            await using var __ = watcherStore;
+            using var stopWatching = new CancellationTokenSource();
+            var seen = new List<EventRecord>();
+            var watching = Task.Run(async () =>
+            {
+                while (!stopWatching.IsCancellationRequested)
+                {
+                    try
+                    {
+                        await foreach (var item in watcherBoard.WatchAsync(wf, seen.Count == 0 ? 1 : seen[^1].Revision + 1, WatchFilter.All, null, stopWatching.Token))
+                        {
+                            if (item is WatchItem.Change change)
+                            {
+                                lock (seen)
+                                {
+                                    seen.Add(change.Event);
+                                }
+                            }
+                        }
+                    }
+                    catch (BoardException ex) when (ex.Error == BoardError.StoreUnavailable)
+                    {
+                        await Task.Delay(10);
+                    }
+                    catch (OperationCanceledException) when (stopWatching.IsCancellationRequested)
+                    {
+                    }
+                }
+            });
             var workers = ClaimingWorkers.Start(board, wf, 8);
             await workers.UntilAsync(50, "50 claims before the slot moves");
 
@@ -223,6 +256,21 @@ public sealed class ClusterFailoverTests
             await workers.UntilAsync(beforeOwned + 50, "50 claims once the target owns the slot", TimeSpan.FromSeconds(60));
             var claims = await workers.StopAsync();
             Assert.True(workers.Unavailable > 0, "calls should have been refused while the slot moved");
+
+            // The watcher saw every revision once, in order, across the move, up to the last acknowledged claim.
+            var last = claims.Max(c => c.Revision);
+            await TestTimeouts.Eventually(() =>
+            {
+                lock (seen)
+                {
+                    return Task.FromResult(seen.Count > 0 && seen[^1].Revision >= last);
+                }
+            }, "the watcher to see the last claim");
+            await stopWatching.CancelAsync();
+            await watching.Within();
+            Assert.Equal(Enumerable.Range(1, seen.Count).Select(r => (long)r), seen.Select(e => e.Revision));
+            var claimed = seen.Where(e => e.Kind == EventKind.TaskClaimed).ToDictionary(e => e.Revision, e => (e.Task!.Id, e.Task.FencingToken));
+            Assert.All(claims, c => Assert.Equal((c.Task!.Id, c.Task.FencingToken), claimed[c.Revision]));
 
             var (reader, readerBoard) = await OpenAsync(processes, replicas: 0);
             await using var _ = reader;
