@@ -88,6 +88,26 @@ public sealed class TlsTests(RedisTlsFixture redis) : IClassFixture<RedisTlsFixt
 
     private static string NewPrefix() => "tl" + Guid.NewGuid().ToString("N")[..10];
 
+    /// <summary>Options for the class's Redis whose client certificate and key are files in <paramref name="dir"/>, for the test to write.</summary>
+    private RedisStoreOptions WithClientFilesIn(TempDirectory dir)
+    {
+        var options = StoreOptions(redis.Tls, $"{redis.Redis!.Endpoint},ssl=true", NewPrefix());
+        options.TlsCertificateFile = Path.Combine(dir.Path, "client.crt");
+        options.TlsKeyFile = Path.Combine(dir.Path, "client.key");
+        return options;
+    }
+
+    /// <summary>A store and a board on it, with workflow <paramref name="wf"/> created and tasks t0..t(tasks-1) posted.</summary>
+    private async Task<(RedisStore Store, Coordinator Board)> OpenWithTasksAsync(RedisStoreOptions options, string wf, int tasks)
+    {
+        var hub = new EventHub();
+        var store = await RedisStore.ConnectAsync(options, hub);
+        var board = new Coordinator(store, hub, _time, new BoardLimits());
+        await board.CreateWorkflowAsync(wf, wf, null, default).Within();
+        await board.PostTasksAsync(wf, Enumerable.Range(0, tasks).Select(i => new TaskSpec { Id = $"t{i}" }).ToArray(), default).Within();
+        return (store, board);
+    }
+
     [RedisFact]
     public async Task OverTls_CommitsGoOnTheDirectConnection()
     {
@@ -157,10 +177,8 @@ public sealed class TlsTests(RedisTlsFixture redis) : IClassFixture<RedisTlsFixt
     public async Task AnEncryptedClientKey_WorksWithItsPassword_AndWithoutIt_IsAConfigurationError()
     {
         using var dir = new TempDirectory();
-        var options = StoreOptions(redis.Tls, $"{redis.Redis!.Endpoint},ssl=true", NewPrefix());
-        options.TlsCertificateFile = Path.Combine(dir.Path, "client.crt");
-        options.TlsKeyFile = Path.Combine(dir.Path, "client.key");
-        redis.Tls.IssueClient(options.TlsCertificateFile, options.TlsKeyFile, DateTimeOffset.UtcNow.AddDays(1), keyPassword: "correct horse");
+        var options = WithClientFilesIn(dir);
+        redis.Tls.IssueClient(options.TlsCertificateFile!, options.TlsKeyFile!, DateTimeOffset.UtcNow.AddDays(1), keyPassword: "correct horse");
 
         var error = await Assert.ThrowsAsync<ArgumentException>(() => RedisStore.ConnectAsync(options, new EventHub())).Within();
         Assert.Contains($"'{options.TlsKeyFile}' is encrypted: give its password", error.Message, StringComparison.Ordinal);
@@ -169,11 +187,8 @@ public sealed class TlsTests(RedisTlsFixture redis) : IClassFixture<RedisTlsFixt
         Assert.Contains("could not be read with the password given", error.Message, StringComparison.Ordinal);
 
         options.TlsKeyPassword = "correct horse";
-        var hub = new EventHub();
-        await using var store = await RedisStore.ConnectAsync(options, hub);
-        var board = new Coordinator(store, hub, _time, new BoardLimits());
-        await board.CreateWorkflowAsync("k", "encrypted key", null, default).Within();
-        await board.PostTasksAsync("k", [new TaskSpec { Id = "a" }], default).Within();
+        var (store, board) = await OpenWithTasksAsync(options, "k", 1);
+        await using var _ = store;
         Assert.NotNull((await board.ClaimAsync(new ClaimCommand { WorkflowId = "k", WorkerId = "x" }, default).Within()).Task);
         Assert.True(store.DirectCommitCount > 0, "commits should go over the direct connection, with the decrypted key");
     }
@@ -188,22 +203,17 @@ public sealed class TlsTests(RedisTlsFixture redis) : IClassFixture<RedisTlsFixt
     public async Task ARenewedClientCertificate_IsShownOnTheNextConnection()
     {
         using var dir = new TempDirectory();
-        var options = StoreOptions(redis.Tls, $"{redis.Redis!.Endpoint},ssl=true", NewPrefix());
-        options.TlsCertificateFile = Path.Combine(dir.Path, "client.crt");
-        options.TlsKeyFile = Path.Combine(dir.Path, "client.key");
+        var options = WithClientFilesIn(dir);
         var expires = DateTimeOffset.UtcNow.AddSeconds(4);
-        redis.Tls.IssueClient(options.TlsCertificateFile, options.TlsKeyFile, expires);
-        var hub = new EventHub();
-        await using var store = await RedisStore.ConnectAsync(options, hub);
-        var board = new Coordinator(store, hub, _time, new BoardLimits());
-        await board.CreateWorkflowAsync("r", "renewal", null, default).Within();
-        await board.PostTasksAsync("r", Enumerable.Range(0, 10).Select(i => new TaskSpec { Id = $"t{i}" }).ToArray(), default).Within();
+        redis.Tls.IssueClient(options.TlsCertificateFile!, options.TlsKeyFile!, expires);
+        var (store, board) = await OpenWithTasksAsync(options, "r", 10);
+        await using var _ = store;
         var before = await board.ClaimAsync(new ClaimCommand { WorkflowId = "r", WorkerId = "x" }, default).Within();
 
-        redis.Tls.IssueClient(options.TlsCertificateFile, options.TlsKeyFile, DateTimeOffset.UtcNow.AddDays(1));
+        redis.Tls.IssueClient(options.TlsCertificateFile!, options.TlsKeyFile!, DateTimeOffset.UtcNow.AddDays(1));
         // Until the first certificate has expired by the clock Redis checks it with, the same one.
         await TestTimeouts.Eventually(() => Task.FromResult(DateTimeOffset.UtcNow > expires.AddSeconds(1)), "the first certificate to expire");
-        await KillClientsAsync(redis.Redis);
+        await KillClientsAsync(redis.Redis!);
 
         var after = await UntilAvailable.CallAsync(() => board.ClaimAsync(new ClaimCommand { WorkflowId = "r", WorkerId = "x" }, default), "a claim on new connections");
         Assert.True(after.Task!.FencingToken > before.Task!.FencingToken);
@@ -226,11 +236,8 @@ public sealed class TlsTests(RedisTlsFixture redis) : IClassFixture<RedisTlsFixt
         options.TlsCertificateFile = options.TlsKeyFile = null;
         options.TlsCaFile = Path.Combine(dir.Path, "ca.crt");
         File.Copy(first.CaFile, options.TlsCaFile);
-        var hub = new EventHub();
-        await using var store = await RedisStore.ConnectAsync(options, hub);
-        var board = new Coordinator(store, hub, _time, new BoardLimits());
-        await board.CreateWorkflowAsync("c", "CA rotation", null, default).Within();
-        await board.PostTasksAsync("c", Enumerable.Range(0, 10).Select(i => new TaskSpec { Id = $"t{i}" }).ToArray(), default).Within();
+        var (store, board) = await OpenWithTasksAsync(options, "c", 10);
+        await using var _ = store;
         var claim = new ClaimCommand { WorkflowId = "c", WorkerId = "x" };
         await board.ClaimAsync(claim, default).Within();
 
