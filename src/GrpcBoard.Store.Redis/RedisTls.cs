@@ -85,6 +85,8 @@ internal sealed class RedisTls
     private Material Current()
     {
         var stamps = Stamps();
+        Material current;
+        Exception? failure = null;
         lock (_lock)
         {
             if (stamps.AsSpan().SequenceEqual(_loadedFrom) || (_failedFrom is not null && stamps.AsSpan().SequenceEqual(_failedFrom)))
@@ -102,18 +104,37 @@ internal sealed class RedisTls
             catch (Exception ex) when (ex is ArgumentException or IOException or UnauthorizedAccessException or CryptographicException)
             {
                 _failedFrom = stamps;
-                _onReload?.Invoke(ex);
-                return _current;
+                failure = ex;
             }
+
+            current = _current;
         }
 
-        _onReload?.Invoke(null);
-        return _current;
+        _onReload?.Invoke(failure);
+        return current;
     }
 
-    private Stamp[] Stamps() => new[] { _caFile, _certificateFile, _keyFile }
-        .Select(file => file is not null && new FileInfo(file) is { Exists: true } info ? new Stamp(info.LastWriteTimeUtc, info.Length) : default)
-        .ToArray();
+    private Stamp[] Stamps() => [StampOf(_caFile), StampOf(_certificateFile), StampOf(_keyFile)];
+
+    private static Stamp StampOf(string? file)
+    {
+        if (file is null)
+        {
+            return default;
+        }
+
+        try
+        {
+            // Through symbolic links: .NET gives a link's own time and length, and a Kubernetes secret volume renews its
+            // files by pointing a link (..data) at a new directory, which leaves the links to the files themselves as they were.
+            var info = File.ResolveLinkTarget(file, returnFinalTarget: true) as FileInfo ?? new FileInfo(file);
+            return info.Exists ? new Stamp(info.LastWriteTimeUtc, info.Length) : default;
+        }
+        catch (IOException)
+        {
+            return default; // Missing now (mid-renewal): read, the file fails, and the files read before stay.
+        }
+    }
 
     private Material Load()
     {

@@ -194,10 +194,12 @@ public sealed class TlsTests(RedisTlsFixture redis) : IClassFixture<RedisTlsFixt
     }
 
     /// <summary>
-    /// A client certificate renewed on disk is shown from the next connection on, without a restart: the store's
-    /// certificate expires, its renewal is written over the same two files, and once Redis has dropped the store's
-    /// connections the store connects again with the renewed one (Redis refuses the expired one: with the files read at
-    /// start only, changed by hand, no claim succeeded again within the 30 s given).
+    /// A client certificate renewed on disk is shown from the next connection on, without a restart. The files are laid
+    /// out as a Kubernetes secret volume does (<c>client.crt</c> a link to <c>..data/client.crt</c>, <c>..data</c> a link
+    /// to a directory of the current files), and renewed as it does: the new files in a new directory, then <c>..data</c>
+    /// pointed at it. The store's certificate expires, and once Redis has dropped the store's connections the store
+    /// connects again with the renewed one (Redis refuses the expired one). With the files read at start only, or their
+    /// changes looked for on the links themselves (both changed by hand), no claim succeeded again within the 30 s given.
     /// </summary>
     [RedisFact]
     public async Task ARenewedClientCertificate_IsShownOnTheNextConnection()
@@ -205,12 +207,20 @@ public sealed class TlsTests(RedisTlsFixture redis) : IClassFixture<RedisTlsFixt
         using var dir = new TempDirectory();
         var options = WithClientFilesIn(dir);
         var expires = DateTimeOffset.UtcNow.AddSeconds(4);
-        redis.Tls.IssueClient(options.TlsCertificateFile!, options.TlsKeyFile!, expires);
+        var data = Path.Combine(dir.Path, "..data");
+        Directory.CreateDirectory(Path.Combine(dir.Path, "v1"));
+        redis.Tls.IssueClient(Path.Combine(dir.Path, "v1", "client.crt"), Path.Combine(dir.Path, "v1", "client.key"), expires);
+        File.CreateSymbolicLink(data, "v1");
+        File.CreateSymbolicLink(options.TlsCertificateFile!, "..data/client.crt");
+        File.CreateSymbolicLink(options.TlsKeyFile!, "..data/client.key");
         var (store, board) = await OpenWithTasksAsync(options, "r", 10);
         await using var _ = store;
         var before = await board.ClaimAsync(new ClaimCommand { WorkflowId = "r", WorkerId = "x" }, default).Within();
 
-        redis.Tls.IssueClient(options.TlsCertificateFile!, options.TlsKeyFile!, DateTimeOffset.UtcNow.AddDays(1));
+        Directory.CreateDirectory(Path.Combine(dir.Path, "v2"));
+        redis.Tls.IssueClient(Path.Combine(dir.Path, "v2", "client.crt"), Path.Combine(dir.Path, "v2", "client.key"), DateTimeOffset.UtcNow.AddDays(1));
+        File.Delete(data); // the link, not v1 (the kubelet renames a new link over it, atomically)
+        File.CreateSymbolicLink(data, "v2");
         // Until the first certificate has expired by the clock Redis checks it with, the same one.
         await TestTimeouts.Eventually(() => Task.FromResult(DateTimeOffset.UtcNow > expires.AddSeconds(1)), "the first certificate to expire");
         await KillClientsAsync(redis.Redis!);
