@@ -1,7 +1,6 @@
 using System.Buffers;
 using System.Diagnostics;
 using System.Net.Sockets;
-using System.Text;
 using GrpcBoard.Core;
 using StackExchange.Redis;
 
@@ -58,8 +57,8 @@ internal sealed class CommitConnection : IDisposable
             var command = new ArrayBufferWriter<byte>();
             RespLink.ArrayHeader(command, 3);
             RespLink.Bulk(command, "WAIT"u8);
-            RespLink.Bulk(command, Encoding.ASCII.GetBytes(wait.Replicas.ToString(System.Globalization.CultureInfo.InvariantCulture)));
-            RespLink.Bulk(command, Encoding.ASCII.GetBytes(wait.TimeoutMs.ToString(System.Globalization.CultureInfo.InvariantCulture)));
+            RespLink.Bulk(command, wait.Replicas);
+            RespLink.Bulk(command, wait.TimeoutMs);
             _waitCommand = command.WrittenSpan.ToArray();
         }
         _link = link;
@@ -220,7 +219,7 @@ internal sealed class CommitConnection : IDisposable
             RespLink.ArrayHeader(_out, 3 + keys.Length + args.Length);
             RespLink.Bulk(_out, "EVALSHA"u8);
             RespLink.Bulk(_out, sha);
-            RespLink.Bulk(_out, System.Text.Encoding.ASCII.GetBytes(keys.Length.ToString(System.Globalization.CultureInfo.InvariantCulture)));
+            RespLink.Bulk(_out, keys.Length);
             foreach (var key in keys)
             {
                 RespLink.Bulk(_out, (byte[])key!);

@@ -491,15 +491,23 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
             }
         }
 
-        var head = (long)r[0];
+        return ToLogPage(workflowId, floor, (long)r[0], (string)r[1]!, (long)r[2], (long)r[3] == 1, (r.Length - 4) / 2, i => (byte[])r[5 + (2 * i)]!);
+    }
+
+    /// <summary>
+    /// A reply of <see cref="Scripts.ReadLog"/> ({head, lb, oldest, exists, rev1, blob1, ...}), however it was read, with its
+    /// head checked against <paramref name="floor"/>; <paramref name="blob"/> gives the i-th event's blob.
+    /// </summary>
+    private LogPage ToLogPage(string workflowId, long floor, long head, string lastBatch, long oldest, bool exists, int count, Func<int, byte[]> blob)
+    {
         ObserveHead(workflowId, head, floor);
-        var events = new List<EventRecord>((r.Length - 4) / 2);
-        for (var i = 4; i + 1 < r.Length; i += 2)
+        var events = new List<EventRecord>(count);
+        for (var i = 0; i < count; i++)
         {
-            events.Add(RecordCodec.DecodeEvent((byte[])r[i + 1]!));
+            events.Add(RecordCodec.DecodeEvent(blob(i)));
         }
 
-        return new LogPage(head, (string)r[1]!, (long)r[2], (long)r[3] == 1, events);
+        return new LogPage(head, lastBatch, oldest, exists, events);
     }
 
     /// <summary>
@@ -530,14 +538,7 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
             throw new InvalidDataException("The log read answered something other than {head, lb, oldest, exists, ...}.");
         }
 
-        ObserveHead(workflowId, head, floor);
-        var events = new List<EventRecord>((r.Length - 4) / 2);
-        for (var i = 4; i + 1 < r.Length; i += 2)
-        {
-            events.Add(RecordCodec.DecodeEvent((byte[])r[i + 1]!));
-        }
-
-        return new LogPage(head, System.Text.Encoding.UTF8.GetString(batchId), oldest, exists == 1, events);
+        return ToLogPage(workflowId, floor, head, System.Text.Encoding.UTF8.GetString(batchId), oldest, exists == 1, (r.Length - 4) / 2, i => (byte[])r[5 + (2 * i)]!);
     }
 
     /// <summary>Every record of a workflow's tasks or notes hash, as the events that last wrote them.</summary>

@@ -78,8 +78,8 @@ internal sealed class RedisTls
     public void OnReload(Action<Exception?> onReload) => _onReload = onReload;
 
     /// <summary>
-    /// The files as they are now. Read again on each new connection (one file check per handshake; connections are
-    /// long-lived) when any of them changed, so that a certificate renewed on disk (cert-manager, Vault, a cron job) is
+    /// The files as they are now. Their times and lengths are looked at on each new connection (a few system calls per
+    /// handshake; connections are long-lived), and the files read again when any of them changed, so that a certificate renewed on disk (cert-manager, Vault, a cron job) is
     /// shown from the next connection on, without a restart; connections already open keep the session they made.
     /// </summary>
     private Material Current()

@@ -175,6 +175,14 @@ internal sealed class RespLink : IDisposable
         w.Write("\r\n"u8);
     }
 
+    /// <summary>A number as a bulk string, as RESP takes numeric arguments (WAIT's count, EVALSHA's number of keys).</summary>
+    public static void Bulk(ArrayBufferWriter<byte> w, long value)
+    {
+        Span<byte> digits = stackalloc byte[20];
+        Utf8Formatter.TryFormat(value, digits, out var written);
+        Bulk(w, digits[..written]);
+    }
+
     private static void Number(ArrayBufferWriter<byte> w, long value)
     {
         var span = w.GetSpan(20);

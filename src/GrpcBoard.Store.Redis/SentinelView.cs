@@ -109,17 +109,7 @@ internal sealed class SentinelView
     private async Task<EndPoint> AskAsync(EndPoint sentinel, CancellationToken cancellationToken)
     {
         using var link = await RespLink.OpenAsync(sentinel, _tls, _timeout, cancellationToken).ConfigureAwait(false);
-        if (!string.IsNullOrEmpty(_password))
-        {
-            try
-            {
-                link.Call("AUTH", _password);
-            }
-            catch (InvalidOperationException ex) when (ex.Message.Contains("without any password configured", StringComparison.Ordinal))
-            {
-                // The password is the data nodes'; sentinels without one of their own take the query as it is.
-            }
-        }
+        AuthenticateToSentinel(link);
 
         var reply = link.Call("SENTINEL", "get-master-addr-by-name", ServiceName);
         if (reply is null)
@@ -209,16 +199,7 @@ internal sealed class SentinelView
     {
         using var link = RespLink.OpenAsync(sentinel, _tls, _timeout, cancellationToken).GetAwaiter().GetResult();
         using var abort = cancellationToken.Register(link.Abort);
-        if (!string.IsNullOrEmpty(_password))
-        {
-            try
-            {
-                link.Call("AUTH", _password);
-            }
-            catch (InvalidOperationException ex) when (ex.Message.Contains("without any password configured", StringComparison.Ordinal))
-            {
-            }
-        }
+        AuthenticateToSentinel(link);
 
         if (link.Call("SUBSCRIBE", "+switch-master") is not object?[] { Length: 3 } confirmed || !IsText(confirmed[0], "subscribe"))
         {
@@ -250,6 +231,24 @@ internal sealed class SentinelView
             {
                 onSwitch();
             }
+        }
+    }
+
+    /// <summary>AUTH with the configuration's password, if any.</summary>
+    private void AuthenticateToSentinel(RespLink link)
+    {
+        if (string.IsNullOrEmpty(_password))
+        {
+            return;
+        }
+
+        try
+        {
+            link.Call("AUTH", _password);
+        }
+        catch (InvalidOperationException ex) when (ex.Message.Contains("without any password configured", StringComparison.Ordinal))
+        {
+            // The password is the data nodes'; sentinels without one of their own take the query as it is.
         }
     }
 
