@@ -61,7 +61,12 @@ public sealed class ClaimingWorkers
     }
 
     /// <summary>Waits until at least <paramref name="total"/> claims have been acknowledged; throws at once what a worker failed with.</summary>
-    public Task UntilAsync(int total, string what, TimeSpan? within = null) =>
+    public Task UntilAsync(int total, string what, TimeSpan? within = null) => Until(() => _acknowledged.Count >= total, what, within);
+
+    /// <summary>Waits until at least <paramref name="total"/> calls have been refused with UNAVAILABLE; throws at once what a worker failed with.</summary>
+    public Task UntilRefusedAsync(int total, string what, TimeSpan? within = null) => Until(() => Unavailable >= total, what, within);
+
+    private Task Until(Func<bool> done, string what, TimeSpan? within) =>
         TestTimeouts.Eventually(async () =>
         {
             if (_workers.FirstOrDefault(w => w.IsFaulted) is { } failed)
@@ -69,7 +74,7 @@ public sealed class ClaimingWorkers
                 await failed;
             }
 
-            return _acknowledged.Count >= total;
+            return done();
         }, what, within);
 
     /// <summary>Stops the workers and returns the acknowledged claims, having checked that no task and no fencing token was given twice.</summary>

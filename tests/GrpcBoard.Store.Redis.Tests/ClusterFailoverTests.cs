@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using GrpcBoard.Core;
 using GrpcBoard.Core.Events;
 using GrpcBoard.Core.Model;
@@ -46,23 +45,7 @@ public sealed class ClusterFailoverTests
             processes.Add(await RedisProcess.StartAsync(false, RedisProcess.ClusterNodeArgs(3000)));
         }
 
-        var info = new ProcessStartInfo("/usr/bin/redis-cli") { UseShellExecute = false, RedirectStandardOutput = true, RedirectStandardError = true };
-        foreach (var a in new[] { "--cluster", "create" }.Concat(processes.Select(n => n.Endpoint)).Concat(["--cluster-replicas", "1", "--cluster-yes"]))
-        {
-            info.ArgumentList.Add(a);
-        }
-
-        using (var create = Process.Start(info)!)
-        {
-            var output = await create.StandardOutput.ReadToEndAsync();
-            await create.WaitForExitAsync().Within(TimeSpan.FromSeconds(60));
-            Assert.True(create.ExitCode == 0, output + await create.StandardError.ReadToEndAsync());
-        }
-
-        foreach (var node in processes)
-        {
-            await TestTimeouts.Eventually(async () => (await node.CliAsync("CLUSTER", "INFO")).Contains("cluster_state:ok", StringComparison.Ordinal), "the cluster to be ok", TimeSpan.FromSeconds(60));
-        }
+        await RedisProcess.CreateClusterAsync(processes, replicasPerMaster: 1);
 
         // The master of the workflow's slot, and its replica once in sync.
         var slot = int.Parse((await processes[0].CliAsync("CLUSTER", "KEYSLOT", "{" + wf + "}")).Trim(), System.Globalization.CultureInfo.InvariantCulture);
@@ -171,8 +154,9 @@ public sealed class ClusterFailoverTests
 
     /// <summary>
     /// Resharding under load: eight workers claim while the workflow's slot moves to another master one key at a time,
-    /// with a pause after each, so that for more than a second some of the workflow's keys are on each node (as between
-    /// the MIGRATE batches of <c>redis-cli --cluster reshard</c>). No script may run on part of a workflow: one that
+    /// and after each key until eight more of their calls were refused, so that each way of splitting the workflow's keys
+    /// between the two nodes is met by calls (as between the MIGRATE batches of <c>redis-cli --cluster reshard</c>). No
+    /// script may run on part of a workflow: one that
     /// reached a key already moved would stop half-written, and one sent on by ASK would write keys not moved yet onto
     /// the target, where MIGRATE then refuses them (BUSYKEY). So every MIGRATE succeeds, no call fails other than with
     /// UNAVAILABLE, claims go on once the slot is the target's, the target holds every acknowledged claim, and a watcher on
@@ -242,7 +226,9 @@ public sealed class ClusterFailoverTests
                 var migrate = (await source.CliAsync("MIGRATE", "127.0.0.1", target.Port.ToString(System.Globalization.CultureInfo.InvariantCulture), key, "0", "5000")).Trim();
                 Assert.True(migrate == "OK", $"MIGRATE {key} after {string.Join(", ", moved)}: {migrate}");
                 moved.Add(key);
-                await Task.Delay(300);
+                // The workflow stays split this way until the workers have met it: eight more of their calls refused (a
+                // call refused just before the MIGRATE may be among them; eight make that one of several).
+                await workers.UntilRefusedAsync(workers.Unavailable + 8, $"calls refused with {string.Join(", ", moved)} moved");
             }
 
             // As redis-cli does: the target first, so that the slot always has an owner that serves it.

@@ -220,7 +220,7 @@ public sealed class RedisProcess : IAsyncDisposable
     {
         var info = new ProcessStartInfo("/usr/bin/redis-cli") { UseShellExecute = false, RedirectStandardOutput = true, RedirectStandardError = true, RedirectStandardInput = stdin is not null };
         var auth = Password is null ? [] : new[] { "-a", Password, "--no-auth-warning" };
-        var tls = Tls is null ? [] : new[] { "--tls", "--cacert", Tls.CaFile, "--cert", Tls.NodeCertificateFile, "--key", Tls.NodeKeyFile };
+        var tls = Tls?.CliArgs ?? [];
         foreach (var a in new[] { "-p", Port.ToString(System.Globalization.CultureInfo.InvariantCulture) }.Concat(auth).Concat(tls).Concat(args))
         {
             info.ArgumentList.Add(a);
@@ -256,6 +256,36 @@ public sealed class RedisProcess : IAsyncDisposable
         "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", nodeTimeoutMs.ToString(System.Globalization.CultureInfo.InvariantCulture),
         "--cluster-port", FreePort().ToString(System.Globalization.CultureInfo.InvariantCulture),
     ];
+
+    /// <summary>
+    /// <c>redis-cli --cluster create</c> over <paramref name="nodes"/> (started with <see cref="ClusterNodeArgs"/>), with
+    /// <paramref name="replicasPerMaster"/> replicas per master, returning once every node says the cluster is ok.
+    /// </summary>
+    public static async Task CreateClusterAsync(IReadOnlyList<RedisProcess> nodes, int replicasPerMaster)
+    {
+        var info = new ProcessStartInfo("/usr/bin/redis-cli") { UseShellExecute = false, RedirectStandardOutput = true, RedirectStandardError = true };
+        var tls = nodes[0].Tls?.CliArgs ?? [];
+        foreach (var a in tls.Concat(["--cluster", "create"]).Concat(nodes.Select(n => n.Endpoint))
+            .Concat(["--cluster-replicas", replicasPerMaster.ToString(System.Globalization.CultureInfo.InvariantCulture), "--cluster-yes"]))
+        {
+            info.ArgumentList.Add(a);
+        }
+
+        using (var create = Process.Start(info)!)
+        {
+            var output = await create.StandardOutput.ReadToEndAsync();
+            await create.WaitForExitAsync().Within(TimeSpan.FromSeconds(60));
+            if (create.ExitCode != 0)
+            {
+                throw new InvalidOperationException("redis-cli --cluster create failed:\n" + output + await create.StandardError.ReadToEndAsync());
+            }
+        }
+
+        foreach (var node in nodes)
+        {
+            await TestTimeouts.Eventually(async () => (await node.CliAsync("CLUSTER", "INFO")).Contains("cluster_state:ok", StringComparison.Ordinal), "the cluster to be ok", TimeSpan.FromSeconds(60));
+        }
+    }
 
     public static int FreePort()
     {
@@ -325,25 +355,7 @@ public class RedisClusterFixture : IAsyncLifetime
                 : await RedisProcess.StartTlsAsync(Tls, persistent: true, requireClientCertificates: true, [.. cluster, "--tls-cluster", "yes"]));
         }
 
-        var info = new ProcessStartInfo("/usr/bin/redis-cli") { UseShellExecute = false, RedirectStandardOutput = true, RedirectStandardError = true };
-        var tls = Tls is null ? [] : new[] { "--tls", "--cacert", Tls.CaFile, "--cert", Tls.NodeCertificateFile, "--key", Tls.NodeKeyFile };
-        foreach (var a in tls.Concat(["--cluster", "create"]).Concat(_nodes.Select(n => n.Endpoint)).Concat(["--cluster-replicas", "0", "--cluster-yes"]))
-        {
-            info.ArgumentList.Add(a);
-        }
-
-        using var create = Process.Start(info)!;
-        var output = await create.StandardOutput.ReadToEndAsync();
-        await create.WaitForExitAsync().Within(TimeSpan.FromSeconds(60));
-        if (create.ExitCode != 0)
-        {
-            throw new InvalidOperationException("redis-cli --cluster create failed:\n" + output + await create.StandardError.ReadToEndAsync());
-        }
-
-        foreach (var node in _nodes)
-        {
-            await TestTimeouts.Eventually(async () => (await node.CliAsync("CLUSTER", "INFO")).Contains("cluster_state:ok", StringComparison.Ordinal), "the cluster to be ok", TimeSpan.FromSeconds(60));
-        }
+        await RedisProcess.CreateClusterAsync(_nodes, replicasPerMaster: 0);
     }
 
     public async Task DisposeAsync()

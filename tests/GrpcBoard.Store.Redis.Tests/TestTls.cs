@@ -29,6 +29,9 @@ public sealed class TestTls : IDisposable
 
     public string ClientKeyFile => Path.Combine(_dir.Path, "client.key");
 
+    /// <summary>redis-cli's options to reach a node with these certificates (the node certificate serves as a client's too).</summary>
+    public string[] CliArgs => ["--tls", "--cacert", CaFile, "--cert", NodeCertificateFile, "--key", NodeKeyFile];
+
     public static TestTls Create()
     {
         var tls = new TestTls();
