@@ -263,28 +263,35 @@ public sealed class RedisProcess : IAsyncDisposable
     /// </summary>
     public static async Task CreateClusterAsync(IReadOnlyList<RedisProcess> nodes, int replicasPerMaster)
     {
-        var info = new ProcessStartInfo("/usr/bin/redis-cli") { UseShellExecute = false, RedirectStandardOutput = true, RedirectStandardError = true };
-        var tls = nodes[0].Tls?.CliArgs ?? [];
-        foreach (var a in tls.Concat(["--cluster", "create"]).Concat(nodes.Select(n => n.Endpoint))
-            .Concat(["--cluster-replicas", replicasPerMaster.ToString(System.Globalization.CultureInfo.InvariantCulture), "--cluster-yes"]))
-        {
-            info.ArgumentList.Add(a);
-        }
-
-        using (var create = Process.Start(info)!)
-        {
-            var output = await create.StandardOutput.ReadToEndAsync();
-            await create.WaitForExitAsync().Within(TimeSpan.FromSeconds(60));
-            if (create.ExitCode != 0)
-            {
-                throw new InvalidOperationException("redis-cli --cluster create failed:\n" + output + await create.StandardError.ReadToEndAsync());
-            }
-        }
-
+        await ClusterToolAsync(nodes[0], ["create", .. nodes.Select(n => n.Endpoint), "--cluster-replicas", replicasPerMaster.ToString(System.Globalization.CultureInfo.InvariantCulture)]);
         foreach (var node in nodes)
         {
             await TestTimeouts.Eventually(async () => (await node.CliAsync("CLUSTER", "INFO")).Contains("cluster_state:ok", StringComparison.Ordinal), "the cluster to be ok", TimeSpan.FromSeconds(60));
         }
+    }
+
+    /// <summary>
+    /// <c>redis-cli --cluster</c> with <paramref name="args"/> (a subcommand and its options) and <c>--cluster-yes</c>, with
+    /// <paramref name="any"/>'s TLS options; throws with redis-cli's output when it fails. Returns that output.
+    /// </summary>
+    public static async Task<string> ClusterToolAsync(RedisProcess any, string[] args, TimeSpan? within = null)
+    {
+        var info = new ProcessStartInfo("/usr/bin/redis-cli") { UseShellExecute = false, RedirectStandardOutput = true, RedirectStandardError = true };
+        foreach (var a in (any.Tls?.CliArgs ?? []).Concat(["--cluster"]).Concat(args).Append("--cluster-yes"))
+        {
+            info.ArgumentList.Add(a);
+        }
+
+        using var tool = Process.Start(info)!;
+        var output = tool.StandardOutput.ReadToEndAsync();
+        var errors = tool.StandardError.ReadToEndAsync();
+        await tool.WaitForExitAsync().Within(within ?? TimeSpan.FromSeconds(60));
+        if (tool.ExitCode != 0)
+        {
+            throw new InvalidOperationException($"redis-cli --cluster {args[0]} failed:\n" + await output + await errors);
+        }
+
+        return await output;
     }
 
     public static int FreePort()
