@@ -7,7 +7,11 @@ using StackExchange.Redis;
 namespace GrpcBoard.Store.Redis;
 
 /// <summary>An error reply to a command of the direct commit connection (StackExchange.Redis's own exception cannot be created outside it).</summary>
-internal sealed class RedisErrorReplyException(string message) : Exception(message);
+/// <param name="toWait">The reply was WAIT's, after a script that ran: its error says nothing of whether the script ran.</param>
+internal sealed class RedisErrorReplyException(string message, bool toWait = false) : Exception(message)
+{
+    public bool ToWait { get; } = toWait;
+}
 
 /// <summary>
 /// A connection of its own for the commit script, to a standalone Redis, with a dedicated thread that reads each
@@ -310,7 +314,7 @@ internal sealed class CommitConnection : IDisposable
 
             if (replicas is RespError waitError)
             {
-                Deliver(onReply, null, null, ErrorReply(waitError.Message));
+                Deliver(onReply, null, null, new RedisErrorReplyException(waitError.Message, toWait: true));
                 continue;
             }
 

@@ -312,6 +312,11 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
 
     internal void CountTurnWait() => Interlocked.Increment(ref _turnWaits);
 
+    /// <summary>Loads of a workflow's replica from Redis, each a read of every record (for tests and metrics).</summary>
+    internal long Loads => Interlocked.Read(ref _loads);
+
+    internal void CountLoad() => Interlocked.Increment(ref _loads);
+
     /// <summary>Reads of a workflow's log from Redis: loads, catch-ups, and watchers here without a replica.</summary>
     internal long LogReads => Interlocked.Read(ref _logReads);
 
@@ -324,6 +329,7 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
     private long _refusedBatches;
     private long _turnWaits;
     private long _logReads;
+    private long _loads;
     private long _directLogReads;
 
     /// <summary>Background loop only: where the current pass of the timer rescan is in the registry (null: between passes).</summary>
@@ -1187,6 +1193,20 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
     private static bool IsUnavailable(Exception ex) =>
         ex is RedisConnectionException or RedisTimeoutException or TimeoutException
         || (ex is RedisServerException or RedisErrorReplyException && TransientServerErrors.Any(prefix => ex.Message.StartsWith(prefix, StringComparison.Ordinal)));
+
+    /// <summary>
+    /// Whether a script's error reply proves that it did not run: Redis refused it before starting it, as it does for a
+    /// slot that moved or is moving (MOVED, ASK, TRYAGAIN), a cluster that is down, a script it does not know, a dataset
+    /// it is still loading, another script running, or a replica that must not serve stale data. An error raised inside
+    /// a script (a command that failed, out of memory) may come after some of its writes, and is not one of these.
+    /// WAIT's errors are not a script's: through the direct connection they are marked as WAIT's, and through
+    /// StackExchange.Redis they become UNAVAILABLE (<see cref="Call{T}"/>) before they could be mistaken for one.
+    /// </summary>
+    internal static bool RefusedBeforeRunning(Exception ex) =>
+        ex is RedisServerException or RedisErrorReplyException { ToWait: false }
+        && RefusedBeforeRunningErrors.Any(code => ex.Message.StartsWith(code + " ", StringComparison.Ordinal));
+
+    private static readonly string[] RefusedBeforeRunningErrors = ["MOVED", "ASK", "TRYAGAIN", "CLUSTERDOWN", "NOSCRIPT", "LOADING", "BUSY", "MASTERDOWN"];
 
     private static bool IsNoScript(Exception ex) => ex is RedisServerException && ex.Message.StartsWith("NOSCRIPT", StringComparison.Ordinal);
 

@@ -19,7 +19,9 @@ namespace GrpcBoard.Store.Redis;
 /// A refused batch means another instance committed first: the speculative changes are undone (newest
 /// first), the replica catches up from the workflow's log, and the refused transactions run again on
 /// the fresh state. A batch whose reply was lost (Redis down or slow) may or may not have committed: its
-/// transactions fail with UNAVAILABLE and the replica is dropped, to be loaded again from Redis.
+/// transactions fail with UNAVAILABLE and the replica is dropped, to be loaded again from Redis. A batch that Redis
+/// refused before running it (a cluster slot on the move, a script cache flushed, a Redis still loading) fails its
+/// transactions with UNAVAILABLE too, but is undone like a refused batch: the replica is kept.
 ///
 /// Reads commit too: a transaction that changed nothing rides in the next batch (a batch of reads
 /// only writes nothing), so it returns only once what it saw is committed and Redis confirmed that
@@ -49,6 +51,12 @@ internal sealed class WorkflowReplica
     private string _committedId = "";
     private string _sentId = "";
     private bool _broken;
+
+    /// <summary>
+    /// The last catch-up could not read the log (Redis unavailable for this workflow): the replica is at its last
+    /// commit, which may not be the workflow's head, so it catches up before a body runs or it answers a read.
+    /// </summary>
+    private bool _stale;
 
     /// <summary>
     /// Set when a batch was refused because another instance held the workflow's turn: the catch-up waits
@@ -134,10 +142,10 @@ internal sealed class WorkflowReplica
                 return false;
             }
 
-            if (Behind && _inFlight.Count == 0 && _open is null)
+            if ((Behind || _stale) && _inFlight.Count == 0 && _open is null)
             {
-                // Other instances committed since this replica last caught up (it put that off): catch up
-                // first, rather than run the body on old state and have its batch refused.
+                // Other instances committed since this replica last caught up (it put that off, or the catch-up
+                // failed): catch up first, rather than run the body on old state and have its batch refused.
                 BeginRecovery(broken: false);
                 Recover();
                 return false;
@@ -197,7 +205,7 @@ internal sealed class WorkflowReplica
         lock (Gate)
         {
             // A replica that put off its catch-up would answer with a head that is not the workflow's.
-            if (_state is not { } state || _recovery is not null || Behind)
+            if (_state is not { } state || _recovery is not null || Behind || _stale)
             {
                 return null;
             }
@@ -348,8 +356,10 @@ internal sealed class WorkflowReplica
         if (batch.Error is { } ex)
         {
             // Whether it committed (or, after a script error, how much of it) is unknown: the callers hear
-            // the failure, the replica is reloaded.
-            BeginRecovery(broken: true);
+            // the failure, the replica is reloaded. Unless Redis refused the script before running it: then
+            // it is undone like a batch refused by the script itself, and the replica is kept (a slot moving
+            // for seconds would else have it loaded again, every record of it, after every failed batch).
+            BeginRecovery(broken: !RedisStore.RefusedBeforeRunning(ex));
             _refused.Add(batch);
             var error = RedisStore.CommitFailure(ex);
             foreach (var txn in batch.Txns)
@@ -526,11 +536,21 @@ internal sealed class WorkflowReplica
         _broken |= broken;
     }
 
-    private void EndRecovery()
+    /// <param name="failure">Why the catch-up could not read the log: the callers waiting for the recovery hear it.</param>
+    private void EndRecovery(BoardException? failure = null)
     {
         var recovery = _recovery;
         _recovery = null;
         _broken = false;
+        if (failure is not null)
+        {
+            // Not tried again here: the next body or eager notice does, so an unavailable Redis is not read in a loop.
+            recovery?.TrySetException(failure);
+            _ = recovery?.Task.Exception;
+            PassTurnIfIdle();
+            return;
+        }
+
         if (_state is not null && Behind)
         {
             // Notified of a commit the catch-up may have read before it happened: read again.
@@ -637,6 +657,7 @@ internal sealed class WorkflowReplica
             notices = _foreignNotices;
         }
 
+        BoardException? failure = null;
         try
         {
             while (true)
@@ -649,7 +670,23 @@ internal sealed class WorkflowReplica
                     known = _anchor is { } anchor && anchor.Revision == _committedHead ? anchor : null;
                 }
 
-                var log = await _store.ReadLogAsync(Id, known is null ? from : from - 1, 1000).ConfigureAwait(false);
+                RedisStore.LogPage log;
+                try
+                {
+                    log = await _store.ReadLogAsync(Id, known is null ? from : from - 1, 1000).ConfigureAwait(false);
+                }
+                catch (BoardException ex) when (ex.Error == BoardError.StoreUnavailable)
+                {
+                    // A failed read changed nothing: the replica is still at a commit of its own or read before, so it
+                    // is kept, and caught up before it is used (_stale). Dropping it would cost a load of every record.
+                    failure = ex;
+                    lock (Gate)
+                    {
+                        _stale = true;
+                    }
+
+                    return;
+                }
                 if (log.Head < from - 1)
                 {
                     throw _store.LoseData($"workflow '{Id}' is at revision {log.Head}, but this instance had committed up to {from - 1}");
@@ -695,6 +732,7 @@ internal sealed class WorkflowReplica
                     _store.Publish(Id, events);
                     if (state.Head == log.Head)
                     {
+                        _stale = false;
                         _committedId = _sentId = log.BatchId;
                         _noticesCaughtUp = Math.Max(_noticesCaughtUp, notices);
                         return;
@@ -713,7 +751,7 @@ internal sealed class WorkflowReplica
         {
             lock (Gate)
             {
-                EndRecovery();
+                EndRecovery(failure);
             }
         }
     }
@@ -756,6 +794,7 @@ internal sealed class WorkflowReplica
     /// </summary>
     private async Task LoadAsync()
     {
+        _store.CountLoad();
         EventRecord? anchor;
         lock (Gate)
         {
@@ -824,6 +863,7 @@ internal sealed class WorkflowReplica
                     lock (Gate)
                     {
                         _state = state;
+                        _stale = false;
                         _anchor = log.Events.Count > 0 ? log.Events[^1] : anchor;
                         _noticesCaughtUp = _foreignNotices;
                         _committedHead = state.Head;

@@ -326,6 +326,67 @@ public sealed class ClusterFailoverTests
     }
 
     /// <summary>
+    /// A batch Redis refused before running it is undone, and the replica kept. With the workflow's slot marked as
+    /// moving (IMPORTING on another master, MIGRATING on its own; no key moved), every claim fails with UNAVAILABLE: the
+    /// commit is refused (ASK), and so is each catch-up's read of the log. Once the slot is stable again, claims go on
+    /// where they were, with the next tasks and fencing tokens, and the store has not loaded the workflow again. Before,
+    /// such a batch counted as a lost reply, and the replica was dropped and loaded again, every record of it.
+    /// </summary>
+    [RedisTheory]
+    [InlineData(0)]
+    [InlineData(1)]
+    public async Task ABatchRefusedBeforeItRan_IsUndone_TheReplicaIsKept(int replicas)
+    {
+        await using var nodes = new Nodes();
+        var processes = nodes.All;
+        const string wf = "refused";
+        var (source, _) = await StartClusterAsync(processes, wf);
+        var slot = (await source.CliAsync("CLUSTER", "KEYSLOT", "{" + wf + "}")).Trim();
+        var masters = (await NodesAsync(source, int.Parse(slot, System.Globalization.CultureInfo.InvariantCulture))).Where(n => n.MasterId == "").ToList();
+        var sourceId = masters.Single(m => m.Port == source.Port).Id;
+        var target = masters.First(m => m.Port != source.Port);
+        var targetProcess = processes.Single(p => p.Port == target.Port);
+        var (store, board) = await OpenAsync(processes, replicas);
+        await using (store)
+        {
+            await board.CreateWorkflowAsync(wf, "refused before running", null, default).Within();
+            await ClaimingWorkers.PostAsync(board, wf, 100);
+            var claims = new List<ClaimResult>();
+            async Task ClaimAsync() => claims.Add(await UntilAvailable.CallAsync(() => board.ClaimAsync(new ClaimCommand { WorkflowId = wf, WorkerId = "w" }, default), "a claim"));
+            for (var i = 0; i < 5; i++)
+            {
+                await ClaimAsync();
+            }
+
+            var loads = store.Loads;
+            Assert.Equal("OK", (await targetProcess.CliAsync("CLUSTER", "SETSLOT", slot, "IMPORTING", sourceId)).Trim());
+            Assert.Equal("OK", (await source.CliAsync("CLUSTER", "SETSLOT", slot, "MIGRATING", target.Id)).Trim());
+            for (var i = 0; i < 5; i++)
+            {
+                var refused = await Assert.ThrowsAsync<BoardException>(() => board.ClaimAsync(new ClaimCommand { WorkflowId = wf, WorkerId = "w" }, default)).Within();
+                Assert.Equal(BoardError.StoreUnavailable, refused.Error);
+            }
+
+            Assert.Equal("OK", (await source.CliAsync("CLUSTER", "SETSLOT", slot, "STABLE")).Trim());
+            Assert.Equal("OK", (await targetProcess.CliAsync("CLUSTER", "SETSLOT", slot, "STABLE")).Trim());
+            for (var i = 0; i < 5; i++)
+            {
+                await ClaimAsync();
+            }
+
+            Assert.Equal(loads, store.Loads);
+            // Ten tasks, with tokens in the order of the claims; and, read afresh, the refused claims took nothing.
+            Assert.Equal(10, claims.Select(c => c.Task!.Id).Distinct().Count());
+            Assert.Equal(claims.Select(c => c.Task!.FencingToken).Order(), claims.Select(c => c.Task!.FencingToken));
+            Assert.Equal(claims.Count, claims.Select(c => c.Task!.FencingToken).Distinct().Count());
+            var (reader, readerBoard) = await OpenAsync(processes, replicas: 0);
+            await using var _ = reader;
+            Assert.Equal(10, (await readerBoard.GetWorkflowAsync(wf, default).Within()).Counts[TaskState.Claimed]);
+            Assert.Null(store.DataLoss);
+        }
+    }
+
+    /// <summary>
     /// Eight workers claim without pause, waiting for one replica, while the master of the workflow's slot is killed: the
     /// cluster promotes its replica, and the old master comes back as a replica of it (the new master needs one to wait
     /// for). Every acknowledged claim took another task with another fencing token, and the promoted replica holds each
