@@ -46,6 +46,9 @@ internal sealed class CommitConnection : IDisposable
     private readonly TimeSpan _watchPeriod;
     private readonly Action<Exception> _onCallbackError;
 
+    /// <summary>Told of each MOVED reply (its text), before the command's caller hears of it; null outside a cluster.</summary>
+    private readonly Action<string>? _onMoved;
+
     /// <summary>WAIT, sent after every commit when replicas are waited for (<see cref="RedisStoreOptions.ReplicasToWaitFor"/>); else null.</summary>
     private readonly byte[]? _waitCommand;
     private volatile bool _broken;
@@ -53,9 +56,10 @@ internal sealed class CommitConnection : IDisposable
     /// <summary>Broken: nothing more can be sent on it (a new one is needed).</summary>
     public bool IsBroken => _broken;
 
-    private CommitConnection(RespLink link, byte[] commitSha, byte[] readLogSha, TimeSpan timeout, ReplicaWait wait, Action<Exception> onCallbackError)
+    private CommitConnection(RespLink link, byte[] commitSha, byte[] readLogSha, TimeSpan timeout, ReplicaWait wait, Action<Exception> onCallbackError, Action<string>? onMoved)
     {
         _onCallbackError = onCallbackError;
+        _onMoved = onMoved;
         if (wait.Replicas > 0)
         {
             var command = new ArrayBufferWriter<byte>();
@@ -113,10 +117,11 @@ internal sealed class CommitConnection : IDisposable
 
     /// <summary>
     /// Connects to <paramref name="endpoint"/> (a standalone primary, or the cluster node that owns the slots it will be
-    /// sent for), authenticates, selects the database and loads the scripts it sends.
+    /// sent for), authenticates, selects the database and loads the scripts it sends. <paramref name="onMoved"/> is told of
+    /// each MOVED reply, which names the slot's new master, before the command's caller hears of it.
     /// </summary>
     public static async Task<CommitConnection> OpenToAsync(
-        System.Net.EndPoint endpoint, ConfigurationOptions config, RedisTls? tls, TimeSpan timeout, ReplicaWait wait, Action<Exception> onCallbackError)
+        System.Net.EndPoint endpoint, ConfigurationOptions config, RedisTls? tls, TimeSpan timeout, ReplicaWait wait, Action<Exception> onCallbackError, Action<string>? onMoved = null)
     {
         var link = await RespLink.OpenAsync(endpoint, tls, timeout, default).ConfigureAwait(false);
         try
@@ -134,7 +139,7 @@ internal sealed class CommitConnection : IDisposable
 
             var commitSha = link.Call("SCRIPT", "LOAD", Scripts.Commit) as byte[] ?? throw new InvalidDataException("SCRIPT LOAD answered no SHA.");
             var readLogSha = link.Call("SCRIPT", "LOAD", Scripts.ReadLog) as byte[] ?? throw new InvalidDataException("SCRIPT LOAD answered no SHA.");
-            var connection = new CommitConnection(link, commitSha, readLogSha, timeout, wait, onCallbackError);
+            var connection = new CommitConnection(link, commitSha, readLogSha, timeout, wait, onCallbackError, onMoved);
             link.WaitWithoutTimeout();
             connection._thread.Start();
             connection._watchdog.Change(connection._watchPeriod, connection._watchPeriod);
@@ -306,6 +311,18 @@ internal sealed class CommitConnection : IDisposable
                     // slot (a cluster failover or resharding): this connection is done; a new one loads the scripts
                     // again, on the server that owns the slot then.
                     Break();
+                    if (error.Message.StartsWith("MOVED", StringComparison.Ordinal))
+                    {
+                        // Before the caller hears of it: its next call then goes to the master the reply names.
+                        try
+                        {
+                            _onMoved?.Invoke(error.Message);
+                        }
+                        catch (Exception ex)
+                        {
+                            _onCallbackError(ex);
+                        }
+                    }
                 }
 
                 Deliver(onReply, null, null, ErrorReply(error.Message));

@@ -141,10 +141,10 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
         {
             var timeout = TimeSpan.FromMilliseconds(options.CommandTimeoutMilliseconds);
             store._directCommits = false; // That is the one standalone connection; a cluster has ClusterLinks instead.
-            store._cluster = new ClusterLinks(() => store._redis, endpoint =>
+            store._cluster = new ClusterLinks(() => store._redis, (endpoint, onMoved) =>
             {
                 store._options.BeforeCommitConnectionOpens?.Invoke(endpoint);
-                return CommitConnection.OpenToAsync(endpoint, config, tls, timeout, options.ReplicaWait, ex => store._logger.LogError(ex, "A commit reply could not be handled."));
+                return CommitConnection.OpenToAsync(endpoint, config, tls, timeout, options.ReplicaWait, ex => store._logger.LogError(ex, "A commit reply could not be handled."), onMoved);
             }, timeout);
         }
         else if (options.DirectCommits)
