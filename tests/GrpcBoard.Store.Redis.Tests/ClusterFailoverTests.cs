@@ -450,6 +450,43 @@ public sealed class ClusterFailoverTests
     }
 
     /// <summary>
+    /// A planned failover, as for a rolling upgrade: <c>CLUSTER FAILOVER</c> on the replica of the workflow's master while
+    /// eight workers claim. The replica takes over once it has everything the master had, and the old master becomes its
+    /// replica (which the new master needs, to WAIT for). No call fails other than with UNAVAILABLE, claims go on, and the
+    /// new master holds every acknowledged claim with its owner and token.
+    /// </summary>
+    [RedisTheory]
+    [InlineData(0)]
+    [InlineData(1)]
+    public async Task UnderLoad_APlannedFailover_EveryAcknowledgedClaimHeld(int replicas)
+    {
+        await using var nodes = new Nodes();
+        var processes = nodes.All;
+        const string wf = "planned";
+        var (master, replica) = await StartClusterAsync(processes, wf);
+        var (store, board) = await OpenAsync(processes, replicas);
+        await using (store)
+        {
+            await board.CreateWorkflowAsync(wf, "planned failover", null, default).Within();
+            await ClaimingWorkers.PostAsync(board, wf, 3000);
+            var workers = ClaimingWorkers.Start(board, wf, 8);
+            await workers.UntilAsync(50, "50 claims before the failover");
+            Assert.Equal("OK", (await replica.CliAsync("CLUSTER", "FAILOVER")).Trim());
+            await TestTimeouts.Eventually(async () => (await replica.CliAsync("ROLE")).StartsWith("master", StringComparison.Ordinal),
+                "the replica to take over", TimeSpan.FromSeconds(30));
+            var beforeSwitch = workers.Acknowledged;
+            await workers.UntilAsync(beforeSwitch + 50, "50 claims after the failover", TimeSpan.FromSeconds(60));
+            var claims = await workers.StopAsync();
+            Assert.StartsWith("slave", await master.CliAsync("ROLE"), StringComparison.Ordinal);
+
+            var (reader, readerBoard) = await OpenAsync(processes, replicas: 0);
+            await using var _ = reader;
+            await workers.AssertHeldAsync(readerBoard, wf, claims);
+            Assert.Null(store.DataLoss);
+        }
+    }
+
+    /// <summary>
     /// Eight workers claim without pause, waiting for one replica, while the master of the workflow's slot is killed: the
     /// cluster promotes its replica, and the old master comes back as a replica of it (the new master needs one to wait
     /// for). Every acknowledged claim took another task with another fencing token, and the promoted replica holds each
