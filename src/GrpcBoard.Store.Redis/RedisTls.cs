@@ -152,8 +152,11 @@ internal sealed class RedisTls
         X509Certificate2? client = null;
         if (_certificateFile is { } certificateFile && _keyFile is { } keyFile)
         {
-            // PKCS#8 with a password is the one encrypted PEM key .NET reads (openssl's "-----BEGIN ENCRYPTED PRIVATE KEY-----").
-            var encrypted = File.ReadAllText(keyFile).Contains("-----BEGIN ENCRYPTED PRIVATE KEY-----", StringComparison.Ordinal);
+            // PKCS#8 with a password is the one encrypted PEM key .NET reads (openssl's "-----BEGIN ENCRYPTED PRIVATE KEY-----");
+            // OpenSSL's older form ("Proc-Type: 4,ENCRYPTED") is decrypted here (LegacyEncryptedPem).
+            var keyText = File.ReadAllText(keyFile);
+            var legacy = LegacyEncryptedPem.IsEncrypted(keyText);
+            var encrypted = legacy || keyText.Contains("-----BEGIN ENCRYPTED PRIVATE KEY-----", StringComparison.Ordinal);
             if (encrypted && _keyPassword is null)
             {
                 throw new ArgumentException($"The Redis TLS key file '{keyFile}' is encrypted: give its password (--redis-tls-key-password).");
@@ -162,8 +165,8 @@ internal sealed class RedisTls
             X509Certificate2 pem;
             try
             {
-                pem = encrypted
-                    ? X509Certificate2.CreateFromEncryptedPemFile(certificateFile, _keyPassword, keyFile)
+                pem = legacy ? LegacyEncryptedPem.CreateCertificate(certificateFile, keyText, _keyPassword!)
+                    : encrypted ? X509Certificate2.CreateFromEncryptedPemFile(certificateFile, _keyPassword, keyFile)
                     : X509Certificate2.CreateFromPemFile(certificateFile, keyFile);
             }
             catch (CryptographicException ex)

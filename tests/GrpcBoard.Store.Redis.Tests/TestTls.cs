@@ -2,13 +2,15 @@ using System.Net;
 using System.Security.Cryptography;
 using System.Security.Cryptography.X509Certificates;
 using GrpcBoard.Testing;
+using Xunit;
 
 namespace GrpcBoard.Store.Redis.Tests;
 
 /// <summary>
 /// A private certificate authority and two certificates it signed, as PEM files: one for the Redis nodes and sentinels
 /// (localhost and 127.0.0.1; also a client certificate, since replicas and sentinels connect to each other with it), and
-/// one for the board's store. Made here with .NET's certificate API, so the tests need no openssl.
+/// one for the board's store. Made here with .NET's certificate API; only the tests of OpenSSL's older encrypted key form
+/// run the openssl tool (<see cref="OpenSslAsync"/>; .ci/setup installs it).
 /// </summary>
 public sealed class TestTls : IDisposable
 {
@@ -86,5 +88,21 @@ public sealed class TestTls : IDisposable
     {
         _ca.Dispose();
         _dir.Dispose();
+    }
+
+    /// <summary>Runs the openssl command line tool; fails the test with its errors when it fails.</summary>
+    public static async Task OpenSslAsync(params string[] args)
+    {
+        var info = new System.Diagnostics.ProcessStartInfo("openssl") { UseShellExecute = false, RedirectStandardOutput = true, RedirectStandardError = true };
+        foreach (var a in args)
+        {
+            info.ArgumentList.Add(a);
+        }
+
+        using var openssl = System.Diagnostics.Process.Start(info)!;
+        var errors = openssl.StandardError.ReadToEndAsync();
+        await openssl.StandardOutput.ReadToEndAsync();
+        await openssl.WaitForExitAsync().Within();
+        Assert.True(openssl.ExitCode == 0, "openssl " + string.Join(' ', args) + ": " + await errors);
     }
 }

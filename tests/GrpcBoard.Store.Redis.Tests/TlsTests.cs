@@ -194,6 +194,51 @@ public sealed class TlsTests(RedisTlsFixture redis) : IClassFixture<RedisTlsFixt
     }
 
     /// <summary>
+    /// A client key in OpenSSL's older encrypted form ("Proc-Type: 4,ENCRYPTED"), as <c>openssl ec</c> writes it with a
+    /// cipher: without its password, with a wrong one, or with another certificate's key, a configuration error at start
+    /// that names the key file; with it, the store commits over TLS, on the direct connection too. Before, .NET's PEM
+    /// reader refused the file whatever the password.
+    /// </summary>
+    [RedisTheory]
+    [InlineData("-aes256")]
+    [InlineData("-aes128")]
+    [InlineData("-des3")]
+    public async Task AClientKeyInOpenSslsOlderEncryptedForm_WorksWithItsPassword(string cipher)
+    {
+        using var dir = new TempDirectory();
+        var options = WithClientFilesIn(dir);
+        redis.Tls.IssueClient(options.TlsCertificateFile!, options.TlsKeyFile!, DateTimeOffset.UtcNow.AddDays(1));
+        var plain = Path.Combine(dir.Path, "plain.key");
+        File.Move(options.TlsKeyFile!, plain);
+        await TestTls.OpenSslAsync("ec", "-in", plain, "-out", options.TlsKeyFile!, cipher, "-passout", "pass:correct horse");
+        Assert.Contains("Proc-Type: 4,ENCRYPTED", await File.ReadAllTextAsync(options.TlsKeyFile!), StringComparison.Ordinal);
+
+        var error = await Assert.ThrowsAsync<ArgumentException>(() => RedisStore.ConnectAsync(options, new EventHub())).Within();
+        Assert.Contains($"'{options.TlsKeyFile}' is encrypted: give its password", error.Message, StringComparison.Ordinal);
+        options.TlsKeyPassword = "wrong";
+        error = await Assert.ThrowsAsync<ArgumentException>(() => RedisStore.ConnectAsync(options, new EventHub())).Within();
+        Assert.Contains("could not be read with the password given", error.Message, StringComparison.Ordinal);
+
+        // Another certificate's key, in the same form and with the same password.
+        using (var other = new TempDirectory())
+        {
+            var otherOptions = WithClientFilesIn(other);
+            redis.Tls.IssueClient(otherOptions.TlsCertificateFile!, otherOptions.TlsKeyFile!, DateTimeOffset.UtcNow.AddDays(1));
+            var mismatched = WithClientFilesIn(dir);
+            mismatched.TlsCertificateFile = otherOptions.TlsCertificateFile;
+            mismatched.TlsKeyPassword = "correct horse";
+            error = await Assert.ThrowsAsync<ArgumentException>(() => RedisStore.ConnectAsync(mismatched, new EventHub())).Within();
+            Assert.Contains($"does not belong to '{otherOptions.TlsCertificateFile}'", error.Message, StringComparison.Ordinal);
+        }
+
+        options.TlsKeyPassword = "correct horse";
+        var (store, board) = await OpenWithTasksAsync(options, "legacy", 1);
+        await using var _ = store;
+        Assert.NotNull((await board.ClaimAsync(new ClaimCommand { WorkflowId = "legacy", WorkerId = "x" }, default).Within()).Task);
+        Assert.True(store.DirectCommitCount > 0, "commits should go over the direct connection, with the decrypted key");
+    }
+
+    /// <summary>
     /// A client certificate renewed on disk is shown from the next connection on, without a restart. The files are laid
     /// out as a Kubernetes secret volume does (<c>client.crt</c> a link to <c>..data/client.crt</c>, <c>..data</c> a link
     /// to a directory of the current files), and renewed as it does: the new files in a new directory, then <c>..data</c>
