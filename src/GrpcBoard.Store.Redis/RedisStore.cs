@@ -1,4 +1,5 @@
 using System.Collections.Concurrent;
+using System.Diagnostics;
 using System.Globalization;
 using System.Net;
 using System.Text;
@@ -61,6 +62,9 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
     private int _reopeningCommits;
     private bool _commitsOpenFailing;
     private string? _sentinelFailing;
+
+    /// <summary>With <see cref="RedisStoreOptions.SentinelMajority"/>: when (Stopwatch ticks) the question that a majority of the sentinels last answered with the current primary was sent.</summary>
+    private long _primaryConfirmedAt = Stopwatch.GetTimestamp();
     private long _directCommitCount;
     private string? _epoch;
     private volatile string? _dataLoss;
@@ -107,7 +111,8 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
         var tls = RedisTls.From(config, options);
         tls?.Apply(config);
         // Redis's guidelines for Sentinel clients: a short timeout per sentinel (a few hundred ms), then the next one.
-        var sentinel = SentinelView.From(config, tls, TimeSpan.FromMilliseconds(Math.Min(options.CommandTimeoutMilliseconds, 1000)));
+        var sentinel = SentinelView.From(config, tls, TimeSpan.FromMilliseconds(Math.Min(options.CommandTimeoutMilliseconds, 1000)), options.SentinelMajority);
+        var asked = Stopwatch.GetTimestamp();
         if (sentinel is not null)
         {
             config = SentinelView.ForPrimary(config, await sentinel.PrimaryAsync(default));
@@ -136,6 +141,7 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
         }
 
         var store = new RedisStore(options, hub, connections, sentinel, tls, logger ?? NullLogger.Instance);
+        store._primaryConfirmedAt = asked;
         store._directCommits = options.DirectCommits;
         if (options.DirectCommits && cluster)
         {
@@ -201,6 +207,7 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
         while (true)
         {
             ThrowIfDataLoss();
+            ThrowIfPrimaryUnconfirmed();
             cancellationToken.ThrowIfCancellationRequested();
             var replica = _replicas.GetOrAdd(workflowId, static (id, store) => new WorkflowReplica(store, id), this);
             await replica.WhenReadyAsync().WaitAsync(cancellationToken).ConfigureAwait(false);
@@ -979,12 +986,14 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
         var current = _connections;
         EndPoint primary;
         Connections next;
+        var asked = Stopwatch.GetTimestamp();
         try
         {
             primary = await _sentinel!.PrimaryAsync(ct).ConfigureAwait(false);
             if (primary.Equals(current.Config.EndPoints[0]))
             {
                 _sentinelFailing = null;
+                Interlocked.Exchange(ref _primaryConfirmedAt, asked);
                 return;
             }
 
@@ -1013,6 +1022,7 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
 
         _sentinelFailing = null;
         _connections = next;
+        Interlocked.Exchange(ref _primaryConfirmedAt, asked);
         _logger.LogWarning("Sentinel names {Primary} as the primary of '{Service}' (was {Old}): connections move there.",
             primary, _sentinel!.ServiceName, current.Config.EndPoints[0]);
 
@@ -1261,6 +1271,21 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
                     _logger.LogWarning(ex, "Could not record the data loss in Redis for the other instances.");
                 }
             });
+        }
+    }
+
+    /// <summary>
+    /// With <see cref="RedisStoreOptions.SentinelMajority"/>: UNAVAILABLE once no majority of the sentinels has named the
+    /// current primary for <see cref="RedisStoreOptions.SentinelConfirmWindow"/>, counted from when the question was sent.
+    /// This instance may be cut off with a primary that the others are failing over: its writes there would be lost. A
+    /// call let through just before still commits within the command timeout, which the window's advice covers.
+    /// </summary>
+    private void ThrowIfPrimaryUnconfirmed()
+    {
+        if (_sentinel is { Majority: true } && Stopwatch.GetElapsedTime(Interlocked.Read(ref _primaryConfirmedAt)) > _options.SentinelConfirmWindow)
+        {
+            throw new BoardException(BoardError.StoreUnavailable, string.Create(CultureInfo.InvariantCulture,
+                $"Redis is unavailable: no majority of the sentinels has confirmed the primary of '{_sentinel.ServiceName}' for {_options.SentinelConfirmWindow.TotalMilliseconds} ms ({_sentinelFailing ?? "not asked yet"})."));
         }
     }
 

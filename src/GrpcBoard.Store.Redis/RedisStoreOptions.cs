@@ -124,6 +124,23 @@ public sealed class RedisStoreOptions
     /// </summary>
     public TimeSpan SentinelPollInterval { get; set; } = TimeSpan.FromSeconds(1);
 
+    /// <summary>
+    /// With Sentinel: follow only a primary that more than half of the sentinels listed name (all are asked together), and
+    /// refuse calls with UNAVAILABLE once no such majority has confirmed the current primary for
+    /// <see cref="SentinelConfirmWindow"/>. Why: one sentinel can name a node that still answers as a primary after the
+    /// others failed it over (a sentinel cut off with the old primary, or one restarted with an old configuration), and a
+    /// write there is lost when that node becomes a replica. The cost: with half of the sentinels unreachable, calls stop.
+    /// Off by default (the first sentinel that answers is followed, its answer checked with ROLE).
+    /// </summary>
+    public bool SentinelMajority { get; set; }
+
+    /// <summary>
+    /// With <see cref="SentinelMajority"/>: how long a majority's confirmation of the primary lets calls through. Keep it, plus
+    /// the command timeout, below the sentinels' <c>down-after-milliseconds</c>: calls on a primary cut off from the majority
+    /// then stop before the majority can have failed it over.
+    /// </summary>
+    public TimeSpan SentinelConfirmWindow { get; set; } = TimeSpan.FromSeconds(3);
+
     /// <summary>How often the store epoch is checked to detect a Redis that lost its data.</summary>
     public TimeSpan EpochCheckInterval { get; set; } = TimeSpan.FromSeconds(1);
 
@@ -166,9 +183,9 @@ public sealed class RedisStoreOptions
             throw new ArgumentException("ReplicasToWaitFor must not be negative, and ReplicaWaitTimeout must be at least 1 ms and shorter than the command timeout.");
         }
 
-        if (SentinelPollInterval <= TimeSpan.Zero)
+        if (SentinelPollInterval <= TimeSpan.Zero || SentinelMajority && SentinelConfirmWindow <= SentinelPollInterval)
         {
-            throw new ArgumentException("SentinelPollInterval must be positive.");
+            throw new ArgumentException("SentinelPollInterval must be positive, and SentinelConfirmWindow longer than it.");
         }
 
         if (MaxEventsPerWorkflow < 16 || MaxConflictRetries < 1 || RecentEventsInMemory < 16 || MaxBatchesInFlight is < 1 || TimerRescanBatch < 1)

@@ -27,14 +27,18 @@ internal sealed class SentinelView
     /// <summary>The sentinel that answered last, asked first next time.</summary>
     private volatile int _preferred;
 
-    private SentinelView(EndPoint[] sentinels, string serviceName, string? password, RedisTls? tls, TimeSpan timeout)
+    private SentinelView(EndPoint[] sentinels, string serviceName, string? password, RedisTls? tls, TimeSpan timeout, bool majority)
     {
         _sentinels = sentinels;
         ServiceName = serviceName;
         _password = password;
         _tls = tls;
         _timeout = timeout;
+        Majority = majority;
     }
+
+    /// <summary>Whether a primary must be named by more than half of the sentinels (<see cref="RedisStoreOptions.SentinelMajority"/>).</summary>
+    public bool Majority { get; }
 
     /// <summary>The group's name in the sentinels' configuration (<c>sentinel monitor NAME ...</c>).</summary>
     public string ServiceName { get; }
@@ -44,7 +48,7 @@ internal sealed class SentinelView
     /// sentinel, and then the node it names, gets at most <paramref name="timeout"/> to answer. With
     /// <paramref name="tls"/>, sentinels and nodes alike are reached over TLS, as the data connections.
     /// </summary>
-    public static SentinelView? From(ConfigurationOptions config, RedisTls? tls, TimeSpan timeout)
+    public static SentinelView? From(ConfigurationOptions config, RedisTls? tls, TimeSpan timeout, bool majority = false)
     {
         if (string.IsNullOrEmpty(config.ServiceName))
         {
@@ -56,7 +60,7 @@ internal sealed class SentinelView
             throw new ArgumentException("With serviceName=, the Redis configuration lists the sentinels (host:26379,...).");
         }
 
-        return new SentinelView([.. config.EndPoints], config.ServiceName, config.Password, tls, timeout);
+        return new SentinelView([.. config.EndPoints], config.ServiceName, config.Password, tls, timeout, majority);
     }
 
     /// <summary>
@@ -81,6 +85,11 @@ internal sealed class SentinelView
     /// </summary>
     public async Task<EndPoint> PrimaryAsync(CancellationToken cancellationToken)
     {
+        if (Majority)
+        {
+            return await MajorityPrimaryAsync(cancellationToken).ConfigureAwait(false);
+        }
+
         var failures = new List<string>();
         var preferred = _preferred;
         for (var i = 0; i < _sentinels.Length; i++)
@@ -104,6 +113,56 @@ internal sealed class SentinelView
 
         throw new BoardException(BoardError.StoreUnavailable,
             $"Redis is unavailable: no sentinel named the primary of '{ServiceName}' ({string.Join("; ", failures)}).");
+    }
+
+    /// <summary>
+    /// The primary more than half of the sentinels listed name, asked together, checked with ROLE. UNAVAILABLE when no
+    /// address has that many (sentinels down or unreachable count against it, as do ones naming another node); an argument
+    /// error when no sentinel names any and one monitors no such group.
+    /// </summary>
+    private async Task<EndPoint> MajorityPrimaryAsync(CancellationToken cancellationToken)
+    {
+        var answers = await Task.WhenAll(_sentinels.Select(async sentinel =>
+        {
+            try
+            {
+                return (Sentinel: sentinel, Primary: await AskAsync(sentinel, cancellationToken).ConfigureAwait(false), Error: (Exception?)null);
+            }
+            catch (Exception ex) when (ex is SocketException or IOException or InvalidDataException or ArgumentException
+                or System.Security.Authentication.AuthenticationException
+                || ex is OperationCanceledException && !cancellationToken.IsCancellationRequested)
+            {
+                return (Sentinel: sentinel, Primary: (EndPoint?)null, Error: ex);
+            }
+        })).ConfigureAwait(false);
+
+        var needed = (_sentinels.Length / 2) + 1;
+        var most = answers.Where(a => a.Primary is not null).GroupBy(a => a.Primary!).MaxBy(g => g.Count());
+        if (most is null || most.Count() < needed)
+        {
+            if (most is null && answers.FirstOrDefault(a => a.Error is ArgumentException).Error is { } misconfigured)
+            {
+                throw misconfigured;
+            }
+
+            throw new BoardException(BoardError.StoreUnavailable,
+                $"Redis is unavailable: no {needed} of the {_sentinels.Length} sentinels name the same primary of '{ServiceName}' ("
+                + string.Join("; ", answers.Select(a => $"{a.Sentinel}: {(a.Primary is { } p ? "names " + p : a.Error!.Message)}")) + ").");
+        }
+
+        try
+        {
+            await ExpectPrimaryAsync(most.Key, cancellationToken).ConfigureAwait(false);
+        }
+        catch (Exception ex) when (ex is SocketException or IOException or InvalidDataException or InvalidOperationException
+            or System.Security.Authentication.AuthenticationException
+            || ex is OperationCanceledException && !cancellationToken.IsCancellationRequested)
+        {
+            throw new BoardException(BoardError.StoreUnavailable,
+                $"Redis is unavailable: {most.Count()} of the {_sentinels.Length} sentinels name the primary of '{ServiceName}', but {ex.Message}.", inner: ex);
+        }
+
+        return most.Key;
     }
 
     private async Task<EndPoint> AskAsync(EndPoint sentinel, CancellationToken cancellationToken)

@@ -53,6 +53,7 @@ public sealed class SettingsTests
     [InlineData("--redis-turn-lease-ms=0", "--redis-turn-ms must not be negative, and --redis-turn-lease-ms must be at least 1")]
     [InlineData("--redis-replicas=-1", "--redis-replicas must not be negative, and --redis-replica-timeout-ms must be at least 1")]
     [InlineData("--redis-replica-timeout-ms=0", "--redis-replicas must not be negative, and --redis-replica-timeout-ms must be at least 1")]
+    [InlineData("--redis-sentinel-confirm-ms=1000", "--redis-sentinel-confirm-ms must be longer than the 1,000 ms between questions")]
     public void BadOptions_AreRefusedWithAClearMessage(string arg, string message)
     {
         var ex = Assert.Throws<ArgumentException>(() => ServerSettings.Load([arg], Path.GetTempPath()));

@@ -435,6 +435,9 @@ public sealed class SentinelGroup : IAsyncDisposable
         return _replicas.Single(r => r.Port == port);
     }
 
+    /// <summary>Another sentinel monitoring the primary as the first does, killed with the group.</summary>
+    public async Task<RedisProcess> AddSentinelAsync() => Own(await Primary.StartSentinelAsync(Service, _replicas.Count));
+
     /// <summary>A new replica of <paramref name="node"/> (in sync), killed with the group.</summary>
     public async Task<RedisProcess> AddReplicaAsync(RedisProcess node) => Own(await node.StartReplicaAsync());
 

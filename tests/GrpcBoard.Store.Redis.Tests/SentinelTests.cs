@@ -23,7 +23,7 @@ public sealed class SentinelTests
         OpenAsync(group.Sentinel.Endpoint, replicas, password, poll);
 
     /// <summary>A store through the sentinels at <paramref name="sentinels"/> (host:port, comma-separated) and a board on it.</summary>
-    private async Task<(RedisStore Store, Coordinator Board)> OpenAsync(string sentinels, int replicas, string? password = null, TimeSpan? poll = null)
+    private async Task<(RedisStore Store, Coordinator Board)> OpenAsync(string sentinels, int replicas, string? password = null, TimeSpan? poll = null, TimeSpan? majorityWindow = null)
     {
         var hub = new EventHub();
         var store = await RedisStore.ConnectAsync(new RedisStoreOptions
@@ -33,6 +33,8 @@ public sealed class SentinelTests
             ReplicasToWaitFor = replicas,
             ReplicaWaitTimeout = TimeSpan.FromMilliseconds(500),
             SentinelPollInterval = poll ?? TimeSpan.FromSeconds(1),
+            SentinelMajority = majorityWindow is not null,
+            SentinelConfirmWindow = majorityWindow ?? TimeSpan.FromSeconds(3),
         }, hub);
         return (store, new Coordinator(store, hub, _time, new BoardLimits()));
     }
@@ -260,6 +262,87 @@ public sealed class SentinelTests
         await TestTimeouts.Eventually(() => Task.FromResult(PortOf(store.SentinelPrimary) == replica.Port), "the store to move to the node the sentinel names");
 
         await SplitBrain.ExpectDataLossAsync(board, store, wf, acknowledged, "a claim on the node the sentinel names");
+    }
+
+    /// <summary>
+    /// Three sentinels, the one listed first made to name another node that answers as a primary: the split brain above
+    /// (the replica cut off and promoted, the same task claimed on each side with the same token). A store without the
+    /// majority rule follows that sentinel and shows the other history: the task owned by the other side's worker. A store
+    /// with it (<see cref="RedisStoreOptions.SentinelMajority"/>) stays with the primary the other two name, keeps its
+    /// acknowledged claim and claims on with higher tokens. Then with those two paused (SIGSTOP, as if cut off), it refuses
+    /// calls with UNAVAILABLE once no majority has confirmed the primary within the window, and serves again once they
+    /// answer.
+    /// </summary>
+    [RedisFact]
+    public async Task WithTheMajorityRule_ASentinelNamingAnotherPrimary_IsOutvoted_AndWithoutAMajority_CallsStop()
+    {
+        await using var group = await SentinelGroup.StartAsync(replicas: 1);
+        var (stale, replica) = (group.Sentinel, group.Replicas[0]);
+        var others = new[] { await group.AddSentinelAsync(), await group.AddSentinelAsync() };
+        var sentinels = string.Join(",", new[] { stale }.Concat(others).Select(s => s.Endpoint));
+        var unknown = await Assert.ThrowsAsync<ArgumentException>(() => RedisStore.ConnectAsync(
+            new RedisStoreOptions { Configuration = $"{sentinels},serviceName=other", KeyPrefix = Prefix, SentinelMajority = true }, new EventHub())).Within();
+        Assert.Contains("monitors no group named 'other'", unknown.Message, StringComparison.Ordinal);
+
+        var poll = TimeSpan.FromMilliseconds(200);
+        var (store, board) = await OpenAsync(sentinels, replicas: 0, poll: poll, majorityWindow: TimeSpan.FromSeconds(1));
+        var (plain, plainBoard) = await OpenAsync(sentinels, replicas: 0, poll: poll);
+        await using var _ = store;
+        await using var __ = plain;
+        const string wf = "outvoted";
+        var acknowledged = await SplitBrain.MakeAsync(board, wf, replica, Prefix, _time);
+
+        // The sentinel listed first names the cut-off replica from now on (the others would turn it back into a replica
+        // about 8 s after it called itself a primary, so what follows comes first).
+        Assert.Equal("OK", (await stale.CliAsync("SENTINEL", "REMOVE", Service)).Trim());
+        Assert.Equal("OK", (await stale.CliAsync("SENTINEL", "MONITOR", Service, "127.0.0.1", replica.Port.ToString(CultureInfo.InvariantCulture), "1")).Trim());
+        await TestTimeouts.Eventually(() => Task.FromResult(PortOf(plain.SentinelPrimary) == replica.Port), "the store without the rule to follow the first sentinel");
+        Assert.Equal("b", (await plainBoard.GetTaskAsync(wf, acknowledged.Task!.Id, default).Within()).Task.Owner);
+
+        Assert.Equal(group.Primary.Port, PortOf(store.SentinelPrimary));
+        var next = await ClaimAsync(board, wf, "a").Within();
+        Assert.True(next.Task!.FencingToken > acknowledged.Task.FencingToken);
+        Assert.Equal("a", (await board.GetTaskAsync(wf, acknowledged.Task.Id, default).Within()).Task.Owner);
+        Assert.Equal(group.Primary.Port, PortOf(store.SentinelPrimary));
+        Assert.Null(store.DataLoss);
+
+        // Tasks for the claims that pass until the last confirmation is too old.
+        await board.PostTasksAsync(wf, Enumerable.Range(0, 1000).Select(i => new TaskSpec { Id = $"more{i}" }).ToArray(), default).Within();
+        foreach (var sentinel in others)
+        {
+            await sentinel.PauseAsync();
+        }
+
+        try
+        {
+            BoardException? refused = null;
+            await TestTimeouts.Eventually(async () =>
+            {
+                try
+                {
+                    await ClaimAsync(board, wf, "a");
+                    return false;
+                }
+                catch (BoardException ex) when (ex.Error == BoardError.StoreUnavailable)
+                {
+                    refused = ex;
+                    return true;
+                }
+            }, "calls to be refused without a majority");
+            Assert.Contains("no majority of the sentinels has confirmed the primary", refused!.Message, StringComparison.Ordinal);
+        }
+        finally
+        {
+            foreach (var sentinel in others)
+            {
+                await sentinel.ResumeAsync();
+            }
+        }
+
+        var after = await UntilAvailable.CallAsync(() => ClaimAsync(board, wf, "a"), "a claim once the majority answers again");
+        Assert.True(after.Task!.FencingToken > next.Task.FencingToken);
+        Assert.Equal(group.Primary.Port, PortOf(store.SentinelPrimary));
+        Assert.Null(store.DataLoss);
     }
 
     /// <summary>

@@ -212,6 +212,8 @@ public sealed class BoardServer : IAsyncDisposable
                 TurnLease = TimeSpan.FromMilliseconds(settings.RedisTurnLeaseMilliseconds),
                 ReplicasToWaitFor = settings.RedisReplicas,
                 ReplicaWaitTimeout = TimeSpan.FromMilliseconds(settings.RedisReplicaTimeoutMilliseconds),
+                SentinelMajority = settings.RedisSentinelMajority,
+                SentinelConfirmWindow = TimeSpan.FromMilliseconds(settings.RedisSentinelConfirmMilliseconds),
                 TlsCaFile = settings.RedisTlsCa,
                 TlsCertificateFile = settings.RedisTlsCertificate,
                 TlsKeyFile = settings.RedisTlsKey,

@@ -23,6 +23,8 @@ public sealed class ServerSettings
     public int RedisTurnLeaseMilliseconds { get; set; } = 30;
     public int RedisReplicas { get; set; }
     public int RedisReplicaTimeoutMilliseconds { get; set; } = 1000;
+    public bool RedisSentinelMajority { get; set; }
+    public int RedisSentinelConfirmMilliseconds { get; set; } = 3000;
     public string? RedisTlsCa { get; set; }
     public string? RedisTlsCertificate { get; set; }
     public string? RedisTlsKey { get; set; }
@@ -55,9 +57,11 @@ public sealed class ServerSettings
         new("--redis-turn-lease-ms", nameof(RedisTurnLeaseMilliseconds), "A workflow's turn that no commit renews lapses after this long (bounds how long a dead or idle instance delays the others)."),
         new("--redis-replicas", nameof(RedisReplicas), "Redis replicas that must have each commit before its callers are answered (WAIT), so a failover to one of them loses nothing acknowledged (Sentinel may promote any replica: give the number of replicas; on a Redis Cluster, per master); 0: don't wait."),
         new("--redis-replica-timeout-ms", nameof(RedisReplicaTimeoutMilliseconds), "How long a commit waits for --redis-replicas replicas; if fewer acknowledge it, its callers get UNAVAILABLE."),
+        new("--redis-sentinel-majority", nameof(RedisSentinelMajority), "With Sentinel: follow only a primary that more than half of the sentinels listed name, and refuse calls (UNAVAILABLE) once no majority has confirmed it for --redis-sentinel-confirm-ms, so that a sentinel cut off with an old primary cannot lead writes there (true/false). With half of the sentinels down, calls stop."),
+        new("--redis-sentinel-confirm-ms", nameof(RedisSentinelConfirmMilliseconds), "With --redis-sentinel-majority: how long a majority's answer lets calls through; keep it, plus the command timeout, below the sentinels' down-after-milliseconds."),
         new("--redis-tls-ca", nameof(RedisTlsCa), "With ssl=true in --redis: PEM file of the certificate authorities that Redis's (and the sentinels') certificates must chain to; only these are trusted. Default: the machine's trust store."),
         new("--redis-tls-cert", nameof(RedisTlsCertificate), "With ssl=true in --redis: PEM client certificate shown to Redis (which asks for one unless tls-auth-clients is no); with --redis-tls-key."),
-        new("--redis-tls-key", nameof(RedisTlsKey), "PEM private key of --redis-tls-cert, in the clear or encrypted (PKCS#8). The three files are read again when they change, for new connections: a renewed certificate needs no restart."),
+        new("--redis-tls-key", nameof(RedisTlsKey), "PEM private key of --redis-tls-cert, in the clear or encrypted (PKCS#8, or OpenSSL's older Proc-Type: 4,ENCRYPTED form). The three files are read again when they change, for new connections: a renewed certificate needs no restart."),
         new("--redis-tls-key-password", nameof(RedisTlsKeyPassword), "Password of an encrypted --redis-tls-key (better given as GRPCBOARD_REDIS_TLS_KEY_PASSWORD than on the command line, which other users of the host can read)."),
         new("--forward", nameof(Forward), "With --store redis and several instances: send a call on a workflow to the instance that holds the workflow's turn, instead of waiting for the turn here (true/false)."),
         new("--advertise-url", nameof(AdvertiseUrl), "Where other instances reach this one for forwarded calls (http://host:port). Default: the listening address, unless it is a wildcard (0.0.0.0, ::), which others cannot call: then no call is forwarded here."),
@@ -135,6 +139,11 @@ public sealed class ServerSettings
         if (RedisReplicas < 0 || RedisReplicaTimeoutMilliseconds < 1)
         {
             throw new ArgumentException("--redis-replicas must not be negative, and --redis-replica-timeout-ms must be at least 1.");
+        }
+
+        if (RedisSentinelConfirmMilliseconds <= 1000)
+        {
+            throw new ArgumentException("--redis-sentinel-confirm-ms must be longer than the 1,000 ms between questions to the sentinels.");
         }
 
         if (RedisTurnMilliseconds < 0 || RedisTurnLeaseMilliseconds < 1)
