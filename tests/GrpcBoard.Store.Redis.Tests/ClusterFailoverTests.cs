@@ -72,6 +72,50 @@ public sealed class ClusterFailoverTests
         }
     }
 
+    /// <summary>
+    /// A move of <paramref name="wf"/>'s slot from <paramref name="source"/>, the master that owns it, to another master, with
+    /// the slot as redis-cli takes it and every master with its id.
+    /// </summary>
+    private static async Task<SlotMove> SlotMoveAsync(List<RedisProcess> processes, RedisProcess source, string wf)
+    {
+        var slot = (await source.CliAsync("CLUSTER", "KEYSLOT", "{" + wf + "}")).Trim();
+        var masters = (await NodesAsync(source, int.Parse(slot, System.Globalization.CultureInfo.InvariantCulture))).Where(n => n.MasterId == "")
+            .Select(n => (n.Id, Process: processes.Single(p => p.Port == n.Port))).ToList();
+        var (targetId, target) = masters.First(m => m.Process != source);
+        return new SlotMove(slot, masters, source, masters.Single(m => m.Process == source).Id, target, targetId);
+    }
+
+    private sealed record SlotMove(string Slot, List<(string Id, RedisProcess Process)> Masters, RedisProcess Source, string SourceId, RedisProcess Target, string TargetId)
+    {
+        /// <summary>As redis-cli begins a move: the slot IMPORTING on the target, then MIGRATING on the source.</summary>
+        public async Task BeginAsync()
+        {
+            Assert.Equal("OK", (await Target.CliAsync("CLUSTER", "SETSLOT", Slot, "IMPORTING", SourceId)).Trim());
+            Assert.Equal("OK", (await Source.CliAsync("CLUSTER", "SETSLOT", Slot, "MIGRATING", TargetId)).Trim());
+        }
+
+        /// <summary>As redis-cli ends it: the slot the target's on every master, the target first, so that the slot always has an owner that serves it.</summary>
+        public async Task FinishAsync()
+        {
+            foreach (var (_, master) in Masters.OrderBy(m => m.Process == Target ? 0 : m.Process == Source ? 1 : 2))
+            {
+                Assert.Equal("OK", (await master.CliAsync("CLUSTER", "SETSLOT", Slot, "NODE", TargetId)).Trim());
+            }
+        }
+    }
+
+    /// <summary>
+    /// What the cluster holds, read by a store opened afresh: every claim the workers had acknowledged, with its owner and
+    /// token (<see cref="ClaimingWorkers.AssertHeldAsync"/>); and <paramref name="store"/> never found a data loss.
+    /// </summary>
+    private async Task AssertHeldAsync(IEnumerable<RedisProcess> nodes, RedisStore store, ClaimingWorkers workers, string wf, ClaimResult[] claims)
+    {
+        var (reader, readerBoard) = await OpenAsync(nodes, replicas: 0);
+        await using var _ = reader;
+        await workers.AssertHeldAsync(readerBoard, wf, claims);
+        Assert.Null(store.DataLoss);
+    }
+
     /// <summary>A store on the cluster, waiting for <paramref name="replicas"/> replicas, and a board on it.</summary>
     private async Task<(RedisStore Store, Coordinator Board)> OpenAsync(IEnumerable<RedisProcess> nodes, int replicas = 1, TimeProvider? time = null)
     {
@@ -174,11 +218,8 @@ public sealed class ClusterFailoverTests
         var processes = nodes.All;
         const string wf = "reshard";
         var (source, _) = await StartClusterAsync(processes, wf);
-        var slot = (await source.CliAsync("CLUSTER", "KEYSLOT", "{" + wf + "}")).Trim();
-        var cluster = await NodesAsync(source, int.Parse(slot, System.Globalization.CultureInfo.InvariantCulture));
-        var masters = cluster.Where(n => n.MasterId == "").Select(n => (n.Id, Process: processes.Single(p => p.Port == n.Port))).ToList();
-        var sourceId = masters.Single(m => m.Process == source).Id;
-        var (targetId, target) = masters.First(m => m.Process != source);
+        var move = await SlotMoveAsync(processes, source, wf);
+        var (slot, target) = (move.Slot, move.Target);
         var (store, board) = await OpenAsync(processes, replicas);
         await using (store)
         {
@@ -223,8 +264,7 @@ public sealed class ClusterFailoverTests
             var workers = ClaimingWorkers.Start(board, wf, 8);
             await workers.UntilAsync(50, "50 claims before the slot moves");
 
-            Assert.Equal("OK", (await target.CliAsync("CLUSTER", "SETSLOT", slot, "IMPORTING", sourceId)).Trim());
-            Assert.Equal("OK", (await source.CliAsync("CLUSTER", "SETSLOT", slot, "MIGRATING", targetId)).Trim());
+            await move.BeginAsync();
             var moved = new List<string>();
             while ((await source.CliAsync("CLUSTER", "GETKEYSINSLOT", slot, "1")).Trim() is { Length: > 0 } key)
             {
@@ -236,11 +276,7 @@ public sealed class ClusterFailoverTests
                 await workers.UntilRefusedAsync(workers.Unavailable + 8, $"calls refused with {string.Join(", ", moved)} moved");
             }
 
-            // As redis-cli does: the target first, so that the slot always has an owner that serves it.
-            foreach (var (_, master) in masters.OrderBy(m => m.Process == target ? 0 : m.Process == source ? 1 : 2))
-            {
-                Assert.Equal("OK", (await master.CliAsync("CLUSTER", "SETSLOT", slot, "NODE", targetId)).Trim());
-            }
+            await move.FinishAsync();
 
             Assert.True(moved.Count >= 4, "the workflow's keys: " + string.Join(", ", moved));
             var beforeOwned = workers.Acknowledged;
@@ -263,11 +299,8 @@ public sealed class ClusterFailoverTests
             var claimed = seen.Where(e => e.Kind == EventKind.TaskClaimed).ToDictionary(e => e.Revision, e => (e.Task!.Id, e.Task.FencingToken));
             Assert.All(claims, c => Assert.Equal((c.Task!.Id, c.Task.FencingToken), claimed[c.Revision]));
 
-            var (reader, readerBoard) = await OpenAsync(processes, replicas: 0);
-            await using var _ = reader;
-            await workers.AssertHeldAsync(readerBoard, wf, claims);
+            await AssertHeldAsync(processes, store, workers, wf, claims);
             Assert.Equal("", (await source.CliAsync("CLUSTER", "GETKEYSINSLOT", slot, "10")).Trim());
-            Assert.Null(store.DataLoss);
         }
     }
 
@@ -292,13 +325,11 @@ public sealed class ClusterFailoverTests
         // Slot 5488: redis-cli --cluster create gives the second master slots 5461-10922, so this is the 28th slot the tool takes.
         const string wf = "reshard-tool-653";
         var (source, _) = await StartClusterAsync(processes, wf);
-        var slot = int.Parse((await source.CliAsync("CLUSTER", "KEYSLOT", "{" + wf + "}")).Trim(), System.Globalization.CultureInfo.InvariantCulture);
-        Assert.Equal(5488, slot);
-        var masters = (await NodesAsync(source, slot)).Where(n => n.MasterId == "").ToList();
-        var sourceId = masters.Single(m => m.Port == source.Port).Id;
-        var targetId = masters.First(m => m.Port != source.Port).Id;
+        var move = await SlotMoveAsync(processes, source, wf);
+        Assert.Equal("5488", move.Slot);
+        var (sourceId, targetId) = (move.SourceId, move.TargetId);
         await source.CliStdinAsync(string.Concat(Enumerable.Range(0, 4000).Select(i => $"SET {{{wf}}}filler:{i} x\n")));
-        Assert.True(int.Parse(await source.CliAsync("CLUSTER", "COUNTKEYSINSLOT", slot.ToString(System.Globalization.CultureInfo.InvariantCulture)), System.Globalization.CultureInfo.InvariantCulture) >= 4000);
+        Assert.True(int.Parse(await source.CliAsync("CLUSTER", "COUNTKEYSINSLOT", move.Slot), System.Globalization.CultureInfo.InvariantCulture) >= 4000);
 
         var (store, board) = await OpenAsync(processes, replicas);
         await using (store)
@@ -310,18 +341,15 @@ public sealed class ClusterFailoverTests
 
             var output = await RedisProcess.ClusterToolAsync(source,
                 ["reshard", source.Endpoint, "--cluster-from", sourceId, "--cluster-to", targetId, "--cluster-slots", "60", "--cluster-pipeline", "1"], TimeSpan.FromSeconds(120));
-            Assert.Equal(targetId, (await NodesAsync(source, slot)).Single(n => n.ServesSlot).Id);
-            Assert.Equal("0", (await source.CliAsync("CLUSTER", "COUNTKEYSINSLOT", slot.ToString(System.Globalization.CultureInfo.InvariantCulture))).Trim());
+            Assert.Equal(targetId, (await NodesAsync(source, 5488)).Single(n => n.ServesSlot).Id);
+            Assert.Equal("0", (await source.CliAsync("CLUSTER", "COUNTKEYSINSLOT", move.Slot)).Trim());
 
             var beforeOwned = workers.Acknowledged;
             await workers.UntilAsync(beforeOwned + 50, "50 claims once the target owns the slot", TimeSpan.FromSeconds(60));
             var claims = await workers.StopAsync();
             Assert.True(workers.Unavailable > 0, "calls should have been refused while the slot moved; redis-cli said:\n" + output);
 
-            var (reader, readerBoard) = await OpenAsync(processes, replicas: 0);
-            await using var _ = reader;
-            await workers.AssertHeldAsync(readerBoard, wf, claims);
-            Assert.Null(store.DataLoss);
+            await AssertHeldAsync(processes, store, workers, wf, claims);
         }
     }
 
@@ -341,11 +369,7 @@ public sealed class ClusterFailoverTests
         var processes = nodes.All;
         const string wf = "refused";
         var (source, _) = await StartClusterAsync(processes, wf);
-        var slot = (await source.CliAsync("CLUSTER", "KEYSLOT", "{" + wf + "}")).Trim();
-        var masters = (await NodesAsync(source, int.Parse(slot, System.Globalization.CultureInfo.InvariantCulture))).Where(n => n.MasterId == "").ToList();
-        var sourceId = masters.Single(m => m.Port == source.Port).Id;
-        var target = masters.First(m => m.Port != source.Port);
-        var targetProcess = processes.Single(p => p.Port == target.Port);
+        var move = await SlotMoveAsync(processes, source, wf);
         var (store, board) = await OpenAsync(processes, replicas);
         await using (store)
         {
@@ -359,16 +383,15 @@ public sealed class ClusterFailoverTests
             }
 
             var loads = store.Loads;
-            Assert.Equal("OK", (await targetProcess.CliAsync("CLUSTER", "SETSLOT", slot, "IMPORTING", sourceId)).Trim());
-            Assert.Equal("OK", (await source.CliAsync("CLUSTER", "SETSLOT", slot, "MIGRATING", target.Id)).Trim());
+            await move.BeginAsync();
             for (var i = 0; i < 5; i++)
             {
                 var refused = await Assert.ThrowsAsync<BoardException>(() => board.ClaimAsync(new ClaimCommand { WorkflowId = wf, WorkerId = "w" }, default)).Within();
                 Assert.Equal(BoardError.StoreUnavailable, refused.Error);
             }
 
-            Assert.Equal("OK", (await source.CliAsync("CLUSTER", "SETSLOT", slot, "STABLE")).Trim());
-            Assert.Equal("OK", (await targetProcess.CliAsync("CLUSTER", "SETSLOT", slot, "STABLE")).Trim());
+            Assert.Equal("OK", (await source.CliAsync("CLUSTER", "SETSLOT", move.Slot, "STABLE")).Trim());
+            Assert.Equal("OK", (await move.Target.CliAsync("CLUSTER", "SETSLOT", move.Slot, "STABLE")).Trim());
             for (var i = 0; i < 5; i++)
             {
                 await ClaimAsync();
@@ -401,10 +424,7 @@ public sealed class ClusterFailoverTests
         var processes = nodes.All;
         const string wf = "moved";
         var (source, _) = await StartClusterAsync(processes, wf);
-        var slot = (await source.CliAsync("CLUSTER", "KEYSLOT", "{" + wf + "}")).Trim();
-        var masters = (await NodesAsync(source, int.Parse(slot, System.Globalization.CultureInfo.InvariantCulture))).Where(n => n.MasterId == "").ToList();
-        var sourceId = masters.Single(m => m.Port == source.Port).Id;
-        var target = masters.First(m => m.Port != source.Port);
+        var move = await SlotMoveAsync(processes, source, wf);
         var (store, board) = await OpenAsync(processes, replicas: 1);
         await using (store)
         {
@@ -416,15 +436,10 @@ public sealed class ClusterFailoverTests
             }
 
             // The slot moves whole: its keys in one MIGRATE, then it is the target's on every master.
-            var targetProcess = processes.Single(p => p.Port == target.Port);
-            Assert.Equal("OK", (await targetProcess.CliAsync("CLUSTER", "SETSLOT", slot, "IMPORTING", sourceId)).Trim());
-            Assert.Equal("OK", (await source.CliAsync("CLUSTER", "SETSLOT", slot, "MIGRATING", target.Id)).Trim());
-            var keys = (await source.CliAsync("CLUSTER", "GETKEYSINSLOT", slot, "100")).Split('\n', StringSplitOptions.RemoveEmptyEntries);
-            Assert.Equal("OK", (await source.CliAsync(["MIGRATE", "127.0.0.1", target.Port.ToString(System.Globalization.CultureInfo.InvariantCulture), "", "0", "5000", "KEYS", .. keys])).Trim());
-            foreach (var master in masters.OrderBy(m => m.Id == target.Id ? 0 : 1))
-            {
-                Assert.Equal("OK", (await processes.Single(p => p.Port == master.Port).CliAsync("CLUSTER", "SETSLOT", slot, "NODE", target.Id)).Trim());
-            }
+            await move.BeginAsync();
+            var keys = (await source.CliAsync("CLUSTER", "GETKEYSINSLOT", move.Slot, "100")).Split('\n', StringSplitOptions.RemoveEmptyEntries);
+            Assert.Equal("OK", (await source.CliAsync(["MIGRATE", "127.0.0.1", move.Target.Port.ToString(System.Globalization.CultureInfo.InvariantCulture), "", "0", "5000", "KEYS", .. keys])).Trim());
+            await move.FinishAsync();
 
             var refused = 0;
             ClaimResult? claim = null;
@@ -479,10 +494,7 @@ public sealed class ClusterFailoverTests
             var claims = await workers.StopAsync();
             Assert.StartsWith("slave", await master.CliAsync("ROLE"), StringComparison.Ordinal);
 
-            var (reader, readerBoard) = await OpenAsync(processes, replicas: 0);
-            await using var _ = reader;
-            await workers.AssertHeldAsync(readerBoard, wf, claims);
-            Assert.Null(store.DataLoss);
+            await AssertHeldAsync(processes, store, workers, wf, claims);
         }
     }
 
@@ -521,10 +533,7 @@ public sealed class ClusterFailoverTests
             var claims = await workers.StopAsync();
 
             // What the promoted replica holds, read by a store opened afresh.
-            var (reader, readerBoard) = await OpenAsync(processes, replicas: 0);
-            await using var _ = reader;
-            await workers.AssertHeldAsync(readerBoard, wf, claims);
-            Assert.Null(store.DataLoss);
+            await AssertHeldAsync(processes, store, workers, wf, claims);
         }
     }
 }

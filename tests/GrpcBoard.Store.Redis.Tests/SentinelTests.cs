@@ -48,6 +48,13 @@ public sealed class SentinelTests
 
     private static int PortOf(EndPoint? endpoint) => Assert.IsType<IPEndPoint>(endpoint).Port;
 
+    /// <summary>Makes <paramref name="sentinel"/> name <paramref name="node"/> as the primary from now on (SENTINEL REMOVE, then MONITOR it).</summary>
+    private static async Task NameAsync(RedisProcess sentinel, RedisProcess node)
+    {
+        Assert.Equal("OK", (await sentinel.CliAsync("SENTINEL", "REMOVE", Service)).Trim());
+        Assert.Equal("OK", (await sentinel.CliAsync("SENTINEL", "MONITOR", Service, "127.0.0.1", node.Port.ToString(CultureInfo.InvariantCulture), "1")).Trim());
+    }
+
     /// <summary>
     /// A sentinel that monitors no such group is a configuration mistake, said at start; no sentinel answering is
     /// UNAVAILABLE (nothing tells where the primary is), and so is TLS to a sentinel without it. All at start.
@@ -257,8 +264,7 @@ public sealed class SentinelTests
         const string wf = "diverge";
         var acknowledged = await SplitBrain.MakeAsync(board, wf, replica, Prefix, _time);
 
-        Assert.Equal("OK", (await sentinel.CliAsync("SENTINEL", "REMOVE", Service)).Trim());
-        Assert.Equal("OK", (await sentinel.CliAsync("SENTINEL", "MONITOR", Service, "127.0.0.1", replica.Port.ToString(CultureInfo.InvariantCulture), "1")).Trim());
+        await NameAsync(sentinel, replica);
         await TestTimeouts.Eventually(() => Task.FromResult(PortOf(store.SentinelPrimary) == replica.Port), "the store to move to the node the sentinel names");
 
         await SplitBrain.ExpectDataLossAsync(board, store, wf, acknowledged, "a claim on the node the sentinel names");
@@ -294,8 +300,7 @@ public sealed class SentinelTests
 
         // The sentinel listed first names the cut-off replica from now on (the others would turn it back into a replica
         // about 8 s after it called itself a primary, so what follows comes first).
-        Assert.Equal("OK", (await stale.CliAsync("SENTINEL", "REMOVE", Service)).Trim());
-        Assert.Equal("OK", (await stale.CliAsync("SENTINEL", "MONITOR", Service, "127.0.0.1", replica.Port.ToString(CultureInfo.InvariantCulture), "1")).Trim());
+        await NameAsync(stale, replica);
         await TestTimeouts.Eventually(() => Task.FromResult(PortOf(plain.SentinelPrimary) == replica.Port), "the store without the rule to follow the first sentinel");
         Assert.Equal("b", (await plainBoard.GetTaskAsync(wf, acknowledged.Task!.Id, default).Within()).Task.Owner);
 
