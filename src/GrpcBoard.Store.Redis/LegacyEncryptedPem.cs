@@ -88,19 +88,16 @@ internal static class LegacyEncryptedPem
         }
 
         var cipher = dekInfo![..comma];
-        using SymmetricAlgorithm algorithm = cipher switch
+        var (create, keyLength) = cipher switch
         {
-            "AES-128-CBC" or "AES-192-CBC" or "AES-256-CBC" => Aes.Create(),
+            "AES-128-CBC" => ((Func<SymmetricAlgorithm>)Aes.Create, 16),
+            "AES-192-CBC" => (Aes.Create, 24),
+            "AES-256-CBC" => (Aes.Create, 32),
             // 3DES and MD5 (below) are the older form's own choices, common in keys made by older tooling: read, not chosen here.
-            "DES-EDE3-CBC" => TripleDES.Create(),
+            "DES-EDE3-CBC" => (TripleDES.Create, 24),
             _ => throw new CryptographicException($"the key's cipher '{cipher}' is not one this reads (AES-128-CBC, AES-192-CBC, AES-256-CBC, DES-EDE3-CBC)"),
         };
-        var keyLength = cipher switch
-        {
-            "AES-128-CBC" => 16,
-            "AES-192-CBC" => 24,
-            _ => cipher == "AES-256-CBC" ? 32 : 24,
-        };
+        using var algorithm = create();
         byte[] iv;
         try
         {
