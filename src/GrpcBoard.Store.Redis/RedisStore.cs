@@ -1235,9 +1235,12 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
     /// <summary>
     /// Error replies of a Redis that is starting (LOADING), failing over (READONLY: a replica now; MASTERDOWN),
     /// resharding or degraded (TRYAGAIN, CLUSTERDOWN) or running a long script (BUSY): each passes. So does
-    /// NOSCRIPT (the script cache was flushed): the script did not run, and is loaded again.
+    /// NOSCRIPT (the script cache was flushed): the script did not run, and is loaded again. And UNBLOCKED: a WAIT
+    /// cut short because its master became a replica (a planned cluster failover, found by its test in .ci/run: the
+    /// claim failed with the raw error instead of UNAVAILABLE). The script before it ran; whether the new master has
+    /// it is unknown, so its callers hear UNAVAILABLE and the replica is loaded again.
     /// </summary>
-    private static readonly string[] TransientServerErrors = ["LOADING", "CLUSTERDOWN", "TRYAGAIN", "READONLY", "MASTERDOWN", "BUSY", "NOSCRIPT", "MOVED", "ASK"];
+    private static readonly string[] TransientServerErrors = ["LOADING", "CLUSTERDOWN", "TRYAGAIN", "READONLY", "MASTERDOWN", "BUSY", "NOSCRIPT", "MOVED", "ASK", "UNBLOCKED"];
 
     private long Watermark(string workflowId) => _headWatermarks.GetValueOrDefault(workflowId);
 

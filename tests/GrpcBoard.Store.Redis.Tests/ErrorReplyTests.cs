@@ -1,0 +1,32 @@
+using GrpcBoard.Core;
+using Xunit;
+
+namespace GrpcBoard.Store.Redis.Tests;
+
+/// <summary>
+/// How the store reads Redis's error replies to a commit: whether the script provably did not run (the batch is then
+/// undone and the replica kept), and whether its callers hear UNAVAILABLE (worth a retry) or the error itself.
+/// </summary>
+public sealed class ErrorReplyTests
+{
+    [Theory]
+    [InlineData("MOVED 3999 127.0.0.1:6381", false, true, true)]
+    [InlineData("ASK 3999 127.0.0.1:6381", false, true, true)]
+    [InlineData("TRYAGAIN Multiple keys request during rehashing of slot", false, true, true)]
+    [InlineData("CLUSTERDOWN The cluster is down", false, true, true)]
+    [InlineData("NOSCRIPT No matching script. Please use EVAL.", false, true, true)]
+    [InlineData("LOADING Redis is loading the dataset in memory", false, true, true)]
+    // WAIT's own errors come after a script that ran: never "did not run", whatever they say.
+    [InlineData("BUSY Redis is busy running a script. You can only call SCRIPT KILL or SHUTDOWN NOSAVE.", true, false, true)]
+    // A WAIT cut short by a planned cluster failover (found in .ci/run: the claim failed with this error, not UNAVAILABLE).
+    [InlineData("UNBLOCKED force unblock from blocking operation, instance state changed (master -> replica?)", true, false, true)]
+    // Raised inside a script, possibly after some of its writes: neither.
+    [InlineData("ERR Script attempted to access a non local key in a cluster node script: a4527414, on @user_script:73.", false, false, false)]
+    [InlineData("OOM command not allowed when used memory > 'maxmemory'.", false, false, false)]
+    public void AnErrorReply_IsReadAsRedisMeansIt(string reply, bool toWait, bool refusedBeforeRunning, bool unavailable)
+    {
+        var error = new RedisErrorReplyException(reply, toWait);
+        Assert.Equal(refusedBeforeRunning, RedisStore.RefusedBeforeRunning(error));
+        Assert.Equal(unavailable, RedisStore.CommitFailure(error) is BoardException { Error: BoardError.StoreUnavailable });
+    }
+}
