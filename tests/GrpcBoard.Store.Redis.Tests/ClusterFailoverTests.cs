@@ -492,7 +492,9 @@ public sealed class ClusterFailoverTests
             var beforeSwitch = workers.Acknowledged;
             await workers.UntilAsync(beforeSwitch + 50, "50 claims after the failover", TimeSpan.FromSeconds(60));
             var claims = await workers.StopAsync();
-            Assert.StartsWith("slave", await master.CliAsync("ROLE"), StringComparison.Ordinal);
+            // The old master turns into a replica once it hears of the new configuration, which can come after the claims.
+            await TestTimeouts.Eventually(async () => (await master.CliAsync("ROLE")).StartsWith("slave", StringComparison.Ordinal),
+                "the old master to follow the new one", TimeSpan.FromSeconds(30));
 
             await AssertHeldAsync(processes, store, workers, wf, claims);
         }
