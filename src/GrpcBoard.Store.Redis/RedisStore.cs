@@ -165,7 +165,7 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
         try
         {
             await store.SubscribeAsync(redis);
-            await store.CheckEpochAsync();
+            await store.CheckEpochWhileConnectingAsync();
             store.CheckEpochFile();
         }
         catch
@@ -1074,6 +1074,31 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
             if (replica.IdleMilliseconds > _options.ReplicaIdleTimeout.TotalMilliseconds && replica.TryEvict())
             {
                 _replicas.TryRemove(new KeyValuePair<string, WorkflowReplica>(id, replica));
+            }
+        }
+    }
+
+    /// <summary>
+    /// <see cref="CheckEpochAsync"/> at start, tried again for up to the command timeout while it fails with UNAVAILABLE.
+    /// StackExchange.Redis returns from connecting once some connections are up, and opens the others meanwhile: on a
+    /// cluster the epoch's slot can belong to a node still connecting ("No connection is available to service this
+    /// operation", seen once in .ci/run for a store opened just after a reshard). A Redis that stays away still fails
+    /// the start, after the timeout.
+    /// </summary>
+    private async Task CheckEpochWhileConnectingAsync()
+    {
+        var started = Stopwatch.GetTimestamp();
+        while (true)
+        {
+            try
+            {
+                await CheckEpochAsync().ConfigureAwait(false);
+                return;
+            }
+            catch (BoardException ex) when (ex.Error == BoardError.StoreUnavailable
+                && Stopwatch.GetElapsedTime(started) < TimeSpan.FromMilliseconds(_options.CommandTimeoutMilliseconds))
+            {
+                await Task.Delay(100).ConfigureAwait(false);
             }
         }
     }
