@@ -304,25 +304,19 @@ internal sealed class CommitConnection : IDisposable
 
             if (value is RespError error)
             {
-                if (error.Message.StartsWith("NOSCRIPT", StringComparison.Ordinal) || error.Message.StartsWith("READONLY", StringComparison.Ordinal)
-                    || error.Message.StartsWith("MOVED", StringComparison.Ordinal))
+                var moved = error.Message.StartsWith("MOVED", StringComparison.Ordinal);
+                if (moved || error.Message.StartsWith("NOSCRIPT", StringComparison.Ordinal) || error.Message.StartsWith("READONLY", StringComparison.Ordinal))
                 {
                     // The script cache was flushed, or this server is a replica now (a failover), or no longer owns the
                     // slot (a cluster failover or resharding): this connection is done; a new one loads the scripts
                     // again, on the server that owns the slot then.
                     Break();
-                    if (error.Message.StartsWith("MOVED", StringComparison.Ordinal))
-                    {
-                        // Before the caller hears of it: its next call then goes to the master the reply names.
-                        try
-                        {
-                            _onMoved?.Invoke(error.Message);
-                        }
-                        catch (Exception ex)
-                        {
-                            _onCallbackError(ex);
-                        }
-                    }
+                }
+
+                if (moved && _onMoved is not null)
+                {
+                    // Before the caller hears of it: its next call then goes to the master the reply names.
+                    Notify(_onMoved, error.Message);
                 }
 
                 Deliver(onReply, null, null, ErrorReply(error.Message));
@@ -388,6 +382,19 @@ internal sealed class CommitConnection : IDisposable
         foreach (var onReply in failed)
         {
             Deliver(onReply, null, null, error);
+        }
+    }
+
+    /// <summary>Tells <paramref name="onMoved"/> of a MOVED reply; like a reply callback, it must not end the reader thread.</summary>
+    private void Notify(Action<string> onMoved, string reply)
+    {
+        try
+        {
+            onMoved(reply);
+        }
+        catch (Exception ex)
+        {
+            _onCallbackError(ex);
         }
     }
 
