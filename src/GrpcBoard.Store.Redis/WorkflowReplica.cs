@@ -142,7 +142,7 @@ internal sealed class WorkflowReplica
                 return false;
             }
 
-            if ((Behind || _stale) && _inFlight.Count == 0 && _open is null)
+            if (MustCatchUp && _inFlight.Count == 0 && _open is null)
             {
                 // Other instances committed since this replica last caught up (it put that off, or the catch-up
                 // failed): catch up first, rather than run the body on old state and have its batch refused.
@@ -199,13 +199,16 @@ internal sealed class WorkflowReplica
     /// <summary>Other instances' commits were notified here that no catch-up has read yet.</summary>
     private bool Behind => _foreignNotices > _noticesCaughtUp;
 
+    /// <summary>The replica may not be at the workflow's head: behind other instances' commits, or its last catch-up failed.</summary>
+    private bool MustCatchUp => Behind || _stale;
+
     /// <summary>Committed events from <paramref name="from"/>, if this replica holds them; null to read Redis.</summary>
     public EventPage? TryReadEvents(long from, int limit)
     {
         lock (Gate)
         {
             // A replica that put off its catch-up would answer with a head that is not the workflow's.
-            if (_state is not { } state || _recovery is not null || Behind || _stale)
+            if (_state is not { } state || _recovery is not null || MustCatchUp)
             {
                 return null;
             }
