@@ -389,6 +389,12 @@ internal sealed class ClientCall<TRequest, TResponse> : IAsyncDisposable
     {
         protected override async Task SerializeToStreamAsync(Stream stream, TransportContext? context, CancellationToken cancellationToken)
         {
+            // SocketsHttpHandler holds back the HEADERS frame of a request whose body has not ended, to send it with
+            // the first DATA frame; it usually goes out with the next flush of the connection, but not always. A
+            // duplex call whose server answers before reading then never starts (seen: about 1 call in 60 under CPU
+            // load, the handler never entered). Flushing the empty body sends the headers now.
+            await stream.FlushAsync(cancellationToken).ConfigureAwait(false);
+
             var buffer = new ArrayBufferWriter<byte>();
             await foreach (var message in call._requests!.Reader.ReadAllAsync(cancellationToken).ConfigureAwait(false))
             {
