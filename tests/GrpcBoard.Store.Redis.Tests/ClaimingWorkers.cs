@@ -47,7 +47,7 @@ public sealed class ClaimingWorkers
                 try
                 {
                     var claim = await board.ClaimAsync(new ClaimCommand { WorkflowId = wf, WorkerId = $"w{w}" }, default);
-                    Assert.NotNull(claim.Task);
+                    Assert.True(claim.Task is not null, $"no task was ready after {workers.Acknowledged} acknowledged claims and {workers.Unavailable} refused");
                     workers._acknowledged.Enqueue(claim);
                 }
                 catch (BoardException ex) when (ex.Error == BoardError.StoreUnavailable)
