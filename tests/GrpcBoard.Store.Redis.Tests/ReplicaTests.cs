@@ -227,13 +227,15 @@ public sealed class ReplicaTests(RedisFixture redis) : IClassFixture<RedisFixtur
     [RedisFact]
     public async Task ATurnWhoseHolderStoppedWriting_Lapses_AndTheOtherInstanceWrites()
     {
-        var (storeA, _, a) = await OpenAsync(turnLease: TimeSpan.FromSeconds(3));
+        // B is opened first, and the turn lasts 5 s: with a 3 s turn and B opened after A's commit, B found the turn
+        // already lapsed once, in the whole suite under added CPU load.
+        var (storeB, _, b) = await OpenAsync(turnLease: TimeSpan.FromSeconds(5));
+        await using var _ = storeB;
+        var (storeA, _, a) = await OpenAsync(turnLease: TimeSpan.FromSeconds(5));
         var wf = "lapse-" + Guid.NewGuid().ToString("N")[..8];
         await a.CreateWorkflowAsync(wf, "lapse", null, default).Within();
         await storeA.DisposeAsync();
 
-        var (storeB, _, b) = await OpenAsync(turnLease: TimeSpan.FromSeconds(3));
-        await using var _ = storeB;
         var posted = await b.PostTasksAsync(wf, [new TaskSpec { Id = "after-a" }], default).Within();
 
         Assert.Single(posted.Tasks);
