@@ -46,17 +46,23 @@ internal sealed class CommitConnection : IDisposable
     private readonly TimeSpan _watchPeriod;
     private readonly Action<Exception> _onCallbackError;
 
-    /// <summary>Told of each MOVED reply (its text), before the command's caller hears of it; null outside a cluster.</summary>
-    private readonly Action<string>? _onMoved;
+    /// <summary>
+    /// Told of each MOVED reply (its text), before the command's caller hears of it; false when it could not follow it
+    /// (a reply without a host, say). Null outside a cluster.
+    /// </summary>
+    private readonly Func<string, bool>? _onMoved;
 
     /// <summary>WAIT, sent after every commit when replicas are waited for (<see cref="RedisStoreOptions.ReplicasToWaitFor"/>); else null.</summary>
     private readonly byte[]? _waitCommand;
     private volatile bool _broken;
 
+    /// <summary>Broken by an answer that makes this connection useless for what comes next, with the link still good: see <see cref="StopSending"/>.</summary>
+    private bool _stopped;
+
     /// <summary>Broken: nothing more can be sent on it (a new one is needed).</summary>
     public bool IsBroken => _broken;
 
-    private CommitConnection(RespLink link, byte[] commitSha, byte[] readLogSha, TimeSpan timeout, ReplicaWait wait, Action<Exception> onCallbackError, Action<string>? onMoved)
+    private CommitConnection(RespLink link, byte[] commitSha, byte[] readLogSha, TimeSpan timeout, ReplicaWait wait, Action<Exception> onCallbackError, Func<string, bool>? onMoved)
     {
         _onCallbackError = onCallbackError;
         _onMoved = onMoved;
@@ -118,10 +124,11 @@ internal sealed class CommitConnection : IDisposable
     /// <summary>
     /// Connects to <paramref name="endpoint"/> (a standalone primary, or the cluster node that owns the slots it will be
     /// sent for), authenticates, selects the database and loads the scripts it sends. <paramref name="onMoved"/> is told of
-    /// each MOVED reply, which names the slot's new master, before the command's caller hears of it.
+    /// each MOVED reply, which names the slot's new master, before the command's caller hears of it; when it answers false
+    /// (not followed), the connection takes no more commands, as after NOSCRIPT.
     /// </summary>
     public static async Task<CommitConnection> OpenToAsync(
-        System.Net.EndPoint endpoint, ConfigurationOptions config, RedisTls? tls, TimeSpan timeout, ReplicaWait wait, Action<Exception> onCallbackError, Action<string>? onMoved = null)
+        System.Net.EndPoint endpoint, ConfigurationOptions config, RedisTls? tls, TimeSpan timeout, ReplicaWait wait, Action<Exception> onCallbackError, Func<string, bool>? onMoved = null)
     {
         var link = await RespLink.OpenAsync(endpoint, tls, timeout, default).ConfigureAwait(false);
         try
@@ -304,38 +311,61 @@ internal sealed class CommitConnection : IDisposable
 
             if (value is RespError error)
             {
-                var moved = error.Message.StartsWith("MOVED", StringComparison.Ordinal);
-                if (moved || error.Message.StartsWith("NOSCRIPT", StringComparison.Ordinal) || error.Message.StartsWith("READONLY", StringComparison.Ordinal))
+                if (error.Message.StartsWith("NOSCRIPT", StringComparison.Ordinal) || error.Message.StartsWith("READONLY", StringComparison.Ordinal))
                 {
-                    // The script cache was flushed, or this server is a replica now (a failover), or no longer owns the
-                    // slot (a cluster failover or resharding): this connection is done; a new one loads the scripts
-                    // again, on the server that owns the slot then.
-                    Break();
+                    // The script cache was flushed, or this server is a replica now (a failover): nothing more is sent
+                    // here, and a new connection loads the scripts again, on the primary then. The commands already
+                    // sent are answered one by one (each refused the same way, or run), so they are read, not failed
+                    // unanswered: an unanswered commit counts as lost, and its replica is loaded again.
+                    StopSending();
                 }
-
-                if (moved && _onMoved is not null)
+                else if (error.Message.StartsWith("MOVED", StringComparison.Ordinal) && !Notify(error.Message))
                 {
-                    // Before the caller hears of it: its next call then goes to the master the reply names.
-                    Notify(_onMoved, error.Message);
+                    // Not followed: the slot's next commits go through StackExchange.Redis, which follows MOVED itself,
+                    // until a new connection is open where its view says.
+                    StopSending();
                 }
 
                 Deliver(onReply, null, null, ErrorReply(error.Message));
-                continue;
             }
-
-            if (replicas is RespError waitError)
+            else if (replicas is RespError waitError)
             {
                 Deliver(onReply, null, null, new RedisErrorReplyException(waitError.Message, toWait: true));
-                continue;
             }
-
-            if (replicas is not (null or long))
+            else if (replicas is not (null or long))
             {
                 Deliver(onReply, null, null, new InvalidDataException("WAIT answered something other than a number: " + replicas));
-                continue;
+            }
+            else
+            {
+                Deliver(onReply, value, replicas as long?, null);
             }
 
-            Deliver(onReply, value, replicas as long?, null);
+            if (AnsweredAfterStopping())
+            {
+                _watchdog.Dispose();
+                _link.Dispose();
+                return;
+            }
+        }
+    }
+
+    /// <summary>Takes no more commands; the reader closes the connection once what was sent is answered.</summary>
+    private void StopSending()
+    {
+        lock (_writeLock)
+        {
+            _stopped = true;
+            _broken = true;
+        }
+    }
+
+    /// <summary>Sending has stopped and every command sent has its reply: the reader is done.</summary>
+    private bool AnsweredAfterStopping()
+    {
+        lock (_writeLock)
+        {
+            return _stopped && _pending.Count == 0;
         }
     }
 
@@ -350,14 +380,6 @@ internal sealed class CommitConnection : IDisposable
         if (overdue)
         {
             Fail(new BoardException(BoardError.StoreUnavailable, "Redis is unavailable: no reply to a commit within the command timeout."));
-        }
-    }
-
-    private void Break()
-    {
-        lock (_writeLock)
-        {
-            BreakLocked();
         }
     }
 
@@ -385,16 +407,28 @@ internal sealed class CommitConnection : IDisposable
         }
     }
 
-    /// <summary>Tells <paramref name="onMoved"/> of a MOVED reply; like a reply callback, it must not end the reader thread.</summary>
-    private void Notify(Action<string> onMoved, string reply)
+    /// <summary>
+    /// Tells <see cref="_onMoved"/> of a MOVED reply, before the command's caller hears of it: its next call then goes to
+    /// the master the reply names. The connection stays, as the node still owns its other slots, and what is pipelined
+    /// behind gets its own reply; breaking it made those count as lost (their replicas loaded again), and left every
+    /// workflow of the node without its connection until a new one was open. Like a reply callback, this must not end
+    /// the reader thread. False when the reply was not followed, or there is nobody to tell.
+    /// </summary>
+    private bool Notify(string reply)
     {
+        if (_onMoved is null)
+        {
+            return false;
+        }
+
         try
         {
-            onMoved(reply);
+            return _onMoved(reply);
         }
         catch (Exception ex)
         {
             _onCallbackError(ex);
+            return false;
         }
     }
 
