@@ -14,6 +14,17 @@ internal sealed class RedisErrorReplyException(string message, bool toWait = fal
 }
 
 /// <summary>
+/// Why a command was never written: there was no connection to send it on. It cannot have run, so its batch is undone
+/// like one Redis refused before running it (<see cref="RedisStore.RefusedBeforeRunning"/>), and the replica is kept.
+/// </summary>
+internal sealed class NotSentException(string message) : Exception(message)
+{
+    /// <summary>UNAVAILABLE for the callers, with why nothing was sent inside.</summary>
+    public static BoardException Unavailable(string why) =>
+        new(BoardError.StoreUnavailable, "Redis is unavailable: " + why, inner: new NotSentException(why));
+}
+
+/// <summary>
 /// A connection of its own for the commit script, to a standalone Redis, with a dedicated thread that reads each
 /// reply and hands it straight to its replica.
 ///
@@ -220,7 +231,7 @@ internal sealed class CommitConnection : IDisposable
         }
     }
 
-    private static BoardException Broken() => new(BoardError.StoreUnavailable, "Redis is unavailable: the direct connection broke.");
+    private static BoardException Broken() => NotSentException.Unavailable("the direct connection broke.");
 
     private bool TrySend(byte[] sha, RedisKey[] keys, RedisValue[] args, Action<object?, long?, Exception?> onReply)
     {

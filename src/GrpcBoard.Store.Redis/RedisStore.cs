@@ -1248,9 +1248,11 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
     /// a script (a command that failed, out of memory) may come after some of its writes, and is not one of these.
     /// WAIT's errors are not a script's: through the direct connection they are marked as WAIT's, and through
     /// StackExchange.Redis they become UNAVAILABLE (<see cref="Call{T}"/>) before they could be mistaken for one.
+    /// A script never sent (<see cref="NotSentException"/>: no direct connection to send it on) did not run either.
     /// </summary>
     internal static bool RefusedBeforeRunning(Exception ex) =>
-        ex is RedisServerException or RedisErrorReplyException { ToWait: false }
+        ex is BoardException { InnerException: NotSentException }
+        || ex is RedisServerException or RedisErrorReplyException { ToWait: false }
         && RefusedBeforeRunningErrors.Any(code => ex.Message.StartsWith(code + " ", StringComparison.Ordinal));
 
     private static readonly string[] RefusedBeforeRunningErrors = ["MOVED", "ASK", "TRYAGAIN", "CLUSTERDOWN", "NOSCRIPT", "LOADING", "BUSY", "MASTERDOWN"];

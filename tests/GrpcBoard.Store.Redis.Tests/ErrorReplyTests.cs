@@ -29,4 +29,19 @@ public sealed class ErrorReplyTests
         Assert.Equal(refusedBeforeRunning, RedisStore.RefusedBeforeRunning(error));
         Assert.Equal(unavailable, RedisStore.CommitFailure(error) is BoardException { Error: BoardError.StoreUnavailable });
     }
+
+    /// <summary>
+    /// A commit that found no direct connection to go out on was never written: it did not run. A connection that
+    /// failed with commands on it is another matter: those were written, and may have run.
+    /// </summary>
+    [Fact]
+    public void ACommitNeverSent_DidNotRun_AndALostOneMayHave()
+    {
+        var notSent = NotSentException.Unavailable("no connection to the slot's node: Connection refused.");
+        Assert.True(RedisStore.RefusedBeforeRunning(notSent));
+        Assert.Same(notSent, RedisStore.CommitFailure(notSent));
+
+        var lost = new BoardException(BoardError.StoreUnavailable, "Redis is unavailable: no reply to a commit within the command timeout.");
+        Assert.False(RedisStore.RefusedBeforeRunning(lost));
+    }
 }
