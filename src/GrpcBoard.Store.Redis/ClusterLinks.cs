@@ -54,8 +54,8 @@ internal sealed class ClusterLinks(Func<ConnectionMultiplexer> redis, Func<EndPo
     /// <summary>The connection to the owner of <paramref name="key"/>'s slot, once open; UNAVAILABLE when there is none.</summary>
     public async Task<CommitConnection> GetAsync(RedisKey key)
     {
-        // Each failure here comes before anything is sent (NotSentException): a master that died would else have every
-        // call's workflow loaded again while it is away (2,779 loads in one run of the failover test).
+        // Each failure here comes before anything is sent (NotSentException): the batch did not run, so it is undone and
+        // its replica kept, where a lost reply would have the workflow loaded again.
         var entry = EntryFor(key) ?? throw NotSentException.Unavailable("no master of the cluster is known to own the slot (a failover under way?).");
         CommitConnection link;
         try
