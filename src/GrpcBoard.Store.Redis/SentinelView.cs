@@ -103,9 +103,7 @@ internal sealed class SentinelView
                 _preferred = index;
                 return primary;
             }
-            catch (Exception ex) when (ex is SocketException or IOException or InvalidDataException or InvalidOperationException
-                or System.Security.Authentication.AuthenticationException
-                || ex is OperationCanceledException && !cancellationToken.IsCancellationRequested)
+            catch (Exception ex) when (ex is InvalidOperationException || Unreachable(ex, cancellationToken))
             {
                 failures.Add($"{sentinel}: {ex.Message}");
             }
@@ -128,9 +126,7 @@ internal sealed class SentinelView
             {
                 return (Sentinel: sentinel, Primary: await AskAsync(sentinel, cancellationToken).ConfigureAwait(false), Error: (Exception?)null);
             }
-            catch (Exception ex) when (ex is SocketException or IOException or InvalidDataException or ArgumentException
-                or System.Security.Authentication.AuthenticationException
-                || ex is OperationCanceledException && !cancellationToken.IsCancellationRequested)
+            catch (Exception ex) when (ex is ArgumentException || Unreachable(ex, cancellationToken))
             {
                 return (Sentinel: sentinel, Primary: (EndPoint?)null, Error: ex);
             }
@@ -154,9 +150,7 @@ internal sealed class SentinelView
         {
             await ExpectPrimaryAsync(most.Key, cancellationToken).ConfigureAwait(false);
         }
-        catch (Exception ex) when (ex is SocketException or IOException or InvalidDataException or InvalidOperationException
-            or System.Security.Authentication.AuthenticationException
-            || ex is OperationCanceledException && !cancellationToken.IsCancellationRequested)
+        catch (Exception ex) when (ex is InvalidOperationException || Unreachable(ex, cancellationToken))
         {
             throw new BoardException(BoardError.StoreUnavailable,
                 $"Redis is unavailable: {most.Count()} of the {_sentinels.Length} sentinels name the primary of '{ServiceName}', but {ex.Message}.", inner: ex);
@@ -164,6 +158,15 @@ internal sealed class SentinelView
 
         return most.Key;
     }
+
+    /// <summary>
+    /// A sentinel or node that could not be asked: down, unreachable, refusing the TLS handshake, answering garbage, or
+    /// not answering within its timeout (a cancellation that is not the caller's). InvalidOperationException (a node that
+    /// is not the primary) and ArgumentException (a sentinel that monitors no such group) are for each caller to judge.
+    /// </summary>
+    private static bool Unreachable(Exception ex, CancellationToken cancellationToken) =>
+        ex is SocketException or IOException or InvalidDataException or System.Security.Authentication.AuthenticationException
+        || ex is OperationCanceledException && !cancellationToken.IsCancellationRequested;
 
     private async Task<EndPoint> AskAsync(EndPoint sentinel, CancellationToken cancellationToken)
     {
