@@ -38,8 +38,20 @@ public sealed class ClaimingWorkers
         }
     }
 
+    /// <summary>
+    /// What each test under load does first: posts 3,000 tasks (the workers post more if they claim them all), starts
+    /// eight workers, and waits for their first 50 claims, made before <paramref name="before"/>.
+    /// </summary>
+    public static async Task<ClaimingWorkers> StartAsync(Coordinator board, string wf, string before)
+    {
+        await PostAsync(board, wf, 3000);
+        var workers = Start(board, wf, 8);
+        await workers.UntilAsync(50, "50 claims before " + before);
+        return workers;
+    }
+
     /// <summary>Starts <paramref name="count"/> workers, w0..w(count-1).</summary>
-    public static ClaimingWorkers Start(Coordinator board, string wf, int count)
+    private static ClaimingWorkers Start(Coordinator board, string wf, int count)
     {
         var workers = new ClaimingWorkers();
         workers._workers = Enumerable.Range(0, count).Select(w => Task.Run(async () =>

@@ -59,6 +59,10 @@ public sealed class ClusterFailoverTests
     }
 
     /// <summary>The cluster's processes, every one killed on dispose.</summary>
+    /// <summary>Waits until <paramref name="node"/> answers ROLE with <paramref name="role"/> ("master" or "slave").</summary>
+    private static Task UntilRoleAsync(RedisProcess node, string role, string what, TimeSpan within) =>
+        TestTimeouts.Eventually(async () => (await node.CliAsync("ROLE")).StartsWith(role, StringComparison.Ordinal), what, within);
+
     private sealed class Nodes : IAsyncDisposable
     {
         public List<RedisProcess> All { get; } = [];
@@ -224,7 +228,6 @@ public sealed class ClusterFailoverTests
         await using (store)
         {
             await board.CreateWorkflowAsync(wf, "resharding", null, default).Within();
-            await ClaimingWorkers.PostAsync(board, wf, 3000);
             // A watcher on another store, resuming after the revision it saw last whenever its stream fails, as a client does.
             // Its board runs on the real clock, with progress every 200 ms: a live event is read from the log when another
             // instance's notice comes, and that read can fail while this store's connection finds the slot's new master
@@ -261,8 +264,7 @@ public sealed class ClusterFailoverTests
                     }
                 }
             });
-            var workers = ClaimingWorkers.Start(board, wf, 8);
-            await workers.UntilAsync(50, "50 claims before the slot moves");
+            var workers = await ClaimingWorkers.StartAsync(board, wf, "the slot moves");
 
             await move.BeginAsync();
             var moved = new List<string>();
@@ -335,9 +337,7 @@ public sealed class ClusterFailoverTests
         await using (store)
         {
             await board.CreateWorkflowAsync(wf, "resharding with redis-cli", null, default).Within();
-            await ClaimingWorkers.PostAsync(board, wf, 3000);
-            var workers = ClaimingWorkers.Start(board, wf, 8);
-            await workers.UntilAsync(50, "50 claims before the reshard");
+            var workers = await ClaimingWorkers.StartAsync(board, wf, "the reshard");
 
             var output = await RedisProcess.ClusterToolAsync(source,
                 ["reshard", source.Endpoint, "--cluster-from", sourceId, "--cluster-to", targetId, "--cluster-slots", "60", "--cluster-pipeline", "1"], TimeSpan.FromSeconds(120));
@@ -483,18 +483,14 @@ public sealed class ClusterFailoverTests
         await using (store)
         {
             await board.CreateWorkflowAsync(wf, "planned failover", null, default).Within();
-            await ClaimingWorkers.PostAsync(board, wf, 3000);
-            var workers = ClaimingWorkers.Start(board, wf, 8);
-            await workers.UntilAsync(50, "50 claims before the failover");
+            var workers = await ClaimingWorkers.StartAsync(board, wf, "the failover");
             Assert.Equal("OK", (await replica.CliAsync("CLUSTER", "FAILOVER")).Trim());
-            await TestTimeouts.Eventually(async () => (await replica.CliAsync("ROLE")).StartsWith("master", StringComparison.Ordinal),
-                "the replica to take over", TimeSpan.FromSeconds(30));
+            await UntilRoleAsync(replica, "master", "the replica to take over", TimeSpan.FromSeconds(30));
             var beforeSwitch = workers.Acknowledged;
             await workers.UntilAsync(beforeSwitch + 50, "50 claims after the failover", TimeSpan.FromSeconds(60));
             var claims = await workers.StopAsync();
             // The old master turns into a replica once it hears of the new configuration, which can come after the claims.
-            await TestTimeouts.Eventually(async () => (await master.CliAsync("ROLE")).StartsWith("slave", StringComparison.Ordinal),
-                "the old master to follow the new one", TimeSpan.FromSeconds(30));
+            await UntilRoleAsync(master, "slave", "the old master to follow the new one", TimeSpan.FromSeconds(30));
 
             await AssertHeldAsync(processes, store, workers, wf, claims);
         }
@@ -517,16 +513,11 @@ public sealed class ClusterFailoverTests
         await using (store)
         {
             await board.CreateWorkflowAsync(wf, "cluster failover", null, default).Within();
-            await ClaimingWorkers.PostAsync(board, wf, 3000);
-
-            var workers = ClaimingWorkers.Start(board, wf, 8);
-
-            await workers.UntilAsync(50, "50 claims before the failover");
+            var workers = await ClaimingWorkers.StartAsync(board, wf, "the failover");
             Assert.True(store.DirectCommitCount > 0, "commits should go over the direct connection to the slot's node");
             var beforeKill = workers.Acknowledged;
             await master.KillAsync();
-            await TestTimeouts.Eventually(async () => (await replica.CliAsync("ROLE")).StartsWith("master", StringComparison.Ordinal),
-                "the cluster to promote the replica", TimeSpan.FromSeconds(60));
+            await UntilRoleAsync(replica, "master", "the cluster to promote the replica", TimeSpan.FromSeconds(60));
             // The old master comes back (its nodes.conf in its directory) as a replica of the promoted one, which needs one to WAIT for.
             await master.StartAgainAsync();
             await TestTimeouts.Eventually(async () => (await master.CliAsync("INFO", "replication")).Contains("master_link_status:up", StringComparison.Ordinal),

@@ -217,11 +217,7 @@ public sealed class SentinelTests
         Assert.Equal(group.Primary.Port, PortOf(store.SentinelPrimary));
         const string wf = "load";
         await board.CreateWorkflowAsync(wf, "sentinel failover", null, default).Within();
-        await PostAsync(board, wf, 3000);
-
-        var workers = ClaimingWorkers.Start(board, wf, 8);
-
-        await workers.UntilAsync(50, "50 claims before the failover");
+        var workers = await ClaimingWorkers.StartAsync(board, wf, "the failover");
         var beforeKill = workers.Acknowledged;
         var promoted = await group.FailOverAsync();
         var other = group.Replicas.Single(r => r != promoted);
