@@ -228,8 +228,18 @@ public sealed class MultiInstanceTests : IDisposable
     {
         await using var servers = await HolderAndOtherAsync("wait", turnLeaseMs: 60_000);
         var (viaA, viaB) = (servers.ViaA, servers.ViaB);
-        await viaB.GetWorkflowAsync(new GetWorkflowRequest { WorkflowId = "wait" }).Within();
+        // B hears that A holds the turn from A's commit notification, and then reads A's address, both in the
+        // background; until then it serves calls itself. A claim that finds no task commits nothing, so no refusal
+        // would send it on either: wait until B forwards a read (seen failing in CI under load without this).
         var forwarded = servers.B.Forwarder!.ForwardedCalls;
+        for (var tries = 0; tries < 200 && servers.B.Forwarder.ForwardedCalls == forwarded; tries++)
+        {
+            await Task.Delay(50);
+            await viaB.GetWorkflowAsync(new GetWorkflowRequest { WorkflowId = "wait" }).Within();
+        }
+
+        Assert.True(servers.B.Forwarder.ForwardedCalls > forwarded, "B never forwarded a call to A, the turn's holder");
+        forwarded = servers.B.Forwarder.ForwardedCalls;
 
         var claim = await viaB.ClaimTaskAsync(
             new ClaimTaskRequest { WorkflowId = "wait", WorkerId = "w", Wait = Duration.FromTimeSpan(TimeSpan.FromSeconds(60)) },
