@@ -227,15 +227,27 @@ public sealed class RedisProcess : IAsyncDisposable
         }
 
         using var cli = Process.Start(info)!;
-        if (stdin is not null)
+        // redis-cli waits for a reply without limit: asking a server that is paused, or blocked, would hang the test.
+        using var limit = new CancellationTokenSource(TestTimeouts.Default);
+        try
         {
-            await cli.StandardInput.WriteAsync(stdin);
-            cli.StandardInput.Close();
-        }
+            if (stdin is not null)
+            {
+                await cli.StandardInput.WriteAsync(stdin.AsMemory(), limit.Token);
+                cli.StandardInput.Close();
+            }
 
-        var output = await cli.StandardOutput.ReadToEndAsync();
-        await cli.WaitForExitAsync();
-        return output;
+            var errors = cli.StandardError.ReadToEndAsync(limit.Token);
+            var output = await cli.StandardOutput.ReadToEndAsync(limit.Token);
+            await cli.WaitForExitAsync(limit.Token);
+            await errors;
+            return output;
+        }
+        catch (OperationCanceledException) when (limit.IsCancellationRequested)
+        {
+            cli.Kill();
+            throw new TimeoutException($"redis-cli -p {Port} {string.Join(' ', args)}: no answer within {TestTimeouts.Default.TotalSeconds} s");
+        }
     }
 
     public async ValueTask DisposeAsync()

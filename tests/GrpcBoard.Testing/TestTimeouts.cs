@@ -15,8 +15,26 @@ public static class TestTimeouts
     public static async Task Eventually(Func<Task<bool>> condition, string what, TimeSpan? timeout = null)
     {
         var deadline = DateTime.UtcNow + (timeout ?? Default);
-        while (!await condition())
+        while (true)
         {
+            // The condition's own call is bounded too: one that never returns (a server that stopped answering)
+            // would otherwise hang the test past its deadline.
+            var left = deadline - DateTime.UtcNow;
+            bool met;
+            try
+            {
+                met = await condition().WaitAsync(left > TimeSpan.FromSeconds(1) ? left : TimeSpan.FromSeconds(1));
+            }
+            catch (TimeoutException ex) when (DateTime.UtcNow > deadline)
+            {
+                throw new TimeoutException($"Timed out waiting for: {what} (its last check did not end)", ex);
+            }
+
+            if (met)
+            {
+                return;
+            }
+
             if (DateTime.UtcNow > deadline)
             {
                 throw new TimeoutException($"Timed out waiting for: {what}");
