@@ -118,7 +118,8 @@ internal sealed class CommitConnection : IDisposable
         {
             // After a failover StackExchange.Redis goes on calling the promoted replica a replica until its next
             // periodic check (60 s by default; still so after 30 s in a test): ask it to look at every role now.
-            await redis.ConfigureAsync().ConfigureAwait(false);
+            // Bounded: StackExchange.Redis 1.2.6 does not time its asynchronous calls out (RedisStore.Bounded).
+            await redis.ConfigureAsync().WaitAsync(timeout).ConfigureAwait(false);
             server = servers.FirstOrDefault(s => s.IsConnected && !s.IsSlave);
         }
 

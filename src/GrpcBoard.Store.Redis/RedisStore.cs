@@ -34,6 +34,7 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
     private static readonly TimeSpan AddressLifetime = TimeSpan.FromSeconds(60);
 
     private readonly RedisStoreOptions _options;
+    private readonly TimeSpan _commandTimeout;
     private readonly EventHub _hub;
     private readonly ILogger _logger;
     private readonly SentinelView? _sentinel;
@@ -75,6 +76,7 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
     private RedisStore(RedisStoreOptions options, EventHub hub, Connections connections, SentinelView? sentinel, RedisTls? tls, ILogger logger)
     {
         _options = options;
+        _commandTimeout = TimeSpan.FromMilliseconds(options.CommandTimeoutMilliseconds);
         _connections = connections;
         _sentinel = sentinel;
         _tls = tls;
@@ -293,7 +295,7 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
     {
         try
         {
-            await _db.SetRemoveAsync(_keys.Creating, workflowId).ConfigureAwait(false);
+            await Bounded(_db.SetRemoveAsync(_keys.Creating, workflowId)).ConfigureAwait(false);
         }
         catch (Exception ex) when (IsUnavailable(ex))
         {
@@ -429,7 +431,7 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
 
         try
         {
-            await _db.PingAsync();
+            await Bounded(_db.PingAsync());
             return true;
         }
         catch (Exception ex) when (ex is RedisException or TimeoutException)
@@ -654,7 +656,7 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
         }
 
         var db = _db;
-        var reply = CommitReply.From(await db.ScriptEvaluateAsync(Scripts.Commit, _keys.ScriptKeys(workflowId), args).ConfigureAwait(false));
+        var reply = CommitReply.From(await Bounded(db.ScriptEvaluateAsync(Scripts.Commit, _keys.ScriptKeys(workflowId), args)).ConfigureAwait(false));
         return WaitsForReplicas && reply.Code >= 0 ? reply with { Replicas = await WaitForReplicasAsync(db).ConfigureAwait(false) } : reply;
     }
 
@@ -844,7 +846,7 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
     private async Task SubscribeAsync(ConnectionMultiplexer redis)
     {
         var subscriber = redis.GetSubscriber();
-        await subscriber.SubscribeAsync(_keys.EventPattern, (channel, message) =>
+        await Bounded(subscriber.SubscribeAsync(_keys.EventPattern, (channel, message) =>
         {
             try
             {
@@ -855,7 +857,7 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
                 // A malformed notification only delays watchers: their next read of the log fills the gap.
                 _logger.LogWarning(ex, "Ignoring a malformed change notification on {Channel}.", (string?)channel);
             }
-        });
+        }));
     }
 
     /// <summary>
@@ -1216,19 +1218,19 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
     };
 
     /// <summary>Redis being down or slow is UNAVAILABLE: nothing was acknowledged, a retry may succeed.</summary>
-    private static async Task<T> Call<T>(Func<Task<T>> operation)
+    private async Task<T> Call<T>(Func<Task<T>> operation)
     {
         try
         {
             try
             {
-                return await operation();
+                return await Bounded(operation());
             }
             catch (Exception ex) when (IsNoScript(ex))
             {
                 // SCRIPT FLUSH: the script did not run, and StackExchange.Redis, told so, forgot that it had loaded
                 // it; sent again, it goes whole (EVAL). Commits are not retried here: later ones are already sent.
-                return await operation();
+                return await Bounded(operation());
             }
         }
         catch (Exception ex) when (IsUnavailable(ex))
@@ -1236,6 +1238,18 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
             throw new BoardException(BoardError.StoreUnavailable, "Redis is unavailable: " + ex.Message, inner: ex);
         }
     }
+
+    /// <summary>
+    /// A StackExchange.Redis call, failed with <see cref="TimeoutException"/> (UNAVAILABLE) when it has no reply within the
+    /// command timeout. In 1.2.6 only synchronous calls time out: an asynchronous one to a server that stopped answering
+    /// but keeps its connection open (paused, hung, a host gone without a reset) waits without end (seen: still waiting
+    /// after 90 s against a SIGSTOPped redis-server), and with it the caller, a workflow's whole commit pipeline, or the
+    /// store's shutdown. The call itself is left to finish or fail on its own; what it did then is unknown, as after any
+    /// lost reply.
+    /// </summary>
+    private Task<T> Bounded<T>(Task<T> call) => call.WaitAsync(_commandTimeout);
+
+    private Task Bounded(Task call) => call.WaitAsync(_commandTimeout);
 
     private static bool IsUnavailable(Exception ex) =>
         ex is RedisConnectionException or RedisTimeoutException or TimeoutException
@@ -1306,7 +1320,7 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
             {
                 try
                 {
-                    await _db.StringSetAsync(_keys.Lost, why, when: When.NotExists);
+                    await Bounded(_db.StringSetAsync(_keys.Lost, why, when: When.NotExists));
                 }
                 catch (Exception ex)
                 {

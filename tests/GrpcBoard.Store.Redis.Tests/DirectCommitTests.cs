@@ -25,10 +25,10 @@ public sealed class DirectCommitTests
     }
 
     /// <summary>A redis-server of the test's own, a store on it, and a workflow with <paramref name="tasks"/> ready tasks.</summary>
-    private async Task<Setup> StartAsync(int tasks, int timeoutMs = 5000)
+    private async Task<Setup> StartAsync(int tasks, int timeoutMs = 5000, bool directCommits = true)
     {
         var redis = await RedisProcess.StartAsync();
-        var (store, board) = await OpenAsync(redis, timeoutMs);
+        var (store, board) = await OpenAsync(redis, timeoutMs, directCommits: directCommits);
         return new Setup(redis, store, board, await WorkflowWithTasksAsync(board, tasks));
     }
 
@@ -137,12 +137,16 @@ public sealed class DirectCommitTests
 
     /// <summary>
     /// A Redis that stops answering (SIGSTOP) fails the commit with UNAVAILABLE after the command timeout instead of
-    /// holding the caller; once it answers again (SIGCONT), so does the board, with the log still gap-free.
+    /// holding the caller; once it answers again (SIGCONT), so does the board, with the log still gap-free. The same
+    /// through StackExchange.Redis, whose asynchronous calls (1.2.6) wait for a reply without end: there the claim
+    /// waited until the test's own limit, 20 s, and its workflow's commits with it.
     /// </summary>
-    [RedisFact]
-    public async Task ARedisThatStopsAnswering_FailsTheCommitAfterTheTimeout_AndTheBoardRecovers()
+    [RedisTheory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public async Task ARedisThatStopsAnswering_FailsTheCommitAfterTheTimeout_AndTheBoardRecovers(bool directCommits)
     {
-        await using var setup = await StartAsync(tasks: 5, timeoutMs: 1000);
+        await using var setup = await StartAsync(tasks: 5, timeoutMs: 1000, directCommits);
         await setup.Redis.PauseAsync();
         try
         {
