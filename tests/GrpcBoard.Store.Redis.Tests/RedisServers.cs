@@ -109,7 +109,18 @@ public sealed class RedisProcess : IAsyncDisposable
         _process.ErrorDataReceived += (_, _) => { };
         _process.BeginOutputReadLine();
         _process.BeginErrorReadLine();
-        await TestTimeouts.Eventually(async () => (await CliAsync("PING")).Trim() == "PONG", $"redis-server on {Port} to answer");
+        var started = _process;
+        await TestTimeouts.Eventually(async () =>
+        {
+            // Another process may have taken the port between FreePort and this start: its answer is not this server's.
+            if (started.HasExited)
+            {
+                throw new InvalidOperationException($"redis-server on {Port} exited with code {started.ExitCode} before answering (was the port taken?)");
+            }
+
+            return (await CliAsync("PING")).Trim() == "PONG";
+        }, $"redis-server on {Port} to answer");
+        Assert.False(started.HasExited, $"redis-server on {Port} exited; the PING was answered by another process on its port");
     }
 
     /// <summary>kill -9: whatever Redis had not written to its AOF is gone.</summary>
