@@ -128,12 +128,17 @@ public sealed class ClusterFailoverTests
         return (store, new Coordinator(store, hub, time ?? _time, new BoardLimits()));
     }
 
+    /// <summary>
+    /// Replicas get 1 s to acknowledge: with 500 ms, a workflow's creation once found its replica late on a loaded
+    /// machine ("reached 0 of 1 replicas within 500 ms"). Half the command timeout, so a WAIT that runs out is still
+    /// answered before the direct connection's watchdog gives up on it.
+    /// </summary>
     private static RedisStoreOptions Options(IEnumerable<RedisProcess> nodes, int replicas = 1) => new()
     {
         Configuration = string.Join(",", nodes.Select(p => p.Endpoint)),
         KeyPrefix = Prefix,
         ReplicasToWaitFor = replicas,
-        ReplicaWaitTimeout = TimeSpan.FromMilliseconds(500),
+        ReplicaWaitTimeout = TimeSpan.FromMilliseconds(1000),
         CommandTimeoutMilliseconds = 2000,
     };
 
