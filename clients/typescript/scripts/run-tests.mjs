@@ -23,6 +23,8 @@ const args = [
   "tsx",
   "--test",
   "--test-concurrency=1",
+  // A test that hangs fails after two minutes instead of holding CI until its time runs out.
+  "--test-timeout=120000",
   "--test-reporter=spec",
   "--test-reporter-destination=stdout",
 ];
