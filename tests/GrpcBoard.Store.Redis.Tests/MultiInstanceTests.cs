@@ -268,6 +268,7 @@ public sealed class MultiInstanceTests : IDisposable
             while (true)
             {
                 using var socket = await listener.AcceptSocketAsync();
+                await socket.SendAsync(new byte[] { 0, 0, 0, 4, 0, 0, 0, 0, 0 }); // an empty SETTINGS frame: the server's preface
                 // The client preface, SETTINGS, then the call's HEADERS and DATA: read until the request's
                 // message (its task id, uncompressed) is in, so the call was certainly sent.
                 var buffer = new byte[64 * 1024];

@@ -116,6 +116,7 @@ public sealed partial class CallForwarder(IWorkflowRouting routing, ILogger logg
     /// </summary>
     private static bool NeverReached(RpcException ex) => ex.InnerException switch
     {
+        CallNotSentException => true,
         HttpRequestException { HttpRequestError: HttpRequestError.ConnectionError or HttpRequestError.NameResolutionError or HttpRequestError.SecureConnectionError } => true,
         HttpRequestException { InnerException: HttpProtocolException { ErrorCode: 0x7 } } => true,
         HttpProtocolException { ErrorCode: 0x7 } => true,

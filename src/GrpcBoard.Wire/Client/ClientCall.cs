@@ -223,84 +223,33 @@ internal sealed class ClientCall<TRequest, TResponse> : IAsyncDisposable
         _reader = PipeReader.Create(stream, new StreamPipeReaderOptions(leaveOpen: false));
     }
 
-    /// <summary>
-    /// Checks the response headers. Returns a status when the call has already ended: an HTTP error, a
-    /// non-gRPC response, or a Trailers-Only response (grpc-status in the headers, no body).
-    /// </summary>
+    /// <summary>Checks the response headers (<see cref="ResponseRules.Validate"/>); a status means the call has already ended.</summary>
     private Status? ValidateHeaders(HttpResponseMessage response, out Metadata trailers)
     {
-        trailers = Metadata.Empty;
-        if (response.StatusCode != HttpStatusCode.OK)
-        {
-            // A gRPC server may still have sent a status with the HTTP error (e.g. 415 with INTERNAL).
-            var fromHeaders = ReadStatus(response.Headers, out trailers);
-            return fromHeaders ?? new Status(GrpcProtocol.StatusFromHttpStatus((int)response.StatusCode),
-                $"Bad gRPC response: HTTP status {(int)response.StatusCode} ({response.ReasonPhrase}).");
-        }
-
         var contentType = response.Content.Headers.ContentType?.ToString()
             ?? (response.Content.Headers.TryGetValues("Content-Type", out var raw) ? string.Join(",", raw) : null);
-        if (!GrpcProtocol.IsGrpcContentType(contentType))
-        {
-            return new Status(StatusCode.Internal, $"Bad gRPC response: content-type '{contentType}' is not application/grpc.");
-        }
-
-        var trailersOnly = ReadStatus(response.Headers, out trailers);
-        if (trailersOnly is not null)
-        {
-            return trailersOnly;
-        }
-
-        if (response.Headers.TryGetValues(GrpcProtocol.EncodingHeader, out var encodings))
-        {
-            var encoding = encodings.FirstOrDefault();
-            if (!MessageCompression.TryGetProvider(encoding, out _responseDecompression))
-            {
-                return new Status(StatusCode.Internal, $"The server used message encoding '{encoding}', which this client cannot decode.");
-            }
-        }
-
-        return null;
+        var status = ResponseRules.Validate((int)response.StatusCode, response.ReasonPhrase, contentType, First(response.Headers), out _responseDecompression);
+        trailers = status is not null && response.Headers.Contains(GrpcProtocol.StatusHeader) ? ToMetadata(response.Headers) : Metadata.Empty;
+        return status;
     }
 
     /// <summary>The status in these headers, if any; <paramref name="metadata"/> is the rest of them (only built when there is a status).</summary>
     private static Status? ReadStatus(HttpHeaders headers, out Metadata metadata)
     {
-        if (!headers.TryGetValues(GrpcProtocol.StatusHeader, out var values))
-        {
-            metadata = Metadata.Empty;
-            return null;
-        }
-
-        metadata = ToMetadata(headers);
-
-        var text = values.FirstOrDefault();
-        if (!int.TryParse(text, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out var code))
-        {
-            return new Status(StatusCode.Unknown, $"Unparseable grpc-status '{text}'.");
-        }
-
-        var message = headers.TryGetValues(GrpcProtocol.MessageHeader, out var messages)
-            ? PercentEncoding.Decode(messages.FirstOrDefault() ?? "")
-            : "";
-        ReadOnlyMemory<byte> details = default;
-        if (headers.TryGetValues(GrpcProtocol.StatusDetailsHeader, out var detailValues)
-            && BinaryHeader.TryDecode(detailValues.FirstOrDefault() ?? "", out var bytes))
-        {
-            details = bytes;
-        }
-
-        // Codes outside 0-16 are legal on the wire; other implementations keep the number as it is.
-        return new Status((StatusCode)code, message, details);
+        var status = ResponseRules.ReadStatus(First(headers));
+        metadata = status is null ? Metadata.Empty : ToMetadata(headers);
+        return status;
     }
+
+    private static Func<string, string?> First(HttpHeaders headers) =>
+        name => headers.TryGetValues(name, out var values) ? values.FirstOrDefault() : null;
 
     private static Metadata ToMetadata(HttpHeaders headers)
     {
         Metadata? metadata = null;
         foreach (var (name, values) in headers.NonValidated)
         {
-            if (GrpcProtocol.IsReservedHeader(name) || name.Equals("date", StringComparison.OrdinalIgnoreCase)
-                || name.Equals("server", StringComparison.OrdinalIgnoreCase))
+            if (!ResponseRules.IsMetadata(name))
             {
                 continue;
             }
@@ -363,7 +312,7 @@ internal sealed class ClientCall<TRequest, TResponse> : IAsyncDisposable
     /// </summary>
     private static RpcException FromHttp2Error(HttpProtocolException protocol, Exception ex) =>
         IsStreamReset(protocol)
-            ? new RpcException(new Status(StatusFromHttp2Error(protocol.ErrorCode), $"The server reset the stream (HTTP/2 error {protocol.ErrorCode}): {protocol.Message}"), inner: ex)
+            ? new RpcException(new Status(ResponseRules.StatusFromStreamReset(protocol.ErrorCode), $"The server reset the stream (HTTP/2 error {protocol.ErrorCode}): {protocol.Message}"), inner: ex)
             : new RpcException(new Status(StatusCode.Unavailable, $"The connection failed (HTTP/2 error {protocol.ErrorCode}): {protocol.Message}"), inner: ex);
 
     /// <summary>
@@ -373,16 +322,6 @@ internal sealed class ClientCall<TRequest, TResponse> : IAsyncDisposable
     /// </summary>
     private static bool IsStreamReset(HttpProtocolException protocol) =>
         protocol.Message.Contains("reset the stream", StringComparison.Ordinal);
-
-    /// <summary>RST_STREAM error codes to status codes, per the spec's "Errors" section.</summary>
-    private static StatusCode StatusFromHttp2Error(long errorCode) => errorCode switch
-    {
-        0x7 => StatusCode.Unavailable, // REFUSED_STREAM: safe to retry
-        0x8 => StatusCode.Cancelled, // CANCEL
-        0xB => StatusCode.ResourceExhausted, // ENHANCE_YOUR_CALM
-        0xC => StatusCode.PermissionDenied, // INADEQUATE_SECURITY
-        _ => StatusCode.Internal,
-    };
 
     /// <summary>Request body of a streaming call: writes each queued message as it arrives.</summary>
     private sealed class StreamingRequestContent(ClientCall<TRequest, TResponse> call) : HttpContent

@@ -1,15 +1,29 @@
+using System.Buffers;
 using System.Net;
+using GrpcBoard.Wire.Client.Http2;
 
 namespace GrpcBoard.Wire.Client;
 
 /// <summary>
-/// A connection to a gRPC server over HTTP/2, built on <see cref="HttpMessageInvoker"/>. "http://" addresses
-/// use h2c with prior knowledge; "https://" addresses negotiate h2 through ALPN. Thread-safe; share one
-/// per server.
+/// A connection to a gRPC server over HTTP/2. "http://" addresses use h2c with prior knowledge; "https://"
+/// addresses negotiate h2 through ALPN. Unary calls to an "http://" address go through the channel's own
+/// HTTP/2 connections (see <see cref="GrpcChannelOptions.HttpClientForUnaryCalls"/>); streaming calls, and
+/// everything over TLS or through <see cref="GrpcChannelOptions.HttpHandler"/>, through
+/// <see cref="HttpMessageInvoker"/>. Thread-safe; share one per server.
 /// </summary>
 public sealed class GrpcChannel : IDisposable
 {
     private readonly HttpMessageInvoker _invoker;
+
+    /// <summary>Whether unary calls use <see cref="Http2ClientConnection"/>.</summary>
+    private readonly bool _ownUnary;
+    private readonly object _connectionsLock = new();
+    private readonly List<Http2ClientConnection> _connections = [];
+    private Task<Http2ClientConnection>? _connecting;
+    private bool _disposed;
+
+    /// <summary>The HPACK block every unary call of a method starts with, by method path.</summary>
+    private readonly System.Collections.Concurrent.ConcurrentDictionary<string, byte[]> _headerPrefixes = new(StringComparer.Ordinal);
 
     /// <summary>Request URIs by method path: parsing one per call cost 2% of a client's CPU.</summary>
     private readonly System.Collections.Concurrent.ConcurrentDictionary<string, Uri> _uris = new(StringComparer.Ordinal);
@@ -20,6 +34,7 @@ public sealed class GrpcChannel : IDisposable
         Options = options;
         var handler = options.HttpHandler ?? CreateDefaultHandler(options);
         _invoker = new HttpMessageInvoker(handler, disposeHandler: options.HttpHandler is null || options.DisposeHttpHandler);
+        _ownUnary = address.Scheme == Uri.UriSchemeHttp && options.HttpHandler is null && !options.HttpClientForUnaryCalls;
     }
 
     public Uri Address { get; }
@@ -42,6 +57,11 @@ public sealed class GrpcChannel : IDisposable
     /// <summary>Sends one request and reads one response.</summary>
     public async Task<TResponse> UnaryAsync<TRequest, TResponse>(Method<TRequest, TResponse> method, TRequest request, CallOptions options = default)
     {
+        if (_ownUnary)
+        {
+            return await OwnUnaryAsync(method, request, options).ConfigureAwait(false);
+        }
+
         await using var call = new ClientCall<TRequest, TResponse>(this, method, options);
         call.Start(requestMessage: request);
         var (hasMessage, response) = await call.ReadNextAsync().ConfigureAwait(false);
@@ -77,7 +97,268 @@ public sealed class GrpcChannel : IDisposable
         return new StreamingCall<TRequest, TResponse>(call);
     }
 
-    public void Dispose() => _invoker.Dispose();
+    public void Dispose()
+    {
+        List<Http2ClientConnection> connections;
+        lock (_connectionsLock)
+        {
+            _disposed = true;
+            connections = [.. _connections];
+            _connections.Clear();
+        }
+
+        foreach (var connection in connections)
+        {
+            connection.Close(new RpcException(StatusCode.Unavailable, "The channel has been disposed."));
+        }
+
+        _invoker.Dispose();
+    }
+
+    /// <summary>How many connections a call that was never sent is offered to before its failure is reported.</summary>
+    private const int MaxPlacements = 5;
+
+    /// <summary>A unary call on the channel's own HTTP/2 connections: the same statuses as the HttpClient path, for every way a call can end.</summary>
+    private async Task<TResponse> OwnUnaryAsync<TRequest, TResponse>(Method<TRequest, TResponse> method, TRequest request, CallOptions options)
+    {
+        var time = Options.TimeProvider;
+        TimeSpan? timeout = null;
+        if (options.Deadline is { } deadline)
+        {
+            timeout = deadline - time.GetUtcNow();
+            if (timeout <= TimeSpan.Zero)
+            {
+                // Already past the deadline: fail without sending, as other implementations do.
+                throw new RpcException(StatusCode.DeadlineExceeded, "The deadline passed before the call started.");
+            }
+        }
+
+        var cancellation = options.CancellationToken;
+        if (cancellation.IsCancellationRequested)
+        {
+            throw new RpcException(StatusCode.Cancelled, "The call was cancelled by the caller.");
+        }
+
+        var framed = new ArrayBufferWriter<byte>();
+        MessageFraming.WriteMessage(framed, request, method.RequestMarshaller, Options.SendCompression, Options.MaxSendMessageSize);
+        var started = time.GetTimestamp();
+        for (var attempt = 1; ; attempt++)
+        {
+            var left = timeout - time.GetElapsedTime(started);
+            if (left <= TimeSpan.Zero)
+            {
+                throw new RpcException(StatusCode.DeadlineExceeded, "The deadline passed before the call completed.");
+            }
+
+            var stream = new UnaryStream(RequestHeaders(method.FullName, left, options.Headers), framed.WrittenMemory, Options.MaxReceiveMessageSize);
+            var connection = await StartAsync(stream, left, cancellation).ConfigureAwait(false);
+            await WaitAsync(connection, stream, timeout - time.GetElapsedTime(started), cancellation).ConfigureAwait(false);
+            if (stream.Failure is not { } failure)
+            {
+                return ReadResponse(stream, method);
+            }
+
+            if (stream.NeverSent && attempt < MaxPlacements)
+            {
+                continue; // the server never saw it: another connection may take it
+            }
+
+            // A Trailers-Only OK: the call ended without the one message a unary call must answer with.
+            throw failure.StatusCode == StatusCode.OK
+                ? new RpcException(StatusCode.Internal, "The server ended a unary call with OK but sent no response message.")
+                : failure;
+        }
+    }
+
+    /// <summary>Waits for a call's stream to end, ending it early (and resetting it) at the deadline or on cancellation.</summary>
+    private async Task WaitAsync(Http2ClientConnection connection, UnaryStream stream, TimeSpan? left, CancellationToken cancellation)
+    {
+        // Set up once the stream belongs to a connection, so that ending the call also resets its stream.
+        using var deadlineTimer = left is { } l
+            ? Options.TimeProvider.CreateTimer(
+                static s =>
+                {
+                    var (c, st) = ((Http2ClientConnection, UnaryStream))s!;
+                    c.Abort(st, new RpcException(StatusCode.DeadlineExceeded, "The deadline passed before the call completed."));
+                },
+                (connection, stream), l > TimeSpan.Zero ? l : TimeSpan.Zero, Timeout.InfiniteTimeSpan)
+            : null;
+        using var registration = cancellation.CanBeCanceled
+            ? cancellation.UnsafeRegister(
+                static s =>
+                {
+                    var (c, st) = ((Http2ClientConnection, UnaryStream))s!;
+                    c.Abort(st, new RpcException(StatusCode.Cancelled, "The call was cancelled by the caller."));
+                },
+                (connection, stream))
+            : default;
+
+        await stream.Completion.Task.ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// The response of a whole unary stream, read in the order the HttpClient path reads it: the message
+    /// first, then the status in the trailers.
+    /// </summary>
+    private TResponse ReadResponse<TRequest, TResponse>(UnaryStream stream, Method<TRequest, TResponse> method)
+    {
+        var body = new ReadOnlySequence<byte>(stream.Body.WrittenMemory);
+        var status = ResponseRules.ReadStatus(name => UnaryStream.Find(stream.Trailers, name))
+            ?? new Status(StatusCode.Internal, "The response ended without a grpc-status trailer.");
+        var trailers = UnaryStream.ToMetadata(stream.Trailers);
+        if (!MessageFraming.TryReadMessage(ref body, Options.MaxReceiveMessageSize, out var compressed, out var payload))
+        {
+            if (body.Length > 0)
+            {
+                throw new RpcException(StatusCode.Internal, $"Incomplete message: the stream ended with {body.Length} bytes of a message.");
+            }
+
+            throw status.Code == StatusCode.OK
+                ? new RpcException(StatusCode.Internal, "The server ended a unary call with OK but sent no response message.")
+                : new RpcException(status, trailers);
+        }
+
+        var response = MessageFraming.Decode(payload, compressed, method.ResponseMarshaller, stream.Decompression, Options.MaxReceiveMessageSize);
+        if (body.Length > 0)
+        {
+            throw new RpcException(StatusCode.Internal, "The server sent more than one response message for a unary call.");
+        }
+
+        return status.Code == StatusCode.OK ? response : throw new RpcException(status, trailers);
+    }
+
+    /// <summary>
+    /// Puts a call on a connection that can take it, opening one when none can: every connection has reached
+    /// its server's stream limit (long waiting claims and the like hold their streams), or there is none yet.
+    /// </summary>
+    private async ValueTask<Http2ClientConnection> StartAsync(UnaryStream stream, TimeSpan? timeout, CancellationToken cancellation)
+    {
+        while (true)
+        {
+            Task<Http2ClientConnection> connecting;
+            List<Http2ClientConnection>? finished = null;
+            lock (_connectionsLock)
+            {
+                if (_disposed)
+                {
+                    throw new RpcException(StatusCode.Unavailable, "The channel has been disposed.");
+                }
+
+                for (var i = 0; i < _connections.Count; i++)
+                {
+                    var connection = _connections[i];
+                    if (connection.IsFinished)
+                    {
+                        (finished ??= []).Add(connection);
+                        _connections.RemoveAt(i--);
+                    }
+                    else if (connection.TryStart(stream))
+                    {
+                        CloseAll(finished);
+                        return connection;
+                    }
+                }
+
+                if (_connecting is { IsCompleted: true })
+                {
+                    _connecting = null; // it failed: a later call tries again
+                }
+
+                connecting = _connecting ??= ConnectAsync();
+            }
+
+            CloseAll(finished);
+            try
+            {
+                await (timeout is { } t ? connecting.WaitAsync(t, cancellation) : connecting.WaitAsync(cancellation)).ConfigureAwait(false);
+            }
+            catch (TimeoutException ex)
+            {
+                throw new RpcException(new Status(StatusCode.DeadlineExceeded, "The deadline passed while connecting to the server."), inner: ex);
+            }
+            catch (OperationCanceledException ex) when (cancellation.IsCancellationRequested)
+            {
+                throw new RpcException(new Status(StatusCode.Cancelled, "The call was cancelled by the caller."), inner: ex);
+            }
+            catch (Exception ex) when (ex is not RpcException)
+            {
+                var detail = "Error connecting to the server: " + ex.Message;
+                throw new RpcException(new Status(StatusCode.Unavailable, detail), inner: new CallNotSentException(detail, ex));
+            }
+        }
+
+        static void CloseAll(List<Http2ClientConnection>? connections)
+        {
+            foreach (var connection in connections ?? [])
+            {
+                connection.Close(new RpcException(StatusCode.Unavailable, "The connection was closed."));
+            }
+        }
+    }
+
+    private async Task<Http2ClientConnection> ConnectAsync()
+    {
+        await Task.Yield(); // not under the caller's lock
+        var connection = await Http2ClientConnection.ConnectAsync(Address, Options, CancellationToken.None).ConfigureAwait(false);
+        lock (_connectionsLock)
+        {
+            if (_disposed)
+            {
+                connection.Close(new RpcException(StatusCode.Unavailable, "The channel has been disposed."));
+            }
+            else
+            {
+                _connections.Add(connection);
+            }
+
+            _connecting = null;
+        }
+
+        return connection;
+    }
+
+    /// <summary>The HPACK block of a unary call's request headers (the same headers <see cref="CreateRequest"/> sends).</summary>
+    private byte[] RequestHeaders(string path, TimeSpan? timeout, Metadata? metadata)
+    {
+        var prefix = _headerPrefixes.GetOrAdd(path, static (p, channel) => channel.HeaderPrefix(p), this);
+        if (timeout is null && metadata is not { Count: > 0 })
+        {
+            return prefix;
+        }
+
+        var block = new ArrayBufferWriter<byte>(prefix.Length + 64);
+        block.Write(prefix);
+        if (timeout is { } t)
+        {
+            HPackEncoder.Literal(block, GrpcProtocol.TimeoutHeader, GrpcTimeout.Format(t));
+        }
+
+        foreach (var entry in metadata ?? Metadata.Empty)
+        {
+            HPackEncoder.Literal(block, entry.Key, entry.IsBinary ? BinaryHeader.Encode(entry.ValueBytes) : entry.Value);
+        }
+
+        return block.WrittenSpan.ToArray();
+    }
+
+    private byte[] HeaderPrefix(string path)
+    {
+        var block = new ArrayBufferWriter<byte>(128);
+        HPackEncoder.Indexed(block, HPackEncoder.MethodPost);
+        HPackEncoder.Indexed(block, HPackEncoder.SchemeHttp);
+        HPackEncoder.LiteralWithIndexedName(block, HPackEncoder.Path, path);
+        HPackEncoder.LiteralWithIndexedName(block, HPackEncoder.Authority, Address.Authority);
+        HPackEncoder.LiteralWithIndexedName(block, HPackEncoder.ContentType, GrpcProtocol.ContentType);
+        HPackEncoder.Literal(block, GrpcProtocol.TeHeader, GrpcProtocol.TeTrailers);
+        HPackEncoder.LiteralWithIndexedName(block, HPackEncoder.UserAgent, Options.UserAgent);
+        HPackEncoder.Literal(block, GrpcProtocol.AcceptEncodingHeader, MessageCompression.AcceptEncodingValue);
+        if (Options.SendCompression is { } compression)
+        {
+            HPackEncoder.Literal(block, GrpcProtocol.EncodingHeader, compression.EncodingName);
+        }
+
+        return block.WrittenSpan.ToArray();
+    }
 
     internal Task<HttpResponseMessage> SendAsync(HttpRequestMessage request, CancellationToken cancellationToken) =>
         _invoker.SendAsync(request, cancellationToken);

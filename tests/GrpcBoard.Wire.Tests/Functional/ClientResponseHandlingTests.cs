@@ -15,22 +15,32 @@ namespace GrpcBoard.Wire.Tests.Functional;
 /// </summary>
 public class ClientResponseHandlingTests
 {
+    /// <summary>Which transport carries unary calls: the channel's own HTTP/2 connections here, HttpClient in the class below.</summary>
+    protected virtual bool HttpClientForUnaryCalls => false;
+
+    private GrpcChannel CreateChannel(KestrelHost server, Action<GrpcChannelOptions>? configure = null) =>
+        server.CreateChannel(o =>
+        {
+            o.HttpClientForUnaryCalls = HttpClientForUnaryCalls;
+            configure?.Invoke(o);
+        });
+
     private static readonly Method<string, string> Unary = Utf8.Unary("Any");
     private static readonly Method<string, string> Stream = Utf8.ServerStreaming("AnyStream");
 
     private static byte[] Frame(string text, byte flag = 0) => RawHttp2.Frame(Utf8.Bytes(text), flag);
 
-    private static async Task<RpcException> CallFailsAsync(RequestDelegate respond)
+    private async Task<RpcException> CallFailsAsync(RequestDelegate respond)
     {
         await using var server = await KestrelHost.StartAsync(respond);
-        using var channel = server.CreateChannel();
+        using var channel = CreateChannel(server);
         return await Timeouts.ThrowsRpc(() => channel.UnaryAsync(Unary, "request"));
     }
 
-    private static async Task<string> CallAsync(RequestDelegate respond)
+    private async Task<string> CallAsync(RequestDelegate respond)
     {
         await using var server = await KestrelHost.StartAsync(respond);
-        using var channel = server.CreateChannel();
+        using var channel = CreateChannel(server);
         return await channel.UnaryAsync(Unary, "request").Within();
     }
 
@@ -302,7 +312,7 @@ public class ClientResponseHandlingTests
             context.Response.AppendTrailer("x-joined-bin", "AQI=,AwQF");
             context.Response.AppendTrailer("x-text", "t");
         });
-        using var channel = server.CreateChannel();
+        using var channel = CreateChannel(server);
 
         await using var call = channel.ServerStreaming(Stream, "");
         var headers = await call.GetResponseHeadersAsync().Within();
@@ -333,7 +343,7 @@ public class ClientResponseHandlingTests
             await clientHasFirst.WaitAsync();
             context.Features.Get<IHttpResetFeature>()!.Reset(errorCode);
         });
-        using var channel = server.CreateChannel();
+        using var channel = CreateChannel(server);
 
         await using var call = channel.ServerStreaming(Stream, "");
         await using var messages = call.ReadAllAsync().GetAsyncEnumerator();
@@ -397,7 +407,7 @@ public class ClientResponseHandlingTests
             }
         });
 
-        using var channel = GrpcChannel.ForAddress($"http://127.0.0.1:{((IPEndPoint)listener.LocalEndpoint).Port}");
+        using var channel = GrpcChannel.ForAddress($"http://127.0.0.1:{((IPEndPoint)listener.LocalEndpoint).Port}", new GrpcChannelOptions { HttpClientForUnaryCalls = HttpClientForUnaryCalls });
         var ex = await Timeouts.ThrowsRpc(() => channel.UnaryAsync(Unary, "x"));
         Assert.True(ex.StatusCode == StatusCode.Unavailable, $"got {ex.StatusCode}: {ex.Status.Detail} ({Describe(ex.InnerException)})");
         listener.Stop();
@@ -422,7 +432,7 @@ public class ClientResponseHandlingTests
         socket.Bind(new IPEndPoint(IPAddress.Loopback, 0));
         var port = ((IPEndPoint)socket.LocalEndPoint!).Port;
 
-        using var channel = GrpcChannel.ForAddress($"http://127.0.0.1:{port}");
+        using var channel = GrpcChannel.ForAddress($"http://127.0.0.1:{port}", new GrpcChannelOptions { HttpClientForUnaryCalls = HttpClientForUnaryCalls });
         var ex = await Timeouts.ThrowsRpc(() => channel.UnaryAsync(Unary, "x"));
         Assert.Equal(StatusCode.Unavailable, ex.StatusCode);
     }
@@ -443,7 +453,7 @@ public class ClientResponseHandlingTests
                 release.Set();
             }
         });
-        using var channel = server.CreateChannel();
+        using var channel = CreateChannel(server);
 
         var ex = await Timeouts.ThrowsRpc(() => channel.UnaryAsync(Unary, "x", new CallOptions(Deadline: DateTimeOffset.UtcNow.AddMilliseconds(150))));
         Assert.Equal(StatusCode.DeadlineExceeded, ex.StatusCode);
@@ -460,7 +470,7 @@ public class ClientResponseHandlingTests
             await Grpc(context, Frame("ok"));
             context.Response.AppendTrailer("grpc-status", "0");
         });
-        using var channel = server.CreateChannel();
+        using var channel = CreateChannel(server);
 
         await channel.UnaryAsync(Unary, "x", new CallOptions(Deadline: DateTimeOffset.UtcNow.AddSeconds(30))).Within();
         var header = await seen.WaitAsync();
@@ -491,7 +501,7 @@ public class ClientResponseHandlingTests
             await Grpc(context, Frame("ok"));
             context.Response.AppendTrailer("grpc-status", "0");
         });
-        using var channel = server.CreateChannel();
+        using var channel = CreateChannel(server);
 
         await channel.UnaryAsync(Unary, "hi").Within();
         var headers = await seen.WaitAsync();
@@ -507,4 +517,10 @@ public class ClientResponseHandlingTests
         Assert.StartsWith("grpcboard-dotnet/", headers.UserAgent.ToString(), StringComparison.Ordinal);
         Assert.Equal(new byte[] { 0, 0, 0, 0, 2, (byte)'h', (byte)'i' }, await body.WaitAsync());
     }
+}
+
+/// <summary>Every test above again, with unary calls sent through HttpClient as streaming calls are.</summary>
+public sealed class ClientResponseHandlingTestsOverHttpClient : ClientResponseHandlingTests
+{
+    protected override bool HttpClientForUnaryCalls => true;
 }

@@ -9,6 +9,16 @@ namespace GrpcBoard.Wire.Tests.Functional;
 /// <summary>GrpcChannel against GrpcEndpoint on a real Kestrel (h2c on 127.0.0.1:0).</summary>
 public class ClientServerTests
 {
+    /// <summary>Which transport carries unary calls: the channel's own HTTP/2 connections here, HttpClient in the class below.</summary>
+    protected virtual bool HttpClientForUnaryCalls => false;
+
+    private GrpcChannel CreateChannel(KestrelHost server, Action<GrpcChannelOptions>? configure = null) =>
+        server.CreateChannel(o =>
+        {
+            o.HttpClientForUnaryCalls = HttpClientForUnaryCalls;
+            configure?.Invoke(o);
+        });
+
     private static readonly Method<string, string> Echo = Utf8.Unary("Echo");
     private static readonly Method<string, string> Fail = Utf8.Unary("Fail");
     private static readonly Method<string, string> Wait = Utf8.Unary("Wait");
@@ -24,7 +34,7 @@ public class ClientServerTests
     public async Task Unary_Echo()
     {
         await using var server = await KestrelHost.StartGrpcAsync(AddEcho);
-        using var channel = server.CreateChannel();
+        using var channel = CreateChannel(server);
 
         Assert.Equal("hello", await channel.UnaryAsync(Echo, "hello").Within());
         Assert.Equal("", await channel.UnaryAsync(Echo, "").Within()); // a zero-length message is still a message
@@ -35,7 +45,7 @@ public class ClientServerTests
     public async Task Unary_LargeMessage_SpansManyDataFrames()
     {
         await using var server = await KestrelHost.StartGrpcAsync(AddEcho);
-        using var channel = server.CreateChannel();
+        using var channel = CreateChannel(server);
         var big = new string('x', 1_000_000); // far larger than a 16 KiB DATA frame
 
         Assert.Equal(big, await channel.UnaryAsync(Echo, big).Within());
@@ -45,7 +55,7 @@ public class ClientServerTests
     public async Task Unary_ManyConcurrentCallsOnOneChannel()
     {
         await using var server = await KestrelHost.StartGrpcAsync(AddEcho);
-        using var channel = server.CreateChannel();
+        using var channel = CreateChannel(server);
 
         var calls = Enumerable.Range(0, 50).Select(i => channel.UnaryAsync(Echo, $"call-{i}")).ToArray();
         var results = await Task.WhenAll(calls).Within();
@@ -64,7 +74,7 @@ public class ClientServerTests
 
             context.ResponseTrailers.Add("x-count", request).Add("x-done-bin", [0xDE, 0xAD]);
         }));
-        using var channel = server.CreateChannel();
+        using var channel = CreateChannel(server);
 
         await using var call = channel.ServerStreaming(Count, "5");
         var items = await call.ReadAllAsync().ToListWithin();
@@ -79,7 +89,7 @@ public class ClientServerTests
     public async Task ServerStreaming_ZeroMessages_EndsOk()
     {
         await using var server = await KestrelHost.StartGrpcAsync(r => r.AddServerStreaming(Count, (_, _, _) => Task.CompletedTask));
-        using var channel = server.CreateChannel();
+        using var channel = CreateChannel(server);
 
         await using var call = channel.ServerStreaming(Count, "0");
         Assert.Empty(await call.ReadAllAsync().ToListWithin());
@@ -98,7 +108,7 @@ public class ClientServerTests
             await received.WaitAsync();
             await writer.WriteAsync("second");
         }));
-        using var channel = server.CreateChannel();
+        using var channel = CreateChannel(server);
 
         await using var call = channel.ServerStreaming(Count, "");
         await using var messages = call.ReadAllAsync().GetAsyncEnumerator();
@@ -120,7 +130,7 @@ public class ClientServerTests
             context.ResponseTrailers.Add("x-partial", "yes");
             throw new RpcException(StatusCode.Aborted, "stopped after two");
         }));
-        using var channel = server.CreateChannel();
+        using var channel = CreateChannel(server);
 
         await using var call = channel.ServerStreaming(Count, "");
         var received = new List<string>();
@@ -149,7 +159,7 @@ public class ClientServerTests
                 await responses.WriteAsync("echo:" + requests.Current);
             }
         }));
-        using var channel = server.CreateChannel();
+        using var channel = CreateChannel(server);
 
         await using var call = channel.DuplexStreaming(DuplexEcho);
         await using var responses = call.ReadAllAsync().GetAsyncEnumerator();
@@ -174,7 +184,7 @@ public class ClientServerTests
             Assert.True(await requests.MoveNextAsync());
             await responses.WriteAsync("got " + requests.Current + ", done");
         }));
-        using var channel = server.CreateChannel();
+        using var channel = CreateChannel(server);
 
         await using var call = channel.DuplexStreaming(DuplexEcho);
         await call.WriteAsync("first").Within();
@@ -193,7 +203,7 @@ public class ClientServerTests
             var trailers = new Metadata().Add("x-reason", "quota").Add("x-reason-bin", [1, 2, 3]);
             throw new RpcException(new Status(StatusCode.FailedPrecondition, "Not now: 50% ünïcode\nline 2", details), trailers);
         }));
-        using var channel = server.CreateChannel();
+        using var channel = CreateChannel(server);
 
         var ex = await Timeouts.ThrowsRpc(() => channel.UnaryAsync(Fail, "x"));
 
@@ -212,7 +222,7 @@ public class ClientServerTests
     {
         await using var server = await KestrelHost.StartGrpcAsync(r => r.AddUnary(Fail, (_, _) =>
             throw new RpcException((StatusCode)42, "custom code")));
-        using var channel = server.CreateChannel();
+        using var channel = CreateChannel(server);
 
         var ex = await Timeouts.ThrowsRpc(() => channel.UnaryAsync(Fail, "x"));
         Assert.Equal(42, (int)ex.StatusCode);
@@ -224,7 +234,7 @@ public class ClientServerTests
     {
         await using var server = await KestrelHost.StartGrpcAsync(r => r.AddUnary(Fail, (_, _) =>
             throw new InvalidOperationException("secret internals")));
-        using var channel = server.CreateChannel();
+        using var channel = CreateChannel(server);
 
         var ex = await Timeouts.ThrowsRpc(() => channel.UnaryAsync(Fail, "x"));
         Assert.Equal(StatusCode.Unknown, ex.StatusCode);
@@ -237,7 +247,7 @@ public class ClientServerTests
         await using var server = await KestrelHost.StartGrpcAsync(
             r => r.AddUnary(Fail, (_, _) => throw new InvalidOperationException("secret internals")),
             o => o.EnableDetailedErrors = true);
-        using var channel = server.CreateChannel();
+        using var channel = CreateChannel(server);
 
         var ex = await Timeouts.ThrowsRpc(() => channel.UnaryAsync(Fail, "x"));
         Assert.Equal(StatusCode.Unknown, ex.StatusCode);
@@ -264,7 +274,7 @@ public class ClientServerTests
 
                 return ex is KeyNotFoundException ? new Status(StatusCode.NotFound, "mapped: " + ex.Message, new byte[] { 7 }) : null;
             });
-        using var channel = server.CreateChannel();
+        using var channel = CreateChannel(server);
 
         var mapped = await Timeouts.ThrowsRpc(() => channel.UnaryAsync(Fail, "missing"));
         Assert.Equal(StatusCode.NotFound, mapped.StatusCode);
@@ -289,7 +299,7 @@ public class ClientServerTests
     public async Task UnknownMethod_IsUnimplemented()
     {
         await using var server = await KestrelHost.StartGrpcAsync(AddEcho);
-        using var channel = server.CreateChannel();
+        using var channel = CreateChannel(server);
 
         var unknownMethod = await Timeouts.ThrowsRpc(() => channel.UnaryAsync(Utf8.Unary("Nope"), "x"));
         Assert.Equal(StatusCode.Unimplemented, unknownMethod.StatusCode);
@@ -323,7 +333,7 @@ public class ClientServerTests
 
             return "never";
         }));
-        using var channel = server.CreateChannel();
+        using var channel = CreateChannel(server);
 
         var stopwatch = Stopwatch.StartNew();
         var deadline = DateTimeOffset.UtcNow.AddMilliseconds(200);
@@ -348,7 +358,7 @@ public class ClientServerTests
             Interlocked.Increment(ref calls);
             return Task.FromResult(request);
         }));
-        using var channel = server.CreateChannel();
+        using var channel = CreateChannel(server);
 
         var ex = await Timeouts.ThrowsRpc(() => channel.UnaryAsync(Echo, "late", new CallOptions(Deadline: DateTimeOffset.UtcNow.AddSeconds(-1))));
         Assert.Equal(StatusCode.DeadlineExceeded, ex.StatusCode);
@@ -362,7 +372,7 @@ public class ClientServerTests
     {
         await using var server = await KestrelHost.StartGrpcAsync(r => r.AddUnary(Echo, (_, context) =>
             Task.FromResult(context.Deadline.ToUnixTimeMilliseconds().ToString(System.Globalization.CultureInfo.InvariantCulture))));
-        using var channel = server.CreateChannel();
+        using var channel = CreateChannel(server);
 
         var deadline = DateTimeOffset.UtcNow.AddMinutes(5);
         var seen = DateTimeOffset.FromUnixTimeMilliseconds(long.Parse(await channel.UnaryAsync(Echo, "", new CallOptions(Deadline: deadline)).Within(), System.Globalization.CultureInfo.InvariantCulture));
@@ -393,7 +403,7 @@ public class ClientServerTests
 
             return "never";
         }));
-        using var channel = server.CreateChannel();
+        using var channel = CreateChannel(server);
 
         using var cts = new CancellationTokenSource();
         var call = channel.UnaryAsync(Wait, "x", new CallOptions(CancellationToken: cts.Token));
@@ -428,7 +438,7 @@ public class ClientServerTests
                 throw;
             }
         }));
-        using var channel = server.CreateChannel();
+        using var channel = CreateChannel(server);
 
         using var cts = new CancellationTokenSource();
         await using var call = channel.ServerStreaming(Count, "", new CallOptions(CancellationToken: cts.Token));
@@ -468,7 +478,7 @@ public class ClientServerTests
                 throw;
             }
         }));
-        using var channel = server.CreateChannel();
+        using var channel = CreateChannel(server);
 
         using var cts = new CancellationTokenSource();
         await using var call = channel.ServerStreaming(Count, "", new CallOptions(CancellationToken: cts.Token));
@@ -503,7 +513,7 @@ public class ClientServerTests
                 throw;
             }
         }));
-        using var channel = server.CreateChannel();
+        using var channel = CreateChannel(server);
 
         var call = channel.ServerStreaming(Count, "");
         await using (var messages = call.ReadAllAsync().GetAsyncEnumerator())
@@ -527,7 +537,7 @@ public class ClientServerTests
                 return Task.FromResult(request);
             }),
             o => o.MaxReceiveMessageSize = 16);
-        using var channel = server.CreateChannel();
+        using var channel = CreateChannel(server);
 
         var ex = await Timeouts.ThrowsRpc(() => channel.UnaryAsync(Echo, new string('a', 17)));
         Assert.Equal(StatusCode.ResourceExhausted, ex.StatusCode);
@@ -540,7 +550,7 @@ public class ClientServerTests
     public async Task MaxReceiveSize_OnTheServer_LargeBodyIsRefusedWithoutReadingIt()
     {
         await using var server = await KestrelHost.StartGrpcAsync(AddEcho, o => o.MaxReceiveMessageSize = 1024);
-        using var channel = server.CreateChannel();
+        using var channel = CreateChannel(server);
 
         var ex = await Timeouts.ThrowsRpc(() => channel.UnaryAsync(Echo, new string('a', 5_000_000)));
         Assert.Equal(StatusCode.ResourceExhausted, ex.StatusCode);
@@ -559,7 +569,7 @@ public class ClientServerTests
                 await writer.WriteAsync(new string('L', 17));
             });
         });
-        using var channel = server.CreateChannel(o => o.MaxReceiveMessageSize = 16);
+        using var channel = CreateChannel(server, o => o.MaxReceiveMessageSize = 16);
 
         var unary = await Timeouts.ThrowsRpc(() => channel.UnaryAsync(Echo, new string('a', 17)));
         Assert.Equal(StatusCode.ResourceExhausted, unary.StatusCode);
@@ -587,7 +597,7 @@ public class ClientServerTests
             Interlocked.Increment(ref calls);
             return Task.FromResult(request);
         }));
-        using var channel = server.CreateChannel(o => o.MaxSendMessageSize = 4);
+        using var channel = CreateChannel(server, o => o.MaxSendMessageSize = 4);
 
         var ex = await Timeouts.ThrowsRpc(() => channel.UnaryAsync(Echo, "12345"));
         Assert.Equal(StatusCode.ResourceExhausted, ex.StatusCode);
@@ -605,7 +615,7 @@ public class ClientServerTests
                 await responses.WriteAsync(requests.Current);
             }
         }));
-        using var channel = server.CreateChannel(o => o.MaxSendMessageSize = 4);
+        using var channel = CreateChannel(server, o => o.MaxSendMessageSize = 4);
 
         await using var call = channel.DuplexStreaming(DuplexEcho);
         await call.WriteAsync("ok").Within();
@@ -630,7 +640,7 @@ public class ClientServerTests
                 await responses.WriteAsync(requests.Current);
             }
         }));
-        using var channel = server.CreateChannel(o => o.MaxSendMessageSize = 4);
+        using var channel = CreateChannel(server, o => o.MaxSendMessageSize = 4);
 
         await using var call = channel.DuplexStreaming(DuplexEcho);
         await using var responses = call.ReadAllAsync().GetAsyncEnumerator();
@@ -661,7 +671,7 @@ public class ClientServerTests
             {
             }
         }));
-        using var channel = server.CreateChannel();
+        using var channel = CreateChannel(server);
 
         var started = 0;
         for (var i = 0; i < 300; i++)
@@ -686,7 +696,7 @@ public class ClientServerTests
     public async Task MaxSendSize_OnTheServer_IsResourceExhausted()
     {
         await using var server = await KestrelHost.StartGrpcAsync(AddEcho, o => o.MaxSendMessageSize = 4);
-        using var channel = server.CreateChannel();
+        using var channel = CreateChannel(server);
 
         var ex = await Timeouts.ThrowsRpc(() => channel.UnaryAsync(Echo, "12345"));
         Assert.Equal(StatusCode.ResourceExhausted, ex.StatusCode);
@@ -706,7 +716,7 @@ public class ClientServerTests
 
             return Task.FromResult(request);
         }));
-        using var channel = server.CreateChannel(o => o.SendCompression = GzipCompressionProvider.Instance);
+        using var channel = CreateChannel(server, o => o.SendCompression = GzipCompressionProvider.Instance);
 
         var text = string.Concat(Enumerable.Repeat("compress me ", 1000));
         Assert.Equal(text, await channel.UnaryAsync(Echo, text).Within());
@@ -726,7 +736,7 @@ public class ClientServerTests
                 await responses.WriteAsync(requests.Current.ToUpperInvariant());
             }
         }), o => o.ResponseCompression = GzipCompressionProvider.Instance);
-        using var channel = server.CreateChannel(o => o.SendCompression = GzipCompressionProvider.Instance);
+        using var channel = CreateChannel(server, o => o.SendCompression = GzipCompressionProvider.Instance);
 
         await using var call = channel.DuplexStreaming(DuplexEcho);
         await call.WriteAsync("one").Within();
@@ -739,7 +749,7 @@ public class ClientServerTests
     public async Task Gzip_ServerResponseCompression_RoundTripsThroughTheClient()
     {
         await using var server = await KestrelHost.StartGrpcAsync(AddEcho, o => o.ResponseCompression = GzipCompressionProvider.Instance);
-        using var channel = server.CreateChannel();
+        using var channel = CreateChannel(server);
 
         var text = string.Concat(Enumerable.Repeat("zipped response ", 500));
         Assert.Equal(text, await channel.UnaryAsync(Echo, text).Within());
@@ -754,7 +764,7 @@ public class ClientServerTests
             Interlocked.Increment(ref calls);
             return Task.FromResult(request);
         }));
-        using var channel = server.CreateChannel(o => o.SendCompression = new FakeSnappy());
+        using var channel = CreateChannel(server, o => o.SendCompression = new FakeSnappy());
 
         var ex = await Timeouts.ThrowsRpc(() => channel.UnaryAsync(Echo, "x"));
         Assert.Equal(StatusCode.Unimplemented, ex.StatusCode);
@@ -771,7 +781,7 @@ public class ClientServerTests
             seen.Set(context.RequestHeaders);
             return Task.FromResult(request);
         }));
-        using var channel = server.CreateChannel();
+        using var channel = CreateChannel(server);
 
         byte[] binary = [0x00, 0x01, 0x02, 0x7F, 0x80, 0xFE, 0xFF];
         var headers = new Metadata()
@@ -801,7 +811,7 @@ public class ClientServerTests
             seen.Set(context.RequestHeaders);
             return Task.FromResult(request);
         }));
-        using var channel = server.CreateChannel();
+        using var channel = CreateChannel(server);
 
         var headers = new Metadata().Add("x-multi-bin", [1, 2]).Add("x-multi-bin", [3, 4, 5]);
         await channel.UnaryAsync(Echo, "x", new CallOptions(Headers: headers)).Within();
@@ -818,7 +828,7 @@ public class ClientServerTests
             await writer.WriteAsync("m");
             context.ResponseTrailers.Add("x-multi-bin", [1, 2]).Add("x-multi-bin", [3, 4, 5]).Add("x-text", "a").Add("x-text", "b");
         }));
-        using var channel = server.CreateChannel();
+        using var channel = CreateChannel(server);
 
         await using var call = channel.ServerStreaming(Count, "");
         await call.ReadAllAsync().ToListWithin();
@@ -837,7 +847,7 @@ public class ClientServerTests
             context.ResponseTrailers.Add("x-retry-after", "5").Add("x-debug-bin", [0xCA, 0xFE]);
             throw new RpcException(StatusCode.Unavailable, "try later");
         }));
-        using var channel = server.CreateChannel();
+        using var channel = CreateChannel(server);
 
         var ex = await Timeouts.ThrowsRpc(() => channel.UnaryAsync(Fail, "x"));
         Assert.Equal(StatusCode.Unavailable, ex.StatusCode);
@@ -849,7 +859,7 @@ public class ClientServerTests
     public async Task Peer_AndMethod_AreReportedToTheHandler()
     {
         await using var server = await KestrelHost.StartGrpcAsync(r => r.AddUnary(Echo, (_, context) => Task.FromResult(context.Method + " " + context.Peer)));
-        using var channel = server.CreateChannel();
+        using var channel = CreateChannel(server);
 
         var answer = await channel.UnaryAsync(Echo, "").Within();
         Assert.Matches($"^/{TestService.Name.Replace(".", "\\.", StringComparison.Ordinal)}/Echo ipv4:127\\.0\\.0\\.1:\\d+$", answer);
@@ -870,4 +880,10 @@ public class ClientServerTests
 
         public byte[] Decompress(ReadOnlySequence<byte> data, int maxSize) => data.ToArray();
     }
+}
+
+/// <summary>Every test above again, with unary calls sent through HttpClient as streaming calls are.</summary>
+public sealed class ClientServerTestsOverHttpClient : ClientServerTests
+{
+    protected override bool HttpClientForUnaryCalls => true;
 }

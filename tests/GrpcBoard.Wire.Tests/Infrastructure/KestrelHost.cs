@@ -34,17 +34,17 @@ public sealed class KestrelHost : IAsyncDisposable
     /// <summary>The HTTP/1.1-only address when asked for; null otherwise.</summary>
     public Uri? Http1Address { get; }
 
-    public static Task<KestrelHost> StartGrpcAsync(Action<GrpcServiceRegistry> register, Action<GrpcServerOptions>? configure = null, bool withHttp1Listener = false)
+    public static Task<KestrelHost> StartGrpcAsync(Action<GrpcServiceRegistry> register, Action<GrpcServerOptions>? configure = null, bool withHttp1Listener = false, Action<KestrelServerOptions>? kestrelOptions = null)
     {
         var registry = new GrpcServiceRegistry();
         register(registry);
         var options = new GrpcServerOptions();
         configure?.Invoke(options);
         var endpoint = registry.Build(options);
-        return StartAsync(endpoint.HandleAsync, withHttp1Listener);
+        return StartAsync(endpoint.HandleAsync, withHttp1Listener, kestrelOptions);
     }
 
-    public static async Task<KestrelHost> StartAsync(RequestDelegate handler, bool withHttp1Listener = false)
+    public static async Task<KestrelHost> StartAsync(RequestDelegate handler, bool withHttp1Listener = false, Action<KestrelServerOptions>? kestrelOptions = null)
     {
         var builder = WebApplication.CreateSlimBuilder();
         builder.Logging.ClearProviders();
@@ -52,6 +52,7 @@ public sealed class KestrelHost : IAsyncDisposable
         builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = TimeSpan.FromSeconds(2));
         builder.WebHost.ConfigureKestrel(kestrel =>
         {
+            kestrelOptions?.Invoke(kestrel);
             kestrel.Listen(IPAddress.Loopback, 0, o => o.Protocols = HttpProtocols.Http2);
             if (withHttp1Listener)
             {

@@ -1,0 +1,1095 @@
+using System.Buffers;
+using System.Buffers.Binary;
+using System.Globalization;
+using System.Net.Sockets;
+
+namespace GrpcBoard.Wire.Client.Http2;
+
+/// <summary>
+/// The channel's own HTTP/2 connection (h2c, prior knowledge) for unary calls. HttpClient spends 13–18 µs of CPU
+/// and about four thread-pool hops on a unary call; on the two cores a worker shares with the board that is
+/// more than the board spends serving it. Here a call costs one write (often shared with other calls) and one
+/// hop to its caller.
+///
+/// Frames are written into one buffer under <see cref="_lock"/> and sent by whichever thread finds no send in
+/// progress; one reader parses what arrives. The peer's SETTINGS, stream limit and both flow-control windows
+/// are honoured (RFC 9113, 5.1.2, 6.5, 6.9); we advertise a header table size of 0, so header blocks never
+/// refer to a dynamic table (RFC 7541, 4.2), and large receive windows, since a unary response is bounded by
+/// the caller's message size limit anyway.
+/// </summary>
+internal sealed class Http2ClientConnection
+{
+    private const int FrameHeaderLength = 9;
+    private const int MaxIncomingFrame = 16_384; // we advertise no larger SETTINGS_MAX_FRAME_SIZE
+    private const int MaxHeaderListSize = 64 * 1024; // as HttpClient's default MaxResponseHeadersLength
+    private const byte DataFrame = 0, HeadersFrame = 1, PriorityFrame = 2, RstStreamFrame = 3, SettingsFrame = 4, PushPromiseFrame = 5, PingFrame = 6, GoAwayFrame = 7, WindowUpdateFrame = 8, ContinuationFrame = 9;
+    private const byte EndStreamFlag = 0x1, AckFlag = 0x1, EndHeadersFlag = 0x4, PaddedFlag = 0x8, PriorityFlag = 0x20;
+    private const uint NoError = 0x0, ProtocolError = 0x1, FlowControlError = 0x3, FrameSizeError = 0x6, RefusedStream = 0x7, CancelError = 0x8, CompressionError = 0x9;
+
+    /// <summary>How long a new connection waits for the server's SETTINGS before it gives up on the server.</summary>
+    private static readonly TimeSpan SettingsTimeout = TimeSpan.FromSeconds(10);
+
+    /// <summary>Our receive window for the connection and for each stream.</summary>
+    private const int ReceiveWindow = 1 << 30;
+
+    private static readonly byte[] Preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"u8.ToArray();
+
+    private readonly Socket _socket;
+    private readonly object _lock = new();
+    private readonly Dictionary<int, UnaryStream> _open = [];
+    private readonly Queue<UnaryStream> _waiting = new();
+
+    /// <summary>Open streams whose request data is not all sent (flow control), in the order they opened.</summary>
+    private readonly List<UnaryStream> _sending = [];
+    private readonly TimeSpan _keepAliveInterval;
+    private readonly TimeSpan _keepAliveTimeout;
+    private readonly ITimer? _keepAliveTimer;
+    private readonly ITimer _settingsTimer;
+    private ArrayBufferWriter<byte> _out = new(1 << 14);
+    private ArrayBufferWriter<byte>? _spare = new(1 << 14);
+    private bool _flushing;
+    private int _nextStreamId = 1;
+    private long _sendWindow = 65_535;
+    private long _peerInitialStreamWindow = 65_535;
+    /// <summary>
+    /// The peer's stream limit. Until its SETTINGS arrive, calls are queued up to the 100 that RFC 9113 (6.5.2)
+    /// recommends as a minimum, and none is opened: a server with a lower limit resets streams beyond it.
+    /// </summary>
+    private long _peerMaxStreams = 100;
+    private bool _peerSettingsReceived;
+    private int _peerMaxFrameSize = 16_384;
+    private long _receivedSinceUpdate;
+
+    /// <summary>Set once the connection failed: every stream has been failed with it.</summary>
+    private RpcException? _failure;
+
+    /// <summary>GOAWAY received (or stream ids used up): no new streams; the connection closes when its last one ends.</summary>
+    private bool _draining;
+    private long _lastFrameTimestamp;
+    private long _pingSentTimestamp;
+
+    // A header block split over HEADERS and CONTINUATION frames (reader only).
+    private int _continuationStream;
+    private bool _continuationEndsStream;
+    private readonly ArrayBufferWriter<byte> _continuationBlock = new();
+    private readonly List<KeyValuePair<string, string>> _decoded = [];
+
+    private Http2ClientConnection(Socket socket, GrpcChannelOptions options)
+    {
+        _socket = socket;
+        _keepAliveInterval = options.KeepAliveInterval;
+        _keepAliveTimeout = options.KeepAliveTimeout;
+        _lastFrameTimestamp = TimeProvider.System.GetTimestamp();
+
+        // No stream is opened before the server's SETTINGS: a server that never sends them must not hold calls forever.
+        _settingsTimer = TimeProvider.System.CreateTimer(
+            static c =>
+            {
+                var connection = (Http2ClientConnection)c!;
+                if (!Volatile.Read(ref connection._peerSettingsReceived))
+                {
+                    connection.Fail(new RpcException(StatusCode.Unavailable, $"The server sent no HTTP/2 SETTINGS within {SettingsTimeout.TotalSeconds:0} s; is it an HTTP/2 server?"), ProtocolError);
+                }
+            },
+            this, SettingsTimeout, Timeout.InfiniteTimeSpan);
+        if (_keepAliveInterval > TimeSpan.Zero && _keepAliveInterval != Timeout.InfiniteTimeSpan)
+        {
+            var tick = TimeSpan.FromTicks(Math.Max(TimeSpan.FromMilliseconds(10).Ticks, Math.Min(_keepAliveInterval.Ticks, _keepAliveTimeout.Ticks) / 4));
+            _keepAliveTimer = TimeProvider.System.CreateTimer(static c => ((Http2ClientConnection)c!).OnKeepAliveTick(), this, tick, tick);
+        }
+    }
+
+    /// <summary>True once the connection takes no new calls and has none left: the channel drops it.</summary>
+    public bool IsFinished
+    {
+        get
+        {
+            lock (_lock)
+            {
+                return _failure is not null || (_draining && _open.Count == 0 && _waiting.Count == 0);
+            }
+        }
+    }
+
+    /// <summary>Opens a connection and sends the preface and our SETTINGS; the peer's arrive on the reader.</summary>
+    public static async Task<Http2ClientConnection> ConnectAsync(Uri address, GrpcChannelOptions options, CancellationToken cancellationToken)
+    {
+        var socket = new Socket(SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
+        try
+        {
+            using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+            timeout.CancelAfter(TimeSpan.FromSeconds(10));
+            await socket.ConnectAsync(address.IdnHost, address.Port, timeout.Token).ConfigureAwait(false);
+        }
+        catch
+        {
+            socket.Dispose();
+            throw;
+        }
+
+        var connection = new Http2ClientConnection(socket, options);
+        lock (connection._lock)
+        {
+            connection._out.Write(Preface);
+            Span<byte> settings = stackalloc byte[24];
+            WriteSetting(settings, 0x1, 0);                   // HEADER_TABLE_SIZE: our decoder keeps no dynamic table
+            WriteSetting(settings[6..], 0x2, 0);              // ENABLE_PUSH
+            WriteSetting(settings[12..], 0x4, ReceiveWindow); // INITIAL_WINDOW_SIZE
+            WriteSetting(settings[18..], 0x6, MaxHeaderListSize); // MAX_HEADER_LIST_SIZE
+            connection.AppendFrame(SettingsFrame, 0, 0, settings);
+            connection.AppendWindowUpdate(0, ReceiveWindow - 65_535);
+        }
+
+        _ = Task.Run(connection.ReadLoopAsync, CancellationToken.None);
+        connection.Flush(inline: true);
+        return connection;
+    }
+
+    /// <summary>
+    /// Queues a call and sends it as soon as the peer's stream limit allows. False when this connection takes
+    /// no more calls (failed, draining, or its stream limit already reached): the channel tries another.
+    /// </summary>
+    public bool TryStart(UnaryStream stream)
+    {
+        lock (_lock)
+        {
+            if (_failure is not null || _draining || _open.Count + _waiting.Count >= _peerMaxStreams)
+            {
+                return false;
+            }
+
+            _waiting.Enqueue(stream);
+            Pump();
+        }
+
+        Flush();
+        return true;
+    }
+
+    /// <summary>
+    /// Ends a call from the caller's side (deadline, cancellation): a stream already open is reset with
+    /// CANCEL (RFC 9113, 8.7 and the gRPC spec), so the server stops working on it.
+    /// </summary>
+    public void Abort(UnaryStream stream, RpcException status)
+    {
+        lock (_lock)
+        {
+            if (!stream.TryFail(status))
+            {
+                return;
+            }
+
+            if (stream.Id != 0 && _open.Remove(stream.Id))
+            {
+                _sending.Remove(stream);
+                AppendRstStream(stream.Id, CancelError);
+                Pump();
+            }
+        }
+
+        Flush();
+    }
+
+    /// <summary>Fails every call and closes the socket (the channel is disposed).</summary>
+    public void Close(RpcException status) => Fail(status, NoError);
+
+    // ---- sending (under _lock) ----
+
+    /// <summary>Opens waiting streams while the peer's limit allows, then sends request data while windows allow.</summary>
+    private void Pump()
+    {
+        while (_waiting.Count > 0 && _open.Count < _peerMaxStreams && !_draining && _peerSettingsReceived)
+        {
+            var stream = _waiting.Dequeue();
+            if (stream.IsEnded)
+            {
+                continue; // cancelled while it waited
+            }
+
+            if (_nextStreamId > int.MaxValue - 2)
+            {
+                // Stream ids are used up (RFC 9113, 5.1.1): this connection takes no more, the channel opens another.
+                _draining = true;
+                stream.TryFailUnsent(NotSent("The connection has used up its stream ids."));
+                continue;
+            }
+
+            stream.Id = _nextStreamId;
+            _nextStreamId += 2;
+            stream.SendWindow = _peerInitialStreamWindow;
+            _open.Add(stream.Id, stream);
+            AppendHeaders(stream.Id, stream.HeaderBlock);
+            _sending.Add(stream);
+        }
+
+        if (_draining)
+        {
+            while (_waiting.TryDequeue(out var refused))
+            {
+                refused.TryFailUnsent(NotSent("The connection closed before the call was sent."));
+            }
+        }
+
+        for (var i = 0; i < _sending.Count && _sendWindow > 0; i++)
+        {
+            var stream = _sending[i];
+            while (true)
+            {
+                var left = stream.Data.Length - stream.DataSent;
+                var length = (int)Math.Min(Math.Min(left, _peerMaxFrameSize), Math.Min(_sendWindow, stream.SendWindow));
+                if (length <= 0 && left > 0)
+                {
+                    break; // this stream's window is closed; others may still send
+                }
+
+                var last = length == left;
+                AppendFrame(DataFrame, last ? EndStreamFlag : (byte)0, stream.Id, stream.Data.Span.Slice(stream.DataSent, length));
+                stream.DataSent += length;
+                stream.SendWindow -= length;
+                _sendWindow -= length;
+                if (last)
+                {
+                    _sending.RemoveAt(i--);
+                    break;
+                }
+            }
+        }
+    }
+
+    private void AppendHeaders(int streamId, byte[] block)
+    {
+        // A block larger than the peer's frame size continues in CONTINUATION frames, with nothing between them.
+        var first = Math.Min(block.Length, _peerMaxFrameSize);
+        AppendFrame(HeadersFrame, first == block.Length ? EndHeadersFlag : (byte)0, streamId, block.AsSpan(0, first));
+        for (var offset = first; offset < block.Length; offset += _peerMaxFrameSize)
+        {
+            var length = Math.Min(_peerMaxFrameSize, block.Length - offset);
+            AppendFrame(ContinuationFrame, offset + length == block.Length ? EndHeadersFlag : (byte)0, streamId, block.AsSpan(offset, length));
+        }
+    }
+
+    private void AppendFrame(byte type, byte flags, int stream, ReadOnlySpan<byte> payload)
+    {
+        var span = _out.GetSpan(FrameHeaderLength + payload.Length);
+        span[0] = (byte)(payload.Length >> 16);
+        span[1] = (byte)(payload.Length >> 8);
+        span[2] = (byte)payload.Length;
+        span[3] = type;
+        span[4] = flags;
+        BinaryPrimitives.WriteUInt32BigEndian(span[5..], (uint)stream);
+        payload.CopyTo(span[FrameHeaderLength..]);
+        _out.Advance(FrameHeaderLength + payload.Length);
+    }
+
+    private void AppendWindowUpdate(int stream, int increment)
+    {
+        Span<byte> payload = stackalloc byte[4];
+        BinaryPrimitives.WriteUInt32BigEndian(payload, (uint)increment);
+        AppendFrame(WindowUpdateFrame, 0, stream, payload);
+    }
+
+    private void AppendRstStream(int stream, uint code)
+    {
+        Span<byte> payload = stackalloc byte[4];
+        BinaryPrimitives.WriteUInt32BigEndian(payload, code);
+        AppendFrame(RstStreamFrame, 0, stream, payload);
+    }
+
+    private static void WriteSetting(Span<byte> span, ushort id, uint value)
+    {
+        BinaryPrimitives.WriteUInt16BigEndian(span, id);
+        BinaryPrimitives.WriteUInt32BigEndian(span[2..], value);
+    }
+
+    /// <summary>
+    /// Sends what is buffered, unless a send is already in progress (it will take this too). The reader sends
+    /// at once, after parsing a read's worth of frames; other threads hand the send to the thread pool, so that
+    /// the calls callers make meanwhile leave in the same write: one system call for many calls, on both ends.
+    /// A send that cannot complete at once goes on asynchronously; nobody waits for it.
+    /// </summary>
+    private void Flush(bool inline = false)
+    {
+        lock (_lock)
+        {
+            if (_flushing || _out.WrittenCount == 0 || _failure is not null)
+            {
+                return;
+            }
+
+            _flushing = true;
+        }
+
+        if (inline)
+        {
+            _ = FlushLoopAsync();
+        }
+        else
+        {
+            ThreadPool.UnsafeQueueUserWorkItem(static c => _ = c.FlushLoopAsync(), this, preferLocal: false);
+        }
+    }
+
+    private async Task FlushLoopAsync()
+    {
+        try
+        {
+            while (true)
+            {
+                ArrayBufferWriter<byte> buffer;
+                lock (_lock)
+                {
+                    if (_out.WrittenCount == 0 || _failure is not null)
+                    {
+                        _flushing = false;
+                        return;
+                    }
+
+                    buffer = _out;
+                    _out = _spare ?? new ArrayBufferWriter<byte>(1 << 14);
+                    _spare = null;
+                }
+
+                var bytes = buffer.WrittenMemory;
+                while (bytes.Length > 0)
+                {
+                    bytes = bytes[await _socket.SendAsync(bytes, SocketFlags.None).ConfigureAwait(false)..];
+                }
+
+                buffer.ResetWrittenCount();
+                lock (_lock)
+                {
+                    _spare = buffer;
+                }
+            }
+        }
+        catch (Exception ex)
+        {
+            Fail(Unavailable("The connection failed: " + ex.Message, ex), NoError);
+        }
+    }
+
+    // ---- receiving (the reader) ----
+
+    private async Task ReadLoopAsync()
+    {
+        var buffer = ArrayPool<byte>.Shared.Rent(4 * (MaxIncomingFrame + FrameHeaderLength));
+        int start = 0, end = 0;
+        try
+        {
+            while (true)
+            {
+                if (end == buffer.Length)
+                {
+                    // Frames are at most MaxIncomingFrame long, so moving the unparsed tail down always makes room.
+                    Buffer.BlockCopy(buffer, start, buffer, 0, end - start);
+                    end -= start;
+                    start = 0;
+                }
+
+                var read = await _socket.ReceiveAsync(buffer.AsMemory(end), SocketFlags.None).ConfigureAwait(false);
+                if (read == 0)
+                {
+                    throw new IOException("The server closed the connection.");
+                }
+
+                end += read;
+                Volatile.Write(ref _lastFrameTimestamp, TimeProvider.System.GetTimestamp());
+                start = ParseFrames(buffer, start, end);
+                if (start == end)
+                {
+                    start = end = 0;
+                }
+
+                Flush(inline: true); // what parsing produced: SETTINGS and PING acks, window updates, resets, waiting calls
+                if (_draining)
+                {
+                    CloseIfDrained();
+                }
+
+                if (Volatile.Read(ref _failure) is not null)
+                {
+                    return;
+                }
+            }
+        }
+        catch (Http2ConnectionException ex)
+        {
+            Fail(Unavailable($"The connection failed (HTTP/2 error {ex.Code}): {ex.Message}", ex), ex.Code);
+        }
+        catch (Exception ex)
+        {
+            Fail(Unavailable("The connection failed: " + ex.Message, ex), NoError);
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(buffer);
+        }
+    }
+
+    /// <summary>Handles every whole frame in buffer[start..end); returns where the first incomplete one begins.</summary>
+    private int ParseFrames(byte[] buffer, int start, int end)
+    {
+        while (end - start >= FrameHeaderLength)
+        {
+            var length = (buffer[start] << 16) | (buffer[start + 1] << 8) | buffer[start + 2];
+            if (length > MaxIncomingFrame)
+            {
+                // Also what a peer that does not speak HTTP/2 looks like ("HTTP/1.1 400" read as a frame header).
+                throw new Http2ConnectionException(FrameSizeError, string.Create(CultureInfo.InvariantCulture, $"a frame of {length} bytes, larger than the {MaxIncomingFrame} allowed; is the server speaking HTTP/2?"));
+            }
+
+            if (end - start < FrameHeaderLength + length)
+            {
+                break;
+            }
+
+            var type = buffer[start + 3];
+            var flags = buffer[start + 4];
+            var stream = (int)(BinaryPrimitives.ReadUInt32BigEndian(buffer.AsSpan(start + 5)) & 0x7FFF_FFFF);
+            OnFrame(type, flags, stream, buffer.AsSpan(start + FrameHeaderLength, length));
+            start += FrameHeaderLength + length;
+        }
+
+        return start;
+    }
+
+    private void OnFrame(byte type, byte flags, int stream, ReadOnlySpan<byte> payload)
+    {
+        if (_continuationStream != 0 && type != ContinuationFrame)
+        {
+            throw new Http2ConnectionException(ProtocolError, "a header block was interrupted by another frame");
+        }
+
+        switch (type)
+        {
+            case DataFrame:
+                OnData(flags, stream, payload);
+                break;
+            case HeadersFrame:
+                RequireStream(stream, "HEADERS");
+                var block = Unpad(payload, flags);
+                if ((flags & PriorityFlag) != 0)
+                {
+                    block = block.Length >= 5 ? block[5..] : throw new Http2ConnectionException(FrameSizeError, "a HEADERS frame too short for its priority fields");
+                }
+
+                if ((flags & EndHeadersFlag) != 0)
+                {
+                    OnHeaderBlock(stream, block, (flags & EndStreamFlag) != 0);
+                }
+                else
+                {
+                    _continuationStream = stream;
+                    _continuationEndsStream = (flags & EndStreamFlag) != 0;
+                    _continuationBlock.ResetWrittenCount();
+                    _continuationBlock.Write(block);
+                }
+
+                break;
+            case ContinuationFrame:
+                if (_continuationStream == 0 || stream != _continuationStream)
+                {
+                    throw new Http2ConnectionException(ProtocolError, "a CONTINUATION frame that continues no header block");
+                }
+
+                if (_continuationBlock.WrittenCount + payload.Length > MaxHeaderListSize)
+                {
+                    throw new Http2ConnectionException(ProtocolError, "a header block larger than the advertised limit");
+                }
+
+                _continuationBlock.Write(payload);
+                if ((flags & EndHeadersFlag) != 0)
+                {
+                    _continuationStream = 0;
+                    OnHeaderBlock(stream, _continuationBlock.WrittenSpan, _continuationEndsStream);
+                }
+
+                break;
+            case RstStreamFrame:
+                RequireStream(stream, "RST_STREAM");
+                if (payload.Length != 4)
+                {
+                    throw new Http2ConnectionException(FrameSizeError, "an RST_STREAM frame that is not 4 bytes");
+                }
+
+                var code = BinaryPrimitives.ReadUInt32BigEndian(payload);
+                lock (_lock)
+                {
+                    if (_open.Remove(stream, out var reset))
+                    {
+                        _sending.Remove(reset);
+                        if (code == NoError && reset.Headers is not null && reset.Trailers is not null)
+                        {
+                            reset.TryComplete(); // the response was whole; the server just wants no more request
+                        }
+                        else
+                        {
+                            var detail = string.Create(CultureInfo.InvariantCulture, $"The server reset the stream (HTTP/2 error {code}).");
+                            reset.TryFail(code == RefusedStream
+                                ? NotSent(detail) // the server did no work on it (RFC 9113, 8.7)
+                                : new RpcException(new Status(ResponseRules.StatusFromStreamReset(code), detail)));
+                        }
+
+                        Pump();
+                    }
+                }
+
+                break;
+            case SettingsFrame:
+                if (stream != 0)
+                {
+                    throw new Http2ConnectionException(ProtocolError, "a SETTINGS frame on a stream");
+                }
+
+                if ((flags & AckFlag) == 0)
+                {
+                    OnSettings(payload);
+                }
+
+                break;
+            case PingFrame:
+                if (stream != 0 || payload.Length != 8)
+                {
+                    throw new Http2ConnectionException(payload.Length != 8 ? FrameSizeError : ProtocolError, "a malformed PING frame");
+                }
+
+                lock (_lock)
+                {
+                    if ((flags & AckFlag) == 0)
+                    {
+                        AppendFrame(PingFrame, AckFlag, 0, payload);
+                    }
+                    else
+                    {
+                        _pingSentTimestamp = 0;
+                    }
+                }
+
+                break;
+            case GoAwayFrame:
+                if (stream != 0 || payload.Length < 8)
+                {
+                    throw new Http2ConnectionException(ProtocolError, "a malformed GOAWAY frame");
+                }
+
+                OnGoAway(payload);
+                break;
+            case WindowUpdateFrame:
+                OnWindowUpdate(stream, payload);
+                break;
+            case PushPromiseFrame:
+                throw new Http2ConnectionException(ProtocolError, "PUSH_PROMISE although push was disabled");
+            case PriorityFrame:
+            default:
+                break; // carries nothing a client needs; unknown types are ignored (RFC 9113, 5.5)
+        }
+    }
+
+    private void OnData(byte flags, int stream, ReadOnlySpan<byte> payload)
+    {
+        RequireStream(stream, "DATA");
+        _receivedSinceUpdate += payload.Length;
+        if (_receivedSinceUpdate >= ReceiveWindow / 2)
+        {
+            lock (_lock)
+            {
+                AppendWindowUpdate(0, (int)_receivedSinceUpdate);
+            }
+
+            _receivedSinceUpdate = 0;
+        }
+
+        var data = Unpad(payload, flags);
+        UnaryStream? s;
+        lock (_lock)
+        {
+            s = _open.GetValueOrDefault(stream);
+        }
+
+        if (s is null)
+        {
+            return; // a stream we reset or abandoned: its data still counted against the connection's window
+        }
+
+        if (s.Headers is null)
+        {
+            FailStream(s, new RpcException(StatusCode.Internal, "The server sent DATA before the response headers."), ProtocolError);
+            return;
+        }
+
+        if (s.Trailers is not null)
+        {
+            FailStream(s, new RpcException(StatusCode.Internal, "The server sent DATA after the trailers."), ProtocolError);
+            return;
+        }
+
+        s.ReceivedSinceUpdate += payload.Length;
+        if (s.ReceivedSinceUpdate >= ReceiveWindow / 2 && (flags & EndStreamFlag) == 0)
+        {
+            lock (_lock)
+            {
+                AppendWindowUpdate(stream, (int)s.ReceivedSinceUpdate);
+            }
+
+            s.ReceivedSinceUpdate = 0;
+        }
+
+        if (s.IsGrpc && !TakeMessageBytes(s, data))
+        {
+            return;
+        }
+
+        if ((flags & EndStreamFlag) != 0)
+        {
+            EndStream(s);
+        }
+    }
+
+    /// <summary>
+    /// Keeps a unary response's bytes, refusing them as soon as they cannot be a single message within the
+    /// limit: a memory bound the server cannot talk us out of.
+    /// </summary>
+    private bool TakeMessageBytes(UnaryStream s, ReadOnlySpan<byte> data)
+    {
+        s.Body.Write(data);
+        if (s.Body.WrittenCount < GrpcProtocol.MessageHeaderSize)
+        {
+            return true;
+        }
+
+        var length = BinaryPrimitives.ReadUInt32BigEndian(s.Body.WrittenSpan[1..]);
+        if (length > (uint)s.MaxReceiveMessageSize)
+        {
+            FailStream(s, new RpcException(StatusCode.ResourceExhausted,
+                $"Received message of {length} bytes exceeds the maximum message size of {s.MaxReceiveMessageSize} bytes."), CancelError);
+            return false;
+        }
+
+        if (s.Body.WrittenCount > GrpcProtocol.MessageHeaderSize + (long)length)
+        {
+            FailStream(s, new RpcException(StatusCode.Internal, "The server sent more than one response message for a unary call."), CancelError);
+            return false;
+        }
+
+        return true;
+    }
+
+    private void OnHeaderBlock(int stream, ReadOnlySpan<byte> block, bool endsStream)
+    {
+        _decoded.Clear();
+        try
+        {
+            HPackDecoder.Decode(block, _decoded, MaxHeaderListSize);
+        }
+        catch (HPackDecodingException ex)
+        {
+            // The peer's encoder state is now unknown to us: a connection error (RFC 9113, 4.3).
+            throw new Http2ConnectionException(CompressionError, "an undecodable header block: " + ex.Message);
+        }
+
+        UnaryStream? s;
+        lock (_lock)
+        {
+            s = _open.GetValueOrDefault(stream);
+        }
+
+        if (s is null)
+        {
+            return;
+        }
+
+        var headers = new List<KeyValuePair<string, string>>(_decoded);
+        if (s.Headers is null)
+        {
+            var statusText = UnaryStream.Find(headers, ":status");
+            if (!int.TryParse(statusText, NumberStyles.None, CultureInfo.InvariantCulture, out var httpStatus))
+            {
+                FailStream(s, new RpcException(StatusCode.Internal, $"The response headers have no valid :status ('{statusText}')."), ProtocolError);
+                return;
+            }
+
+            if (httpStatus is >= 100 and < 200)
+            {
+                if (endsStream)
+                {
+                    FailStream(s, new RpcException(StatusCode.Internal, "An informational response ended the stream."), ProtocolError);
+                }
+
+                return; // informational (1xx): the final headers follow (RFC 9113, 8.1)
+            }
+
+            s.HttpStatus = httpStatus;
+            s.Headers = headers;
+            var early = ResponseRules.Validate(httpStatus, ReasonOf(httpStatus), UnaryStream.Find(headers, "content-type"),
+                name => UnaryStream.Find(headers, name), out var decompression);
+            if (early is { } status)
+            {
+                // The call's outcome is known from the headers (an HTTP error, not gRPC, Trailers-Only):
+                // nothing in a body could change it.
+                var failure = new RpcException(status, UnaryStream.Find(headers, GrpcProtocol.StatusHeader) is null ? null : UnaryStream.ToMetadata(headers));
+                if (endsStream)
+                {
+                    lock (_lock)
+                    {
+                        _open.Remove(stream);
+                        _sending.Remove(s);
+                        s.TryFail(failure);
+                        Pump();
+                    }
+                }
+                else
+                {
+                    FailStream(s, failure, CancelError);
+                }
+
+                return;
+            }
+
+            s.IsGrpc = true;
+            s.Decompression = decompression;
+        }
+        else if (!endsStream)
+        {
+            FailStream(s, new RpcException(StatusCode.Internal, "The server sent a second header block that does not end the stream."), ProtocolError);
+            return;
+        }
+        else
+        {
+            s.Trailers = headers;
+        }
+
+        if (endsStream)
+        {
+            EndStream(s);
+        }
+    }
+
+    /// <summary>The peer ended its side: the response is complete. Request data not yet sent is no longer wanted (RFC 9113, 8.1).</summary>
+    private void EndStream(UnaryStream s)
+    {
+        lock (_lock)
+        {
+            _open.Remove(s.Id);
+            if (_sending.Remove(s))
+            {
+                AppendRstStream(s.Id, NoError);
+            }
+
+            s.TryComplete();
+            Pump();
+        }
+    }
+
+    /// <summary>Fails one call and resets its stream, leaving the connection's other calls alone.</summary>
+    private void FailStream(UnaryStream s, RpcException failure, uint code)
+    {
+        lock (_lock)
+        {
+            if (_open.Remove(s.Id))
+            {
+                _sending.Remove(s);
+                AppendRstStream(s.Id, code);
+            }
+
+            s.TryFail(failure);
+            Pump();
+        }
+    }
+
+    private void OnSettings(ReadOnlySpan<byte> payload)
+    {
+        if (payload.Length % 6 != 0)
+        {
+            throw new Http2ConnectionException(FrameSizeError, "a SETTINGS frame whose length is not a multiple of 6");
+        }
+
+        lock (_lock)
+        {
+            for (var i = 0; i < payload.Length; i += 6)
+            {
+                var id = BinaryPrimitives.ReadUInt16BigEndian(payload[i..]);
+                var value = BinaryPrimitives.ReadUInt32BigEndian(payload[(i + 2)..]);
+                switch (id)
+                {
+                    case 0x3:
+                        _peerMaxStreams = value;
+                        break;
+                    case 0x4:
+                        if (value > int.MaxValue)
+                        {
+                            throw new Http2ConnectionException(FlowControlError, "SETTINGS_INITIAL_WINDOW_SIZE above 2^31-1");
+                        }
+
+                        // A new initial window changes every open stream's window by the difference (RFC 9113, 6.9.2).
+                        var delta = value - _peerInitialStreamWindow;
+                        _peerInitialStreamWindow = value;
+                        foreach (var open in _open.Values)
+                        {
+                            open.SendWindow += delta;
+                        }
+
+                        break;
+                    case 0x5:
+                        if (value is < 16_384 or > 16_777_215)
+                        {
+                            throw new Http2ConnectionException(ProtocolError, "SETTINGS_MAX_FRAME_SIZE out of range");
+                        }
+
+                        _peerMaxFrameSize = (int)value;
+                        break;
+                }
+            }
+
+            AppendFrame(SettingsFrame, AckFlag, 0, []);
+            Volatile.Write(ref _peerSettingsReceived, true);
+            _settingsTimer.Dispose();
+
+            // Calls queued beyond the limit the peer has now given would wait behind its open streams, some of
+            // which may be long claims: they go back to the channel, to another connection.
+            var keep = (int)Math.Max(0, Math.Min(int.MaxValue, _peerMaxStreams - _open.Count));
+            if (_waiting.Count > keep)
+            {
+                var kept = new Queue<UnaryStream>();
+                while (_waiting.TryDequeue(out var waiting))
+                {
+                    if (kept.Count < keep)
+                    {
+                        kept.Enqueue(waiting);
+                    }
+                    else
+                    {
+                        waiting.TryFailUnsent(NotSent("The connection takes fewer streams than were queued on it."));
+                    }
+                }
+
+                while (kept.TryDequeue(out var waiting))
+                {
+                    _waiting.Enqueue(waiting);
+                }
+            }
+
+            Pump();
+        }
+    }
+
+    private void OnWindowUpdate(int stream, ReadOnlySpan<byte> payload)
+    {
+        if (payload.Length != 4)
+        {
+            throw new Http2ConnectionException(FrameSizeError, "a WINDOW_UPDATE frame that is not 4 bytes");
+        }
+
+        var increment = BinaryPrimitives.ReadUInt32BigEndian(payload) & 0x7FFF_FFFF;
+        lock (_lock)
+        {
+            if (stream == 0)
+            {
+                if (increment == 0 || _sendWindow + increment > int.MaxValue)
+                {
+                    throw new Http2ConnectionException(increment == 0 ? ProtocolError : FlowControlError, "an invalid connection WINDOW_UPDATE");
+                }
+
+                _sendWindow += increment;
+            }
+            else if (_open.TryGetValue(stream, out var s))
+            {
+                if (increment == 0 || s.SendWindow + increment > int.MaxValue)
+                {
+                    _open.Remove(stream);
+                    _sending.Remove(s);
+                    AppendRstStream(stream, increment == 0 ? ProtocolError : FlowControlError);
+                    s.TryFail(new RpcException(StatusCode.Internal, "The server sent an invalid WINDOW_UPDATE for the call's stream."));
+                }
+                else
+                {
+                    s.SendWindow += increment;
+                }
+            }
+
+            Pump();
+        }
+    }
+
+    /// <summary>
+    /// Streams above the peer's last processed one were not handled: they fail with UNAVAILABLE (safe to retry).
+    /// With NO_ERROR the others may still finish; with an error code they fail too.
+    /// </summary>
+    private void OnGoAway(ReadOnlySpan<byte> payload)
+    {
+        var last = (int)(BinaryPrimitives.ReadUInt32BigEndian(payload) & 0x7FFF_FFFF);
+        var code = BinaryPrimitives.ReadUInt32BigEndian(payload[4..]);
+        lock (_lock)
+        {
+            _draining = true;
+            foreach (var (id, s) in _open.ToList())
+            {
+                if (id > last || code != NoError)
+                {
+                    _open.Remove(id);
+                    _sending.Remove(s);
+                    s.TryFail(id > last
+                        ? NotSent(string.Create(CultureInfo.InvariantCulture, $"The server is going away (GOAWAY, HTTP/2 error {code}) and did not process the call."))
+                        : new RpcException(StatusCode.Unavailable, string.Create(CultureInfo.InvariantCulture, $"The connection failed (GOAWAY, HTTP/2 error {code}).")));
+                }
+            }
+
+            Pump(); // fails the waiting calls: this connection opens no more streams
+        }
+
+        CloseIfDrained();
+    }
+
+    private void CloseIfDrained()
+    {
+        bool close;
+        lock (_lock)
+        {
+            close = _draining && _open.Count == 0 && _waiting.Count == 0 && _failure is null;
+        }
+
+        if (close)
+        {
+            Fail(new RpcException(StatusCode.Unavailable, "The connection was closed after GOAWAY."), NoError);
+        }
+    }
+
+    private void OnKeepAliveTick()
+    {
+        RpcException? dead = null;
+        lock (_lock)
+        {
+            if (_failure is not null)
+            {
+                return;
+            }
+
+            if (_open.Count == 0)
+            {
+                _pingSentTimestamp = 0; // pings only while calls are open: an idle connection costs nothing
+                if (_draining)
+                {
+                    dead = new RpcException(StatusCode.Unavailable, "The connection was closed after GOAWAY.");
+                }
+            }
+            else if (_pingSentTimestamp != 0)
+            {
+                if (TimeProvider.System.GetElapsedTime(_pingSentTimestamp) >= _keepAliveTimeout)
+                {
+                    var detail = $"The server did not answer a keepalive PING within {_keepAliveTimeout.TotalSeconds:0.###} s; the connection is presumed dead.";
+                    dead = new RpcException(new Status(StatusCode.Unavailable, detail), inner: new TimeoutException(detail));
+                }
+            }
+            else if (TimeProvider.System.GetElapsedTime(Volatile.Read(ref _lastFrameTimestamp)) >= _keepAliveInterval)
+            {
+                _pingSentTimestamp = TimeProvider.System.GetTimestamp();
+                Span<byte> payload = stackalloc byte[8];
+                BinaryPrimitives.WriteInt64BigEndian(payload, _pingSentTimestamp);
+                AppendFrame(PingFrame, 0, 0, payload);
+            }
+        }
+
+        if (dead is not null)
+        {
+            Fail(dead, NoError);
+        }
+        else
+        {
+            Flush();
+        }
+    }
+
+    /// <summary>Fails every call, tells the peer why (GOAWAY), and closes the socket. Idempotent.</summary>
+    private void Fail(RpcException failure, uint code)
+    {
+        List<UnaryStream> calls;
+        bool canSend;
+        lock (_lock)
+        {
+            if (_failure is not null)
+            {
+                return;
+            }
+
+            _failure = failure;
+            canSend = !_flushing; // a send in progress must not be interleaved with ours
+            calls = [.. _open.Values];
+            foreach (var waiting in _waiting)
+            {
+                waiting.TryFailUnsent(NotSent(failure.Status.Detail));
+            }
+
+            _open.Clear();
+            _waiting.Clear();
+            _sending.Clear();
+        }
+
+        _keepAliveTimer?.Dispose();
+        _settingsTimer.Dispose();
+        try
+        {
+            if (code != NoError && canSend)
+            {
+                // Best effort, and not through the buffer: a send may be in progress there.
+                Span<byte> goAway = stackalloc byte[FrameHeaderLength + 8];
+                goAway[2] = 8;
+                goAway[3] = GoAwayFrame;
+                BinaryPrimitives.WriteUInt32BigEndian(goAway[13..], code);
+                _socket.Send(goAway, SocketFlags.None);
+            }
+
+            _socket.Shutdown(SocketShutdown.Both);
+        }
+        catch (Exception ex) when (ex is SocketException or ObjectDisposedException)
+        {
+            // Already gone: the calls below learn why from the failure.
+        }
+
+        _socket.Dispose();
+        foreach (var call in calls)
+        {
+            call.TryFail(failure);
+        }
+    }
+
+    private void RequireStream(int stream, string frame)
+    {
+        if (stream == 0)
+        {
+            throw new Http2ConnectionException(ProtocolError, $"a {frame} frame on stream 0");
+        }
+
+        if ((stream & 1) == 0 || stream >= Volatile.Read(ref _nextStreamId))
+        {
+            // Even ids would be pushed streams (push is disabled); odd ones above ours were never opened (RFC 9113, 5.1).
+            throw new Http2ConnectionException(ProtocolError, string.Create(CultureInfo.InvariantCulture, $"a {frame} frame on stream {stream}, which this client never opened"));
+        }
+    }
+
+    private static ReadOnlySpan<byte> Unpad(ReadOnlySpan<byte> payload, byte flags)
+    {
+        if ((flags & PaddedFlag) == 0)
+        {
+            return payload;
+        }
+
+        if (payload.Length == 0 || payload[0] >= payload.Length)
+        {
+            throw new Http2ConnectionException(ProtocolError, "padding longer than its frame");
+        }
+
+        return payload[1..^payload[0]];
+    }
+
+    private static string? ReasonOf(int httpStatus) =>
+        Enum.IsDefined(typeof(System.Net.HttpStatusCode), httpStatus) ? ((System.Net.HttpStatusCode)httpStatus).ToString() : null;
+
+    private static RpcException Unavailable(string message, Exception inner) => new(new Status(StatusCode.Unavailable, message), inner: inner);
+
+    private static RpcException NotSent(string message) => new(new Status(StatusCode.Unavailable, message), inner: new CallNotSentException(message));
+
+    /// <summary>An error of the whole connection (RFC 9113, 5.4.1): it ends with GOAWAY and this code.</summary>
+    private sealed class Http2ConnectionException(uint code, string message) : Exception(message)
+    {
+        public uint Code { get; } = code;
+    }
+}

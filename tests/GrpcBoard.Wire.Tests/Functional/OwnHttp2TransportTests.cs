@@ -1,0 +1,255 @@
+using System.Buffers;
+using System.Buffers.Binary;
+using GrpcBoard.Wire.Client;
+using GrpcBoard.Wire.Client.Http2;
+using GrpcBoard.Wire.Tests.Infrastructure;
+using Microsoft.AspNetCore.Http;
+
+namespace GrpcBoard.Wire.Tests.Functional;
+
+/// <summary>
+/// The channel's own HTTP/2 connection for unary calls, where it does what HttpClient did for it: the peer's
+/// stream limit, flow control, keepalive, GOAWAY, Huffman-coded headers, and peers that break the protocol.
+/// The behaviour every transport shares is tested by ClientServerTests and ClientResponseHandlingTests, which
+/// run once per transport.
+/// </summary>
+public class OwnHttp2TransportTests
+{
+    private static readonly Method<string, string> Echo = Utf8.Unary("Echo");
+    private static readonly Method<string, string> Any = Utf8.Unary("Any");
+
+    private static byte[] OkHeaders()
+    {
+        var block = new ArrayBufferWriter<byte>();
+        HPackEncoder.Indexed(block, 8); // :status 200
+        HPackEncoder.LiteralWithIndexedName(block, HPackEncoder.ContentType, "application/grpc");
+        return block.WrittenSpan.ToArray();
+    }
+
+    private static byte[] Trailers(string status)
+    {
+        var block = new ArrayBufferWriter<byte>();
+        HPackEncoder.Literal(block, "grpc-status", status);
+        return block.WrittenSpan.ToArray();
+    }
+
+    /// <summary>Reads one whole request (its HEADERS, then DATA up to END_STREAM) and returns its stream id.</summary>
+    private static async Task<int> ReadRequestAsync(FakeH2Server.Peer peer)
+    {
+        var end = await peer.ReadUntilAsync(f => f.Type == FakeH2Server.Peer.Data && f.EndStream);
+        return end.Stream;
+    }
+
+    /// <summary>Polls a condition the test cannot await directly (a count inside a handler), for at most 10 s.</summary>
+    private static async Task UntilAsync(Func<bool> condition)
+    {
+        var deadline = DateTime.UtcNow + Timeouts.Default;
+        while (!condition())
+        {
+            Assert.True(DateTime.UtcNow < deadline, "the condition did not hold within the test's timeout");
+            await Task.Delay(10);
+        }
+    }
+
+    [Fact]
+    public async Task CallsBeyondTheServersStreamLimit_GoOnAnotherConnection()
+    {
+        var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var inFlight = 0;
+        var connections = new System.Collections.Concurrent.ConcurrentDictionary<string, bool>();
+        await using var server = await KestrelHost.StartGrpcAsync(
+            r => r.AddUnary(Echo, async (request, _) =>
+            {
+                Interlocked.Increment(ref inFlight);
+                await release.Task;
+                return request;
+            }),
+            kestrelOptions: k => k.Limits.Http2.MaxStreamsPerConnection = 2);
+        using var channel = GrpcChannel.ForAddress(server.Address);
+
+        // One call first, so the server's SETTINGS (2 streams) have arrived before the rest are placed.
+        var first = channel.UnaryAsync(Echo, "call-0");
+        await UntilAsync(() => Volatile.Read(ref inFlight) == 1);
+        var calls = Enumerable.Range(1, 5).Select(i => channel.UnaryAsync(Echo, $"call-{i}")).Prepend(first).ToArray();
+
+        // All six reach the handler at once: a queue behind the first connection's two streams would hold four back.
+        await UntilAsync(() => Volatile.Read(ref inFlight) == 6);
+        release.SetResult();
+        var results = await Task.WhenAll(calls).Within();
+        Assert.Equal(Enumerable.Range(0, 6).Select(i => $"call-{i}"), results);
+    }
+
+    [Fact]
+    public async Task ALargeRequest_IsSentAsTheServersSmallestWindowsAllow()
+    {
+        await using var server = await KestrelHost.StartGrpcAsync(
+            r => r.AddUnary(Echo, (request, _) => Task.FromResult(request.Length.ToString(System.Globalization.CultureInfo.InvariantCulture))),
+            kestrelOptions: k =>
+            {
+                k.Limits.Http2.InitialConnectionWindowSize = 65_535;
+                k.Limits.Http2.InitialStreamWindowSize = 65_535;
+            });
+        using var channel = GrpcChannel.ForAddress(server.Address);
+        var big = new string('x', 1_500_000); // 23 windows' worth: every byte past the first 64 KiB waits for a WINDOW_UPDATE
+
+        var lengths = await Task.WhenAll(Enumerable.Range(0, 3).Select(_ => channel.UnaryAsync(Echo, big))).Within();
+        Assert.All(lengths, l => Assert.Equal("1500000", l));
+    }
+
+    [Fact]
+    public async Task AServerThatStopsAnswering_FailsACallWithoutDeadline_AfterTheKeepaliveTimeout()
+    {
+        var sawPing = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        await using var server = new FakeH2Server(async peer =>
+        {
+            await peer.SendSettingsAsync();
+            // Reads everything, answers nothing: a host that is gone, behind a connection that is not.
+            await peer.ReadUntilAsync(f =>
+            {
+                if (f.Type == FakeH2Server.Peer.Ping)
+                {
+                    sawPing.TrySetResult();
+                }
+
+                return false;
+            });
+        });
+        using var channel = GrpcChannel.ForAddress(server.Address, new GrpcChannelOptions
+        {
+            KeepAliveInterval = TimeSpan.FromSeconds(1), // the least HttpClient, which carries the channel's streams, takes
+            KeepAliveTimeout = TimeSpan.FromSeconds(1),
+        });
+
+        var ex = await Timeouts.ThrowsRpc(() => channel.UnaryAsync(Any, "x"));
+        Assert.Equal(StatusCode.Unavailable, ex.StatusCode);
+        Assert.Contains("keepalive", ex.Status.Detail, StringComparison.Ordinal);
+        await sawPing.Task.Within();
+    }
+
+    [Fact]
+    public async Task GoAwayDuringACall_TheCallFinishes_AndTheNextCallOpensANewConnection()
+    {
+        await using var server = new FakeH2Server(async peer =>
+        {
+            await peer.SendSettingsAsync();
+            var stream = await ReadRequestAsync(peer);
+            await peer.SendGoAwayAsync(lastStream: stream, code: 0); // graceful: what was received is still answered
+            await peer.SendUnaryResponseAsync(stream, OkHeaders(), Utf8.Bytes("answered"), Trailers("0"));
+            await peer.ReadUntilAsync(_ => false);
+        });
+        using var channel = GrpcChannel.ForAddress(server.Address);
+
+        Assert.Equal("answered", await channel.UnaryAsync(Any, "first").Within());
+        Assert.Equal("answered", await channel.UnaryAsync(Any, "second").Within());
+        Assert.Equal(2, server.Connections);
+    }
+
+    [Fact]
+    public async Task GoAwayBelowACallsStream_FailsItWithUnavailable_ForTheCallerToRetry()
+    {
+        await using var server = new FakeH2Server(async peer =>
+        {
+            await peer.SendSettingsAsync();
+            await ReadRequestAsync(peer);
+            await peer.SendGoAwayAsync(lastStream: 0, code: 0); // "I processed nothing"
+            await peer.ReadUntilAsync(_ => false);
+        });
+        using var channel = GrpcChannel.ForAddress(server.Address);
+
+        var ex = await Timeouts.ThrowsRpc(() => channel.UnaryAsync(Any, "x"));
+        Assert.Equal(StatusCode.Unavailable, ex.StatusCode);
+        Assert.Contains("did not process", ex.Status.Detail, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task HuffmanCodedHeadersAndTrailers_AreDecoded()
+    {
+        await using var server = new FakeH2Server(async peer =>
+        {
+            await peer.SendSettingsAsync();
+            var stream = await ReadRequestAsync(peer);
+            // RFC 7541, C.4 and C.6: "custom-key", "custom-value" and "no-cache", Huffman-coded (H bit set).
+            byte[] trailers =
+            [
+                .. Trailers("9"),
+                0x00, 0x0C, .. "grpc-message"u8, 0x86, 0xA8, 0xEB, 0x10, 0x64, 0x9C, 0xBF,
+                0x00, 0x88, 0x25, 0xA8, 0x49, 0xE9, 0x5B, 0xA9, 0x7D, 0x7F, 0x89, 0x25, 0xA8, 0x49, 0xE9, 0x5B, 0xB8, 0xE8, 0xB4, 0xBF,
+            ];
+            await peer.SendUnaryResponseAsync(stream, OkHeaders(), Utf8.Bytes("ignored"), trailers);
+            await peer.ReadUntilAsync(_ => false);
+        });
+        using var channel = GrpcChannel.ForAddress(server.Address);
+
+        var ex = await Timeouts.ThrowsRpc(() => channel.UnaryAsync(Any, "x"));
+        Assert.Equal(StatusCode.FailedPrecondition, ex.StatusCode);
+        Assert.Equal("no-cache", ex.Status.Detail);
+        Assert.Equal("custom-value", ex.Trailers.GetValue("custom-key"));
+    }
+
+    [Fact]
+    public async Task APeerThatBreaksTheProtocol_FailsTheCallsWithUnavailable_AndIsToldWhy()
+    {
+        var goAwayCode = new TaskCompletionSource<uint>(TaskCreationOptions.RunContinuationsAsynchronously);
+        await using var server = new FakeH2Server(async peer =>
+        {
+            await peer.SendSettingsAsync();
+            await ReadRequestAsync(peer);
+            await peer.SendAsync(FakeH2Server.Peer.Data, 0, 2, [1, 2, 3]); // an even stream: the server never may open one
+            var goAway = await peer.ReadUntilAsync(f => f.Type == FakeH2Server.Peer.GoAway);
+            goAwayCode.SetResult(BinaryPrimitives.ReadUInt32BigEndian(goAway.Payload.AsSpan(4)));
+        });
+        using var channel = GrpcChannel.ForAddress(server.Address);
+
+        var ex = await Timeouts.ThrowsRpc(() => channel.UnaryAsync(Any, "x"));
+        Assert.Equal(StatusCode.Unavailable, ex.StatusCode);
+        Assert.Equal(0x1u, await goAwayCode.Task.Within()); // PROTOCOL_ERROR
+    }
+
+    [Fact]
+    public async Task AResponseLargerThanTheLimit_IsRefusedAsItArrives_AndItsStreamReset()
+    {
+        var reset = new TaskCompletionSource<uint>(TaskCreationOptions.RunContinuationsAsynchronously);
+        await using var server = new FakeH2Server(async peer =>
+        {
+            await peer.SendSettingsAsync();
+            var stream = await ReadRequestAsync(peer);
+            await peer.SendAsync(FakeH2Server.Peer.Headers, 0x4, stream, OkHeaders());
+            var prefix = new byte[5];
+            BinaryPrimitives.WriteUInt32BigEndian(prefix.AsSpan(1), 100_000_000); // announces 100 MB, sends none of it
+            await peer.SendAsync(FakeH2Server.Peer.Data, 0, stream, prefix);
+            var rst = await peer.ReadUntilAsync(f => f.Type == FakeH2Server.Peer.RstStream);
+            reset.SetResult(BinaryPrimitives.ReadUInt32BigEndian(rst.Payload));
+        });
+        using var channel = GrpcChannel.ForAddress(server.Address, new GrpcChannelOptions { MaxReceiveMessageSize = 1000 });
+
+        var ex = await Timeouts.ThrowsRpc(() => channel.UnaryAsync(Any, "x"));
+        Assert.Equal(StatusCode.ResourceExhausted, ex.StatusCode);
+        Assert.Equal(0x8u, await reset.Task.Within()); // CANCEL
+    }
+
+    [Fact]
+    public async Task HttpClientForUnaryCalls_SendsThemThroughHttpClient()
+    {
+        // What tells the two transports apart on the wire is the first SETTINGS: ours advertises a header table
+        // size of 0, HttpClient leaves the default (4096) unsaid.
+        var tableSize = new TaskCompletionSource<uint?>(TaskCreationOptions.RunContinuationsAsynchronously);
+        await using var server = new FakeH2Server(async peer =>
+        {
+            var settings = await peer.ReadFrameAsync();
+            uint? size = null;
+            for (var i = 0; i + 6 <= settings.Payload.Length; i += 6)
+            {
+                if (BinaryPrimitives.ReadUInt16BigEndian(settings.Payload.AsSpan(i)) == 0x1)
+                {
+                    size = BinaryPrimitives.ReadUInt32BigEndian(settings.Payload.AsSpan(i + 2));
+                }
+            }
+
+            tableSize.TrySetResult(size);
+        });
+        using var channel = GrpcChannel.ForAddress(server.Address, new GrpcChannelOptions { HttpClientForUnaryCalls = true });
+
+        await Timeouts.ThrowsRpc(() => channel.UnaryAsync(Any, "x"));
+        Assert.NotEqual(0u, await tableSize.Task.Within());
+    }
+}
