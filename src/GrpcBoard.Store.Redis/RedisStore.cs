@@ -608,7 +608,19 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
             await ThrowIfLostAsync(workflowId).ConfigureAwait(false);
         }
 
-        ObserveHead(workflowId, meta.Head, floor);
+        if (WaitsForReplicas)
+        {
+            // A plain read, not followed by WAIT: its head may be another instance's commit that has not reached the
+            // replicas yet (that instance's WAIT is still pending), which a failover takes back without losing anything
+            // acknowledged. Raising the watermark with it made a server refuse with DATA_LOSS after such a failover
+            // (.ci/run, Sentinel with --redis-replicas 2). It is still checked against what was seen through waits.
+            CheckHead(workflowId, meta.Head, floor);
+        }
+        else
+        {
+            ObserveHead(workflowId, meta.Head, floor);
+        }
+
         return meta;
     }
 
@@ -1081,7 +1093,7 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
     }
 
     /// <summary>
-    /// <see cref="CheckEpochAsync"/> at start, tried again for up to the command timeout while it fails with UNAVAILABLE.
+    /// <see cref="CheckEpochAsync"/> at start, tried again for up to three command timeouts while it fails with UNAVAILABLE.
     /// StackExchange.Redis returns from connecting once some connections are up, and opens the others meanwhile: on a
     /// cluster the epoch's slot can belong to a node still connecting ("No connection is available to service this
     /// operation", seen once in .ci/run for a store opened just after a reshard). A Redis that stays away still fails
@@ -1089,6 +1101,9 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
     /// </summary>
     private async Task CheckEpochWhileConnectingAsync()
     {
+        // Three command timeouts: a call can itself take one (StackExchange.Redis's first command may wait for the
+        // connection it needs, seen once in .ci/run: 5 s on a busy machine, for a primary and replica just started),
+        // and one failed call must still leave room to try again.
         var started = Stopwatch.GetTimestamp();
         while (true)
         {
@@ -1098,7 +1113,7 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
                 return;
             }
             catch (BoardException ex) when (ex.Error == BoardError.StoreUnavailable
-                && Stopwatch.GetElapsedTime(started) < TimeSpan.FromMilliseconds(_options.CommandTimeoutMilliseconds))
+                && Stopwatch.GetElapsedTime(started) < StartTimeout)
             {
                 await Task.Delay(100).ConfigureAwait(false);
             }
@@ -1247,6 +1262,8 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
     /// store's shutdown. The call itself is left to finish or fail on its own; what it did then is unknown, as after any
     /// lost reply.
     /// </summary>
+    private TimeSpan StartTimeout => 3 * _commandTimeout;
+
     private Task<T> Bounded<T>(Task<T> call) => call.WaitAsync(_commandTimeout);
 
     private Task Bounded(Task call) => call.WaitAsync(_commandTimeout);
@@ -1294,12 +1311,16 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
 
     private void ObserveHead(string workflowId, long head, long floor)
     {
+        CheckHead(workflowId, head, floor);
+        _headWatermarks.AddOrUpdate(workflowId, head, (_, old) => Math.Max(old, head));
+    }
+
+    private void CheckHead(string workflowId, long head, long floor)
+    {
         if (head < floor)
         {
             throw LoseData($"workflow '{workflowId}' is at revision {head}, but this instance had already seen {floor}");
         }
-
-        _headWatermarks.AddOrUpdate(workflowId, head, (_, old) => Math.Max(old, head));
     }
 
     /// <summary>Enters the refusing state; returns the error to throw.</summary>

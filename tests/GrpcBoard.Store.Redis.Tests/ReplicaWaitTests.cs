@@ -236,6 +236,43 @@ public sealed class ReplicaWaitTests
     }
 
     /// <summary>
+    /// Store B commits a claim that the primary takes but no replica confirms (the replica is cut off), so B's caller
+    /// hears UNAVAILABLE; store A lists the workflows, a plain read that shows that commit's head. The primary dies and
+    /// the replica, without the claim, becomes the primary. Nothing acknowledged was lost, so A must go on serving.
+    /// It refused with DATA_LOSS instead, the listing having raised its head watermark (seen in .ci/run as a Sentinel
+    /// failover test's DATA_LOSS, where loading a workflow read its head the same way).
+    /// </summary>
+    [RedisFact]
+    public async Task ACommitNoReplicaConfirmed_SeenByAPlainRead_IsNotDataLoss_WhenAFailoverTakesItBack()
+    {
+        await using var primary = await RedisProcess.StartAsync(persistent: false);
+        await using var replica = await primary.StartReplicaAsync();
+        var configuration = primary.Endpoint + "," + replica.Endpoint;
+        var (a, boardA) = await OpenAsync(configuration, replicas: 1);
+        await using var _ = a;
+        var (b, boardB) = await OpenAsync(configuration, replicas: 1);
+        await using var __ = b;
+        const string wf = "unconfirmed";
+        await boardB.CreateWorkflowAsync(wf, "unconfirmed", null, default).Within();
+        await boardB.PostTasksAsync(wf, [new TaskSpec { Id = "t0" }, new TaskSpec { Id = "t1" }], default).Within();
+        var confirmed = (await boardA.GetWorkflowAsync(wf, default).Within()).Revision;
+
+        // The replica is cut off and made a primary now, so that it certainly never gets B's claim.
+        Assert.Equal("OK", (await replica.CliAsync("REPLICAOF", "NO", "ONE")).Trim());
+        var unconfirmed = await Assert.ThrowsAsync<BoardException>(() => SplitBrain.ClaimAsync(boardB, wf, "b")).Within();
+        Assert.Equal(BoardError.StoreUnavailable, unconfirmed.Error);
+        var listed = await boardA.ListWorkflowsAsync(null, null, 10, default).Within();
+        Assert.True(listed.Items.Single(w => w.Workflow.Id == wf).Revision > confirmed, "the listing did not show the unconfirmed commit");
+
+        await primary.KillAsync();
+        await using var newReplica = await replica.StartReplicaAsync(); // for A's commits to wait for
+
+        var claim = await UntilAvailable.CallAsync(() => SplitBrain.ClaimAsync(boardA, wf, "a"), "A to serve from the promoted replica", within: TimeSpan.FromSeconds(60));
+        Assert.Equal("t0", claim.Task!.Id);
+        Assert.Null(a.DataLoss);
+    }
+
+    /// <summary>
     /// A split brain, made by hand: the replica is cut off and promoted while the primary goes on, store A claims t1 on the
     /// primary (acknowledged, not waited for), and store B claims on the promoted replica, where the same task goes to
     /// another worker at the same revision, with the same fencing token. The primary dies and A follows the failover
