@@ -233,13 +233,15 @@ internal sealed partial class SqliteJournal : IDisposable
                 // Whether these commits reached the disk is unknown, and a later fsync may falsely succeed
                 // after the kernel dropped the pages (PostgreSQL's "fsyncgate"). Refuse them and everything
                 // after: the process must restart and recover from what is durable.
+                // The store refuses first, then the callers hear of it: one that learns its write failed must find
+                // the store down (a test saw the store healthy right after its call failed, once in .ci/run).
                 _fatal = ex;
+                _onFatal!(ex);
                 foreach (var entry in batches.SelectMany(b => b).Concat(_unsynced.TakeAll().SelectMany(b => b)))
                 {
                     entry.MarkFailed(ex);
                 }
 
-                _onFatal!(ex);
                 continue;
             }
 

@@ -19,13 +19,15 @@ public sealed class GrpcChannelOptions
     public HttpMessageHandler? HttpHandler { get; set; }
 
     /// <summary>
-    /// With calls open, how long a connection may stay silent before the default handler sends an HTTP/2
-    /// PING (default 15 s). A half-open connection (the peer's host gone, a NAT entry dropped) never fails
-    /// by itself: without the ping, a watch stream on it would wait forever. Not used with <see cref="HttpHandler"/>.
+    /// With calls open, how long a connection may stay silent before the channel sends an HTTP/2 PING
+    /// (default 15 s; at least 1 s; <see cref="Timeout.InfiniteTimeSpan"/> sends none). A half-open connection
+    /// (the peer's host gone, a NAT entry dropped) never fails by itself: without the ping, a watch stream or a
+    /// unary call without a deadline on it would wait forever. Applies to the channel's own connections and to
+    /// its default HttpClient handler; not to <see cref="HttpHandler"/>.
     /// </summary>
     public TimeSpan KeepAliveInterval { get; set; } = TimeSpan.FromSeconds(15);
 
-    /// <summary>How long the default handler waits for a PING's answer before it drops the connection and fails its calls with UNAVAILABLE (default 10 s).</summary>
+    /// <summary>How long the channel waits for a PING's answer before it drops the connection and fails its calls with UNAVAILABLE (default 10 s; <see cref="Timeout.InfiniteTimeSpan"/> waits forever).</summary>
     public TimeSpan KeepAliveTimeout { get; set; } = TimeSpan.FromSeconds(10);
 
     /// <summary>

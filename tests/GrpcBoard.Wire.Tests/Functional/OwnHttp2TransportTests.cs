@@ -127,6 +127,28 @@ public class OwnHttp2TransportTests
     }
 
     [Fact]
+    public async Task AnInfiniteKeepaliveTimeout_SendsPings_ButNeverGivesUpOnTheServer()
+    {
+        await using var server = new FakeH2Server(async peer =>
+        {
+            await peer.SendSettingsAsync();
+            var stream = await ReadRequestAsync(peer);
+            // Answers no PING, but answers the call a while after the first: a slow server, not a dead one.
+            await peer.ReadUntilAsync(f => f.Type == FakeH2Server.Peer.Ping);
+            await Task.Delay(500);
+            await peer.SendUnaryResponseAsync(stream, OkHeaders(), Utf8.Bytes("late"), Trailers("0"));
+            await peer.ReadUntilAsync(_ => false);
+        });
+        using var channel = GrpcChannel.ForAddress(server.Address, new GrpcChannelOptions
+        {
+            KeepAliveInterval = TimeSpan.FromSeconds(1),
+            KeepAliveTimeout = Timeout.InfiniteTimeSpan,
+        });
+
+        Assert.Equal("late", await channel.UnaryAsync(Any, "x").Within());
+    }
+
+    [Fact]
     public async Task GoAwayDuringACall_TheCallFinishes_AndTheNextCallOpensANewConnection()
     {
         await using var server = new FakeH2Server(async peer =>

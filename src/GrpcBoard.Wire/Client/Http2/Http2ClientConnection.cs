@@ -92,9 +92,12 @@ internal sealed class Http2ClientConnection
                 }
             },
             this, SettingsTimeout, Timeout.InfiniteTimeSpan);
-        if (_keepAliveInterval > TimeSpan.Zero && _keepAliveInterval != Timeout.InfiniteTimeSpan)
+        if (_keepAliveInterval > TimeSpan.Zero)
         {
-            var tick = TimeSpan.FromTicks(Math.Max(TimeSpan.FromMilliseconds(10).Ticks, Math.Min(_keepAliveInterval.Ticks, _keepAliveTimeout.Ticks) / 4));
+            // Checked four times per interval (or timeout, if shorter): a ping goes out at most a quarter late.
+            // An infinite timeout (negative, like Timeout.InfiniteTimeSpan) waits for answers forever.
+            var shortest = _keepAliveTimeout > TimeSpan.Zero ? Math.Min(_keepAliveInterval.Ticks, _keepAliveTimeout.Ticks) : _keepAliveInterval.Ticks;
+            var tick = TimeSpan.FromTicks(Math.Max(TimeSpan.FromMilliseconds(10).Ticks, shortest / 4));
             _keepAliveTimer = TimeProvider.System.CreateTimer(static c => ((Http2ClientConnection)c!).OnKeepAliveTick(), this, tick, tick);
         }
     }
@@ -973,7 +976,7 @@ internal sealed class Http2ClientConnection
             }
             else if (_pingSentTimestamp != 0)
             {
-                if (TimeProvider.System.GetElapsedTime(_pingSentTimestamp) >= _keepAliveTimeout)
+                if (_keepAliveTimeout > TimeSpan.Zero && TimeProvider.System.GetElapsedTime(_pingSentTimestamp) >= _keepAliveTimeout)
                 {
                     var detail = $"The server did not answer a keepalive PING within {_keepAliveTimeout.TotalSeconds:0.###} s; the connection is presumed dead.";
                     dead = new RpcException(new Status(StatusCode.Unavailable, detail), inner: new TimeoutException(detail));
