@@ -115,7 +115,7 @@ public sealed class GrpcChannel : IDisposable
         _invoker.Dispose();
     }
 
-    /// <summary>How many connections a call that was never sent is offered to before its failure is reported.</summary>
+    /// <summary>How many times a call the server did no work on (never sent, refused, above a GOAWAY) is placed before its failure is reported.</summary>
     private const int MaxPlacements = 5;
 
     /// <summary>A unary call on the channel's own HTTP/2 connections: the same statuses as the HttpClient path, for every way a call can end.</summary>
@@ -158,9 +158,9 @@ public sealed class GrpcChannel : IDisposable
                 return ReadResponse(stream, method);
             }
 
-            if (stream.NeverSent && attempt < MaxPlacements)
+            if (stream.Unprocessed && attempt < MaxPlacements)
             {
-                continue; // the server never saw it: another connection may take it
+                continue; // the server did no work on it: another connection may take it
             }
 
             // A Trailers-Only OK: the call ended without the one message a unary call must answer with.

@@ -18,6 +18,8 @@ public class OwnHttp2TransportTests
     private static readonly Method<string, string> Echo = Utf8.Unary("Echo");
     private static readonly Method<string, string> Any = Utf8.Unary("Any");
 
+    private int _connectionsSeen;
+
     private static byte[] OkHeaders()
     {
         var block = new ArrayBufferWriter<byte>();
@@ -167,20 +169,60 @@ public class OwnHttp2TransportTests
     }
 
     [Fact]
-    public async Task GoAwayBelowACallsStream_FailsItWithUnavailable_ForTheCallerToRetry()
+    public async Task ACallAboveAGoAwaysLastStream_IsSentAgainOnANewConnection()
     {
         await using var server = new FakeH2Server(async peer =>
         {
             await peer.SendSettingsAsync();
-            await ReadRequestAsync(peer);
-            await peer.SendGoAwayAsync(lastStream: 0, code: 0); // "I processed nothing"
+            var stream = await ReadRequestAsync(peer);
+            if (Interlocked.Increment(ref _connectionsSeen) == 1)
+            {
+                await peer.SendGoAwayAsync(lastStream: 0, code: 0); // "I processed nothing": safe to send elsewhere
+            }
+            else
+            {
+                await peer.SendUnaryResponseAsync(stream, OkHeaders(), Utf8.Bytes("second connection"), Trailers("0"));
+            }
+
             await peer.ReadUntilAsync(_ => false);
         });
         using var channel = GrpcChannel.ForAddress(server.Address);
 
-        var ex = await Timeouts.ThrowsRpc(() => channel.UnaryAsync(Any, "x"));
+        Assert.Equal("second connection", await channel.UnaryAsync(Any, "x").Within());
+        Assert.Equal(2, server.Connections);
+    }
+
+    [Fact]
+    public async Task ARefusedStream_IsSentAgain_AndAServerThatRefusesEveryTime_FailsItWithUnavailable()
+    {
+        var requests = 0;
+        await using var server = new FakeH2Server(async peer =>
+        {
+            await peer.SendSettingsAsync();
+            while (true)
+            {
+                var stream = await ReadRequestAsync(peer);
+                var n = Interlocked.Increment(ref requests);
+                if (n == 1 || n >= 3)
+                {
+                    await peer.SendAsync(FakeH2Server.Peer.RstStream, 0, stream, [0, 0, 0, 7]); // REFUSED_STREAM
+                }
+                else
+                {
+                    await peer.SendUnaryResponseAsync(stream, OkHeaders(), Utf8.Bytes("second try"), Trailers("0"));
+                }
+            }
+        });
+        using var channel = GrpcChannel.ForAddress(server.Address);
+
+        Assert.Equal("second try", await channel.UnaryAsync(Any, "x").Within());
+        Assert.Equal(2, Volatile.Read(ref requests));
+
+        var ex = await Timeouts.ThrowsRpc(() => channel.UnaryAsync(Any, "y"));
         Assert.Equal(StatusCode.Unavailable, ex.StatusCode);
-        Assert.Contains("did not process", ex.Status.Detail, StringComparison.Ordinal);
+        Assert.IsType<CallNotSentException>(ex.InnerException);
+        Assert.Equal(2 + 5, Volatile.Read(ref requests)); // tried five times in all, then given up
+        Assert.Equal(1, server.Connections);
     }
 
     [Fact]

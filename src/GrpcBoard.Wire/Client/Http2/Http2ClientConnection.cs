@@ -213,7 +213,7 @@ internal sealed class Http2ClientConnection
             {
                 // Stream ids are used up (RFC 9113, 5.1.1): this connection takes no more, the channel opens another.
                 _draining = true;
-                stream.TryFailUnsent(NotSent("The connection has used up its stream ids."));
+                stream.TryFailUnprocessed(NotSent("The connection has used up its stream ids."));
                 continue;
             }
 
@@ -229,7 +229,7 @@ internal sealed class Http2ClientConnection
         {
             while (_waiting.TryDequeue(out var refused))
             {
-                refused.TryFailUnsent(NotSent("The connection closed before the call was sent."));
+                refused.TryFailUnprocessed(NotSent("The connection closed before the call was sent."));
             }
         }
 
@@ -528,9 +528,14 @@ internal sealed class Http2ClientConnection
                         else
                         {
                             var detail = string.Create(CultureInfo.InvariantCulture, $"The server reset the stream (HTTP/2 error {code}).");
-                            reset.TryFail(code == RefusedStream
-                                ? NotSent(detail) // the server did no work on it (RFC 9113, 8.7)
-                                : new RpcException(new Status(ResponseRules.StatusFromStreamReset(code), detail)));
+                            if (code == RefusedStream)
+                            {
+                                reset.TryFailUnprocessed(NotSent(detail)); // the server did no work on it (RFC 9113, 8.7)
+                            }
+                            else
+                            {
+                                reset.TryFail(new RpcException(new Status(ResponseRules.StatusFromStreamReset(code), detail)));
+                            }
                         }
 
                         Pump();
@@ -861,7 +866,7 @@ internal sealed class Http2ClientConnection
                     }
                     else
                     {
-                        waiting.TryFailUnsent(NotSent("The connection takes fewer streams than were queued on it."));
+                        waiting.TryFailUnprocessed(NotSent("The connection takes fewer streams than were queued on it."));
                     }
                 }
 
@@ -930,9 +935,14 @@ internal sealed class Http2ClientConnection
                 {
                     _open.Remove(id);
                     _sending.Remove(s);
-                    s.TryFail(id > last
-                        ? NotSent(string.Create(CultureInfo.InvariantCulture, $"The server is going away (GOAWAY, HTTP/2 error {code}) and did not process the call."))
-                        : new RpcException(StatusCode.Unavailable, string.Create(CultureInfo.InvariantCulture, $"The connection failed (GOAWAY, HTTP/2 error {code}).")));
+                    if (id > last)
+                    {
+                        s.TryFailUnprocessed(NotSent(string.Create(CultureInfo.InvariantCulture, $"The server is going away (GOAWAY, HTTP/2 error {code}) and did not process the call.")));
+                    }
+                    else
+                    {
+                        s.TryFail(new RpcException(StatusCode.Unavailable, string.Create(CultureInfo.InvariantCulture, $"The connection failed (GOAWAY, HTTP/2 error {code}).")));
+                    }
                 }
             }
 
@@ -1018,7 +1028,7 @@ internal sealed class Http2ClientConnection
             calls = [.. _open.Values];
             foreach (var waiting in _waiting)
             {
-                waiting.TryFailUnsent(NotSent(failure.Status.Detail));
+                waiting.TryFailUnprocessed(NotSent(failure.Status.Detail));
             }
 
             _open.Clear();

@@ -54,19 +54,20 @@ internal sealed class UnaryStream(byte[] headerBlock, ReadOnlyMemory<byte> data,
     public RpcException? Failure { get; private set; }
 
     /// <summary>
-    /// The call failed before any of it was sent (its connection closed, or turned out to take fewer streams
-    /// than it had queued): the channel may place it on another connection, since the server never saw it.
+    /// The call failed before the server did any work on it: never sent (its connection closed, or turned out to
+    /// take fewer streams than it had queued), refused (REFUSED_STREAM), or above a GOAWAY's last stream. The
+    /// channel may place it on another connection (RFC 9113, 8.7: such requests can be retried safely).
     /// </summary>
-    public bool NeverSent { get; private set; }
+    public bool Unprocessed { get; private set; }
 
-    public bool TryFailUnsent(RpcException failure)
+    public bool TryFailUnprocessed(RpcException failure)
     {
-        if (Id != 0 || Interlocked.Exchange(ref _ended, 1) != 0)
+        if (Interlocked.Exchange(ref _ended, 1) != 0)
         {
             return false;
         }
 
-        NeverSent = true;
+        Unprocessed = true;
         Failure = failure;
         Completion.TrySetResult();
         return true;
