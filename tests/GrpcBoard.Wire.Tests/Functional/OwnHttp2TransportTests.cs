@@ -81,6 +81,64 @@ public class OwnHttp2TransportTests
         Assert.Equal(Enumerable.Range(0, 6).Select(i => $"call-{i}"), results);
     }
 
+    /// <summary>
+    /// Many calls at once, a third of them ended early by a deadline or a cancellation at random moments, racing
+    /// their answers. Each call must end one way only: its own echo, or DEADLINE_EXCEEDED, or CANCELLED. Afterwards
+    /// the server must hold no handler (every stream ended on the wire too) and the channel must still serve.
+    /// </summary>
+    [Fact]
+    public async Task CallsEndedByDeadlinesAndCancellations_RacingTheirAnswers_EachEndOneWay_AndLeaveNothingOpen()
+    {
+        var running = 0;
+        await using var server = await KestrelHost.StartGrpcAsync(r => r.AddUnary(Echo, async (request, context) =>
+        {
+            Interlocked.Increment(ref running);
+            try
+            {
+                // Calls to be cancelled wait until they are: only the client's RST_STREAM ends them (they carry no
+                // grpc-timeout), so the count below reaching zero shows every reset reached the server.
+                var cancelledOnly = int.Parse(request["call-".Length..], System.Globalization.CultureInfo.InvariantCulture) % 3 == 1;
+                await Task.Delay(cancelledOnly ? Timeout.Infinite : Random.Shared.Next(0, 20), context.CancellationToken);
+                return request;
+            }
+            finally
+            {
+                Interlocked.Decrement(ref running);
+            }
+        }));
+        using var channel = GrpcChannel.ForAddress(server.Address);
+
+        var outcomes = await Task.WhenAll(Enumerable.Range(0, 600).Select(async i =>
+        {
+            using var cts = new CancellationTokenSource();
+            var options = (i % 3) switch
+            {
+                0 => new CallOptions(Deadline: DateTimeOffset.UtcNow.AddMilliseconds(Random.Shared.Next(1, 15))),
+                1 => new CallOptions(CancellationToken: cts.Token),
+                _ => default,
+            };
+            if (i % 3 == 1)
+            {
+                cts.CancelAfter(Random.Shared.Next(0, 15));
+            }
+
+            try
+            {
+                return await channel.UnaryAsync(Echo, $"call-{i}", options) == $"call-{i}" ? "echo" : "wrong answer";
+            }
+            catch (RpcException ex)
+            {
+                return ex.StatusCode.ToString();
+            }
+        })).Within(TimeSpan.FromSeconds(30));
+
+        Assert.All(outcomes.Where((_, i) => i % 3 == 2), o => Assert.Equal("echo", o));
+        Assert.All(outcomes.Where((_, i) => i % 3 == 0), o => Assert.Contains(o, new[] { "echo", "DeadlineExceeded" }));
+        Assert.All(outcomes.Where((_, i) => i % 3 == 1), o => Assert.Equal("Cancelled", o));
+        await UntilAsync(() => Volatile.Read(ref running) == 0);
+        Assert.Equal("call-600", await channel.UnaryAsync(Echo, "call-600").Within());
+    }
+
     [Fact]
     public async Task ALargeRequest_IsSentAsTheServersSmallestWindowsAllow()
     {
