@@ -128,14 +128,18 @@ public static class MessageFraming
                     return (false, default);
                 }
 
-                throw new RpcException(StatusCode.Internal, result.IsCanceled
-                    ? "Reading the message stream was cancelled."
-                    : $"Incomplete message: the stream ended with {leftover} bytes of a message.");
+                throw result.IsCanceled
+                    ? new RpcException(StatusCode.Internal, "Reading the message stream was cancelled.")
+                    : Incomplete(leftover);
             }
 
             reader.AdvanceTo(buffer.Start, buffer.End);
         }
     }
+
+    /// <summary>The stream ended inside a message: INTERNAL, whichever transport read it.</summary>
+    public static RpcException Incomplete(long leftover) =>
+        new(StatusCode.Internal, $"Incomplete message: the stream ended with {leftover} bytes of a message.");
 
     public static T Decode<T>(ReadOnlySequence<byte> payload, bool compressed, Marshaller<T> marshaller, ICompressionProvider? decompression, int maxReceiveSize)
     {

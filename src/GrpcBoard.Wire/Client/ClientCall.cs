@@ -52,7 +52,7 @@ internal sealed class ClientCall<TRequest, TResponse> : IAsyncDisposable
             {
                 // Already past the deadline: fail without sending, as other implementations do.
                 _deadlineExceeded = true;
-                _status = new Status(StatusCode.DeadlineExceeded, "The deadline passed before the call started.");
+                _status = ResponseRules.DeadlineBeforeStart;
                 return;
             }
 
@@ -148,7 +148,7 @@ internal sealed class ClientCall<TRequest, TResponse> : IAsyncDisposable
 
             var read = ReadStatus(_response!.TrailingHeaders, out var trailers);
             Trailers = read is null ? ToMetadata(_response.TrailingHeaders) : trailers;
-            var status = read ?? new Status(StatusCode.Internal, "The response ended without a grpc-status trailer.");
+            var status = read ?? ResponseRules.NoStatusTrailer;
             Finish(status);
             return status.Code == StatusCode.OK ? (false, default) : throw new RpcException(status, Trailers);
         }
@@ -274,12 +274,12 @@ internal sealed class ClientCall<TRequest, TResponse> : IAsyncDisposable
     {
         if (_deadlineExceeded)
         {
-            return new RpcException(new Status(StatusCode.DeadlineExceeded, "The deadline passed before the call completed."), inner: ex);
+            return new RpcException(ResponseRules.DeadlinePassed, inner: ex);
         }
 
         if (_options.CancellationToken.IsCancellationRequested || ex is OperationCanceledException && _cts.IsCancellationRequested)
         {
-            return new RpcException(new Status(StatusCode.Cancelled, "The call was cancelled by the caller."), inner: ex);
+            return new RpcException(ResponseRules.CancelledByCaller, inner: ex);
         }
 
         if (_sendFailure is { } sendFailure)
@@ -298,7 +298,7 @@ internal sealed class ClientCall<TRequest, TResponse> : IAsyncDisposable
             HttpRequestException request => new RpcException(
                 new Status(StatusCode.Unavailable, "Error connecting to the server: " + request.Message), inner: ex),
             IOException io => new RpcException(new Status(StatusCode.Unavailable, "The connection failed: " + io.Message), inner: ex),
-            ObjectDisposedException => new RpcException(new Status(StatusCode.Unavailable, "The channel has been disposed."), inner: ex),
+            ObjectDisposedException => new RpcException(ResponseRules.ChannelDisposed, inner: ex),
             OperationCanceledException => new RpcException(new Status(StatusCode.Cancelled, "The call was cancelled."), inner: ex),
             _ => new RpcException(new Status(StatusCode.Internal, "The call failed: " + ex.Message), inner: ex),
         };

@@ -67,15 +67,14 @@ public sealed class GrpcChannel : IDisposable
         var (hasMessage, response) = await call.ReadNextAsync().ConfigureAwait(false);
         if (!hasMessage)
         {
-            // The call ended with OK but without a message: a protocol error for a unary method.
-            throw new RpcException(StatusCode.Internal, "The server ended a unary call with OK but sent no response message.");
+            throw new RpcException(ResponseRules.UnaryWithoutMessage);
         }
 
         // Drain to the trailers: a status other than OK after the message still fails the call.
         var (extra, _) = await call.ReadNextAsync().ConfigureAwait(false);
         if (extra)
         {
-            throw new RpcException(StatusCode.Internal, "The server sent more than one response message for a unary call.");
+            throw new RpcException(ResponseRules.UnaryWithExtraMessage);
         }
 
         return response!;
@@ -109,7 +108,7 @@ public sealed class GrpcChannel : IDisposable
 
         foreach (var connection in connections)
         {
-            connection.Close(new RpcException(StatusCode.Unavailable, "The channel has been disposed."));
+            connection.Close(new RpcException(ResponseRules.ChannelDisposed));
         }
 
         _invoker.Dispose();
@@ -129,14 +128,14 @@ public sealed class GrpcChannel : IDisposable
             if (timeout <= TimeSpan.Zero)
             {
                 // Already past the deadline: fail without sending, as other implementations do.
-                throw new RpcException(StatusCode.DeadlineExceeded, "The deadline passed before the call started.");
+                throw new RpcException(ResponseRules.DeadlineBeforeStart);
             }
         }
 
         var cancellation = options.CancellationToken;
         if (cancellation.IsCancellationRequested)
         {
-            throw new RpcException(StatusCode.Cancelled, "The call was cancelled by the caller.");
+            throw new RpcException(ResponseRules.CancelledByCaller);
         }
 
         var framed = new ArrayBufferWriter<byte>();
@@ -147,7 +146,7 @@ public sealed class GrpcChannel : IDisposable
             var left = timeout - time.GetElapsedTime(started);
             if (left <= TimeSpan.Zero)
             {
-                throw new RpcException(StatusCode.DeadlineExceeded, "The deadline passed before the call completed.");
+                throw new RpcException(ResponseRules.DeadlinePassed);
             }
 
             var stream = new UnaryStream(RequestHeaders(method.FullName, left, options.Headers), framed.WrittenMemory, Options.MaxReceiveMessageSize);
@@ -158,15 +157,12 @@ public sealed class GrpcChannel : IDisposable
                 return ReadResponse(stream, method);
             }
 
-            if (stream.Unprocessed && attempt < MaxPlacements)
+            if (!stream.Unprocessed || attempt == MaxPlacements)
             {
-                continue; // the server did no work on it: another connection may take it
+                throw failure;
             }
 
-            // A Trailers-Only OK: the call ended without the one message a unary call must answer with.
-            throw failure.StatusCode == StatusCode.OK
-                ? new RpcException(StatusCode.Internal, "The server ended a unary call with OK but sent no response message.")
-                : failure;
+            // The server did no work on it: another connection may take it.
         }
     }
 
@@ -179,7 +175,7 @@ public sealed class GrpcChannel : IDisposable
                 static s =>
                 {
                     var (c, st) = ((Http2ClientConnection, UnaryStream))s!;
-                    c.Abort(st, new RpcException(StatusCode.DeadlineExceeded, "The deadline passed before the call completed."));
+                    c.Abort(st, new RpcException(ResponseRules.DeadlinePassed));
                 },
                 (connection, stream), l > TimeSpan.Zero ? l : TimeSpan.Zero, Timeout.InfiniteTimeSpan)
             : null;
@@ -188,7 +184,7 @@ public sealed class GrpcChannel : IDisposable
                 static s =>
                 {
                     var (c, st) = ((Http2ClientConnection, UnaryStream))s!;
-                    c.Abort(st, new RpcException(StatusCode.Cancelled, "The call was cancelled by the caller."));
+                    c.Abort(st, new RpcException(ResponseRules.CancelledByCaller));
                 },
                 (connection, stream))
             : default;
@@ -198,32 +194,22 @@ public sealed class GrpcChannel : IDisposable
 
     /// <summary>
     /// The response of a whole unary stream, read in the order the HttpClient path reads it: the message
-    /// first, then the status in the trailers.
+    /// first, then the status (from the headers when they settled it, else from the trailers). The connection
+    /// has already refused a body that cannot be one message within the limit.
     /// </summary>
     private TResponse ReadResponse<TRequest, TResponse>(UnaryStream stream, Method<TRequest, TResponse> method)
     {
         var body = new ReadOnlySequence<byte>(stream.Body.WrittenMemory);
-        var status = ResponseRules.ReadStatus(name => UnaryStream.Find(stream.Trailers, name))
-            ?? new Status(StatusCode.Internal, "The response ended without a grpc-status trailer.");
+        var status = stream.HeaderStatus ?? ResponseRules.ReadStatus(name => UnaryStream.Find(stream.Trailers, name)) ?? ResponseRules.NoStatusTrailer;
         var trailers = UnaryStream.ToMetadata(stream.Trailers);
         if (!MessageFraming.TryReadMessage(ref body, Options.MaxReceiveMessageSize, out var compressed, out var payload))
         {
-            if (body.Length > 0)
-            {
-                throw new RpcException(StatusCode.Internal, $"Incomplete message: the stream ended with {body.Length} bytes of a message.");
-            }
-
-            throw status.Code == StatusCode.OK
-                ? new RpcException(StatusCode.Internal, "The server ended a unary call with OK but sent no response message.")
+            throw body.Length > 0 ? MessageFraming.Incomplete(body.Length)
+                : status.Code == StatusCode.OK ? new RpcException(ResponseRules.UnaryWithoutMessage)
                 : new RpcException(status, trailers);
         }
 
         var response = MessageFraming.Decode(payload, compressed, method.ResponseMarshaller, stream.Decompression, Options.MaxReceiveMessageSize);
-        if (body.Length > 0)
-        {
-            throw new RpcException(StatusCode.Internal, "The server sent more than one response message for a unary call.");
-        }
-
         return status.Code == StatusCode.OK ? response : throw new RpcException(status, trailers);
     }
 
@@ -241,7 +227,7 @@ public sealed class GrpcChannel : IDisposable
             {
                 if (_disposed)
                 {
-                    throw new RpcException(StatusCode.Unavailable, "The channel has been disposed.");
+                    throw new RpcException(ResponseRules.ChannelDisposed);
                 }
 
                 for (var i = 0; i < _connections.Count; i++)
@@ -278,7 +264,7 @@ public sealed class GrpcChannel : IDisposable
             }
             catch (OperationCanceledException ex) when (cancellation.IsCancellationRequested)
             {
-                throw new RpcException(new Status(StatusCode.Cancelled, "The call was cancelled by the caller."), inner: ex);
+                throw new RpcException(ResponseRules.CancelledByCaller, inner: ex);
             }
             catch (Exception ex) when (ex is not RpcException)
             {
@@ -304,7 +290,7 @@ public sealed class GrpcChannel : IDisposable
         {
             if (_disposed)
             {
-                connection.Close(new RpcException(StatusCode.Unavailable, "The channel has been disposed."));
+                connection.Close(new RpcException(ResponseRules.ChannelDisposed));
             }
             else
             {
@@ -317,7 +303,39 @@ public sealed class GrpcChannel : IDisposable
         return connection;
     }
 
-    /// <summary>The HPACK block of a unary call's request headers (the same headers <see cref="CreateRequest"/> sends).</summary>
+    /// <summary>
+    /// The headers of every call after its pseudo-headers and content-type, the same for both transports; then
+    /// come <see cref="PerCallHeaders"/>.
+    /// </summary>
+    private IEnumerable<KeyValuePair<string, string>> ChannelHeaders()
+    {
+        yield return new(GrpcProtocol.TeHeader, GrpcProtocol.TeTrailers);
+        yield return new("user-agent", Options.UserAgent);
+        yield return new(GrpcProtocol.AcceptEncodingHeader, MessageCompression.AcceptEncodingValue);
+        if (Options.SendCompression is { } compression)
+        {
+            yield return new(GrpcProtocol.EncodingHeader, compression.EncodingName);
+        }
+    }
+
+    /// <summary>A call's own headers: its grpc-timeout and its metadata (binary values base64).</summary>
+    private static IEnumerable<KeyValuePair<string, string>> PerCallHeaders(TimeSpan? timeout, Metadata? metadata)
+    {
+        if (timeout is { } t)
+        {
+            yield return new(GrpcProtocol.TimeoutHeader, GrpcTimeout.Format(t));
+        }
+
+        foreach (var entry in metadata ?? Metadata.Empty)
+        {
+            yield return new(entry.Key, entry.IsBinary ? BinaryHeader.Encode(entry.ValueBytes) : entry.Value);
+        }
+    }
+
+    /// <summary>
+    /// The HPACK block of a unary call's request headers. The part every call of a method shares is encoded
+    /// once; a call without deadline or metadata sends it as it is.
+    /// </summary>
     private byte[] RequestHeaders(string path, TimeSpan? timeout, Metadata? metadata)
     {
         var prefix = _headerPrefixes.GetOrAdd(path, static (p, channel) => channel.HeaderPrefix(p), this);
@@ -328,14 +346,9 @@ public sealed class GrpcChannel : IDisposable
 
         var block = new ArrayBufferWriter<byte>(prefix.Length + 64);
         block.Write(prefix);
-        if (timeout is { } t)
+        foreach (var (name, value) in PerCallHeaders(timeout, metadata))
         {
-            HPackEncoder.Literal(block, GrpcProtocol.TimeoutHeader, GrpcTimeout.Format(t));
-        }
-
-        foreach (var entry in metadata ?? Metadata.Empty)
-        {
-            HPackEncoder.Literal(block, entry.Key, entry.IsBinary ? BinaryHeader.Encode(entry.ValueBytes) : entry.Value);
+            HPackEncoder.Literal(block, name, value);
         }
 
         return block.WrittenSpan.ToArray();
@@ -349,12 +362,9 @@ public sealed class GrpcChannel : IDisposable
         HPackEncoder.LiteralWithIndexedName(block, HPackEncoder.Path, path);
         HPackEncoder.LiteralWithIndexedName(block, HPackEncoder.Authority, Address.Authority);
         HPackEncoder.LiteralWithIndexedName(block, HPackEncoder.ContentType, GrpcProtocol.ContentType);
-        HPackEncoder.Literal(block, GrpcProtocol.TeHeader, GrpcProtocol.TeTrailers);
-        HPackEncoder.LiteralWithIndexedName(block, HPackEncoder.UserAgent, Options.UserAgent);
-        HPackEncoder.Literal(block, GrpcProtocol.AcceptEncodingHeader, MessageCompression.AcceptEncodingValue);
-        if (Options.SendCompression is { } compression)
+        foreach (var (name, value) in ChannelHeaders())
         {
-            HPackEncoder.Literal(block, GrpcProtocol.EncodingHeader, compression.EncodingName);
+            HPackEncoder.Literal(block, name, value);
         }
 
         return block.WrittenSpan.ToArray();
@@ -371,26 +381,9 @@ public sealed class GrpcChannel : IDisposable
             VersionPolicy = HttpVersionPolicy.RequestVersionExact,
             Content = content,
         };
-        var headers = request.Headers;
-        headers.TryAddWithoutValidation(GrpcProtocol.TeHeader, GrpcProtocol.TeTrailers);
-        headers.TryAddWithoutValidation("User-Agent", Options.UserAgent);
-        headers.TryAddWithoutValidation(GrpcProtocol.AcceptEncodingHeader, MessageCompression.AcceptEncodingValue);
-        if (Options.SendCompression is { } compression)
+        foreach (var (name, value) in ChannelHeaders().Concat(PerCallHeaders(timeout, options.Headers)))
         {
-            headers.TryAddWithoutValidation(GrpcProtocol.EncodingHeader, compression.EncodingName);
-        }
-
-        if (timeout is { } t)
-        {
-            headers.TryAddWithoutValidation(GrpcProtocol.TimeoutHeader, GrpcTimeout.Format(t));
-        }
-
-        if (options.Headers is { } metadata)
-        {
-            foreach (var entry in metadata)
-            {
-                headers.TryAddWithoutValidation(entry.Key, entry.IsBinary ? BinaryHeader.Encode(entry.ValueBytes) : entry.Value);
-            }
+            request.Headers.TryAddWithoutValidation(name, value);
         }
 
         content.Headers.TryAddWithoutValidation("Content-Type", GrpcProtocol.ContentType);

@@ -32,7 +32,7 @@ public sealed class GrpcChannelOptions
 
     /// <summary>
     /// Send unary calls through HttpClient, as streaming calls are, instead of the channel's own HTTP/2
-    /// connections (default false). The own connections cost a third of HttpClient's CPU per call; they speak
+    /// connections (default false). The own connections cost about half of HttpClient's CPU per call (docs/benchmarks.md); they speak
     /// h2c only, so "https://" addresses and a custom <see cref="HttpHandler"/> always use HttpClient.
     /// </summary>
     public bool HttpClientForUnaryCalls { get; set; }

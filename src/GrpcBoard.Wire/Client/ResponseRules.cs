@@ -4,11 +4,27 @@ namespace GrpcBoard.Wire.Client;
 
 /// <summary>
 /// How a client reads a gRPC response's headers and trailers, whichever HTTP/2 transport carried them
-/// (HttpClient for streams, the channel's own connection for unary calls): the spec's rules live here once.
-/// Headers are looked up through a function so each transport keeps its own header collection.
+/// (HttpClient for streams, the channel's own connection for unary calls), and the statuses the client itself
+/// gives a call: the spec's rules live here once. Headers are looked up through a function so each transport
+/// keeps its own header collection.
 /// </summary>
 internal static class ResponseRules
 {
+    public static readonly Status DeadlineBeforeStart = new(StatusCode.DeadlineExceeded, "The deadline passed before the call started.");
+
+    public static readonly Status DeadlinePassed = new(StatusCode.DeadlineExceeded, "The deadline passed before the call completed.");
+
+    public static readonly Status CancelledByCaller = new(StatusCode.Cancelled, "The call was cancelled by the caller.");
+
+    public static readonly Status ChannelDisposed = new(StatusCode.Unavailable, "The channel has been disposed.");
+
+    public static readonly Status NoStatusTrailer = new(StatusCode.Internal, "The response ended without a grpc-status trailer.");
+
+    /// <summary>A unary call ended OK but without its one message: a protocol error.</summary>
+    public static readonly Status UnaryWithoutMessage = new(StatusCode.Internal, "The server ended a unary call with OK but sent no response message.");
+
+    public static readonly Status UnaryWithExtraMessage = new(StatusCode.Internal, "The server sent more than one response message for a unary call.");
+
     /// <summary>
     /// Checks the response headers. Returns a status when the call has already ended: an HTTP error, a
     /// non-gRPC response, a Trailers-Only response (grpc-status in the headers), or a message encoding this

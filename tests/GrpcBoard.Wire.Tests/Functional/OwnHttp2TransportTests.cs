@@ -42,27 +42,22 @@ public class OwnHttp2TransportTests
         return end.Stream;
     }
 
-    /// <summary>Polls a condition the test cannot await directly (a count inside a handler), for at most 10 s.</summary>
-    private static async Task UntilAsync(Func<bool> condition)
-    {
-        var deadline = DateTime.UtcNow + Timeouts.Default;
-        while (!condition())
-        {
-            Assert.True(DateTime.UtcNow < deadline, "the condition did not hold within the test's timeout");
-            await Task.Delay(10);
-        }
-    }
-
     [Fact]
     public async Task CallsBeyondTheServersStreamLimit_GoOnAnotherConnection()
     {
         var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         var inFlight = 0;
-        var connections = new System.Collections.Concurrent.ConcurrentDictionary<string, bool>();
+        var firstArrived = new Signal();
+        var allArrived = new Signal();
         await using var server = await KestrelHost.StartGrpcAsync(
             r => r.AddUnary(Echo, async (request, _) =>
             {
-                Interlocked.Increment(ref inFlight);
+                switch (Interlocked.Increment(ref inFlight))
+                {
+                    case 1: firstArrived.Set(); break;
+                    case 6: allArrived.Set(); break;
+                }
+
                 await release.Task;
                 return request;
             }),
@@ -71,11 +66,11 @@ public class OwnHttp2TransportTests
 
         // One call first, so the server's SETTINGS (2 streams) have arrived before the rest are placed.
         var first = channel.UnaryAsync(Echo, "call-0");
-        await UntilAsync(() => Volatile.Read(ref inFlight) == 1);
+        await firstArrived.WaitAsync();
         var calls = Enumerable.Range(1, 5).Select(i => channel.UnaryAsync(Echo, $"call-{i}")).Prepend(first).ToArray();
 
         // All six reach the handler at once: a queue behind the first connection's two streams would hold four back.
-        await UntilAsync(() => Volatile.Read(ref inFlight) == 6);
+        await allArrived.WaitAsync();
         release.SetResult();
         var results = await Task.WhenAll(calls).Within();
         Assert.Equal(Enumerable.Range(0, 6).Select(i => $"call-{i}"), results);
@@ -90,6 +85,8 @@ public class OwnHttp2TransportTests
     public async Task CallsEndedByDeadlinesAndCancellations_RacingTheirAnswers_EachEndOneWay_AndLeaveNothingOpen()
     {
         var running = 0;
+        var callsDone = false;
+        var drained = new Signal();
         await using var server = await KestrelHost.StartGrpcAsync(r => r.AddUnary(Echo, async (request, context) =>
         {
             Interlocked.Increment(ref running);
@@ -103,7 +100,10 @@ public class OwnHttp2TransportTests
             }
             finally
             {
-                Interlocked.Decrement(ref running);
+                if (Interlocked.Decrement(ref running) == 0 && Volatile.Read(ref callsDone))
+                {
+                    drained.Set();
+                }
             }
         }));
         using var channel = GrpcChannel.ForAddress(server.Address);
@@ -135,7 +135,13 @@ public class OwnHttp2TransportTests
         Assert.All(outcomes.Where((_, i) => i % 3 == 2), o => Assert.Equal("echo", o));
         Assert.All(outcomes.Where((_, i) => i % 3 == 0), o => Assert.Contains(o, new[] { "echo", "DeadlineExceeded" }));
         Assert.All(outcomes.Where((_, i) => i % 3 == 1), o => Assert.Equal("Cancelled", o));
-        await UntilAsync(() => Volatile.Read(ref running) == 0);
+        Volatile.Write(ref callsDone, true);
+        if (Volatile.Read(ref running) == 0)
+        {
+            drained.Set();
+        }
+
+        await drained.WaitAsync(); // no handler left: without the resets, the cancelled ones would wait forever
         Assert.Equal("call-600", await channel.UnaryAsync(Echo, "call-600").Within());
     }
 

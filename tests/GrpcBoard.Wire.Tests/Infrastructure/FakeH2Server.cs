@@ -75,8 +75,6 @@ public sealed class FakeH2Server : IAsyncDisposable
     {
         public const byte Data = 0, Headers = 1, RstStream = 3, Settings = 4, Ping = 6, GoAway = 7, WindowUpdate = 8;
 
-        public List<Frame> Received { get; } = [];
-
         public async Task ReadPrefaceAsync()
         {
             var preface = await ReadExactlyAsync(24).ConfigureAwait(false);
@@ -90,13 +88,7 @@ public sealed class FakeH2Server : IAsyncDisposable
         {
             var header = await ReadExactlyAsync(9).ConfigureAwait(false);
             var length = (header[0] << 16) | (header[1] << 8) | header[2];
-            var frame = new Frame(header[3], header[4], (int)(BinaryPrimitives.ReadUInt32BigEndian(header.AsSpan(5)) & 0x7FFF_FFFF), await ReadExactlyAsync(length).ConfigureAwait(false));
-            lock (Received)
-            {
-                Received.Add(frame);
-            }
-
-            return frame;
+            return new Frame(header[3], header[4], (int)(BinaryPrimitives.ReadUInt32BigEndian(header.AsSpan(5)) & 0x7FFF_FFFF), await ReadExactlyAsync(length).ConfigureAwait(false));
         }
 
         /// <summary>Reads frames until one matches (the request's last DATA frame, say).</summary>

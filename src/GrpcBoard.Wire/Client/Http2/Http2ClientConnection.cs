@@ -6,10 +6,10 @@ using System.Net.Sockets;
 namespace GrpcBoard.Wire.Client.Http2;
 
 /// <summary>
-/// The channel's own HTTP/2 connection (h2c, prior knowledge) for unary calls. HttpClient spends 13–18 µs of CPU
-/// and about four thread-pool hops on a unary call; on the two cores a worker shares with the board that is
-/// more than the board spends serving it. Here a call costs one write (often shared with other calls) and one
-/// hop to its caller.
+/// The channel's own HTTP/2 connection (h2c, prior knowledge) for unary calls. HttpClient spent 22–24 µs of CPU
+/// and 3.4–3.7 thread-pool work items on a claim (docs/benchmarks.md, 2026-12-04); on the two cores a worker
+/// shares with the board that is close to what the board spends serving it. Here a call costs one write (often
+/// shared with other calls) and one hop to its caller: 12 µs and 1.1 work items.
 ///
 /// Frames are written into one buffer under <see cref="_lock"/> and sent by whichever thread finds no send in
 /// progress; one reader parses what arrives. The peer's SETTINGS, stream limit and both flow-control windows
@@ -175,21 +175,7 @@ internal sealed class Http2ClientConnection
     /// </summary>
     public void Abort(UnaryStream stream, RpcException status)
     {
-        lock (_lock)
-        {
-            if (!stream.TryFail(status))
-            {
-                return;
-            }
-
-            if (stream.Id != 0 && _open.Remove(stream.Id))
-            {
-                _sending.Remove(stream);
-                AppendRstStream(stream.Id, CancelError);
-                Pump();
-            }
-        }
-
+        End(stream, status, CancelError);
         Flush();
     }
 
@@ -516,30 +502,12 @@ internal sealed class Http2ClientConnection
                 }
 
                 var code = BinaryPrimitives.ReadUInt32BigEndian(payload);
-                lock (_lock)
+                if (Find(stream) is { } reset)
                 {
-                    if (_open.Remove(stream, out var reset))
-                    {
-                        _sending.Remove(reset);
-                        if (code == NoError && reset.Headers is not null && reset.Trailers is not null)
-                        {
-                            reset.TryComplete(); // the response was whole; the server just wants no more request
-                        }
-                        else
-                        {
-                            var detail = string.Create(CultureInfo.InvariantCulture, $"The server reset the stream (HTTP/2 error {code}).");
-                            if (code == RefusedStream)
-                            {
-                                reset.TryFailUnprocessed(NotSent(detail)); // the server did no work on it (RFC 9113, 8.7)
-                            }
-                            else
-                            {
-                                reset.TryFail(new RpcException(new Status(ResponseRules.StatusFromStreamReset(code), detail)));
-                            }
-                        }
-
-                        Pump();
-                    }
+                    // A whole response ends its stream, so a stream reset while open has no answer to read.
+                    var detail = string.Create(CultureInfo.InvariantCulture, $"The server reset the stream (HTTP/2 error {code}).");
+                    End(reset, code == RefusedStream ? NotSent(detail) : new RpcException(new Status(ResponseRules.StatusFromStreamReset(code), detail)),
+                        unprocessed: code == RefusedStream); // REFUSED_STREAM: the server did no work on it (RFC 9113, 8.7)
                 }
 
                 break;
@@ -608,26 +576,14 @@ internal sealed class Http2ClientConnection
         }
 
         var data = Unpad(payload, flags);
-        UnaryStream? s;
-        lock (_lock)
-        {
-            s = _open.GetValueOrDefault(stream);
-        }
-
-        if (s is null)
+        if (Find(stream) is not { } s)
         {
             return; // a stream we reset or abandoned: its data still counted against the connection's window
         }
 
         if (s.Headers is null)
         {
-            FailStream(s, new RpcException(StatusCode.Internal, "The server sent DATA before the response headers."), ProtocolError);
-            return;
-        }
-
-        if (s.Trailers is not null)
-        {
-            FailStream(s, new RpcException(StatusCode.Internal, "The server sent DATA after the trailers."), ProtocolError);
+            End(s, new RpcException(StatusCode.Internal, "The server sent DATA before the response headers."), ProtocolError);
             return;
         }
 
@@ -642,44 +598,35 @@ internal sealed class Http2ClientConnection
             s.ReceivedSinceUpdate = 0;
         }
 
-        if (s.IsGrpc && !TakeMessageBytes(s, data))
+        if (TakeMessageBytes(s, data) && (flags & EndStreamFlag) != 0)
         {
-            return;
-        }
-
-        if ((flags & EndStreamFlag) != 0)
-        {
-            EndStream(s);
+            End(s);
         }
     }
 
     /// <summary>
     /// Keeps a unary response's bytes, refusing them as soon as they cannot be a single message within the
-    /// limit: a memory bound the server cannot talk us out of.
+    /// limit (<see cref="MessageFraming.TryReadMessage"/> checks the length once the prefix is in): a memory
+    /// bound the server cannot talk us out of.
     /// </summary>
     private bool TakeMessageBytes(UnaryStream s, ReadOnlySpan<byte> data)
     {
         s.Body.Write(data);
-        if (s.Body.WrittenCount < GrpcProtocol.MessageHeaderSize)
+        var body = new ReadOnlySequence<byte>(s.Body.WrittenMemory);
+        try
         {
+            if (MessageFraming.TryReadMessage(ref body, s.MaxReceiveMessageSize, out _, out _) && body.Length > 0)
+            {
+                throw new RpcException(ResponseRules.UnaryWithExtraMessage);
+            }
+
             return true;
         }
-
-        var length = BinaryPrimitives.ReadUInt32BigEndian(s.Body.WrittenSpan[1..]);
-        if (length > (uint)s.MaxReceiveMessageSize)
+        catch (RpcException refused)
         {
-            FailStream(s, new RpcException(StatusCode.ResourceExhausted,
-                $"Received message of {length} bytes exceeds the maximum message size of {s.MaxReceiveMessageSize} bytes."), CancelError);
+            End(s, refused, CancelError);
             return false;
         }
-
-        if (s.Body.WrittenCount > GrpcProtocol.MessageHeaderSize + (long)length)
-        {
-            FailStream(s, new RpcException(StatusCode.Internal, "The server sent more than one response message for a unary call."), CancelError);
-            return false;
-        }
-
-        return true;
     }
 
     private void OnHeaderBlock(int stream, ReadOnlySpan<byte> block, bool endsStream)
@@ -695,13 +642,7 @@ internal sealed class Http2ClientConnection
             throw new Http2ConnectionException(CompressionError, "an undecodable header block: " + ex.Message);
         }
 
-        UnaryStream? s;
-        lock (_lock)
-        {
-            s = _open.GetValueOrDefault(stream);
-        }
-
-        if (s is null)
+        if (Find(stream) is not { } s)
         {
             return;
         }
@@ -712,7 +653,7 @@ internal sealed class Http2ClientConnection
             var statusText = UnaryStream.Find(headers, ":status");
             if (!int.TryParse(statusText, NumberStyles.None, CultureInfo.InvariantCulture, out var httpStatus))
             {
-                FailStream(s, new RpcException(StatusCode.Internal, $"The response headers have no valid :status ('{statusText}')."), ProtocolError);
+                End(s, new RpcException(StatusCode.Internal, $"The response headers have no valid :status ('{statusText}')."), ProtocolError);
                 return;
             }
 
@@ -720,45 +661,28 @@ internal sealed class Http2ClientConnection
             {
                 if (endsStream)
                 {
-                    FailStream(s, new RpcException(StatusCode.Internal, "An informational response ended the stream."), ProtocolError);
+                    End(s, new RpcException(StatusCode.Internal, "An informational response ended the stream."), ProtocolError);
                 }
 
                 return; // informational (1xx): the final headers follow (RFC 9113, 8.1)
             }
 
-            s.HttpStatus = httpStatus;
             s.Headers = headers;
-            var early = ResponseRules.Validate(httpStatus, ReasonOf(httpStatus), UnaryStream.Find(headers, "content-type"),
+            s.HeaderStatus = ResponseRules.Validate(httpStatus, ReasonOf(httpStatus), UnaryStream.Find(headers, "content-type"),
                 name => UnaryStream.Find(headers, name), out var decompression);
-            if (early is { } status)
+            s.Decompression = decompression;
+            if (s.HeaderStatus is not null)
             {
-                // The call's outcome is known from the headers (an HTTP error, not gRPC, Trailers-Only):
-                // nothing in a body could change it.
-                var failure = new RpcException(status, UnaryStream.Find(headers, GrpcProtocol.StatusHeader) is null ? null : UnaryStream.ToMetadata(headers));
-                if (endsStream)
-                {
-                    lock (_lock)
-                    {
-                        _open.Remove(stream);
-                        _sending.Remove(s);
-                        s.TryFail(failure);
-                        Pump();
-                    }
-                }
-                else
-                {
-                    FailStream(s, failure, CancelError);
-                }
-
+                // Settled by the headers: a body could not change it, so a stream the server keeps open is reset.
+                // A status among them (Trailers-Only) comes with them as its trailers.
+                s.Trailers = UnaryStream.Find(headers, GrpcProtocol.StatusHeader) is null ? null : headers;
+                End(s, reset: endsStream ? null : CancelError);
                 return;
             }
-
-            s.IsGrpc = true;
-            s.Decompression = decompression;
         }
         else if (!endsStream)
         {
-            FailStream(s, new RpcException(StatusCode.Internal, "The server sent a second header block that does not end the stream."), ProtocolError);
+            End(s, new RpcException(StatusCode.Internal, "The server sent a second header block that does not end the stream."), ProtocolError);
             return;
         }
         else
@@ -768,38 +692,38 @@ internal sealed class Http2ClientConnection
 
         if (endsStream)
         {
-            EndStream(s);
+            End(s);
         }
     }
 
-    /// <summary>The peer ended its side: the response is complete. Request data not yet sent is no longer wanted (RFC 9113, 8.1).</summary>
-    private void EndStream(UnaryStream s)
+    private UnaryStream? Find(int stream)
     {
         lock (_lock)
         {
-            _open.Remove(s.Id);
-            if (_sending.Remove(s))
-            {
-                AppendRstStream(s.Id, NoError);
-            }
-
-            s.TryComplete();
-            Pump();
+            return _open.GetValueOrDefault(stream);
         }
     }
 
-    /// <summary>Fails one call and resets its stream, leaving the connection's other calls alone.</summary>
-    private void FailStream(UnaryStream s, RpcException failure, uint code)
+    /// <summary>
+    /// Ends one call, leaving the connection's others alone: forgets its stream, resets it on the wire with
+    /// <paramref name="reset"/> (with none, NO_ERROR if request data was still unsent: the peer ended its side
+    /// and wants no more, RFC 9113, 8.1), completes the call (or fails it with <paramref name="failure"/>), and
+    /// opens a waiting call in its place. A call that is already over is left as it is.
+    /// </summary>
+    private void End(UnaryStream s, RpcException? failure = null, uint? reset = null, bool unprocessed = false)
     {
         lock (_lock)
         {
             if (_open.Remove(s.Id))
             {
-                _sending.Remove(s);
-                AppendRstStream(s.Id, code);
+                var unsent = _sending.Remove(s);
+                if ((reset ?? (unsent ? NoError : null)) is { } code)
+                {
+                    AppendRstStream(s.Id, code);
+                }
             }
 
-            s.TryFail(failure);
+            _ = failure is null ? s.TryComplete() : unprocessed ? s.TryFailUnprocessed(failure) : s.TryFail(failure);
             Pump();
         }
     }
@@ -903,10 +827,7 @@ internal sealed class Http2ClientConnection
             {
                 if (increment == 0 || s.SendWindow + increment > int.MaxValue)
                 {
-                    _open.Remove(stream);
-                    _sending.Remove(s);
-                    AppendRstStream(stream, increment == 0 ? ProtocolError : FlowControlError);
-                    s.TryFail(new RpcException(StatusCode.Internal, "The server sent an invalid WINDOW_UPDATE for the call's stream."));
+                    End(s, new RpcException(StatusCode.Internal, "The server sent an invalid WINDOW_UPDATE for the call's stream."), increment == 0 ? ProtocolError : FlowControlError);
                 }
                 else
                 {
@@ -931,18 +852,13 @@ internal sealed class Http2ClientConnection
             _draining = true;
             foreach (var (id, s) in _open.ToList())
             {
-                if (id > last || code != NoError)
+                if (id > last)
                 {
-                    _open.Remove(id);
-                    _sending.Remove(s);
-                    if (id > last)
-                    {
-                        s.TryFailUnprocessed(NotSent(string.Create(CultureInfo.InvariantCulture, $"The server is going away (GOAWAY, HTTP/2 error {code}) and did not process the call.")));
-                    }
-                    else
-                    {
-                        s.TryFail(new RpcException(StatusCode.Unavailable, string.Create(CultureInfo.InvariantCulture, $"The connection failed (GOAWAY, HTTP/2 error {code}).")));
-                    }
+                    End(s, NotSent(string.Create(CultureInfo.InvariantCulture, $"The server is going away (GOAWAY, HTTP/2 error {code}) and did not process the call.")), unprocessed: true);
+                }
+                else if (code != NoError)
+                {
+                    End(s, new RpcException(StatusCode.Unavailable, string.Create(CultureInfo.InvariantCulture, $"The connection failed (GOAWAY, HTTP/2 error {code}).")));
                 }
             }
 

@@ -1,4 +1,3 @@
-using System.Buffers;
 using System.Diagnostics;
 
 namespace GrpcBoard.Wire.Client.Http2;
@@ -25,27 +24,6 @@ internal static class Huffman
 
     /// <summary>The most bytes <paramref name="encodedLength"/> encoded bytes can decode to: the shortest code is 5 bits.</summary>
     public static int MaxDecodedLength(int encodedLength) => (int)Math.Min((long)encodedLength * 8 / 5, Array.MaxLength);
-
-    /// <summary>Decodes a Huffman-coded string literal into a new array of exactly the decoded length.</summary>
-    public static byte[] Decode(ReadOnlySpan<byte> encoded)
-    {
-        const int StackLimit = 256;
-        var max = MaxDecodedLength(encoded.Length);
-        byte[]? rented = null;
-        var buffer = max <= StackLimit ? stackalloc byte[StackLimit] : (rented = ArrayPool<byte>.Shared.Rent(max));
-        try
-        {
-            var length = Decode(encoded, buffer);
-            return buffer[..length].ToArray();
-        }
-        finally
-        {
-            if (rented is not null)
-            {
-                ArrayPool<byte>.Shared.Return(rented);
-            }
-        }
-    }
 
     /// <summary>
     /// Decodes a Huffman-coded string literal into <paramref name="destination"/>, which must hold at least

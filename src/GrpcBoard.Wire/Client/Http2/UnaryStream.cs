@@ -41,10 +41,11 @@ internal sealed class UnaryStream(byte[] headerBlock, ReadOnlyMemory<byte> data,
 
     public List<KeyValuePair<string, string>>? Trailers { get; set; }
 
-    public int HttpStatus { get; set; }
-
-    /// <summary>Set when the headers passed <see cref="ResponseRules.Validate"/>: the body is then gRPC messages.</summary>
-    public bool IsGrpc { get; set; }
+    /// <summary>
+    /// The call's status when the response headers settled it (an HTTP error, not a gRPC response, Trailers-Only):
+    /// nothing in a body could change it. Null when the status is in the trailers.
+    /// </summary>
+    public Status? HeaderStatus { get; set; }
 
     public ICompressionProvider? Decompression { get; set; }
 
