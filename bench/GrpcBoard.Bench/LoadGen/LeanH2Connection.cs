@@ -4,6 +4,9 @@ using System.Globalization;
 using System.Net.Sockets;
 using System.Text;
 using GrpcBoard.Wire;
+using GrpcBoard.Wire.Client;
+using GrpcBoard.Wire.Client.Http2;
+using static GrpcBoard.Wire.Client.Http2.Http2Frames;
 
 namespace GrpcBoard.Bench.LoadGen;
 
@@ -15,25 +18,20 @@ namespace GrpcBoard.Bench.LoadGen;
 /// 13–18 µs over HttpClient, and costs about 12 µs over its own HTTP/2 connection; this one 5–9 µs.
 ///
 /// What it leaves out, on purpose: deadlines, cancellation per call, compression, response headers other
-/// than the gRPC status. It advertises a header table size of 0, so once the peer has seen its SETTINGS no
-/// header block refers to a dynamic table; it decodes grpc-status, grpc-message and grpc-status-details-bin
-/// when they are sent as plain literals (Kestrel never uses Huffman coding; Go's encoder may), and otherwise
-/// judges a call by whether a response message arrived, which for a unary gRPC call means OK.
+/// than the gRPC status. Frame layout and HPACK are the C# client's (<see cref="Http2Frames"/>,
+/// <see cref="HPackEncoder"/>, <see cref="HPackDecoder"/>, <see cref="ResponseRules.ReadStatus"/>); what differs
+/// is how calls complete, below.
 ///
 /// Calls complete on the connection's reader: a caller's continuation runs there, makes its next call,
 /// and all calls made while one read is parsed leave in one write, as in an event loop.
 /// </summary>
 public sealed class LeanH2Connection : IAsyncDisposable
 {
-    private const int FrameHeaderLength = 9;
-    private const int MaxOutgoingFrame = 16_384; // the peer's SETTINGS_MAX_FRAME_SIZE is at least this
-    private const byte DataFrame = 0, HeadersFrame = 1, RstStreamFrame = 3, SettingsFrame = 4, PushPromiseFrame = 5, PingFrame = 6, GoAwayFrame = 7, WindowUpdateFrame = 8, ContinuationFrame = 9;
-    private const byte EndStreamFlag = 0x1, AckFlag = 0x1, EndHeadersFlag = 0x4, PaddedFlag = 0x8, PriorityFlag = 0x20;
+    private const int MaxOutgoingFrame = MinMaxFrameSize; // the peer's SETTINGS_MAX_FRAME_SIZE is at least this
+    private const int MaxHeaderListSize = 64 * 1024;
 
     /// <summary>Our receive window, per stream and for the connection: large, so the peer never waits on us.</summary>
     private const int ReceiveWindow = 1 << 30;
-
-    private static readonly byte[] Preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"u8.ToArray();
 
     /// <summary>Set on the reader's thread while it parses: calls made there are written after the parse, together.</summary>
     [ThreadStatic]
@@ -44,9 +42,7 @@ public sealed class LeanH2Connection : IAsyncDisposable
     private readonly Dictionary<int, LeanCall> _active = [];
     private readonly Queue<LeanCall> _waiting = new();
     private readonly CancellationTokenRegistration _cancellation;
-    private ArrayBufferWriter<byte> _out = new(1 << 16);
-    private ArrayBufferWriter<byte>? _spare = new(1 << 16);
-    private bool _flushing;
+    private readonly Http2SendBuffer _send;
     private int _nextStreamId = 1;
     private long _sendWindow = 65_535;
     private long _peerInitialStreamWindow = 65_535;
@@ -59,10 +55,12 @@ public sealed class LeanH2Connection : IAsyncDisposable
     private int _continuationStream;
     private bool _continuationEndsStream;
     private readonly ArrayBufferWriter<byte> _continuationBlock = new();
+    private readonly List<KeyValuePair<string, string>> _decoded = [];
 
     private LeanH2Connection(Socket socket, string authority, CancellationToken cancellationToken)
     {
         _socket = socket;
+        _send = new Http2SendBuffer(socket, _lock);
         Authority = authority;
         _cancellation = cancellationToken.Register(static c => ((LeanH2Connection)c!).Fail(new OperationCanceledException("the run was cancelled")), this);
     }
@@ -109,19 +107,14 @@ public sealed class LeanH2Connection : IAsyncDisposable
     /// <summary>The HPACK block of a call's request headers, built once per method and reused by every call.</summary>
     public byte[] RequestHeaders(string path)
     {
-        var block = new List<byte>(96)
-        {
-            0x83, // :method POST (static index 3)
-            0x86, // :scheme http (static index 6)
-        };
-        // Literal header fields without indexing, names from the static table: :path (4), :authority (1), content-type (31).
-        LiteralWithIndexedName(block, 4, path);
-        LiteralWithIndexedName(block, 1, Authority);
-        LiteralWithIndexedName(block, 31, "application/grpc");
-        block.Add(0x00);
-        LiteralString(block, "te");
-        LiteralString(block, "trailers");
-        return [.. block];
+        var block = new ArrayBufferWriter<byte>(96);
+        HPackEncoder.Indexed(block, HPackEncoder.MethodPost);
+        HPackEncoder.Indexed(block, HPackEncoder.SchemeHttp);
+        HPackEncoder.LiteralWithIndexedName(block, HPackEncoder.Path, path);
+        HPackEncoder.LiteralWithIndexedName(block, HPackEncoder.Authority, Authority);
+        HPackEncoder.LiteralWithIndexedName(block, HPackEncoder.ContentType, GrpcProtocol.ContentType);
+        HPackEncoder.Literal(block, GrpcProtocol.TeHeader, GrpcProtocol.TeTrailers);
+        return block.WrittenSpan.ToArray();
     }
 
     /// <summary>
@@ -209,50 +202,20 @@ public sealed class LeanH2Connection : IAsyncDisposable
 
         lock (_lock)
         {
-            if (_flushing || _out.WrittenCount == 0)
+            if (!_send.BeginFlush())
             {
                 return;
             }
-
-            _flushing = true;
         }
 
         ThreadPool.UnsafeQueueUserWorkItem(static c => _ = c.FlushLoopAsync(), this, preferLocal: false);
     }
 
-    /// <summary>Writes what is buffered until nothing is; one runs at a time (<see cref="_flushing"/>).</summary>
     private async Task FlushLoopAsync()
     {
         try
         {
-            while (true)
-            {
-                ArrayBufferWriter<byte> buffer;
-                lock (_lock)
-                {
-                    if (_out.WrittenCount == 0 || _failure is not null)
-                    {
-                        _flushing = false;
-                        return;
-                    }
-
-                    buffer = _out;
-                    _out = _spare!;
-                    _spare = null;
-                }
-
-                var bytes = buffer.WrittenMemory;
-                while (bytes.Length > 0)
-                {
-                    bytes = bytes[await _socket.SendAsync(bytes, SocketFlags.None).ConfigureAwait(false)..];
-                }
-
-                buffer.ResetWrittenCount();
-                lock (_lock)
-                {
-                    _spare = buffer;
-                }
-            }
+            await _send.FlushAsync().ConfigureAwait(false);
         }
         catch (Exception ex)
         {
@@ -307,8 +270,7 @@ public sealed class LeanH2Connection : IAsyncDisposable
                 bool flush;
                 lock (_lock)
                 {
-                    flush = !_flushing && _out.WrittenCount > 0;
-                    _flushing |= flush;
+                    flush = _send.BeginFlush();
                 }
 
                 if (flush)
@@ -330,15 +292,12 @@ public sealed class LeanH2Connection : IAsyncDisposable
     {
         while (end - start >= FrameHeaderLength)
         {
-            var length = (buffer[start] << 16) | (buffer[start + 1] << 8) | buffer[start + 2];
+            var (length, type, flags, stream) = ReadFrameHeader(buffer.AsSpan(start));
             if (end - start < FrameHeaderLength + length)
             {
                 break;
             }
 
-            var type = buffer[start + 3];
-            var flags = buffer[start + 4];
-            var stream = (int)(BinaryPrimitives.ReadUInt32BigEndian(buffer.AsSpan(start + 5)) & 0x7FFF_FFFF);
             OnFrame(type, flags, stream, buffer.AsSpan(start + FrameHeaderLength, length));
             start += FrameHeaderLength + length;
         }
@@ -480,6 +439,7 @@ public sealed class LeanH2Connection : IAsyncDisposable
         lock (_lock)
         {
             _failure ??= error;
+            _send.Close();
             refused = [.. _active.Where(a => a.Key > last || code != 0)];
             foreach (var (id, _) in refused)
             {
@@ -503,7 +463,9 @@ public sealed class LeanH2Connection : IAsyncDisposable
             return;
         }
 
-        HeaderDecoder.Decode(block, call);
+        _decoded.Clear();
+        HPackDecoder.Decode(block, _decoded, MaxHeaderListSize);
+        call.Status ??= ResponseRules.ReadStatus(name => _decoded.Find(h => h.Key == name) is { Key: not null } h ? h.Value : null);
         if (endsStream)
         {
             Finish(stream, call, null);
@@ -543,6 +505,7 @@ public sealed class LeanH2Connection : IAsyncDisposable
         lock (_lock)
         {
             _failure ??= error;
+            _send.Close();
             calls = [.. _active.Values, .. _waiting];
             _active.Clear();
             _waiting.Clear();
@@ -570,92 +533,23 @@ public sealed class LeanH2Connection : IAsyncDisposable
     private static RpcException Unavailable(Exception error) =>
         error as RpcException ?? new RpcException(new Status(StatusCode.Unavailable, "connection failed: " + error.Message), inner: error);
 
-    private static ReadOnlySpan<byte> Unpad(ReadOnlySpan<byte> payload, byte flags)
-    {
-        if ((flags & PaddedFlag) == 0)
-        {
-            return payload;
-        }
-
-        var pad = payload[0];
-        return payload[1..^pad];
-    }
+    private static ReadOnlySpan<byte> Unpad(ReadOnlySpan<byte> payload, byte flags) =>
+        TryUnpad(payload, flags, out var data) ? data : throw new IOException("The peer sent padding longer than its frame.");
 
     // ---- output buffer (under _lock) ----
 
     private Span<byte> Reserve(int length)
     {
-        var span = _out.GetSpan(length)[..length];
-        _out.Advance(length);
+        var span = _send.Pending.GetSpan(length)[..length];
+        _send.Pending.Advance(length);
         return span;
     }
 
-    private void Append(ReadOnlySpan<byte> bytes) => _out.Write(bytes);
+    private void Append(ReadOnlySpan<byte> bytes) => _send.Pending.Write(bytes);
 
-    private void AppendFrame(byte type, byte flags, int stream, ReadOnlySpan<byte> payload)
-    {
-        WriteFrameHeader(Reserve(FrameHeaderLength), payload.Length, type, flags, stream);
-        Append(payload);
-    }
+    private void AppendFrame(byte type, byte flags, int stream, ReadOnlySpan<byte> payload) => Http2Frames.AppendFrame(_send.Pending, type, flags, stream, payload);
 
-    private void AppendWindowUpdate(int stream, int increment)
-    {
-        Span<byte> payload = stackalloc byte[4];
-        BinaryPrimitives.WriteUInt32BigEndian(payload, (uint)increment);
-        AppendFrame(WindowUpdateFrame, 0, stream, payload);
-    }
-
-    private static void WriteFrameHeader(Span<byte> header, int length, byte type, byte flags, int stream)
-    {
-        header[0] = (byte)(length >> 16);
-        header[1] = (byte)(length >> 8);
-        header[2] = (byte)length;
-        header[3] = type;
-        header[4] = flags;
-        BinaryPrimitives.WriteUInt32BigEndian(header[5..], (uint)stream);
-    }
-
-    private static void WriteSetting(Span<byte> span, ushort id, uint value)
-    {
-        BinaryPrimitives.WriteUInt16BigEndian(span, id);
-        BinaryPrimitives.WriteUInt32BigEndian(span[2..], value);
-    }
-
-    // ---- HPACK, encoding side: literals only, never Huffman, never the dynamic table ----
-
-    private static void LiteralWithIndexedName(List<byte> block, int nameIndex, string value)
-    {
-        Integer(block, nameIndex, 4, 0x00); // literal header field without indexing, indexed name
-        LiteralString(block, value);
-    }
-
-    private static void LiteralString(List<byte> block, string value)
-    {
-        var bytes = Encoding.ASCII.GetBytes(value);
-        Integer(block, bytes.Length, 7, 0x00); // H = 0: not Huffman-coded
-        block.AddRange(bytes);
-    }
-
-    /// <summary>An HPACK integer with an N-bit prefix (RFC 7541, 5.1).</summary>
-    private static void Integer(List<byte> block, int value, int prefixBits, byte firstBits)
-    {
-        var max = (1 << prefixBits) - 1;
-        if (value < max)
-        {
-            block.Add((byte)(firstBits | value));
-            return;
-        }
-
-        block.Add((byte)(firstBits | max));
-        value -= max;
-        while (value >= 128)
-        {
-            block.Add((byte)((value & 0x7F) | 0x80));
-            value >>= 7;
-        }
-
-        block.Add((byte)value);
-    }
+    private void AppendWindowUpdate(int stream, int increment) => Http2Frames.AppendWindowUpdate(_send.Pending, stream, increment);
 
     /// <summary>One call: its request, and what has arrived of its response (touched by the reader only).</summary>
     private sealed class LeanCall(byte[] requestHeaders, byte[] message)
@@ -672,28 +566,23 @@ public sealed class LeanH2Connection : IAsyncDisposable
 
         public int DataLength => Message.Length + 5;
 
-        public int? StatusCode { get; set; }
-
-        public string StatusMessage { get; set; } = "";
-
-        public byte[]? StatusDetails { get; set; }
+        /// <summary>The status the response's header blocks carried (grpc-status and the rest), once one did.</summary>
+        public Status? Status { get; set; }
 
         public void Receive(ReadOnlySpan<byte> data) => _response.Write(data);
 
         public void Complete()
         {
-            if (StatusCode is { } code && code != 0)
+            if (Status is { Code: not Wire.StatusCode.OK } failed)
             {
-                Completion.TrySetException(new RpcException(new Status((Wire.StatusCode)code, StatusMessage, StatusDetails)));
+                Completion.TrySetException(new RpcException(failed));
                 return;
             }
 
             // A unary response is one message: a 5-byte prefix (compressed flag, length) and the bytes.
             if (_response.WrittenCount < 5)
             {
-                Completion.TrySetException(new RpcException(StatusCode is null
-                    ? new Status(Wire.StatusCode.Unknown, "the call ended without a response message, and its status was not readable (Huffman-coded or indexed)")
-                    : new Status(Wire.StatusCode.Internal, "status OK without a response message")));
+                Completion.TrySetException(new RpcException(Status is null ? ResponseRules.NoStatusTrailer : ResponseRules.UnaryWithoutMessage));
                 return;
             }
 
@@ -707,97 +596,6 @@ public sealed class LeanH2Connection : IAsyncDisposable
             }
 
             Completion.TrySetResult(_response.WrittenSpan[5..].ToArray());
-        }
-    }
-
-    /// <summary>
-    /// HPACK decoding of just enough to read the gRPC status: literal fields with literal names, not
-    /// Huffman-coded. Indexed fields and Huffman-coded strings are stepped over (RFC 7541, 6).
-    /// </summary>
-    private static class HeaderDecoder
-    {
-        public static void Decode(ReadOnlySpan<byte> block, LeanCall call)
-        {
-            var i = 0;
-            while (i < block.Length)
-            {
-                var b = block[i];
-                if ((b & 0x80) != 0)
-                {
-                    ReadInteger(block, ref i, 7); // indexed field: no gRPC status name is in the static table
-                    continue;
-                }
-
-                if ((b & 0xE0) == 0x20)
-                {
-                    ReadInteger(block, ref i, 5); // dynamic table size update
-                    continue;
-                }
-
-                var nameIndex = ReadInteger(block, ref i, (b & 0xC0) == 0x40 ? 6 : 4);
-                var name = nameIndex == 0 ? ReadString(block, ref i) : null;
-                var value = ReadString(block, ref i);
-                if (name is null || value is null)
-                {
-                    continue;
-                }
-
-                switch (name)
-                {
-                    case "grpc-status" when int.TryParse(value, NumberStyles.None, CultureInfo.InvariantCulture, out var code):
-                        call.StatusCode = code;
-                        break;
-                    case "grpc-message":
-                        call.StatusMessage = Uri.UnescapeDataString(value);
-                        break;
-                    case "grpc-status-details-bin":
-                        call.StatusDetails = FromUnpaddedBase64(value);
-                        break;
-                }
-            }
-        }
-
-        private static int ReadInteger(ReadOnlySpan<byte> block, ref int i, int prefixBits)
-        {
-            var max = (1 << prefixBits) - 1;
-            var value = block[i++] & max;
-            if (value < max)
-            {
-                return value;
-            }
-
-            for (var shift = 0; ; shift += 7)
-            {
-                var b = block[i++];
-                value += (b & 0x7F) << shift;
-                if ((b & 0x80) == 0)
-                {
-                    return value;
-                }
-            }
-        }
-
-        /// <summary>A string literal, or null (after stepping over it) when it is Huffman-coded.</summary>
-        private static string? ReadString(ReadOnlySpan<byte> block, ref int i)
-        {
-            var huffman = (block[i] & 0x80) != 0;
-            var length = ReadInteger(block, ref i, 7);
-            var text = huffman ? null : Encoding.ASCII.GetString(block.Slice(i, length));
-            i += length;
-            return text;
-        }
-
-        private static byte[]? FromUnpaddedBase64(string value)
-        {
-            var padded = value.Length % 4 == 0 ? value : value + new string('=', 4 - value.Length % 4);
-            try
-            {
-                return Convert.FromBase64String(padded);
-            }
-            catch (FormatException)
-            {
-                return null;
-            }
         }
     }
 }

@@ -2,6 +2,7 @@ using System.Buffers;
 using System.Buffers.Binary;
 using System.Globalization;
 using System.Net.Sockets;
+using static GrpcBoard.Wire.Client.Http2.Http2Frames;
 
 namespace GrpcBoard.Wire.Client.Http2;
 
@@ -19,11 +20,8 @@ namespace GrpcBoard.Wire.Client.Http2;
 /// </summary>
 internal sealed class Http2ClientConnection
 {
-    private const int FrameHeaderLength = 9;
-    private const int MaxIncomingFrame = 16_384; // we advertise no larger SETTINGS_MAX_FRAME_SIZE
+    private const int MaxIncomingFrame = MinMaxFrameSize; // we advertise no larger SETTINGS_MAX_FRAME_SIZE
     private const int MaxHeaderListSize = 64 * 1024; // as HttpClient's default MaxResponseHeadersLength
-    private const byte DataFrame = 0, HeadersFrame = 1, PriorityFrame = 2, RstStreamFrame = 3, SettingsFrame = 4, PushPromiseFrame = 5, PingFrame = 6, GoAwayFrame = 7, WindowUpdateFrame = 8, ContinuationFrame = 9;
-    private const byte EndStreamFlag = 0x1, AckFlag = 0x1, EndHeadersFlag = 0x4, PaddedFlag = 0x8, PriorityFlag = 0x20;
     private const uint NoError = 0x0, ProtocolError = 0x1, FlowControlError = 0x3, FrameSizeError = 0x6, RefusedStream = 0x7, CancelError = 0x8, CompressionError = 0x9;
 
     /// <summary>How long a new connection waits for the server's SETTINGS before it gives up on the server.</summary>
@@ -31,8 +29,6 @@ internal sealed class Http2ClientConnection
 
     /// <summary>Our receive window for the connection and for each stream.</summary>
     private const int ReceiveWindow = 1 << 30;
-
-    private static readonly byte[] Preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"u8.ToArray();
 
     private readonly Socket _socket;
     private readonly object _lock = new();
@@ -45,9 +41,7 @@ internal sealed class Http2ClientConnection
     private readonly TimeSpan _keepAliveTimeout;
     private readonly ITimer? _keepAliveTimer;
     private readonly ITimer _settingsTimer;
-    private ArrayBufferWriter<byte> _out = new(1 << 14);
-    private ArrayBufferWriter<byte>? _spare = new(1 << 14);
-    private bool _flushing;
+    private readonly Http2SendBuffer _send;
     private int _nextStreamId = 1;
     private long _sendWindow = 65_535;
     private long _peerInitialStreamWindow = 65_535;
@@ -77,6 +71,7 @@ internal sealed class Http2ClientConnection
     private Http2ClientConnection(Socket socket, GrpcChannelOptions options)
     {
         _socket = socket;
+        _send = new Http2SendBuffer(socket, _lock);
         _keepAliveInterval = options.KeepAliveInterval;
         _keepAliveTimeout = options.KeepAliveTimeout;
         _lastFrameTimestamp = TimeProvider.System.GetTimestamp();
@@ -133,7 +128,7 @@ internal sealed class Http2ClientConnection
         var connection = new Http2ClientConnection(socket, options);
         lock (connection._lock)
         {
-            connection._out.Write(Preface);
+            connection._send.Pending.Write(Preface);
             Span<byte> settings = stackalloc byte[24];
             WriteSetting(settings, 0x1, 0);                   // HEADER_TABLE_SIZE: our decoder keeps no dynamic table
             WriteSetting(settings[6..], 0x2, 0);              // ENABLE_PUSH
@@ -257,38 +252,11 @@ internal sealed class Http2ClientConnection
         }
     }
 
-    private void AppendFrame(byte type, byte flags, int stream, ReadOnlySpan<byte> payload)
-    {
-        var span = _out.GetSpan(FrameHeaderLength + payload.Length);
-        span[0] = (byte)(payload.Length >> 16);
-        span[1] = (byte)(payload.Length >> 8);
-        span[2] = (byte)payload.Length;
-        span[3] = type;
-        span[4] = flags;
-        BinaryPrimitives.WriteUInt32BigEndian(span[5..], (uint)stream);
-        payload.CopyTo(span[FrameHeaderLength..]);
-        _out.Advance(FrameHeaderLength + payload.Length);
-    }
+    private void AppendFrame(byte type, byte flags, int stream, ReadOnlySpan<byte> payload) => Http2Frames.AppendFrame(_send.Pending, type, flags, stream, payload);
 
-    private void AppendWindowUpdate(int stream, int increment)
-    {
-        Span<byte> payload = stackalloc byte[4];
-        BinaryPrimitives.WriteUInt32BigEndian(payload, (uint)increment);
-        AppendFrame(WindowUpdateFrame, 0, stream, payload);
-    }
+    private void AppendWindowUpdate(int stream, int increment) => Http2Frames.AppendWindowUpdate(_send.Pending, stream, increment);
 
-    private void AppendRstStream(int stream, uint code)
-    {
-        Span<byte> payload = stackalloc byte[4];
-        BinaryPrimitives.WriteUInt32BigEndian(payload, code);
-        AppendFrame(RstStreamFrame, 0, stream, payload);
-    }
-
-    private static void WriteSetting(Span<byte> span, ushort id, uint value)
-    {
-        BinaryPrimitives.WriteUInt16BigEndian(span, id);
-        BinaryPrimitives.WriteUInt32BigEndian(span[2..], value);
-    }
+    private void AppendRstStream(int stream, uint code) => Http2Frames.AppendRstStream(_send.Pending, stream, code);
 
     /// <summary>
     /// Sends what is buffered, unless a send is already in progress (it will take this too). The reader sends
@@ -300,12 +268,10 @@ internal sealed class Http2ClientConnection
     {
         lock (_lock)
         {
-            if (_flushing || _out.WrittenCount == 0 || _failure is not null)
+            if (!_send.BeginFlush())
             {
                 return;
             }
-
-            _flushing = true;
         }
 
         if (inline)
@@ -322,34 +288,7 @@ internal sealed class Http2ClientConnection
     {
         try
         {
-            while (true)
-            {
-                ArrayBufferWriter<byte> buffer;
-                lock (_lock)
-                {
-                    if (_out.WrittenCount == 0 || _failure is not null)
-                    {
-                        _flushing = false;
-                        return;
-                    }
-
-                    buffer = _out;
-                    _out = _spare ?? new ArrayBufferWriter<byte>(1 << 14);
-                    _spare = null;
-                }
-
-                var bytes = buffer.WrittenMemory;
-                while (bytes.Length > 0)
-                {
-                    bytes = bytes[await _socket.SendAsync(bytes, SocketFlags.None).ConfigureAwait(false)..];
-                }
-
-                buffer.ResetWrittenCount();
-                lock (_lock)
-                {
-                    _spare = buffer;
-                }
-            }
+            await _send.FlushAsync().ConfigureAwait(false);
         }
         catch (Exception ex)
         {
@@ -420,7 +359,7 @@ internal sealed class Http2ClientConnection
     {
         while (end - start >= FrameHeaderLength)
         {
-            var length = (buffer[start] << 16) | (buffer[start + 1] << 8) | buffer[start + 2];
+            var (length, type, flags, stream) = ReadFrameHeader(buffer.AsSpan(start));
             if (length > MaxIncomingFrame)
             {
                 // Also what a peer that does not speak HTTP/2 looks like ("HTTP/1.1 400" read as a frame header).
@@ -432,9 +371,6 @@ internal sealed class Http2ClientConnection
                 break;
             }
 
-            var type = buffer[start + 3];
-            var flags = buffer[start + 4];
-            var stream = (int)(BinaryPrimitives.ReadUInt32BigEndian(buffer.AsSpan(start + 5)) & 0x7FFF_FFFF);
             OnFrame(type, flags, stream, buffer.AsSpan(start + FrameHeaderLength, length));
             start += FrameHeaderLength + length;
         }
@@ -940,7 +876,8 @@ internal sealed class Http2ClientConnection
             }
 
             _failure = failure;
-            canSend = !_flushing; // a send in progress must not be interleaved with ours
+            canSend = !_send.IsFlushing; // a send in progress must not be interleaved with ours
+            _send.Close();
             calls = [.. _open.Values];
             foreach (var waiting in _waiting)
             {
@@ -994,20 +931,8 @@ internal sealed class Http2ClientConnection
         }
     }
 
-    private static ReadOnlySpan<byte> Unpad(ReadOnlySpan<byte> payload, byte flags)
-    {
-        if ((flags & PaddedFlag) == 0)
-        {
-            return payload;
-        }
-
-        if (payload.Length == 0 || payload[0] >= payload.Length)
-        {
-            throw new Http2ConnectionException(ProtocolError, "padding longer than its frame");
-        }
-
-        return payload[1..^payload[0]];
-    }
+    private static ReadOnlySpan<byte> Unpad(ReadOnlySpan<byte> payload, byte flags) =>
+        TryUnpad(payload, flags, out var data) ? data : throw new Http2ConnectionException(ProtocolError, "padding longer than its frame");
 
     private static string? ReasonOf(int httpStatus) =>
         Enum.IsDefined(typeof(System.Net.HttpStatusCode), httpStatus) ? ((System.Net.HttpStatusCode)httpStatus).ToString() : null;
