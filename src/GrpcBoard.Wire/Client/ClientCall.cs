@@ -10,7 +10,7 @@ namespace GrpcBoard.Wire.Client;
 /// One call on the wire: sends the request (one message, or a stream of them), then reads response
 /// headers, messages and trailers, and turns every way a call can end into a <see cref="Status"/>.
 /// </summary>
-internal sealed class ClientCall<TRequest, TResponse> : IAsyncDisposable
+internal sealed class ClientCall<TRequest, TResponse> : IStreamingCallCore<TRequest, TResponse>
 {
     private readonly GrpcChannel _channel;
     private readonly Method<TRequest, TResponse> _method;

@@ -6,8 +6,8 @@ namespace GrpcBoard.Wire.Client;
 
 /// <summary>
 /// A connection to a gRPC server over HTTP/2. "http://" addresses use h2c with prior knowledge; "https://"
-/// addresses negotiate h2 through ALPN. Unary calls to an "http://" address go through the channel's own
-/// HTTP/2 connections (see <see cref="GrpcChannelOptions.HttpClientForUnaryCalls"/>); streaming calls, and
+/// addresses negotiate h2 through ALPN. Unary and server-streaming calls to an "http://" address go through the
+/// channel's own HTTP/2 connections (see <see cref="GrpcChannelOptions.HttpClientForCalls"/>); duplex calls, and
 /// everything over TLS or through <see cref="GrpcChannelOptions.HttpHandler"/>, through
 /// <see cref="HttpMessageInvoker"/>. Thread-safe; share one per server.
 /// </summary>
@@ -15,8 +15,8 @@ public sealed class GrpcChannel : IDisposable
 {
     private readonly HttpMessageInvoker _invoker;
 
-    /// <summary>Whether unary calls use <see cref="Http2ClientConnection"/>.</summary>
-    private readonly bool _ownUnary;
+    /// <summary>Whether unary and server-streaming calls use <see cref="Http2ClientConnection"/>.</summary>
+    private readonly bool _ownConnections;
     private readonly object _connectionsLock = new();
     private readonly List<Http2ClientConnection> _connections = [];
     private Task<Http2ClientConnection>? _connecting;
@@ -34,7 +34,7 @@ public sealed class GrpcChannel : IDisposable
         Options = options;
         var handler = options.HttpHandler ?? CreateDefaultHandler(options);
         _invoker = new HttpMessageInvoker(handler, disposeHandler: options.HttpHandler is null || options.DisposeHttpHandler);
-        _ownUnary = address.Scheme == Uri.UriSchemeHttp && options.HttpHandler is null && !options.HttpClientForUnaryCalls;
+        _ownConnections = address.Scheme == Uri.UriSchemeHttp && options.HttpHandler is null && !options.HttpClientForCalls;
     }
 
     public Uri Address { get; }
@@ -57,7 +57,7 @@ public sealed class GrpcChannel : IDisposable
     /// <summary>Sends one request and reads one response.</summary>
     public async Task<TResponse> UnaryAsync<TRequest, TResponse>(Method<TRequest, TResponse> method, TRequest request, CallOptions options = default)
     {
-        if (_ownUnary)
+        if (_ownConnections)
         {
             return await OwnUnaryAsync(method, request, options).ConfigureAwait(false);
         }
@@ -83,6 +83,11 @@ public sealed class GrpcChannel : IDisposable
     /// <summary>Sends one request and returns the call, whose responses are read as a stream.</summary>
     public StreamingCall<TRequest, TResponse> ServerStreaming<TRequest, TResponse>(Method<TRequest, TResponse> method, TRequest request, CallOptions options = default)
     {
+        if (_ownConnections)
+        {
+            return new StreamingCall<TRequest, TResponse>(new OwnStreamingCall<TRequest, TResponse>(this, method, request, options));
+        }
+
         var call = new ClientCall<TRequest, TResponse>(this, method, options);
         call.Start(requestMessage: request);
         return new StreamingCall<TRequest, TResponse>(call);
@@ -149,7 +154,7 @@ public sealed class GrpcChannel : IDisposable
                 throw new RpcException(ResponseRules.DeadlinePassed);
             }
 
-            var stream = new UnaryStream(RequestHeaders(method.FullName, left, options.Headers), framed.WrittenMemory, Options.MaxReceiveMessageSize);
+            var stream = new CallStream(RequestHeaders(method.FullName, left, options.Headers), framed.WrittenMemory, Options.MaxReceiveMessageSize);
             var connection = await StartAsync(stream, left, cancellation).ConfigureAwait(false);
             await WaitAsync(connection, stream, timeout - time.GetElapsedTime(started), cancellation).ConfigureAwait(false);
             if (stream.Failure is not { } failure)
@@ -167,14 +172,14 @@ public sealed class GrpcChannel : IDisposable
     }
 
     /// <summary>Waits for a call's stream to end, ending it early (and resetting it) at the deadline or on cancellation.</summary>
-    private async Task WaitAsync(Http2ClientConnection connection, UnaryStream stream, TimeSpan? left, CancellationToken cancellation)
+    private async Task WaitAsync(Http2ClientConnection connection, CallStream stream, TimeSpan? left, CancellationToken cancellation)
     {
         // Set up once the stream belongs to a connection, so that ending the call also resets its stream.
         using var deadlineTimer = left is { } l
             ? Options.TimeProvider.CreateTimer(
                 static s =>
                 {
-                    var (c, st) = ((Http2ClientConnection, UnaryStream))s!;
+                    var (c, st) = ((Http2ClientConnection, CallStream))s!;
                     c.Abort(st, new RpcException(ResponseRules.DeadlinePassed));
                 },
                 (connection, stream), l > TimeSpan.Zero ? l : TimeSpan.Zero, Timeout.InfiniteTimeSpan)
@@ -183,7 +188,7 @@ public sealed class GrpcChannel : IDisposable
             ? cancellation.UnsafeRegister(
                 static s =>
                 {
-                    var (c, st) = ((Http2ClientConnection, UnaryStream))s!;
+                    var (c, st) = ((Http2ClientConnection, CallStream))s!;
                     c.Abort(st, new RpcException(ResponseRules.CancelledByCaller));
                 },
                 (connection, stream))
@@ -197,11 +202,11 @@ public sealed class GrpcChannel : IDisposable
     /// first, then the status (from the headers when they settled it, else from the trailers). The connection
     /// has already refused a body that cannot be one message within the limit.
     /// </summary>
-    private TResponse ReadResponse<TRequest, TResponse>(UnaryStream stream, Method<TRequest, TResponse> method)
+    private TResponse ReadResponse<TRequest, TResponse>(CallStream stream, Method<TRequest, TResponse> method)
     {
         var body = new ReadOnlySequence<byte>(stream.Body.WrittenMemory);
-        var status = stream.HeaderStatus ?? ResponseRules.ReadStatus(name => UnaryStream.Find(stream.Trailers, name)) ?? ResponseRules.NoStatusTrailer;
-        var trailers = UnaryStream.ToMetadata(stream.Trailers);
+        var status = stream.HeaderStatus ?? ResponseRules.ReadStatus(name => CallStream.Find(stream.Trailers, name)) ?? ResponseRules.NoStatusTrailer;
+        var trailers = CallStream.ToMetadata(stream.Trailers);
         if (!MessageFraming.TryReadMessage(ref body, Options.MaxReceiveMessageSize, out var compressed, out var payload))
         {
             throw body.Length > 0 ? MessageFraming.Incomplete(body.Length)
@@ -217,7 +222,7 @@ public sealed class GrpcChannel : IDisposable
     /// Puts a call on a connection that can take it, opening one when none can: every connection has reached
     /// its server's stream limit (long waiting claims and the like hold their streams), or there is none yet.
     /// </summary>
-    private async ValueTask<Http2ClientConnection> StartAsync(UnaryStream stream, TimeSpan? timeout, CancellationToken cancellation)
+    internal async ValueTask<Http2ClientConnection> StartAsync(CallStream stream, TimeSpan? timeout, CancellationToken cancellation)
     {
         while (true)
         {
@@ -333,10 +338,10 @@ public sealed class GrpcChannel : IDisposable
     }
 
     /// <summary>
-    /// The HPACK block of a unary call's request headers. The part every call of a method shares is encoded
+    /// The HPACK block of a call's request headers. The part every call of a method shares is encoded
     /// once; a call without deadline or metadata sends it as it is.
     /// </summary>
-    private byte[] RequestHeaders(string path, TimeSpan? timeout, Metadata? metadata)
+    internal byte[] RequestHeaders(string path, TimeSpan? timeout, Metadata? metadata)
     {
         var prefix = _headerPrefixes.GetOrAdd(path, static (p, channel) => channel.HeaderPrefix(p), this);
         if (timeout is null && metadata is not { Count: > 0 })

@@ -31,11 +31,12 @@ public sealed class GrpcChannelOptions
     public TimeSpan KeepAliveTimeout { get; set; } = TimeSpan.FromSeconds(10);
 
     /// <summary>
-    /// Send unary calls through HttpClient, as streaming calls are, instead of the channel's own HTTP/2
-    /// connections (default false). The own connections cost about half of HttpClient's CPU per call (docs/benchmarks.md); they speak
-    /// h2c only, so "https://" addresses and a custom <see cref="HttpHandler"/> always use HttpClient.
+    /// Send unary and server-streaming calls through HttpClient, as duplex calls are, instead of the channel's own
+    /// HTTP/2 connections (default false). The own connections cost about half of HttpClient's CPU per call
+    /// (docs/benchmarks.md); they speak h2c only, so "https://" addresses and a custom <see cref="HttpHandler"/>
+    /// always use HttpClient.
     /// </summary>
-    public bool HttpClientForUnaryCalls { get; set; }
+    public bool HttpClientForCalls { get; set; }
 
     /// <summary>Whether disposing the channel disposes <see cref="HttpHandler"/>.</summary>
     public bool DisposeHttpHandler { get; set; } = true;

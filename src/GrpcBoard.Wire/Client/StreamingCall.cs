@@ -8,9 +8,9 @@ namespace GrpcBoard.Wire.Client;
 /// </summary>
 public sealed class StreamingCall<TRequest, TResponse> : IAsyncDisposable
 {
-    private readonly ClientCall<TRequest, TResponse> _call;
+    private readonly IStreamingCallCore<TRequest, TResponse> _call;
 
-    internal StreamingCall(ClientCall<TRequest, TResponse> call) => _call = call;
+    internal StreamingCall(IStreamingCallCore<TRequest, TResponse> call) => _call = call;
 
     /// <summary>The status once the call has ended; null while it runs.</summary>
     public Status? Status => _call.Status;
@@ -49,4 +49,23 @@ public sealed class StreamingCall<TRequest, TResponse> : IAsyncDisposable
     public ValueTask DisposeAsync() => _call.DisposeAsync();
 
     private void Cancel() => _call.Cancel();
+}
+
+/// <summary>What a <see cref="StreamingCall{TRequest, TResponse}"/> runs on: HttpClient or the channel's own connection.</summary>
+internal interface IStreamingCallCore<TRequest, TResponse> : IAsyncDisposable
+{
+    Status? Status { get; }
+
+    Metadata Trailers { get; }
+
+    Task<Metadata> GetResponseHeadersAsync();
+
+    /// <summary>The next message, or false once the call ended with OK; throws <see cref="RpcException"/> for any other status.</summary>
+    ValueTask<(bool HasMessage, TResponse? Message)> ReadNextAsync();
+
+    ValueTask WriteRequestAsync(TRequest message, CancellationToken cancellationToken);
+
+    void CompleteRequests();
+
+    void Cancel();
 }

@@ -16,12 +16,12 @@ namespace GrpcBoard.Wire.Tests.Functional;
 public class ClientResponseHandlingTests
 {
     /// <summary>Which transport carries unary calls: the channel's own HTTP/2 connections here, HttpClient in the class below.</summary>
-    protected virtual bool HttpClientForUnaryCalls => false;
+    protected virtual bool HttpClientForCalls => false;
 
     private GrpcChannel CreateChannel(KestrelHost server, Action<GrpcChannelOptions>? configure = null) =>
         server.CreateChannel(o =>
         {
-            o.HttpClientForUnaryCalls = HttpClientForUnaryCalls;
+            o.HttpClientForCalls = HttpClientForCalls;
             configure?.Invoke(o);
         });
 
@@ -407,7 +407,7 @@ public class ClientResponseHandlingTests
             }
         });
 
-        using var channel = GrpcChannel.ForAddress($"http://127.0.0.1:{((IPEndPoint)listener.LocalEndpoint).Port}", new GrpcChannelOptions { HttpClientForUnaryCalls = HttpClientForUnaryCalls });
+        using var channel = GrpcChannel.ForAddress($"http://127.0.0.1:{((IPEndPoint)listener.LocalEndpoint).Port}", new GrpcChannelOptions { HttpClientForCalls = HttpClientForCalls });
         var ex = await Timeouts.ThrowsRpc(() => channel.UnaryAsync(Unary, "x"));
         Assert.True(ex.StatusCode == StatusCode.Unavailable, $"got {ex.StatusCode}: {ex.Status.Detail} ({Describe(ex.InnerException)})");
         listener.Stop();
@@ -432,7 +432,7 @@ public class ClientResponseHandlingTests
         socket.Bind(new IPEndPoint(IPAddress.Loopback, 0));
         var port = ((IPEndPoint)socket.LocalEndPoint!).Port;
 
-        using var channel = GrpcChannel.ForAddress($"http://127.0.0.1:{port}", new GrpcChannelOptions { HttpClientForUnaryCalls = HttpClientForUnaryCalls });
+        using var channel = GrpcChannel.ForAddress($"http://127.0.0.1:{port}", new GrpcChannelOptions { HttpClientForCalls = HttpClientForCalls });
         var ex = await Timeouts.ThrowsRpc(() => channel.UnaryAsync(Unary, "x"));
         Assert.Equal(StatusCode.Unavailable, ex.StatusCode);
     }
@@ -522,5 +522,5 @@ public class ClientResponseHandlingTests
 /// <summary>Every test above again, with unary calls sent through HttpClient as streaming calls are.</summary>
 public sealed class ClientResponseHandlingTestsOverHttpClient : ClientResponseHandlingTests
 {
-    protected override bool HttpClientForUnaryCalls => true;
+    protected override bool HttpClientForCalls => true;
 }

@@ -10,12 +10,12 @@ namespace GrpcBoard.Wire.Tests.Functional;
 public class ClientServerTests
 {
     /// <summary>Which transport carries unary calls: the channel's own HTTP/2 connections here, HttpClient in the class below.</summary>
-    protected virtual bool HttpClientForUnaryCalls => false;
+    protected virtual bool HttpClientForCalls => false;
 
     private GrpcChannel CreateChannel(KestrelHost server, Action<GrpcChannelOptions>? configure = null) =>
         server.CreateChannel(o =>
         {
-            o.HttpClientForUnaryCalls = HttpClientForUnaryCalls;
+            o.HttpClientForCalls = HttpClientForCalls;
             configure?.Invoke(o);
         });
 
@@ -885,5 +885,5 @@ public class ClientServerTests
 /// <summary>Every test above again, with unary calls sent through HttpClient as streaming calls are.</summary>
 public sealed class ClientServerTestsOverHttpClient : ClientServerTests
 {
-    protected override bool HttpClientForUnaryCalls => true;
+    protected override bool HttpClientForCalls => true;
 }

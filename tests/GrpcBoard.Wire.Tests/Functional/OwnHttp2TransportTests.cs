@@ -8,8 +8,9 @@ using Microsoft.AspNetCore.Http;
 namespace GrpcBoard.Wire.Tests.Functional;
 
 /// <summary>
-/// The channel's own HTTP/2 connection for unary calls, where it does what HttpClient did for it: the peer's
-/// stream limit, flow control, keepalive, GOAWAY, Huffman-coded headers, and peers that break the protocol.
+/// The channel's own HTTP/2 connection for unary and server-streaming calls, where it does what HttpClient did
+/// for it: the peer's stream limit, flow control both ways (a streaming caller that stops reading holds back its
+/// stream, not the connection), keepalive, GOAWAY, Huffman-coded headers, and peers that break the protocol.
 /// The behaviour every transport shares is tested by ClientServerTests and ClientResponseHandlingTests, which
 /// run once per transport.
 /// </summary>
@@ -17,6 +18,7 @@ public class OwnHttp2TransportTests
 {
     private static readonly Method<string, string> Echo = Utf8.Unary("Echo");
     private static readonly Method<string, string> Any = Utf8.Unary("Any");
+    private static readonly Method<string, string> Stream = Utf8.ServerStreaming("Stream");
 
     private int _connectionsSeen;
 
@@ -355,8 +357,176 @@ public class OwnHttp2TransportTests
         Assert.Equal(0x8u, await reset.Task.Within()); // CANCEL
     }
 
+    /// <summary>A length-prefixed message as a DATA frame carries it.</summary>
+    private static byte[] Message(string text)
+    {
+        var bytes = Utf8.Bytes(text);
+        var framed = new byte[5 + bytes.Length];
+        BinaryPrimitives.WriteUInt32BigEndian(framed.AsSpan(1), (uint)bytes.Length);
+        bytes.CopyTo(framed, 5);
+        return framed;
+    }
+
     [Fact]
-    public async Task HttpClientForUnaryCalls_SendsThemThroughHttpClient()
+    public async Task AStreamingCallersUnreadMessages_HoldBackItsWindow_UntilItReadsThem()
+    {
+        // 262 messages of 16,005 bytes on the wire fill the 4 MiB stream window the client advertises.
+        const int count = 262;
+        var filled = new Signal();
+        var updatesBeforeReading = -1;
+        var givenBackAfterReading = new TaskCompletionSource<long>(TaskCreationOptions.RunContinuationsAsynchronously);
+        await using var server = new FakeH2Server(async peer =>
+        {
+            await peer.SendSettingsAsync();
+            var stream = await ReadRequestAsync(peer);
+            await peer.SendAsync(FakeH2Server.Peer.Headers, 0x4, stream, OkHeaders());
+            for (var i = 0; i < count; i++)
+            {
+                await peer.SendAsync(FakeH2Server.Peer.Data, 0, stream, Message(i.ToString("D5") + new string('x', 15_995)));
+            }
+
+            // The client handles frames in order, so by its answer to this PING it has taken in every message, and any
+            // window it gives back on receipt would have been sent before the answer.
+            await peer.SendAsync(FakeH2Server.Peer.Ping, 0, 0, new byte[8]);
+            var updates = 0;
+            await peer.ReadUntilAsync(f =>
+            {
+                updates += f.Type == FakeH2Server.Peer.WindowUpdate && f.Stream == stream ? 1 : 0;
+                return f.Type == FakeH2Server.Peer.Ping && (f.Flags & 0x1) != 0;
+            });
+            updatesBeforeReading = updates;
+            filled.Set();
+
+            var update = await peer.ReadUntilAsync(f => f.Type == FakeH2Server.Peer.WindowUpdate && f.Stream == stream);
+            givenBackAfterReading.SetResult(BinaryPrimitives.ReadUInt32BigEndian(update.Payload) & 0x7FFF_FFFF);
+            await peer.SendAsync(FakeH2Server.Peer.Headers, 0x5, stream, Trailers("0"));
+        });
+        using var channel = GrpcChannel.ForAddress(server.Address);
+
+        await using var call = channel.ServerStreaming(Stream, "go");
+        await filled.WaitAsync();
+        Assert.Equal(0, updatesBeforeReading); // nothing read: nothing of the stream's window given back
+
+        var received = new List<string>();
+        await foreach (var message in call.ReadAllAsync().WithCancellation(new CancellationTokenSource(Timeouts.Default).Token))
+        {
+            received.Add(message[..5]);
+        }
+
+        Assert.Equal(Enumerable.Range(0, count).Select(i => i.ToString("D5")), received);
+        Assert.Equal(count * 16_005L, await givenBackAfterReading.Task.Within()); // all of it, once read
+        Assert.Equal(StatusCode.OK, call.Status?.Code);
+    }
+
+    [Fact]
+    public async Task AStreamingCallerThatStopsReading_StopsTheServer_ButNotTheConnectionsOtherCalls()
+    {
+        const int count = 300; // 19.7 MB: far more than the stream's window and the unread allowance together
+        var written = 0;
+        await using var server = await KestrelHost.StartGrpcAsync(r =>
+        {
+            r.AddUnary(Echo, (request, _) => Task.FromResult(request));
+            r.AddServerStreaming(Stream, async (_, writer, _) =>
+            {
+                for (var i = 0; i < count; i++)
+                {
+                    await writer.WriteAsync(i.ToString("D5") + new string('y', 64 * 1024));
+                    Interlocked.Increment(ref written);
+                }
+            });
+        });
+        using var channel = GrpcChannel.ForAddress(server.Address, new GrpcChannelOptions { MaxReceiveMessageSize = 1 << 20 });
+
+        await using var call = channel.ServerStreaming(Stream, "go");
+        await call.GetResponseHeadersAsync().Within();
+
+        // While the streaming caller reads nothing, unary calls on the same connection still go through.
+        for (var i = 0; i < 20; i++)
+        {
+            Assert.Equal("ping" + i, await channel.UnaryAsync(Echo, "ping" + i).Within());
+        }
+
+        // The server is held back: it can have written no more than the stream's window, the unread allowance and
+        // Kestrel's own buffers hold (about 6 MB), never the 300 messages.
+        var stalled = Volatile.Read(ref written);
+        for (var stable = 0; stable < 10; stable = Volatile.Read(ref written) == stalled ? stable + 1 : 0)
+        {
+            stalled = Volatile.Read(ref written);
+            await Task.Delay(100);
+        }
+
+        Assert.InRange(stalled, 1, 120);
+
+        var received = 0;
+        await foreach (var message in call.ReadAllAsync().WithCancellation(new CancellationTokenSource(Timeouts.Default).Token))
+        {
+            Assert.Equal(received.ToString("D5"), message[..5]);
+            received++;
+        }
+
+        Assert.Equal(count, received);
+        Assert.Equal(count, Volatile.Read(ref written));
+    }
+
+    [Fact]
+    public async Task AServerStreamPastItsDeadline_EndsWithDeadlineExceeded_AndItsStreamIsReset()
+    {
+        var reset = new TaskCompletionSource<uint>(TaskCreationOptions.RunContinuationsAsynchronously);
+        await using var server = new FakeH2Server(async peer =>
+        {
+            await peer.SendSettingsAsync();
+            var stream = await ReadRequestAsync(peer);
+            await peer.SendAsync(FakeH2Server.Peer.Headers, 0x4, stream, OkHeaders());
+            await peer.SendAsync(FakeH2Server.Peer.Data, 0, stream, Message("first"));
+            var rst = await peer.ReadUntilAsync(f => f.Type == FakeH2Server.Peer.RstStream && f.Stream == stream);
+            reset.SetResult(BinaryPrimitives.ReadUInt32BigEndian(rst.Payload));
+        });
+        using var channel = GrpcChannel.ForAddress(server.Address);
+
+        await using var call = channel.ServerStreaming(Stream, "go", new CallOptions(Deadline: DateTimeOffset.UtcNow.AddMilliseconds(300)));
+        var received = new List<string>();
+        var ex = await Timeouts.ThrowsRpc(async () =>
+        {
+            await foreach (var message in call.ReadAllAsync())
+            {
+                received.Add(message);
+            }
+        });
+
+        Assert.Equal(["first"], received);
+        Assert.Equal(StatusCode.DeadlineExceeded, ex.StatusCode);
+        Assert.Equal(0x8u, await reset.Task.Within()); // CANCEL
+    }
+
+    [Fact]
+    public async Task AServerStreamWhoseConnectionBreaks_EndsWithUnavailable_AfterTheMessagesThatArrived()
+    {
+        await using var server = new FakeH2Server(async peer =>
+        {
+            await peer.SendSettingsAsync();
+            var stream = await ReadRequestAsync(peer);
+            await peer.SendAsync(FakeH2Server.Peer.Headers, 0x4, stream, OkHeaders());
+            await peer.SendAsync(FakeH2Server.Peer.Data, 0, stream, Message("first"));
+            peer.Dispose();
+        });
+        using var channel = GrpcChannel.ForAddress(server.Address);
+
+        await using var call = channel.ServerStreaming(Stream, "go");
+        var received = new List<string>();
+        var ex = await Timeouts.ThrowsRpc(async () =>
+        {
+            await foreach (var message in call.ReadAllAsync())
+            {
+                received.Add(message);
+            }
+        });
+
+        Assert.Equal(["first"], received);
+        Assert.Equal(StatusCode.Unavailable, ex.StatusCode);
+    }
+
+    [Fact]
+    public async Task HttpClientForCalls_SendsThemThroughHttpClient()
     {
         // What tells the two transports apart on the wire is the first SETTINGS: ours advertises a header table
         // size of 0, HttpClient leaves the default (4096) unsaid.
@@ -375,7 +545,7 @@ public class OwnHttp2TransportTests
 
             tableSize.TrySetResult(size);
         });
-        using var channel = GrpcChannel.ForAddress(server.Address, new GrpcChannelOptions { HttpClientForUnaryCalls = true });
+        using var channel = GrpcChannel.ForAddress(server.Address, new GrpcChannelOptions { HttpClientForCalls = true });
 
         await Timeouts.ThrowsRpc(() => channel.UnaryAsync(Any, "x"));
         Assert.NotEqual(0u, await tableSize.Task.Within());

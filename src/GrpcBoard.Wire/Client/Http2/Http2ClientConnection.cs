@@ -7,7 +7,7 @@ using static GrpcBoard.Wire.Client.Http2.Http2Frames;
 namespace GrpcBoard.Wire.Client.Http2;
 
 /// <summary>
-/// The channel's own HTTP/2 connection (h2c, prior knowledge) for unary calls. HttpClient spent 22–24 µs of CPU
+/// The channel's own HTTP/2 connection (h2c, prior knowledge) for unary and server-streaming calls. HttpClient spent 22–24 µs of CPU
 /// and 3.4–3.7 thread-pool work items on a claim (docs/benchmarks.md, 2026-12-04); on the two cores a worker
 /// shares with the board that is close to what the board spends serving it. Here a call costs one write (often
 /// shared with other calls) and one hop to its caller: 12 µs and 1.1 work items.
@@ -15,8 +15,9 @@ namespace GrpcBoard.Wire.Client.Http2;
 /// Frames are written into one buffer under <see cref="_lock"/> and sent by whichever thread finds no send in
 /// progress; one reader parses what arrives. The peer's SETTINGS, stream limit and both flow-control windows
 /// are honoured (RFC 9113, 5.1.2, 6.5, 6.9); we advertise a header table size of 0, so header blocks never
-/// refer to a dynamic table (RFC 7541, 4.2), and large receive windows, since a unary response is bounded by
-/// the caller's message size limit anyway.
+/// refer to a dynamic table (RFC 7541, 4.2). The connection's receive window is large and given back on receipt;
+/// a stream's is given back on receipt for a unary response (bounded by the message size limit anyway), and for a
+/// streaming one as its caller keeps up (<see cref="CallStream"/>).
 /// </summary>
 internal sealed class Http2ClientConnection
 {
@@ -27,16 +28,26 @@ internal sealed class Http2ClientConnection
     /// <summary>How long a new connection waits for the server's SETTINGS before it gives up on the server.</summary>
     private static readonly TimeSpan SettingsTimeout = TimeSpan.FromSeconds(10);
 
-    /// <summary>Our receive window for the connection and for each stream.</summary>
+    /// <summary>
+    /// Our receive window for the connection, given back as data arrives: a stream whose caller reads slowly holds
+    /// back its own stream, never the others (RFC 9113, 5.2.2).
+    /// </summary>
     private const int ReceiveWindow = 1 << 30;
+
+    /// <summary>
+    /// Our receive window for each stream. A unary response is bounded by the message size limit, and its window is
+    /// given back as it arrives; a streaming call's only as its caller keeps up (<see cref="CallStream.UnreadLimit"/>),
+    /// so this bounds what a stream may hold beyond that.
+    /// </summary>
+    private const int StreamReceiveWindow = 4 << 20;
 
     private readonly Socket _socket;
     private readonly object _lock = new();
-    private readonly Dictionary<int, UnaryStream> _open = [];
-    private readonly Queue<UnaryStream> _waiting = new();
+    private readonly Dictionary<int, CallStream> _open = [];
+    private readonly Queue<CallStream> _waiting = new();
 
     /// <summary>Open streams whose request data is not all sent (flow control), in the order they opened.</summary>
-    private readonly List<UnaryStream> _sending = [];
+    private readonly List<CallStream> _sending = [];
     private readonly TimeSpan _keepAliveInterval;
     private readonly TimeSpan _keepAliveTimeout;
     private readonly ITimer? _keepAliveTimer;
@@ -132,7 +143,7 @@ internal sealed class Http2ClientConnection
             Span<byte> settings = stackalloc byte[24];
             WriteSetting(settings, 0x1, 0);                   // HEADER_TABLE_SIZE: our decoder keeps no dynamic table
             WriteSetting(settings[6..], 0x2, 0);              // ENABLE_PUSH
-            WriteSetting(settings[12..], 0x4, ReceiveWindow); // INITIAL_WINDOW_SIZE
+            WriteSetting(settings[12..], 0x4, StreamReceiveWindow); // INITIAL_WINDOW_SIZE
             WriteSetting(settings[18..], 0x6, MaxHeaderListSize); // MAX_HEADER_LIST_SIZE
             connection.AppendFrame(SettingsFrame, 0, 0, settings);
             connection.AppendWindowUpdate(0, ReceiveWindow - 65_535);
@@ -147,7 +158,7 @@ internal sealed class Http2ClientConnection
     /// Queues a call and sends it as soon as the peer's stream limit allows. False when this connection takes
     /// no more calls (failed, draining, or its stream limit already reached): the channel tries another.
     /// </summary>
-    public bool TryStart(UnaryStream stream)
+    public bool TryStart(CallStream stream)
     {
         lock (_lock)
         {
@@ -168,7 +179,7 @@ internal sealed class Http2ClientConnection
     /// Ends a call from the caller's side (deadline, cancellation): a stream already open is reset with
     /// CANCEL (RFC 9113, 8.7 and the gRPC spec), so the server stops working on it.
     /// </summary>
-    public void Abort(UnaryStream stream, RpcException status)
+    public void Abort(CallStream stream, RpcException status)
     {
         End(stream, status, CancelError);
         Flush();
@@ -523,20 +534,125 @@ internal sealed class Http2ClientConnection
             return;
         }
 
-        s.ReceivedSinceUpdate += payload.Length;
-        if (s.ReceivedSinceUpdate >= ReceiveWindow / 2 && (flags & EndStreamFlag) == 0)
+        var endsStream = (flags & EndStreamFlag) != 0;
+        if (s.Messages is not null)
+        {
+            if (TakeStreamedBytes(s, data, payload.Length, endsStream) && endsStream)
+            {
+                End(s);
+            }
+
+            return;
+        }
+
+        if (!endsStream)
         {
             lock (_lock)
             {
-                AppendWindowUpdate(stream, (int)s.ReceivedSinceUpdate);
+                GiveBack(s, payload.Length);
             }
-
-            s.ReceivedSinceUpdate = 0;
         }
 
-        if (TakeMessageBytes(s, data) && (flags & EndStreamFlag) != 0)
+        if (TakeMessageBytes(s, data) && endsStream)
         {
             End(s);
+        }
+    }
+
+    /// <summary>
+    /// Cuts a streaming response into messages as they complete and queues them for the caller. The frame's
+    /// bytes go back to the stream's window at once while the caller has at most <see cref="CallStream.UnreadLimit"/>
+    /// unread; otherwise they are owed until it reads (<see cref="Consumed"/>).
+    /// </summary>
+    private bool TakeStreamedBytes(CallStream s, ReadOnlySpan<byte> data, int frameBytes, bool endsStream)
+    {
+        s.Body.Write(data);
+        var body = new ReadOnlySequence<byte>(s.Body.WrittenMemory);
+        List<StreamedMessage>? messages = null;
+        RpcException? refused = null;
+        try
+        {
+            while (MessageFraming.TryReadMessage(ref body, s.MaxReceiveMessageSize, out var compressed, out var payload))
+            {
+                (messages ??= []).Add(new StreamedMessage(payload.ToArray(), compressed, GrpcProtocol.MessageHeaderSize + (int)payload.Length));
+            }
+        }
+        catch (RpcException ex)
+        {
+            // The messages before it are still the caller's to read; the call then ends with this status.
+            refused = ex;
+        }
+
+        if (messages is not null && refused is null)
+        {
+            var rest = body.ToArray();
+            s.Body.ResetWrittenCount();
+            s.Body.Write(rest);
+        }
+
+        lock (_lock)
+        {
+            foreach (var message in messages ?? [])
+            {
+                // Counted before the caller can see it, so that its read never takes Unread below zero.
+                s.Unread += message.WireBytes;
+                s.Messages!.Writer.TryWrite(message);
+            }
+
+            if (refused is not null)
+            {
+                End(s, refused, CancelError);
+                return false;
+            }
+
+            if (endsStream)
+            {
+                return true;
+            }
+
+            if (s.Unread <= CallStream.UnreadLimit)
+            {
+                GiveBack(s, frameBytes + s.Owed);
+                s.Owed = 0;
+            }
+            else
+            {
+                s.Owed += frameBytes;
+            }
+        }
+
+        return true;
+    }
+
+    /// <summary>The caller of a streaming call read a message: its bytes, and any owed, may go back to the stream's window.</summary>
+    public void Consumed(CallStream s, int wireBytes)
+    {
+        lock (_lock)
+        {
+            s.Unread -= wireBytes;
+            if (s.Owed == 0 || s.Unread > CallStream.UnreadLimit || !_open.ContainsKey(s.Id))
+            {
+                return;
+            }
+
+            GiveBack(s, s.Owed);
+            s.Owed = 0;
+        }
+
+        Flush();
+    }
+
+    /// <summary>
+    /// Returns received bytes to a stream's window, in WINDOW_UPDATEs of at least half the window: the peer can always
+    /// send that much more before it waits, so batching them never stalls a stream (under the lock).
+    /// </summary>
+    private void GiveBack(CallStream s, long bytes)
+    {
+        s.ReceivedSinceUpdate += bytes;
+        if (s.ReceivedSinceUpdate >= StreamReceiveWindow / 2)
+        {
+            AppendWindowUpdate(s.Id, (int)s.ReceivedSinceUpdate);
+            s.ReceivedSinceUpdate = 0;
         }
     }
 
@@ -545,7 +661,7 @@ internal sealed class Http2ClientConnection
     /// limit (<see cref="MessageFraming.TryReadMessage"/> checks the length once the prefix is in): a memory
     /// bound the server cannot talk us out of.
     /// </summary>
-    private bool TakeMessageBytes(UnaryStream s, ReadOnlySpan<byte> data)
+    private bool TakeMessageBytes(CallStream s, ReadOnlySpan<byte> data)
     {
         s.Body.Write(data);
         var body = new ReadOnlySequence<byte>(s.Body.WrittenMemory);
@@ -586,7 +702,7 @@ internal sealed class Http2ClientConnection
         var headers = new List<KeyValuePair<string, string>>(_decoded);
         if (s.Headers is null)
         {
-            var statusText = UnaryStream.Find(headers, ":status");
+            var statusText = CallStream.Find(headers, ":status");
             if (!int.TryParse(statusText, NumberStyles.None, CultureInfo.InvariantCulture, out var httpStatus))
             {
                 End(s, new RpcException(StatusCode.Internal, $"The response headers have no valid :status ('{statusText}')."), ProtocolError);
@@ -604,17 +720,19 @@ internal sealed class Http2ClientConnection
             }
 
             s.Headers = headers;
-            s.HeaderStatus = ResponseRules.Validate(httpStatus, ReasonOf(httpStatus), UnaryStream.Find(headers, "content-type"),
-                name => UnaryStream.Find(headers, name), out var decompression);
+            s.HeaderStatus = ResponseRules.Validate(httpStatus, ReasonOf(httpStatus), CallStream.Find(headers, "content-type"),
+                name => CallStream.Find(headers, name), out var decompression);
             s.Decompression = decompression;
             if (s.HeaderStatus is not null)
             {
                 // Settled by the headers: a body could not change it, so a stream the server keeps open is reset.
                 // A status among them (Trailers-Only) comes with them as its trailers.
-                s.Trailers = UnaryStream.Find(headers, GrpcProtocol.StatusHeader) is null ? null : headers;
+                s.Trailers = CallStream.Find(headers, GrpcProtocol.StatusHeader) is null ? null : headers;
                 End(s, reset: endsStream ? null : CancelError);
                 return;
             }
+
+            s.HeadersArrived.TrySetResult();
         }
         else if (!endsStream)
         {
@@ -632,7 +750,7 @@ internal sealed class Http2ClientConnection
         }
     }
 
-    private UnaryStream? Find(int stream)
+    private CallStream? Find(int stream)
     {
         lock (_lock)
         {
@@ -646,7 +764,7 @@ internal sealed class Http2ClientConnection
     /// and wants no more, RFC 9113, 8.1), completes the call (or fails it with <paramref name="failure"/>), and
     /// opens a waiting call in its place. A call that is already over is left as it is.
     /// </summary>
-    private void End(UnaryStream s, RpcException? failure = null, uint? reset = null, bool unprocessed = false)
+    private void End(CallStream s, RpcException? failure = null, uint? reset = null, bool unprocessed = false)
     {
         lock (_lock)
         {
@@ -717,7 +835,7 @@ internal sealed class Http2ClientConnection
             var keep = (int)Math.Max(0, Math.Min(int.MaxValue, _peerMaxStreams - _open.Count));
             if (_waiting.Count > keep)
             {
-                var kept = new Queue<UnaryStream>();
+                var kept = new Queue<CallStream>();
                 while (_waiting.TryDequeue(out var waiting))
                 {
                     if (kept.Count < keep)
@@ -866,7 +984,7 @@ internal sealed class Http2ClientConnection
     /// <summary>Fails every call, tells the peer why (GOAWAY), and closes the socket. Idempotent.</summary>
     private void Fail(RpcException failure, uint code)
     {
-        List<UnaryStream> calls;
+        List<CallStream> calls;
         bool canSend;
         lock (_lock)
         {

@@ -1,14 +1,25 @@
 using System.Buffers;
+using System.Threading.Channels;
 
 namespace GrpcBoard.Wire.Client.Http2;
 
 /// <summary>
-/// One unary call on a <see cref="Http2ClientConnection"/>: its request frames, and what arrived of its
-/// response. Fields are read and written under the connection's lock, or by the reader alone once the stream
-/// is open; <see cref="Completion"/> hands the result to the caller, who then reads it without a lock.
+/// One call on a <see cref="Http2ClientConnection"/>: its request frames, and what arrived of its response.
+/// Fields are read and written under the connection's lock, or by the reader alone once the stream is open;
+/// <see cref="Completion"/> hands the result to the caller, who then reads it without a lock.
+///
+/// A unary call's response is kept whole in <see cref="Body"/>. A server-streaming call's (<see cref="Messages"/>
+/// not null) is cut into messages as it arrives, and the stream's receive window is given back as the caller
+/// reads them: a caller that stops reading stops the server, instead of buffering without bound.
 /// </summary>
-internal sealed class UnaryStream(byte[] headerBlock, ReadOnlyMemory<byte> data, int maxReceiveMessageSize)
+internal sealed class CallStream(byte[] headerBlock, ReadOnlyMemory<byte> data, int maxReceiveMessageSize, bool streaming = false)
 {
+    /// <summary>
+    /// Bytes of whole messages a streaming call may hold unread before its window is no longer given back on
+    /// receipt; beyond it, only as the caller reads. Bytes of a message still arriving are always given back, so
+    /// a message up to the size limit can complete whatever the window.
+    /// </summary>
+    public const int UnreadLimit = 1 << 20;
     /// <summary>Completed once: the response ended, or the call failed with the status in <see cref="Failure"/>.</summary>
     public TaskCompletionSource Completion { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
@@ -51,6 +62,18 @@ internal sealed class UnaryStream(byte[] headerBlock, ReadOnlyMemory<byte> data,
 
     public ArrayBufferWriter<byte> Body { get; } = new(256);
 
+    /// <summary>A streaming call's messages, in order, as they arrived; completed when the stream ends (null: unary).</summary>
+    public Channel<StreamedMessage>? Messages { get; } = streaming ? Channel.CreateUnbounded<StreamedMessage>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true }) : null;
+
+    /// <summary>Completed when the final response headers arrived or the stream ended: what a streaming caller waits for first.</summary>
+    public TaskCompletionSource HeadersArrived { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+    /// <summary>Bytes of whole messages in <see cref="Messages"/> not yet read (a streaming call; under the connection's lock).</summary>
+    public long Unread { get; set; }
+
+    /// <summary>Received bytes not given back to the stream's window because the caller was behind (under the connection's lock).</summary>
+    public long Owed { get; set; }
+
     /// <summary>Why the call ended without a response to read: its status, for the caller to throw.</summary>
     public RpcException? Failure { get; private set; }
 
@@ -70,7 +93,7 @@ internal sealed class UnaryStream(byte[] headerBlock, ReadOnlyMemory<byte> data,
 
         Unprocessed = true;
         Failure = failure;
-        Completion.TrySetResult();
+        Ended();
         return true;
     }
 
@@ -82,7 +105,7 @@ internal sealed class UnaryStream(byte[] headerBlock, ReadOnlyMemory<byte> data,
             return false;
         }
 
-        Completion.TrySetResult();
+        Ended();
         return true;
     }
 
@@ -95,8 +118,15 @@ internal sealed class UnaryStream(byte[] headerBlock, ReadOnlyMemory<byte> data,
         }
 
         Failure = failure;
-        Completion.TrySetResult();
+        Ended();
         return true;
+    }
+
+    private void Ended()
+    {
+        Messages?.Writer.TryComplete();
+        HeadersArrived.TrySetResult();
+        Completion.TrySetResult();
     }
 
     public static string? Find(List<KeyValuePair<string, string>>? headers, string name)
@@ -134,3 +164,6 @@ internal sealed class UnaryStream(byte[] headerBlock, ReadOnlyMemory<byte> data,
         return metadata ?? Metadata.Empty;
     }
 }
+
+/// <summary>One message of a streaming response: its payload, and its bytes with the 5-byte prefix (what it holds of the stream's window).</summary>
+internal readonly record struct StreamedMessage(byte[] Payload, bool Compressed, int WireBytes);
