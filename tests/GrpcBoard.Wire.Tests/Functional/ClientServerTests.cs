@@ -133,14 +133,7 @@ public class ClientServerTests
         using var channel = CreateChannel(server);
 
         await using var call = channel.ServerStreaming(Count, "");
-        var received = new List<string>();
-        var ex = await Timeouts.ThrowsRpc(async () =>
-        {
-            await foreach (var item in call.ReadAllAsync())
-            {
-                received.Add(item);
-            }
-        });
+        var (received, ex) = await call.ReadAllAsync().ReadUntilFailureWithin();
 
         Assert.Equal(["one", "two"], received);
         Assert.Equal(StatusCode.Aborted, ex.StatusCode);
@@ -576,14 +569,7 @@ public class ClientServerTests
         Assert.Equal(new string('a', 16), await channel.UnaryAsync(Echo, new string('a', 16)).Within());
 
         await using var call = channel.ServerStreaming(Count, "");
-        var received = new List<string>();
-        var streaming = await Timeouts.ThrowsRpc(async () =>
-        {
-            await foreach (var item in call.ReadAllAsync())
-            {
-                received.Add(item);
-            }
-        });
+        var (received, streaming) = await call.ReadAllAsync().ReadUntilFailureWithin();
         Assert.Equal(["small"], received);
         Assert.Equal(StatusCode.ResourceExhausted, streaming.StatusCode);
     }

@@ -484,14 +484,7 @@ public class OwnHttp2TransportTests
         using var channel = GrpcChannel.ForAddress(server.Address);
 
         await using var call = channel.ServerStreaming(Stream, "go", new CallOptions(Deadline: DateTimeOffset.UtcNow.AddMilliseconds(300)));
-        var received = new List<string>();
-        var ex = await Timeouts.ThrowsRpc(async () =>
-        {
-            await foreach (var message in call.ReadAllAsync())
-            {
-                received.Add(message);
-            }
-        });
+        var (received, ex) = await call.ReadAllAsync().ReadUntilFailureWithin();
 
         Assert.Equal(["first"], received);
         Assert.Equal(StatusCode.DeadlineExceeded, ex.StatusCode);
@@ -512,14 +505,7 @@ public class OwnHttp2TransportTests
         using var channel = GrpcChannel.ForAddress(server.Address);
 
         await using var call = channel.ServerStreaming(Stream, "go");
-        var received = new List<string>();
-        var ex = await Timeouts.ThrowsRpc(async () =>
-        {
-            await foreach (var message in call.ReadAllAsync())
-            {
-                received.Add(message);
-            }
-        });
+        var (received, ex) = await call.ReadAllAsync().ReadUntilFailureWithin();
 
         Assert.Equal(["first"], received);
         Assert.Equal(StatusCode.Unavailable, ex.StatusCode);

@@ -21,6 +21,22 @@ public static class Timeouts
     public static Task<List<T>> ToListWithin<T>(this IAsyncEnumerable<T> source, TimeSpan? timeout = null) =>
         ToListAsync(source).WaitAsync(timeout ?? Default);
 
+    /// <summary>Reads a response stream that must end with a failure: what arrived before it, and the failure.</summary>
+    public static async Task<(List<T> Received, RpcException Failure)> ReadUntilFailureWithin<T>(this IAsyncEnumerable<T> source, TimeSpan? timeout = null)
+    {
+        var received = new List<T>();
+        var failure = await ThrowsRpc(
+            async () =>
+            {
+                await foreach (var item in source.ConfigureAwait(false))
+                {
+                    received.Add(item);
+                }
+            },
+            timeout);
+        return (received, failure);
+    }
+
     private static async Task<List<T>> ToListAsync<T>(IAsyncEnumerable<T> source)
     {
         var list = new List<T>();
