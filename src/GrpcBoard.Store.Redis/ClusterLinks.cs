@@ -27,6 +27,7 @@ internal sealed class ClusterLinks(Func<ConnectionMultiplexer> redis, Func<EndPo
     /// <summary>Slots a MOVED reply gave to another master, with that master: kept until StackExchange.Redis's view agrees, or its connection fails.</summary>
     private readonly ConcurrentDictionary<int, EndPoint> _moved = new();
     private long _refreshedAtMs = long.MinValue / 2;
+    private long _sweptAtMs = long.MinValue / 2;
     private volatile bool _disposed;
 
     private sealed class Entry
@@ -70,8 +71,12 @@ internal sealed class ClusterLinks(Func<ConnectionMultiplexer> redis, Func<EndPo
         return link.IsBroken ? throw NotSentException.Unavailable("the connection to the slot's node broke.") : link;
     }
 
+    /// <summary>The nodes this has a direct connection to, or is opening one to (for tests).</summary>
+    internal IReadOnlyCollection<EndPoint> Linked => [.. _links.Keys];
+
     private Entry? EntryFor(RedisKey key)
     {
+        RetireDemoted();
         if (_disposed || OwnerOf(key, out var slot) is not { } owner)
         {
             Refresh();
@@ -171,6 +176,37 @@ internal sealed class ClusterLinks(Func<ConnectionMultiplexer> redis, Func<EndPo
         var host = parts[2][..colon];
         _moved[slot] = IPAddress.TryParse(host, out var address) ? new IPEndPoint(address, port) : new DnsEndPoint(host, port);
         return true;
+    }
+
+    /// <summary>
+    /// Closes, at most once a second, the connections to nodes that StackExchange.Redis now sees as replicas: a master
+    /// demoted by a failover owns no slot, so nothing would be sent on its connection again, yet it and its reader
+    /// thread would stay for as long as the store runs, one more with every failover. A node a MOVED reply named
+    /// since is left alone (the view may be the stale one); commits already on the way are answered first.
+    /// </summary>
+    private void RetireDemoted()
+    {
+        var now = Environment.TickCount64;
+        var last = Interlocked.Read(ref _sweptAtMs);
+        if (_links.IsEmpty || now - last < 1000 || Interlocked.CompareExchange(ref _sweptAtMs, now, last) != last)
+        {
+            return;
+        }
+
+        var multiplexer = redis();
+        foreach (var endpoint in multiplexer.GetEndPoints())
+        {
+            if (!_links.TryGetValue(endpoint, out var entry) || _moved.Values.Contains(endpoint))
+            {
+                continue;
+            }
+
+            var server = multiplexer.GetServer(endpoint);
+            if (server.IsConnected && server.IsSlave && _links.TryRemove(new KeyValuePair<EndPoint, Entry>(endpoint, entry)))
+            {
+                entry.Opening.ContinueWith(static t => t.Result.Retire(), CancellationToken.None, TaskContinuationOptions.OnlyOnRanToCompletion, TaskScheduler.Default);
+            }
+        }
     }
 
     /// <summary>Asks StackExchange.Redis to read the cluster's slots again, at most once a second.</summary>

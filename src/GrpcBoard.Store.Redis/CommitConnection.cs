@@ -372,6 +372,25 @@ internal sealed class CommitConnection : IDisposable
         }
     }
 
+    /// <summary>
+    /// Takes no more commands and closes once what was sent is answered, at once if nothing is: the node stopped being
+    /// a master (<see cref="ClusterLinks"/>), and the connection and its reader thread would otherwise stay, idle, for
+    /// as long as the store runs.
+    /// </summary>
+    public void Retire()
+    {
+        lock (_writeLock)
+        {
+            _stopped = true;
+            _broken = true;
+            if (_pending.Count == 0)
+            {
+                // Wakes the reader, whose failed receive then fails nothing (nothing is pending) and closes the link.
+                _link.Abort();
+            }
+        }
+    }
+
     /// <summary>Sending has stopped and every command sent has its reply: the reader is done.</summary>
     private bool AnsweredAfterStopping()
     {

@@ -308,6 +308,9 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
     /// <summary>Commit scripts sent over the direct connection (for tests and metrics).</summary>
     internal long DirectCommitCount => Interlocked.Read(ref _directCommitCount);
 
+    /// <summary>On a cluster, the nodes with a direct commit connection (for tests).</summary>
+    internal IReadOnlyCollection<EndPoint> ClusterLinkNodes => _cluster?.Linked ?? [];
+
     /// <summary>
     /// Commit batches Redis refused, because another instance had committed first or held the workflow's turn
     /// (for tests and metrics).

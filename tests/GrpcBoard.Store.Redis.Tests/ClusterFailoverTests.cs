@@ -1,3 +1,4 @@
+using System.Net;
 using GrpcBoard.Core;
 using GrpcBoard.Core.Events;
 using GrpcBoard.Core.Model;
@@ -498,6 +499,17 @@ public sealed class ClusterFailoverTests
             await UntilRoleAsync(master, "slave", "the old master to follow the new one", TimeSpan.FromSeconds(30));
 
             await AssertHeldAsync(processes, store, workers, wf, claims);
+
+            // The direct connection to the old master, which owns no slot now, is closed; the new master's is kept.
+            await TestTimeouts.Eventually(
+                async () =>
+                {
+                    await board.GetWorkflowAsync(wf, default); // a commit of reads: the links are looked at
+                    var linked = store.ClusterLinkNodes.OfType<IPEndPoint>().Select(e => e.Port).ToList();
+                    return !linked.Contains(master.Port) && linked.Contains(replica.Port);
+                },
+                "the direct connection to the demoted master to be closed",
+                TimeSpan.FromSeconds(30));
         }
     }
 

@@ -67,6 +67,34 @@ public sealed class CommitConnectionTests(RedisClusterFixture cluster)
     }
 
     /// <summary>
+    /// A retired connection (its node was demoted to a replica) answers what was already sent on it, takes nothing more,
+    /// and closes: at once when nothing is pending, else after the last reply.
+    /// </summary>
+    [RedisFact]
+    public async Task Retired_TheCommandsAlreadySentAreAnswered_ThenTheConnectionCloses()
+    {
+        await using var redis = await RedisProcess.StartAsync();
+        var config = ConfigurationOptions.Parse(redis.Endpoint);
+        async Task<int> ClientsAsync() => (await redis.CliAsync("CLIENT", "LIST")).Split('\n', StringSplitOptions.RemoveEmptyEntries).Length;
+        var alone = await ClientsAsync();
+
+        using var busy = await CommitConnection.OpenToAsync(config.EndPoints[0], config, null, TimeSpan.FromSeconds(5), WaitWithNoReplica, _callbackErrors.Enqueue);
+        using var idle = await CommitConnection.OpenToAsync(config.EndPoints[0], config, null, TimeSpan.FromSeconds(5), WaitWithNoReplica, _callbackErrors.Enqueue);
+        Assert.Equal(alone + 2, await ClientsAsync());
+
+        var pending = ReadAsync(busy, "pending"); // answered only after its WAIT's 300 ms
+        busy.Retire();
+        idle.Retire();
+        Assert.True(busy.IsBroken);
+        var refused = await Assert.ThrowsAsync<BoardException>(() => ReadAsync(busy, "after"));
+        Assert.Equal(BoardError.StoreUnavailable, refused.Error);
+        await AnsweredAsync(pending);
+
+        await TestTimeouts.Eventually(async () => await ClientsAsync() == alone, "both connections to be closed", TimeSpan.FromSeconds(10));
+        Assert.Empty(_callbackErrors);
+    }
+
+    /// <summary>
     /// A node answers MOVED for a slot it does not own. Followed (the cluster's links send that slot elsewhere), the
     /// connection stays for the node's own slots: the command behind is answered, and so is one sent afterwards. Not
     /// followed, it takes no more commands, and the one behind is answered all the same.
