@@ -105,10 +105,18 @@ public sealed class ReflectionHealthTlsTests
         await using var server = await BoardServer.StartAsync(new ServerSettings { Port = 0, Store = "memory", TlsCertificate = pfx, TlsCertificatePassword = "secret" },
             new BoardServerOverrides { Logging = _ => { } });
         Assert.Equal("https", server.Address.Scheme);
-        var handler = new SocketsHttpHandler { SslOptions = { RemoteCertificateValidationCallback = (_, _, _, _) => true } };
-        using var client = new BoardClient(server.Address.ToString(), new BoardClientOptions { Channel = new GrpcChannelOptions { HttpHandler = handler } });
-        var created = await client.CreateWorkflowAsync(new CreateWorkflowRequest { WorkflowId = "secure" }).Within();
-        Assert.True(created.Created);
+        // Through both transports: the client's own HTTP/2 connection over TLS, and HttpClient.
+        foreach (var viaHttpClient in new[] { false, true })
+        {
+            var channel = new GrpcChannelOptions
+            {
+                HttpClientForCalls = viaHttpClient,
+                SslOptions = new System.Net.Security.SslClientAuthenticationOptions { RemoteCertificateValidationCallback = (_, _, _, _) => true },
+            };
+            using var client = new BoardClient(server.Address.ToString(), new BoardClientOptions { Channel = channel });
+            var created = await client.CreateWorkflowAsync(new CreateWorkflowRequest { WorkflowId = "secure-" + viaHttpClient }).Within();
+            Assert.True(created.Created);
+        }
     }
 
     [Fact]

@@ -6,10 +6,10 @@ namespace GrpcBoard.Wire.Client;
 
 /// <summary>
 /// A connection to a gRPC server over HTTP/2. "http://" addresses use h2c with prior knowledge; "https://"
-/// addresses negotiate h2 through ALPN. Unary and server-streaming calls to an "http://" address go through the
-/// channel's own HTTP/2 connections (see <see cref="GrpcChannelOptions.HttpClientForCalls"/>); duplex calls, and
-/// everything over TLS or through <see cref="GrpcChannelOptions.HttpHandler"/>, through
-/// <see cref="HttpMessageInvoker"/>. Thread-safe; share one per server.
+/// addresses negotiate h2 through ALPN (<see cref="GrpcChannelOptions.SslOptions"/>). Unary and server-streaming calls
+/// go through the channel's own HTTP/2 connections (see <see cref="GrpcChannelOptions.HttpClientForCalls"/>); duplex
+/// calls, and everything through <see cref="GrpcChannelOptions.HttpHandler"/>, through <see cref="HttpMessageInvoker"/>.
+/// Thread-safe; share one per server.
 /// </summary>
 public sealed class GrpcChannel : IDisposable
 {
@@ -34,7 +34,7 @@ public sealed class GrpcChannel : IDisposable
         Options = options;
         var handler = options.HttpHandler ?? CreateDefaultHandler(options);
         _invoker = new HttpMessageInvoker(handler, disposeHandler: options.HttpHandler is null || options.DisposeHttpHandler);
-        _ownConnections = address.Scheme == Uri.UriSchemeHttp && options.HttpHandler is null && !options.HttpClientForCalls;
+        _ownConnections = options.HttpHandler is null && !options.HttpClientForCalls;
     }
 
     public Uri Address { get; }
@@ -117,6 +117,18 @@ public sealed class GrpcChannel : IDisposable
         }
 
         _invoker.Dispose();
+    }
+
+    /// <summary>The channel's own HTTP/2 connections open now (for tests).</summary>
+    internal int OwnConnectionCount
+    {
+        get
+        {
+            lock (_connectionsLock)
+            {
+                return _connections.Count;
+            }
+        }
     }
 
     /// <summary>How many times a call the server did no work on (never sent, refused, above a GOAWAY) is placed before its failure is reported.</summary>
@@ -363,7 +375,7 @@ public sealed class GrpcChannel : IDisposable
     {
         var block = new ArrayBufferWriter<byte>(128);
         HPackEncoder.Indexed(block, HPackEncoder.MethodPost);
-        HPackEncoder.Indexed(block, HPackEncoder.SchemeHttp);
+        HPackEncoder.Indexed(block, Address.Scheme == Uri.UriSchemeHttps ? HPackEncoder.SchemeHttps : HPackEncoder.SchemeHttp);
         HPackEncoder.LiteralWithIndexedName(block, HPackEncoder.Path, path);
         HPackEncoder.LiteralWithIndexedName(block, HPackEncoder.Authority, Address.Authority);
         HPackEncoder.LiteralWithIndexedName(block, HPackEncoder.ContentType, GrpcProtocol.ContentType);
@@ -397,6 +409,7 @@ public sealed class GrpcChannel : IDisposable
 
     private static SocketsHttpHandler CreateDefaultHandler(GrpcChannelOptions options) => new()
     {
+        SslOptions = options.SslOptions ?? new System.Net.Security.SslClientAuthenticationOptions(),
         // Several connections once one reaches the server's stream limit (long Watch streams count too).
         EnableMultipleHttp2Connections = true,
         PooledConnectionIdleTimeout = Timeout.InfiniteTimeSpan,

@@ -33,10 +33,17 @@ public sealed class GrpcChannelOptions
     /// <summary>
     /// Send unary and server-streaming calls through HttpClient, as duplex calls are, instead of the channel's own
     /// HTTP/2 connections (default false). The own connections cost about half of HttpClient's CPU per call
-    /// (docs/benchmarks.md); they speak h2c only, so "https://" addresses and a custom <see cref="HttpHandler"/>
-    /// always use HttpClient.
+    /// (docs/benchmarks.md). A custom <see cref="HttpHandler"/> always means HttpClient.
     /// </summary>
     public bool HttpClientForCalls { get; set; }
+
+    /// <summary>
+    /// TLS settings for an "https://" address, on both transports: how the server's certificate is checked (by default
+    /// against the system's trusted roots, for the address's host name), client certificates, protocol versions. ALPN
+    /// is set to h2 whatever is given here. Null: the defaults. Not used with a custom <see cref="HttpHandler"/>, which
+    /// has its own.
+    /// </summary>
+    public System.Net.Security.SslClientAuthenticationOptions? SslOptions { get; set; }
 
     /// <summary>Whether disposing the channel disposes <see cref="HttpHandler"/>.</summary>
     public bool DisposeHttpHandler { get; set; } = true;

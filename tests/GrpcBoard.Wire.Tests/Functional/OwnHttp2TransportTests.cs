@@ -1,9 +1,14 @@
 using System.Buffers;
 using System.Buffers.Binary;
+using System.Net.Security;
+using System.Security.Cryptography;
+using System.Security.Cryptography.X509Certificates;
 using GrpcBoard.Wire.Client;
 using GrpcBoard.Wire.Client.Http2;
 using GrpcBoard.Wire.Tests.Infrastructure;
 using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.Hosting;
+using Microsoft.AspNetCore.Server.Kestrel.Core;
 
 namespace GrpcBoard.Wire.Tests.Functional;
 
@@ -509,6 +514,126 @@ public class OwnHttp2TransportTests
 
         Assert.Equal(["first"], received);
         Assert.Equal(StatusCode.Unavailable, ex.StatusCode);
+    }
+
+    /// <summary>A self-signed certificate for 127.0.0.1, with its private key, as Kestrel needs it.</summary>
+    private static X509Certificate2 LoopbackCertificate()
+    {
+        using var key = RSA.Create(2048);
+        var request = new CertificateRequest("CN=127.0.0.1", key, HashAlgorithmName.SHA256, RSASignaturePadding.Pkcs1);
+        var san = new SubjectAlternativeNameBuilder();
+        san.AddIpAddress(System.Net.IPAddress.Loopback);
+        request.CertificateExtensions.Add(san.Build());
+        using var cert = request.CreateSelfSigned(DateTimeOffset.UtcNow.AddDays(-1), DateTimeOffset.UtcNow.AddDays(1));
+        return X509CertificateLoader.LoadPkcs12(cert.Export(X509ContentType.Pfx), null);
+    }
+
+    private static async Task<KestrelHost> TlsServerAsync(X509Certificate2 certificate, HttpProtocols protocols = HttpProtocols.Http2) =>
+        await KestrelHost.StartGrpcAsync(
+            r =>
+            {
+                r.AddUnary(Echo, (request, _) => Task.FromResult(request));
+                r.AddServerStreaming(Stream, async (request, writer, _) =>
+                {
+                    foreach (var part in request.Split(' '))
+                    {
+                        await writer.WriteAsync(part);
+                    }
+                });
+            },
+            listen: o =>
+            {
+                o.Protocols = protocols;
+                o.UseHttps(certificate);
+            });
+
+    [Fact]
+    public async Task OverTls_UnaryAndStreamingCalls_GoThroughTheOwnConnection()
+    {
+        using var certificate = LoopbackCertificate();
+        await using var server = await TlsServerAsync(certificate);
+        Assert.Equal("https", server.Address.Scheme);
+        var checkedCertificates = 0;
+        using var channel = GrpcChannel.ForAddress(server.Address, new GrpcChannelOptions
+        {
+            // Trusts exactly this certificate, as a client pinning its server's would.
+            SslOptions = new SslClientAuthenticationOptions
+            {
+                RemoteCertificateValidationCallback = (_, presented, _, _) =>
+                {
+                    Interlocked.Increment(ref checkedCertificates);
+                    return presented is not null && presented.GetCertHashString() == certificate.GetCertHashString();
+                },
+            },
+        });
+
+        Assert.Equal("over tls", await channel.UnaryAsync(Echo, "over tls").Within());
+        await using var call = channel.ServerStreaming(Stream, "a b c");
+        Assert.Equal(["a", "b", "c"], await call.ReadAllAsync().ToListWithin());
+        Assert.Equal(1, channel.OwnConnectionCount);
+        Assert.Equal(1, Volatile.Read(ref checkedCertificates));
+    }
+
+    [Fact]
+    public async Task OverTls_AServerCertificateNotTrusted_FailsTheCallWithUnavailable_BeforeSendingIt()
+    {
+        using var certificate = LoopbackCertificate();
+        await using var server = await TlsServerAsync(certificate);
+        using var channel = GrpcChannel.ForAddress(server.Address); // the system's roots: a self-signed certificate is not trusted
+
+        var ex = await Timeouts.ThrowsRpc(() => channel.UnaryAsync(Echo, "x"));
+        Assert.Equal(StatusCode.Unavailable, ex.StatusCode);
+        Assert.IsType<CallNotSentException>(ex.InnerException);
+    }
+
+    /// <summary>
+    /// A server that cannot speak h2 over TLS either refuses the handshake (Kestrel with HTTP/1.1 only answers the h2-only
+    /// offer with "no application protocol") or completes it without choosing a protocol (a TLS server that ignores ALPN):
+    /// both fail the call with UNAVAILABLE before anything is sent, rather than sending HTTP/2 frames to an HTTP/1.1 server.
+    /// </summary>
+    [Fact]
+    public async Task OverTls_AServerThatDoesNotAgreeToHttp2_FailsTheCallWithUnavailable()
+    {
+        using var certificate = LoopbackCertificate();
+        var trustAll = new GrpcChannelOptions { SslOptions = new SslClientAuthenticationOptions { RemoteCertificateValidationCallback = (_, _, _, _) => true } };
+
+        await using (var http1 = await TlsServerAsync(certificate, HttpProtocols.Http1))
+        {
+            using var channel = GrpcChannel.ForAddress(http1.Address, trustAll);
+            var refused = await Timeouts.ThrowsRpc(() => channel.UnaryAsync(Echo, "x"));
+            Assert.Equal(StatusCode.Unavailable, refused.StatusCode);
+            Assert.IsType<CallNotSentException>(refused.InnerException);
+        }
+
+        using var listener = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, 0);
+        listener.Start();
+        var serving = Task.Run(async () =>
+        {
+            using var client = await listener.AcceptTcpClientAsync();
+            await using var tls = new SslStream(client.GetStream());
+            await tls.AuthenticateAsServerAsync(new SslServerAuthenticationOptions { ServerCertificate = certificate }); // no ALPN
+            try
+            {
+                var buffer = new byte[1024];
+                while (await tls.ReadAsync(buffer) > 0)
+                {
+                    // until the client gives up
+                }
+            }
+            catch (IOException)
+            {
+                // the client dropped the connection
+            }
+        });
+        using (var channel = GrpcChannel.ForAddress($"https://127.0.0.1:{((System.Net.IPEndPoint)listener.LocalEndpoint).Port}", trustAll))
+        {
+            var ex = await Timeouts.ThrowsRpc(() => channel.UnaryAsync(Echo, "x"));
+            Assert.Equal(StatusCode.Unavailable, ex.StatusCode);
+            Assert.Contains("ALPN", ex.Status.Detail, StringComparison.Ordinal);
+            Assert.IsType<CallNotSentException>(ex.InnerException);
+        }
+
+        await serving.Within();
     }
 
     [Fact]

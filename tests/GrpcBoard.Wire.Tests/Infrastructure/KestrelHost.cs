@@ -34,17 +34,18 @@ public sealed class KestrelHost : IAsyncDisposable
     /// <summary>The HTTP/1.1-only address when asked for; null otherwise.</summary>
     public Uri? Http1Address { get; }
 
-    public static Task<KestrelHost> StartGrpcAsync(Action<GrpcServiceRegistry> register, Action<GrpcServerOptions>? configure = null, bool withHttp1Listener = false, Action<KestrelServerOptions>? kestrelOptions = null)
+    public static Task<KestrelHost> StartGrpcAsync(Action<GrpcServiceRegistry> register, Action<GrpcServerOptions>? configure = null, bool withHttp1Listener = false, Action<KestrelServerOptions>? kestrelOptions = null, Action<ListenOptions>? listen = null)
     {
         var registry = new GrpcServiceRegistry();
         register(registry);
         var options = new GrpcServerOptions();
         configure?.Invoke(options);
         var endpoint = registry.Build(options);
-        return StartAsync(endpoint.HandleAsync, withHttp1Listener, kestrelOptions);
+        return StartAsync(endpoint.HandleAsync, withHttp1Listener, kestrelOptions, listen);
     }
 
-    public static async Task<KestrelHost> StartAsync(RequestDelegate handler, bool withHttp1Listener = false, Action<KestrelServerOptions>? kestrelOptions = null)
+    /// <param name="listen">Changes the main listener (TLS, say) after it is set to HTTP/2 only.</param>
+    public static async Task<KestrelHost> StartAsync(RequestDelegate handler, bool withHttp1Listener = false, Action<KestrelServerOptions>? kestrelOptions = null, Action<ListenOptions>? listen = null)
     {
         var builder = WebApplication.CreateSlimBuilder();
         builder.Logging.ClearProviders();
@@ -53,7 +54,11 @@ public sealed class KestrelHost : IAsyncDisposable
         builder.WebHost.ConfigureKestrel(kestrel =>
         {
             kestrelOptions?.Invoke(kestrel);
-            kestrel.Listen(IPAddress.Loopback, 0, o => o.Protocols = HttpProtocols.Http2);
+            kestrel.Listen(IPAddress.Loopback, 0, o =>
+            {
+                o.Protocols = HttpProtocols.Http2;
+                listen?.Invoke(o);
+            });
             if (withHttp1Listener)
             {
                 kestrel.Listen(IPAddress.Loopback, 0, o => o.Protocols = HttpProtocols.Http1);

@@ -12,7 +12,7 @@ namespace GrpcBoard.Wire.Client.Http2;
 internal static class HPackEncoder
 {
     // Static table indexes (RFC 7541, Appendix A).
-    public const int Authority = 1, MethodPost = 3, Path = 4, SchemeHttp = 6, ContentType = 31;
+    public const int Authority = 1, MethodPost = 3, Path = 4, SchemeHttp = 6, SchemeHttps = 7, ContentType = 31;
 
     public static void Indexed(IBufferWriter<byte> block, int index) => Integer(block, index, 7, 0x80);
 

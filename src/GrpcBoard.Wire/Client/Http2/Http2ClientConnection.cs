@@ -1,13 +1,15 @@
 using System.Buffers;
 using System.Buffers.Binary;
 using System.Globalization;
+using System.Net.Security;
 using System.Net.Sockets;
 using static GrpcBoard.Wire.Client.Http2.Http2Frames;
 
 namespace GrpcBoard.Wire.Client.Http2;
 
 /// <summary>
-/// The channel's own HTTP/2 connection (h2c, prior knowledge) for unary and server-streaming calls. HttpClient spent 22–24 µs of CPU
+/// The channel's own HTTP/2 connection (h2c with prior knowledge, or h2 over TLS through ALPN) for unary and
+/// server-streaming calls. HttpClient spent 22–24 µs of CPU
 /// and 3.4–3.7 thread-pool work items on a claim (docs/benchmarks.md, 2026-12-04); on the two cores a worker
 /// shares with the board that is close to what the board spends serving it. Here a call costs one write (often
 /// shared with other calls) and one hop to its caller: 12 µs and 1.1 work items.
@@ -42,6 +44,9 @@ internal sealed class Http2ClientConnection
     private const int StreamReceiveWindow = 4 << 20;
 
     private readonly Socket _socket;
+
+    /// <summary>The TLS session over <see cref="_socket"/> for an "https://" address; null for h2c.</summary>
+    private readonly SslStream? _tls;
     private readonly object _lock = new();
     private readonly Dictionary<int, CallStream> _open = [];
     private readonly Queue<CallStream> _waiting = new();
@@ -79,10 +84,11 @@ internal sealed class Http2ClientConnection
     private readonly ArrayBufferWriter<byte> _continuationBlock = new();
     private readonly List<KeyValuePair<string, string>> _decoded = [];
 
-    private Http2ClientConnection(Socket socket, GrpcChannelOptions options)
+    private Http2ClientConnection(Socket socket, SslStream? tls, GrpcChannelOptions options)
     {
         _socket = socket;
-        _send = new Http2SendBuffer(socket, _lock);
+        _tls = tls;
+        _send = new Http2SendBuffer(socket, _lock, tls);
         _keepAliveInterval = options.KeepAliveInterval;
         _keepAliveTimeout = options.KeepAliveTimeout;
         _lastFrameTimestamp = TimeProvider.System.GetTimestamp();
@@ -120,23 +126,38 @@ internal sealed class Http2ClientConnection
         }
     }
 
-    /// <summary>Opens a connection and sends the preface and our SETTINGS; the peer's arrive on the reader.</summary>
+    /// <summary>
+    /// Opens a connection (and over "https://" its TLS session, which must agree to h2 through ALPN) and sends the
+    /// preface and our SETTINGS; the peer's arrive on the reader.
+    /// </summary>
     public static async Task<Http2ClientConnection> ConnectAsync(Uri address, GrpcChannelOptions options, CancellationToken cancellationToken)
     {
         var socket = new Socket(SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
+        SslStream? tls = null;
         try
         {
             using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
             timeout.CancelAfter(TimeSpan.FromSeconds(10));
             await socket.ConnectAsync(address.IdnHost, address.Port, timeout.Token).ConfigureAwait(false);
+            if (address.Scheme == Uri.UriSchemeHttps)
+            {
+                tls = new SslStream(new NetworkStream(socket, ownsSocket: false));
+                await tls.AuthenticateAsClientAsync(TlsOptions(address, options.SslOptions), timeout.Token).ConfigureAwait(false);
+                if (tls.NegotiatedApplicationProtocol != SslApplicationProtocol.Http2)
+                {
+                    // A server that speaks only HTTP/1.1 over TLS: sending HTTP/2 frames would be answered with garbage.
+                    throw new IOException("the server did not agree to HTTP/2 in the TLS handshake (ALPN).");
+                }
+            }
         }
         catch
         {
+            tls?.Dispose();
             socket.Dispose();
             throw;
         }
 
-        var connection = new Http2ClientConnection(socket, options);
+        var connection = new Http2ClientConnection(socket, tls, options);
         lock (connection._lock)
         {
             connection._send.Pending.Write(Preface);
@@ -325,7 +346,9 @@ internal sealed class Http2ClientConnection
                     start = 0;
                 }
 
-                var read = await _socket.ReceiveAsync(buffer.AsMemory(end), SocketFlags.None).ConfigureAwait(false);
+                var read = _tls is null
+                    ? await _socket.ReceiveAsync(buffer.AsMemory(end), SocketFlags.None).ConfigureAwait(false)
+                    : await _tls.ReadAsync(buffer.AsMemory(end)).ConfigureAwait(false);
                 if (read == 0)
                 {
                     throw new IOException("The server closed the connection.");
@@ -1013,21 +1036,29 @@ internal sealed class Http2ClientConnection
         {
             if (code != NoError && canSend)
             {
-                // Best effort, and not through the buffer: a send may be in progress there.
+                // Best effort, and not through the buffer (it is closed); nothing else is being sent (canSend).
                 Span<byte> goAway = stackalloc byte[FrameHeaderLength + 8];
                 goAway[2] = 8;
                 goAway[3] = GoAwayFrame;
                 BinaryPrimitives.WriteUInt32BigEndian(goAway[13..], code);
-                _socket.Send(goAway, SocketFlags.None);
+                if (_tls is null)
+                {
+                    _socket.Send(goAway, SocketFlags.None);
+                }
+                else
+                {
+                    _tls.Write(goAway);
+                }
             }
 
             _socket.Shutdown(SocketShutdown.Both);
         }
-        catch (Exception ex) when (ex is SocketException or ObjectDisposedException)
+        catch (Exception ex) when (ex is SocketException or ObjectDisposedException or IOException)
         {
             // Already gone: the calls below learn why from the failure.
         }
 
+        _tls?.Dispose();
         _socket.Dispose();
         foreach (var call in calls)
         {
@@ -1051,6 +1082,24 @@ internal sealed class Http2ClientConnection
 
     private static ReadOnlySpan<byte> Unpad(ReadOnlySpan<byte> payload, byte flags) =>
         TryUnpad(payload, flags, out var data) ? data : throw new Http2ConnectionException(ProtocolError, "padding longer than its frame");
+
+    /// <summary>
+    /// The caller's TLS settings (<see cref="GrpcChannelOptions.SslOptions"/>) for this address, with ALPN offering h2
+    /// only and the address's host as the name to verify unless the caller named another.
+    /// </summary>
+    private static SslClientAuthenticationOptions TlsOptions(Uri address, SslClientAuthenticationOptions? given) => new()
+    {
+        TargetHost = given?.TargetHost ?? address.IdnHost,
+        ApplicationProtocols = [SslApplicationProtocol.Http2],
+        RemoteCertificateValidationCallback = given?.RemoteCertificateValidationCallback,
+        ClientCertificates = given?.ClientCertificates,
+        ClientCertificateContext = given?.ClientCertificateContext,
+        LocalCertificateSelectionCallback = given?.LocalCertificateSelectionCallback,
+        EnabledSslProtocols = given?.EnabledSslProtocols ?? System.Security.Authentication.SslProtocols.None,
+        CertificateRevocationCheckMode = given?.CertificateRevocationCheckMode ?? System.Security.Cryptography.X509Certificates.X509RevocationMode.NoCheck,
+        CertificateChainPolicy = given?.CertificateChainPolicy,
+        CipherSuitesPolicy = given?.CipherSuitesPolicy,
+    };
 
     private static string? ReasonOf(int httpStatus) =>
         Enum.IsDefined(typeof(System.Net.HttpStatusCode), httpStatus) ? ((System.Net.HttpStatusCode)httpStatus).ToString() : null;

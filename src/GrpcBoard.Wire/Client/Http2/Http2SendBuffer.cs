@@ -1,5 +1,6 @@
 using System.Buffers;
 using System.Net.Sockets;
+using System.Net.Security;
 
 namespace GrpcBoard.Wire.Client.Http2;
 
@@ -7,9 +8,10 @@ namespace GrpcBoard.Wire.Client.Http2;
 /// The sending side of an HTTP/2 connection, shared by the channel's connection and the bench's lean load
 /// generator. Frames are appended to <see cref="Pending"/> under the owner's lock; one flusher at a time sends
 /// what has gathered, swapping two buffers so that appending goes on during a send. Whatever callers append
-/// while a send is in progress leaves in the next write: one system call for many calls.
+/// while a send is in progress leaves in the next write: one system call for many calls. Over TLS the bytes go
+/// through <paramref name="tls"/> instead of straight to the socket.
 /// </summary>
-internal sealed class Http2SendBuffer(Socket socket, object gate)
+internal sealed class Http2SendBuffer(Socket socket, object gate, SslStream? tls = null)
 {
     private ArrayBufferWriter<byte>? _spare = new(1 << 14);
     private bool _closed;
@@ -58,7 +60,12 @@ internal sealed class Http2SendBuffer(Socket socket, object gate)
             }
 
             var bytes = buffer.WrittenMemory;
-            while (bytes.Length > 0)
+            if (tls is not null)
+            {
+                await tls.WriteAsync(bytes).ConfigureAwait(false);
+            }
+
+            while (tls is null && bytes.Length > 0)
             {
                 bytes = bytes[await socket.SendAsync(bytes, SocketFlags.None).ConfigureAwait(false)..];
             }
