@@ -132,7 +132,7 @@ public sealed class GrpcChannel : IDisposable
     }
 
     /// <summary>How many times a call the server did no work on (never sent, refused, above a GOAWAY) is placed before its failure is reported.</summary>
-    private const int MaxPlacements = 5;
+    internal const int MaxPlacements = 5;
 
     /// <summary>A unary call on the channel's own HTTP/2 connections: the same statuses as the HttpClient path, for every way a call can end.</summary>
     private async Task<TResponse> OwnUnaryAsync<TRequest, TResponse>(Method<TRequest, TResponse> method, TRequest request, CallOptions options)

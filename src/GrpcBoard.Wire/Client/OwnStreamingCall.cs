@@ -10,9 +10,6 @@ namespace GrpcBoard.Wire.Client;
 /// </summary>
 internal sealed class OwnStreamingCall<TRequest, TResponse> : IStreamingCallCore<TRequest, TResponse>
 {
-    /// <summary>How many times a call the server did no work on (never sent, refused, above a GOAWAY) is placed before its failure is reported.</summary>
-    private const int MaxPlacements = 5;
-
     private readonly GrpcChannel _channel;
     private readonly Method<TRequest, TResponse> _method;
     private readonly CallOptions _options;
@@ -252,7 +249,7 @@ internal sealed class OwnStreamingCall<TRequest, TResponse> : IStreamingCallCore
                 }
 
                 await stream.HeadersArrived.Task.ConfigureAwait(false);
-                if (stream.Failure is null || !stream.Unprocessed || attempt == MaxPlacements || Volatile.Read(ref _abort) is not null)
+                if (stream.Failure is null || !stream.Unprocessed || attempt == GrpcChannel.MaxPlacements || Volatile.Read(ref _abort) is not null)
                 {
                     return stream;
                 }
