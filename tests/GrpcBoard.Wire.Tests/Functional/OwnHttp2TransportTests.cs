@@ -423,6 +423,95 @@ public class OwnHttp2TransportTests
         Assert.Equal(StatusCode.OK, call.Status?.Code);
     }
 
+    /// <summary>
+    /// 300 endless server streams on one channel (over more than one connection: Kestrel takes 100 streams on each), a third ended by deadlines, a third by cancellations and a third by
+    /// the caller leaving after 20 messages, all while messages flow. Each call ends its own way, every message a caller
+    /// read came in order with none missing, every handler on the server is stopped (only a reset on the wire stops the
+    /// cancelled and abandoned ones), and the channel still serves.
+    /// </summary>
+    [Fact]
+    public async Task StreamsEndedByDeadlinesCancellationsAndCallersLeaving_WhileMessagesFlow_EachEndOneWay_AndLeaveNothingOpen()
+    {
+        var running = 0;
+        var callsDone = false;
+        var drained = new Signal();
+        await using var server = await KestrelHost.StartGrpcAsync(r =>
+        {
+            r.AddUnary(Echo, (request, _) => Task.FromResult(request));
+            r.AddServerStreaming(Stream, async (_, writer, context) =>
+            {
+                Interlocked.Increment(ref running);
+                try
+                {
+                    for (var i = 0; ; i++)
+                    {
+                        await writer.WriteAsync(i.ToString(System.Globalization.CultureInfo.InvariantCulture));
+                        await Task.Delay(1, context.CancellationToken);
+                    }
+                }
+                finally
+                {
+                    if (Interlocked.Decrement(ref running) == 0 && Volatile.Read(ref callsDone))
+                    {
+                        drained.Set();
+                    }
+                }
+            });
+        });
+        using var channel = GrpcChannel.ForAddress(server.Address);
+
+        var outcomes = await Task.WhenAll(Enumerable.Range(0, 300).Select(async i =>
+        {
+            using var cts = new CancellationTokenSource();
+            var options = (i % 3) switch
+            {
+                0 => new CallOptions(Deadline: DateTimeOffset.UtcNow.AddMilliseconds(Random.Shared.Next(5, 50))),
+                1 => new CallOptions(CancellationToken: cts.Token),
+                _ => default,
+            };
+            if (i % 3 == 1)
+            {
+                cts.CancelAfter(Random.Shared.Next(0, 30));
+            }
+
+            var next = 0;
+            try
+            {
+                await using var call = channel.ServerStreaming(Stream, "go", options);
+                await foreach (var message in call.ReadAllAsync())
+                {
+                    if (message != next.ToString(System.Globalization.CultureInfo.InvariantCulture))
+                    {
+                        return $"got {message} where {next} was due";
+                    }
+
+                    if (++next == 20 && i % 3 == 2)
+                    {
+                        return "left";
+                    }
+                }
+
+                return "ended by itself";
+            }
+            catch (RpcException ex)
+            {
+                return ex.StatusCode.ToString();
+            }
+        })).Within(TimeSpan.FromSeconds(30));
+
+        Assert.All(outcomes.Where((_, i) => i % 3 == 0), o => Assert.Equal("DeadlineExceeded", o));
+        Assert.All(outcomes.Where((_, i) => i % 3 == 1), o => Assert.Equal("Cancelled", o));
+        Assert.All(outcomes.Where((_, i) => i % 3 == 2), o => Assert.Equal("left", o));
+        Volatile.Write(ref callsDone, true);
+        if (Volatile.Read(ref running) == 0)
+        {
+            drained.Set();
+        }
+
+        await drained.WaitAsync(); // no handler left: without the resets, the cancelled and abandoned ones would write forever
+        Assert.Equal("after", await channel.UnaryAsync(Echo, "after").Within());
+    }
+
     [Fact]
     public async Task AStreamingCallerThatStopsReading_StopsTheServer_ButNotTheConnectionsOtherCalls()
     {
