@@ -52,9 +52,7 @@ public sealed class LeanH2Connection : IAsyncDisposable
     private Task _reader = Task.CompletedTask;
 
     // A header block split over HEADERS and CONTINUATION frames.
-    private int _continuationStream;
-    private bool _continuationEndsStream;
-    private readonly ArrayBufferWriter<byte> _continuationBlock = new();
+    private readonly HeaderBlockReader _headerBlocks = new(MaxHeaderListSize);
     private readonly List<KeyValuePair<string, string>> _decoded = [];
 
     private LeanH2Connection(Socket socket, string authority, CancellationToken cancellationToken)
@@ -307,6 +305,7 @@ public sealed class LeanH2Connection : IAsyncDisposable
 
     private void OnFrame(byte type, byte flags, int stream, ReadOnlySpan<byte> payload)
     {
+        _headerBlocks.CheckNext(type);
         switch (type)
         {
             case DataFrame:
@@ -332,30 +331,16 @@ public sealed class LeanH2Connection : IAsyncDisposable
 
                 break;
             case HeadersFrame:
-                var block = Unpad(payload, flags);
-                if ((flags & PriorityFlag) != 0)
+                if (_headerBlocks.TryTakeHeaders(flags, stream, payload, out var block, out var endsStream))
                 {
-                    block = block[5..];
-                }
-
-                if ((flags & EndHeadersFlag) != 0)
-                {
-                    OnHeaderBlock(stream, block, (flags & EndStreamFlag) != 0);
-                }
-                else
-                {
-                    _continuationStream = stream;
-                    _continuationEndsStream = (flags & EndStreamFlag) != 0;
-                    _continuationBlock.ResetWrittenCount();
-                    _continuationBlock.Write(block);
+                    OnHeaderBlock(stream, block, endsStream);
                 }
 
                 break;
             case ContinuationFrame:
-                _continuationBlock.Write(payload);
-                if ((flags & EndHeadersFlag) != 0)
+                if (_headerBlocks.TryTakeContinuation(flags, stream, payload, out block, out endsStream))
                 {
-                    OnHeaderBlock(_continuationStream, _continuationBlock.WrittenSpan, _continuationEndsStream);
+                    OnHeaderBlock(stream, block, endsStream);
                 }
 
                 break;

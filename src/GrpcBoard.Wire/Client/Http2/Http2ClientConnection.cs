@@ -25,7 +25,6 @@ internal sealed class Http2ClientConnection
 {
     private const int MaxIncomingFrame = MinMaxFrameSize; // we advertise no larger SETTINGS_MAX_FRAME_SIZE
     private const int MaxHeaderListSize = 64 * 1024; // as HttpClient's default MaxResponseHeadersLength
-    private const uint NoError = 0x0, ProtocolError = 0x1, FlowControlError = 0x3, FrameSizeError = 0x6, RefusedStream = 0x7, CancelError = 0x8, CompressionError = 0x9;
 
     /// <summary>How long a new connection waits for the server's SETTINGS before it gives up on the server.</summary>
     private static readonly TimeSpan SettingsTimeout = TimeSpan.FromSeconds(10);
@@ -78,10 +77,8 @@ internal sealed class Http2ClientConnection
     private long _lastFrameTimestamp;
     private long _pingSentTimestamp;
 
-    // A header block split over HEADERS and CONTINUATION frames (reader only).
-    private int _continuationStream;
-    private bool _continuationEndsStream;
-    private readonly ArrayBufferWriter<byte> _continuationBlock = new();
+    // Header blocks split over HEADERS and CONTINUATION frames (reader only).
+    private readonly HeaderBlockReader _headerBlocks = new(MaxHeaderListSize);
     private readonly List<KeyValuePair<string, string>> _decoded = [];
 
     private Http2ClientConnection(Socket socket, SslStream? tls, GrpcChannelOptions options)
@@ -414,11 +411,7 @@ internal sealed class Http2ClientConnection
 
     private void OnFrame(byte type, byte flags, int stream, ReadOnlySpan<byte> payload)
     {
-        if (_continuationStream != 0 && type != ContinuationFrame)
-        {
-            throw new Http2ConnectionException(ProtocolError, "a header block was interrupted by another frame");
-        }
-
+        _headerBlocks.CheckNext(type);
         switch (type)
         {
             case DataFrame:
@@ -426,41 +419,16 @@ internal sealed class Http2ClientConnection
                 break;
             case HeadersFrame:
                 RequireStream(stream, "HEADERS");
-                var block = Unpad(payload, flags);
-                if ((flags & PriorityFlag) != 0)
+                if (_headerBlocks.TryTakeHeaders(flags, stream, payload, out var block, out var endsStream))
                 {
-                    block = block.Length >= 5 ? block[5..] : throw new Http2ConnectionException(FrameSizeError, "a HEADERS frame too short for its priority fields");
-                }
-
-                if ((flags & EndHeadersFlag) != 0)
-                {
-                    OnHeaderBlock(stream, block, (flags & EndStreamFlag) != 0);
-                }
-                else
-                {
-                    _continuationStream = stream;
-                    _continuationEndsStream = (flags & EndStreamFlag) != 0;
-                    _continuationBlock.ResetWrittenCount();
-                    _continuationBlock.Write(block);
+                    OnHeaderBlock(stream, block, endsStream);
                 }
 
                 break;
             case ContinuationFrame:
-                if (_continuationStream == 0 || stream != _continuationStream)
+                if (_headerBlocks.TryTakeContinuation(flags, stream, payload, out block, out endsStream))
                 {
-                    throw new Http2ConnectionException(ProtocolError, "a CONTINUATION frame that continues no header block");
-                }
-
-                if (_continuationBlock.WrittenCount + payload.Length > MaxHeaderListSize)
-                {
-                    throw new Http2ConnectionException(ProtocolError, "a header block larger than the advertised limit");
-                }
-
-                _continuationBlock.Write(payload);
-                if ((flags & EndHeadersFlag) != 0)
-                {
-                    _continuationStream = 0;
-                    OnHeaderBlock(stream, _continuationBlock.WrittenSpan, _continuationEndsStream);
+                    OnHeaderBlock(stream, block, endsStream);
                 }
 
                 break;
@@ -1107,10 +1075,4 @@ internal sealed class Http2ClientConnection
     private static RpcException Unavailable(string message, Exception inner) => new(new Status(StatusCode.Unavailable, message), inner: inner);
 
     private static RpcException NotSent(string message) => new(new Status(StatusCode.Unavailable, message), inner: new CallNotSentException(message));
-
-    /// <summary>An error of the whole connection (RFC 9113, 5.4.1): it ends with GOAWAY and this code.</summary>
-    private sealed class Http2ConnectionException(uint code, string message) : Exception(message)
-    {
-        public uint Code { get; } = code;
-    }
 }

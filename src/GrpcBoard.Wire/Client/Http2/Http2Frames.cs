@@ -19,6 +19,9 @@ internal static class Http2Frames
 
     public const byte EndStreamFlag = 0x1, AckFlag = 0x1, EndHeadersFlag = 0x4, PaddedFlag = 0x8, PriorityFlag = 0x20;
 
+    /// <summary>Error codes of RST_STREAM and GOAWAY (RFC 9113, 7).</summary>
+    public const uint NoError = 0x0, ProtocolError = 0x1, FlowControlError = 0x3, FrameSizeError = 0x6, RefusedStream = 0x7, CancelError = 0x8, CompressionError = 0x9;
+
     /// <summary>The client connection preface (RFC 9113, 3.4), followed by the client's SETTINGS.</summary>
     public static ReadOnlySpan<byte> Preface => "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"u8;
 
@@ -82,4 +85,10 @@ internal static class Http2Frames
         data = payload[1..^payload[0]];
         return true;
     }
+}
+
+/// <summary>An error of the whole connection (RFC 9113, 5.4.1): it ends with GOAWAY and this code.</summary>
+internal sealed class Http2ConnectionException(uint code, string message) : Exception(message)
+{
+    public uint Code { get; } = code;
 }
