@@ -91,12 +91,10 @@ public class OwnHttp2TransportTests
     [Fact]
     public async Task CallsEndedByDeadlinesAndCancellations_RacingTheirAnswers_EachEndOneWay_AndLeaveNothingOpen()
     {
-        var running = 0;
-        var callsDone = false;
-        var drained = new Signal();
+        var handlers = new RunningHandlers();
         await using var server = await KestrelHost.StartGrpcAsync(r => r.AddUnary(Echo, async (request, context) =>
         {
-            Interlocked.Increment(ref running);
+            handlers.Enter();
             try
             {
                 // Calls to be cancelled wait until they are: only the client's RST_STREAM ends them (they carry no
@@ -107,10 +105,7 @@ public class OwnHttp2TransportTests
             }
             finally
             {
-                if (Interlocked.Decrement(ref running) == 0 && Volatile.Read(ref callsDone))
-                {
-                    drained.Set();
-                }
+                handlers.Exit();
             }
         }));
         using var channel = GrpcChannel.ForAddress(server.Address);
@@ -142,13 +137,7 @@ public class OwnHttp2TransportTests
         Assert.All(outcomes.Where((_, i) => i % 3 == 2), o => Assert.Equal("echo", o));
         Assert.All(outcomes.Where((_, i) => i % 3 == 0), o => Assert.Contains(o, new[] { "echo", "DeadlineExceeded" }));
         Assert.All(outcomes.Where((_, i) => i % 3 == 1), o => Assert.Equal("Cancelled", o));
-        Volatile.Write(ref callsDone, true);
-        if (Volatile.Read(ref running) == 0)
-        {
-            drained.Set();
-        }
-
-        await drained.WaitAsync(); // no handler left: without the resets, the cancelled ones would wait forever
+        await handlers.AllEndedAsync(); // no handler left: without the resets, the cancelled ones would wait forever
         Assert.Equal("call-600", await channel.UnaryAsync(Echo, "call-600").Within());
     }
 
@@ -432,15 +421,13 @@ public class OwnHttp2TransportTests
     [Fact]
     public async Task StreamsEndedByDeadlinesCancellationsAndCallersLeaving_WhileMessagesFlow_EachEndOneWay_AndLeaveNothingOpen()
     {
-        var running = 0;
-        var callsDone = false;
-        var drained = new Signal();
+        var handlers = new RunningHandlers();
         await using var server = await KestrelHost.StartGrpcAsync(r =>
         {
             r.AddUnary(Echo, (request, _) => Task.FromResult(request));
             r.AddServerStreaming(Stream, async (_, writer, context) =>
             {
-                Interlocked.Increment(ref running);
+                handlers.Enter();
                 try
                 {
                     for (var i = 0; ; i++)
@@ -451,10 +438,7 @@ public class OwnHttp2TransportTests
                 }
                 finally
                 {
-                    if (Interlocked.Decrement(ref running) == 0 && Volatile.Read(ref callsDone))
-                    {
-                        drained.Set();
-                    }
+                    handlers.Exit();
                 }
             });
         });
@@ -502,13 +486,7 @@ public class OwnHttp2TransportTests
         Assert.All(outcomes.Where((_, i) => i % 3 == 0), o => Assert.Equal("DeadlineExceeded", o));
         Assert.All(outcomes.Where((_, i) => i % 3 == 1), o => Assert.Equal("Cancelled", o));
         Assert.All(outcomes.Where((_, i) => i % 3 == 2), o => Assert.Equal("left", o));
-        Volatile.Write(ref callsDone, true);
-        if (Volatile.Read(ref running) == 0)
-        {
-            drained.Set();
-        }
-
-        await drained.WaitAsync(); // no handler left: without the resets, the cancelled and abandoned ones would write forever
+        await handlers.AllEndedAsync(); // no handler left: without the resets, the cancelled and abandoned ones would write forever
         Assert.Equal("after", await channel.UnaryAsync(Echo, "after").Within());
     }
 

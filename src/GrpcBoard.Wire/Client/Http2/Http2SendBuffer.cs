@@ -64,10 +64,12 @@ internal sealed class Http2SendBuffer(Socket socket, object gate, SslStream? tls
             {
                 await tls.WriteAsync(bytes).ConfigureAwait(false);
             }
-
-            while (tls is null && bytes.Length > 0)
+            else
             {
-                bytes = bytes[await socket.SendAsync(bytes, SocketFlags.None).ConfigureAwait(false)..];
+                while (bytes.Length > 0)
+                {
+                    bytes = bytes[await socket.SendAsync(bytes, SocketFlags.None).ConfigureAwait(false)..];
+                }
             }
 
             buffer.ResetWrittenCount();
