@@ -221,6 +221,12 @@ internal sealed class OwnStreamingCall<TRequest, TResponse> : IStreamingCallCore
             for (var attempt = 1; ; attempt++)
             {
                 var left = timeout - time.GetElapsedTime(started);
+                if (left <= TimeSpan.Zero)
+                {
+                    // Due before its timer fired (a re-placement late in the call): not sent with a timeout already spent.
+                    Abort(new RpcException(ResponseRules.DeadlinePassed));
+                }
+
                 if (Volatile.Read(ref _abort) is { } aborted)
                 {
                     Finish(aborted.Status);

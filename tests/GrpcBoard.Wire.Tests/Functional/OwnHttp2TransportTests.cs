@@ -563,6 +563,55 @@ public class OwnHttp2TransportTests
         Assert.Equal(0x8u, await reset.Task.Within()); // CANCEL
     }
 
+    /// <summary>A clock the test moves forward at will, whose timers never fire: a deadline seen only by reading the clock.</summary>
+    private sealed class JumpingClock : TimeProvider
+    {
+        private long _offsetTicks;
+
+        public void Jump(TimeSpan by) => Interlocked.Add(ref _offsetTicks, by.Ticks);
+
+        public override DateTimeOffset GetUtcNow() => System.GetUtcNow().AddTicks(Interlocked.Read(ref _offsetTicks));
+
+        public override long GetTimestamp() =>
+            System.GetTimestamp() + (long)(Interlocked.Read(ref _offsetTicks) * (double)TimestampFrequency / TimeSpan.TicksPerSecond);
+
+        public override ITimer CreateTimer(TimerCallback callback, object? state, TimeSpan dueTime, TimeSpan period) => new Silent();
+
+        private sealed class Silent : ITimer
+        {
+            public bool Change(TimeSpan dueTime, TimeSpan period) => true;
+
+            public void Dispose()
+            {
+            }
+
+            public ValueTask DisposeAsync() => ValueTask.CompletedTask;
+        }
+    }
+
+    /// <summary>
+    /// A streaming call refused (REFUSED_STREAM) after its deadline passed, but before its timer fired, is not placed
+    /// again with a spent timeout: it ends with DEADLINE_EXCEEDED.
+    /// </summary>
+    [Fact]
+    public async Task AStreamRefusedAfterItsDeadline_IsNotPlacedAgain_AndEndsWithDeadlineExceeded()
+    {
+        var clock = new JumpingClock();
+        await using var server = new FakeH2Server(async peer =>
+        {
+            await peer.SendSettingsAsync();
+            var stream = await ReadRequestAsync(peer);
+            clock.Jump(TimeSpan.FromSeconds(2));
+            await peer.SendAsync(FakeH2Server.Peer.RstStream, 0, stream, [0, 0, 0, 7]); // REFUSED_STREAM
+            await peer.ReadUntilAsync(_ => false);
+        });
+        using var channel = GrpcChannel.ForAddress(server.Address, new GrpcChannelOptions { TimeProvider = clock });
+
+        await using var call = channel.ServerStreaming(Stream, "go", new CallOptions(Deadline: clock.GetUtcNow().AddSeconds(1)));
+        var ex = await Timeouts.ThrowsRpc(() => call.ReadAllAsync().ToListWithin());
+        Assert.Equal(StatusCode.DeadlineExceeded, ex.StatusCode);
+    }
+
     [Fact]
     public async Task AServerStreamWhoseConnectionBreaks_EndsWithUnavailable_AfterTheMessagesThatArrived()
     {
