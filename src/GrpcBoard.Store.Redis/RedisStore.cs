@@ -1095,6 +1095,9 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
         }
     }
 
+    /// <summary>How long the start-up epoch check keeps trying (<see cref="CheckEpochWhileConnectingAsync"/>).</summary>
+    private TimeSpan StartTimeout => 3 * _commandTimeout;
+
     /// <summary>
     /// <see cref="CheckEpochAsync"/> at start, tried again for up to three command timeouts while it fails with UNAVAILABLE.
     /// StackExchange.Redis returns from connecting once some connections are up, and opens the others meanwhile: on a
@@ -1265,8 +1268,6 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
     /// store's shutdown. The call itself is left to finish or fail on its own; what it did then is unknown, as after any
     /// lost reply.
     /// </summary>
-    private TimeSpan StartTimeout => 3 * _commandTimeout;
-
     private Task<T> Bounded<T>(Task<T> call) => call.WaitAsync(_commandTimeout);
 
     private Task Bounded(Task call) => call.WaitAsync(_commandTimeout);
