@@ -8,14 +8,15 @@ namespace GrpcBoard.Bench.Measurement;
 /// Lua script runs as well as the script call (EVALSHA) itself, whose time includes them. Taken before and after a
 /// measured run, the difference says what the run asked of Redis.
 /// </summary>
-public sealed record RedisCommandStats(IReadOnlyDictionary<string, (long Calls, long Micros)> Commands)
+public sealed record RedisCommandStats(IReadOnlyDictionary<string, (long Calls, long Micros)> Commands, long Forks = 0)
 {
     public static async Task<RedisCommandStats?> TakeAsync(string endpoint)
     {
         try
         {
             await using var client = await RespClient.ConnectAsync(endpoint);
-            return Parse(await client.InfoAsync("commandstats"));
+            var stats = Parse(await client.InfoAsync("commandstats"));
+            return stats with { Forks = Field(await client.InfoAsync("stats"), "total_forks") };
         }
         catch (Exception ex) when (ex is IOException or System.Net.Sockets.SocketException or InvalidOperationException)
         {
@@ -56,10 +57,26 @@ public sealed record RedisCommandStats(IReadOnlyDictionary<string, (long Calls, 
         return new RedisCommandStats(commands);
     }
 
-    public RedisCommandStats Since(RedisCommandStats before) => new(Commands.ToDictionary(
-        kv => kv.Key,
-        kv => (kv.Value.Calls - before.Calls(kv.Key), kv.Value.Micros - before.Micros(kv.Key)),
-        StringComparer.Ordinal));
+    /// <summary>A counter of an INFO section ("total_forks:3"), 0 when absent.</summary>
+    public static long Field(string info, string name)
+    {
+        foreach (var line in info.Split('\n', StringSplitOptions.TrimEntries))
+        {
+            if (line.StartsWith(name + ":", StringComparison.Ordinal) && long.TryParse(line.AsSpan(name.Length + 1), NumberStyles.Integer, CultureInfo.InvariantCulture, out var value))
+            {
+                return value;
+            }
+        }
+
+        return 0;
+    }
+
+    public RedisCommandStats Since(RedisCommandStats before) => new(
+        Commands.ToDictionary(
+            kv => kv.Key,
+            kv => (kv.Value.Calls - before.Calls(kv.Key), kv.Value.Micros - before.Micros(kv.Key)),
+            StringComparer.Ordinal),
+        Forks - before.Forks);
 
     public long Calls(string command) => Commands.TryGetValue(command, out var c) ? c.Calls : 0;
 

@@ -33,7 +33,7 @@ public sealed class CompareScenario : ISelfHostedScenario
         report.Line("concurrency", string.Create(Report.Culture, $"{o.Workers} closed-loop workers/clients everywhere, one call in flight each; {o.Connections} HTTP/2 connection(s) for gRPC"));
         report.Line("grpc load generators", string.Join(", ", o.Clients.Select(ClientName)) + " (each gRPC part runs with each)");
         report.Line("grpcboard runs", string.Create(Report.Culture, $"claim-only, claim-complete (one call each) and claim-complete with claim_next on one server per store, {o.Tasks} tasks each, stopped after {(o.PartLimit is { } l ? $"{l.TotalSeconds:0} s" : "none (all tasks)")}"));
-        report.Line("redis persistence", $"appendonly yes, appendfsync {o.RedisAppendFsync}, no RDB (Redis store and redis-benchmark alike)");
+        report.Line("redis persistence", $"appendonly yes, appendfsync {o.RedisAppendFsync}, AOF rewrites {o.RedisAofRewrite}, no RDB (Redis store and redis-benchmark alike)");
         report.Line("redis-benchmark", string.Create(Report.Culture, $"-c {o.Workers} -n {o.RedisBenchmarkRequests}, twice: -r {o.RedisBenchmarkKeyspace}, and -r {RedisBenchmarkClaims.NewKeysKeyspace} (new keys)"));
         report.Line("etcd", string.Create(Report.Culture, $"{o.EtcdTxns} transactions, single member, default fsync"));
 

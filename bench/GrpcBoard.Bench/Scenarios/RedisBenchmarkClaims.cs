@@ -26,7 +26,7 @@ public static class RedisBenchmarkClaims
     {
         var tool = ExternalTool.RedisBenchmark.Require();
         report.Section(string.Create(Report.Culture, $"raw Redis: claim = SET key NX PX 30000 (redis-benchmark, key space {keyspace})"));
-        await using var redis = await RedisServerProcess.StartAsync(o.RedisAppendFsync, ct);
+        await using var redis = await RedisServerProcess.StartAsync(o.RedisAppendFsync, o.RedisAofRewrite, ct);
         string[] arguments =
         [
             "-h", "127.0.0.1", "-p", redis.Port.ToString(CultureInfo.InvariantCulture),

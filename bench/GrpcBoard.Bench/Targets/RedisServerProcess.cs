@@ -11,8 +11,9 @@ public sealed class RedisServerProcess : IAsyncDisposable
 {
     private readonly ExternalProcess _process;
 
-    private RedisServerProcess(ExternalProcess process, int port, string directory, string appendFsync)
+    private RedisServerProcess(ExternalProcess process, int port, string directory, string appendFsync, string aofRewrite)
     {
+        AofRewrite = aofRewrite;
         _process = process;
         Port = port;
         Directory = directory;
@@ -29,9 +30,12 @@ public sealed class RedisServerProcess : IAsyncDisposable
 
     public string AppendFsync { get; }
 
-    public string Description => $"redis-server pid {Pid} on {Endpoint} (appendonly yes, appendfsync {AppendFsync}, no RDB, dir {Directory})";
+    /// <summary>"auto" (Redis's default) or "off" (auto-aof-rewrite-percentage 0).</summary>
+    public string AofRewrite { get; }
 
-    public static async Task<RedisServerProcess> StartAsync(string appendFsync, CancellationToken cancellationToken)
+    public string Description => $"redis-server pid {Pid} on {Endpoint} (appendonly yes, appendfsync {AppendFsync}, AOF rewrites {AofRewrite}, no RDB, dir {Directory})";
+
+    public static async Task<RedisServerProcess> StartAsync(string appendFsync, string aofRewrite, CancellationToken cancellationToken)
     {
         var file = ExternalTool.RedisServer.Require();
         // A port that was free a moment ago can be taken before redis-server binds it: try a few.
@@ -44,9 +48,10 @@ public sealed class RedisServerProcess : IAsyncDisposable
                 "--port", port.ToString(CultureInfo.InvariantCulture), "--bind", "127.0.0.1", "--dir", directory,
                 "--appendonly", "yes", "--appendfsync", appendFsync, "--save", "", "--daemonize", "no",
                 "--logfile", "", "--loglevel", "warning", "--protected-mode", "yes",
+                .. aofRewrite == "off" ? (string[])["--auto-aof-rewrite-percentage", "0"] : [],
             ];
             var process = ExternalProcess.Start(file, arguments, "redis-server", directory, deleteDirectory: directory);
-            var server = new RedisServerProcess(process, port, directory, appendFsync);
+            var server = new RedisServerProcess(process, port, directory, appendFsync, aofRewrite);
             try
             {
                 await process.WaitUntilReadyAsync(async () =>

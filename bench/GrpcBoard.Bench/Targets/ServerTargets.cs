@@ -16,7 +16,7 @@ public static class ServerTargets
             return new ExistingServer(target, options.ServerPid, options.RedisEndpoint);
         }
 
-        var redis = options.Store == "redis" && options.RedisEndpoint is null ? await RedisServerProcess.StartAsync(options.RedisAppendFsync, cancellationToken) : null;
+        var redis = options.Store == "redis" && options.RedisEndpoint is null ? await RedisServerProcess.StartAsync(options.RedisAppendFsync, options.RedisAofRewrite, cancellationToken) : null;
         // A Redis-store server keeps its record of the store epoch there: a fresh directory per run, as each
         // run starts a fresh redis-server.
         var data = options.Store is "embedded" or "redis" ? DataDirectory.Create(options.DataDirectory, options.KeepData) : null;
