@@ -6,16 +6,16 @@ namespace GrpcBoard.Wire.Client;
 
 /// <summary>
 /// A connection to a gRPC server over HTTP/2. "http://" addresses use h2c with prior knowledge; "https://"
-/// addresses negotiate h2 through ALPN (<see cref="GrpcChannelOptions.SslOptions"/>). Unary and server-streaming calls
-/// go through the channel's own HTTP/2 connections (see <see cref="GrpcChannelOptions.HttpClientForCalls"/>); duplex
-/// calls, and everything through <see cref="GrpcChannelOptions.HttpHandler"/>, through <see cref="HttpMessageInvoker"/>.
+/// addresses negotiate h2 through ALPN (<see cref="GrpcChannelOptions.SslOptions"/>). Calls go through the channel's own
+/// HTTP/2 connections (see <see cref="GrpcChannelOptions.HttpClientForCalls"/>); with that option, or through
+/// <see cref="GrpcChannelOptions.HttpHandler"/>, through <see cref="HttpMessageInvoker"/>.
 /// Thread-safe; share one per server.
 /// </summary>
 public sealed class GrpcChannel : IDisposable
 {
     private readonly HttpMessageInvoker _invoker;
 
-    /// <summary>Whether unary and server-streaming calls use <see cref="Http2ClientConnection"/>.</summary>
+    /// <summary>Whether calls use <see cref="Http2ClientConnection"/>.</summary>
     private readonly bool _ownConnections;
     private readonly object _connectionsLock = new();
     private readonly List<Http2ClientConnection> _connections = [];
@@ -96,6 +96,11 @@ public sealed class GrpcChannel : IDisposable
     /// <summary>Starts a call whose requests are written while responses are read.</summary>
     public StreamingCall<TRequest, TResponse> DuplexStreaming<TRequest, TResponse>(Method<TRequest, TResponse> method, CallOptions options = default)
     {
+        if (_ownConnections)
+        {
+            return new StreamingCall<TRequest, TResponse>(new OwnStreamingCall<TRequest, TResponse>(this, method, options));
+        }
+
         var call = new ClientCall<TRequest, TResponse>(this, method, options);
         call.Start(requestMessage: default, streamRequests: true);
         return new StreamingCall<TRequest, TResponse>(call);

@@ -4,9 +4,11 @@ using GrpcBoard.Wire.Client.Http2;
 namespace GrpcBoard.Wire.Client;
 
 /// <summary>
-/// A server-streaming call on the channel's own HTTP/2 connections (<see cref="Http2ClientConnection"/>): the
-/// same statuses as <see cref="ClientCall{TRequest, TResponse}"/> gives over HttpClient, for every way a call can
+/// A server-streaming or duplex call on the channel's own HTTP/2 connections (<see cref="Http2ClientConnection"/>):
+/// the same statuses as <see cref="ClientCall{TRequest, TResponse}"/> gives over HttpClient, for every way a call can
 /// end. Messages are decoded as the caller reads them, and each read gives its bytes back to the stream's window.
+/// A duplex call's writes are queued on its stream and sent as windows allow; a write waits while
+/// <see cref="CallStream.UnsentRequestLimit"/> bytes are still unsent, so a server that stops reading stops the writer.
 /// </summary>
 internal sealed class OwnStreamingCall<TRequest, TResponse> : IStreamingCallCore<TRequest, TResponse>
 {
@@ -15,6 +17,13 @@ internal sealed class OwnStreamingCall<TRequest, TResponse> : IStreamingCallCore
     private readonly CallOptions _options;
     private readonly object _lock = new();
     private readonly Task<CallStream?> _placed;
+
+    /// <summary>A duplex call: requests are written after the start (<see cref="WriteRequestAsync"/>).</summary>
+    private readonly bool _duplex;
+    private bool _requestsCompleted;
+
+    /// <summary>Set once the placement has settled on a stream (or on none): a refused stream is then not placed again.</summary>
+    private bool _placementSettled;
     private ITimer? _deadlineTimer;
     private CancellationTokenRegistration _registration;
     private Http2ClientConnection? _connection;
@@ -33,6 +42,16 @@ internal sealed class OwnStreamingCall<TRequest, TResponse> : IStreamingCallCore
         var framed = new ArrayBufferWriter<byte>();
         MessageFraming.WriteMessage(framed, request, method.RequestMarshaller, channel.Options.SendCompression, channel.Options.MaxSendMessageSize);
         _placed = PlaceAsync(framed.WrittenMemory);
+    }
+
+    /// <summary>A duplex call: opened at once, with no request message yet (the server may answer first).</summary>
+    public OwnStreamingCall(GrpcChannel channel, Method<TRequest, TResponse> method, CallOptions options)
+    {
+        _channel = channel;
+        _method = method;
+        _options = options;
+        _duplex = true;
+        _placed = PlaceAsync(ReadOnlyMemory<byte>.Empty);
     }
 
     public Status? Status => _status;
@@ -118,11 +137,103 @@ internal sealed class OwnStreamingCall<TRequest, TResponse> : IStreamingCallCore
         return Ended(Finish(status));
     }
 
-    public ValueTask WriteRequestAsync(TRequest message, CancellationToken cancellationToken) =>
-        throw new InvalidOperationException("This call does not stream requests.");
+    public async ValueTask WriteRequestAsync(TRequest message, CancellationToken cancellationToken)
+    {
+        if (!_duplex)
+        {
+            throw new InvalidOperationException("This call does not stream requests.");
+        }
+
+        var framed = new ArrayBufferWriter<byte>();
+        try
+        {
+            MessageFraming.WriteMessage(framed, message, _method.RequestMarshaller, _channel.Options.SendCompression, _channel.Options.MaxSendMessageSize);
+        }
+        catch (RpcException failure)
+        {
+            // Too large to send: the call ends with that status, as the server could not be given a part of it.
+            Abort(failure);
+            throw;
+        }
+
+        while (true)
+        {
+            Task? room;
+            Http2ClientConnection? connection;
+            lock (_lock)
+            {
+                if (_requestsCompleted)
+                {
+                    throw new InvalidOperationException("The request stream has been completed.");
+                }
+
+                if (_abort is { } abort)
+                {
+                    throw new RpcException(abort.Status);
+                }
+
+                if (_status is { } ended)
+                {
+                    // Never placed (a connection that could not be opened), or over and read to its end.
+                    throw ended.Code == StatusCode.OK
+                        ? new InvalidOperationException("The call has ended; the server takes no more requests.")
+                        : new RpcException(ended, Trailers);
+                }
+
+                // Set before the placement's first await, unless the call ended there (its status then set above).
+                var stream = _stream!;
+                lock (stream.RequestLock)
+                {
+                    // A stream refused unprocessed takes writes until the placement settles: they move with the call if it is
+                    // placed again.
+                    if (stream.IsEnded && (!stream.Unprocessed || _placementSettled))
+                    {
+                        throw stream.Failure is { } failure
+                            ? new RpcException(failure.Status, failure.Trailers)
+                            : new InvalidOperationException("The call has ended; the server takes no more requests.");
+                    }
+
+                    room = stream.RoomForRequests();
+                    if (room is null)
+                    {
+                        stream.AppendRequest(framed.WrittenSpan);
+                    }
+                }
+
+                connection = _connection;
+            }
+
+            if (room is null)
+            {
+                // With no connection yet, the placement sends it once the stream has one.
+                connection?.RequestsQueued();
+                return;
+            }
+
+            await room.WaitAsync(cancellationToken).ConfigureAwait(false);
+        }
+    }
 
     public void CompleteRequests()
     {
+        Http2ClientConnection? connection;
+        lock (_lock)
+        {
+            if (!_duplex || _requestsCompleted || _stream is not { } stream)
+            {
+                return;
+            }
+
+            _requestsCompleted = true;
+            lock (stream.RequestLock)
+            {
+                stream.CompleteRequests();
+            }
+
+            connection = _connection;
+        }
+
+        connection?.RequestsQueued();
     }
 
     public void Cancel() => Abort(new RpcException(ResponseRules.CancelledByCaller));
@@ -146,6 +257,20 @@ internal sealed class OwnStreamingCall<TRequest, TResponse> : IStreamingCallCore
 
         _deadlineTimer?.Dispose();
         await _registration.DisposeAsync().ConfigureAwait(false);
+    }
+
+    /// <summary>Whether a duplex call's stream sent request bytes: a server may then have seen them, so it is not placed again.</summary>
+    private bool SentRequests(CallStream stream)
+    {
+        if (!_duplex)
+        {
+            return false;
+        }
+
+        lock (stream.RequestLock)
+        {
+            return stream.RequestBytesSent > 0;
+        }
     }
 
     private (bool, TResponse?) Ended(Status status) =>
@@ -194,6 +319,21 @@ internal sealed class OwnStreamingCall<TRequest, TResponse> : IStreamingCallCore
     /// </summary>
     private async Task<CallStream?> PlaceAsync(ReadOnlyMemory<byte> framed)
     {
+        try
+        {
+            return await PlaceOnAConnectionAsync(framed).ConfigureAwait(false);
+        }
+        finally
+        {
+            lock (_lock)
+            {
+                _placementSettled = true;
+            }
+        }
+    }
+
+    private async Task<CallStream?> PlaceOnAConnectionAsync(ReadOnlyMemory<byte> framed)
+    {
         var time = _channel.Options.TimeProvider;
         TimeSpan? timeout = null;
         if (_options.Deadline is { } deadline)
@@ -233,9 +373,21 @@ internal sealed class OwnStreamingCall<TRequest, TResponse> : IStreamingCallCore
                     return null;
                 }
 
-                var stream = new CallStream(_channel.RequestHeaders(_method.FullName, left, _options.Headers), framed, _channel.Options.MaxReceiveMessageSize, streaming: true);
+                var stream = new CallStream(_channel.RequestHeaders(_method.FullName, left, _options.Headers), framed, _channel.Options.MaxReceiveMessageSize, streaming: true, streamsRequests: _duplex);
                 lock (_lock)
                 {
+                    if (_stream is { } refused && _duplex)
+                    {
+                        // Placed again: what was written to the refused stream (none of it sent) goes with the call.
+                        lock (refused.RequestLock)
+                        {
+                            lock (stream.RequestLock)
+                            {
+                                refused.MoveRequestsTo(stream);
+                            }
+                        }
+                    }
+
                     _stream = stream;
                     _connection = null;
                 }
@@ -253,9 +405,14 @@ internal sealed class OwnStreamingCall<TRequest, TResponse> : IStreamingCallCore
                     // Ended while it was being placed: the stream may be open by now, so reset it.
                     connection.Abort(stream, abort);
                 }
+                else if (_duplex)
+                {
+                    // Writes made before the call had a connection wait in the stream for this.
+                    connection.RequestsQueued();
+                }
 
                 await stream.HeadersArrived.Task.ConfigureAwait(false);
-                if (stream.Failure is null || !stream.Unprocessed || attempt == GrpcChannel.MaxPlacements || Volatile.Read(ref _abort) is not null)
+                if (stream.Failure is null || !stream.Unprocessed || attempt == GrpcChannel.MaxPlacements || Volatile.Read(ref _abort) is not null || SentRequests(stream))
                 {
                     return stream;
                 }

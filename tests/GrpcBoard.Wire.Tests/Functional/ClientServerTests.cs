@@ -605,8 +605,24 @@ public class ClientServerTests
 
         await using var call = channel.DuplexStreaming(DuplexEcho);
         await call.WriteAsync("ok").Within();
-        await call.WriteAsync("12345").Within();
+        await WriteTooLargeAsync(call, "12345");
         var ex = await Timeouts.ThrowsRpc(() => call.ReadAllAsync().ToListWithin());
+        Assert.Equal(StatusCode.ResourceExhausted, ex.StatusCode);
+    }
+
+    /// <summary>
+    /// A message over the send limit ends the call with RESOURCE_EXHAUSTED. The own connection frames it in the write,
+    /// which throws; HttpClient frames it later, from the queue the write put it in, so there only the call reports it.
+    /// </summary>
+    private async Task WriteTooLargeAsync(StreamingCall<string, string> call, string message)
+    {
+        if (HttpClientForCalls)
+        {
+            await call.WriteAsync(message).Within();
+            return;
+        }
+
+        var ex = await Timeouts.ThrowsRpc(() => call.WriteAsync(message).AsTask());
         Assert.Equal(StatusCode.ResourceExhausted, ex.StatusCode);
     }
 
@@ -631,7 +647,7 @@ public class ClientServerTests
         await using var call = channel.DuplexStreaming(DuplexEcho);
         await using var responses = call.ReadAllAsync().GetAsyncEnumerator();
         Assert.True(await responses.MoveNextAsync().Within());
-        await call.WriteAsync("12345").Within();
+        await WriteTooLargeAsync(call, "12345");
         var ex = await Timeouts.ThrowsRpc(async () =>
         {
             while (await responses.MoveNextAsync())

@@ -13,7 +13,7 @@ using Microsoft.AspNetCore.Server.Kestrel.Core;
 namespace GrpcBoard.Wire.Tests.Functional;
 
 /// <summary>
-/// The channel's own HTTP/2 connection for unary and server-streaming calls, where it does what HttpClient did
+/// The channel's own HTTP/2 connection for unary, server-streaming and duplex calls, where it does what HttpClient did
 /// for it: the peer's stream limit, flow control both ways (a streaming caller that stops reading holds back its
 /// stream, not the connection), keepalive, GOAWAY, Huffman-coded headers, and peers that break the protocol.
 /// The behaviour every transport shares is tested by ClientServerTests and ClientResponseHandlingTests, which
@@ -24,6 +24,7 @@ public class OwnHttp2TransportTests
     private static readonly Method<string, string> Echo = Utf8.Unary("Echo");
     private static readonly Method<string, string> Any = Utf8.Unary("Any");
     private static readonly Method<string, string> Stream = Utf8.ServerStreaming("Stream");
+    private static readonly Method<string, string> Sink = Utf8.Duplex("Sink");
 
     private int _connectionsSeen;
 
@@ -630,6 +631,180 @@ public class OwnHttp2TransportTests
 
         Assert.Equal(["first"], received);
         Assert.Equal(StatusCode.Unavailable, ex.StatusCode);
+    }
+
+    /// <summary>
+    /// A duplex caller that writes faster than the server reads is held back once its stream's window and
+    /// <see cref="CallStream.UnsentRequestLimit"/> are full, instead of buffering without bound; meanwhile unary calls on
+    /// the same connection go through, and once the server reads, every message arrives in order.
+    /// </summary>
+    [Fact]
+    public async Task ADuplexWriterAheadOfItsServer_IsHeldBack_ButNotTheConnectionsOtherCalls()
+    {
+        const int count = 300; // 19.7 MB: far more than the server's windows and the unsent allowance together
+        var startReading = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var read = 0;
+        string? outOfOrder = null;
+        await using var server = await KestrelHost.StartGrpcAsync(r =>
+        {
+            r.AddUnary(Echo, (request, _) => Task.FromResult(request));
+            r.AddDuplexStreaming(Sink, async (requests, responses, _) =>
+            {
+                await startReading.Task;
+                while (await requests.MoveNextAsync())
+                {
+                    if (requests.Current[..5] != read.ToString("D5"))
+                    {
+                        outOfOrder ??= $"got {requests.Current[..5]} where {read:D5} was due";
+                    }
+
+                    read++;
+                }
+
+                await responses.WriteAsync(read.ToString(System.Globalization.CultureInfo.InvariantCulture));
+            });
+        });
+        using var channel = GrpcChannel.ForAddress(server.Address, new GrpcChannelOptions { MaxSendMessageSize = 1 << 20 });
+
+        await using var call = channel.DuplexStreaming(Sink);
+        var written = 0;
+        var writer = Task.Run(async () =>
+        {
+            for (var i = 0; i < count; i++)
+            {
+                await call.WriteAsync(i.ToString("D5") + new string('y', 64 * 1024));
+                Interlocked.Increment(ref written);
+            }
+
+            call.CompleteRequests();
+        });
+
+        for (var i = 0; i < 20; i++)
+        {
+            Assert.Equal("ping" + i, await channel.UnaryAsync(Echo, "ping" + i).Within());
+        }
+
+        // The writer is held back: it can have written no more than Kestrel's windows and buffers and the unsent
+        // allowance hold (about 3 MB), never the 300 messages.
+        var stalled = Volatile.Read(ref written);
+        for (var stable = 0; stable < 10; stable = Volatile.Read(ref written) == stalled ? stable + 1 : 0)
+        {
+            stalled = Volatile.Read(ref written);
+            await Task.Delay(100);
+        }
+
+        Assert.InRange(stalled, 1, 120);
+        Assert.False(writer.IsCompleted);
+
+        startReading.SetResult();
+        await writer.Within();
+        Assert.Equal([count.ToString(System.Globalization.CultureInfo.InvariantCulture)], await call.ReadAllAsync().ToListWithin());
+        Assert.Null(outOfOrder);
+        Assert.Equal(StatusCode.OK, call.Status?.Code);
+    }
+
+    /// <summary>
+    /// A duplex call refused (REFUSED_STREAM) before any of its request bytes went out is placed again, and takes what
+    /// was written with it; one refused after it sent some is not (the server may have read them), and ends UNAVAILABLE.
+    /// </summary>
+    [Fact]
+    public async Task ADuplexCallRefusedBeforeItSentAnything_IsPlacedAgainWithItsWrites_ButNotOnceItSentSome()
+    {
+        var written = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var streamsSeen = new List<int>();
+        var dataOnTheRefusedStream = false;
+        byte[]? body = null;
+        await using var server = new FakeH2Server(async peer =>
+        {
+            // SETTINGS_INITIAL_WINDOW_SIZE = 0: no stream may send DATA until told.
+            await peer.SendAsync(FakeH2Server.Peer.Settings, 0, 0, [0, 4, 0, 0, 0, 0]);
+            var first = await peer.ReadUntilAsync(f => f.Type == FakeH2Server.Peer.Headers);
+            lock (streamsSeen)
+            {
+                streamsSeen.Add(first.Stream);
+            }
+
+            await written.Task;
+            await peer.SendAsync(FakeH2Server.Peer.RstStream, 0, first.Stream, [0, 0, 0, 7]); // REFUSED_STREAM
+
+            var second = await peer.ReadUntilAsync(f =>
+            {
+                dataOnTheRefusedStream |= f.Type == FakeH2Server.Peer.Data && f.Stream == first.Stream;
+                return f.Type == FakeH2Server.Peer.Headers;
+            });
+            lock (streamsSeen)
+            {
+                streamsSeen.Add(second.Stream);
+            }
+
+            await peer.SendAsync(FakeH2Server.Peer.WindowUpdate, 0, second.Stream, [0, 0, 1, 0]); // 256 bytes
+            var data = new List<byte>();
+            while (true)
+            {
+                var frame = await peer.ReadFrameAsync();
+                dataOnTheRefusedStream |= frame.Type == FakeH2Server.Peer.Data && frame.Stream == first.Stream;
+                if (frame.Type == FakeH2Server.Peer.Data && frame.Stream == second.Stream)
+                {
+                    data.AddRange(frame.Payload);
+                    if (frame.EndStream)
+                    {
+                        break;
+                    }
+                }
+            }
+
+            body = [.. data];
+            await peer.SendUnaryResponseAsync(second.Stream, OkHeaders(), Utf8.Bytes("placed again"), Trailers("0"));
+
+            // The next call's first write goes out at once (the window is open now), then its stream is refused.
+            await peer.SendAsync(FakeH2Server.Peer.Settings, 0, 0, [0, 4, 0, 1, 0, 0]);
+            var third = await peer.ReadUntilAsync(f => f.Type == FakeH2Server.Peer.Data);
+            lock (streamsSeen)
+            {
+                streamsSeen.Add(third.Stream);
+            }
+
+            await peer.SendAsync(FakeH2Server.Peer.RstStream, 0, third.Stream, [0, 0, 0, 7]);
+            while (true)
+            {
+                var frame = await peer.ReadFrameAsync();
+                if (frame.Type == FakeH2Server.Peer.Headers)
+                {
+                    lock (streamsSeen)
+                    {
+                        streamsSeen.Add(frame.Stream);
+                    }
+                }
+            }
+        });
+        using var channel = GrpcChannel.ForAddress(server.Address);
+
+        await using (var call = channel.DuplexStreaming(Sink))
+        {
+            await call.WriteAsync("one").Within();
+            await call.WriteAsync("two").Within();
+            call.CompleteRequests();
+            written.SetResult();
+            Assert.Equal(["placed again"], await call.ReadAllAsync().ToListWithin());
+        }
+
+        Assert.Equal([.. Message("one"), .. Message("two")], body!);
+        Assert.False(dataOnTheRefusedStream);
+
+        await using (var call = channel.DuplexStreaming(Sink))
+        {
+            await call.WriteAsync("sent").Within();
+            var (received, ex) = await call.ReadAllAsync().ReadUntilFailureWithin();
+            Assert.Empty(received);
+            Assert.Equal(StatusCode.Unavailable, ex.StatusCode);
+        }
+
+        lock (streamsSeen)
+        {
+            Assert.Equal([1, 3, 5], streamsSeen); // the third call's stream was not placed again
+        }
+
+        Assert.Equal(1, server.Connections);
     }
 
     /// <summary>A self-signed certificate for 127.0.0.1, with its private key, as Kestrel needs it.</summary>

@@ -12,7 +12,7 @@ namespace GrpcBoard.Wire.Client.Http2;
 /// not null) is cut into messages as it arrives, and the stream's receive window is given back as the caller
 /// reads them: a caller that stops reading stops the server, instead of buffering without bound.
 /// </summary>
-internal sealed class CallStream(byte[] headerBlock, ReadOnlyMemory<byte> data, int maxReceiveMessageSize, bool streaming = false)
+internal sealed class CallStream(byte[] headerBlock, ReadOnlyMemory<byte> data, int maxReceiveMessageSize, bool streaming = false, bool streamsRequests = false)
 {
     /// <summary>
     /// Bytes of whole messages a streaming call may hold unread before its window is no longer given back on
@@ -26,10 +26,111 @@ internal sealed class CallStream(byte[] headerBlock, ReadOnlyMemory<byte> data, 
     /// <summary>The HPACK block of the request headers.</summary>
     public byte[] HeaderBlock { get; } = headerBlock;
 
-    /// <summary>The request body: one length-prefixed message.</summary>
+    /// <summary>The request body of a call that does not stream requests: one length-prefixed message.</summary>
     public ReadOnlyMemory<byte> Data { get; } = data;
 
     public int DataSent { get; set; }
+
+    /// <summary>
+    /// Request bytes a duplex call may have waiting to be sent before its next write waits for them to leave
+    /// (<see cref="RoomForRequests"/>): a server that does not read holds the writer, not our memory.
+    /// </summary>
+    public const int UnsentRequestLimit = 1 << 20;
+
+    /// <summary>
+    /// A duplex call: request messages are appended as the caller writes them (<see cref="AppendRequest"/>), and the
+    /// stream's END_STREAM goes out once <see cref="CompleteRequests"/> was called and everything before it left.
+    /// The request fields below are guarded by <see cref="RequestLock"/>, taken after the connection's lock and after
+    /// the call's, never before either.
+    /// </summary>
+    public bool StreamsRequests { get; } = streamsRequests;
+
+    public object RequestLock { get; } = new();
+
+    private byte[] _request = streamsRequests ? new byte[256] : [];
+    private int _requestStart;
+    private int _requestEnd;
+    private bool _requestsComplete = !streamsRequests;
+    private TaskCompletionSource? _room;
+
+    /// <summary>Request bytes that went out in DATA frames (a duplex call; under <see cref="RequestLock"/>).</summary>
+    public long RequestBytesSent { get; private set; }
+
+    /// <summary>Set when a duplex call moved to another stream (this one was refused unprocessed): writes go there.</summary>
+    public CallStream? MovedTo { get; private set; }
+
+    /// <summary>Request bytes not sent yet (under <see cref="RequestLock"/> for a duplex call).</summary>
+    public ReadOnlySpan<byte> Unsent => StreamsRequests ? _request.AsSpan(_requestStart, _requestEnd - _requestStart) : Data.Span[DataSent..];
+
+    /// <summary>Whether END_STREAM may follow the unsent bytes (under <see cref="RequestLock"/> for a duplex call).</summary>
+    public bool RequestsComplete => _requestsComplete;
+
+    /// <summary>Records that <paramref name="length"/> unsent bytes left in a DATA frame.</summary>
+    public void Sent(int length)
+    {
+        if (!StreamsRequests)
+        {
+            DataSent += length;
+            return;
+        }
+
+        _requestStart += length;
+        RequestBytesSent += length;
+        if (_requestStart == _requestEnd)
+        {
+            _requestStart = _requestEnd = 0;
+        }
+
+        if (_requestEnd - _requestStart < UnsentRequestLimit)
+        {
+            _room?.TrySetResult();
+            _room = null;
+        }
+    }
+
+    /// <summary>Queues one framed request message (under <see cref="RequestLock"/>).</summary>
+    public void AppendRequest(ReadOnlySpan<byte> framed)
+    {
+        var unsent = _requestEnd - _requestStart;
+        if (_requestEnd + framed.Length > _request.Length)
+        {
+            // Grown into a new array (what was sent is dropped), never moved in place: the connection may be framing
+            // from the old one.
+            var grown = new byte[Math.Max(_request.Length * 2, unsent + framed.Length)];
+            _request.AsSpan(_requestStart, unsent).CopyTo(grown);
+            _request = grown;
+            _requestStart = 0;
+            _requestEnd = unsent;
+        }
+
+        framed.CopyTo(_request.AsSpan(_requestEnd));
+        _requestEnd += framed.Length;
+    }
+
+    /// <summary>Ends the request stream after what is queued (under <see cref="RequestLock"/>).</summary>
+    public void CompleteRequests() => _requestsComplete = true;
+
+    /// <summary>
+    /// Null when a write may go ahead; otherwise a task that completes when there is room, or when the stream ended or
+    /// moved (under <see cref="RequestLock"/>; the writer looks again either way).
+    /// </summary>
+    public Task? RoomForRequests() =>
+        IsEnded || MovedTo is not null || _requestEnd - _requestStart < UnsentRequestLimit
+            ? null
+            : (_room ??= new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously)).Task;
+
+    /// <summary>
+    /// Moves this refused stream's unsent requests to the stream that replaces it (under both streams'
+    /// <see cref="RequestLock"/>). Only a stream that sent no request byte can move: what it sent is gone.
+    /// </summary>
+    public void MoveRequestsTo(CallStream next)
+    {
+        next.AppendRequest(Unsent);
+        next._requestsComplete = _requestsComplete;
+        MovedTo = next;
+        _room?.TrySetResult();
+        _room = null;
+    }
 
     public int MaxReceiveMessageSize { get; } = maxReceiveMessageSize;
 
@@ -124,6 +225,16 @@ internal sealed class CallStream(byte[] headerBlock, ReadOnlyMemory<byte> data, 
 
     private void Ended()
     {
+        if (StreamsRequests)
+        {
+            lock (RequestLock)
+            {
+                // A writer waiting for room looks again, and finds the call over (or moved, if it was refused unprocessed).
+                _room?.TrySetResult();
+                _room = null;
+            }
+        }
+
         Messages?.Writer.TryComplete();
         HeadersArrived.TrySetResult();
         Completion.TrySetResult();

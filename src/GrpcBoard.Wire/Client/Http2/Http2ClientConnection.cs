@@ -246,27 +246,70 @@ internal sealed class Http2ClientConnection
         for (var i = 0; i < _sending.Count && _sendWindow > 0; i++)
         {
             var stream = _sending[i];
-            while (true)
+            bool done;
+            if (stream.StreamsRequests)
             {
-                var left = stream.Data.Length - stream.DataSent;
-                var length = (int)Math.Min(Math.Min(left, _peerMaxFrameSize), Math.Min(_sendWindow, stream.SendWindow));
-                if (length <= 0 && left > 0)
+                lock (stream.RequestLock)
                 {
-                    break; // this stream's window is closed; others may still send
-                }
-
-                var last = length == left;
-                AppendFrame(DataFrame, last ? EndStreamFlag : (byte)0, stream.Id, stream.Data.Span.Slice(stream.DataSent, length));
-                stream.DataSent += length;
-                stream.SendWindow -= length;
-                _sendWindow -= length;
-                if (last)
-                {
-                    _sending.RemoveAt(i--);
-                    break;
+                    done = SendData(stream);
                 }
             }
+            else
+            {
+                done = SendData(stream);
+            }
+
+            if (done)
+            {
+                _sending.RemoveAt(i--);
+            }
         }
+    }
+
+    /// <summary>Sends a stream's unsent request bytes while windows allow; true once its END_STREAM went out.</summary>
+    private bool SendData(CallStream stream)
+    {
+        while (true)
+        {
+            var unsent = stream.Unsent;
+            var left = unsent.Length;
+            var length = (int)Math.Min(Math.Min(left, _peerMaxFrameSize), Math.Min(_sendWindow, stream.SendWindow));
+            if (length <= 0 && left > 0)
+            {
+                return false; // this stream's window is closed; others may still send
+            }
+
+            var last = length == left && stream.RequestsComplete;
+            if (length == 0 && !last)
+            {
+                return false; // a duplex call between writes
+            }
+
+            AppendFrame(DataFrame, last ? EndStreamFlag : (byte)0, stream.Id, unsent[..length]);
+            stream.Sent(length);
+            stream.SendWindow -= length;
+            _sendWindow -= length;
+            if (last)
+            {
+                return true;
+            }
+        }
+    }
+
+    /// <summary>A duplex call queued request bytes or completed its requests: sends what the windows allow.</summary>
+    public void RequestsQueued()
+    {
+        lock (_lock)
+        {
+            if (_failure is not null)
+            {
+                return;
+            }
+
+            Pump();
+        }
+
+        Flush();
     }
 
     private void AppendHeaders(int streamId, byte[] block)
