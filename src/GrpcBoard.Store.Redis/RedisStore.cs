@@ -490,10 +490,18 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
 
     // ---- What replicas read and write ---------------------------------------------------------------
 
+    /// <summary>Fault injection for tests: runs before every log read (a slow read, as on a loaded host).</summary>
+    internal Func<Task>? BeforeLogReadForTests { get; set; }
+
     /// <summary>The log of a workflow from a revision, with the meta it belongs to, read atomically.</summary>
     internal async Task<LogPage> ReadLogAsync(string workflowId, long fromRevision, int limit)
     {
         Interlocked.Increment(ref _logReads);
+        if (BeforeLogReadForTests is { } beforeRead)
+        {
+            await beforeRead().ConfigureAwait(false);
+        }
+
         var floor = Watermark(workflowId);
         if (WaitsForReplicas)
         {

@@ -59,6 +59,18 @@ internal sealed class WorkflowReplica
     private bool _stale;
 
     /// <summary>
+    /// Catch-ups in a row that ended behind (another instance committed while they read), since this replica last sent a
+    /// batch. A busy instance can commit faster than a catch-up reads; catching up again every time, this one would run
+    /// nothing, never be refused for the other's turn, and so never queue for it, for as long as the other kept writing.
+    /// So after <see cref="CatchUpsBehindBeforeRunning"/> of them, bodies run on the replica as it is: their batch
+    /// commits, or is refused (and waits for the turn), as any batch built on old state would be.
+    /// </summary>
+    private int _catchUpsBehind;
+
+    /// <summary>The first catch-up, and a second read because its notice may have come before what the first read.</summary>
+    private const int CatchUpsBehindBeforeRunning = 2;
+
+    /// <summary>
     /// Set when a batch was refused because another instance held the workflow's turn: the catch-up waits
     /// until the turn is passed here (or lapses, after <see cref="_turnLapsesIn"/> ms) before bodies run again.
     /// Completed already when the notice of the pass came before the refusal; cleared by a commit.
@@ -142,7 +154,7 @@ internal sealed class WorkflowReplica
                 return false;
             }
 
-            if (MustCatchUp && _inFlight.Count == 0 && _open is null)
+            if ((_stale || (Behind && _catchUpsBehind < CatchUpsBehindBeforeRunning)) && _inFlight.Count == 0 && _open is null)
             {
                 // Other instances committed since this replica last caught up (it put that off, or the catch-up
                 // failed): catch up first, rather than run the body on old state and have its batch refused.
@@ -286,6 +298,7 @@ internal sealed class WorkflowReplica
         while (_open is { } batch && _state is not null && _recovery is null && _inFlight.Count < _store.BatchesInFlight)
         {
             _open = null;
+            _catchUpsBehind = 0;
             batch.PreviousId = _sentId;
             batch.Id = batch.HasWrites ? _store.InstanceId + ":" + (++_sequence).ToString(System.Globalization.CultureInfo.InvariantCulture) : _sentId;
             batch.Head = _state.Head;
@@ -554,7 +567,8 @@ internal sealed class WorkflowReplica
             return;
         }
 
-        if (_state is not null && Behind)
+        _catchUpsBehind = Behind ? _catchUpsBehind + 1 : 0;
+        if (_state is not null && Behind && _catchUpsBehind < CatchUpsBehindBeforeRunning)
         {
             // Notified of a commit the catch-up may have read before it happened: read again.
             BeginRecovery(broken: false);

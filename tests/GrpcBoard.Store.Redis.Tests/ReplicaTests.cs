@@ -169,6 +169,51 @@ public sealed class ReplicaTests(RedisFixture redis) : IClassFixture<RedisFixtur
     }
 
     /// <summary>
+    /// An instance whose replica is behind catches up before it runs a transaction, but the other instance's commits
+    /// can land faster than a catch-up reads them: then it was behind again after every catch-up, ran nothing, and
+    /// never queued for the turn, for as long as the other kept writing (seen in CI: a whole two-instance race won by
+    /// one instance). After a catch-up and a second read that both end behind, it runs its transactions on the replica
+    /// as it is; their batch is refused for the turn, and it queues. Here A writes through 8 callers without pause
+    /// (defaults: 30 ms turn lease, 10 ms turns) until B's 20 writes are done, and B's log reads take 20 ms each.
+    /// </summary>
+    [RedisFact]
+    public async Task AnInstanceBehindABusyOne_StillGetsItsTransactionsIn()
+    {
+        await using var two = await TwoInstancesAsync("busy");
+        var (a, b, wf) = (two.A, two.B, two.Workflow);
+        await b.GetWorkflowAsync(wf, default).Within();
+        two.StoreB.BeforeLogReadForTests = () => Task.Delay(20);
+
+        var bDone = false;
+        long aWrites = 0;
+        var writers = Enumerable.Range(0, 8).Select(w => Task.Run(async () =>
+        {
+            while (!Volatile.Read(ref bDone))
+            {
+                await a.PutNoteAsync(new NotePutCommand { WorkflowId = wf, Key = "a" + w, Value = "x"u8.ToArray() }, default);
+                Interlocked.Increment(ref aWrites);
+            }
+        })).ToArray();
+
+        try
+        {
+            for (var i = 0; i < 20; i++)
+            {
+                await b.PutNoteAsync(new NotePutCommand { WorkflowId = wf, Key = "b", Value = "y"u8.ToArray() }, default).Within(TimeSpan.FromSeconds(10));
+            }
+        }
+        finally
+        {
+            Volatile.Write(ref bDone, true);
+            await Task.WhenAll(writers).Within();
+        }
+
+        Assert.True(two.StoreB.TurnWaits > 0, "B never waited for A's turn: A was not writing while B did");
+        var view = await b.GetNoteAsync(wf, "b", default).Within();
+        Assert.Equal("y", System.Text.Encoding.UTF8.GetString(view.Note.Value.Span));
+    }
+
+    /// <summary>
     /// A call that may be served elsewhere (the server could forward it), refused for another instance's turn,
     /// goes to the holder's address instead of waiting: nothing of it commits here, and it does not queue for
     /// the turn, which would make the holder pass it over. The same call pinned here waits and queues instead.
