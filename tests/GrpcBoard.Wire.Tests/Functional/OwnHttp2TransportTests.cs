@@ -514,20 +514,11 @@ public class OwnHttp2TransportTests
         await call.GetResponseHeadersAsync().Within();
 
         // While the streaming caller reads nothing, unary calls on the same connection still go through.
-        for (var i = 0; i < 20; i++)
-        {
-            Assert.Equal("ping" + i, await channel.UnaryAsync(Echo, "ping" + i).Within());
-        }
+        await UnaryCallsGoThroughAsync(channel);
 
         // The server is held back: it can have written no more than the stream's window, the unread allowance and
         // Kestrel's own buffers hold (about 6 MB), never the 300 messages.
-        var stalled = Volatile.Read(ref written);
-        for (var stable = 0; stable < 10; stable = Volatile.Read(ref written) == stalled ? stable + 1 : 0)
-        {
-            stalled = Volatile.Read(ref written);
-            await Task.Delay(100);
-        }
-
+        var stalled = await CountOnceItStopsMovingAsync(() => Volatile.Read(ref written));
         Assert.InRange(stalled, 1, 120);
 
         var received = 0;
@@ -633,6 +624,30 @@ public class OwnHttp2TransportTests
         Assert.Equal(StatusCode.Unavailable, ex.StatusCode);
     }
 
+    private static async Task UnaryCallsGoThroughAsync(GrpcChannel channel)
+    {
+        for (var i = 0; i < 20; i++)
+        {
+            Assert.Equal("ping" + i, await channel.UnaryAsync(Echo, "ping" + i).Within());
+        }
+    }
+
+    /// <summary>
+    /// A count once it has not moved for a second. No event marks a stalled writer, so the test samples it, and asserts
+    /// an upper bound that a writer without backpressure goes past (checked for each test that uses this).
+    /// </summary>
+    private static async Task<int> CountOnceItStopsMovingAsync(Func<int> count)
+    {
+        var stalled = count();
+        for (var stable = 0; stable < 10; stable = count() == stalled ? stable + 1 : 0)
+        {
+            stalled = count();
+            await Task.Delay(100);
+        }
+
+        return stalled;
+    }
+
     /// <summary>
     /// A duplex caller that writes faster than the server reads is held back once its stream's window and
     /// <see cref="CallStream.UnsentRequestLimit"/> are full, instead of buffering without bound; meanwhile unary calls on
@@ -679,20 +694,11 @@ public class OwnHttp2TransportTests
             call.CompleteRequests();
         });
 
-        for (var i = 0; i < 20; i++)
-        {
-            Assert.Equal("ping" + i, await channel.UnaryAsync(Echo, "ping" + i).Within());
-        }
+        await UnaryCallsGoThroughAsync(channel);
 
         // The writer is held back: it can have written no more than Kestrel's windows and buffers and the unsent
         // allowance hold (about 3 MB), never the 300 messages.
-        var stalled = Volatile.Read(ref written);
-        for (var stable = 0; stable < 10; stable = Volatile.Read(ref written) == stalled ? stable + 1 : 0)
-        {
-            stalled = Volatile.Read(ref written);
-            await Task.Delay(100);
-        }
-
+        var stalled = await CountOnceItStopsMovingAsync(() => Volatile.Read(ref written));
         Assert.InRange(stalled, 1, 120);
         Assert.False(writer.IsCompleted);
 
