@@ -328,6 +328,14 @@ internal sealed class OwnStreamingCall<TRequest, TResponse> : IStreamingCallCore
             lock (_lock)
             {
                 _placementSettled = true;
+                if (_stream is { } stream)
+                {
+                    // A writer waiting on a stream refused unprocessed, and not placed again, finds the call over.
+                    lock (stream.RequestLock)
+                    {
+                        stream.WakeWriter();
+                    }
+                }
             }
         }
     }

@@ -813,6 +813,53 @@ public class OwnHttp2TransportTests
         Assert.Equal(1, server.Connections);
     }
 
+    /// <summary>
+    /// A writer held back on a stream that the server then refuses, after some of its bytes went out, is not left
+    /// waiting: the call is not placed again, and the write fails with the call's UNAVAILABLE.
+    /// </summary>
+    [Fact]
+    public async Task AWriterHeldBackOnAStreamRefusedAfterItSentBytes_FailsWithUnavailable()
+    {
+        var blocked = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        await using var server = new FakeH2Server(async peer =>
+        {
+            await peer.SendAsync(FakeH2Server.Peer.Settings, 0, 0, [0, 4, 0, 0, 0, 16]); // 16 bytes per stream
+            var data = await peer.ReadUntilAsync(f => f.Type == FakeH2Server.Peer.Data);
+            await blocked.Task;
+            await peer.SendAsync(FakeH2Server.Peer.RstStream, 0, data.Stream, [0, 0, 0, 7]); // REFUSED_STREAM
+            while (true)
+            {
+                await peer.ReadFrameAsync();
+            }
+        });
+        using var channel = GrpcChannel.ForAddress(server.Address, new GrpcChannelOptions { MaxSendMessageSize = 1 << 20 });
+
+        await using var call = channel.DuplexStreaming(Sink);
+        await call.WriteAsync("one").Within();
+        var appended = 0;
+        var writer = Task.Run(async () =>
+        {
+            // Two of these fill the 1 MiB allowance (16 bytes can leave); the third waits for room.
+            while (true)
+            {
+                await call.WriteAsync(new string('z', 600 * 1024));
+                Interlocked.Increment(ref appended);
+            }
+        });
+        while (Volatile.Read(ref appended) < 2)
+        {
+            await Task.Delay(10).Within();
+        }
+
+        Assert.False(writer.IsCompleted);
+        blocked.SetResult();
+        var ex = await Timeouts.ThrowsRpc(() => writer);
+        Assert.Equal(StatusCode.Unavailable, ex.StatusCode);
+        Assert.Equal(2, Volatile.Read(ref appended));
+        var (_, readFailure) = await call.ReadAllAsync().ReadUntilFailureWithin();
+        Assert.Equal(StatusCode.Unavailable, readFailure.StatusCode);
+    }
+
     /// <summary>A self-signed certificate for 127.0.0.1, with its private key, as Kestrel needs it.</summary>
     private static X509Certificate2 LoopbackCertificate()
     {

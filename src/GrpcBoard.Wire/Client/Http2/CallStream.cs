@@ -56,9 +56,6 @@ internal sealed class CallStream(byte[] headerBlock, ReadOnlyMemory<byte> data, 
     /// <summary>Request bytes that went out in DATA frames (a duplex call; under <see cref="RequestLock"/>).</summary>
     public long RequestBytesSent { get; private set; }
 
-    /// <summary>Set when a duplex call moved to another stream (this one was refused unprocessed): writes go there.</summary>
-    public CallStream? MovedTo { get; private set; }
-
     /// <summary>Request bytes not sent yet (under <see cref="RequestLock"/> for a duplex call).</summary>
     public ReadOnlySpan<byte> Unsent => StreamsRequests ? _request.AsSpan(_requestStart, _requestEnd - _requestStart) : Data.Span[DataSent..];
 
@@ -83,8 +80,7 @@ internal sealed class CallStream(byte[] headerBlock, ReadOnlyMemory<byte> data, 
 
         if (_requestEnd - _requestStart < UnsentRequestLimit)
         {
-            _room?.TrySetResult();
-            _room = null;
+            WakeWriter();
         }
     }
 
@@ -94,8 +90,7 @@ internal sealed class CallStream(byte[] headerBlock, ReadOnlyMemory<byte> data, 
         var unsent = _requestEnd - _requestStart;
         if (_requestEnd + framed.Length > _request.Length)
         {
-            // Grown into a new array (what was sent is dropped), never moved in place: the connection may be framing
-            // from the old one.
+            // Copied into a larger array, dropping what was sent: at most the unsent limit and one message stay.
             var grown = new byte[Math.Max(_request.Length * 2, unsent + framed.Length)];
             _request.AsSpan(_requestStart, unsent).CopyTo(grown);
             _request = grown;
@@ -111,13 +106,21 @@ internal sealed class CallStream(byte[] headerBlock, ReadOnlyMemory<byte> data, 
     public void CompleteRequests() => _requestsComplete = true;
 
     /// <summary>
-    /// Null when a write may go ahead; otherwise a task that completes when there is room, or when the stream ended or
-    /// moved (under <see cref="RequestLock"/>; the writer looks again either way).
+    /// Null when a write may go ahead; otherwise a task that completes when there is room, when the stream ends or moves,
+    /// or when the call's placement settles (<see cref="WakeWriter"/>); the writer looks again either way (under
+    /// <see cref="RequestLock"/>). A stream refused unprocessed keeps its limit while the call is placed again.
     /// </summary>
     public Task? RoomForRequests() =>
-        IsEnded || MovedTo is not null || _requestEnd - _requestStart < UnsentRequestLimit
+        _requestEnd - _requestStart < UnsentRequestLimit
             ? null
             : (_room ??= new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously)).Task;
+
+    /// <summary>Lets a writer waiting for room look again (under <see cref="RequestLock"/>).</summary>
+    public void WakeWriter()
+    {
+        _room?.TrySetResult();
+        _room = null;
+    }
 
     /// <summary>
     /// Moves this refused stream's unsent requests to the stream that replaces it (under both streams'
@@ -127,9 +130,7 @@ internal sealed class CallStream(byte[] headerBlock, ReadOnlyMemory<byte> data, 
     {
         next.AppendRequest(Unsent);
         next._requestsComplete = _requestsComplete;
-        MovedTo = next;
-        _room?.TrySetResult();
-        _room = null;
+        WakeWriter(); // it writes to the call's new stream
     }
 
     public int MaxReceiveMessageSize { get; } = maxReceiveMessageSize;
@@ -229,9 +230,9 @@ internal sealed class CallStream(byte[] headerBlock, ReadOnlyMemory<byte> data, 
         {
             lock (RequestLock)
             {
-                // A writer waiting for room looks again, and finds the call over (or moved, if it was refused unprocessed).
-                _room?.TrySetResult();
-                _room = null;
+                // A writer waiting for room looks again, and finds the call over (or, refused unprocessed, waits for the
+                // placement).
+                WakeWriter();
             }
         }
 
