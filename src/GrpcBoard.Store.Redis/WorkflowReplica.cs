@@ -157,7 +157,8 @@ internal sealed class WorkflowReplica
             if ((_stale || (Behind && _catchUpsBehind < CatchUpsBehindBeforeRunning)) && _inFlight.Count == 0 && _open is null)
             {
                 // Other instances committed since this replica last caught up (it put that off, or the catch-up
-                // failed): catch up first, rather than run the body on old state and have its batch refused.
+                // failed): catch up first, rather than run the body on old state and have its batch refused. Not
+                // after two catch-ups that ended behind (_catchUpsBehind): then the batch goes, and may queue for the turn.
                 BeginRecovery(broken: false);
                 Recover();
                 return false;

@@ -860,6 +860,48 @@ public class OwnHttp2TransportTests
         Assert.Equal(StatusCode.Unavailable, readFailure.StatusCode);
     }
 
+    /// <summary>
+    /// A duplex call ends its requests with an empty DATA frame, which needs no window: it goes out even while another
+    /// call's large request has used up the connection's window and the server reads none of it.
+    /// </summary>
+    [Fact]
+    public async Task ADuplexCallsEndOfRequests_GoesOut_WhileTheConnectionsWindowIsUsedUp()
+    {
+        var windowUsedUp = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        await using var server = new FakeH2Server(async peer =>
+        {
+            await peer.SendSettingsAsync();
+            var duplex = 0;
+            var unaryBytes = 0;
+            while (true)
+            {
+                var frame = await peer.ReadFrameAsync();
+                if (frame.Type == FakeH2Server.Peer.Data && frame.Stream == 1 && (unaryBytes += frame.Payload.Length) == 65_535)
+                {
+                    windowUsedUp.SetResult(); // the connection's initial window, all of it
+                }
+
+                if (frame.Type == FakeH2Server.Peer.Headers && frame.Stream != 1)
+                {
+                    duplex = frame.Stream;
+                }
+
+                // The unary call on stream 1 is never answered, nor its window given back.
+                if (frame.Type == FakeH2Server.Peer.Data && frame.Stream == duplex && frame.EndStream)
+                {
+                    await peer.SendUnaryResponseAsync(duplex, OkHeaders(), Utf8.Bytes("ended"), Trailers("0"));
+                }
+            }
+        });
+        using var channel = GrpcChannel.ForAddress(server.Address, new GrpcChannelOptions { MaxSendMessageSize = 1 << 20 });
+
+        _ = channel.UnaryAsync(Echo, new string('u', 100_000), new CallOptions(Deadline: DateTimeOffset.UtcNow.AddSeconds(30)));
+        await windowUsedUp.Task.Within();
+        await using var call = channel.DuplexStreaming(Sink);
+        call.CompleteRequests();
+        Assert.Equal(["ended"], await call.ReadAllAsync().ToListWithin());
+    }
+
     /// <summary>A self-signed certificate for 127.0.0.1, with its private key, as Kestrel needs it.</summary>
     private static X509Certificate2 LoopbackCertificate()
     {

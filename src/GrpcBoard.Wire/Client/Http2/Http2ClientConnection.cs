@@ -243,7 +243,9 @@ internal sealed class Http2ClientConnection
             }
         }
 
-        for (var i = 0; i < _sending.Count && _sendWindow > 0; i++)
+        // Every sending stream is looked at, even with the connection's window closed: a duplex call's END_STREAM can
+        // be an empty DATA frame, which needs no window, and must not wait for another stream's bytes to be read.
+        for (var i = 0; i < _sending.Count; i++)
         {
             var stream = _sending[i];
             bool done;
