@@ -31,8 +31,9 @@ public sealed class GrpcChannelOptions
     public TimeSpan KeepAliveTimeout { get; set; } = TimeSpan.FromSeconds(10);
 
     /// <summary>
-    /// Send calls through HttpClient instead of the channel's own HTTP/2 connections (default false). The own connections cost about half of HttpClient's CPU per call
-    /// (docs/benchmarks.md). A custom <see cref="HttpHandler"/> always means HttpClient.
+    /// Send calls through HttpClient instead of the channel's own HTTP/2 connections (default false). The own
+    /// connections cost about half of HttpClient's CPU per call (docs/benchmarks.md). A custom <see cref="HttpHandler"/>
+    /// always means HttpClient.
     /// </summary>
     public bool HttpClientForCalls { get; set; }
 

@@ -20,7 +20,6 @@ internal sealed class OwnStreamingCall<TRequest, TResponse> : IStreamingCallCore
 
     /// <summary>A duplex call: requests are written after the start (<see cref="WriteRequestAsync"/>).</summary>
     private readonly bool _duplex;
-    private bool _requestsCompleted;
 
     /// <summary>Set once the placement has settled on a stream (or on none): a refused stream is then not placed again.</summary>
     private bool _placementSettled;
@@ -162,11 +161,6 @@ internal sealed class OwnStreamingCall<TRequest, TResponse> : IStreamingCallCore
             Http2ClientConnection? connection;
             lock (_lock)
             {
-                if (_requestsCompleted)
-                {
-                    throw new InvalidOperationException("The request stream has been completed.");
-                }
-
                 if (_abort is { } abort)
                 {
                     throw new RpcException(abort.Status);
@@ -191,6 +185,11 @@ internal sealed class OwnStreamingCall<TRequest, TResponse> : IStreamingCallCore
                         throw stream.Failure is { } failure
                             ? new RpcException(failure.Status, failure.Trailers)
                             : new InvalidOperationException("The call has ended; the server takes no more requests.");
+                    }
+
+                    if (stream.RequestsComplete)
+                    {
+                        throw new InvalidOperationException("The request stream has been completed.");
                     }
 
                     room = stream.RoomForRequests();
@@ -219,12 +218,11 @@ internal sealed class OwnStreamingCall<TRequest, TResponse> : IStreamingCallCore
         Http2ClientConnection? connection;
         lock (_lock)
         {
-            if (!_duplex || _requestsCompleted || _stream is not { } stream)
+            if (!_duplex || _stream is not { } stream)
             {
                 return;
             }
 
-            _requestsCompleted = true;
             lock (stream.RequestLock)
             {
                 stream.CompleteRequests();
@@ -259,17 +257,12 @@ internal sealed class OwnStreamingCall<TRequest, TResponse> : IStreamingCallCore
         await _registration.DisposeAsync().ConfigureAwait(false);
     }
 
-    /// <summary>Whether a duplex call's stream sent request bytes: a server may then have seen them, so it is not placed again.</summary>
-    private bool SentRequests(CallStream stream)
+    /// <summary>Whether the stream still holds its whole request to place again (<see cref="CallStream.HoldsWholeRequest"/>).</summary>
+    private static bool HoldsWholeRequest(CallStream stream)
     {
-        if (!_duplex)
-        {
-            return false;
-        }
-
         lock (stream.RequestLock)
         {
-            return stream.RequestBytesSent > 0;
+            return stream.HoldsWholeRequest;
         }
     }
 
@@ -420,7 +413,7 @@ internal sealed class OwnStreamingCall<TRequest, TResponse> : IStreamingCallCore
                 }
 
                 await stream.HeadersArrived.Task.ConfigureAwait(false);
-                if (stream.Failure is null || !stream.Unprocessed || attempt == GrpcChannel.MaxPlacements || Volatile.Read(ref _abort) is not null || SentRequests(stream))
+                if (stream.Failure is null || !stream.Unprocessed || attempt == GrpcChannel.MaxPlacements || Volatile.Read(ref _abort) is not null || !HoldsWholeRequest(stream))
                 {
                     return stream;
                 }

@@ -837,19 +837,20 @@ public class OwnHttp2TransportTests
         await using var call = channel.DuplexStreaming(Sink);
         await call.WriteAsync("one").Within();
         var appended = 0;
+        var twoAppended = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         var writer = Task.Run(async () =>
         {
             // Two of these fill the 1 MiB allowance (16 bytes can leave); the third waits for room.
             while (true)
             {
                 await call.WriteAsync(new string('z', 600 * 1024));
-                Interlocked.Increment(ref appended);
+                if (Interlocked.Increment(ref appended) == 2)
+                {
+                    twoAppended.SetResult();
+                }
             }
         });
-        while (Volatile.Read(ref appended) < 2)
-        {
-            await Task.Delay(10).Within();
-        }
+        await twoAppended.Task.Within();
 
         Assert.False(writer.IsCompleted);
         blocked.SetResult();

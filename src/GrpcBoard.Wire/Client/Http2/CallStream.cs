@@ -27,9 +27,7 @@ internal sealed class CallStream(byte[] headerBlock, ReadOnlyMemory<byte> data, 
     public byte[] HeaderBlock { get; } = headerBlock;
 
     /// <summary>The request body of a call that does not stream requests: one length-prefixed message.</summary>
-    public ReadOnlyMemory<byte> Data { get; } = data;
-
-    public int DataSent { get; set; }
+    private readonly ReadOnlyMemory<byte> _data = data;
 
     /// <summary>
     /// Request bytes a duplex call may have waiting to be sent before its next write waits for them to leave
@@ -40,8 +38,8 @@ internal sealed class CallStream(byte[] headerBlock, ReadOnlyMemory<byte> data, 
     /// <summary>
     /// A duplex call: request messages are appended as the caller writes them (<see cref="AppendRequest"/>), and the
     /// stream's END_STREAM goes out once <see cref="CompleteRequests"/> was called and everything before it left.
-    /// The request fields below are guarded by <see cref="RequestLock"/>, taken after the connection's lock and after
-    /// the call's, never before either.
+    /// The request fields below are guarded by <see cref="RequestLock"/> (for every stream, so that sending has one
+    /// path), taken after the connection's lock and after the call's, never before either.
     /// </summary>
     public bool StreamsRequests { get; } = streamsRequests;
 
@@ -53,26 +51,31 @@ internal sealed class CallStream(byte[] headerBlock, ReadOnlyMemory<byte> data, 
     private bool _requestsComplete = !streamsRequests;
     private TaskCompletionSource? _room;
 
-    /// <summary>Request bytes that went out in DATA frames (a duplex call; under <see cref="RequestLock"/>).</summary>
+    /// <summary>Request bytes that went out in DATA frames.</summary>
     public long RequestBytesSent { get; private set; }
 
-    /// <summary>Request bytes not sent yet (under <see cref="RequestLock"/> for a duplex call).</summary>
-    public ReadOnlySpan<byte> Unsent => StreamsRequests ? _request.AsSpan(_requestStart, _requestEnd - _requestStart) : Data.Span[DataSent..];
+    /// <summary>
+    /// Whether the stream still holds every byte of its request, so that the call can be placed again on another stream
+    /// if this one is refused unprocessed. A duplex call drops what it sent.
+    /// </summary>
+    public bool HoldsWholeRequest => !StreamsRequests || RequestBytesSent == 0;
 
-    /// <summary>Whether END_STREAM may follow the unsent bytes (under <see cref="RequestLock"/> for a duplex call).</summary>
+    /// <summary>Request bytes not sent yet.</summary>
+    public ReadOnlySpan<byte> Unsent => StreamsRequests ? _request.AsSpan(_requestStart, _requestEnd - _requestStart) : _data.Span[(int)RequestBytesSent..];
+
+    /// <summary>Whether END_STREAM may follow the unsent bytes (always, for a call that does not stream requests).</summary>
     public bool RequestsComplete => _requestsComplete;
 
     /// <summary>Records that <paramref name="length"/> unsent bytes left in a DATA frame.</summary>
     public void Sent(int length)
     {
+        RequestBytesSent += length;
         if (!StreamsRequests)
         {
-            DataSent += length;
             return;
         }
 
         _requestStart += length;
-        RequestBytesSent += length;
         if (_requestStart == _requestEnd)
         {
             _requestStart = _requestEnd = 0;

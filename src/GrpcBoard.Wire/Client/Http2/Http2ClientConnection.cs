@@ -249,14 +249,7 @@ internal sealed class Http2ClientConnection
         {
             var stream = _sending[i];
             bool done;
-            if (stream.StreamsRequests)
-            {
-                lock (stream.RequestLock)
-                {
-                    done = SendData(stream);
-                }
-            }
-            else
+            lock (stream.RequestLock)
             {
                 done = SendData(stream);
             }
