@@ -154,7 +154,7 @@ internal sealed class WorkflowReplica
                 return false;
             }
 
-            if ((_stale || (Behind && _catchUpsBehind < CatchUpsBehindBeforeRunning)) && _inFlight.Count == 0 && _open is null)
+            if ((_stale || CatchUpAgain) && _inFlight.Count == 0 && _open is null)
             {
                 // Other instances committed since this replica last caught up (it put that off, or the catch-up
                 // failed): catch up first, rather than run the body on old state and have its batch refused. Not
@@ -214,6 +214,9 @@ internal sealed class WorkflowReplica
 
     /// <summary>The replica may not be at the workflow's head: behind other instances' commits, or its last catch-up failed.</summary>
     private bool MustCatchUp => Behind || _stale;
+
+    /// <summary>Behind, and not yet caught up twice in a row in vain (<see cref="_catchUpsBehind"/>): read the log before running bodies.</summary>
+    private bool CatchUpAgain => Behind && _catchUpsBehind < CatchUpsBehindBeforeRunning;
 
     /// <summary>Committed events from <paramref name="from"/>, if this replica holds them; null to read Redis.</summary>
     public EventPage? TryReadEvents(long from, int limit)
@@ -569,7 +572,7 @@ internal sealed class WorkflowReplica
         }
 
         _catchUpsBehind = Behind ? _catchUpsBehind + 1 : 0;
-        if (_state is not null && Behind && _catchUpsBehind < CatchUpsBehindBeforeRunning)
+        if (_state is not null && CatchUpAgain)
         {
             // Notified of a commit the catch-up may have read before it happened: read again.
             BeginRecovery(broken: false);
