@@ -287,6 +287,34 @@ public class OwnHttp2TransportTests
     }
 
     [Fact]
+    public async Task CallersWhoseContinuationsBlock_HoldBackNoOtherCall_WhenTheirAnswersArriveInOneRead()
+    {
+        // Both answers leave in one write, so that the client parses them together.
+        await using var server = new FakeH2Server(async peer =>
+        {
+            await peer.SendSettingsAsync();
+            var first = await ReadRequestAsync(peer);
+            var second = await ReadRequestAsync(peer);
+            await peer.SendTogetherAsync([
+                .. FakeH2Server.Peer.UnaryResponse(first, OkHeaders(), Utf8.Bytes("first"), Trailers("0")),
+                .. FakeH2Server.Peer.UnaryResponse(second, OkHeaders(), Utf8.Bytes("second"), Trailers("0"))]);
+            await peer.ReadFrameAsync(); // until the client leaves
+        });
+        using var channel = GrpcChannel.ForAddress(server.Address);
+
+        var a = channel.UnaryAsync(Echo, "a");
+        var b = channel.UnaryAsync(Echo, "b");
+        // Each caller's continuation holds its thread until the other call has its answer. Run on the connection's
+        // reader, or one after the other, the first would wait for an answer never handed out.
+        var aWaited = a.ContinueWith(_ => b.Wait(TimeSpan.FromSeconds(10)), TaskContinuationOptions.ExecuteSynchronously);
+        var bWaited = b.ContinueWith(_ => a.Wait(TimeSpan.FromSeconds(10)), TaskContinuationOptions.ExecuteSynchronously);
+
+        Assert.True(await aWaited.Within());
+        Assert.True(await bWaited.Within());
+        Assert.Equal(["first", "second"], new[] { await a, await b }.Order());
+    }
+
+    [Fact]
     public async Task HuffmanCodedHeadersAndTrailers_AreDecoded()
     {
         await using var server = new FakeH2Server(async peer =>

@@ -104,7 +104,19 @@ public sealed class FakeH2Server : IAsyncDisposable
             }
         }
 
-        public Task SendAsync(byte type, byte flags, int stream, ReadOnlySpan<byte> payload)
+        public Task SendAsync(byte type, byte flags, int stream, ReadOnlySpan<byte> payload) => socket.SendAsync(FrameBytes(type, flags, stream, payload), SocketFlags.None);
+
+        /// <summary>Sends bytes in one write: several frames that the client then reads together.</summary>
+        public async Task SendTogetherAsync(byte[] frames)
+        {
+            for (var sent = 0; sent < frames.Length;)
+            {
+                sent += await socket.SendAsync(frames.AsMemory(sent), SocketFlags.None).ConfigureAwait(false);
+            }
+        }
+
+        /// <summary>One frame as bytes.</summary>
+        public static byte[] FrameBytes(byte type, byte flags, int stream, ReadOnlySpan<byte> payload)
         {
             var bytes = new byte[9 + payload.Length];
             bytes[0] = (byte)(payload.Length >> 16);
@@ -114,8 +126,12 @@ public sealed class FakeH2Server : IAsyncDisposable
             bytes[4] = flags;
             BinaryPrimitives.WriteUInt32BigEndian(bytes.AsSpan(5), (uint)stream);
             payload.CopyTo(bytes.AsSpan(9));
-            return socket.SendAsync(bytes, SocketFlags.None);
+            return bytes;
         }
+
+        /// <summary>A whole unary response as bytes: headers, one message, trailers with the status.</summary>
+        public static byte[] UnaryResponse(int stream, byte[] headerBlock, byte[] message, byte[] trailerBlock) =>
+            [.. FrameBytes(Headers, 0x4, stream, headerBlock), .. FrameBytes(Data, 0, stream, RawHttp2.Frame(message)), .. FrameBytes(Headers, 0x4 | 0x1, stream, trailerBlock)];
 
         public Task SendSettingsAsync() => SendAsync(Settings, 0, 0, []);
 

@@ -57,6 +57,8 @@ internal sealed class Http2ClientConnection
     private readonly ITimer? _keepAliveTimer;
     private readonly ITimer _settingsTimer;
     private readonly Http2SendBuffer _send;
+    /// <summary>Calls ended by <see cref="End"/>, for the reader to tell whether a parse ended any.</summary>
+    private int _endedCalls;
     private int _nextStreamId = 1;
     private long _sendWindow = 65_535;
     private long _peerInitialStreamWindow = 65_535;
@@ -327,8 +329,10 @@ internal sealed class Http2ClientConnection
 
     /// <summary>
     /// Sends what is buffered, unless a send is already in progress (it will take this too). The reader sends
-    /// at once, after parsing a read's worth of frames; other threads hand the send to the thread pool, so that
-    /// the calls callers make meanwhile leave in the same write: one system call for many calls, on both ends.
+    /// at once, after parsing a read's worth of frames that ended no call; other threads, and the reader after a
+    /// read that ended calls, hand the send to the thread pool's global queue, so that the calls callers make
+    /// meanwhile (and those the ended calls' callers make next, see <see cref="CallStream.Completion"/>) leave in
+    /// the same write: one system call for many calls, on both ends.
     /// A send that cannot complete at once goes on asynchronously; nobody waits for it.
     /// </summary>
     private void Flush(bool inline = false)
@@ -391,13 +395,16 @@ internal sealed class Http2ClientConnection
 
                 end += read;
                 Volatile.Write(ref _lastFrameTimestamp, TimeProvider.System.GetTimestamp());
+                var endedBefore = _endedCalls;
                 start = ParseFrames(buffer, start, end);
                 if (start == end)
                 {
                     start = end = 0;
                 }
 
-                Flush(inline: true); // what parsing produced: SETTINGS and PING acks, window updates, resets, waiting calls
+                // What parsing produced: SETTINGS and PING acks, window updates, resets, waiting calls. When it ended
+                // calls, the send is queued behind their completions instead, to take the calls their callers make next.
+                Flush(inline: endedBefore == Volatile.Read(ref _endedCalls));
                 if (_draining)
                 {
                     CloseIfDrained();
@@ -807,6 +814,7 @@ internal sealed class Http2ClientConnection
             }
 
             _ = failure is null ? s.TryComplete() : unprocessed ? s.TryFailUnprocessed(failure) : s.TryFail(failure);
+            _endedCalls++;
             Pump();
         }
     }
