@@ -55,6 +55,9 @@ public sealed class LeanH2Connection : IAsyncDisposable
     private readonly HeaderBlockReader _headerBlocks = new(MaxHeaderListSize);
     private readonly List<KeyValuePair<string, string>> _decoded = [];
 
+    /// <summary>Writes to the socket so far.</summary>
+    public long Writes => _send.Writes;
+
     private LeanH2Connection(Socket socket, string authority, CancellationToken cancellationToken)
     {
         _socket = socket;

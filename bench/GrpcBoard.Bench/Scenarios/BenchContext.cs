@@ -58,6 +58,10 @@ public sealed class ClientPool : IAsyncDisposable
     /// <summary>Lean connections opened so far (0 until a run uses the lean load generator).</summary>
     public int LeanCount => _lean?.Length ?? 0;
 
+    /// <summary>Socket writes of the given load generator's connections so far.</summary>
+    public long Writes(LoadGenerator generator) =>
+        generator == LoadGenerator.Sdk ? _clients.Sum(c => c.Channel.OwnConnectionWrites) : (_lean ?? []).Sum(c => c.Writes);
+
     /// <summary>The client for setup calls and checks.</summary>
     public BoardClient Main => _clients[0];
 

@@ -71,9 +71,11 @@ public sealed class ClaimScenario(string name, bool completes) : IScenario
 
         var window = new ResourceWindow(context.Target.ProcessId, context.Target.Companions);
         var redisBefore = context.Target.RedisEndpoint is { } redis ? await RedisCommandStats.TakeAsync(redis) : null;
+        var writesBefore = context.Clients.Writes(o.Client);
         window.Start();
         var run = await ClaimRun.ExecuteAsync(context.Clients, o.Client, workflowIds, o.Workers, o.Tasks, lease, completes, o.ResultBytes, o.Duration, ct, o.ClaimNext);
         var usage = window.Stop();
+        var writes = context.Clients.Writes(o.Client) - writesBefore;
         var redisAfter = redisBefore is not null ? await RedisCommandStats.TakeAsync(context.Target.RedisEndpoint!) : null;
         var connections = context.Clients.CountConnections();
 
@@ -90,6 +92,8 @@ public sealed class ClaimScenario(string name, bool completes) : IScenario
         report.Line("empty claims", string.Create(Report.Culture, $"{run.EmptyClaims} (a worker stops at its first: nothing left to claim)"));
         report.Line("failed calls", run.Errors.ToString(Report.Culture));
         report.Line("http/2 connections", connections is { } c ? $"{c} established to port{(context.Clients.Servers.Count > 1 ? "s" : "")} {string.Join(", ", context.Clients.Servers.Select(s => s.Port))} after the run ({context.Clients.Count} C# client channel(s), {context.Clients.LeanCount} lean connection(s))" : "unknown");
+        // Calls that leave in one write cost both ends one system call. The C# client over HttpClient counts none.
+        report.Line("client socket writes", string.Create(Report.Culture, $"{writes} ({(units > 0 ? 1000.0 * writes / units : 0):0.0} per 1,000 {Unit}s)"));
         var rows = new List<(string, LatencyStats)> { ("ClaimTask", LatencyStats.From(run.Workers.Select(w => w.ClaimLatency))) };
         if (completes)
         {

@@ -321,6 +321,9 @@ internal sealed class Http2ClientConnection
         }
     }
 
+    /// <summary>Writes to the socket so far (<see cref="Http2SendBuffer.Writes"/>).</summary>
+    public long Writes => _send.Writes;
+
     private void AppendFrame(byte type, byte flags, int stream, ReadOnlySpan<byte> payload) => Http2Frames.AppendFrame(_send.Pending, type, flags, stream, payload);
 
     private void AppendWindowUpdate(int stream, int increment) => Http2Frames.AppendWindowUpdate(_send.Pending, stream, increment);
