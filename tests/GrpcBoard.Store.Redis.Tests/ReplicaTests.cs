@@ -185,13 +185,11 @@ public sealed class ReplicaTests(RedisFixture redis) : IClassFixture<RedisFixtur
         two.StoreB.BeforeLogReadForTests = () => Task.Delay(20);
 
         var bDone = false;
-        long aWrites = 0;
         var writers = Enumerable.Range(0, 8).Select(w => Task.Run(async () =>
         {
             while (!Volatile.Read(ref bDone))
             {
                 await a.PutNoteAsync(new NotePutCommand { WorkflowId = wf, Key = "a" + w, Value = "x"u8.ToArray() }, default);
-                Interlocked.Increment(ref aWrites);
             }
         })).ToArray();
 

@@ -143,13 +143,9 @@ public sealed class FakeH2Server : IAsyncDisposable
             return SendAsync(GoAway, 0, 0, payload);
         }
 
-        /// <summary>A whole unary response: headers, one message, trailers with the status.</summary>
-        public async Task SendUnaryResponseAsync(int stream, byte[] headerBlock, byte[] message, byte[] trailerBlock)
-        {
-            await SendAsync(Headers, 0x4, stream, headerBlock).ConfigureAwait(false);
-            await SendAsync(Data, 0, stream, RawHttp2.Frame(message)).ConfigureAwait(false);
-            await SendAsync(Headers, 0x4 | 0x1, stream, trailerBlock).ConfigureAwait(false);
-        }
+        /// <summary>A whole unary response (<see cref="UnaryResponse"/>), in one write.</summary>
+        public Task SendUnaryResponseAsync(int stream, byte[] headerBlock, byte[] message, byte[] trailerBlock) =>
+            SendTogetherAsync(UnaryResponse(stream, headerBlock, message, trailerBlock));
 
         public void Dispose() => socket.Dispose();
 

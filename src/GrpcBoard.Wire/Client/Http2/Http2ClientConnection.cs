@@ -398,7 +398,7 @@ internal sealed class Http2ClientConnection
 
                 end += read;
                 Volatile.Write(ref _lastFrameTimestamp, TimeProvider.System.GetTimestamp());
-                var endedBefore = _endedCalls;
+                var endedBefore = Volatile.Read(ref _endedCalls);
                 start = ParseFrames(buffer, start, end);
                 if (start == end)
                 {
