@@ -244,63 +244,155 @@ internal sealed class CommitBatch
             return [PreviousId, Id, Head, channel, RedisValue.EmptyString, RedisValue.EmptyString, origin, lease, length, queue, waitsForReplicas ? 1 : 0];
         }
 
-        var ops = new List<Action<MessagePackWriter>>();
-        if (_deletes)
+        // Packed while the reader thread that sends it waits to send, between one commit's reply and the next
+        // commit: so written straight into one buffer, its size counted first, with no per-item allocation.
+        int putNotes = 0, deletedNotes = 0, setTimers = 0, removedTimers = 0, bytes = 256;
+        foreach (var index in _notes.Values)
         {
-            ops.Add(w => Op(w, "D", 0));
-        }
-
-        if (_workflow is { } workflow)
-        {
-            ops.Add(w =>
+            if (index is null)
             {
-                Op(w, "W", 1);
-                w.Integer(workflow);
-            });
-        }
-
-        AddPairs(ops, "T", _tasks.Select(t => (t.Key, t.Value)), static (w, x) => { w.String(x.Key); w.Integer(x.Value); });
-        AddPairs(ops, "N", _notes.Where(n => n.Value is not null).Select(n => (n.Key, n.Value!.Value)), static (w, x) => { w.String(x.Key); w.Integer(x.Value); });
-        AddItems(ops, "X", _notes.Where(n => n.Value is null).Select(n => n.Key));
-        ops.Add(w => Op(w, "E", 0));
-        AddPairs(ops, "Z", _timers.Where(t => t.Value is not null).Select(t => (t.Key, t.Value!.Value)), static (w, x) => { w.String(x.Value.ToString(CultureInfo.InvariantCulture)); w.String(x.Key); });
-        AddItems(ops, "R", _timers.Where(t => t.Value is null).Select(t => t.Key));
-        if (_oldest is { } oldest)
-        {
-            ops.Add(w =>
-            {
-                Op(w, "O", 1);
-                w.String(oldest.ToString(CultureInfo.InvariantCulture));
-            });
-        }
-
-        var states = Enum.GetValues<TaskState>();
-        ops.Add(w =>
-        {
-            Op(w, "C", 2 * states.Length);
-            foreach (var state in states)
-            {
-                w.String("c" + (int)state);
-                w.Integer(Math.Max(0, counts[state]));
+                deletedNotes++;
             }
-        });
+            else
+            {
+                putNotes++;
+            }
+        }
 
-        var packed = new MessagePackWriter();
+        foreach (var due in _timers.Values)
+        {
+            if (due is null)
+            {
+                removedTimers++;
+            }
+            else
+            {
+                setTimers++;
+            }
+        }
+
+        foreach (var (_, blob) in _events)
+        {
+            bytes += blob.Length + 32;
+        }
+
+        bytes += 48 * (_tasks.Count + _notes.Count + _timers.Count);
+        var ops = (_deletes ? 1 : 0) + (_workflow is null ? 0 : 1) + OpChunks.Count(_tasks.Count, 2) + OpChunks.Count(putNotes, 2)
+            + OpChunks.Count(deletedNotes, 1) + 1 + OpChunks.Count(setTimers, 2) + OpChunks.Count(removedTimers, 1) + (_oldest is null ? 0 : 1) + 1;
+        var packed = new MessagePackWriter(bytes);
         packed.ArrayHeader(2);
         packed.ArrayHeader(2 * _events.Count);
         foreach (var (revision, blob) in _events)
         {
-            packed.String(revision.ToString(CultureInfo.InvariantCulture));
+            packed.Decimal(revision);
             packed.Bytes(blob);
         }
 
-        packed.ArrayHeader(ops.Count);
-        foreach (var op in ops)
+        packed.ArrayHeader(ops);
+        if (_deletes)
         {
-            op(packed);
+            Op(packed, "D", 0);
+        }
+
+        if (_workflow is { } workflow)
+        {
+            Op(packed, "W", 1);
+            packed.Integer(workflow);
+        }
+
+        var chunks = new OpChunks(packed, "T", _tasks.Count, 2);
+        foreach (var (id, index) in _tasks)
+        {
+            chunks.Next();
+            packed.String(id);
+            packed.Integer(index);
+        }
+
+        chunks = new OpChunks(packed, "N", putNotes, 2);
+        foreach (var (key, index) in _notes)
+        {
+            if (index is { } i)
+            {
+                chunks.Next();
+                packed.String(key);
+                packed.Integer(i);
+            }
+        }
+
+        chunks = new OpChunks(packed, "X", deletedNotes, 1);
+        foreach (var (key, index) in _notes)
+        {
+            if (index is null)
+            {
+                chunks.Next();
+                packed.String(key);
+            }
+        }
+
+        Op(packed, "E", 0);
+        chunks = new OpChunks(packed, "Z", setTimers, 2);
+        foreach (var (member, due) in _timers)
+        {
+            if (due is { } score)
+            {
+                chunks.Next();
+                packed.Decimal(score);
+                packed.String(member);
+            }
+        }
+
+        chunks = new OpChunks(packed, "R", removedTimers, 1);
+        foreach (var (member, due) in _timers)
+        {
+            if (due is null)
+            {
+                chunks.Next();
+                packed.String(member);
+            }
+        }
+
+        if (_oldest is { } oldest)
+        {
+            Op(packed, "O", 1);
+            packed.Decimal(oldest);
+        }
+
+        Op(packed, "C", 2 * States.Length);
+        for (var i = 0; i < States.Length; i++)
+        {
+            packed.String(CountFields[i]);
+            packed.Integer(Math.Max(0, counts[States[i]]));
         }
 
         return [PreviousId, Id, Head, channel, Notification(origin), packed.ToArray(), origin, lease, length, queue, 0];
+    }
+
+    private static readonly TaskState[] States = Enum.GetValues<TaskState>();
+
+    /// <summary>The meta hash's count field of each state, as the op C writes it.</summary>
+    private static readonly string[] CountFields = Array.ConvertAll(States, state => "c" + ((int)state).ToString(CultureInfo.InvariantCulture));
+
+    /// <summary>Writes an op's header before each run of at most <see cref="MaxItemsPerOp"/> items (one Lua <c>unpack</c> each).</summary>
+    private struct OpChunks(MessagePackWriter writer, string code, int entries, int itemsPerEntry)
+    {
+        private int _left = entries;
+        private int _inChunk;
+
+        /// <summary>The ops <paramref name="entries"/> entries of <paramref name="itemsPerEntry"/> items take.</summary>
+        public static int Count(int entries, int itemsPerEntry) => (entries + MaxItemsPerOp / itemsPerEntry - 1) / (MaxItemsPerOp / itemsPerEntry);
+
+        /// <summary>Call before writing each entry.</summary>
+        public void Next()
+        {
+            if (_inChunk == 0)
+            {
+                _inChunk = Math.Min(_left, MaxItemsPerOp / itemsPerEntry);
+                _left -= _inChunk;
+                Op(writer, code, itemsPerEntry * _inChunk);
+            }
+
+            _inChunk--;
+        }
     }
 
     /// <summary>An op is an array: its code, then its items.</summary>
@@ -308,36 +400,6 @@ internal sealed class CommitBatch
     {
         w.ArrayHeader(1 + items);
         w.String(code);
-    }
-
-    private static void AddPairs<T>(List<Action<MessagePackWriter>> ops, string code, IEnumerable<T> pairs, Action<MessagePackWriter, T> write)
-    {
-        foreach (var chunk in pairs.Chunk(MaxItemsPerOp / 2))
-        {
-            ops.Add(w =>
-            {
-                Op(w, code, 2 * chunk.Length);
-                foreach (var pair in chunk)
-                {
-                    write(w, pair);
-                }
-            });
-        }
-    }
-
-    private static void AddItems(List<Action<MessagePackWriter>> ops, string code, IEnumerable<string> items)
-    {
-        foreach (var chunk in items.Chunk(MaxItemsPerOp))
-        {
-            ops.Add(w =>
-            {
-                Op(w, code, chunk.Length);
-                foreach (var item in chunk)
-                {
-                    w.String(item);
-                }
-            });
-        }
     }
 
     /// <summary>

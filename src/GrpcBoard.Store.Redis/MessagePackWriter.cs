@@ -10,8 +10,11 @@ namespace GrpcBoard.Store.Redis;
 /// </summary>
 internal sealed class MessagePackWriter
 {
-    private byte[] _buffer = new byte[1024];
+    private byte[] _buffer;
     private int _length;
+
+    /// <param name="capacity">Bytes to start with; the buffer grows (copying) past them.</param>
+    public MessagePackWriter(int capacity = 1024) => _buffer = new byte[Math.Max(16, capacity)];
 
     public int Length => _length;
 
@@ -63,6 +66,15 @@ internal sealed class MessagePackWriter
             Byte(0xdb);
             BinaryPrimitives.WriteUInt32BigEndian(Reserve(4), (uint)length);
         }
+    }
+
+    /// <summary>A number as a string of decimal digits (how Lua is given revisions and scores).</summary>
+    public void Decimal(long value)
+    {
+        Span<byte> digits = stackalloc byte[20];
+        value.TryFormat(digits, out var length, default, System.Globalization.CultureInfo.InvariantCulture);
+        StringHeader(length);
+        digits[..length].CopyTo(Reserve(length));
     }
 
     /// <summary>

@@ -864,6 +864,26 @@ public abstract class DurableStoreContractTests : StoreContractTests
     }
 
     [Fact]
+    public async Task ClaimsMadeAllAtOnce_KeepEveryLeaseTimer_AcrossAReopen()
+    {
+        // Concurrent claims share commits: on Redis, hundreds of lease timers in one batch, more than one op of
+        // the commit script takes (it splits them). The reopened store must find each one, due when it should be.
+        var wf = await NewWorkflowAsync();
+        var ids = Enumerable.Range(0, 1000).Select(i => $"t{i}").ToArray();
+        await Board.PostTasksAsync(wf, ids.Select(id => Spec(id)).ToArray(), default).Within();
+        var claims = await Task.WhenAll(ids.Select((id, i) => ClaimAsync(wf, $"w{i}", id, lease: TimeSpan.FromSeconds(5 + i % 3))));
+        Assert.All(claims, c => Assert.NotNull(c.Task));
+
+        await ReopenAsync();
+
+        var due = (await Store.GetDueTimersAsync(Time.GetUtcNow() + TimeSpan.FromSeconds(7), 5000, default).Within()).Where(t => t.WorkflowId == wf).ToList();
+        Assert.Equal(ids.Order(StringComparer.Ordinal), due.Select(t => t.Id).Order(StringComparer.Ordinal));
+        Assert.All(due, t => Assert.Equal(TimerKind.LeaseExpiry, t.Kind));
+        Assert.All(due, t => Assert.Equal(Time.GetUtcNow() + TimeSpan.FromSeconds(5 + Array.IndexOf(ids, t.Id) % 3), t.Due));
+        Assert.DoesNotContain(await Store.GetDueTimersAsync(Time.GetUtcNow() + TimeSpan.FromSeconds(4), 5000, default).Within(), t => t.WorkflowId == wf);
+    }
+
+    [Fact]
     public async Task Reopen_KeepsRecordsHistoryAndCounters()
     {
         var wf = await NewWorkflowAsync();
