@@ -244,8 +244,8 @@ internal sealed class CommitBatch
             return [PreviousId, Id, Head, channel, RedisValue.EmptyString, RedisValue.EmptyString, origin, lease, length, queue, waitsForReplicas ? 1 : 0];
         }
 
-        // Packed while the reader thread that sends it waits to send, between one commit's reply and the next
-        // commit: so written straight into one buffer, its size counted first, with no per-item allocation.
+        // With one batch in flight, the reader thread packs this between a commit's reply and sending the next
+        // batch, so it is part of every commit cycle: one pass into a buffer sized first, no per-item allocation.
         int putNotes = 0, deletedNotes = 0, setTimers = 0, removedTimers = 0, bytes = 256;
         foreach (var index in _notes.Values)
         {
