@@ -866,8 +866,8 @@ public abstract class DurableStoreContractTests : StoreContractTests
     [Fact]
     public async Task ClaimsMadeAllAtOnce_KeepEveryLeaseTimer_AcrossAReopen()
     {
-        // Concurrent claims share commits: on Redis, hundreds of lease timers in one batch, more than one op of
-        // the commit script takes (it splits them). The reopened store must find each one, due when it should be.
+        // Concurrent claims share commits: on Redis, batches of hundreds of lease timers, which the commit script's
+        // ops take 500 at a time (checked: some batches here held more). The reopened store must find each timer.
         var wf = await NewWorkflowAsync();
         var ids = Enumerable.Range(0, 1000).Select(i => $"t{i}").ToArray();
         await Board.PostTasksAsync(wf, ids.Select(id => Spec(id)).ToArray(), default).Within();
