@@ -104,7 +104,7 @@ public sealed class FakeH2Server : IAsyncDisposable
             }
         }
 
-        public Task SendAsync(byte type, byte flags, int stream, ReadOnlySpan<byte> payload) => socket.SendAsync(FrameBytes(type, flags, stream, payload), SocketFlags.None);
+        public Task SendAsync(byte type, byte flags, int stream, ReadOnlySpan<byte> payload) => SendTogetherAsync(FrameBytes(type, flags, stream, payload));
 
         /// <summary>Sends bytes in one write: several frames that the client then reads together.</summary>
         public async Task SendTogetherAsync(byte[] frames)
