@@ -84,7 +84,7 @@ public sealed class BenchOptions
     public int Rounds { get; private set; } = 1;
 
     /// <summary>What compare can run: GrpcBoard on each store, redis-benchmark, etcd.</summary>
-    public static readonly string[] CompareParts = ["embedded", "redis", "redis-benchmark", "etcd"];
+    public static readonly string[] CompareParts = ["embedded", "redis", "h2load", "redis-benchmark", "etcd"];
 
     // ---- Output ----
     public bool Timeline { get; private set; }

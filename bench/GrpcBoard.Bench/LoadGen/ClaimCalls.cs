@@ -15,6 +15,12 @@ public enum LoadGenerator
 
     /// <summary>The bench's frame-level HTTP/2 client (<see cref="LeanH2Connection"/>), to measure the server, not the client.</summary>
     Lean,
+
+    /// <summary>
+    /// nghttp2's h2load, a C program: compare's h2load part only (<see cref="Scenarios.H2loadClaims"/>), claim-only,
+    /// the same request over and over. Never a worker's client.
+    /// </summary>
+    H2load,
 }
 
 /// <summary>The two calls a claim worker makes, through one connection of the chosen load generator.</summary>

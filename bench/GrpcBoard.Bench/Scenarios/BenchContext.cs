@@ -60,7 +60,12 @@ public sealed class ClientPool : IAsyncDisposable
 
     /// <summary>Socket writes of the given load generator's connections so far.</summary>
     public long Writes(LoadGenerator generator) =>
-        generator == LoadGenerator.Sdk ? _clients.Sum(c => c.Channel.OwnConnectionWrites) : (_lean ?? []).Sum(c => c.Writes);
+        generator switch
+        {
+            LoadGenerator.Sdk => _clients.Sum(c => c.Channel.OwnConnectionWrites),
+            LoadGenerator.Lean => (_lean ?? []).Sum(c => c.Writes),
+            _ => 0,
+        };
 
     /// <summary>The client for setup calls and checks.</summary>
     public BoardClient Main => _clients[0];
@@ -71,6 +76,11 @@ public sealed class ClientPool : IAsyncDisposable
         if (generator == LoadGenerator.Sdk)
         {
             return _sdkCalls;
+        }
+
+        if (generator != LoadGenerator.Lean)
+        {
+            throw new ArgumentException($"{generator} is an external program, not a client of this tool's workers.", nameof(generator));
         }
 
         if (_leanCalls is null)

@@ -16,7 +16,10 @@ public sealed record CompareRow(string System, string Operation, LoadGenerator? 
 /// on raw Redis (redis-benchmark SET NX) and on etcd (a Txn on create_revision), at the same concurrency on this
 /// machine, one after the other; then a table and the ratios against the targets. Each part starts and stops what
 /// it measures. A part whose program is missing is skipped with the package to install. The gRPC parts (GrpcBoard
-/// and etcd) run once per load generator of --client, and ratios compare runs made with the same one.
+/// and etcd) run once per load generator of --client, and ratios compare runs made with the same one. The h2load part
+/// runs GrpcBoard's claim-only with h2load, a C load generator as redis-benchmark is one, on a server of its own per
+/// store (<see cref="H2loadClaims"/>); its ratios are against raw Redis only (etcd's claim needs a new key per request,
+/// which one fixed h2load request cannot give).
 /// </summary>
 public sealed class CompareScenario : ISelfHostedScenario
 {
@@ -79,6 +82,12 @@ public sealed class CompareScenario : ISelfHostedScenario
 
             await Part("embedded", () => BoardPartAsync(o, "embedded", report, outcomes, rows, ct));
             await Part("redis", () => BoardPartAsync(o, "redis", report, outcomes, rows, ct));
+            await Part("h2load", async () =>
+            {
+                // Right before redis-benchmark, so the two C load generators measure minutes apart at most.
+                rows.Add(await H2loadClaims.RunAsync(o, "embedded", report, ct));
+                rows.Add(await H2loadClaims.RunAsync(o, "redis", report, ct));
+            });
             await Part("redis-benchmark", async () =>
             {
                 rows.Add(await RedisBenchmarkClaims.RunAsync(o, o.RedisBenchmarkKeyspace, report, ct));
@@ -182,38 +191,49 @@ public sealed class CompareScenario : ISelfHostedScenario
                 $"{r.System,-36} {r.Operation,-44} {client,-15} {r.Concurrency,4} {r.Done,8} {r.WallSeconds,8:0.00} {r.PerSecond,9:0} {r.P50Ms,8:0.000} {r.P99Ms,8:0.000} {(r.Verified ? "PASS" : "FAIL"),6} {other,5}  {r.Notes}"));
         }
 
-        report.Text("(per s: claims/s, pairs/s or requests/s; client: the load generator (lean = the tool's frame-level HTTP/2 client, C# client = GrpcBoard's);");
+        report.Text("(per s: claims/s, pairs/s or requests/s; client: the load generator (lean = the tool's frame-level HTTP/2 client, C# client = GrpcBoard's, h2load = nghttp2's, in C);");
         report.Text(" other: cores used by processes outside the measured systems, '!' = disturbed run)");
 
         report.Section("compare: ratios and targets" + label);
         var raw = rows.FirstOrDefault(r => r.System.StartsWith("raw Redis", StringComparison.Ordinal) && !r.Operation.Contains("new keys", StringComparison.Ordinal));
         var rawNew = rows.FirstOrDefault(r => r.System.StartsWith("raw Redis", StringComparison.Ordinal) && r.Operation.Contains("new keys", StringComparison.Ordinal));
-        void Ratio(string name, ClaimOutcome? board, CompareRow? other, double? target)
+        void Ratio(string name, LoadGenerator generator, double? board, CompareRow? other, double? target)
         {
-            if (board is null || other is null)
+            if (board is not { } perSecond || other is null)
             {
                 report.Line(name, "not measured (part not run)");
                 return;
             }
 
-            var ratio = board.ClaimsPerSecond / other.PerSecond;
-            ratios.Add($"{ClientName(board.Client)}: {name}", ratio, target);
+            var ratio = perSecond / other.PerSecond;
+            ratios.Add($"{ClientName(generator)}: {name}", ratio, target);
             var verdict = Verdict(ratio, target);
-            report.Line(name, string.Create(Report.Culture, $"{ratio:0.000}x ({board.ClaimsPerSecond:0} vs {other.PerSecond:0} per s) {verdict}"));
+            report.Line(name, string.Create(Report.Culture, $"{ratio:0.000}x ({perSecond:0} vs {other.PerSecond:0} per s) {verdict}"));
         }
 
         // Ratios against etcd compare runs made with the same load generator; redis-benchmark is its own C client.
         foreach (var generator in o.Clients)
         {
-            var redisClaims = outcomes.FirstOrDefault(x => x.Store == "redis" && x.Pair is null && x.Client == generator);
-            var embeddedClaims = outcomes.FirstOrDefault(x => x.Store == "embedded" && x.Pair is null && x.Client == generator);
+            var redisClaims = outcomes.FirstOrDefault(x => x.Store == "redis" && x.Pair is null && x.Client == generator)?.ClaimsPerSecond;
+            var embeddedClaims = outcomes.FirstOrDefault(x => x.Store == "embedded" && x.Pair is null && x.Client == generator)?.ClaimsPerSecond;
             var etcd = rows.FirstOrDefault(r => r.System.StartsWith("etcd", StringComparison.Ordinal) && r.Client == generator);
             report.Text($"with {ClientName(generator)}:");
-            Ratio("redis store / etcd", redisClaims, etcd, 3);
-            Ratio("redis store / raw SET NX", redisClaims, raw, 0.5);
-            Ratio("redis store / raw, new keys", redisClaims, rawNew, 0.5);
-            Ratio("embedded / etcd", embeddedClaims, etcd, null);
-            Ratio("embedded / raw SET NX", embeddedClaims, raw, null);
+            Ratio("redis store / etcd", generator, redisClaims, etcd, 3);
+            Ratio("redis store / raw SET NX", generator, redisClaims, raw, 0.5);
+            Ratio("redis store / raw, new keys", generator, redisClaims, rawNew, 0.5);
+            Ratio("embedded / etcd", generator, embeddedClaims, etcd, null);
+            Ratio("embedded / raw SET NX", generator, embeddedClaims, raw, null);
+        }
+
+        // h2load against redis-benchmark: a C load generator on each side. No etcd ratio (see the class comment).
+        if (o.Parts.Contains("h2load"))
+        {
+            var redisH2 = rows.FirstOrDefault(r => r.Client == LoadGenerator.H2load && r.System.Contains("Redis store", StringComparison.Ordinal) && r.Verified)?.PerSecond;
+            var embeddedH2 = rows.FirstOrDefault(r => r.Client == LoadGenerator.H2load && r.System.Contains("embedded", StringComparison.Ordinal) && r.Verified)?.PerSecond;
+            report.Text("with h2load (claim-only; a C load generator, as redis-benchmark is):");
+            Ratio("redis store / raw SET NX", LoadGenerator.H2load, redisH2, raw, 0.5);
+            Ratio("redis store / raw, new keys", LoadGenerator.H2load, redisH2, rawNew, 0.5);
+            Ratio("embedded / raw SET NX", LoadGenerator.H2load, embeddedH2, raw, null);
         }
 
         report.Section("compare: end-to-end claim+complete (target < 10 s)" + label);
@@ -240,7 +260,12 @@ public sealed class CompareScenario : ISelfHostedScenario
     private static string Verdict(double ratio, double? target) =>
         target is { } t ? string.Create(Report.Culture, $"target >= {t:0.0#}x: {(ratio >= t ? "MET" : "MISSED")}") : "(for reference)";
 
-    private static string ClientName(LoadGenerator generator) => generator == LoadGenerator.Lean ? "lean" : "C# client";
+    private static string ClientName(LoadGenerator generator) => generator switch
+    {
+        LoadGenerator.Lean => "lean",
+        LoadGenerator.H2load => "h2load",
+        _ => "C# client",
+    };
 
     /// <summary>Each ratio of every round, for the median over rounds: one round's ratios move with the machine's drift between its parts.</summary>
     private sealed class RatioLog

@@ -15,6 +15,7 @@ public sealed record ExternalTool(string Name, string Package)
     public static readonly ExternalTool RedisServer = new("redis-server", "redis-server");
     public static readonly ExternalTool RedisBenchmark = new("redis-benchmark", "redis-tools");
     public static readonly ExternalTool Etcd = new("etcd", "etcd-server");
+    public static readonly ExternalTool H2load = new("h2load", "nghttp2-client");
 
     /// <summary>The full path of the program on PATH, or null.</summary>
     public string? Find()

@@ -1,0 +1,295 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Text.RegularExpressions;
+using Google.Protobuf;
+using Google.Protobuf.WellKnownTypes;
+using GrpcBoard.Api.V1;
+using GrpcBoard.Bench.Cli;
+using GrpcBoard.Bench.LoadGen;
+using GrpcBoard.Bench.Measurement;
+using GrpcBoard.Bench.Reporting;
+using GrpcBoard.Bench.Targets;
+
+namespace GrpcBoard.Bench.Scenarios;
+
+/// <summary>
+/// compare's h2load part: GrpcBoard's claim-only run driven by h2load (nghttp2's HTTP/2 load generator, a C program),
+/// on a server of its own per store. redis-benchmark, the raw Redis side of the comparison, is a C client that costs
+/// the two shared cores little; the lean and C# load generators are .NET and cost 10-20 µs of CPU per claim on the
+/// same cores as the server and Redis. h2load puts GrpcBoard on the same footing: W concurrent streams over
+/// --connections connections (a closed loop: a new request as soon as one ends), every request the same ClaimTask
+/// (next ready task of one workflow, one worker id, a one-hour lease), as every redis-benchmark request is the same SET.
+///
+/// h2load reads no gRPC trailers, so it cannot tell a call answered with an error status from a claim. The checks
+/// do: exactly as many tasks are posted as requests are sent, so the server's claimed count equals the requests only
+/// if every request claimed a task (a failed or empty claim takes none).
+/// </summary>
+public static class H2loadClaims
+{
+    private const string ClaimPath = "/grpcboard.v1.BoardService/ClaimTask";
+
+    public static async Task<CompareRow> RunAsync(BenchOptions o, string store, Report report, CancellationToken ct)
+    {
+        var tool = ExternalTool.H2load.Require();
+        if (o.Workers % o.Connections != 0)
+        {
+            throw new ArgumentException($"h2load opens the same number of streams on every connection: --workers ({o.Workers}) must be a multiple of --connections ({o.Connections}).");
+        }
+
+        report.Section($"GrpcBoard, {store} store, h2load: starting");
+        var options = o.Derive("claim-only", store, o.PartLimit);
+        await using var target = await ServerTargets.StartAsync(options, ct);
+        await using var clients = new ClientPool(target.Addresses, 1);
+        var runId = DateTime.UtcNow.ToString("yyyyMMdd-HHmmss", CultureInfo.InvariantCulture) + "-" + Random.Shared.Next(1000, 9999).ToString(CultureInfo.InvariantCulture);
+        var lease = o.Lease ?? TimeSpan.FromHours(1);
+        var streams = o.Workers / o.Connections;
+        report.Line("target", target.Description);
+        report.Line("load generator", string.Create(Report.Culture, $"h2load ({tool}): {o.Connections} connection(s) x {streams} concurrent streams = {o.Workers} calls in flight, closed loop; every request ClaimTask(next ready task, worker 'h2load', lease {lease.TotalSeconds:0} s)"));
+
+        var scratch = Directory.CreateTempSubdirectory("grpcboard-h2load-");
+        try
+        {
+            async Task<H2loadRun> Claim(string workflowId, int requests, bool measured)
+            {
+                var body = System.IO.Path.Combine(scratch.FullName, "claim-" + workflowId + ".bin");
+                await File.WriteAllBytesAsync(body, Frame(new ClaimTaskRequest { WorkflowId = workflowId, WorkerId = "h2load", LeaseDuration = Duration.FromTimeSpan(lease) }), ct);
+                var log = System.IO.Path.Combine(scratch.FullName, "requests.log");
+                return await H2loadRun.ExecuteAsync(tool, new Uri(target.Address, ClaimPath), body, log, requests, o.Connections, streams, measured ? o.PartLimit : null, ct);
+            }
+
+            // Warm-up on a workflow of its own, as the other load generators do: rounds until the server's tiering
+            // thread has been quiet for two rounds in a row (after 3 s), or --warmup-seconds.
+            if (o.WarmupTasks > 0)
+            {
+                var warmupId = $"bench-warmup-h2load-{runId}";
+                await BoardSetup.CreateWorkflowAsync(clients.Main, warmupId, "benchmark warm-up (h2load)", ct);
+                report.Section("warm-up (not counted)");
+                var started = Stopwatch.GetTimestamp();
+                var quietBefore = false;
+                for (var round = 0; ; round++)
+                {
+                    var before = JitActivity.Take(target.ProcessId);
+                    await BoardSetup.PostTasksAsync(clients.Main, warmupId, o.WarmupTasks, o.BatchSize, o.PayloadBytes, ct, firstId: round * o.WarmupTasks);
+                    var warm = await Claim(warmupId, o.WarmupTasks, measured: false);
+                    var (_, tiering) = JitActivity.Take(target.ProcessId).Since(before);
+                    var quiet = tiering is null || tiering <= Math.Max(0.01, 0.02 * warm.Seconds);
+                    report.Line($"round {round + 1}", string.Create(Report.Culture,
+                        $"{warm.Succeeded} requests in {warm.Seconds:0.00} s ({warm.RequestsPerSecond:0} req/s); server tiering thread {(tiering is { } t ? $"{t:0.00} s" : "unknown")}{(quiet ? " - quiet" : "")}"));
+                    var elapsed = Stopwatch.GetElapsedTime(started);
+                    if ((quiet && quietBefore && elapsed >= TimeSpan.FromSeconds(Math.Min(3, o.WarmupLimit.TotalSeconds))) || elapsed >= o.WarmupLimit)
+                    {
+                        break;
+                    }
+
+                    quietBefore = quiet;
+                }
+            }
+
+            var workflowId = $"bench-h2load-{runId}";
+            await BoardSetup.CreateWorkflowAsync(clients.Main, workflowId, "benchmark claim-only (h2load)", ct);
+            var posting = await BoardSetup.PostTasksAsync(clients.Main, workflowId, o.Tasks, o.BatchSize, o.PayloadBytes, ct);
+            report.Section("setup");
+            report.Line("workflow", workflowId);
+            report.Line("posted", string.Create(Report.Culture, $"{o.Tasks} tasks in {posting.TotalSeconds:0.00} s ({o.Tasks / posting.TotalSeconds:0} tasks/s), as many as h2load sends requests"));
+
+            var window = new ResourceWindow(target.ProcessId, target.Companions);
+            var redisBefore = target.RedisEndpoint is { } redis ? await RedisCommandStats.TakeAsync(redis) : null;
+            window.Start();
+            var run = await Claim(workflowId, o.Tasks, measured: true);
+            var usage = window.Stop();
+            var redisAfter = redisBefore is not null ? await RedisCommandStats.TakeAsync(target.RedisEndpoint!) : null;
+
+            report.Section("results: claim-only (h2load)");
+            report.Line("h2load", run.Summary);
+            report.Line("claims", string.Create(Report.Culture, $"{run.Succeeded} requests in {run.Seconds:0.000} s ({run.RequestsPerSecond:0.0} requests/s, h2load's figure); from its per-request log: {run.LogWall.TotalSeconds:0.000} s first start to last end"));
+            report.LatencyTable([("ClaimTask", run.Latency)]);
+            report.Section("resources during the measured run");
+            report.Text("(h2load is the ended child process; the load generator lines are this tool, which only waits meanwhile)");
+            report.Resources(usage, run.Wall, run.Succeeded, "claim");
+            if (redisBefore is not null && redisAfter is not null)
+            {
+                var figures = new RedisStoreFigures(redisAfter.Since(redisBefore), run.Succeeded, 0, 0);
+                report.Section("redis during the measured run (INFO commandstats)");
+                report.RedisStore(figures, run.Wall, run.Succeeded, "claim");
+            }
+
+            var counts = await BoardSetup.CountsAsync(clients.Main, workflowId, ct);
+            report.Section("verification (from the server)");
+            report.Line("task counts", $"ready {counts.Ready}, claimed {counts.Claimed}, completed {counts.Completed}");
+            var checks = Checks(run, o.Tasks, counts.Claimed);
+            foreach (var (ok, what) in checks)
+            {
+                report.Line(ok ? "ok" : "FAILED", what);
+            }
+
+            var failures = checks.Count(c => !c.Ok);
+            report.Line("verdict", failures == 0 ? "PASS" : $"FAIL ({failures} check(s))");
+
+            var system = store == "redis" ? $"GrpcBoard, Redis store (AOF {o.RedisAppendFsync})" : $"GrpcBoard, embedded ({o.Synchronous})";
+            return new CompareRow(system, "claim next ready task (gRPC)", LoadGenerator.H2load, o.Workers, run.Succeeded, run.Seconds, run.RequestsPerSecond,
+                run.Latency.P50Ms, run.Latency.P99Ms, usage.OtherCores(run.Wall), failures == 0,
+                string.Create(Report.Culture, $"h2load {usage.EndedChildrenSeconds * 1e6 / Math.Max(1, run.Succeeded):0.0} µs CPU/claim"));
+        }
+        finally
+        {
+            scratch.Delete(recursive: true);
+        }
+    }
+
+    /// <summary>
+    /// What a run must show to count: every request answered 2xx and logged, and the server's claimed count equal to
+    /// the requests. h2load counts a call answered with a gRPC error (or with no task) as a success, since the status
+    /// is in the trailers; such a call claims nothing, so the last check is the one that sees it.
+    /// </summary>
+    public static IReadOnlyList<(bool Ok, string What)> Checks(H2loadRun run, long requests, long claimed) =>
+    [
+        (run.Succeeded == requests && run.Failed == 0, $"h2load: every request answered 2xx ({run.Succeeded} of {requests}; {run.Failed} failed, errored or timed out)"),
+        (run.Latency.Count == requests, $"h2load's log holds every request ({run.Latency.Count} of {requests})"),
+        (claimed == requests, $"server claimed == requests sent (every call claimed a task) ({claimed} vs {requests})"),
+    ];
+
+    /// <summary>One gRPC message as it goes on the wire: uncompressed flag, 4-byte big-endian length, the message.</summary>
+    public static byte[] Frame(IMessage message)
+    {
+        var payload = message.ToByteArray();
+        var frame = new byte[5 + payload.Length];
+        System.Buffers.Binary.BinaryPrimitives.WriteInt32BigEndian(frame.AsSpan(1), payload.Length);
+        payload.CopyTo(frame, 5);
+        return frame;
+    }
+}
+
+/// <summary>One h2load run: its summary lines and its per-request log (--log-file).</summary>
+public sealed partial class H2loadRun
+{
+    public required string Summary { get; init; }
+    public required long Succeeded { get; init; }
+    public required long Failed { get; init; }
+    public required double Seconds { get; init; }
+    public required double RequestsPerSecond { get; init; }
+    public required LatencyStats Latency { get; init; }
+    public required TimeSpan LogWall { get; init; }
+
+    /// <summary>How long the run took by this tool's clock (process start to exit): the window resources are divided by.</summary>
+    public required TimeSpan Wall { get; init; }
+
+    public static async Task<H2loadRun> ExecuteAsync(string tool, Uri url, string bodyFile, string logFile, int requests, int connections, int streams, TimeSpan? limit, CancellationToken ct)
+    {
+        var start = new ProcessStartInfo(tool) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        foreach (var argument in new[]
+        {
+            "-n", requests.ToString(CultureInfo.InvariantCulture), "-c", connections.ToString(CultureInfo.InvariantCulture),
+            "-m", streams.ToString(CultureInfo.InvariantCulture), "-t", "1", "-d", bodyFile,
+            "-H", "content-type: application/grpc", "-H", "te: trailers", "--log-file=" + logFile,
+            url.ToString(),
+        })
+        {
+            start.ArgumentList.Add(argument);
+        }
+
+        File.Delete(logFile);
+        var started = Stopwatch.GetTimestamp();
+        using var process = Process.Start(start) ?? throw new InvalidOperationException("h2load did not start.");
+        var stdout = process.StandardOutput.ReadToEndAsync(ct);
+        var stderr = process.StandardError.ReadToEndAsync(ct);
+        using var timeout = CancellationTokenSource.CreateLinkedTokenSource(ct);
+        if (limit is { } l)
+        {
+            timeout.CancelAfter(l);
+        }
+
+        try
+        {
+            await process.WaitForExitAsync(timeout.Token);
+        }
+        catch (OperationCanceledException)
+        {
+            process.Kill();
+            await process.WaitForExitAsync(CancellationToken.None);
+            ct.ThrowIfCancellationRequested();
+            throw new TimeoutException($"h2load did not finish {requests} requests within {limit!.Value.TotalSeconds:0} s (--part-seconds).");
+        }
+
+        var wall = Stopwatch.GetElapsedTime(started);
+        var output = await stdout;
+        if (process.ExitCode != 0 || Parse(output) is not { } parsed)
+        {
+            throw new InvalidOperationException($"h2load exited with code {process.ExitCode} and printed:\n{output}\n{await stderr}");
+        }
+
+        var (latency, logWall) = ReadLog(await File.ReadAllLinesAsync(logFile, ct));
+        return new H2loadRun
+        {
+            Summary = parsed.Summary,
+            Succeeded = parsed.Succeeded,
+            Failed = parsed.Failed,
+            Seconds = parsed.Seconds,
+            RequestsPerSecond = parsed.RequestsPerSecond,
+            Latency = latency,
+            LogWall = logWall,
+            Wall = wall,
+        };
+    }
+
+    public sealed record Totals(string Summary, double Seconds, double RequestsPerSecond, long Succeeded, long Failed);
+
+    /// <summary>
+    /// h2load's summary: "finished in 1.54s, 39015.03 req/s, 9.64MB/s" and "requests: 60000 total, 60000 started,
+    /// 60000 done, 60000 succeeded, 0 failed, 0 errored, 0 timeout" (succeeded: a 2xx status). Null when missing.
+    /// </summary>
+    public static Totals? Parse(string output)
+    {
+        var finished = FinishedLine().Match(output);
+        var counts = RequestsLine().Match(output);
+        if (!finished.Success || !counts.Success)
+        {
+            return null;
+        }
+
+        var seconds = double.Parse(finished.Groups["value"].Value, CultureInfo.InvariantCulture) * finished.Groups["unit"].Value switch
+        {
+            "s" => 1.0,
+            "ms" => 1e-3,
+            "us" => 1e-6,
+            _ => double.NaN,
+        };
+        long Count(string name) => long.Parse(counts.Groups[name].Value, CultureInfo.InvariantCulture);
+        return new Totals(
+            finished.Value.Trim() + "; " + counts.Value.Trim(),
+            seconds,
+            double.Parse(finished.Groups["rate"].Value, CultureInfo.InvariantCulture),
+            Count("succeeded"),
+            Count("failed") + Count("errored") + Count("timeout"));
+    }
+
+    /// <summary>
+    /// The per-request log: one line per request, tab-separated: start (µs since the epoch), HTTP status, duration
+    /// (µs). Lines with a status other than 200 are left out of the latencies (the checks count them).
+    /// </summary>
+    public static (LatencyStats Latency, TimeSpan Wall) ReadLog(IReadOnlyList<string> lines)
+    {
+        var recorder = new LatencyRecorder(lines.Count);
+        long first = long.MaxValue, last = long.MinValue;
+        foreach (var line in lines)
+        {
+            var fields = line.Split('\t');
+            if (fields.Length < 3 || fields[1] != "200"
+                || !long.TryParse(fields[0], CultureInfo.InvariantCulture, out var startUs) || !long.TryParse(fields[2], CultureInfo.InvariantCulture, out var durationUs))
+            {
+                continue;
+            }
+
+            recorder.Record((long)(durationUs * (Stopwatch.Frequency / 1e6)));
+            first = Math.Min(first, startUs);
+            last = Math.Max(last, startUs + durationUs);
+        }
+
+        return (LatencyStats.From([recorder]), first <= last ? TimeSpan.FromMicroseconds(last - first) : TimeSpan.Zero);
+    }
+
+    [GeneratedRegex(@"finished in (?<value>[\d.]+)(?<unit>s|ms|us), (?<rate>[\d.]+) req/s[^\n]*")]
+    private static partial Regex FinishedLine();
+
+    [GeneratedRegex(@"requests: (?<total>\d+) total, (?<started>\d+) started, (?<done>\d+) done, (?<succeeded>\d+) succeeded, (?<failed>\d+) failed, (?<errored>\d+) errored, (?<timeout>\d+) timeout")]
+    private static partial Regex RequestsLine();
+}
