@@ -7,7 +7,7 @@
 #   ATTEMPTS=3 IDLE_WAIT=600 bench/GrpcBoard.Bench/run-suite.sh /tmp/bench-results
 #   SUITE=compare bench/GrpcBoard.Bench/run-suite.sh /tmp/bench-compare   # Redis store vs etcd vs raw Redis (3 rounds), watch fan-out
 #
-# SUITE=compare needs redis-server, redis-benchmark (apt: redis-server redis-tools) and etcd (apt: etcd-server);
+# SUITE=compare needs redis-server, redis-benchmark (apt: redis-server redis-tools), h2load (apt: nghttp2-client) and etcd (apt: etcd-server);
 # the tool says which is missing and skips that part.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"

@@ -14,9 +14,11 @@ namespace GrpcBoard.Bench.Scenarios;
 
 /// <summary>
 /// compare's h2load part: GrpcBoard's claim-only run driven by h2load (nghttp2's HTTP/2 load generator, a C program),
-/// on a server of its own per store. redis-benchmark, the raw Redis side of the comparison, is a C client that costs
-/// the two shared cores little; the lean and C# load generators are .NET and cost 10-20 µs of CPU per claim on the
-/// same cores as the server and Redis. h2load puts GrpcBoard on the same footing: W concurrent streams over
+/// on a server of its own per store. The raw Redis side of the comparison is driven by redis-benchmark, a C program
+/// that is not Redis's own server code; the lean and C# load generators are this project's, in .NET, and share the
+/// two cores with the server and Redis. h2load is the same kind of driver for GrpcBoard as redis-benchmark is for
+/// Redis: an outside C program (measured here: 6-7 µs of CPU per claim, redis-benchmark 11-12 µs per SET, the lean
+/// load generator 10-12 µs per claim). W concurrent streams over
 /// --connections connections (a closed loop: a new request as soon as one ends), every request the same ClaimTask
 /// (next ready task of one workflow, one worker id, a one-hour lease), as every redis-benchmark request is the same SET.
 ///
