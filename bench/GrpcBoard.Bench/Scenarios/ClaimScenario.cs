@@ -149,8 +149,7 @@ public sealed class ClaimScenario(string name, bool completes) : IScenario
         var warmupId = $"bench-warmup-{context.RunId}";
         await BoardSetup.CreateWorkflowAsync(context.Clients.Main, warmupId, "benchmark warm-up", ct);
         report.Section("warm-up (not counted)");
-        var started = Stopwatch.GetTimestamp();
-        var quietBefore = false;
+        var gate = new WarmupGate(o.WarmupLimit);
         for (var round = 0; ; round++)
         {
             var before = JitActivity.Take(context.Target.ProcessId);
@@ -158,21 +157,13 @@ public sealed class ClaimScenario(string name, bool completes) : IScenario
             var run = await ClaimRun.ExecuteAsync(context.Clients, o.Client, [warmupId], o.Workers, o.WarmupTasks, lease, completes, o.ResultBytes, null, ct, o.ClaimNext);
             var (methods, tiering) = JitActivity.Take(context.Target.ProcessId).Since(before);
             var seconds = run.Wall.TotalSeconds;
-            // Quiet: the server's tiering thread below 2% of the round (one /proc tick is 10 ms) and few new methods here.
-            var quiet = methods <= 25 && (tiering is null || tiering <= Math.Max(0.01, 0.02 * seconds));
+            var quiet = WarmupGate.IsQuiet(methods, tiering, seconds);
             report.Line($"round {round + 1}", string.Create(Report.Culture,
                 $"{run.Claims} claims, {run.Completions} completions, {run.Errors} errors in {seconds:0.00} s ({run.Claims / seconds:0} claims/s); JIT: {methods} methods compiled here, server tiering thread {(tiering is { } t ? $"{t:0.00} s" : "unknown")}{(quiet ? " - quiet" : "")}"));
-            // One quiet round is not enough: the runtime delays tier-1 compilation while new methods keep
-            // appearing, so a short round can be quiet only because the work is still queued (seen: a quiet
-            // 0.4 s round, then 1 s of the server's CPU on tiering during the measured run). Two quiet rounds
-            // in a row, after at least 3 s of warm-up.
-            var elapsed = Stopwatch.GetElapsedTime(started);
-            if ((quiet && quietBefore && elapsed >= TimeSpan.FromSeconds(Math.Min(3, o.WarmupLimit.TotalSeconds))) || elapsed >= o.WarmupLimit)
+            if (gate.Done(quiet))
             {
                 break;
             }
-
-            quietBefore = quiet;
         }
     }
 

@@ -59,31 +59,27 @@ public static class H2loadClaims
                 return await H2loadRun.ExecuteAsync(tool, new Uri(target.Address, ClaimPath), body, log, requests, o.Connections, streams, measured ? o.PartLimit : null, ct);
             }
 
-            // Warm-up on a workflow of its own, as the other load generators do: rounds until the server's tiering
-            // thread has been quiet for two rounds in a row (after 3 s), or --warmup-seconds.
+            // Warm-up on a workflow of its own, as the other load generators do (WarmupGate): only the server's JIT
+            // counts, as this tool makes no calls.
             if (o.WarmupTasks > 0)
             {
                 var warmupId = $"bench-warmup-h2load-{runId}";
                 await BoardSetup.CreateWorkflowAsync(clients.Main, warmupId, "benchmark warm-up (h2load)", ct);
                 report.Section("warm-up (not counted)");
-                var started = Stopwatch.GetTimestamp();
-                var quietBefore = false;
+                var gate = new WarmupGate(o.WarmupLimit);
                 for (var round = 0; ; round++)
                 {
                     var before = JitActivity.Take(target.ProcessId);
                     await BoardSetup.PostTasksAsync(clients.Main, warmupId, o.WarmupTasks, o.BatchSize, o.PayloadBytes, ct, firstId: round * o.WarmupTasks);
                     var warm = await Claim(warmupId, o.WarmupTasks, measured: false);
                     var (_, tiering) = JitActivity.Take(target.ProcessId).Since(before);
-                    var quiet = tiering is null || tiering <= Math.Max(0.01, 0.02 * warm.Seconds);
+                    var quiet = WarmupGate.IsQuiet(0, tiering, warm.Seconds);
                     report.Line($"round {round + 1}", string.Create(Report.Culture,
                         $"{warm.Succeeded} requests in {warm.Seconds:0.00} s ({warm.RequestsPerSecond:0} req/s); server tiering thread {(tiering is { } t ? $"{t:0.00} s" : "unknown")}{(quiet ? " - quiet" : "")}"));
-                    var elapsed = Stopwatch.GetElapsedTime(started);
-                    if ((quiet && quietBefore && elapsed >= TimeSpan.FromSeconds(Math.Min(3, o.WarmupLimit.TotalSeconds))) || elapsed >= o.WarmupLimit)
+                    if (gate.Done(quiet))
                     {
                         break;
                     }
-
-                    quietBefore = quiet;
                 }
             }
 
