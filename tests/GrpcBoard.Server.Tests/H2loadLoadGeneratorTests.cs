@@ -68,14 +68,10 @@ public sealed class H2loadLoadGeneratorTests
         var tool = ExternalTool.H2load.Find();
         Assert.True(tool is not null, ExternalTool.H2load.InstallHint + " (.ci/setup installs it)");
         await using var harness = await ServerHarness.StartAsync();
-        await harness.Client.CreateWorkflowAsync(new CreateWorkflowRequest { WorkflowId = "h2", Goal = "h2load" });
         const int tasks = 2000;
-        for (var batch = 0; batch < tasks / 1000; batch++)
-        {
-            var post = new PostTasksRequest { WorkflowId = "h2" };
-            post.Tasks.AddRange(Enumerable.Range(batch * 1000, 1000).Select(i => new TaskSpec { Id = $"t{i}" }));
-            await harness.Client.PostTasksAsync(post);
-        }
+        // As the h2load part sets up its board.
+        await BoardSetup.CreateWorkflowAsync(harness.Client, "h2", "h2load", CancellationToken.None);
+        await BoardSetup.PostTasksAsync(harness.Client, "h2", tasks, batchSize: 1000, payloadBytes: 32, CancellationToken.None);
 
         var scratch = Directory.CreateTempSubdirectory("grpcboard-h2load-test-");
         try
@@ -116,7 +112,7 @@ public sealed class H2loadLoadGeneratorTests
         try
         {
             // A claim that waits up to a minute for a task in an empty workflow: no request ends before the limit.
-            await harness.Client.CreateWorkflowAsync(new CreateWorkflowRequest { WorkflowId = "idle", Goal = "nothing to claim" });
+            await BoardSetup.CreateWorkflowAsync(harness.Client, "idle", "nothing to claim", CancellationToken.None);
             var body = Path.Combine(scratch.FullName, "claim.bin");
             await File.WriteAllBytesAsync(body, H2loadClaims.Frame(new ClaimTaskRequest { WorkflowId = "idle", WorkerId = "h2load", Wait = Duration.FromTimeSpan(TimeSpan.FromMinutes(1)) }));
             var url = new Uri(harness.Server.Address, "/grpcboard.v1.BoardService/ClaimTask");
