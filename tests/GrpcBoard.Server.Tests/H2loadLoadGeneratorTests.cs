@@ -77,8 +77,8 @@ public sealed class H2loadLoadGeneratorTests
         try
         {
             var body = Path.Combine(scratch.FullName, "claim.bin");
-            await File.WriteAllBytesAsync(body, H2loadClaims.Frame(new ClaimTaskRequest { WorkflowId = "h2", WorkerId = "h2load", LeaseDuration = Duration.FromTimeSpan(TimeSpan.FromMinutes(10)) }));
-            var url = new Uri(harness.Server.Address, "/grpcboard.v1.BoardService/ClaimTask");
+            await File.WriteAllBytesAsync(body, H2loadClaims.ClaimFrame(new ClaimTaskRequest { WorkflowId = "h2", WorkerId = "h2load", LeaseDuration = Duration.FromTimeSpan(TimeSpan.FromMinutes(10)) }));
+            var url = H2loadClaims.ClaimUrl(harness.Server.Address);
             var log = Path.Combine(scratch.FullName, "requests.log");
 
             var run = await H2loadRun.ExecuteAsync(tool, url, body, log, tasks, connections: 1, streams: 16, TimeSpan.FromSeconds(60), CancellationToken.None);
@@ -114,8 +114,8 @@ public sealed class H2loadLoadGeneratorTests
             // A claim that waits up to a minute for a task in an empty workflow: no request ends before the limit.
             await BoardSetup.CreateWorkflowAsync(harness.Client, "idle", "nothing to claim", CancellationToken.None);
             var body = Path.Combine(scratch.FullName, "claim.bin");
-            await File.WriteAllBytesAsync(body, H2loadClaims.Frame(new ClaimTaskRequest { WorkflowId = "idle", WorkerId = "h2load", Wait = Duration.FromTimeSpan(TimeSpan.FromMinutes(1)) }));
-            var url = new Uri(harness.Server.Address, "/grpcboard.v1.BoardService/ClaimTask");
+            await File.WriteAllBytesAsync(body, H2loadClaims.ClaimFrame(new ClaimTaskRequest { WorkflowId = "idle", WorkerId = "h2load", Wait = Duration.FromTimeSpan(TimeSpan.FromMinutes(1)) }));
+            var url = H2loadClaims.ClaimUrl(harness.Server.Address);
             var watch = Stopwatch.StartNew();
 
             await Assert.ThrowsAsync<TimeoutException>(() => H2loadRun.ExecuteAsync(tool, url, body, Path.Combine(scratch.FullName, "requests.log"), 10, 1, 2, TimeSpan.FromSeconds(1), CancellationToken.None));

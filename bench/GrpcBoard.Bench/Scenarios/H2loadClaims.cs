@@ -1,14 +1,16 @@
+using System.Buffers;
 using System.Diagnostics;
 using System.Globalization;
 using System.Text.RegularExpressions;
-using Google.Protobuf;
 using Google.Protobuf.WellKnownTypes;
+using GrpcBoard.Api;
 using GrpcBoard.Api.V1;
 using GrpcBoard.Bench.Cli;
 using GrpcBoard.Bench.LoadGen;
 using GrpcBoard.Bench.Measurement;
 using GrpcBoard.Bench.Reporting;
 using GrpcBoard.Bench.Targets;
+using GrpcBoard.Wire;
 
 namespace GrpcBoard.Bench.Scenarios;
 
@@ -28,8 +30,6 @@ namespace GrpcBoard.Bench.Scenarios;
 /// </summary>
 public static class H2loadClaims
 {
-    private const string ClaimPath = "/grpcboard.v1.BoardService/ClaimTask";
-
     public static async Task<CompareRow> RunAsync(BenchOptions o, string store, Report report, CancellationToken ct)
     {
         var tool = ExternalTool.H2load.Require();
@@ -54,9 +54,9 @@ public static class H2loadClaims
             async Task<H2loadRun> Claim(string workflowId, int requests, bool measured)
             {
                 var body = System.IO.Path.Combine(scratch.FullName, "claim-" + workflowId + ".bin");
-                await File.WriteAllBytesAsync(body, Frame(new ClaimTaskRequest { WorkflowId = workflowId, WorkerId = "h2load", LeaseDuration = Duration.FromTimeSpan(lease) }), ct);
+                await File.WriteAllBytesAsync(body, ClaimFrame(new ClaimTaskRequest { WorkflowId = workflowId, WorkerId = "h2load", LeaseDuration = Duration.FromTimeSpan(lease) }), ct);
                 var log = System.IO.Path.Combine(scratch.FullName, "requests.log");
-                return await H2loadRun.ExecuteAsync(tool, new Uri(target.Address, ClaimPath), body, log, requests, o.Connections, streams, measured ? o.PartLimit : null, ct);
+                return await H2loadRun.ExecuteAsync(tool, ClaimUrl(target.Address), body, log, requests, o.Connections, streams, measured ? o.PartLimit : null, ct);
             }
 
             // Warm-up on a workflow of its own, as the other load generators do (WarmupGate): only the server's JIT
@@ -146,14 +146,15 @@ public static class H2loadClaims
         (claimed == requests, $"server claimed == requests sent (every call claimed a task) ({claimed} vs {requests})"),
     ];
 
-    /// <summary>One gRPC message as it goes on the wire: uncompressed flag, 4-byte big-endian length, the message.</summary>
-    public static byte[] Frame(IMessage message)
+    /// <summary>Where h2load sends its requests: the server's ClaimTask method.</summary>
+    public static Uri ClaimUrl(Uri server) => new(server, BoardMethods.ClaimTask.FullName);
+
+    /// <summary>A ClaimTask request framed as it goes on the wire (uncompressed), the body of every h2load request.</summary>
+    public static byte[] ClaimFrame(ClaimTaskRequest request)
     {
-        var payload = message.ToByteArray();
-        var frame = new byte[5 + payload.Length];
-        System.Buffers.Binary.BinaryPrimitives.WriteInt32BigEndian(frame.AsSpan(1), payload.Length);
-        payload.CopyTo(frame, 5);
-        return frame;
+        var frame = new ArrayBufferWriter<byte>();
+        MessageFraming.WriteMessage(frame, request, BoardMethods.ClaimTask.RequestMarshaller, compression: null, maxSendSize: null);
+        return frame.WrittenSpan.ToArray();
     }
 }
 
