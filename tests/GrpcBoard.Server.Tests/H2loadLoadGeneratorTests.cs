@@ -86,12 +86,12 @@ public sealed class H2loadLoadGeneratorTests
             var counts = (await harness.Client.GetWorkflowAsync(new GetWorkflowRequest { WorkflowId = "h2" })).Workflow.TaskCounts;
             Assert.Equal(tasks, counts.Claimed);
             Assert.All(H2loadClaims.Checks(run, tasks, counts.Claimed), c => Assert.True(c.Ok, c.What));
-            Assert.True(run.RequestsPerSecond > 0 && run.Latency.P99Ms > 0);
+            Assert.True(run.Totals.RequestsPerSecond > 0 && run.Latency.P99Ms > 0);
 
             // 500 more requests with no task left: each is answered OK with no task, which h2load counts as a success.
             var empty = await H2loadRun.ExecuteAsync(tool, url, body, log, 500, connections: 1, streams: 16, TimeSpan.FromSeconds(60), CancellationToken.None);
             var after = (await harness.Client.GetWorkflowAsync(new GetWorkflowRequest { WorkflowId = "h2" })).Workflow.TaskCounts;
-            Assert.Equal(500, empty.Succeeded);
+            Assert.Equal(500, empty.Totals.Succeeded);
             var failed = H2loadClaims.Checks(empty, 500, after.Claimed - counts.Claimed).Where(c => !c.Ok).ToList();
             Assert.Single(failed);
             Assert.Contains("server claimed == requests sent", failed[0].What, StringComparison.Ordinal);

@@ -73,9 +73,9 @@ public static class H2loadClaims
                     await BoardSetup.PostTasksAsync(clients.Main, warmupId, o.WarmupTasks, o.BatchSize, o.PayloadBytes, ct, firstId: round * o.WarmupTasks);
                     var warm = await Claim(warmupId, o.WarmupTasks, measured: false);
                     var (_, tiering) = JitActivity.Take(target.ProcessId).Since(before);
-                    var quiet = WarmupGate.IsQuiet(0, tiering, warm.Seconds);
+                    var quiet = WarmupGate.IsQuiet(0, tiering, warm.Totals.Seconds);
                     report.Line($"round {round + 1}", string.Create(Report.Culture,
-                        $"{warm.Succeeded} requests in {warm.Seconds:0.00} s ({warm.RequestsPerSecond:0} req/s); server tiering thread {(tiering is { } t ? $"{t:0.00} s" : "unknown")}{(quiet ? " - quiet" : "")}"));
+                        $"{warm.Totals.Succeeded} requests in {warm.Totals.Seconds:0.00} s ({warm.Totals.RequestsPerSecond:0} req/s); server tiering thread {(tiering is { } t ? $"{t:0.00} s" : "unknown")}{(quiet ? " - quiet" : "")}"));
                     if (gate.Done(quiet))
                     {
                         break;
@@ -98,17 +98,17 @@ public static class H2loadClaims
             var redisAfter = redisBefore is not null ? await RedisCommandStats.TakeAsync(target.RedisEndpoint!) : null;
 
             report.Section("results: claim-only (h2load)");
-            report.Line("h2load", run.Summary);
-            report.Line("claims", string.Create(Report.Culture, $"{run.Succeeded} requests in {run.Seconds:0.000} s ({run.RequestsPerSecond:0.0} requests/s, h2load's figure); from its per-request log: {run.LogWall.TotalSeconds:0.000} s first start to last end"));
+            report.Line("h2load", run.Totals.Summary);
+            report.Line("claims", string.Create(Report.Culture, $"{run.Totals.Succeeded} requests in {run.Totals.Seconds:0.000} s ({run.Totals.RequestsPerSecond:0.0} requests/s, h2load's figure); from its per-request log: {run.LogWall.TotalSeconds:0.000} s first start to last end"));
             report.LatencyTable([("ClaimTask", run.Latency)]);
             report.Section("resources during the measured run");
             report.Text("(h2load is the ended child process; the load generator lines are this tool, which only waits meanwhile)");
-            report.Resources(usage, run.Wall, run.Succeeded, "claim");
+            report.Resources(usage, run.Wall, run.Totals.Succeeded, "claim");
             if (redisBefore is not null && redisAfter is not null)
             {
-                var figures = new RedisStoreFigures(redisAfter.Since(redisBefore), run.Succeeded, 0, 0);
+                var figures = new RedisStoreFigures(redisAfter.Since(redisBefore), run.Totals.Succeeded, 0, 0);
                 report.Section("redis during the measured run (INFO commandstats)");
-                report.RedisStore(figures, run.Wall, run.Succeeded, "claim");
+                report.RedisStore(figures, run.Wall, run.Totals.Succeeded, "claim");
             }
 
             var counts = await BoardSetup.CountsAsync(clients.Main, workflowId, ct);
@@ -124,9 +124,9 @@ public static class H2loadClaims
             report.Line("verdict", failures == 0 ? "PASS" : $"FAIL ({failures} check(s))");
 
             var system = store == "redis" ? $"GrpcBoard, Redis store (AOF {o.RedisAppendFsync})" : $"GrpcBoard, embedded ({o.Synchronous})";
-            return new CompareRow(system, "claim next ready task (gRPC)", LoadGenerator.H2load, o.Workers, run.Succeeded, run.Seconds, run.RequestsPerSecond,
+            return new CompareRow(system, "claim next ready task (gRPC)", LoadGenerator.H2load, o.Workers, run.Totals.Succeeded, run.Totals.Seconds, run.Totals.RequestsPerSecond,
                 run.Latency.P50Ms, run.Latency.P99Ms, usage.OtherCores(run.Wall), failures == 0,
-                string.Create(Report.Culture, $"h2load {usage.EndedChildrenSeconds * 1e6 / Math.Max(1, run.Succeeded):0.0} µs CPU/claim"));
+                string.Create(Report.Culture, $"h2load {usage.EndedChildrenSeconds * 1e6 / Math.Max(1, run.Totals.Succeeded):0.0} µs CPU/claim"));
         }
         finally
         {
@@ -141,7 +141,7 @@ public static class H2loadClaims
     /// </summary>
     public static IReadOnlyList<(bool Ok, string What)> Checks(H2loadRun run, long requests, long claimed) =>
     [
-        (run.Succeeded == requests && run.Failed == 0, $"h2load: every request answered 2xx ({run.Succeeded} of {requests}; {run.Failed} failed, errored or timed out)"),
+        (run.Totals.Succeeded == requests && run.Totals.Failed == 0, $"h2load: every request answered 2xx ({run.Totals.Succeeded} of {requests}; {run.Totals.Failed} failed, errored or timed out)"),
         (run.Latency.Count == requests, $"h2load's log holds every request ({run.Latency.Count} of {requests})"),
         (claimed == requests, $"server claimed == requests sent (every call claimed a task) ({claimed} vs {requests})"),
     ];
@@ -158,14 +158,15 @@ public static class H2loadClaims
     }
 }
 
+/// <summary>h2load's closing figures: its summary lines, its run time and rate, and requests answered 2xx or not.</summary>
+public sealed record H2loadTotals(string Summary, double Seconds, double RequestsPerSecond, long Succeeded, long Failed);
+
 /// <summary>One h2load run: its summary lines and its per-request log (--log-file).</summary>
 public sealed partial class H2loadRun
 {
-    public required string Summary { get; init; }
-    public required long Succeeded { get; init; }
-    public required long Failed { get; init; }
-    public required double Seconds { get; init; }
-    public required double RequestsPerSecond { get; init; }
+    /// <summary>What h2load printed at the end (<see cref="Parse"/>).</summary>
+    public required H2loadTotals Totals { get; init; }
+
     public required LatencyStats Latency { get; init; }
     public required TimeSpan LogWall { get; init; }
 
@@ -179,7 +180,7 @@ public sealed partial class H2loadRun
         {
             "-n", requests.ToString(CultureInfo.InvariantCulture), "-c", connections.ToString(CultureInfo.InvariantCulture),
             "-m", streams.ToString(CultureInfo.InvariantCulture), "-t", "1", "-d", bodyFile,
-            "-H", "content-type: application/grpc", "-H", "te: trailers", "--log-file=" + logFile,
+            "-H", "content-type: " + GrpcProtocol.ContentType, "-H", GrpcProtocol.TeHeader + ": " + GrpcProtocol.TeTrailers, "--log-file=" + logFile,
             url.ToString(),
         })
         {
@@ -219,24 +220,18 @@ public sealed partial class H2loadRun
         var (latency, logWall) = ReadLog(await File.ReadAllLinesAsync(logFile, ct));
         return new H2loadRun
         {
-            Summary = parsed.Summary,
-            Succeeded = parsed.Succeeded,
-            Failed = parsed.Failed,
-            Seconds = parsed.Seconds,
-            RequestsPerSecond = parsed.RequestsPerSecond,
+            Totals = parsed,
             Latency = latency,
             LogWall = logWall,
             Wall = wall,
         };
     }
 
-    public sealed record Totals(string Summary, double Seconds, double RequestsPerSecond, long Succeeded, long Failed);
-
     /// <summary>
     /// h2load's summary: "finished in 1.54s, 39015.03 req/s, 9.64MB/s" and "requests: 60000 total, 60000 started,
     /// 60000 done, 60000 succeeded, 0 failed, 0 errored, 0 timeout" (succeeded: a 2xx status). Null when missing.
     /// </summary>
-    public static Totals? Parse(string output)
+    public static H2loadTotals? Parse(string output)
     {
         var finished = FinishedLine().Match(output);
         var counts = RequestsLine().Match(output);
@@ -253,7 +248,7 @@ public sealed partial class H2loadRun
             _ => double.NaN,
         };
         long Count(string name) => long.Parse(counts.Groups[name].Value, CultureInfo.InvariantCulture);
-        return new Totals(
+        return new H2loadTotals(
             finished.Value.Trim() + "; " + counts.Value.Trim(),
             seconds,
             double.Parse(finished.Groups["rate"].Value, CultureInfo.InvariantCulture),
