@@ -434,6 +434,25 @@ public abstract class StoreContractTests : BoardTestBase
     }
 
     [Fact]
+    public async Task ClaimNext_AcrossSkillQueues_FollowsPriorityThenReadyTime()
+    {
+        // Tasks with different required skills sit in different ready queues; a worker whose skills cover several
+        // must get the best task of all of them, not the first of whichever queue comes first.
+        var wf = await NewWorkflowAsync();
+        await Board.PostTasksAsync(wf, [Spec("plain-low-old", priority: 1), Spec("gpu-high-old", priority: 9, skills: ["gpu"])], default).Within();
+        Time.Advance(TimeSpan.FromSeconds(1));
+        await Board.PostTasksAsync(wf, [Spec("plain-high-new", priority: 9), Spec("gpu-low-new", priority: 1, skills: ["gpu"])], default).Within();
+
+        var order = new List<string>();
+        while ((await ClaimAsync(wf, "gpu-box", skills: ["gpu"])).Task is { } task)
+        {
+            order.Add(task.Id);
+        }
+
+        Assert.Equal(["gpu-high-old", "plain-high-new", "plain-low-old", "gpu-low-new"], order);
+    }
+
+    [Fact]
     public async Task ClaimNext_WithWait_ReturnsWhenATaskBecomesReady()
     {
         var wf = await NewWorkflowAsync();
