@@ -91,6 +91,8 @@ public sealed class BenchOptions
 
     public bool ClaimNext { get; private set; }
 
+    public bool Allocations { get; private set; }
+
     /// <summary>Switch, value name (null for a flag), description, and how the value is applied.</summary>
     private sealed record Option(string Switch, string? Value, string Description, Action<BenchOptions, string> Apply);
 
@@ -134,6 +136,7 @@ public sealed class BenchOptions
         new("--rounds", "N", "compare: run all parts N times, one round after the other, and print each round's ratios and their median (default 1).", (o, v) => o.Rounds = Int(v, "--rounds", 1)),
         new("--etcd-txns", "N", "compare: claim transactions against etcd, one new key each (default 100000).", (o, v) => o.EtcdTxns = Int(v, "--etcd-txns", 1)),
         new("--timeline", null, "Print completed operations per second of the measured run.", (o, _) => o.Timeline = true),
+        new("--allocations", null, "claim-only, claim-complete: print what this process allocated in the measured run, by type (sampled about every 100 KB; with --in-process that includes the server).", (o, _) => o.Allocations = true),
         new("--claim-next", null, "claim-complete: each CompleteTask also claims the worker's next task (claim_next); ClaimTask only when it returned none. compare runs claim-complete both ways.", (o, _) => o.ClaimNext = true),
     ];
 
@@ -268,6 +271,11 @@ public sealed class BenchOptions
         if (Scenario == "post" && Target is null)
         {
             throw new ArgumentException("post needs --target: a server the tool starts is stopped when the tool ends.");
+        }
+
+        if (Allocations && Scenario is not ("claim-only" or "claim-complete"))
+        {
+            throw new ArgumentException("--allocations goes with claim-only or claim-complete.");
         }
 
         if (Target is not null && InProcess)

@@ -44,6 +44,17 @@ public sealed class Report(TextWriter output)
         }
     }
 
+    /// <summary>Sampled allocations by type (<see cref="AllocationSampler"/>): the total and the largest types, in bytes per unit of work.</summary>
+    public void Allocations(IReadOnlyList<(string Type, long Bytes)> sampled, long units, string unit, int top = 40)
+    {
+        var per = Math.Max(1, units);
+        Line("sampled in all", string.Create(Culture, $"{sampled.Sum(s => s.Bytes) / 1048576.0:0.0} MiB, {(double)sampled.Sum(s => s.Bytes) / per:0} B per {unit}, {sampled.Count} types"));
+        foreach (var (type, bytes) in sampled.Take(top))
+        {
+            output.WriteLine(string.Create(Culture, $"  {(double)bytes / per,8:0.0} B per {unit}  {type}"));
+        }
+    }
+
     /// <summary>CPU, disk, GC and scheduling during a measured phase, also per unit of work.</summary>
     public void Resources(ResourceUsage usage, TimeSpan wall, long units, string unit)
     {

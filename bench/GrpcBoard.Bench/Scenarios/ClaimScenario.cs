@@ -72,9 +72,12 @@ public sealed class ClaimScenario(string name, bool completes) : IScenario
         var window = new ResourceWindow(context.Target.ProcessId, context.Target.Companions);
         var redisBefore = context.Target.RedisEndpoint is { } redis ? await RedisCommandStats.TakeAsync(redis) : null;
         var writesBefore = context.Clients.Writes(o.Client);
+        using var sampler = o.Allocations ? new AllocationSampler() : null;
         window.Start();
+        sampler?.Start();
         var run = await ClaimRun.ExecuteAsync(context.Clients, o.Client, workflowIds, o.Workers, o.Tasks, lease, completes, o.ResultBytes, o.Duration, ct, o.ClaimNext);
         var usage = window.Stop();
+        var allocations = sampler?.Stop();
         var writes = context.Clients.Writes(o.Client) - writesBefore;
         var redisAfter = redisBefore is not null ? await RedisCommandStats.TakeAsync(context.Target.RedisEndpoint!) : null;
         var connections = context.Clients.CountConnections();
@@ -129,6 +132,12 @@ public sealed class ClaimScenario(string name, bool completes) : IScenario
         if (context.Target.RelayReport is { } relayed)
         {
             report.Line("delay relay to redis", relayed);
+        }
+
+        if (allocations is not null)
+        {
+            report.Section(o.InProcess ? "allocations by type (sampled; this process: server and load generator)" : "allocations by type (sampled; this process: the load generator only)");
+            report.Allocations(allocations, units, Unit);
         }
 
         var exitCode = await VerifyAsync(context, workflowIds, run);
