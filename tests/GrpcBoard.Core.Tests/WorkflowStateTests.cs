@@ -180,6 +180,31 @@ public sealed class WorkflowStateTests
         return b.ToString();
     }
 
+    /// <summary>
+    /// A transaction that changed a ready task and then asks for the best ready task must get the next one of that
+    /// task's queue, even when another queue, listed first, holds more than enough worse ones. (Asking for one candidate
+    /// more per changed task, from all queues together, missed it: the first queue filled the candidates.)
+    /// </summary>
+    [Fact]
+    public async System.Threading.Tasks.Task ReadyTasks_OfATransaction_PassOverWhatItChanged_InEveryQueue()
+    {
+        var state = new WorkflowState("wf", 1000, new TimerIndex());
+        state.Apply([Workflow(EventKind.WorkflowCreated, "goal")], 1000, 100);
+        state.Apply(
+        [
+            .. Enumerable.Range(1, 4).Select(i => Posted(Task($"plain-{i}") with { Priority = 1 })),
+            Posted(Task("gpu-1") with { Priority = 9, RequiredSkills = ["gpu"] }),
+            Posted(Task("gpu-2") with { Priority = 9, RequiredSkills = ["gpu"] }),
+        ], 1000, 100);
+        var txn = new StateTransaction(state);
+        var gpu1 = state.Tasks["gpu-1"];
+        txn.Append(new EventRecord { Revision = 0, Kind = EventKind.TaskClaimed, Time = T0, WorkflowId = "wf", Task = gpu1 with { State = TaskState.Claimed, Owner = "w" } });
+
+        var best = await txn.GetReadyTasksAsync(["gpu"], 1);
+
+        Assert.Equal("gpu-2", Assert.Single(best).Id);
+    }
+
     private static TaskRecord Task(string id) => new()
     {
         Id = id,

@@ -32,8 +32,8 @@ public sealed class StateTransaction(WorkflowState state) : WorkflowTransactionB
     protected override ValueTask<TaskRecord?> ReadTaskAsync(string taskId) =>
         new(state.Tasks.GetValueOrDefault(taskId));
 
-    protected override ValueTask<IReadOnlyList<TaskRecord>> ReadReadyTasksAsync(IReadOnlyCollection<string> workerSkills, int limit) =>
-        new(state.ReadyFor(workerSkills, limit));
+    protected override ValueTask<IReadOnlyList<TaskRecord>> ReadReadyTasksAsync(IReadOnlyCollection<string> workerSkills, int limit, IReadOnlyDictionary<string, TaskRecord>? skip) =>
+        new(state.ReadyFor(workerSkills, limit, skip));
 
     protected override ValueTask<IReadOnlyList<string>> ReadDependentsAsync(string taskId) =>
         new(state.Dependents(taskId));

@@ -52,25 +52,39 @@ public sealed class WorkflowState(string id, int recentEvents, TimerIndex? timer
     public IReadOnlyList<string> Dependents(string taskId) =>
         _dependents.TryGetValue(taskId, out var list) ? list : [];
 
-    public List<TaskRecord> ReadyFor(IReadOnlyCollection<string> workerSkills, int limit)
+    /// <summary>
+    /// The best <paramref name="limit"/> ready tasks these skills allow, leaving out <paramref name="skip"/> (what the
+    /// asking transaction changed: its own versions of those come from its overlay). Each covered queue gives its first
+    /// <paramref name="limit"/> tasks not skipped, so the best of all queues are among them.
+    /// </summary>
+    public List<TaskRecord> ReadyFor(IReadOnlyCollection<string> workerSkills, int limit, IReadOnlyDictionary<string, TaskRecord>? skip = null)
     {
-        if (limit == 1)
-        {
-            return BestReadyFor(workerSkills) is { } best ? [best] : [];
-        }
-
         var result = new List<TaskRecord>();
         foreach (var queue in _ready.Values)
         {
-            if (queue.Tasks.Count == 0 || !TaskIndexing.Covers(workerSkills, queue.Skills))
+            if (queue.Tasks.Min is not { } first || !TaskIndexing.Covers(workerSkills, queue.Skills))
             {
                 continue;
             }
 
+            // A claim wants one task (a claim_next too, after its complete): the queue's Min walks one path of the tree,
+            // where enumerating allocates a stack as deep as the tree (about 300 B a claim with 400,000 tasks ready).
+            if (limit == 1 && skip?.ContainsKey(first.Id) != true)
+            {
+                result.Add(first);
+                continue;
+            }
+
+            var taken = 0;
             foreach (var task in queue.Tasks)
             {
+                if (skip?.ContainsKey(task.Id) == true)
+                {
+                    continue;
+                }
+
                 result.Add(task);
-                if (result.Count >= limit * 2)
+                if (++taken >= limit)
                 {
                     break;
                 }
@@ -84,25 +98,6 @@ public sealed class WorkflowState(string id, int recentEvents, TimerIndex? timer
         }
 
         return result;
-    }
-
-    /// <summary>
-    /// The first ready task these skills allow: each queue's first, taken as its <see cref="SortedSet{T}.Min"/>. A claim
-    /// asks for one task; enumerating a queue for it allocated a stack as deep as the queue's tree (about 300 B a claim
-    /// with 400,000 tasks ready) and walked it.
-    /// </summary>
-    private TaskRecord? BestReadyFor(IReadOnlyCollection<string> workerSkills)
-    {
-        TaskRecord? best = null;
-        foreach (var queue in _ready.Values)
-        {
-            if (queue.Tasks.Min is { } first && TaskIndexing.Covers(workerSkills, queue.Skills) && (best is null || ReadyOrder.Compare(first, best) < 0))
-            {
-                best = first;
-            }
-        }
-
-        return best;
     }
 
     public List<TaskRecord> ListTasks(TaskState? state, string? afterId, int limit)

@@ -46,8 +46,8 @@ public abstract class WorkflowTransactionBase(string workflowId) : IWorkflowTran
             return [];
         }
 
-        // Ask for extra candidates when this transaction has changed tasks: some may no longer be ready.
-        var committed = await ReadReadyTasksAsync(workerSkills, limit + (_tasks?.Count ?? 0)).ConfigureAwait(false);
+        // Committed ready tasks this transaction has not changed; the overlay adds its changed tasks that are ready.
+        var committed = await ReadReadyTasksAsync(workerSkills, limit, _tasks).ConfigureAwait(false);
         return Overlay(committed, t => t.State == TaskState.Ready && TaskIndexing.Covers(workerSkills, t.RequiredSkills), TaskIndexing.CompareReady, limit);
     }
 
@@ -143,7 +143,8 @@ public abstract class WorkflowTransactionBase(string workflowId) : IWorkflowTran
 
     protected abstract ValueTask<TaskRecord?> ReadTaskAsync(string taskId);
 
-    protected abstract ValueTask<IReadOnlyList<TaskRecord>> ReadReadyTasksAsync(IReadOnlyCollection<string> workerSkills, int limit);
+    /// <summary>The best <paramref name="limit"/> committed ready tasks these skills allow, none of them in <paramref name="skip"/>.</summary>
+    protected abstract ValueTask<IReadOnlyList<TaskRecord>> ReadReadyTasksAsync(IReadOnlyCollection<string> workerSkills, int limit, IReadOnlyDictionary<string, TaskRecord>? skip);
 
     protected abstract ValueTask<IReadOnlyList<string>> ReadDependentsAsync(string taskId);
 
