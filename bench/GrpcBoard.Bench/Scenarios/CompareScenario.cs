@@ -153,9 +153,16 @@ public sealed class CompareScenario : ISelfHostedScenario
         }
     }
 
+    /// <summary>The operation of a claim-only row, whoever drives it.</summary>
+    public const string ClaimOnlyOperation = "claim next ready task (gRPC)";
+
+    /// <summary>The system column of a GrpcBoard row: the store and its durability setting.</summary>
+    public static string BoardSystem(BenchOptions o, string store) =>
+        store == "redis" ? $"GrpcBoard, Redis store (AOF {o.RedisAppendFsync})" : store == "embedded" ? $"GrpcBoard, embedded ({o.Synchronous})" : $"GrpcBoard, {store}";
+
     private static CompareRow Row(ClaimOutcome c, BenchOptions o)
     {
-        var system = c.Store == "redis" ? $"GrpcBoard, Redis store (AOF {o.RedisAppendFsync})" : c.Store == "embedded" ? $"GrpcBoard, embedded ({o.Synchronous})" : $"GrpcBoard, {c.Store}";
+        var system = BoardSystem(o, c.Store);
         var completes = c.Pair is not null;
         var done = completes ? c.Run.Completions : c.Run.Claims;
         var notes = new List<string>();
@@ -174,7 +181,7 @@ public sealed class CompareScenario : ISelfHostedScenario
             notes.Add(string.Create(Report.Culture, $"{r.TransactionsPerCommit:0.0} calls per commit batch, {r.RoundTrips / (double)done:0.00} Redis round trips/{(completes ? "pair" : "claim")}"));
         }
 
-        var operation = !completes ? "claim next ready task (gRPC)" : c.ClaimNext ? "claim+complete, claim_next (gRPC)" : "claim+complete pair (gRPC)";
+        var operation = !completes ? ClaimOnlyOperation : c.ClaimNext ? "claim+complete, claim_next (gRPC)" : "claim+complete pair (gRPC)";
         return new CompareRow(system, operation, c.Client, o.Workers, done, c.Run.Wall.TotalSeconds,
             completes ? c.PairsPerSecond : c.ClaimsPerSecond, (c.Pair ?? c.Claim).P50Ms, (c.Pair ?? c.Claim).P99Ms, c.OtherCores, c.ExitCode == 0, string.Join("; ", notes));
     }
@@ -228,8 +235,8 @@ public sealed class CompareScenario : ISelfHostedScenario
         // h2load against redis-benchmark: a C load generator on each side. No etcd ratio (see the class comment).
         if (o.Parts.Contains("h2load"))
         {
-            var redisH2 = rows.FirstOrDefault(r => r.Client == LoadGenerator.H2load && r.System.Contains("Redis store", StringComparison.Ordinal))?.PerSecond;
-            var embeddedH2 = rows.FirstOrDefault(r => r.Client == LoadGenerator.H2load && r.System.Contains("embedded", StringComparison.Ordinal))?.PerSecond;
+            var redisH2 = rows.FirstOrDefault(r => r.Client == LoadGenerator.H2load && r.System == BoardSystem(o, "redis"))?.PerSecond;
+            var embeddedH2 = rows.FirstOrDefault(r => r.Client == LoadGenerator.H2load && r.System == BoardSystem(o, "embedded"))?.PerSecond;
             report.Text("with h2load (claim-only; a C load generator, as redis-benchmark is):");
             Ratio("redis store / raw SET NX", LoadGenerator.H2load, redisH2, raw, 0.5);
             Ratio("redis store / raw, new keys", LoadGenerator.H2load, redisH2, rawNew, 0.5);

@@ -19,8 +19,8 @@ namespace GrpcBoard.Bench.Scenarios;
 /// on a server of its own per store. The raw Redis side of the comparison is driven by redis-benchmark, a C program
 /// that is not Redis's own server code; the lean and C# load generators are this project's, in .NET, and share the
 /// two cores with the server and Redis. h2load is the same kind of driver for GrpcBoard as redis-benchmark is for
-/// Redis: an outside C program (measured here: 6-7 µs of CPU per claim, redis-benchmark 11-12 µs per SET, the lean
-/// load generator 10-12 µs per claim). W concurrent streams over
+/// Redis: an outside C program (docs/benchmarks.md, "GrpcBoard under h2load": 5.2-5.3 µs of CPU per claim, redis-benchmark
+/// 10.4-12.0 µs per SET, the lean load generator 9.6-12.4 µs per claim). W concurrent streams over
 /// --connections connections (a closed loop: a new request as soon as one ends), every request the same ClaimTask
 /// (next ready task of one workflow, one worker id, a one-hour lease), as every redis-benchmark request is the same SET.
 ///
@@ -123,8 +123,7 @@ public static class H2loadClaims
             var failures = checks.Count(c => !c.Ok);
             report.Line("verdict", failures == 0 ? "PASS" : $"FAIL ({failures} check(s))");
 
-            var system = store == "redis" ? $"GrpcBoard, Redis store (AOF {o.RedisAppendFsync})" : $"GrpcBoard, embedded ({o.Synchronous})";
-            return new CompareRow(system, "claim next ready task (gRPC)", LoadGenerator.H2load, o.Workers, run.Totals.Succeeded, run.Totals.Seconds, run.Totals.RequestsPerSecond,
+            return new CompareRow(CompareScenario.BoardSystem(o, store), CompareScenario.ClaimOnlyOperation, LoadGenerator.H2load, o.Workers, run.Totals.Succeeded, run.Totals.Seconds, run.Totals.RequestsPerSecond,
                 run.Latency.P50Ms, run.Latency.P99Ms, usage.OtherCores(run.Wall), failures == 0,
                 string.Create(Report.Culture, $"h2load {usage.EndedChildrenSeconds * 1e6 / Math.Max(1, run.Totals.Succeeded):0.0} µs CPU/claim"));
         }
@@ -175,55 +174,24 @@ public sealed partial class H2loadRun
 
     public static async Task<H2loadRun> ExecuteAsync(string tool, Uri url, string bodyFile, string logFile, int requests, int connections, int streams, TimeSpan? limit, CancellationToken ct)
     {
-        var start = new ProcessStartInfo(tool) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
-        foreach (var argument in new[]
-        {
+        string[] arguments =
+        [
             "-n", requests.ToString(CultureInfo.InvariantCulture), "-c", connections.ToString(CultureInfo.InvariantCulture),
             "-m", streams.ToString(CultureInfo.InvariantCulture), "-t", "1", "-d", bodyFile,
             "-H", "content-type: " + GrpcProtocol.ContentType, "-H", GrpcProtocol.TeHeader + ": " + GrpcProtocol.TeTrailers, "--log-file=" + logFile,
             url.ToString(),
-        })
-        {
-            start.ArgumentList.Add(argument);
-        }
-
+        ];
         File.Delete(logFile);
-        var started = Stopwatch.GetTimestamp();
-        using var process = Process.Start(start) ?? throw new InvalidOperationException("h2load did not start.");
-        var stdout = process.StandardOutput.ReadToEndAsync(ct);
-        var stderr = process.StandardError.ReadToEndAsync(ct);
-        using var timeout = CancellationTokenSource.CreateLinkedTokenSource(ct);
-        if (limit is { } l)
-        {
-            timeout.CancelAfter(l);
-        }
-
-        try
-        {
-            await process.WaitForExitAsync(timeout.Token);
-        }
-        catch (OperationCanceledException)
-        {
-            process.Kill();
-            await process.WaitForExitAsync(CancellationToken.None);
-            ct.ThrowIfCancellationRequested();
-            throw new TimeoutException($"h2load did not finish {requests} requests within {limit!.Value.TotalSeconds:0} s (--part-seconds).");
-        }
-
-        var wall = Stopwatch.GetElapsedTime(started);
-        var output = await stdout;
-        if (process.ExitCode != 0 || Parse(output) is not { } parsed)
-        {
-            throw new InvalidOperationException($"h2load exited with code {process.ExitCode} and printed:\n{output}\n{await stderr}");
-        }
-
+        var overdue = limit is { } l ? $"h2load did not finish {requests} requests within {l.TotalSeconds:0} s (--part-seconds)." : null;
+        var run = await ProgramRunner.RunAsync(tool, arguments, limit, overdue, ct);
+        var parsed = Parse(run.Output) ?? throw run.Unusable("h2load");
         var (latency, logWall) = ReadLog(await File.ReadAllLinesAsync(logFile, ct));
         return new H2loadRun
         {
             Totals = parsed,
             Latency = latency,
             LogWall = logWall,
-            Wall = wall,
+            Wall = run.Wall,
         };
     }
 

@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using System.Globalization;
 using GrpcBoard.Bench.Cli;
 using GrpcBoard.Bench.Measurement;
@@ -39,24 +38,10 @@ public static class RedisBenchmarkClaims
 
         var window = new ResourceWindow(null, [new CompanionProcess("redis-server", redis.Pid)]);
         window.Start();
-        var started = Stopwatch.GetTimestamp();
-        var start = new ProcessStartInfo(tool) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
-        foreach (var argument in arguments)
-        {
-            start.ArgumentList.Add(argument);
-        }
-
-        using var process = Process.Start(start) ?? throw new InvalidOperationException("redis-benchmark did not start.");
-        var stdout = process.StandardOutput.ReadToEndAsync(ct);
-        var stderr = process.StandardError.ReadToEndAsync(ct);
-        await process.WaitForExitAsync(ct);
-        var wall = Stopwatch.GetElapsedTime(started);
+        var run = await ProgramRunner.RunAsync(tool, arguments, limit: null, overdue: null, ct);
+        var wall = run.Wall;
         var usage = window.Stop();
-        var output = await stdout;
-        if (process.ExitCode != 0 || Parse(output) is not { } result)
-        {
-            throw new InvalidOperationException($"redis-benchmark exited with code {process.ExitCode} and printed:\n{output}\n{await stderr}");
-        }
+        var result = Parse(run.Output) ?? throw run.Unusable("redis-benchmark");
 
         await using var client = await redis.ConnectAsync(ct);
         var keys = (long)(await client.CommandAsync("DBSIZE"))!;

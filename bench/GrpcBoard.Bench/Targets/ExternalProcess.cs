@@ -43,6 +43,58 @@ public sealed class MissingToolException(ExternalTool tool) : Exception(tool.Ins
     public ExternalTool Tool { get; } = tool;
 }
 
+/// <summary>What a load-generating program printed, and how long it ran by this tool's clock (start to exit).</summary>
+public sealed record ProgramRun(string Output, string Errors, TimeSpan Wall)
+{
+    /// <summary>The failure of a run whose output cannot be used (it failed, or printed what cannot be read): its exit code and what it printed.</summary>
+    public InvalidOperationException Unusable(string name, int exitCode = 0) => new($"{name} exited with code {exitCode} and printed:\n{Output}\n{Errors}");
+}
+
+/// <summary>A program that runs to its end (redis-benchmark, h2load): run it, read what it printed, fail if it failed.</summary>
+public static class ProgramRunner
+{
+    /// <summary>
+    /// Runs <paramref name="tool"/> to its exit. A non-zero exit code fails with what it printed on both streams; past
+    /// <paramref name="limit"/> it is killed and a <see cref="TimeoutException"/> says so (with <paramref name="overdue"/>
+    /// as its message, if given).
+    /// </summary>
+    public static async Task<ProgramRun> RunAsync(string tool, IEnumerable<string> arguments, TimeSpan? limit, string? overdue, CancellationToken ct)
+    {
+        var name = Path.GetFileName(tool);
+        var start = new ProcessStartInfo(tool) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        foreach (var argument in arguments)
+        {
+            start.ArgumentList.Add(argument);
+        }
+
+        var started = Stopwatch.GetTimestamp();
+        using var process = Process.Start(start) ?? throw new InvalidOperationException($"{name} did not start.");
+        var stdout = process.StandardOutput.ReadToEndAsync(ct);
+        var stderr = process.StandardError.ReadToEndAsync(ct);
+        using var timeout = CancellationTokenSource.CreateLinkedTokenSource(ct);
+        if (limit is { } l)
+        {
+            timeout.CancelAfter(l);
+        }
+
+        try
+        {
+            await process.WaitForExitAsync(timeout.Token);
+        }
+        catch (OperationCanceledException)
+        {
+            process.Kill();
+            await process.WaitForExitAsync(CancellationToken.None);
+            ct.ThrowIfCancellationRequested();
+            throw new TimeoutException(overdue ?? $"{name} did not finish within {limit!.Value.TotalSeconds:0} s.");
+        }
+
+        var wall = Stopwatch.GetElapsedTime(started);
+        var run = new ProgramRun(await stdout, await stderr, wall);
+        return process.ExitCode == 0 ? run : throw run.Unusable(name, process.ExitCode);
+    }
+}
+
 /// <summary>
 /// A child process the tool started (redis-server, etcd): output kept for error messages, stopped with SIGTERM
 /// and then killed if it hangs, also when the tool exits without disposing it. Its temporary directory, if any,
