@@ -440,9 +440,11 @@ public class ClientResponseHandlingTests
     [Fact]
     public async Task ClientDeadline_FiresEvenIfTheServerIgnoresGrpcTimeout()
     {
+        var arrived = new Signal();
         var release = new Signal();
         await using var server = await KestrelHost.StartAsync(async context =>
         {
+            arrived.Set();
             // A server that ignores grpc-timeout and never answers until the client goes away.
             try
             {
@@ -453,9 +455,16 @@ public class ClientResponseHandlingTests
                 release.Set();
             }
         });
-        using var channel = CreateChannel(server);
 
-        var ex = await Timeouts.ThrowsRpc(() => channel.UnaryAsync(Unary, "x", new CallOptions(Deadline: DateTimeOffset.UtcNow.AddMilliseconds(150))));
+        // The deadline passes only once the server has the request: with a short real deadline, a loaded machine
+        // could spend it all connecting, and the server would have no stream to see reset.
+        var clock = new SteppedClock();
+        using var channel = CreateChannel(server, o => o.TimeProvider = clock);
+        var call = channel.UnaryAsync(Unary, "x", new CallOptions(Deadline: clock.GetUtcNow().AddSeconds(30)));
+        await arrived.WaitAsync();
+        clock.Step(TimeSpan.FromSeconds(31));
+
+        var ex = await Timeouts.ThrowsRpc(() => call);
         Assert.Equal(StatusCode.DeadlineExceeded, ex.StatusCode);
         await release.WaitAsync(); // the server saw the client's RST_STREAM
     }
