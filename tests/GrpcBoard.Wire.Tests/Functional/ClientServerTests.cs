@@ -326,20 +326,26 @@ public class ClientServerTests
 
             return "never";
         }));
-        using var channel = CreateChannel(server);
 
-        var stopwatch = Stopwatch.StartNew();
-        var deadline = DateTimeOffset.UtcNow.AddMilliseconds(200);
-        var ex = await Timeouts.ThrowsRpc(() => channel.UnaryAsync(Wait, "x", new CallOptions(Deadline: deadline)));
-        stopwatch.Stop();
+        // The deadline passes once the handler runs (a stepped clock), not after a short real interval that a loaded
+        // machine could spend before the request even reaches the server.
+        var clock = new SteppedClock();
+        using var channel = CreateChannel(server, o => o.TimeProvider = clock);
+        var deadline = clock.GetUtcNow().AddSeconds(30);
+        var sending = Stopwatch.StartNew();
+        var call = channel.UnaryAsync(Wait, "x", new CallOptions(Deadline: deadline));
 
-        Assert.Equal(StatusCode.DeadlineExceeded, ex.StatusCode);
-        Assert.True(stopwatch.Elapsed >= TimeSpan.FromMilliseconds(150), $"failed after {stopwatch.ElapsedMilliseconds} ms, before the deadline");
-        await cancelled.WaitAsync();
-
-        // The server saw the grpc-timeout as a deadline close to the client's.
+        // The server saw the grpc-timeout as a deadline close to the client's. The timeout is relative and is fixed
+        // before the connection opens, so the server's deadline is later by up to the time the request took to arrive.
         var serverDeadline = await started.WaitAsync();
-        Assert.InRange(serverDeadline, deadline.AddSeconds(-1), deadline.AddSeconds(1));
+        var inTransit = sending.Elapsed;
+        Assert.InRange(serverDeadline, deadline.AddSeconds(-1), deadline + inTransit + TimeSpan.FromSeconds(1));
+        Assert.False(call.IsCompleted, "the call ended before its deadline");
+
+        clock.Step(TimeSpan.FromSeconds(31));
+        var ex = await Timeouts.ThrowsRpc(() => call);
+        Assert.Equal(StatusCode.DeadlineExceeded, ex.StatusCode);
+        await cancelled.WaitAsync();
     }
 
     [Fact]
