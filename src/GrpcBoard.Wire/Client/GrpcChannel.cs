@@ -56,13 +56,11 @@ public sealed class GrpcChannel : IDisposable
     }
 
     /// <summary>Sends one request and reads one response.</summary>
-    public async Task<TResponse> UnaryAsync<TRequest, TResponse>(Method<TRequest, TResponse> method, TRequest request, CallOptions options = default)
-    {
-        if (_ownConnections)
-        {
-            return await OwnUnaryAsync(method, request, options).ConfigureAwait(false);
-        }
+    public Task<TResponse> UnaryAsync<TRequest, TResponse>(Method<TRequest, TResponse> method, TRequest request, CallOptions options = default) =>
+        _ownConnections ? OwnUnaryAsync(method, request, options) : HttpClientUnaryAsync(method, request, options);
 
+    private async Task<TResponse> HttpClientUnaryAsync<TRequest, TResponse>(Method<TRequest, TResponse> method, TRequest request, CallOptions options)
+    {
         await using var call = new ClientCall<TRequest, TResponse>(this, method, options);
         call.Start(requestMessage: request);
         var (hasMessage, response) = await call.ReadNextAsync().ConfigureAwait(false);
@@ -187,7 +185,16 @@ public sealed class GrpcChannel : IDisposable
 
             var stream = new CallStream(RequestHeaders(method.FullName, left, options.Headers), framed.WrittenMemory, Options.MaxReceiveMessageSize);
             var connection = await StartAsync(stream, left, cancellation).ConfigureAwait(false);
-            await WaitAsync(connection, stream, timeout - time.GetElapsedTime(started), cancellation).ConfigureAwait(false);
+
+            // Set up once the stream belongs to a connection, so that ending the call early (at the deadline, or on
+            // cancellation) also resets its stream.
+            left = timeout - time.GetElapsedTime(started);
+            using (var deadlineTimer = left is { } l ? time.CreateTimer(AbortAtDeadline, (connection, stream), l > TimeSpan.Zero ? l : TimeSpan.Zero, Timeout.InfiniteTimeSpan) : null)
+            using (cancellation.CanBeCanceled ? cancellation.UnsafeRegister(AbortOnCancellation, (connection, stream)) : default)
+            {
+                await stream.Completion.Task.ConfigureAwait(false);
+            }
+
             if (stream.Failure is not { } failure)
             {
                 return ReadResponse(stream, method);
@@ -202,31 +209,17 @@ public sealed class GrpcChannel : IDisposable
         }
     }
 
-    /// <summary>Waits for a call's stream to end, ending it early (and resetting it) at the deadline or on cancellation.</summary>
-    private async Task WaitAsync(Http2ClientConnection connection, CallStream stream, TimeSpan? left, CancellationToken cancellation)
+    private static readonly TimerCallback AbortAtDeadline = static s =>
     {
-        // Set up once the stream belongs to a connection, so that ending the call also resets its stream.
-        using var deadlineTimer = left is { } l
-            ? Options.TimeProvider.CreateTimer(
-                static s =>
-                {
-                    var (c, st) = ((Http2ClientConnection, CallStream))s!;
-                    c.Abort(st, new RpcException(ResponseRules.DeadlinePassed));
-                },
-                (connection, stream), l > TimeSpan.Zero ? l : TimeSpan.Zero, Timeout.InfiniteTimeSpan)
-            : null;
-        using var registration = cancellation.CanBeCanceled
-            ? cancellation.UnsafeRegister(
-                static s =>
-                {
-                    var (c, st) = ((Http2ClientConnection, CallStream))s!;
-                    c.Abort(st, new RpcException(ResponseRules.CancelledByCaller));
-                },
-                (connection, stream))
-            : default;
+        var (c, st) = ((Http2ClientConnection, CallStream))s!;
+        c.Abort(st, new RpcException(ResponseRules.DeadlinePassed));
+    };
 
-        await stream.Completion.Task.ConfigureAwait(false);
-    }
+    private static readonly Action<object?> AbortOnCancellation = static s =>
+    {
+        var (c, st) = ((Http2ClientConnection, CallStream))s!;
+        c.Abort(st, new RpcException(ResponseRules.CancelledByCaller));
+    };
 
     /// <summary>
     /// The response of a whole unary stream, read in the order the HttpClient path reads it: the message
@@ -236,17 +229,16 @@ public sealed class GrpcChannel : IDisposable
     private TResponse ReadResponse<TRequest, TResponse>(CallStream stream, Method<TRequest, TResponse> method)
     {
         var body = new ReadOnlySequence<byte>(stream.Body.WrittenMemory);
-        var status = stream.HeaderStatus ?? ResponseRules.ReadStatus(name => CallStream.Find(stream.Trailers, name)) ?? ResponseRules.NoStatusTrailer;
-        var trailers = CallStream.ToMetadata(stream.Trailers);
+        var status = stream.HeaderStatus ?? ResponseRules.ReadStatus(stream.Trailers, CallStream.Find) ?? ResponseRules.NoStatusTrailer;
         if (!MessageFraming.TryReadMessage(ref body, Options.MaxReceiveMessageSize, out var compressed, out var payload))
         {
             throw body.Length > 0 ? MessageFraming.Incomplete(body.Length)
                 : status.Code == StatusCode.OK ? new RpcException(ResponseRules.UnaryWithoutMessage)
-                : new RpcException(status, trailers);
+                : new RpcException(status, CallStream.ToMetadata(stream.Trailers));
         }
 
         var response = MessageFraming.Decode(payload, compressed, method.ResponseMarshaller, stream.Decompression, Options.MaxReceiveMessageSize);
-        return status.Code == StatusCode.OK ? response : throw new RpcException(status, trailers);
+        return status.Code == StatusCode.OK ? response : throw new RpcException(status, CallStream.ToMetadata(stream.Trailers));
     }
 
     /// <summary>
@@ -342,7 +334,7 @@ public sealed class GrpcChannel : IDisposable
 
     /// <summary>
     /// The headers of every call after its pseudo-headers and content-type, the same for both transports; then
-    /// come <see cref="PerCallHeaders"/>.
+    /// come <see cref="AddPerCallHeaders"/>.
     /// </summary>
     private IEnumerable<KeyValuePair<string, string>> ChannelHeaders()
     {
@@ -355,17 +347,21 @@ public sealed class GrpcChannel : IDisposable
         }
     }
 
-    /// <summary>A call's own headers: its grpc-timeout and its metadata (binary values base64).</summary>
-    private static IEnumerable<KeyValuePair<string, string>> PerCallHeaders(TimeSpan? timeout, Metadata? metadata)
+    /// <summary>
+    /// A call's own headers, each handed to <paramref name="add"/> (a static lambda: nothing allocated per call for
+    /// the walk): its grpc-timeout and its metadata (binary values base64).
+    /// </summary>
+    private static void AddPerCallHeaders<TTarget>(TTarget target, TimeSpan? timeout, Metadata? metadata, Action<TTarget, string, string> add)
     {
         if (timeout is { } t)
         {
-            yield return new(GrpcProtocol.TimeoutHeader, GrpcTimeout.Format(t));
+            add(target, GrpcProtocol.TimeoutHeader, GrpcTimeout.Format(t));
         }
 
-        foreach (var entry in metadata ?? Metadata.Empty)
+        for (var i = 0; i < (metadata?.Count ?? 0); i++)
         {
-            yield return new(entry.Key, entry.IsBinary ? BinaryHeader.Encode(entry.ValueBytes) : entry.Value);
+            var entry = metadata![i];
+            add(target, entry.Key, entry.IsBinary ? BinaryHeader.Encode(entry.ValueBytes) : entry.Value);
         }
     }
 
@@ -383,11 +379,7 @@ public sealed class GrpcChannel : IDisposable
 
         var block = new ArrayBufferWriter<byte>(prefix.Length + 64);
         block.Write(prefix);
-        foreach (var (name, value) in PerCallHeaders(timeout, metadata))
-        {
-            HPackEncoder.Literal(block, name, value);
-        }
-
+        AddPerCallHeaders(block, timeout, metadata, static (b, name, value) => HPackEncoder.Literal(b, name, value));
         return block.WrittenSpan.ToArray();
     }
 
@@ -418,10 +410,12 @@ public sealed class GrpcChannel : IDisposable
             VersionPolicy = HttpVersionPolicy.RequestVersionExact,
             Content = content,
         };
-        foreach (var (name, value) in ChannelHeaders().Concat(PerCallHeaders(timeout, options.Headers)))
+        foreach (var (name, value) in ChannelHeaders())
         {
             request.Headers.TryAddWithoutValidation(name, value);
         }
+
+        AddPerCallHeaders(request.Headers, timeout, options.Headers, static (h, name, value) => h.TryAddWithoutValidation(name, value));
 
         content.Headers.TryAddWithoutValidation("Content-Type", GrpcProtocol.ContentType);
         return request;

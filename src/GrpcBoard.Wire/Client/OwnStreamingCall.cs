@@ -131,7 +131,7 @@ internal sealed class OwnStreamingCall<TRequest, TResponse> : IStreamingCallCore
             return Ended(Finish(MessageFraming.Incomplete(stream.Body.WrittenCount).Status));
         }
 
-        var status = stream.HeaderStatus ?? ResponseRules.ReadStatus(name => CallStream.Find(stream.Trailers, name)) ?? ResponseRules.NoStatusTrailer;
+        var status = stream.HeaderStatus ?? ResponseRules.ReadStatus(stream.Trailers, CallStream.Find) ?? ResponseRules.NoStatusTrailer;
         Trailers = CallStream.ToMetadata(stream.Trailers);
         return Ended(Finish(status));
     }

@@ -59,9 +59,12 @@ internal static class ResponseRules
     }
 
     /// <summary>The status these headers carry (grpc-status, grpc-message, grpc-status-details-bin), if any.</summary>
-    public static Status? ReadStatus(Func<string, string?> header)
+    public static Status? ReadStatus(Func<string, string?> header) => ReadStatus(header, static (h, name) => h(name));
+
+    /// <summary>As <see cref="ReadStatus(Func{string, string?})"/>, with the headers passed along: no closure per call.</summary>
+    public static Status? ReadStatus<TState>(TState state, Func<TState, string, string?> header)
     {
-        if (header(GrpcProtocol.StatusHeader) is not { } text)
+        if (header(state, GrpcProtocol.StatusHeader) is not { } text)
         {
             return null;
         }
@@ -71,9 +74,9 @@ internal static class ResponseRules
             return new Status(StatusCode.Unknown, $"Unparseable grpc-status '{text}'.");
         }
 
-        var message = header(GrpcProtocol.MessageHeader) is { } m ? PercentEncoding.Decode(m) : "";
+        var message = header(state, GrpcProtocol.MessageHeader) is { } m ? PercentEncoding.Decode(m) : "";
         ReadOnlyMemory<byte> details = default;
-        if (header(GrpcProtocol.StatusDetailsHeader) is { } d && BinaryHeader.TryDecode(d, out var bytes))
+        if (header(state, GrpcProtocol.StatusDetailsHeader) is { } d && BinaryHeader.TryDecode(d, out var bytes))
         {
             details = bytes;
         }
