@@ -17,8 +17,10 @@ public sealed class RedisTlsFixture : IAsyncLifetime
 
     public RedisProcess? Redis { get; private set; }
 
-    /// <summary>Store options for this server: TLS, trusting the test CA alone, with the store's client certificate.</summary>
-    /// <summary>Options for a contract test's store: the store's default command timeout (<see cref="TlsTests.StoreOptions"/>).</summary>
+    /// <summary>
+    /// Store options for this server, for the contract tests: TLS, trusting the test CA alone, with the store's client
+    /// certificate, and the store's default command timeout (<see cref="TlsTests.StoreOptions"/>).
+    /// </summary>
     public RedisStoreOptions Options(string prefix) => TlsTests.StoreOptions(Tls, $"{Redis!.Endpoint},ssl=true", prefix, commandTimeoutMilliseconds: null);
 
     public async Task InitializeAsync()
@@ -78,10 +80,10 @@ public sealed class TlsTests(RedisTlsFixture redis) : IClassFixture<RedisTlsFixt
     private readonly ManualTimeProvider _time = new();
 
     /// <summary>
-    /// Options for a store over TLS. The tests of this class that expect a refusal want it within 2 s; the contract
-    /// classes, which open a store for every test while other suites load the machine, keep the store's default
-    /// (<paramref name="commandTimeoutMilliseconds"/> null): a TLS handshake there once outlasted 2 s, and the store's
-    /// SUBSCRIBE at start with it.
+    /// Options for a store over TLS. The tests of this class keep the 2 s command timeout they were written with. The
+    /// contract classes, which open a store for every test while other suites load the machine, keep the store's
+    /// default (<paramref name="commandTimeoutMilliseconds"/> null): under heavy load a store's SUBSCRIBE at start,
+    /// which the command timeout bounds, once took longer than 2 s.
     /// </summary>
     internal static RedisStoreOptions StoreOptions(TestTls tls, string configuration, string prefix, int? commandTimeoutMilliseconds = 2000)
     {
