@@ -1,6 +1,7 @@
 using System.Buffers;
 using System.Net;
 using System.Net.Sockets;
+using GrpcBoard.Testing;
 using GrpcBoard.Wire.Client;
 using GrpcBoard.Wire.Tests.Infrastructure;
 using Microsoft.AspNetCore.Http;
@@ -456,13 +457,13 @@ public class ClientResponseHandlingTests
             }
         });
 
-        // The deadline passes only once the server has the request: with a short real deadline, a loaded machine
-        // could spend it all connecting, and the server would have no stream to see reset.
-        var clock = new SteppedClock();
+        // The deadline passes only once the server has the request (a clock the test moves): with a short real
+        // deadline, a loaded machine could spend it all connecting, and the server would have no stream to see reset.
+        var clock = new ManualTimeProvider(DateTimeOffset.UtcNow);
         using var channel = CreateChannel(server, o => o.TimeProvider = clock);
         var call = channel.UnaryAsync(Unary, "x", new CallOptions(Deadline: clock.GetUtcNow().AddSeconds(30)));
         await arrived.WaitAsync();
-        clock.Step(TimeSpan.FromSeconds(31));
+        clock.Advance(TimeSpan.FromSeconds(31));
 
         var ex = await Timeouts.ThrowsRpc(() => call);
         Assert.Equal(StatusCode.DeadlineExceeded, ex.StatusCode);

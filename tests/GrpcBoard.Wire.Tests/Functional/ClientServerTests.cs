@@ -1,5 +1,6 @@
 using System.Buffers;
 using System.Diagnostics;
+using GrpcBoard.Testing;
 using GrpcBoard.Wire.Client;
 using GrpcBoard.Wire.Server;
 using GrpcBoard.Wire.Tests.Infrastructure;
@@ -327,9 +328,9 @@ public class ClientServerTests
             return "never";
         }));
 
-        // The deadline passes once the handler runs (a stepped clock), not after a short real interval that a loaded
-        // machine could spend before the request even reaches the server.
-        var clock = new SteppedClock();
+        // The deadline passes once the handler runs (a clock the test moves), not after a short real interval that a
+        // loaded machine could spend before the request even reaches the server.
+        var clock = new ManualTimeProvider(DateTimeOffset.UtcNow);
         using var channel = CreateChannel(server, o => o.TimeProvider = clock);
         var deadline = clock.GetUtcNow().AddSeconds(30);
         var sending = Stopwatch.StartNew();
@@ -342,7 +343,7 @@ public class ClientServerTests
         Assert.InRange(serverDeadline, deadline.AddSeconds(-1), deadline + inTransit + TimeSpan.FromSeconds(1));
         Assert.False(call.IsCompleted, "the call ended before its deadline");
 
-        clock.Step(TimeSpan.FromSeconds(31));
+        clock.Advance(TimeSpan.FromSeconds(31));
         var ex = await Timeouts.ThrowsRpc(() => call);
         Assert.Equal(StatusCode.DeadlineExceeded, ex.StatusCode);
         await cancelled.WaitAsync();

@@ -3,6 +3,7 @@ using System.Buffers.Binary;
 using System.Net.Security;
 using System.Security.Cryptography;
 using System.Security.Cryptography.X509Certificates;
+using GrpcBoard.Testing;
 using GrpcBoard.Wire.Client;
 using GrpcBoard.Wire.Client.Http2;
 using GrpcBoard.Wire.Tests.Infrastructure;
@@ -580,14 +581,14 @@ public class OwnHttp2TransportTests
             reset.SetResult(BinaryPrimitives.ReadUInt32BigEndian(rst.Payload));
         });
         // The deadline passes once the first message is in, not after a real interval a loaded machine may overrun.
-        var clock = new SteppedClock();
+        var clock = new ManualTimeProvider(DateTimeOffset.UtcNow);
         using var channel = GrpcChannel.ForAddress(server.Address, new GrpcChannelOptions { TimeProvider = clock });
 
         await using var call = channel.ServerStreaming(Stream, "go", new CallOptions(Deadline: clock.GetUtcNow().AddSeconds(30)));
         await using var messages = call.ReadAllAsync().GetAsyncEnumerator();
         Assert.True(await messages.MoveNextAsync().Within());
         Assert.Equal("first", messages.Current);
-        clock.Step(TimeSpan.FromSeconds(31));
+        clock.Advance(TimeSpan.FromSeconds(31));
 
         var ex = await Timeouts.ThrowsRpc(async () => await messages.MoveNextAsync());
         Assert.Equal(StatusCode.DeadlineExceeded, ex.StatusCode);
