@@ -31,7 +31,7 @@ internal sealed class NotSentException(string message) : Exception(message)
 /// Why: the commit pipeline of a workflow is latency-bound (one batch in flight on one host), so every
 /// microsecond between Redis's reply and the next batch is throughput lost. Through StackExchange.Redis every reply
 /// reached the replica on a thread-pool thread, queued behind the gRPC work, and on a loaded 2-core machine Redis
-/// waited for the next batch for a quarter of its time (docs/benchmarks.md).
+/// waited for the next batch for a quarter of its time (bench/GrpcBoard.Bench/JOURNAL.md).
 ///
 /// Commands are pipelined in the order they are written, under one lock, so the batches of a workflow reach Redis
 /// in send order, and replies come back in that order (RESP). One goes to a standalone primary; on a cluster, one

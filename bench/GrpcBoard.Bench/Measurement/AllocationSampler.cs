@@ -11,7 +11,7 @@ namespace GrpcBoard.Bench.Measurement;
 /// <remarks>
 /// Why in the tool: the machine has no dotnet-trace, and the counters give a total only. A total said where to look
 /// (11.9 KiB per claim); the types said what: a <c>System.Diagnostics.Activity</c> per call from the host's request
-/// diagnostics, with its ExecutionContext changes (docs/benchmarks.md).
+/// diagnostics, with its ExecutionContext changes (bench/GrpcBoard.Bench/JOURNAL.md).
 /// </remarks>
 public sealed class AllocationSampler : EventListener
 {

@@ -142,7 +142,7 @@ public sealed class Report(TextWriter output)
             .Select(c => string.Create(Culture, $"{c.Key} {c.Value.Calls} ({Per(c.Value.Calls)}/{unit}, {(double)c.Value.Micros / c.Value.Calls:0.0} µs)"));
         Line("commands (incl. in Lua)", string.Join(", ", top));
         // An AOF rewrite (or RDB save) forks Redis and copies the whole dataset on the same cores: a run it falls into
-        // measures the rewrite too (docs/benchmarks.md, "AOF rewrites").
+        // measures the rewrite too (bench/GrpcBoard.Bench/JOURNAL.md, "AOF rewrites").
         Line("forks", string.Create(Culture, $"{r.Delta.Forks} started during the run (AOF rewrites, RDB saves)"));
     }
 

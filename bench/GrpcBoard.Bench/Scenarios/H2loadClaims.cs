@@ -19,7 +19,7 @@ namespace GrpcBoard.Bench.Scenarios;
 /// on a server of its own per store. The raw Redis side of the comparison is driven by redis-benchmark, a C program
 /// that is not Redis's own server code; the lean and C# load generators are this project's, in .NET, and share the
 /// two cores with the server and Redis. h2load is the same kind of driver for GrpcBoard as redis-benchmark is for
-/// Redis: an outside C program (docs/benchmarks.md, "GrpcBoard under h2load": 5.2-5.3 µs of CPU per claim, redis-benchmark
+/// Redis: an outside C program (bench/GrpcBoard.Bench/JOURNAL.md, "GrpcBoard under h2load": 5.2-5.3 µs of CPU per claim, redis-benchmark
 /// 10.4-12.0 µs per SET, the lean load generator 9.6-12.4 µs per claim). W concurrent streams over
 /// --connections connections (a closed loop: a new request as soon as one ends), every request the same ClaimTask
 /// (next ready task of one workflow, one worker id, a one-hour lease), as every redis-benchmark request is the same SET.

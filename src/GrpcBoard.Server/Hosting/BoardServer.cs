@@ -100,7 +100,7 @@ public sealed class BoardServer : IAsyncDisposable
         // The host starts an Activity and a log scope for every request whenever this category is enabled at any
         // level, though its request messages are Information, which the filter above drops. That cost a
         // System.Diagnostics.Activity, a scope and ExecutionContext changes per call: about 0.9 KiB of the 11.9 KiB
-        // allocated per claim (docs/benchmarks.md). What else it logs is about startup, whose exceptions reach our
+        // allocated per claim (bench/GrpcBoard.Bench/JOURNAL.md). What else it logs is about startup, whose exceptions reach our
         // caller anyway. Tracing is unaffected: with an ActivityListener on "Microsoft.AspNetCore" (OpenTelemetry,
         // say), the host still starts its Activity.
         builder.Logging.AddFilter("Microsoft.AspNetCore.Hosting.Diagnostics", LogLevel.None);

@@ -32,7 +32,7 @@ public sealed class GrpcChannelOptions
 
     /// <summary>
     /// Send calls through HttpClient instead of the channel's own HTTP/2 connections (default false). The own
-    /// connections cost about half of HttpClient's CPU per call (docs/benchmarks.md). A custom <see cref="HttpHandler"/>
+    /// connections cost about half of HttpClient's CPU per call (bench/GrpcBoard.Bench/JOURNAL.md). A custom <see cref="HttpHandler"/>
     /// always means HttpClient.
     /// </summary>
     public bool HttpClientForCalls { get; set; }

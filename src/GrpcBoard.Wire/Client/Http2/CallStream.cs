@@ -250,7 +250,7 @@ internal sealed class CallStream(byte[] headerBlock, ReadOnlyMemory<byte> data, 
         // queue (first in, first out) rather than in this thread's local one, where an asynchronous continuation goes and
         // where idle threads look only after the global queue. The send that the continuations' next calls ask for
         // (Http2ClientConnection.Flush) is queued in that same global queue, behind the other answers of the read, so
-        // those calls mostly leave together, in one write. Measured: docs/benchmarks.md, "Completing calls".
+        // those calls mostly leave together, in one write. Measured: bench/GrpcBoard.Bench/JOURNAL.md, "Completing calls".
         ThreadPool.UnsafeQueueUserWorkItem(this, preferLocal: false);
     }
 

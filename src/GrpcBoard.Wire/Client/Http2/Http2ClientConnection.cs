@@ -10,7 +10,7 @@ namespace GrpcBoard.Wire.Client.Http2;
 /// <summary>
 /// The channel's own HTTP/2 connection (h2c with prior knowledge, or h2 over TLS through ALPN) for unary and
 /// server-streaming calls. HttpClient spent 22–24 µs of CPU
-/// and 3.4–3.7 thread-pool work items on a claim (docs/benchmarks.md, 2026-12-04); on the two cores a worker
+/// and 3.4–3.7 thread-pool work items on a claim (bench/GrpcBoard.Bench/JOURNAL.md, 2026-12-04); on the two cores a worker
 /// shares with the board that is close to what the board spends serving it. Here a call costs one write (often
 /// shared with other calls) and one hop to its caller: 12 µs and 1.1 work items.
 ///
