@@ -493,8 +493,11 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
     /// <summary>Fault injection for tests: runs before every log read (a slow read, as on a loaded host).</summary>
     internal Func<Task>? BeforeLogReadForTests { get; set; }
 
-    /// <summary>The log of a workflow from a revision, with the meta it belongs to, read atomically.</summary>
-    internal async Task<LogPage> ReadLogAsync(string workflowId, long fromRevision, int limit)
+    /// <summary>
+    /// The log of a workflow from a revision, with the meta it belongs to, read atomically; with
+    /// <paramref name="lineage"/>, also which node and history answered (<see cref="Scripts.Lineage"/>).
+    /// </summary>
+    internal async Task<LogPage> ReadLogAsync(string workflowId, long fromRevision, int limit, bool lineage = false)
     {
         Interlocked.Increment(ref _logReads);
         if (BeforeLogReadForTests is { } beforeRead)
@@ -513,12 +516,12 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
                 : _directCommits && Volatile.Read(ref _commits) is { IsBroken: false } open ? open : null;
             if (link is not null)
             {
-                return await ReadLogOnLinkAsync(link, workflowId, fromRevision, limit, floor).ConfigureAwait(false);
+                return await ReadLogOnLinkAsync(link, workflowId, fromRevision, limit, lineage, floor).ConfigureAwait(false);
             }
         }
 
         var db = _db;
-        var r = (RedisResult[])(await Call(() => db.ScriptEvaluateAsync(Scripts.ReadLog, _keys.ScriptKeys(workflowId), [fromRevision, limit, WaitsForReplicas ? 1 : 0])).ConfigureAwait(false))!;
+        var r = (RedisResult[])(await Call(() => db.ScriptEvaluateAsync(Scripts.ReadLog, _keys.ScriptKeys(workflowId), [fromRevision, limit, WaitsForReplicas ? 1 : 0, lineage ? 1 : 0])).ConfigureAwait(false))!;
         if (WaitsForReplicas)
         {
             // What was read reaches watchers, replicas' catch-ups and loads: only once the replicas have it, as for
@@ -529,14 +532,14 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
             }
         }
 
-        return ToLogPage(workflowId, floor, (long)r[0], (string)r[1]!, (long)r[2], (long)r[3] == 1, (r.Length - 4) / 2, i => (byte[])r[5 + (2 * i)]!);
+        return ToLogPage(workflowId, floor, (long)r[0], (string)r[1]!, (long)r[2], (long)r[3] == 1, (r.Length - 4) / 2, i => (byte[])r[5 + (2 * i)]!, lineage ? (string)r[^1] : null);
     }
 
     /// <summary>
-    /// A reply of <see cref="Scripts.ReadLog"/> ({head, lb, oldest, exists, rev1, blob1, ...}), however it was read, with its
-    /// head checked against <paramref name="floor"/>; <paramref name="blob"/> gives the i-th event's blob.
+    /// A reply of <see cref="Scripts.ReadLog"/> ({head, lb, oldest, exists, rev1, blob1, ..., [lineage]}), however it was
+    /// read, with its head checked against <paramref name="floor"/>; <paramref name="blob"/> gives the i-th event's blob.
     /// </summary>
-    private LogPage ToLogPage(string workflowId, long floor, long head, string lastBatch, long oldest, bool exists, int count, Func<int, byte[]> blob)
+    private LogPage ToLogPage(string workflowId, long floor, long head, string lastBatch, long oldest, bool exists, int count, Func<int, byte[]> blob, string? lineage)
     {
         ObserveHead(workflowId, head, floor);
         var events = new List<EventRecord>(count);
@@ -545,21 +548,21 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
             events.Add(RecordCodec.DecodeEvent(blob(i)));
         }
 
-        return new LogPage(head, lastBatch, oldest, exists, events);
+        return new LogPage(head, lastBatch, oldest, exists, events, lineage);
     }
 
     /// <summary>
     /// <see cref="ReadLogAsync"/> with replicas waited for, over a direct connection: the script and its WAIT go to the
     /// node that holds the workflow, so that WAIT counts that node's replicas.
     /// </summary>
-    private async Task<LogPage> ReadLogOnLinkAsync(CommitConnection link, string workflowId, long fromRevision, int limit, long floor)
+    private async Task<LogPage> ReadLogOnLinkAsync(CommitConnection link, string workflowId, long fromRevision, int limit, bool lineage, long floor)
     {
         Interlocked.Increment(ref _directLogReads);
         object? reply;
         long? acknowledged;
         try
         {
-            (reply, acknowledged) = await link.ReadLogAsync(_keys.ScriptKeys(workflowId), [fromRevision, limit, 1]).ConfigureAwait(false);
+            (reply, acknowledged) = await link.ReadLogAsync(_keys.ScriptKeys(workflowId), [fromRevision, limit, 1, lineage ? 1 : 0]).ConfigureAwait(false);
         }
         catch (Exception ex)
         {
@@ -576,19 +579,36 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
             throw new InvalidDataException("The log read answered something other than {head, lb, oldest, exists, ...}.");
         }
 
-        return ToLogPage(workflowId, floor, head, System.Text.Encoding.UTF8.GetString(batchId), oldest, exists == 1, (r.Length - 4) / 2, i => (byte[])r[5 + (2 * i)]!);
+        return ToLogPage(workflowId, floor, head, System.Text.Encoding.UTF8.GetString(batchId), oldest, exists == 1, (r.Length - 4) / 2, i => (byte[])r[5 + (2 * i)]!,
+            lineage ? System.Text.Encoding.UTF8.GetString((byte[])r[^1]!) : null);
     }
 
-    /// <summary>Every record of a workflow's tasks or notes hash, as the events that last wrote them.</summary>
-    internal async Task<List<EventRecord>> ScanAsync(string workflowId, string hash)
+    /// <summary>Fault injection for tests: runs before every step of a scan.</summary>
+    internal Func<Task>? BeforeScanStepForTests { get; set; }
+
+    /// <summary>
+    /// Every record of a workflow's tasks or notes hash, as the events that last wrote them; null if a step ran on a node
+    /// of another <paramref name="lineage"/> than the one given (<see cref="Scripts.Scan"/>).
+    /// </summary>
+    internal async Task<List<EventRecord>?> ScanAsync(string workflowId, string hash, string lineage)
     {
         var result = new List<EventRecord>();
         var cursor = "0";
         do
         {
+            if (BeforeScanStepForTests is { } beforeStep)
+            {
+                await beforeStep().ConfigureAwait(false);
+            }
+
             var r = (RedisResult[])(await Script(Scripts.Scan, workflowId, hash, cursor, 2000).ConfigureAwait(false))!;
             cursor = (string)r[0]!;
-            for (var i = 2; i < r.Length; i += 2)
+            if ((string)r[1]! != lineage)
+            {
+                return null;
+            }
+
+            for (var i = 3; i < r.Length; i += 2)
             {
                 result.Add(RecordCodec.DecodeEvent((byte[])r[i]!));
             }
@@ -1393,8 +1413,9 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
         public TaskCounts Counts { get; } = new();
     }
 
+    /// <summary>A page of a workflow's log, with the node's lineage when asked for (<see cref="ReadLogAsync"/>).</summary>
     /// <param name="BatchId">The id of the batch that made <paramref name="Head"/>.</param>
-    internal sealed record LogPage(long Head, string BatchId, long Oldest, bool Exists, IReadOnlyList<EventRecord> Events);
+    internal sealed record LogPage(long Head, string BatchId, long Oldest, bool Exists, IReadOnlyList<EventRecord> Events, string? Lineage = null);
 }
 
 /// <summary>StackExchange.Redis's connections to one Redis (or cluster), with the configuration they were opened with.</summary>

@@ -153,12 +153,14 @@ internal static class Scripts
     /// <summary>
     /// The workflow's log from a revision, with the meta it belongs to, read atomically. ARGV: from revision,
     /// count, whether a WAIT follows ("1": PUBLISH a notice nobody listens to first, as <see cref="Commit"/> does for
-    /// reads). Returns {head, lb, oldest, exists, rev1, blob1, ...}: events only when from is retained.
+    /// reads), whether to add the node's lineage ("1", see <see cref="Lineage"/>). Returns {head, lb, oldest, exists,
+    /// rev1, blob1, ...}, then the lineage if asked: events only when from is retained.
     /// </summary>
     public const string ReadLog = """
         local meta = KEYS[1]
         local base = string.sub(meta, 1, -5)
         if ARGV[3] == '1' then redis.call('PUBLISH', base .. 'rw', '') end
+        """ + "\n" + Lineage + "\n" + """
         local m = redis.call('HMGET', meta, 'head', 'lb', 'oldest', 'rec')
         local head = tonumber(m[1] or '0')
         local oldest = tonumber(m[3] or '1')
@@ -171,16 +173,34 @@ internal static class Scripts
             result[#result + 1] = entry[2][2]
           end
         end
+        if ARGV[4] == '1' then result[#result + 1] = lineage() end
         return result
         """;
 
-    /// <summary>One HSCAN step of the workflow's tasks or notes. ARGV: "tasks" or "notes", cursor, count. Returns {cursor, field1, value1, ...}.</summary>
+    /// <summary>
+    /// One HSCAN step of the workflow's tasks or notes, with the node's lineage (<see cref="Lineage"/>: a cursor means
+    /// nothing on another node). ARGV: "tasks" or "notes", cursor, count. Returns {cursor, lineage, field1, value1, ...}.
+    /// </summary>
     public const string Scan = """
         local base = string.sub(KEYS[1], 1, -5)
+        """ + "\n" + Lineage + "\n" + """
         local r = redis.call('HSCAN', base .. ARGV[1], ARGV[2], 'COUNT', tonumber(ARGV[3]))
-        local result = {r[1]}
+        local result = {r[1], lineage()}
         for _, x in ipairs(r[2]) do result[#result + 1] = x end
         return result
+        """;
+
+    /// <summary>
+    /// A Lua function, lineage(), for the scripts above: which Redis process answers (its run id) and which history it
+    /// holds (its replication id, new whenever a replica is promoted). Reads with the same lineage ran on one node, one
+    /// after the other, so a WAIT after the last covers what all of them saw (<c>WorkflowReplica.LoadAsync</c>).
+    /// </summary>
+    internal const string Lineage = """
+        local function lineage()
+          local server = redis.call('INFO', 'server')
+          local replication = redis.call('INFO', 'replication')
+          return string.match(server, 'run_id:(%x+)') .. ':' .. string.match(replication, 'master_replid:(%x+)')
+        end
         """;
 
     /// <summary>ARGV: now (ms), limit. Returns flat {member, score, ...} of due timers, and then the earliest timer of all as the last element (-1: none).</summary>

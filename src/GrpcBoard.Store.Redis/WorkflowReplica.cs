@@ -812,6 +812,11 @@ internal sealed class WorkflowReplica
     /// Loads the workflow: where its log stands, then its tasks and notes in HSCAN steps (not atomic, so
     /// the log after that first position is replayed on top: each record ends at its last version up to
     /// the head of the last log read, which follows the scans).
+    /// Every read but the workflow record's (which comes between two that are) says which node and history answered it
+    /// (<see cref="Scripts.Lineage"/>), and the load starts over unless all name the one the first read did. A failover
+    /// in between would otherwise mix two nodes: records scanned on the old primary, among them writes that no replica
+    /// confirmed and the failover took back, kept under the new primary's log (and a scan cursor of one node used on
+    /// another skips records). On one node, the last log read's WAIT covers everything the reads before it saw.
     /// </summary>
     private async Task LoadAsync()
     {
@@ -824,7 +829,8 @@ internal sealed class WorkflowReplica
 
         for (var attempt = 0; ; attempt++)
         {
-            var start = await _store.ReadLogAsync(Id, long.MaxValue, 0).ConfigureAwait(false);
+            var start = await _store.ReadLogAsync(Id, long.MaxValue, 0, lineage: true).ConfigureAwait(false);
+            var node = start.Lineage!;
             _store.ObserveHead(Id, start.Head);
             if (start.Head == 0)
             {
@@ -833,30 +839,39 @@ internal sealed class WorkflowReplica
                 await _store.ThrowIfLostAsync(Id).ConfigureAwait(false);
             }
 
-            var state = new WorkflowState(Id, _options.RecentEventsInMemory, timers: null)
+            WorkflowState? state = new WorkflowState(Id, _options.RecentEventsInMemory, timers: null)
             {
                 Head = start.Head,
                 Oldest = start.Exists ? start.Oldest : start.Head + 1,
             };
             if (start.Exists)
             {
-                foreach (var e in await _store.ScanAsync(Id, "tasks").ConfigureAwait(false))
+                if (await _store.ScanAsync(Id, "tasks", node).ConfigureAwait(false) is { } tasks
+                    && await _store.ScanAsync(Id, "notes", node).ConfigureAwait(false) is { } notes)
                 {
-                    Replay(state, e, recordOnly: true);
-                }
+                    foreach (var e in tasks.Concat(notes))
+                    {
+                        Replay(state, e, recordOnly: true);
+                    }
 
-                foreach (var e in await _store.ScanAsync(Id, "notes").ConfigureAwait(false))
+                    state.Record = await _store.ReadWorkflowAsync(Id).ConfigureAwait(false);
+                }
+                else
                 {
-                    Replay(state, e, recordOnly: true);
+                    state = null;
                 }
-
-                state.Record = await _store.ReadWorkflowAsync(Id).ConfigureAwait(false);
             }
 
             var from = start.Head + 1;
-            while (true)
+            while (state is not null)
             {
-                var log = await _store.ReadLogAsync(Id, from, 1000).ConfigureAwait(false);
+                var log = await _store.ReadLogAsync(Id, from, 1000, lineage: true).ConfigureAwait(false);
+                if (log.Lineage != node)
+                {
+                    state = null;
+                    break;
+                }
+
                 if (log.Head < start.Head)
                 {
                     throw _store.LoseData($"workflow '{Id}' went back from revision {start.Head} to {log.Head} while it was loaded");
@@ -899,7 +914,7 @@ internal sealed class WorkflowReplica
 
             if (attempt >= 10)
             {
-                throw new BoardException(BoardError.StoreUnavailable, $"Workflow '{Id}' changed too fast to be loaded; retry.");
+                throw new BoardException(BoardError.StoreUnavailable, $"Workflow '{Id}' changed too fast, or moved between Redis nodes, while it was loaded; retry.");
             }
         }
     }

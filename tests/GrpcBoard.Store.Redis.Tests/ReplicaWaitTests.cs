@@ -273,6 +273,74 @@ public sealed class ReplicaWaitTests
     }
 
     /// <summary>
+    /// A failover in the middle of a load. Store B starts loading the workflow from the primary; before its scan, the
+    /// replica is cut off and promoted, and store A claims t0 on the primary, which no replica confirms (A's caller hears
+    /// UNAVAILABLE); B's scan sees that claim. Then the primary dies, and B's last read of the load goes to the promoted
+    /// replica, which never had the claim. B must serve the promoted replica's board, with t0 ready to claim, not keep the
+    /// scanned claim under the new primary's log (it did, before the load checked that all its reads ran on one node).
+    /// </summary>
+    [RedisFact]
+    public async Task ALoadThatAFailoverInterrupts_StartsOverOnTheNewPrimary_AndKeepsNoClaimTheFailoverTookBack()
+    {
+        await using var primary = await RedisProcess.StartAsync(persistent: false);
+        await using var replica = await primary.StartReplicaAsync();
+        var configuration = primary.Endpoint + "," + replica.Endpoint;
+        var (a, boardA) = await OpenAsync(configuration, replicas: 1);
+        await using var _ = a;
+        const string wf = "interrupted";
+        const string probe = "probe";
+        await boardA.CreateWorkflowAsync(wf, "interrupted load", null, default).Within();
+        await boardA.PostTasksAsync(wf, [new TaskSpec { Id = "t0" }, new TaskSpec { Id = "t1" }], default).Within();
+        await boardA.CreateWorkflowAsync(probe, "read by B until it reaches the new primary", null, default).Within();
+
+        var (b, boardB) = await OpenAsync(configuration, replicas: 1);
+        await using var __ = b;
+        RedisProcess? newReplica = null;
+        var stage = 0; // 0: before B's first scan step; 1: before the next log read of B, the load's last; 2: done
+        b.BeforeScanStepForTests = async () =>
+        {
+            if (stage != 0)
+            {
+                return;
+            }
+
+            stage = 1;
+            Assert.Equal("OK", (await replica.CliAsync("REPLICAOF", "NO", "ONE")).Trim());
+            var unconfirmed = await Assert.ThrowsAsync<BoardException>(() => SplitBrain.ClaimAsync(boardA, wf, "a")).Within();
+            Assert.Equal(BoardError.StoreUnavailable, unconfirmed.Error);
+        };
+        b.BeforeLogReadForTests = async () =>
+        {
+            if (stage != 1)
+            {
+                return;
+            }
+
+            stage = 2;
+            await primary.KillAsync();
+            newReplica = await replica.StartReplicaAsync(); // for B's WAITs on the new primary
+            await UntilAvailable.CallAsync(() => boardB.GetWorkflowAsync(probe, default), "B to read from the promoted replica", within: TimeSpan.FromSeconds(60));
+        };
+
+        try
+        {
+            var t0 = (await boardB.GetTaskAsync(wf, "t0", default).Within(TimeSpan.FromSeconds(120))).Task;
+            Assert.Equal(2, stage);
+            Assert.Equal(TaskState.Ready, t0.State);
+            var claim = await SplitBrain.ClaimAsync(boardB, wf, "b").Within();
+            Assert.Equal("t0", claim.Task!.Id);
+            Assert.Null(b.DataLoss);
+        }
+        finally
+        {
+            if (newReplica is not null)
+            {
+                await newReplica.DisposeAsync();
+            }
+        }
+    }
+
+    /// <summary>
     /// A split brain, made by hand: the replica is cut off and promoted while the primary goes on, store A claims t1 on the
     /// primary (acknowledged, not waited for), and store B claims on the promoted replica, where the same task goes to
     /// another worker at the same revision, with the same fencing token. The primary dies and A follows the failover
