@@ -48,6 +48,7 @@ internal sealed class CommitConnection : IDisposable
     private readonly RespLink _link;
     private readonly byte[] _commitSha;
     private readonly byte[] _readLogSha;
+    private readonly byte[] _readMetaSha;
     private readonly long _timeoutTicks;
     private readonly object _writeLock = new();
     private readonly Queue<(Action<object?, long?, Exception?> OnReply, long SentAt)> _pending = new();
@@ -73,7 +74,7 @@ internal sealed class CommitConnection : IDisposable
     /// <summary>Broken: nothing more can be sent on it (a new one is needed).</summary>
     public bool IsBroken => _broken;
 
-    private CommitConnection(RespLink link, byte[] commitSha, byte[] readLogSha, TimeSpan timeout, ReplicaWait wait, Action<Exception> onCallbackError, Func<string, bool>? onMoved)
+    private CommitConnection(RespLink link, byte[] commitSha, byte[] readLogSha, byte[] readMetaSha, TimeSpan timeout, ReplicaWait wait, Action<Exception> onCallbackError, Func<string, bool>? onMoved)
     {
         _onCallbackError = onCallbackError;
         _onMoved = onMoved;
@@ -89,6 +90,7 @@ internal sealed class CommitConnection : IDisposable
         _link = link;
         _commitSha = commitSha;
         _readLogSha = readLogSha;
+        _readMetaSha = readMetaSha;
         _timeoutTicks = (long)(timeout.TotalSeconds * Stopwatch.Frequency);
         _thread = new Thread(ReadLoop) { IsBackground = true, Name = "GrpcBoard Redis commits" };
         _watchPeriod = TimeSpan.FromMilliseconds(Math.Clamp(timeout.TotalMilliseconds / 4, 50, 1000));
@@ -158,7 +160,8 @@ internal sealed class CommitConnection : IDisposable
 
             var commitSha = link.Call("SCRIPT", "LOAD", Scripts.Commit) as byte[] ?? throw new InvalidDataException("SCRIPT LOAD answered no SHA.");
             var readLogSha = link.Call("SCRIPT", "LOAD", Scripts.ReadLog) as byte[] ?? throw new InvalidDataException("SCRIPT LOAD answered no SHA.");
-            var connection = new CommitConnection(link, commitSha, readLogSha, timeout, wait, onCallbackError, onMoved);
+            var readMetaSha = link.Call("SCRIPT", "LOAD", Scripts.ReadMeta) as byte[] ?? throw new InvalidDataException("SCRIPT LOAD answered no SHA.");
+            var connection = new CommitConnection(link, commitSha, readLogSha, readMetaSha, timeout, wait, onCallbackError, onMoved);
             link.WaitWithoutTimeout();
             connection._thread.Start();
             connection._watchdog.Change(connection._watchPeriod, connection._watchPeriod);
@@ -200,12 +203,6 @@ internal sealed class CommitConnection : IDisposable
             onReply(replicas is { } acknowledged ? reply with { Replicas = acknowledged } : reply, null);
         });
 
-    /// <summary>
-    /// Sends a read of the workflow's log (<see cref="Scripts.ReadLog"/>), followed by WAIT when replicas are waited for;
-    /// <paramref name="onReply"/> gets the script's reply as read (see <see cref="RespReader"/>) and WAIT's count.
-    /// </summary>
-    public bool TrySendReadLog(RedisKey[] keys, RedisValue[] args, Action<object?, long?, Exception?> onReply) => TrySend(_readLogSha, keys, args, onReply);
-
     /// <summary>A commit whose caller waits for it (<see cref="TrySend(RedisKey[], RedisValue[], Action{CommitReply, Exception?})"/>); UNAVAILABLE when the connection is broken.</summary>
     public Task<CommitReply> CommitAsync(RedisKey[] keys, RedisValue[] args)
     {
@@ -213,11 +210,20 @@ internal sealed class CommitConnection : IDisposable
         return TrySend(keys, args, (reply, error) => Complete(done, reply, error)) ? done.Task : Task.FromException<CommitReply>(Broken());
     }
 
-    /// <summary>A log read, with WAIT's count when replicas are waited for (<see cref="TrySendReadLog"/>); UNAVAILABLE when the connection is broken.</summary>
-    public Task<(object? Value, long? Replicas)> ReadLogAsync(RedisKey[] keys, RedisValue[] args)
+    /// <summary>A read of the workflow's log (<see cref="Scripts.ReadLog"/>): see <see cref="ReadAsync"/>.</summary>
+    public Task<(object? Value, long? Replicas)> ReadLogAsync(RedisKey[] keys, RedisValue[] args) => ReadAsync(_readLogSha, keys, args);
+
+    /// <summary>A read of the workflow's meta hash (<see cref="Scripts.ReadMeta"/>): see <see cref="ReadAsync"/>.</summary>
+    public Task<(object? Value, long? Replicas)> ReadMetaAsync(RedisKey[] keys, RedisValue[] args) => ReadAsync(_readMetaSha, keys, args);
+
+    /// <summary>
+    /// Sends a read script, followed by WAIT when replicas are waited for; returns the script's reply as read (see
+    /// <see cref="RespReader"/>) and WAIT's count. UNAVAILABLE when the connection is broken.
+    /// </summary>
+    private Task<(object? Value, long? Replicas)> ReadAsync(byte[] sha, RedisKey[] keys, RedisValue[] args)
     {
         var done = new TaskCompletionSource<(object?, long?)>(TaskCreationOptions.RunContinuationsAsynchronously);
-        return TrySendReadLog(keys, args, (value, replicas, error) => Complete(done, (value, replicas), error)) ? done.Task : Task.FromException<(object?, long?)>(Broken());
+        return TrySend(sha, keys, args, (value, replicas, error) => Complete(done, (value, replicas), error)) ? done.Task : Task.FromException<(object?, long?)>(Broken());
     }
 
     private static void Complete<T>(TaskCompletionSource<T> done, T result, Exception? error)

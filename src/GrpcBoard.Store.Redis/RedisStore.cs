@@ -355,22 +355,21 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
         var after = afterId;
         while (result.Count < limit)
         {
-            var ids = await Call(() => _db.SortedSetRangeByValueAsync(_keys.Registry, after is null ? default : (RedisValue)after, default, after is null ? Exclude.None : Exclude.Start, 0, 256));
+            // As many ids as are still wanted (more if some turn out filtered or gone), read together: StackExchange.Redis
+            // and the direct connections pipeline them, so that with replicas waited for, their WAITs are not paid one
+            // after the other.
+            var wanted = Math.Min(256, limit - result.Count);
+            var ids = await Call(() => _db.SortedSetRangeByValueAsync(_keys.Registry, after is null ? default : (RedisValue)after, default, after is null ? Exclude.None : Exclude.Start, 0, wanted));
             if (ids.Length == 0)
             {
                 break;
             }
 
-            foreach (var id in ids.Select(v => (string)v!))
+            foreach (var meta in await Task.WhenAll(ids.Select(v => ReadListedMetaAsync((string)v!))))
             {
-                var meta = await LoadMetaAsync(id);
                 if (meta.Workflow is { } workflow && (status is null || workflow.Status == status))
                 {
                     result.Add(new WorkflowSummary(workflow, meta.Counts, meta.Head));
-                    if (result.Count >= limit)
-                    {
-                        break;
-                    }
                 }
             }
 
@@ -506,18 +505,9 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
         }
 
         var floor = Watermark(workflowId);
-        if (WaitsForReplicas)
+        if (WaitsForReplicas && await WaitedReadLinkAsync(workflowId).ConfigureAwait(false) is { } link)
         {
-            // Its WAIT holds the connection it is sent on until the replicas answer or the timeout passes: on a direct
-            // connection, whose commits wait for them anyway, rather than on StackExchange.Redis's one connection for
-            // everything else (timers, epoch checks, scans). On a cluster only a direct connection reaches the slot's node.
-            var link = _cluster is not null
-                ? await _cluster.GetAsync(_keys.Meta(workflowId)).ConfigureAwait(false)
-                : _directCommits && Volatile.Read(ref _commits) is { IsBroken: false } open ? open : null;
-            if (link is not null)
-            {
-                return await ReadLogOnLinkAsync(link, workflowId, fromRevision, limit, lineage, floor).ConfigureAwait(false);
-            }
+            return await ReadLogOnLinkAsync(link, workflowId, fromRevision, limit, lineage, floor).ConfigureAwait(false);
         }
 
         var db = _db;
@@ -550,6 +540,17 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
 
         return new LogPage(head, lastBatch, oldest, exists, events, lineage);
     }
+
+    /// <summary>
+    /// Where a read followed by WAIT goes, null for StackExchange.Redis. Its WAIT holds the connection it is sent on until
+    /// the replicas answer or the timeout passes: on a direct connection, whose commits wait for them anyway, rather than
+    /// on StackExchange.Redis's one connection for everything else (timers, epoch checks, scans). On a cluster only a
+    /// direct connection reaches the slot's node, so that WAIT counts that node's replicas.
+    /// </summary>
+    private async ValueTask<CommitConnection?> WaitedReadLinkAsync(string workflowId) =>
+        _cluster is not null
+            ? await _cluster.GetAsync(_keys.Meta(workflowId)).ConfigureAwait(false)
+            : _directCommits && Volatile.Read(ref _commits) is { IsBroken: false } open ? open : null;
 
     /// <summary>
     /// <see cref="ReadLogAsync"/> with replicas waited for, over a direct connection: the script and its WAIT go to the
@@ -619,21 +620,81 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
 
     internal async Task<WorkflowRecord?> ReadWorkflowAsync(string workflowId) => (await LoadMetaAsync(workflowId).ConfigureAwait(false)).Workflow;
 
+    /// <summary>
+    /// A workflow's meta for a listing. With replicas waited for, read by a script followed by WAIT (<see cref="Scripts.ReadMeta"/>),
+    /// so that a listing shows nothing a failover can take back, as every other read (docs/redis.md, Replicas).
+    /// </summary>
+    private async Task<Meta> ReadListedMetaAsync(string workflowId)
+    {
+        if (!WaitsForReplicas)
+        {
+            return await LoadMetaAsync(workflowId).ConfigureAwait(false);
+        }
+
+        var floor = Watermark(workflowId);
+        var keys = _keys.ScriptKeys(workflowId);
+        Meta meta;
+        long acknowledged;
+        if (await WaitedReadLinkAsync(workflowId).ConfigureAwait(false) is { } link)
+        {
+            object? reply;
+            long? replicas;
+            try
+            {
+                (reply, replicas) = await link.ReadMetaAsync(keys, [1]).ConfigureAwait(false);
+            }
+            catch (Exception ex)
+            {
+                throw CommitFailure(ex);
+            }
+
+            var r = reply as object?[] ?? throw new InvalidDataException("The meta read answered something other than an array.");
+            meta = ParseMeta(Enumerable.Range(0, r.Length / 2).Select(i => (Encoding.UTF8.GetString((byte[])r[2 * i]!), (RedisValue)(byte[])r[(2 * i) + 1]!)));
+            acknowledged = replicas ?? 0;
+        }
+        else
+        {
+            var db = _db;
+            var r = (RedisResult[])(await Call(() => db.ScriptEvaluateAsync(Scripts.ReadMeta, keys, [1])).ConfigureAwait(false))!;
+            meta = ParseMeta(Enumerable.Range(0, r.Length / 2).Select(i => ((string)r[2 * i]!, (RedisValue)(byte[])r[(2 * i) + 1]!)));
+            acknowledged = await WaitForReplicasAsync(db).ConfigureAwait(false);
+        }
+
+        if (Shortfall(acknowledged, "a read of the workflow list") is { } shortfall)
+        {
+            throw shortfall;
+        }
+
+        if (meta.Head == 0)
+        {
+            await ThrowIfLostAsync(workflowId).ConfigureAwait(false);
+        }
+
+        ObserveHead(workflowId, meta.Head, floor);
+        return meta;
+    }
+
+    private static Meta ParseMeta(IEnumerable<(string Name, RedisValue Value)> fields)
+    {
+        var meta = new Meta();
+        foreach (var (name, value) in fields)
+        {
+            switch (name)
+            {
+                case "rec": meta.Workflow = RecordCodec.DecodeEvent((byte[])value!).Workflow; break;
+                case "head": meta.Head = (long)value; break;
+                case var c when c.Length == 2 && c[0] == 'c' && char.IsAsciiDigit(c[1]): meta.Counts[(TaskState)(c[1] - '0')] = (long)value; break;
+            }
+        }
+
+        return meta;
+    }
+
     internal async Task<Meta> LoadMetaAsync(string workflowId)
     {
         var floor = Watermark(workflowId);
         var fields = await Call(() => _db.HashGetAllAsync(_keys.Meta(workflowId))).ConfigureAwait(false);
-        var meta = new Meta();
-        foreach (var f in fields)
-        {
-            switch ((string)f.Name!)
-            {
-                case "rec": meta.Workflow = RecordCodec.DecodeEvent((byte[])f.Value!).Workflow; break;
-                case "head": meta.Head = (long)f.Value; break;
-                case var c when c.Length == 2 && c[0] == 'c' && char.IsAsciiDigit(c[1]): meta.Counts[(TaskState)(c[1] - '0')] = (long)f.Value; break;
-            }
-        }
-
+        var meta = ParseMeta(fields.Select(f => ((string)f.Name!, f.Value)));
         if (meta.Head == 0)
         {
             await ThrowIfLostAsync(workflowId).ConfigureAwait(false);

@@ -178,6 +178,15 @@ internal static class Scripts
         """;
 
     /// <summary>
+    /// The workflow's meta hash (its record, task counts and head), for a listing. ARGV: whether a WAIT follows ("1":
+    /// PUBLISH a notice nobody listens to first, as <see cref="ReadLog"/> does). Returns HGETALL's {field1, value1, ...}.
+    /// </summary>
+    public const string ReadMeta = """
+        if ARGV[1] == '1' then redis.call('PUBLISH', string.sub(KEYS[1], 1, -5) .. 'rw', '') end
+        return redis.call('HGETALL', KEYS[1])
+        """;
+
+    /// <summary>
     /// One HSCAN step of the workflow's tasks or notes, with the node's lineage (<see cref="Lineage"/>: a cursor means
     /// nothing on another node). ARGV: "tasks" or "notes", cursor, count. Returns {cursor, lineage, field1, value1, ...}.
     /// </summary>

@@ -145,7 +145,7 @@ public sealed class ClusterFailoverTests
 
     /// <summary>
     /// WAIT goes to the slot's node: with that node's replica paused (SIGSTOP), a claim on the workflow fails with
-    /// UNAVAILABLE ("reached 0 of 1 replicas") and so does a log read by a store that loads it; with another master's
+    /// UNAVAILABLE ("reached 0 of 1 replicas") and so do a log read by a store that loads it and its listing; with another master's
     /// replica paused, claims go on. Sent wherever StackExchange.Redis sends a command without a key, WAIT would count
     /// another node's replicas: with the log read sent that way (changed by hand), the read passed in one run of two.
     /// </summary>
@@ -198,11 +198,17 @@ public sealed class ClusterFailoverTests
                 var read = await Assert.ThrowsAsync<BoardException>(() => readerBoard.GetWorkflowAsync(wf, default)).Within();
                 Assert.Equal(BoardError.StoreUnavailable, read.Error);
                 Assert.Contains("reached 0 of 1 replicas", read.Message, StringComparison.Ordinal);
+
+                var listing = await Assert.ThrowsAsync<BoardException>(() => readerBoard.ListWorkflowsAsync(null, null, 10, default)).Within();
+                Assert.Contains("reached 0 of 1 replicas", listing.Message, StringComparison.Ordinal);
             }
             finally
             {
                 await replica.ResumeAsync();
             }
+
+            var listed = await UntilAvailable.CallAsync(() => readerBoard.ListWorkflowsAsync(null, null, 10, default), "the listing once the replica resumed");
+            Assert.Equal(wf, Assert.Single(listed.Items).Workflow.Id);
         }
     }
 

@@ -237,13 +237,15 @@ public sealed class ReplicaWaitTests
 
     /// <summary>
     /// Store B commits a claim that the primary takes but no replica confirms (the replica is cut off), so B's caller
-    /// hears UNAVAILABLE; store A lists the workflows, a plain read that shows that commit's head. The primary dies and
-    /// the replica, without the claim, becomes the primary. Nothing acknowledged was lost, so A must go on serving.
-    /// It refused with DATA_LOSS instead, the listing having raised its head watermark (seen in .ci/run as a Sentinel
-    /// failover test's DATA_LOSS, where loading a workflow read its head the same way).
+    /// hears UNAVAILABLE. Store A's reads meanwhile: a listing is refused (it is waited for, and would show that claim's
+    /// head and counts), and a load of the workflow, which starts now, reads the workflow's record with a plain read that
+    /// sees that commit's head before its last, waited read is refused. The primary dies and the replica, without the
+    /// claim, becomes the primary. Nothing acknowledged was lost, so A must go on serving. It refused with DATA_LOSS
+    /// instead when a plain read raised its head watermark (seen in .ci/run as a Sentinel failover test's DATA_LOSS,
+    /// where loading a workflow read its head that way; this test's plain read was then the listing's).
     /// </summary>
     [RedisFact]
-    public async Task ACommitNoReplicaConfirmed_SeenByAPlainRead_IsNotDataLoss_WhenAFailoverTakesItBack()
+    public async Task ACommitNoReplicaConfirmed_IsNotListed_AndIsNotDataLoss_WhenAFailoverTakesItBack()
     {
         await using var primary = await RedisProcess.StartAsync(persistent: false);
         await using var replica = await primary.StartReplicaAsync();
@@ -255,14 +257,28 @@ public sealed class ReplicaWaitTests
         const string wf = "unconfirmed";
         await boardB.CreateWorkflowAsync(wf, "unconfirmed", null, default).Within();
         await boardB.PostTasksAsync(wf, [new TaskSpec { Id = "t0" }, new TaskSpec { Id = "t1" }], default).Within();
-        var confirmed = (await boardA.GetWorkflowAsync(wf, default).Within()).Revision;
+        Assert.Single((await boardA.ListWorkflowsAsync(null, null, 10, default).Within()).Items, w => w.Workflow.Id == wf);
 
-        // The replica is cut off and made a primary now, so that it certainly never gets B's claim.
-        Assert.Equal("OK", (await replica.CliAsync("REPLICAOF", "NO", "ONE")).Trim());
-        var unconfirmed = await Assert.ThrowsAsync<BoardException>(() => SplitBrain.ClaimAsync(boardB, wf, "b")).Within();
-        Assert.Equal(BoardError.StoreUnavailable, unconfirmed.Error);
-        var listed = await boardA.ListWorkflowsAsync(null, null, 10, default).Within();
-        Assert.True(listed.Items.Single(w => w.Workflow.Id == wf).Revision > confirmed, "the listing did not show the unconfirmed commit");
+        // The replica is cut off and made a primary now, so that it certainly never gets B's claim: as A's load scans.
+        var cut = false;
+        a.BeforeScanStepForTests = async () =>
+        {
+            if (cut)
+            {
+                return;
+            }
+
+            cut = true;
+            Assert.Equal("OK", (await replica.CliAsync("REPLICAOF", "NO", "ONE")).Trim());
+            var unconfirmed = await Assert.ThrowsAsync<BoardException>(() => SplitBrain.ClaimAsync(boardB, wf, "b")).Within();
+            Assert.Equal(BoardError.StoreUnavailable, unconfirmed.Error);
+        };
+        var load = await Assert.ThrowsAsync<BoardException>(() => boardA.GetTaskAsync(wf, "t0", default)).Within();
+        Assert.True(cut, "A's load did not scan");
+        Assert.Equal(BoardError.StoreUnavailable, load.Error);
+        var listing = await Assert.ThrowsAsync<BoardException>(() => boardA.ListWorkflowsAsync(null, null, 10, default)).Within();
+        Assert.Equal(BoardError.StoreUnavailable, listing.Error);
+        Assert.Contains("reached 0 of 1 replicas", listing.Message, StringComparison.Ordinal);
 
         await primary.KillAsync();
         await using var newReplica = await replica.StartReplicaAsync(); // for A's commits to wait for
@@ -381,7 +397,7 @@ public sealed class ReplicaWaitTests
     /// Reads are waited for too, also reads of another instance's writes. With the replica connected but paused
     /// (SIGSTOP: it takes in nothing and acknowledges nothing), a claim through A is refused, and B, a new instance
     /// that reads the workflow from the primary where that claim is, answers UNAVAILABLE instead of showing it, to
-    /// a read and to a watcher.
+    /// a read, a listing and a watcher.
     /// Once the replica resumes, B shows it. (WAIT is documented to cover what its own connection wrote, and B
     /// has written nothing, so a batch of reads first writes a notice nobody listens to. Redis 7.0 here makes a
     /// connection that wrote nothing wait too, so this test passes without that notice as well.) Both ways a read goes:
@@ -412,6 +428,8 @@ public sealed class ReplicaWaitTests
             (b, boardB) = await OpenAsync(primary, replicas: 1, directCommits);
             var read = await Assert.ThrowsAsync<BoardException>(() => boardB.GetWorkflowAsync(wf, default)).Within();
             Assert.Equal(BoardError.StoreUnavailable, read.Error);
+            var listing = await Assert.ThrowsAsync<BoardException>(() => boardB.ListWorkflowsAsync(null, null, 10, default)).Within();
+            Assert.Equal(BoardError.StoreUnavailable, listing.Error);
 
             // Nor does a watcher on B get the refused claim's event: reading the log waits for the replica too.
             var refusedRevision = await HeadAsync(primary, wf);
@@ -439,6 +457,8 @@ public sealed class ReplicaWaitTests
         // The refused claim is on the primary: once the replica has it, it is shown.
         await UntilAvailable.CallAsync(() => boardB!.GetWorkflowAsync(wf, default), "B to show both claims once the replica resumed",
             until: view => view.Counts[TaskState.Claimed] == 2);
+        var listed = await UntilAvailable.CallAsync(() => boardB!.ListWorkflowsAsync(null, null, 10, default), "B to list the workflow");
+        Assert.Equal(2, listed.Items.Single(w => w.Workflow.Id == wf).Counts[TaskState.Claimed]);
         Assert.Equal(directCommits, b!.DirectLogReads > 0);
     }
 }
