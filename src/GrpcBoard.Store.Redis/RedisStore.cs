@@ -618,7 +618,8 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
         return result;
     }
 
-    internal async Task<WorkflowRecord?> ReadWorkflowAsync(string workflowId) => (await LoadMetaAsync(workflowId).ConfigureAwait(false)).Workflow;
+    /// <summary>A workflow's record for a load, with the node's lineage (<see cref="Meta.Lineage"/>), not followed by WAIT.</summary>
+    internal Task<Meta> ReadMetaForLoadAsync(string workflowId) => LoadMetaAsync(workflowId, lineage: true);
 
     /// <summary>
     /// A workflow's meta for a listing. With replicas waited for, read by a script followed by WAIT (<see cref="Scripts.ReadMeta"/>),
@@ -641,7 +642,7 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
             long? replicas;
             try
             {
-                (reply, replicas) = await link.ReadMetaAsync(keys, [1]).ConfigureAwait(false);
+                (reply, replicas) = await link.ReadMetaAsync(keys, [1, 0]).ConfigureAwait(false);
             }
             catch (Exception ex)
             {
@@ -655,8 +656,7 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
         else
         {
             var db = _db;
-            var r = (RedisResult[])(await Call(() => db.ScriptEvaluateAsync(Scripts.ReadMeta, keys, [1])).ConfigureAwait(false))!;
-            meta = ParseMeta(Enumerable.Range(0, r.Length / 2).Select(i => ((string)r[2 * i]!, (RedisValue)(byte[])r[(2 * i) + 1]!)));
+            meta = ParseMeta((RedisResult[])(await Call(() => db.ScriptEvaluateAsync(Scripts.ReadMeta, keys, [1, 0])).ConfigureAwait(false))!);
             acknowledged = await WaitForReplicasAsync(db).ConfigureAwait(false);
         }
 
@@ -671,6 +671,14 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
         }
 
         ObserveHead(workflowId, meta.Head, floor);
+        return meta;
+    }
+
+    /// <summary>A reply of <see cref="Scripts.ReadMeta"/> through StackExchange.Redis: field and value pairs, then the lineage if asked.</summary>
+    private static Meta ParseMeta(RedisResult[] r)
+    {
+        var meta = ParseMeta(Enumerable.Range(0, r.Length / 2).Select(i => ((string)r[2 * i]!, (RedisValue)(byte[])r[(2 * i) + 1]!)));
+        meta.Lineage = r.Length % 2 == 1 ? (string)r[^1]! : null;
         return meta;
     }
 
@@ -690,11 +698,11 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
         return meta;
     }
 
-    internal async Task<Meta> LoadMetaAsync(string workflowId)
+    /// <summary>A workflow's meta, not followed by WAIT; with <paramref name="lineage"/>, also which node answered.</summary>
+    private async Task<Meta> LoadMetaAsync(string workflowId, bool lineage = false)
     {
         var floor = Watermark(workflowId);
-        var fields = await Call(() => _db.HashGetAllAsync(_keys.Meta(workflowId))).ConfigureAwait(false);
-        var meta = ParseMeta(fields.Select(f => ((string)f.Name!, f.Value)));
+        var meta = ParseMeta((RedisResult[])(await Script(Scripts.ReadMeta, workflowId, 0, lineage ? 1 : 0).ConfigureAwait(false))!);
         if (meta.Head == 0)
         {
             await ThrowIfLostAsync(workflowId).ConfigureAwait(false);
@@ -1472,6 +1480,9 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
         public WorkflowRecord? Workflow { get; set; }
         public long Head { get; set; }
         public TaskCounts Counts { get; } = new();
+
+        /// <summary>Which node answered, when asked for (<see cref="Scripts.Lineage"/>).</summary>
+        public string? Lineage { get; set; }
     }
 
     /// <summary>A page of a workflow's log, with the node's lineage when asked for (<see cref="ReadLogAsync"/>).</summary>

@@ -178,12 +178,16 @@ internal static class Scripts
         """;
 
     /// <summary>
-    /// The workflow's meta hash (its record, task counts and head), for a listing. ARGV: whether a WAIT follows ("1":
-    /// PUBLISH a notice nobody listens to first, as <see cref="ReadLog"/> does). Returns HGETALL's {field1, value1, ...}.
+    /// The workflow's meta hash (its record, task counts and head). ARGV: whether a WAIT follows ("1": PUBLISH a notice
+    /// nobody listens to first, as <see cref="ReadLog"/> does), whether to add the node's lineage ("1", see
+    /// <see cref="Lineage"/>). Returns HGETALL's {field1, value1, ...}, then the lineage if asked.
     /// </summary>
     public const string ReadMeta = """
         if ARGV[1] == '1' then redis.call('PUBLISH', string.sub(KEYS[1], 1, -5) .. 'rw', '') end
-        return redis.call('HGETALL', KEYS[1])
+        """ + "\n" + Lineage + "\n" + """
+        local result = redis.call('HGETALL', KEYS[1])
+        if ARGV[2] == '1' then result[#result + 1] = lineage() end
+        return result
         """;
 
     /// <summary>

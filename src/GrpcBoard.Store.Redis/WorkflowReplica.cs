@@ -812,11 +812,11 @@ internal sealed class WorkflowReplica
     /// Loads the workflow: where its log stands, then its tasks and notes in HSCAN steps (not atomic, so
     /// the log after that first position is replayed on top: each record ends at its last version up to
     /// the head of the last log read, which follows the scans).
-    /// Every read but the workflow record's (which comes between two that are) says which node and history answered it
-    /// (<see cref="Scripts.Lineage"/>), and the load starts over unless all name the one the first read did. A failover
-    /// in between would otherwise mix two nodes: records scanned on the old primary, among them writes that no replica
-    /// confirmed and the failover took back, kept under the new primary's log (and a scan cursor of one node used on
-    /// another skips records). On one node, the last log read's WAIT covers everything the reads before it saw.
+    /// Every read says which node and history answered it (<see cref="Scripts.Lineage"/>), and the load starts over
+    /// unless all name the one the first read did. A failover in between would otherwise mix two nodes: records scanned
+    /// on the old primary, among them writes that no replica confirmed and the failover took back, kept under the new
+    /// primary's log (and a scan cursor of one node used on another skips records). On one node, the last log read's
+    /// WAIT covers everything the reads before it saw.
     /// </summary>
     private async Task LoadAsync()
     {
@@ -847,14 +847,15 @@ internal sealed class WorkflowReplica
             if (start.Exists)
             {
                 if (await _store.ScanAsync(Id, "tasks", node).ConfigureAwait(false) is { } tasks
-                    && await _store.ScanAsync(Id, "notes", node).ConfigureAwait(false) is { } notes)
+                    && await _store.ScanAsync(Id, "notes", node).ConfigureAwait(false) is { } notes
+                    && await _store.ReadMetaForLoadAsync(Id).ConfigureAwait(false) is { } meta && meta.Lineage == node)
                 {
                     foreach (var e in tasks.Concat(notes))
                     {
                         Replay(state, e, recordOnly: true);
                     }
 
-                    state.Record = await _store.ReadWorkflowAsync(Id).ConfigureAwait(false);
+                    state.Record = meta.Workflow;
                 }
                 else
                 {
