@@ -263,7 +263,11 @@ internal sealed class HttpServerCallContext : ServerCallContext, IDisposable
                 }
 
                 return rpc.Status;
-            case OperationCanceledException when _http.RequestAborted.IsCancellationRequested:
+            // The client reset the stream or dropped the connection. A handler waiting on the request stream then fails
+            // with an IOException (Kestrel's "request stream was aborted"), not a cancellation; it is no fault of the
+            // handler, and nobody hears the status, so it is not logged as one (it was, at Error, for every `buf curl`
+            // that closed its reflection stream by closing the connection).
+            case OperationCanceledException or IOException when _http.RequestAborted.IsCancellationRequested:
                 return new Status(StatusCode.Cancelled, "The call was cancelled by the client.");
         }
 

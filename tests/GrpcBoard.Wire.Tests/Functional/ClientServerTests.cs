@@ -4,6 +4,7 @@ using GrpcBoard.Testing;
 using GrpcBoard.Wire.Client;
 using GrpcBoard.Wire.Server;
 using GrpcBoard.Wire.Tests.Infrastructure;
+using Microsoft.Extensions.Logging;
 
 namespace GrpcBoard.Wire.Tests.Functional;
 
@@ -492,6 +493,81 @@ public class ClientServerTests
         Assert.Equal(StatusCode.Cancelled, ex.StatusCode);
         // The call is not disposed yet: the server must learn of the cancellation from the wire (RST_STREAM).
         await cancelled.WaitAsync();
+    }
+
+    /// <summary>
+    /// A client that cancels a duplex call while the handler waits for its next message: the handler's read fails with an
+    /// IOException, not a cancellation, and that was logged as the handler's error (seen with `buf curl`, whose
+    /// reflection stream ends with its connection). With the transport's reset or the connection closed, both ways.
+    /// </summary>
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task Cancellation_WhileTheHandlerReadsTheRequestStream_IsNotLoggedAsAHandlerError(bool closeTheConnection)
+    {
+        var logger = new RecordingLogger();
+        var reading = new Signal();
+        var handlerFailure = new TaskCompletionSource<Exception?>(TaskCreationOptions.RunContinuationsAsynchronously);
+        var callEnded = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var endpoint = new GrpcServiceRegistry().AddDuplexStreaming(DuplexEcho, async (requests, _, _) =>
+        {
+            try
+            {
+                Assert.True(await requests.MoveNextAsync());
+                reading.Set();
+                await requests.MoveNextAsync();
+                handlerFailure.TrySetResult(null);
+            }
+            catch (Exception ex)
+            {
+                handlerFailure.TrySetResult(ex);
+                throw;
+            }
+        }).Build(new GrpcServerOptions(), logger);
+        await using var server = await KestrelHost.StartAsync(async http =>
+        {
+            await endpoint.HandleAsync(http);
+            callEnded.TrySetResult();
+        });
+        var channel = CreateChannel(server);
+        try
+        {
+            using var cts = new CancellationTokenSource();
+            await using var call = channel.DuplexStreaming(DuplexEcho, new CallOptions(CancellationToken: cts.Token));
+            await call.WriteAsync("first").Within();
+            await reading.WaitAsync();
+            if (closeTheConnection)
+            {
+                channel.Dispose();
+            }
+            else
+            {
+                await cts.CancelAsync();
+            }
+
+            Assert.NotNull(await handlerFailure.Task.Within());
+            await callEnded.Task.Within();
+            Assert.DoesNotContain(logger.Entries, e => e.Level >= LogLevel.Warning);
+        }
+        finally
+        {
+            channel.Dispose();
+        }
+    }
+
+    private sealed class RecordingLogger : ILogger
+    {
+        private readonly System.Collections.Concurrent.ConcurrentQueue<(LogLevel Level, string Message)> _entries = new();
+
+        public IReadOnlyCollection<(LogLevel Level, string Message)> Entries => _entries;
+
+        public IDisposable? BeginScope<TState>(TState state)
+            where TState : notnull => null;
+
+        public bool IsEnabled(LogLevel logLevel) => true;
+
+        public void Log<TState>(LogLevel logLevel, EventId eventId, TState state, Exception? exception, Func<TState, Exception?, string> formatter) =>
+            _entries.Enqueue((logLevel, formatter(state, exception) + (exception is null ? "" : ": " + exception)));
     }
 
     [Fact]
