@@ -210,18 +210,17 @@ internal sealed class CommitConnection : IDisposable
         return TrySend(keys, args, (reply, error) => Complete(done, reply, error)) ? done.Task : Task.FromException<CommitReply>(Broken());
     }
 
-    /// <summary>A read of the workflow's log (<see cref="Scripts.ReadLog"/>): see <see cref="ReadAsync"/>.</summary>
-    public Task<(object? Value, long? Replicas)> ReadLogAsync(RedisKey[] keys, RedisValue[] args) => ReadAsync(_readLogSha, keys, args);
-
-    /// <summary>A read of the workflow's meta hash (<see cref="Scripts.ReadMeta"/>): see <see cref="ReadAsync"/>.</summary>
-    public Task<(object? Value, long? Replicas)> ReadMetaAsync(RedisKey[] keys, RedisValue[] args) => ReadAsync(_readMetaSha, keys, args);
-
     /// <summary>
-    /// Sends a read script, followed by WAIT when replicas are waited for; returns the script's reply as read (see
+    /// Sends a read script (<see cref="Scripts.ReadLog"/> or <see cref="Scripts.ReadMeta"/>, loaded when the connection
+    /// opened), followed by WAIT when replicas are waited for; returns the script's reply as read (see
     /// <see cref="RespReader"/>) and WAIT's count. UNAVAILABLE when the connection is broken.
     /// </summary>
-    private Task<(object? Value, long? Replicas)> ReadAsync(byte[] sha, RedisKey[] keys, RedisValue[] args)
+    public Task<(object? Value, long? Replicas)> ReadAsync(string script, RedisKey[] keys, RedisValue[] args)
     {
+        // The scripts are constants, so each is one interned string: comparing references picks its SHA without comparing text.
+        var sha = ReferenceEquals(script, Scripts.ReadLog) ? _readLogSha
+            : ReferenceEquals(script, Scripts.ReadMeta) ? _readMetaSha
+            : throw new ArgumentException("Not a read script this connection loaded.", nameof(script));
         var done = new TaskCompletionSource<(object?, long?)>(TaskCreationOptions.RunContinuationsAsynchronously);
         return TrySend(sha, keys, args, (value, replicas, error) => Complete(done, (value, replicas), error)) ? done.Task : Task.FromException<(object?, long?)>(Broken());
     }

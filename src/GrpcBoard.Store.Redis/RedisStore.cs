@@ -365,7 +365,7 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
                 break;
             }
 
-            foreach (var meta in await Task.WhenAll(ids.Select(v => ReadListedMetaAsync((string)v!))))
+            foreach (var meta in await Task.WhenAll(ids.Select(v => ReadMetaAsync((string)v!, waited: WaitsForReplicas, lineage: false))))
             {
                 if (meta.Workflow is { } workflow && (status is null || workflow.Status == status))
                 {
@@ -505,83 +505,82 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
         }
 
         var floor = Watermark(workflowId);
-        if (WaitsForReplicas && await WaitedReadLinkAsync(workflowId).ConfigureAwait(false) is { } link)
+        var (r, direct) = await ReadAsync(workflowId, Scripts.ReadLog, [fromRevision, limit, WaitsForReplicas ? 1 : 0, lineage ? 1 : 0], WaitsForReplicas, "a read of the log").ConfigureAwait(false);
+        if (direct)
         {
-            return await ReadLogOnLinkAsync(link, workflowId, fromRevision, limit, lineage, floor).ConfigureAwait(false);
+            Interlocked.Increment(ref _directLogReads);
         }
 
-        var db = _db;
-        var r = (RedisResult[])(await Call(() => db.ScriptEvaluateAsync(Scripts.ReadLog, _keys.ScriptKeys(workflowId), [fromRevision, limit, WaitsForReplicas ? 1 : 0, lineage ? 1 : 0])).ConfigureAwait(false))!;
-        if (WaitsForReplicas)
-        {
-            // What was read reaches watchers, replicas' catch-ups and loads: only once the replicas have it, as for
-            // commits (the script wrote a notice, so this covers everything it read).
-            if (Shortfall(await WaitForReplicasAsync(db).ConfigureAwait(false), "a read of the log") is { } shortfall)
-            {
-                throw shortfall;
-            }
-        }
-
-        return ToLogPage(workflowId, floor, (long)r[0], (string)r[1]!, (long)r[2], (long)r[3] == 1, (r.Length - 4) / 2, i => (byte[])r[5 + (2 * i)]!, lineage ? (string)r[^1] : null);
-    }
-
-    /// <summary>
-    /// A reply of <see cref="Scripts.ReadLog"/> ({head, lb, oldest, exists, rev1, blob1, ..., [lineage]}), however it was
-    /// read, with its head checked against <paramref name="floor"/>; <paramref name="blob"/> gives the i-th event's blob.
-    /// </summary>
-    private LogPage ToLogPage(string workflowId, long floor, long head, string lastBatch, long oldest, bool exists, int count, Func<int, byte[]> blob, string? lineage)
-    {
-        ObserveHead(workflowId, head, floor);
-        var events = new List<EventRecord>(count);
-        for (var i = 0; i < count; i++)
-        {
-            events.Add(RecordCodec.DecodeEvent(blob(i)));
-        }
-
-        return new LogPage(head, lastBatch, oldest, exists, events, lineage);
-    }
-
-    /// <summary>
-    /// Where a read followed by WAIT goes, null for StackExchange.Redis. Its WAIT holds the connection it is sent on until
-    /// the replicas answer or the timeout passes: on a direct connection, whose commits wait for them anyway, rather than
-    /// on StackExchange.Redis's one connection for everything else (timers, epoch checks, scans). On a cluster only a
-    /// direct connection reaches the slot's node, so that WAIT counts that node's replicas.
-    /// </summary>
-    private async ValueTask<CommitConnection?> WaitedReadLinkAsync(string workflowId) =>
-        _cluster is not null
-            ? await _cluster.GetAsync(_keys.Meta(workflowId)).ConfigureAwait(false)
-            : _directCommits && Volatile.Read(ref _commits) is { IsBroken: false } open ? open : null;
-
-    /// <summary>
-    /// <see cref="ReadLogAsync"/> with replicas waited for, over a direct connection: the script and its WAIT go to the
-    /// node that holds the workflow, so that WAIT counts that node's replicas.
-    /// </summary>
-    private async Task<LogPage> ReadLogOnLinkAsync(CommitConnection link, string workflowId, long fromRevision, int limit, bool lineage, long floor)
-    {
-        Interlocked.Increment(ref _directLogReads);
-        object? reply;
-        long? acknowledged;
-        try
-        {
-            (reply, acknowledged) = await link.ReadLogAsync(_keys.ScriptKeys(workflowId), [fromRevision, limit, 1, lineage ? 1 : 0]).ConfigureAwait(false);
-        }
-        catch (Exception ex)
-        {
-            throw CommitFailure(ex);
-        }
-
-        if (Shortfall(acknowledged ?? 0, "a read of the log") is { } shortfall)
-        {
-            throw shortfall;
-        }
-
-        if (reply is not object?[] { Length: >= 4 } r || r[0] is not long head || r[1] is not byte[] batchId || r[2] is not long oldest || r[3] is not long exists)
+        if (r.Length < 4)
         {
             throw new InvalidDataException("The log read answered something other than {head, lb, oldest, exists, ...}.");
         }
 
-        return ToLogPage(workflowId, floor, head, System.Text.Encoding.UTF8.GetString(batchId), oldest, exists == 1, (r.Length - 4) / 2, i => (byte[])r[5 + (2 * i)]!,
-            lineage ? System.Text.Encoding.UTF8.GetString((byte[])r[^1]!) : null);
+        // {head, lb, oldest, exists, rev1, blob1, ..., [lineage]}
+        ObserveHead(workflowId, (long)r[0], floor);
+        var count = (r.Length - 4 - (lineage ? 1 : 0)) / 2;
+        var events = new List<EventRecord>(count);
+        for (var i = 0; i < count; i++)
+        {
+            events.Add(RecordCodec.DecodeEvent((byte[])r[5 + (2 * i)]!));
+        }
+
+        return new LogPage((long)r[0], (string)r[1]!, (long)r[2], (long)r[3] == 1, events, lineage ? (string)r[^1] : null);
+    }
+
+    /// <summary>
+    /// Runs a read script of one workflow (<see cref="Scripts.ReadLog"/>, <see cref="Scripts.ReadMeta"/>), followed by
+    /// WAIT when <paramref name="waited"/> (only when replicas are waited for; the script, told so by its arguments, first
+    /// writes a notice, so that the WAIT covers everything it read); UNAVAILABLE when fewer replicas than waited for answer. The WAIT holds the connection
+    /// it is sent on until the replicas answer or the timeout passes: so it goes on a direct connection, whose commits
+    /// wait for them anyway, rather than on StackExchange.Redis's one connection for everything else (timers, epoch
+    /// checks, scans). On a cluster only a direct connection reaches the slot's node, so that WAIT counts that node's
+    /// replicas. Returns the reply, and whether it came over a direct connection.
+    /// </summary>
+    private async Task<(RedisValue[] Reply, bool Direct)> ReadAsync(string workflowId, string script, RedisValue[] args, bool waited, string what)
+    {
+        var keys = _keys.ScriptKeys(workflowId);
+        RedisValue[] reply;
+        long acknowledged;
+        var link = !waited ? null
+            : _cluster is not null ? await _cluster.GetAsync(_keys.Meta(workflowId)).ConfigureAwait(false)
+            : _directCommits && Volatile.Read(ref _commits) is { IsBroken: false } open ? open : null;
+        if (link is not null)
+        {
+            object? value;
+            long? replicas;
+            try
+            {
+                (value, replicas) = await link.ReadAsync(script, keys, args).ConfigureAwait(false);
+            }
+            catch (Exception ex)
+            {
+                throw CommitFailure(ex);
+            }
+
+            reply = value is object?[] items
+                ? Array.ConvertAll(items, x => x switch { long n => (RedisValue)n, byte[] b => (RedisValue)b, _ => RedisValue.Null })
+                : throw new InvalidDataException($"{what} answered something other than an array.");
+            acknowledged = replicas ?? 0;
+        }
+        else
+        {
+            var db = _db;
+            reply = Array.ConvertAll((RedisResult[])(await Call(() => db.ScriptEvaluateAsync(script, keys, args)).ConfigureAwait(false))!, x => (RedisValue)x);
+            if (!waited)
+            {
+                return (reply, false);
+            }
+
+            acknowledged = await WaitForReplicasAsync(db).ConfigureAwait(false);
+        }
+
+        if (Shortfall(acknowledged, what) is { } shortfall)
+        {
+            throw shortfall;
+        }
+
+        return (reply, link is not null);
     }
 
     /// <summary>Fault injection for tests: runs before every step of a scan.</summary>
@@ -619,50 +618,26 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
     }
 
     /// <summary>A workflow's record for a load, with the node's lineage (<see cref="Meta.Lineage"/>), not followed by WAIT.</summary>
-    internal Task<Meta> ReadMetaForLoadAsync(string workflowId) => LoadMetaAsync(workflowId, lineage: true);
+    internal Task<Meta> ReadMetaForLoadAsync(string workflowId) => ReadMetaAsync(workflowId, waited: false, lineage: true);
 
     /// <summary>
-    /// A workflow's meta for a listing. With replicas waited for, read by a script followed by WAIT (<see cref="Scripts.ReadMeta"/>),
-    /// so that a listing shows nothing a failover can take back, as every other read (docs/redis.md, Replicas).
+    /// A workflow's meta (<see cref="Scripts.ReadMeta"/>): its record, counts and head. A listing's reads are
+    /// <paramref name="waited"/> for when replicas are, so that it shows nothing a failover can take back, as every
+    /// other read (docs/redis.md, Replicas); with <paramref name="lineage"/>, also which node answered.
     /// </summary>
-    private async Task<Meta> ReadListedMetaAsync(string workflowId)
+    private async Task<Meta> ReadMetaAsync(string workflowId, bool waited, bool lineage)
     {
-        if (!WaitsForReplicas)
-        {
-            return await LoadMetaAsync(workflowId).ConfigureAwait(false);
-        }
-
         var floor = Watermark(workflowId);
-        var keys = _keys.ScriptKeys(workflowId);
-        Meta meta;
-        long acknowledged;
-        if (await WaitedReadLinkAsync(workflowId).ConfigureAwait(false) is { } link)
+        var (r, _) = await ReadAsync(workflowId, Scripts.ReadMeta, [waited ? 1 : 0, lineage ? 1 : 0], waited, "a read of the workflow list").ConfigureAwait(false);
+        var meta = new Meta { Lineage = lineage ? (string)r[^1] : null };
+        for (var i = 0; i + 1 < r.Length; i += 2)
         {
-            object? reply;
-            long? replicas;
-            try
+            switch ((string)r[i]!)
             {
-                (reply, replicas) = await link.ReadMetaAsync(keys, [1, 0]).ConfigureAwait(false);
+                case "rec": meta.Workflow = RecordCodec.DecodeEvent((byte[])r[i + 1]!).Workflow; break;
+                case "head": meta.Head = (long)r[i + 1]; break;
+                case var c when c.Length == 2 && c[0] == 'c' && char.IsAsciiDigit(c[1]): meta.Counts[(TaskState)(c[1] - '0')] = (long)r[i + 1]; break;
             }
-            catch (Exception ex)
-            {
-                throw CommitFailure(ex);
-            }
-
-            var r = reply as object?[] ?? throw new InvalidDataException("The meta read answered something other than an array.");
-            meta = ParseMeta(Enumerable.Range(0, r.Length / 2).Select(i => (Encoding.UTF8.GetString((byte[])r[2 * i]!), (RedisValue)(byte[])r[(2 * i) + 1]!)));
-            acknowledged = replicas ?? 0;
-        }
-        else
-        {
-            var db = _db;
-            meta = ParseMeta((RedisResult[])(await Call(() => db.ScriptEvaluateAsync(Scripts.ReadMeta, keys, [1, 0])).ConfigureAwait(false))!);
-            acknowledged = await WaitForReplicasAsync(db).ConfigureAwait(false);
-        }
-
-        if (Shortfall(acknowledged, "a read of the workflow list") is { } shortfall)
-        {
-            throw shortfall;
         }
 
         if (meta.Head == 0)
@@ -670,45 +645,7 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
             await ThrowIfLostAsync(workflowId).ConfigureAwait(false);
         }
 
-        ObserveHead(workflowId, meta.Head, floor);
-        return meta;
-    }
-
-    /// <summary>A reply of <see cref="Scripts.ReadMeta"/> through StackExchange.Redis: field and value pairs, then the lineage if asked.</summary>
-    private static Meta ParseMeta(RedisResult[] r)
-    {
-        var meta = ParseMeta(Enumerable.Range(0, r.Length / 2).Select(i => ((string)r[2 * i]!, (RedisValue)(byte[])r[(2 * i) + 1]!)));
-        meta.Lineage = r.Length % 2 == 1 ? (string)r[^1]! : null;
-        return meta;
-    }
-
-    private static Meta ParseMeta(IEnumerable<(string Name, RedisValue Value)> fields)
-    {
-        var meta = new Meta();
-        foreach (var (name, value) in fields)
-        {
-            switch (name)
-            {
-                case "rec": meta.Workflow = RecordCodec.DecodeEvent((byte[])value!).Workflow; break;
-                case "head": meta.Head = (long)value; break;
-                case var c when c.Length == 2 && c[0] == 'c' && char.IsAsciiDigit(c[1]): meta.Counts[(TaskState)(c[1] - '0')] = (long)value; break;
-            }
-        }
-
-        return meta;
-    }
-
-    /// <summary>A workflow's meta, not followed by WAIT; with <paramref name="lineage"/>, also which node answered.</summary>
-    private async Task<Meta> LoadMetaAsync(string workflowId, bool lineage = false)
-    {
-        var floor = Watermark(workflowId);
-        var meta = ParseMeta((RedisResult[])(await Script(Scripts.ReadMeta, workflowId, 0, lineage ? 1 : 0).ConfigureAwait(false))!);
-        if (meta.Head == 0)
-        {
-            await ThrowIfLostAsync(workflowId).ConfigureAwait(false);
-        }
-
-        if (WaitsForReplicas)
+        if (WaitsForReplicas && !waited)
         {
             // A plain read, not followed by WAIT: its head may be another instance's commit that has not reached the
             // replicas yet (that instance's WAIT is still pending), which a failover takes back without losing anything

@@ -26,7 +26,7 @@ public sealed class CommitConnectionTests(RedisClusterFixture cluster)
     private readonly System.Collections.Concurrent.ConcurrentQueue<Exception> _callbackErrors = new();
 
     private static Task<(object? Value, long? Replicas)> ReadAsync(CommitConnection link, string wf) =>
-        link.ReadLogAsync(Keys.ScriptKeys(wf), [1, 10, 0]);
+        link.ReadAsync(Scripts.ReadLog, Keys.ScriptKeys(wf), [1, 10, 0]);
 
     private static async Task<string> RefusedAsync(Task<(object? Value, long? Replicas)> read)
     {
