@@ -266,7 +266,8 @@ public sealed class Coordinator
             return existing;
         }, ct).ConfigureAwait(false);
 
-        var tasks = definitions.Select(d => result.LastTask(d.Id) ?? result.Value[d.Id]).ToArray();
+        var changed = result.LastTasks();
+        var tasks = definitions.Select(d => changed.TryGetValue(d.Id, out var t) ? t : result.Value[d.Id]).ToArray();
         return new PostResult(tasks, definitions.Where(d => result.Value.ContainsKey(d.Id)).Select(d => d.Id).ToArray(), result.Revision);
     }
 

@@ -215,6 +215,10 @@ public abstract class StoreContractTests : BoardTestBase
         var again = await Board.PostTasksAsync(wf, [Spec("a"), Spec("c")], default).Within();
         Assert.Equal(["a"], again.ExistingIds);
         Assert.Equal(first.Tasks[0].ModRevision, again.Tasks[0].ModRevision);
+        // The answer lists the batch in its order: the stored task as it was, the new one as just posted.
+        Assert.Equal(["a", "c"], again.Tasks.Select(t => t.Id));
+        Assert.Equal(again.Revision, again.Tasks[1].ModRevision);
+        Assert.True(again.Tasks[1].ModRevision > first.Revision);
         var ex = await Refused(() => Board.PostTasksAsync(wf, [Spec("b", priority: 9)], default));
         Assert.Equal(BoardError.TaskAlreadyExists, ex.Error);
         Assert.Equal(3, (await Board.GetWorkflowAsync(wf, default).Within()).Counts.Total);

@@ -109,6 +109,24 @@ public sealed record TxnResult<T>(T Value, long Revision, IReadOnlyList<EventRec
 
         return null;
     }
+
+    /// <summary>
+    /// Every changed task as its last change left it, by id: for a caller that asks about many tasks (a posted
+    /// batch of up to a thousand), where one <see cref="LastTask"/> per task would scan the events once each.
+    /// </summary>
+    public Dictionary<string, TaskRecord> LastTasks()
+    {
+        var last = new Dictionary<string, TaskRecord>(Events.Count, StringComparer.Ordinal);
+        foreach (var change in Events)
+        {
+            if (change.Task is { } t)
+            {
+                last[t.Id] = t;
+            }
+        }
+
+        return last;
+    }
 }
 
 public sealed record WorkflowSummary(WorkflowRecord Workflow, TaskCounts Counts, long Revision);
