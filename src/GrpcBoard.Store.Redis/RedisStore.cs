@@ -48,7 +48,12 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
     private readonly ConcurrentDictionary<string, bool> _registered = new(StringComparer.Ordinal);
     private readonly CancellationTokenSource _stopping = new();
     private readonly Task _background;
-    private readonly Task _followingSentinel;
+    /// <summary>Following Sentinel (<see cref="FollowSentinelAsync"/>) or watching a list of nodes (<see cref="WatchNodeListAsync"/>), if either.</summary>
+    private readonly Task _followingPrimary;
+    private readonly NodeListView? _nodeList;
+
+    /// <summary>With a list of nodes: why calls are refused, while more than one listed node answers as the primary; else null.</summary>
+    private volatile string? _primaryConflict;
 
     /// <summary>Released when a sentinel announces a switch of primary, so that the store follows at once (<see cref="FollowSentinelAsync"/>).</summary>
     private readonly SemaphoreSlim _sentinelSwitched = new(0);
@@ -73,8 +78,9 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
     private volatile string? _advertised;
     private long _advertisedAtMs;
 
-    private RedisStore(RedisStoreOptions options, EventHub hub, Connections connections, SentinelView? sentinel, RedisTls? tls, ILogger logger)
+    private RedisStore(RedisStoreOptions options, EventHub hub, Connections connections, SentinelView? sentinel, NodeListView? nodeList, RedisTls? tls, ILogger logger)
     {
+        _nodeList = nodeList;
         _options = options;
         _commandTimeout = TimeSpan.FromMilliseconds(options.CommandTimeoutMilliseconds);
         _connections = connections;
@@ -97,7 +103,9 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
         _keys = new RedisKeys(options.KeyPrefix);
         _routing = new TurnRouting(InstanceId, options.TurnLease, LookUpAddressAsync);
         _background = Task.Run(() => BackgroundAsync(_stopping.Token));
-        _followingSentinel = sentinel is null ? Task.CompletedTask : Task.Run(() => FollowSentinelAsync(_stopping.Token));
+        _followingPrimary = sentinel is not null ? Task.Run(() => FollowSentinelAsync(_stopping.Token))
+            : nodeList is not null ? Task.Run(() => WatchNodeListAsync(_stopping.Token))
+            : Task.CompletedTask;
         _sentinelListener = sentinel?.ListenForSwitches(NudgeSentinelFollower, _stopping.Token);
     }
 
@@ -142,8 +150,16 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
             throw new ArgumentException("Waiting for replicas (--redis-replicas) on a Redis Cluster needs direct commits: StackExchange.Redis 1.2.6 cannot send WAIT to the node that owns a workflow's slot.");
         }
 
-        var store = new RedisStore(options, hub, connections, sentinel, tls, logger ?? NullLogger.Instance);
+        // A cluster's masters all answer ROLE as primaries, each of its own slots: only a standalone list is watched.
+        var nodeList = cluster ? null : NodeListView.From(config, tls, TimeSpan.FromMilliseconds(Math.Min(options.CommandTimeoutMilliseconds, 1000)));
+        var store = new RedisStore(options, hub, connections, sentinel, nodeList, tls, logger ?? NullLogger.Instance);
         store._primaryConfirmedAt = asked;
+        if (nodeList is not null)
+        {
+            // Before anything is opened or written: a store started while an old primary is back must not begin on it.
+            await store.CheckNodeListOnceAsync(default);
+        }
+
         store._directCommits = options.DirectCommits;
         if (options.DirectCommits && cluster)
         {
@@ -447,7 +463,7 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
         await _stopping.CancelAsync();
         try
         {
-            await Task.WhenAll(_background, _followingSentinel);
+            await Task.WhenAll(_background, _followingPrimary);
         }
         catch (OperationCanceledException)
         {
@@ -1029,6 +1045,63 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
         }
     }
 
+    /// <summary>With a list of nodes: asks every listed node its role every <see cref="RedisStoreOptions.NodeListCheckInterval"/>.</summary>
+    private async Task WatchNodeListAsync(CancellationToken ct)
+    {
+        while (!ct.IsCancellationRequested)
+        {
+            try
+            {
+                await Task.Delay(_options.NodeListCheckInterval, ct).ConfigureAwait(false);
+                await CheckNodeListOnceAsync(ct).ConfigureAwait(false);
+            }
+            catch (OperationCanceledException) when (ct.IsCancellationRequested)
+            {
+                return;
+            }
+            catch (Exception ex)
+            {
+                _logger.LogWarning(ex, "Checking the roles of the listed Redis nodes failed; retrying.");
+            }
+        }
+    }
+
+    /// <summary>
+    /// Refuses calls while more than one listed node answers as the primary (<see cref="NodeListView"/>), and lets them
+    /// through again once one is left. Then, if StackExchange.Redis still calls another node the primary (it looks at roles
+    /// again only every 60 s), it is made to look now: the old primary, turned into a replica, would answer its writes READONLY.
+    /// </summary>
+    private async Task CheckNodeListOnceAsync(CancellationToken ct)
+    {
+        var primaries = await _nodeList!.PrimariesAsync(ct).ConfigureAwait(false);
+        if (primaries.Count > 1)
+        {
+            var why = $"more than one listed node answers as the primary ({string.Join(", ", primaries)}): after a failover the old primary came back, or a replica was promoted by hand. Make all but one a replica (REPLICAOF), or list only the right one.";
+            if (_primaryConflict is null)
+            {
+                _logger.LogError("Refusing calls: {Why}", why);
+            }
+
+            _primaryConflict = why;
+            return;
+        }
+
+        if (_primaryConflict is not null)
+        {
+            _logger.LogWarning("One listed Redis node answers as the primary again ({Primary}): calls go on.", primaries.Count == 1 ? primaries[0] : "none yet");
+            _primaryConflict = null;
+        }
+
+        if (primaries is [var primary])
+        {
+            var redis = _redis;
+            if (_config.EndPoints.Any(e => redis.GetServer(e) is { IsConnected: true } server && server.IsSlave == e.Equals(primary)))
+            {
+                await redis.ConfigureAsync().WaitAsync(_commandTimeout, ct).ConfigureAwait(false);
+            }
+        }
+    }
+
     /// <summary>A sentinel announced a switch (or a subscription started): ask now. Announcements that come while one is pending add nothing.</summary>
     private void NudgeSentinelFollower()
     {
@@ -1397,6 +1470,11 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
     /// </summary>
     private void ThrowIfPrimaryUnconfirmed()
     {
+        if (_primaryConflict is { } conflict)
+        {
+            throw new BoardException(BoardError.StoreUnavailable, "Redis is unavailable: " + conflict);
+        }
+
         if (_sentinel is { Majority: true } && Stopwatch.GetElapsedTime(Interlocked.Read(ref _primaryConfirmedAt)) > _options.SentinelConfirmWindow)
         {
             throw new BoardException(BoardError.StoreUnavailable, string.Create(CultureInfo.InvariantCulture,

@@ -141,6 +141,12 @@ public sealed class RedisStoreOptions
     /// </summary>
     public TimeSpan SentinelConfirmWindow { get; set; } = TimeSpan.FromSeconds(3);
 
+    /// <summary>
+    /// With a list of nodes (a primary and its replicas, no Sentinel): how often every listed node is asked its role. While
+    /// more than one answers as the primary, calls are refused with UNAVAILABLE (<see cref="NodeListView"/>).
+    /// </summary>
+    public TimeSpan NodeListCheckInterval { get; set; } = TimeSpan.FromSeconds(1);
+
     /// <summary>How often the store epoch is checked to detect a Redis that lost its data.</summary>
     public TimeSpan EpochCheckInterval { get; set; } = TimeSpan.FromSeconds(1);
 
@@ -183,9 +189,9 @@ public sealed class RedisStoreOptions
             throw new ArgumentException("ReplicasToWaitFor must not be negative, and ReplicaWaitTimeout must be at least 1 ms and shorter than the command timeout.");
         }
 
-        if (SentinelPollInterval <= TimeSpan.Zero || SentinelMajority && SentinelConfirmWindow <= SentinelPollInterval)
+        if (SentinelPollInterval <= TimeSpan.Zero || SentinelMajority && SentinelConfirmWindow <= SentinelPollInterval || NodeListCheckInterval <= TimeSpan.Zero)
         {
-            throw new ArgumentException("SentinelPollInterval must be positive, and SentinelConfirmWindow longer than it.");
+            throw new ArgumentException("SentinelPollInterval and NodeListCheckInterval must be positive, and SentinelConfirmWindow longer than SentinelPollInterval.");
         }
 
         if (MaxEventsPerWorkflow < 16 || MaxConflictRetries < 1 || RecentEventsInMemory < 16 || MaxBatchesInFlight is < 1 || TimerRescanBatch < 1)

@@ -14,7 +14,8 @@ namespace GrpcBoard.Store.Redis;
 /// Why ask Sentinel rather than give the store every node and follow the roles: after a failover, an old primary
 /// that comes back with its data calls itself a primary, and Sentinel waits four publish periods (8 s by default, sentinel.c)
 /// before turning it into a replica. A client that trusts roles sees two primaries meanwhile and may read and
-/// write on the stale one. The sentinels' answer belongs to the failover's epoch. And StackExchange.Redis 1.2.6
+/// write on the stale one (with a list of nodes the store refuses calls then, <see cref="NodeListView"/>; Sentinel
+/// lets them go on). The sentinels' answer belongs to the failover's epoch. And StackExchange.Redis 1.2.6
 /// can send SENTINEL commands but does not route data commands through a sentinel, so this is our own.
 /// </summary>
 internal sealed class SentinelView

@@ -23,7 +23,7 @@ public sealed class ReplicaWaitTests
         OpenAsync(redis.Endpoint, replicas, directCommits);
 
     /// <summary>A store on <paramref name="configuration"/> (one endpoint, or a primary and its replicas) and a board on it.</summary>
-    private async Task<(RedisStore Store, Coordinator Board)> OpenAsync(string configuration, int replicas, bool directCommits = true)
+    private async Task<(RedisStore Store, Coordinator Board)> OpenAsync(string configuration, int replicas, bool directCommits = true, TimeSpan? nodeListCheck = null)
     {
         var hub = new EventHub();
         var store = await RedisStore.ConnectAsync(new RedisStoreOptions
@@ -33,6 +33,7 @@ public sealed class ReplicaWaitTests
             DirectCommits = directCommits,
             ReplicasToWaitFor = replicas,
             ReplicaWaitTimeout = TimeSpan.FromMilliseconds(300),
+            NodeListCheckInterval = nodeListCheck ?? TimeSpan.FromSeconds(1),
         }, hub);
         return (store, new Coordinator(store, hub, _time, new BoardLimits()));
     }
@@ -233,6 +234,69 @@ public sealed class ReplicaWaitTests
             return store.DirectCommitCount > direct;
         }, "commits to go over a direct connection to the new primary", TimeSpan.FromSeconds(30));
         Assert.NotNull((await ClaimAsync(board, wf).Within()).Task);
+    }
+
+    /// <summary>
+    /// A list of nodes, and a replica promoted by hand while the old primary runs on (as when it comes back after a
+    /// failover): both answer as the primary, and nobody turns the old one into a replica. A store on it would go on
+    /// handing out tasks there while another, opened now, could pick the promoted one: the same task and token twice.
+    /// Calls are refused instead, by the store already running and by one opened meanwhile, and go on, on the promoted
+    /// node, once the old one is its replica. Without the check, the running store went on claiming on the old primary.
+    /// </summary>
+    [RedisTheory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public async Task GivenANodeList_WhileTwoNodesAnswerAsThePrimary_CallsAreRefused_AndGoOnOnceOneIsAReplicaAgain(bool directCommits)
+    {
+        await using var primary = await RedisProcess.StartAsync(persistent: false);
+        await using var replica = await primary.StartReplicaAsync();
+        var list = primary.Endpoint + "," + replica.Endpoint;
+        var check = TimeSpan.FromMilliseconds(100);
+        var (store, board) = await OpenAsync(list, replicas: 0, directCommits, check);
+        await using var _ = store;
+        const string wf = "two-primaries";
+        await board.CreateWorkflowAsync(wf, "two primaries", null, default).Within();
+        await board.PostTasksAsync(wf, Enumerable.Range(0, 40).Select(i => new TaskSpec { Id = $"t{i}" }).ToArray(), default).Within();
+        var before = (await ClaimAsync(board, wf).Within()).Task!;
+        await TestTimeouts.Eventually(async () => await HeadAsync(replica, wf) >= before.ModRevision, "the replica to have the first claim");
+
+        Assert.Equal("OK", (await replica.CliAsync("REPLICAOF", "NO", "ONE")).Trim());
+        BoardException? refusal = null;
+        await TestTimeouts.Eventually(async () =>
+        {
+            // Reads only until the check has seen it: a write acknowledged before then, on the old primary, is lost
+            // when it becomes a replica, and this store would rightly refuse with DATA_LOSS (its head watermark).
+            try
+            {
+                await board.GetWorkflowAsync(wf, default);
+                return false;
+            }
+            catch (BoardException ex) when (ex.Error == BoardError.StoreUnavailable)
+            {
+                refusal = ex;
+                return true;
+            }
+        }, "the running store to refuse while two nodes answer as the primary");
+        Assert.Contains("more than one listed node answers as the primary", refusal!.Message);
+        Assert.Contains(primary.Endpoint, refusal.Message);
+        Assert.Contains(replica.Endpoint, refusal.Message);
+
+        // Refused for as long as it lasts (several checks), and by a store opened meanwhile, from its first call.
+        await Task.Delay(check * 5);
+        Assert.Equal(BoardError.StoreUnavailable, (await Assert.ThrowsAsync<BoardException>(() => ClaimAsync(board, wf))).Error);
+        var (late, lateBoard) = await OpenAsync(list, replicas: 0, directCommits, check);
+        await using (late)
+        {
+            Assert.Equal(BoardError.StoreUnavailable, (await Assert.ThrowsAsync<BoardException>(() => ClaimAsync(lateBoard, wf))).Error);
+        }
+
+        // The operator turns the old primary into the promoted one's replica: calls go on, on the promoted node.
+        Assert.Equal("OK", (await primary.CliAsync("REPLICAOF", "127.0.0.1", replica.Port.ToString(CultureInfo.InvariantCulture))).Trim());
+        var next = await UntilAvailable.CallAsync(() => ClaimAsync(board, wf), "a claim on the promoted node", within: TimeSpan.FromSeconds(60));
+        Assert.NotNull(next.Task);
+        Assert.True(next.Task.FencingToken > 0);
+        Assert.True(await HeadAsync(replica, wf) >= next.Revision, "the claim after the conflict is not on the promoted node");
+        Assert.Equal(TaskState.Claimed, (await board.GetTaskAsync(wf, before.Id, default).Within()).Task.State);
     }
 
     /// <summary>
