@@ -157,7 +157,15 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
         if (nodeList is not null)
         {
             // Before anything is opened or written: a store started while an old primary is back must not begin on it.
-            await store.CheckNodeListOnceAsync(default);
+            try
+            {
+                await store.CheckNodeListOnceAsync(default);
+            }
+            catch
+            {
+                await store.DisposeAsync();
+                throw;
+            }
         }
 
         store._directCommits = options.DirectCommits;
@@ -1467,6 +1475,7 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
     /// current primary for <see cref="RedisStoreOptions.SentinelConfirmWindow"/>, counted from when the question was sent.
     /// This instance may be cut off with a primary that the others are failing over: its writes there would be lost. A
     /// call let through just before still commits within the command timeout, which the window's advice covers.
+    /// With a list of nodes: UNAVAILABLE while more than one answers as the primary (<see cref="CheckNodeListOnceAsync"/>).
     /// </summary>
     private void ThrowIfPrimaryUnconfirmed()
     {
