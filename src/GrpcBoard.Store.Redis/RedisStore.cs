@@ -48,14 +48,14 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
     private readonly ConcurrentDictionary<string, bool> _registered = new(StringComparer.Ordinal);
     private readonly CancellationTokenSource _stopping = new();
     private readonly Task _background;
-    /// <summary>Following Sentinel (<see cref="FollowSentinelAsync"/>) or watching a list of nodes (<see cref="WatchNodeListAsync"/>), if either.</summary>
+    /// <summary>Following Sentinel or watching a list of nodes (<see cref="FollowPrimaryAsync"/>), if either.</summary>
     private readonly Task _followingPrimary;
     private readonly NodeListView? _nodeList;
 
     /// <summary>With a list of nodes: why calls are refused, while more than one listed node answers as the primary; else null.</summary>
     private volatile string? _primaryConflict;
 
-    /// <summary>Released when a sentinel announces a switch of primary, so that the store follows at once (<see cref="FollowSentinelAsync"/>).</summary>
+    /// <summary>Released when a sentinel announces a switch of primary, so that the store follows at once (<see cref="FollowPrimaryAsync"/>).</summary>
     private readonly SemaphoreSlim _sentinelSwitched = new(0);
     private readonly Thread? _sentinelListener;
     private CommitConnection? _commits;
@@ -103,9 +103,7 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
         _keys = new RedisKeys(options.KeyPrefix);
         _routing = new TurnRouting(InstanceId, options.TurnLease, LookUpAddressAsync);
         _background = Task.Run(() => BackgroundAsync(_stopping.Token));
-        _followingPrimary = sentinel is not null ? Task.Run(() => FollowSentinelAsync(_stopping.Token))
-            : nodeList is not null ? Task.Run(() => WatchNodeListAsync(_stopping.Token))
-            : Task.CompletedTask;
+        _followingPrimary = sentinel is not null || nodeList is not null ? Task.Run(() => FollowPrimaryAsync(_stopping.Token)) : Task.CompletedTask;
         _sentinelListener = sentinel?.ListenForSwitches(NudgeSentinelFollower, _stopping.Token);
     }
 
@@ -1028,19 +1026,28 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
     }
 
     /// <summary>
-    /// With Sentinel: asks which node is the primary (<see cref="FollowSentinelOnceAsync"/>) every
-    /// <see cref="RedisStoreOptions.SentinelPollInterval"/>, and at once when a sentinel announces a switch
-    /// (<see cref="SentinelView.ListenForSwitches"/>). A loop of its own, so that following the primary never waits behind
-    /// the other background checks, which call the old primary and can wait on it when it does not answer.
+    /// Where the primary is, checked in a loop of its own, so that it never waits behind the other background checks, which
+    /// call the old primary and can wait on it when it does not answer. With Sentinel: asks which node is the primary
+    /// (<see cref="FollowSentinelOnceAsync"/>) every <see cref="RedisStoreOptions.SentinelPollInterval"/>, and at once when a
+    /// sentinel announces a switch (<see cref="SentinelView.ListenForSwitches"/>). With a list of nodes: asks each its role
+    /// (<see cref="CheckNodeListOnceAsync"/>) every <see cref="RedisStoreOptions.NodeListCheckInterval"/>.
     /// </summary>
-    private async Task FollowSentinelAsync(CancellationToken ct)
+    private async Task FollowPrimaryAsync(CancellationToken ct)
     {
         while (!ct.IsCancellationRequested)
         {
             try
             {
-                await _sentinelSwitched.WaitAsync(_options.SentinelPollInterval, ct).ConfigureAwait(false);
-                await FollowSentinelOnceAsync(ct).ConfigureAwait(false);
+                if (_sentinel is not null)
+                {
+                    await _sentinelSwitched.WaitAsync(_options.SentinelPollInterval, ct).ConfigureAwait(false);
+                    await FollowSentinelOnceAsync(ct).ConfigureAwait(false);
+                }
+                else
+                {
+                    await Task.Delay(_options.NodeListCheckInterval, ct).ConfigureAwait(false);
+                    await CheckNodeListOnceAsync(ct).ConfigureAwait(false);
+                }
             }
             catch (OperationCanceledException) when (ct.IsCancellationRequested)
             {
@@ -1048,28 +1055,7 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
             }
             catch (Exception ex)
             {
-                _logger.LogWarning(ex, "Following Sentinel failed; retrying.");
-            }
-        }
-    }
-
-    /// <summary>With a list of nodes: asks every listed node its role every <see cref="RedisStoreOptions.NodeListCheckInterval"/>.</summary>
-    private async Task WatchNodeListAsync(CancellationToken ct)
-    {
-        while (!ct.IsCancellationRequested)
-        {
-            try
-            {
-                await Task.Delay(_options.NodeListCheckInterval, ct).ConfigureAwait(false);
-                await CheckNodeListOnceAsync(ct).ConfigureAwait(false);
-            }
-            catch (OperationCanceledException) when (ct.IsCancellationRequested)
-            {
-                return;
-            }
-            catch (Exception ex)
-            {
-                _logger.LogWarning(ex, "Checking the roles of the listed Redis nodes failed; retrying.");
+                _logger.LogWarning(ex, _sentinel is not null ? "Following Sentinel failed; retrying." : "Checking the roles of the listed Redis nodes failed; retrying.");
             }
         }
     }
