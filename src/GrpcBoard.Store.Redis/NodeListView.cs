@@ -50,13 +50,8 @@ internal sealed class NodeListView
     {
         try
         {
-            using var link = await RespLink.OpenAsync(node, _tls, _timeout, cancellationToken).ConfigureAwait(false);
-            if (!string.IsNullOrEmpty(_password))
-            {
-                link.Call("AUTH", _password);
-            }
-
-            return link.Call("ROLE") is object?[] { Length: > 0 } reply && reply[0] is byte[] name ? Encoding.ASCII.GetString(name) : null;
+            return await RespLink.AskAsync(node, _tls, _password, _timeout, cancellationToken, "ROLE").ConfigureAwait(false) is object?[] { Length: > 0 } reply
+                && reply[0] is byte[] name ? Encoding.ASCII.GetString(name) : null;
         }
         catch (Exception ex) when (ex is not OperationCanceledException || !cancellationToken.IsCancellationRequested)
         {

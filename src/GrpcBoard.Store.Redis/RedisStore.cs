@@ -55,6 +55,10 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
     /// <summary>With a list of nodes: why calls are refused, while more than one listed node answers as the primary; else null.</summary>
     private volatile string? _primaryConflict;
 
+    /// <summary>Why calls are refused, while a primary's eviction policy may remove the board's keys (<see cref="CheckEvictionPolicyAsync"/>); else null.</summary>
+    private volatile string? _evictionRisk;
+    private long _evictionPolicyCheckedAt;
+
     /// <summary>Released when a sentinel announces a switch of primary, so that the store follows at once (<see cref="FollowPrimaryAsync"/>).</summary>
     private readonly SemaphoreSlim _sentinelSwitched = new(0);
     private readonly Thread? _sentinelListener;
@@ -191,6 +195,12 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
             await store.SubscribeAsync(redis);
             await store.CheckEpochWhileConnectingAsync();
             store.CheckEpochFile();
+            await store.CheckEvictionPolicyAsync();
+            if (store._evictionRisk is { } risk)
+            {
+                // A configuration to fix, unlike the other reasons not to serve (which pass by themselves): said at once.
+                throw new BoardException(BoardError.StoreUnavailable, risk);
+            }
         }
         catch
         {
@@ -231,7 +241,7 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
         while (true)
         {
             ThrowIfDataLoss();
-            ThrowIfPrimaryUnconfirmed();
+            ThrowIfNotServing();
             cancellationToken.ThrowIfCancellationRequested();
             var replica = _replicas.GetOrAdd(workflowId, static (id, store) => new WorkflowReplica(store, id), this);
             await replica.WhenReadyAsync().WaitAsync(cancellationToken).ConfigureAwait(false);
@@ -448,7 +458,7 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
 
     public async ValueTask<bool> CheckHealthAsync(CancellationToken cancellationToken)
     {
-        if (_dataLoss is not null)
+        if (_dataLoss is not null || WhyNotServing() is not null)
         {
             return false;
         }
@@ -877,7 +887,24 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
     /// INTERNAL (a script error, say: retrying would fail the same way).
     /// </summary>
     internal static Exception CommitFailure(Exception ex) =>
-        ex is BoardException || !IsUnavailable(ex) ? ex : new BoardException(BoardError.StoreUnavailable, "Redis is unavailable: " + ex.Message, inner: ex);
+        ex is BoardException ? ex
+        : IsOutOfMemory(ex) ? OutOfMemory(ex)
+        : IsUnavailable(ex) ? new BoardException(BoardError.StoreUnavailable, "Redis is unavailable: " + ex.Message, inner: ex)
+        : ex;
+
+    /// <summary>
+    /// Redis at its <c>maxmemory</c> with nothing it may evict: RESOURCE_EXHAUSTED, and nothing was written. A command is
+    /// refused whole, and a script only at its first write: Redis lets one that has written go on past the limit, as it
+    /// cannot stop it in the middle (<c>scriptVerifyOOM</c> in Redis's script.c), so an OOM reply proves the script wrote
+    /// nothing (<see cref="RefusedBeforeRunning"/>). Retrying makes sense once memory is freed (workflows deleted) or the
+    /// limit raised.
+    /// </summary>
+    internal static BoardException OutOfMemory(Exception ex) =>
+        new(BoardError.LimitExceeded, "Redis is out of memory (its maxmemory is reached and it may evict none of the board's keys); nothing was written. Delete finished workflows or raise maxmemory: " + ex.Message,
+            new Dictionary<string, string> { ["limit"] = "redis_maxmemory" }, ex);
+
+    private static bool IsOutOfMemory(Exception ex) =>
+        ex is RedisServerException or RedisErrorReplyException { ToWait: false } && ex.Message.StartsWith("OOM ", StringComparison.Ordinal);
 
     // ---- Forwarding: where each workflow is best served ----------------------------------------------
 
@@ -1009,6 +1036,10 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
             {
                 await Task.Delay(_options.EpochCheckInterval, ct);
                 await CheckEpochAsync();
+                if (Stopwatch.GetElapsedTime(_evictionPolicyCheckedAt) >= _options.EvictionPolicyCheckInterval)
+                {
+                    await CheckEvictionPolicyAsync();
+                }
                 await RefreshAdvertisementAsync();
                 _routing.Prune();
                 EvictIdleReplicas();
@@ -1070,7 +1101,7 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
         var primaries = await _nodeList!.PrimariesAsync(ct).ConfigureAwait(false);
         if (primaries.Count > 1)
         {
-            var why = $"more than one listed node answers as the primary ({string.Join(", ", primaries)}): after a failover the old primary came back, or a replica was promoted by hand. Make all but one a replica (REPLICAOF), or list only the right one.";
+            var why = $"Redis is unavailable: more than one listed node answers as the primary ({string.Join(", ", primaries)}): after a failover the old primary came back, or a replica was promoted by hand. Make all but one a replica (REPLICAOF), or list only the right one.";
             if (_primaryConflict is null)
             {
                 _logger.LogError("Refusing calls: {Why}", why);
@@ -1251,6 +1282,76 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
     }
 
     /// <summary>
+    /// Reads each primary's <c>maxmemory-policy</c> (<c>INFO memory</c>, which managed Redis services leave on where they
+    /// rename <c>CONFIG</c>; asked on a connection of its own, as StackExchange.Redis sends INFO only in its admin mode),
+    /// at start and every <see cref="RedisStoreOptions.EvictionPolicyCheckInterval"/>. An <c>allkeys-*</c> policy lets Redis delete any key to make room once <c>maxmemory</c> is reached
+    /// (which can be set at any time): a task, its lease timer, the log, the epoch, each an acknowledged write lost without
+    /// a trace. So the store refuses to start on such a node, and refuses calls while one is so configured. <c>noeviction</c>
+    /// makes a full Redis refuse writes instead (OOM, answered RESOURCE_EXHAUSTED, <see cref="OutOfMemory"/>); a <c>volatile-*</c>
+    /// policy removes only keys with an expiry, and the board's only such keys are the instances' addresses, which are
+    /// written again every 20 s. A node that does not answer is left to the other checks.
+    /// </summary>
+    private async Task CheckEvictionPolicyAsync()
+    {
+        _evictionPolicyCheckedAt = Stopwatch.GetTimestamp();
+        var redis = _redis;
+        var risks = new List<string>();
+        foreach (var endpoint in redis.GetEndPoints())
+        {
+            var server = redis.GetServer(endpoint);
+            if (!server.IsConnected || server.IsSlave)
+            {
+                continue;
+            }
+
+            string? policy;
+            try
+            {
+                var info = await RespLink.AskAsync(endpoint, _tls, _config.Password, TimeSpan.FromMilliseconds(Math.Min(_commandTimeout.TotalMilliseconds, 1000)), _stopping.Token, "INFO", "memory").ConfigureAwait(false);
+                policy = info is byte[] text ? InfoField(Encoding.UTF8.GetString(text), "maxmemory_policy") : null;
+            }
+            catch (Exception ex) when (ex is not OperationCanceledException || !_stopping.IsCancellationRequested)
+            {
+                continue;
+            }
+
+            if (policy is not null && policy.StartsWith("allkeys-", StringComparison.Ordinal))
+            {
+                risks.Add($"{endpoint} has maxmemory-policy {policy}, which lets Redis delete any of the board's keys (acknowledged tasks, leases, the log) to make room");
+            }
+        }
+
+        var risk = risks.Count == 0 ? null : "Redis is not fit for the board: " + string.Join("; ", risks) + ". Set maxmemory-policy noeviction (CONFIG SET maxmemory-policy noeviction, and in redis.conf).";
+        if (risk != _evictionRisk)
+        {
+            if (risk is null)
+            {
+                _logger.LogWarning("Redis's eviction policy no longer puts the board's keys at risk: calls go on.");
+            }
+            else
+            {
+                _logger.LogError("Refusing calls: {Risk}", risk);
+            }
+
+            _evictionRisk = risk;
+        }
+    }
+
+    /// <summary>A field of an <c>INFO</c> reply (<c>name:value</c> lines), or null.</summary>
+    private static string? InfoField(string info, string name)
+    {
+        foreach (var line in info.Split('\n'))
+        {
+            if (line.StartsWith(name + ":", StringComparison.Ordinal))
+            {
+                return line[(name.Length + 1)..].Trim();
+            }
+        }
+
+        return null;
+    }
+
+    /// <summary>
     /// Compares the epoch with the one this server recorded when it last ran (<see cref="RedisStoreOptions.EpochFile"/>),
     /// then records the current one. Written to a temporary file and renamed, so a crash leaves the old or the new.
     /// </summary>
@@ -1359,6 +1460,10 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
         {
             throw new BoardException(BoardError.StoreUnavailable, "Redis is unavailable: " + ex.Message, inner: ex);
         }
+        catch (Exception ex) when (IsOutOfMemory(ex))
+        {
+            throw OutOfMemory(ex);
+        }
     }
 
     /// <summary>
@@ -1380,8 +1485,9 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
     /// <summary>
     /// Whether a script's error reply proves that it did not run: Redis refused it before starting it, as it does for a
     /// slot that moved or is moving (MOVED, ASK, TRYAGAIN), a cluster that is down, a script it does not know, a dataset
-    /// it is still loading, another script running, or a replica that must not serve stale data. An error raised inside
-    /// a script (a command that failed, out of memory) may come after some of its writes, and is not one of these.
+    /// it is still loading, another script running, or a replica that must not serve stale data; or refused its first
+    /// write for memory (OOM, <see cref="OutOfMemory"/>), before which it wrote nothing. Another error raised inside a
+    /// script (a command that failed) may come after some of its writes, and is not one of these.
     /// WAIT's errors are not a script's: through the direct connection they are marked as WAIT's, and through
     /// StackExchange.Redis they become UNAVAILABLE (<see cref="Call{T}"/>) before they could be mistaken for one.
     /// A script never sent (<see cref="NotSentException"/>: no direct connection to send it on) did not run either.
@@ -1391,7 +1497,7 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
         || ex is RedisServerException or RedisErrorReplyException { ToWait: false }
         && RefusedBeforeRunningErrors.Any(code => ex.Message.StartsWith(code + " ", StringComparison.Ordinal));
 
-    private static readonly string[] RefusedBeforeRunningErrors = ["MOVED", "ASK", "TRYAGAIN", "CLUSTERDOWN", "NOSCRIPT", "LOADING", "BUSY", "MASTERDOWN"];
+    private static readonly string[] RefusedBeforeRunningErrors = ["MOVED", "ASK", "TRYAGAIN", "CLUSTERDOWN", "NOSCRIPT", "LOADING", "BUSY", "MASTERDOWN", "OOM"];
 
     private static bool IsNoScript(Exception ex) => ex is RedisServerException && ex.Message.StartsWith("NOSCRIPT", StringComparison.Ordinal);
 
@@ -1457,23 +1563,28 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
     }
 
     /// <summary>
-    /// With <see cref="RedisStoreOptions.SentinelMajority"/>: UNAVAILABLE once no majority of the sentinels has named the
-    /// current primary for <see cref="RedisStoreOptions.SentinelConfirmWindow"/>, counted from when the question was sent.
-    /// This instance may be cut off with a primary that the others are failing over: its writes there would be lost. A
-    /// call let through just before still commits within the command timeout, which the window's advice covers.
-    /// With a list of nodes: UNAVAILABLE while more than one answers as the primary (<see cref="CheckNodeListOnceAsync"/>).
+    /// Why this store must not serve now, though Redis answers (calls then fail with UNAVAILABLE, and health says NOT_SERVING):
+    /// <list type="bullet">
+    /// <item>with a list of nodes, while more than one answers as the primary (<see cref="CheckNodeListOnceAsync"/>);</item>
+    /// <item>while a primary's eviction policy may delete the board's keys (<see cref="CheckEvictionPolicyAsync"/>);</item>
+    /// <item>with <see cref="RedisStoreOptions.SentinelMajority"/>, once no majority of the sentinels has named the current
+    /// primary for <see cref="RedisStoreOptions.SentinelConfirmWindow"/>, counted from when the question was sent. This
+    /// instance may be cut off with a primary that the others are failing over: its writes there would be lost. A call let
+    /// through just before still commits within the command timeout, which the window's advice covers.</item>
+    /// </list>
     /// </summary>
-    private void ThrowIfPrimaryUnconfirmed()
-    {
-        if (_primaryConflict is { } conflict)
-        {
-            throw new BoardException(BoardError.StoreUnavailable, "Redis is unavailable: " + conflict);
-        }
+    private string? WhyNotServing() =>
+        _primaryConflict ?? _evictionRisk
+        ?? (_sentinel is { Majority: true } && Stopwatch.GetElapsedTime(Interlocked.Read(ref _primaryConfirmedAt)) > _options.SentinelConfirmWindow
+            ? string.Create(CultureInfo.InvariantCulture,
+                $"Redis is unavailable: no majority of the sentinels has confirmed the primary of '{_sentinel.ServiceName}' for {_options.SentinelConfirmWindow.TotalMilliseconds} ms ({_sentinelFailing ?? "not asked yet"}).")
+            : null);
 
-        if (_sentinel is { Majority: true } && Stopwatch.GetElapsedTime(Interlocked.Read(ref _primaryConfirmedAt)) > _options.SentinelConfirmWindow)
+    private void ThrowIfNotServing()
+    {
+        if (WhyNotServing() is { } why)
         {
-            throw new BoardException(BoardError.StoreUnavailable, string.Create(CultureInfo.InvariantCulture,
-                $"Redis is unavailable: no majority of the sentinels has confirmed the primary of '{_sentinel.ServiceName}' for {_options.SentinelConfirmWindow.TotalMilliseconds} ms ({_sentinelFailing ?? "not asked yet"})."));
+            throw new BoardException(BoardError.StoreUnavailable, why);
         }
     }
 

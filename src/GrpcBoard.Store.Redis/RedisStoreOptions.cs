@@ -147,6 +147,12 @@ public sealed class RedisStoreOptions
     /// </summary>
     public TimeSpan NodeListCheckInterval { get; set; } = TimeSpan.FromSeconds(1);
 
+    /// <summary>
+    /// How often each primary's <c>maxmemory-policy</c> is read; while one may evict the board's keys (<c>allkeys-*</c>),
+    /// calls are refused. Also read at start, which fails on such a policy.
+    /// </summary>
+    public TimeSpan EvictionPolicyCheckInterval { get; set; } = TimeSpan.FromSeconds(10);
+
     /// <summary>How often the store epoch is checked to detect a Redis that lost its data.</summary>
     public TimeSpan EpochCheckInterval { get; set; } = TimeSpan.FromSeconds(1);
 

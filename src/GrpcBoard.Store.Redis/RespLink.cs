@@ -71,6 +71,22 @@ internal sealed class RespLink : IDisposable
     }
 
     /// <summary>
+    /// One command on a connection of its own (over TLS, with AUTH, as configured), for a question to one node that
+    /// StackExchange.Redis cannot ask it: <c>ROLE</c> of every listed node, whatever it thinks their roles are, or <c>INFO</c>,
+    /// which it sends only in its admin mode. An error reply throws, as do a connection refused and the timeout.
+    /// </summary>
+    public static async Task<object?> AskAsync(EndPoint endpoint, RedisTls? tls, string? password, TimeSpan timeout, CancellationToken cancellationToken, params string[] command)
+    {
+        using var link = await OpenAsync(endpoint, tls, timeout, cancellationToken).ConfigureAwait(false);
+        if (!string.IsNullOrEmpty(password))
+        {
+            link.Call("AUTH", password);
+        }
+
+        return link.Call(command);
+    }
+
+    /// <summary>
     /// Why <paramref name="endpoint"/> does not serve us, or null when it does: connects (over TLS, with AUTH, as
     /// configured) and PINGs. StackExchange.Redis 1.2.6 says only that no connection is available; this says whether the
     /// connection was refused, TLS failed (and which side refused whom) or AUTH was refused.

@@ -22,12 +22,25 @@ public sealed class ErrorReplyTests
     [InlineData("UNBLOCKED force unblock from blocking operation, instance state changed (master -> replica?)", true, false, true)]
     // Raised inside a script, possibly after some of its writes: neither.
     [InlineData("ERR Script attempted to access a non local key in a cluster node script: a4527414, on @user_script:73.", false, false, false)]
-    [InlineData("OOM command not allowed when used memory > 'maxmemory'.", false, false, false)]
     public void AnErrorReply_IsReadAsRedisMeansIt(string reply, bool toWait, bool refusedBeforeRunning, bool unavailable)
     {
         var error = new RedisErrorReplyException(reply, toWait);
         Assert.Equal(refusedBeforeRunning, RedisStore.RefusedBeforeRunning(error));
         Assert.Equal(unavailable, RedisStore.CommitFailure(error) is BoardException { Error: BoardError.StoreUnavailable });
+    }
+
+    /// <summary>
+    /// Redis refuses a script for memory only at its first write, and lets one that has written go on past the limit
+    /// (scriptVerifyOOM in its script.c): an OOM reply proves the script wrote nothing. Its callers hear RESOURCE_EXHAUSTED.
+    /// </summary>
+    [Fact]
+    public void OutOfMemory_ProvesTheScriptWroteNothing_AndIsALimitReached()
+    {
+        var error = new RedisErrorReplyException("OOM command not allowed when used memory > 'maxmemory'. script: 3c8c2bd, on @user_script:40.");
+        Assert.True(RedisStore.RefusedBeforeRunning(error));
+        var failure = Assert.IsType<BoardException>(RedisStore.CommitFailure(error));
+        Assert.Equal(BoardError.LimitExceeded, failure.Error);
+        Assert.Equal("redis_maxmemory", failure.Metadata["limit"]);
     }
 
     /// <summary>

@@ -284,6 +284,7 @@ public sealed class ReplicaWaitTests
         // Refused for as long as it lasts (several checks), and by a store opened meanwhile, from its first call.
         await Task.Delay(check * 5);
         Assert.Equal(BoardError.StoreUnavailable, (await Assert.ThrowsAsync<BoardException>(() => ClaimAsync(board, wf))).Error);
+        Assert.False(await store.CheckHealthAsync(default));
         var (late, lateBoard) = await OpenAsync(list, replicas: 0, directCommits, check);
         await using (late)
         {
@@ -296,6 +297,7 @@ public sealed class ReplicaWaitTests
         Assert.NotNull(next.Task);
         Assert.True(next.Task.FencingToken > 0);
         Assert.True(await HeadAsync(replica, wf) >= next.Revision, "the claim after the conflict is not on the promoted node");
+        Assert.True(await store.CheckHealthAsync(default));
         Assert.Equal(TaskState.Claimed, (await board.GetTaskAsync(wf, before.Id, default).Within()).Task.State);
     }
 

@@ -1,0 +1,151 @@
+using GrpcBoard.Core;
+using GrpcBoard.Core.Events;
+using GrpcBoard.Core.Model;
+using GrpcBoard.Testing;
+using Xunit;
+
+namespace GrpcBoard.Store.Redis.Tests;
+
+/// <summary>
+/// Redis's memory limit, with real redis-servers: an eviction policy that may delete the board's keys is refused, and a
+/// full Redis refuses writes whole (RESOURCE_EXHAUSTED) and loses nothing, then goes on once there is room.
+/// </summary>
+public sealed class MemoryLimitTests
+{
+    private const string Prefix = "mem";
+    private readonly ManualTimeProvider _time = new();
+
+    private async Task<(RedisStore Store, Coordinator Board)> OpenAsync(RedisProcess redis)
+    {
+        var hub = new EventHub();
+        var store = await RedisStore.ConnectAsync(new RedisStoreOptions
+        {
+            Configuration = redis.Endpoint,
+            KeyPrefix = Prefix,
+            EpochCheckInterval = TimeSpan.FromMilliseconds(100),
+            EvictionPolicyCheckInterval = TimeSpan.FromMilliseconds(100),
+        }, hub);
+        return (store, new Coordinator(store, hub, _time, new BoardLimits()));
+    }
+
+    private static Task<ClaimResult> ClaimAsync(Coordinator board, string wf) =>
+        board.ClaimAsync(new ClaimCommand { WorkflowId = wf, WorkerId = "w" }, default);
+
+    private static async Task<BoardException> RefusalAsync(Func<Task> call)
+    {
+        try
+        {
+            await call();
+        }
+        catch (BoardException ex)
+        {
+            return ex;
+        }
+
+        throw new Xunit.Sdk.XunitException("the call was not refused");
+    }
+
+    /// <summary>
+    /// With an <c>allkeys-*</c> policy Redis may delete any key to make room (a task, a lease, the log): acknowledged writes
+    /// lost without a trace. The store does not start on such a Redis, and a running store refuses calls while the policy is
+    /// set, and goes on once it is not. A <c>volatile-*</c> policy evicts only keys with an expiry (the instances' addresses).
+    /// </summary>
+    [RedisFact]
+    public async Task AnEvictionPolicyThatMayDeleteTheBoardsKeys_IsRefused_AtStartAndWhileItIsSet()
+    {
+        await using var redis = await RedisProcess.StartAsync(persistent: false, "--maxmemory-policy", "allkeys-lru");
+        var start = await RefusalAsync(() => OpenAsync(redis));
+        Assert.Equal(BoardError.StoreUnavailable, start.Error);
+        Assert.Contains("maxmemory-policy allkeys-lru", start.Message);
+
+        Assert.Equal("OK", (await redis.CliAsync("CONFIG", "SET", "maxmemory-policy", "noeviction")).Trim());
+        var (store, board) = await OpenAsync(redis);
+        await using var _ = store;
+        const string wf = "policy";
+        await board.CreateWorkflowAsync(wf, "eviction policy", null, default).Within();
+        await board.PostTasksAsync(wf, Enumerable.Range(0, 4).Select(i => new TaskSpec { Id = $"t{i}" }).ToArray(), default).Within();
+        Assert.NotNull((await ClaimAsync(board, wf).Within()).Task);
+
+        Assert.Equal("OK", (await redis.CliAsync("CONFIG", "SET", "maxmemory-policy", "allkeys-lfu")).Trim());
+        BoardException? refusal = null;
+        await TestTimeouts.Eventually(async () =>
+        {
+            try
+            {
+                await board.GetWorkflowAsync(wf, default);
+                return false;
+            }
+            catch (BoardException ex) when (ex.Error == BoardError.StoreUnavailable)
+            {
+                refusal = ex;
+                return true;
+            }
+        }, "calls to be refused under allkeys-lfu");
+        Assert.Contains("maxmemory-policy allkeys-lfu", refusal!.Message);
+        Assert.Equal(BoardError.StoreUnavailable, (await RefusalAsync(() => ClaimAsync(board, wf))).Error);
+        Assert.False(await store.CheckHealthAsync(default));
+
+        Assert.Equal("OK", (await redis.CliAsync("CONFIG", "SET", "maxmemory-policy", "volatile-lru")).Trim());
+        var next = await UntilAvailable.CallAsync(() => ClaimAsync(board, wf), "a claim once the policy evicts only keys with an expiry");
+        Assert.NotNull(next.Task);
+        Assert.True(await store.CheckHealthAsync(default));
+        Assert.Equal(2, (await board.GetWorkflowAsync(wf, default).Within()).Counts[TaskState.Claimed]);
+    }
+
+    /// <summary>
+    /// Redis at its maxmemory with <c>noeviction</c>: posts are refused whole with RESOURCE_EXHAUSTED (not INTERNAL, not
+    /// half-written), reads go on, and once the limit is raised the board goes on from exactly what was acknowledged, as
+    /// another instance that loads it from Redis sees too.
+    /// </summary>
+    [RedisFact]
+    public async Task AFullRedis_RefusesWritesWhole_WithResourceExhausted_AndGoesOnOnceThereIsRoom()
+    {
+        await using var redis = await RedisProcess.StartAsync(persistent: false, "--maxmemory", "4mb", "--maxmemory-policy", "noeviction");
+        var (store, board) = await OpenAsync(redis);
+        await using var _ = store;
+        const string wf = "full";
+        await board.CreateWorkflowAsync(wf, "a full Redis", null, default).Within();
+        var payload = new byte[512];
+        var accepted = 0;
+        BoardException? full = null;
+        for (var batch = 0; batch < 400 && full is null; batch++)
+        {
+            var specs = Enumerable.Range(0, 50).Select(i => new TaskSpec { Id = $"t{batch}-{i}", Payload = payload }).ToArray();
+            try
+            {
+                await board.PostTasksAsync(wf, specs, default).Within();
+                accepted += specs.Length;
+            }
+            catch (BoardException ex)
+            {
+                full = ex;
+            }
+        }
+
+        Assert.NotNull(full);
+        Assert.True(accepted > 0, "the first batches should fit");
+        Assert.Equal(BoardError.LimitExceeded, full.Error);
+        Assert.Contains("out of memory", full.Message);
+        Assert.Equal("redis_maxmemory", full.Metadata["limit"]);
+
+        // Nothing of the refused batch was written: the counts and the log hold exactly the acknowledged posts.
+        Assert.Equal(accepted, (await board.GetWorkflowAsync(wf, default).Within()).Counts.Total);
+
+        Assert.Equal("OK", (await redis.CliAsync("CONFIG", "SET", "maxmemory", "0")).Trim());
+        await board.PostTasksAsync(wf, [new TaskSpec { Id = "after" }], default).Within();
+        var claim = (await ClaimAsync(board, wf).Within()).Task!;
+
+        var (other, otherBoard) = await OpenAsync(redis);
+        await using (other)
+        {
+            var seen = await otherBoard.GetWorkflowAsync(wf, default).Within();
+            Assert.Equal(accepted + 1, seen.Counts.Total);
+            Assert.Equal(1, seen.Counts[TaskState.Claimed]);
+            var events = await other.ReadEventsAsync(wf, 1, 100_000, default);
+            Assert.Equal(accepted + 1, events.Events.Count(e => e.Kind == EventKind.TaskPosted));
+            Assert.Equal(seen.Revision, events.HeadRevision);
+        }
+
+        Assert.Equal(claim.FencingToken, (await board.GetTaskAsync(wf, claim.Id, default).Within()).Task.FencingToken);
+    }
+}
