@@ -1486,8 +1486,12 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
     /// Whether a script's error reply proves that it did not run: Redis refused it before starting it, as it does for a
     /// slot that moved or is moving (MOVED, ASK, TRYAGAIN), a cluster that is down, a script it does not know, a dataset
     /// it is still loading, another script running, or a replica that must not serve stale data; or refused its first
-    /// write for memory (OOM, <see cref="OutOfMemory"/>), before which it wrote nothing. Another error raised inside a
-    /// script (a command that failed) may come after some of its writes, and is not one of these.
+    /// write for memory (OOM, <see cref="OutOfMemory"/>), before which it wrote nothing. Likewise MISCONF (Redis cannot
+    /// persist: an AOF write or an RDB save failed) and NOREPLICAS (fewer replicas than <c>min-replicas-to-write</c>):
+    /// Redis checks them for each write a script makes (<c>scriptVerifyWriteCommandAllow</c> in its script.c), against a
+    /// state it changes only between commands (its cron, the replica links, the AOF flush before it sleeps), so a script
+    /// hears them at its first write or not at all. Another error raised inside a script (a command that failed) may come
+    /// after some of its writes, and is not one of these.
     /// WAIT's errors are not a script's: through the direct connection they are marked as WAIT's, and through
     /// StackExchange.Redis they become UNAVAILABLE (<see cref="Call{T}"/>) before they could be mistaken for one.
     /// A script never sent (<see cref="NotSentException"/>: no direct connection to send it on) did not run either.
@@ -1497,7 +1501,7 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
         || ex is RedisServerException or RedisErrorReplyException { ToWait: false }
         && RefusedBeforeRunningErrors.Any(code => ex.Message.StartsWith(code + " ", StringComparison.Ordinal));
 
-    private static readonly string[] RefusedBeforeRunningErrors = ["MOVED", "ASK", "TRYAGAIN", "CLUSTERDOWN", "NOSCRIPT", "LOADING", "BUSY", "MASTERDOWN", "OOM"];
+    private static readonly string[] RefusedBeforeRunningErrors = ["MOVED", "ASK", "TRYAGAIN", "CLUSTERDOWN", "NOSCRIPT", "LOADING", "BUSY", "MASTERDOWN", "OOM", "MISCONF", "NOREPLICAS"];
 
     private static bool IsNoScript(Exception ex) => ex is RedisServerException && ex.Message.StartsWith("NOSCRIPT", StringComparison.Ordinal);
 
@@ -1507,9 +1511,11 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
     /// NOSCRIPT (the script cache was flushed): the script did not run, and is loaded again. And UNBLOCKED: a WAIT
     /// cut short because its master became a replica (a planned cluster failover, found by its test in .ci/run: the
     /// claim failed with the raw error instead of UNAVAILABLE). The script before it ran; whether the new master has
-    /// it is unknown, so its callers hear UNAVAILABLE and the replica is loaded again.
+    /// it is unknown, so its callers hear UNAVAILABLE and the replica is loaded again. And a Redis that takes no writes
+    /// until an operator acts: MISCONF (it cannot persist, say its disk is full) and NOREPLICAS (too few replicas for
+    /// its <c>min-replicas-to-write</c>); before, these reached callers as INTERNAL.
     /// </summary>
-    private static readonly string[] TransientServerErrors = ["LOADING", "CLUSTERDOWN", "TRYAGAIN", "READONLY", "MASTERDOWN", "BUSY", "NOSCRIPT", "MOVED", "ASK", "UNBLOCKED"];
+    private static readonly string[] TransientServerErrors = ["LOADING", "CLUSTERDOWN", "TRYAGAIN", "READONLY", "MASTERDOWN", "BUSY", "NOSCRIPT", "MOVED", "ASK", "UNBLOCKED", "MISCONF", "NOREPLICAS"];
 
     private long Watermark(string workflowId) => _headWatermarks.GetValueOrDefault(workflowId);
 

@@ -16,6 +16,9 @@ public sealed class ErrorReplyTests
     [InlineData("CLUSTERDOWN The cluster is down", false, true, true)]
     [InlineData("NOSCRIPT No matching script. Please use EVAL.", false, true, true)]
     [InlineData("LOADING Redis is loading the dataset in memory", false, true, true)]
+    // Checked at every write of a script against a state that changes only between commands: heard at the first write.
+    [InlineData("MISCONF Errors writing to the AOF file: No space left on device", false, true, true)]
+    [InlineData("NOREPLICAS Not enough good replicas to write. script: 3c8c2bd, on @user_script:45.", false, true, true)]
     // WAIT's own errors come after a script that ran: never "did not run", whatever they say.
     [InlineData("BUSY Redis is busy running a script. You can only call SCRIPT KILL or SHUTDOWN NOSAVE.", true, false, true)]
     // A WAIT cut short by a planned cluster failover (found in .ci/run: the claim failed with this error, not UNAVAILABLE).

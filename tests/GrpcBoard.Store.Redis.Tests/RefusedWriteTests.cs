@@ -7,13 +7,16 @@ using Xunit;
 namespace GrpcBoard.Store.Redis.Tests;
 
 /// <summary>
-/// Redis's memory limit, with real redis-servers: an eviction policy that may delete the board's keys is refused, and a
-/// full Redis refuses writes whole (RESOURCE_EXHAUSTED) and loses nothing, then goes on once there is room.
+/// A Redis that answers but refuses writes, with real redis-servers: full (maxmemory), unable to persist (MISCONF), or
+/// with too few replicas (NOREPLICAS). Each refuses a batch whole, with a status that says so, loses nothing, and the
+/// board goes on once the cause is gone. And an eviction policy that may delete the board's keys is refused.
 /// </summary>
-public sealed class MemoryLimitTests
+public sealed class RefusedWriteTests
 {
     private const string Prefix = "mem";
     private readonly ManualTimeProvider _time = new();
+
+    private static async Task<long> ClaimedAsync(Coordinator board, string wf) => (await board.GetWorkflowAsync(wf, default).Within()).Counts[TaskState.Claimed];
 
     private async Task<(RedisStore Store, Coordinator Board)> OpenAsync(RedisProcess redis)
     {
@@ -147,5 +150,70 @@ public sealed class MemoryLimitTests
         }
 
         Assert.Equal(claim.FencingToken, (await board.GetTaskAsync(wf, claim.Id, default).Within()).Task.FencingToken);
+    }
+
+    /// <summary>
+    /// <c>min-replicas-to-write</c> with too few replicas: Redis answers writes NOREPLICAS. Claims fail with UNAVAILABLE
+    /// (before, INTERNAL), nothing of them is written, reads go on, and claims succeed again once the setting is met.
+    /// </summary>
+    [RedisFact]
+    public async Task TooFewReplicasForMinReplicasToWrite_IsUnavailable_AndWritesNothing()
+    {
+        await using var redis = await RedisProcess.StartAsync(persistent: false);
+        var (store, board) = await OpenAsync(redis);
+        await using var _ = store;
+        const string wf = "noreplicas";
+        await board.CreateWorkflowAsync(wf, "min-replicas-to-write", null, default).Within();
+        await board.PostTasksAsync(wf, Enumerable.Range(0, 4).Select(i => new TaskSpec { Id = $"t{i}" }).ToArray(), default).Within();
+        Assert.NotNull((await ClaimAsync(board, wf).Within()).Task);
+
+        Assert.Equal("OK", (await redis.CliAsync("CONFIG", "SET", "min-replicas-to-write", "1")).Trim());
+        var refusal = await RefusalAsync(() => ClaimAsync(board, wf));
+        Assert.Equal(BoardError.StoreUnavailable, refusal.Error);
+        Assert.Contains("NOREPLICAS", refusal.Message);
+        Assert.Equal(1, await ClaimedAsync(board, wf));
+
+        Assert.Equal("OK", (await redis.CliAsync("CONFIG", "SET", "min-replicas-to-write", "0")).Trim());
+        var next = (await ClaimAsync(board, wf).Within()).Task!;
+        Assert.Equal(2, await ClaimedAsync(board, wf));
+        var (other, otherBoard) = await OpenAsync(redis);
+        await using (other)
+        {
+            Assert.Equal(2, await ClaimedAsync(otherBoard, wf));
+            Assert.Equal(next.FencingToken, (await otherBoard.GetTaskAsync(wf, next.Id, default).Within()).Task.FencingToken);
+        }
+    }
+
+    /// <summary>
+    /// A Redis that cannot persist (here an RDB save that failed, with <c>stop-writes-on-bgsave-error</c>; a full disk does
+    /// the same) answers writes MISCONF. Claims fail with UNAVAILABLE (before, INTERNAL), nothing of them is written, and
+    /// they succeed again once a save succeeds.
+    /// </summary>
+    [RedisFact]
+    public async Task ARedisThatCannotPersist_IsUnavailable_AndWritesNothing()
+    {
+        // Redis stops writes after a failed save only when it has save points.
+        await using var redis = await RedisProcess.StartAsync(persistent: false, "--save", "3600 1", "--enable-protected-configs", "yes", "--stop-writes-on-bgsave-error", "yes");
+        var (store, board) = await OpenAsync(redis);
+        await using var _ = store;
+        const string wf = "misconf";
+        await board.CreateWorkflowAsync(wf, "cannot persist", null, default).Within();
+        await board.PostTasksAsync(wf, Enumerable.Range(0, 4).Select(i => new TaskSpec { Id = $"t{i}" }).ToArray(), default).Within();
+        Assert.NotNull((await ClaimAsync(board, wf).Within()).Task);
+
+        // A directory no file can be created in, even by root: the save's child fails.
+        Assert.Equal("OK", (await redis.CliAsync("CONFIG", "SET", "dir", "/proc")).Trim());
+        await redis.CliAsync("BGSAVE");
+        await TestTimeouts.Eventually(async () => (await redis.CliAsync("INFO", "persistence")).Contains("rdb_last_bgsave_status:err"), "the save to fail");
+        var refusal = await RefusalAsync(() => ClaimAsync(board, wf));
+        Assert.Equal(BoardError.StoreUnavailable, refusal.Error);
+        Assert.Contains("MISCONF", refusal.Message);
+        Assert.Equal(1, await ClaimedAsync(board, wf));
+
+        Assert.Equal("OK", (await redis.CliAsync("CONFIG", "SET", "dir", redis.Directory)).Trim());
+        await redis.CliAsync("BGSAVE");
+        await TestTimeouts.Eventually(async () => (await redis.CliAsync("INFO", "persistence")).Contains("rdb_last_bgsave_status:ok"), "a save to succeed");
+        Assert.NotNull((await ClaimAsync(board, wf).Within()).Task);
+        Assert.Equal(2, await ClaimedAsync(board, wf));
     }
 }
