@@ -1513,9 +1513,12 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
     /// claim failed with the raw error instead of UNAVAILABLE). The script before it ran; whether the new master has
     /// it is unknown, so its callers hear UNAVAILABLE and the replica is loaded again. And a Redis that takes no writes
     /// until an operator acts: MISCONF (it cannot persist, say its disk is full) and NOREPLICAS (too few replicas for
-    /// its <c>min-replicas-to-write</c>); before, these reached callers as INTERNAL.
+    /// its <c>min-replicas-to-write</c>); before, these reached callers as INTERNAL. And WAIT sent to a node that became a
+    /// replica after the script (Redis's own FAILOVER, found by its test: the raw error reached the caller): as for UNBLOCKED,
+    /// the script ran and whether the new primary has it is unknown.
     /// </summary>
-    private static readonly string[] TransientServerErrors = ["LOADING", "CLUSTERDOWN", "TRYAGAIN", "READONLY", "MASTERDOWN", "BUSY", "NOSCRIPT", "MOVED", "ASK", "UNBLOCKED", "MISCONF", "NOREPLICAS"];
+    private static readonly string[] TransientServerErrors =
+        ["LOADING", "CLUSTERDOWN", "TRYAGAIN", "READONLY", "MASTERDOWN", "BUSY", "NOSCRIPT", "MOVED", "ASK", "UNBLOCKED", "MISCONF", "NOREPLICAS", "ERR WAIT cannot be used with replica instances"];
 
     private long Watermark(string workflowId) => _headWatermarks.GetValueOrDefault(workflowId);
 

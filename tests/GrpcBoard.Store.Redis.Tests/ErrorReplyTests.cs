@@ -23,6 +23,8 @@ public sealed class ErrorReplyTests
     [InlineData("BUSY Redis is busy running a script. You can only call SCRIPT KILL or SHUTDOWN NOSAVE.", true, false, true)]
     // A WAIT cut short by a planned cluster failover (found in .ci/run: the claim failed with this error, not UNAVAILABLE).
     [InlineData("UNBLOCKED force unblock from blocking operation, instance state changed (master -> replica?)", true, false, true)]
+    // A WAIT sent after the node became a replica (Redis's FAILOVER; found by its test: the raw error reached the caller).
+    [InlineData("ERR WAIT cannot be used with replica instances. Please also note that since Redis 4.0 if a replica is configured to be writable (which is not the default) writes to replicas are just local and are not propagated.", true, false, true)]
     // Raised inside a script, possibly after some of its writes: neither.
     [InlineData("ERR Script attempted to access a non local key in a cluster node script: a4527414, on @user_script:73.", false, false, false)]
     public void AnErrorReply_IsReadAsRedisMeansIt(string reply, bool toWait, bool refusedBeforeRunning, bool unavailable)

@@ -302,6 +302,43 @@ public sealed class ReplicaWaitTests
     }
 
     /// <summary>
+    /// Redis's own switchover of a primary and its replica (<c>FAILOVER</c>, Redis 6.2+: the primary pauses writes until the
+    /// replica has caught up, then the two swap roles), as for a rolling upgrade without Sentinel. A store given both
+    /// nodes follows it under load: every acknowledged claim is on the new primary with its owner and token, none was
+    /// given twice, and claims go on there. With and without waiting for the replica.
+    /// </summary>
+    [RedisTheory]
+    [InlineData(0)]
+    [InlineData(1)]
+    public async Task GivenANodeList_UnderLoad_RedisOwnFailover_KeepsEveryAcknowledgedClaim(int replicas)
+    {
+        await using var primary = await RedisProcess.StartAsync(persistent: false);
+        await using var replica = await primary.StartReplicaAsync();
+        var (store, board) = await OpenAsync(primary.Endpoint + "," + replica.Endpoint, replicas, nodeListCheck: TimeSpan.FromMilliseconds(100));
+        await using var _ = store;
+        const string wf = "switchover";
+        await board.CreateWorkflowAsync(wf, "a switchover", null, default).Within();
+        var workers = await ClaimingWorkers.StartAsync(board, wf, "the switchover");
+
+        Assert.Equal("OK", (await primary.CliAsync("FAILOVER")).Trim());
+        await TestTimeouts.Eventually(async () => (await replica.CliAsync("INFO", "replication")).Contains("role:master", StringComparison.Ordinal),
+            "the replica to take over", TimeSpan.FromSeconds(30));
+        await TestTimeouts.Eventually(async () => (await primary.CliAsync("INFO", "replication")).Contains("master_link_status:up", StringComparison.Ordinal),
+            "the old primary to follow it", TimeSpan.FromSeconds(30));
+        var beforeSwitch = workers.Acknowledged;
+        await workers.UntilAsync(beforeSwitch + 50, "50 claims after the switchover", TimeSpan.FromSeconds(60));
+        var claims = await workers.StopAsync();
+
+        var (reader, readerBoard) = await OpenAsync(replica, replicas: 0);
+        await using (reader)
+        {
+            await workers.AssertHeldAsync(readerBoard, wf, claims);
+        }
+
+        Assert.Null(store.DataLoss);
+    }
+
+    /// <summary>
     /// Store B commits a claim that the primary takes but no replica confirms (the replica is cut off), so B's caller
     /// hears UNAVAILABLE. Store A's reads meanwhile: a listing is refused (it is waited for, and would show that claim's
     /// head and counts), and a load of the workflow, which starts now, reads the workflow's record with a plain read that
