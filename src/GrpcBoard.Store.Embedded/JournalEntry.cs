@@ -1,6 +1,7 @@
 using GrpcBoard.Core;
 using GrpcBoard.Core.Model;
 using GrpcBoard.Core.Storage;
+using Microsoft.Data.Sqlite;
 
 namespace GrpcBoard.Store.Embedded;
 
@@ -82,7 +83,18 @@ internal sealed class JournalEntry(WorkflowState state)
 
     public void MarkDurable() => _completion.TrySetResult();
 
+    /// <summary>
+    /// The disk commit holding this entry failed, so nothing of it was written (SQLite rolled the commit back, and the
+    /// store reloads from disk). A full disk (SQLITE_FULL, which SQLite also answers for ENOSPC) is RESOURCE_EXHAUSTED, as
+    /// a full Redis is for the Redis store; anything else, UNAVAILABLE.
+    /// </summary>
     public void MarkFailed(Exception cause) =>
-        _completion.TrySetException(new BoardException(BoardError.StoreUnavailable,
-            "The embedded store could not commit to disk: " + cause.Message, inner: cause));
+        _completion.TrySetException(cause is SqliteException { SqliteErrorCode: SqliteFull }
+            ? new BoardException(BoardError.LimitExceeded,
+                "The embedded store's disk is full; nothing was written. Free space where its data directory is: " + cause.Message,
+                new Dictionary<string, string> { ["limit"] = "disk" }, cause)
+            : new BoardException(BoardError.StoreUnavailable, "The embedded store could not commit to disk: " + cause.Message, inner: cause));
+
+    /// <summary>SQLite's result code for a full database or disk.</summary>
+    private const int SqliteFull = 13;
 }

@@ -51,6 +51,43 @@ public sealed class EmbeddedStoreTests : IDisposable
         Assert.Equal(kept.Revision + 1, done.Revision);
     }
 
+    /// <summary>
+    /// A full disk: SQLite fails the commit with SQLITE_FULL (injected, as SQLite raises it). Its callers hear
+    /// RESOURCE_EXHAUSTED (LIMIT_EXCEEDED, limit "disk"), as with a full Redis; nothing of the call was written, and the
+    /// store goes on once there is room.
+    /// </summary>
+    [Fact]
+    public async Task AFullDisk_IsResourceExhausted_AndWritesNothing()
+    {
+        var full = false;
+        var hub = new EventHub();
+        await using var store = new EmbeddedStore(new EmbeddedStoreOptions
+        {
+            DataDirectory = _data.Path,
+            BeforeCommit = () =>
+            {
+                if (Volatile.Read(ref full))
+                {
+                    throw new Microsoft.Data.Sqlite.SqliteException("database or disk is full", 13);
+                }
+            },
+        }, hub);
+        var board = new Coordinator(store, hub, _time, new BoardLimits());
+        await board.CreateWorkflowAsync("wf", "", null, default).Within();
+        await board.PostTasksAsync("wf", [new TaskSpec { Id = "kept" }], default).Within();
+
+        Volatile.Write(ref full, true);
+        var refused = await Assert.ThrowsAsync<BoardException>(() => board.PostTasksAsync("wf", [new TaskSpec { Id = "lost" }], default).Within());
+        Assert.Equal(BoardError.LimitExceeded, refused.Error);
+        Assert.Equal("disk", refused.Metadata["limit"]);
+
+        Volatile.Write(ref full, false);
+        await TestTimeouts.Eventually(async () => await store.CheckHealthAsync(default), "the store to recover");
+        Assert.Equal(BoardError.TaskNotFound, (await Assert.ThrowsAsync<BoardException>(() => board.GetTaskAsync("wf", "lost", default).Within())).Error);
+        Assert.Equal(1, (await board.GetWorkflowAsync("wf", default).Within()).Counts.Total);
+        await board.PostTasksAsync("wf", [new TaskSpec { Id = "after" }], default).Within();
+    }
+
     [Fact]
     public async Task FailedFsync_StopsTheStoreForGood_AndARestartRecoversWhatWasAcknowledged()
     {

@@ -234,7 +234,9 @@ export enum ErrorReason {
 
   /**
    * RESOURCE_EXHAUSTED: a configured limit on the number of things (tasks per
-   * batch, watchers, waiting claims) was reached. Metadata "limit".
+   * batch, watchers, waiting claims) was reached, or the store is full (the
+   * embedded store's disk, Redis's maxmemory; nothing was written). Metadata
+   * "limit" names it ("disk", "redis_maxmemory" for a full store).
    *
    * @generated from enum value: ERROR_REASON_LIMIT_EXCEEDED = 26;
    */
