@@ -1284,12 +1284,13 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
     /// <summary>
     /// Reads each primary's <c>maxmemory-policy</c> (<c>INFO memory</c>, which managed Redis services leave on where they
     /// rename <c>CONFIG</c>; asked on a connection of its own, as StackExchange.Redis sends INFO only in its admin mode),
-    /// at start and every <see cref="RedisStoreOptions.EvictionPolicyCheckInterval"/>. An <c>allkeys-*</c> policy lets Redis delete any key to make room once <c>maxmemory</c> is reached
-    /// (which can be set at any time): a task, its lease timer, the log, the epoch, each an acknowledged write lost without
-    /// a trace. So the store refuses to start on such a node, and refuses calls while one is so configured. <c>noeviction</c>
-    /// makes a full Redis refuse writes instead (OOM, answered RESOURCE_EXHAUSTED, <see cref="OutOfMemory"/>); a <c>volatile-*</c>
-    /// policy removes only keys with an expiry, and the board's only such keys are the instances' addresses, which are
-    /// written again every 20 s. A node that does not answer is left to the other checks.
+    /// at start and every <see cref="RedisStoreOptions.EvictionPolicyCheckInterval"/>. An <c>allkeys-*</c> policy lets Redis
+    /// delete any key to make room once <c>maxmemory</c> is reached (which can be set at any time): a task, its lease timer,
+    /// the log, the epoch, each an acknowledged write lost without a trace. So the store refuses to start on such a node,
+    /// and refuses calls while one is so configured. <c>noeviction</c> makes a full Redis refuse writes instead (OOM,
+    /// answered RESOURCE_EXHAUSTED, <see cref="OutOfMemory"/>); a <c>volatile-*</c> policy removes only keys with an expiry,
+    /// and the board's only such keys are the instances' addresses, which are written again every 20 s. A node that does
+    /// not answer is left to the other checks.
     /// </summary>
     private async Task CheckEvictionPolicyAsync()
     {
