@@ -195,9 +195,10 @@ public sealed class RedisStoreOptions
             throw new ArgumentException("ReplicasToWaitFor must not be negative, and ReplicaWaitTimeout must be at least 1 ms and shorter than the command timeout.");
         }
 
-        if (SentinelPollInterval <= TimeSpan.Zero || SentinelMajority && SentinelConfirmWindow <= SentinelPollInterval || NodeListCheckInterval <= TimeSpan.Zero)
+        if (SentinelPollInterval <= TimeSpan.Zero || SentinelMajority && SentinelConfirmWindow <= SentinelPollInterval
+            || NodeListCheckInterval <= TimeSpan.Zero || EvictionPolicyCheckInterval <= TimeSpan.Zero)
         {
-            throw new ArgumentException("SentinelPollInterval and NodeListCheckInterval must be positive, and SentinelConfirmWindow longer than SentinelPollInterval.");
+            throw new ArgumentException("SentinelPollInterval, NodeListCheckInterval and EvictionPolicyCheckInterval must be positive, and SentinelConfirmWindow longer than SentinelPollInterval.");
         }
 
         if (MaxEventsPerWorkflow < 16 || MaxConflictRetries < 1 || RecentEventsInMemory < 16 || MaxBatchesInFlight is < 1 || TimerRescanBatch < 1)
