@@ -14,23 +14,30 @@ public sealed class EmbeddedStoreTests : IDisposable
     private readonly TempDirectory _data = new();
     private readonly ManualTimeProvider _time = new();
 
-    [Fact]
-    public async Task FailedDiskCommit_RefusesCalls_LosesNoAcknowledgedWrite_AndRecovers()
+    /// <summary>A store on the test's directory whose disk commits fail with what <paramref name="fault"/> returns, while it returns one.</summary>
+    private (EmbeddedStore Store, Coordinator Board) OpenFailingCommits(Func<Exception?> fault)
     {
-        var failing = false;
         var hub = new EventHub();
-        await using var store = new EmbeddedStore(new EmbeddedStoreOptions
+        var store = new EmbeddedStore(new EmbeddedStoreOptions
         {
             DataDirectory = _data.Path,
             BeforeCommit = () =>
             {
-                if (Volatile.Read(ref failing))
+                if (fault() is { } ex)
                 {
-                    throw new IOException("injected: disk full");
+                    throw ex;
                 }
             },
         }, hub);
-        var board = new Coordinator(store, hub, _time, new BoardLimits());
+        return (store, new Coordinator(store, hub, _time, new BoardLimits()));
+    }
+
+    [Fact]
+    public async Task FailedDiskCommit_RefusesCalls_LosesNoAcknowledgedWrite_AndRecovers()
+    {
+        var failing = false;
+        var (store, board) = OpenFailingCommits(() => Volatile.Read(ref failing) ? new IOException("injected: disk full") : null);
+        await using var _ = store;
         await board.CreateWorkflowAsync("wf", "", null, default).Within();
         await board.PostTasksAsync("wf", [new TaskSpec { Id = "kept" }], default).Within();
         var claim = await board.ClaimAsync(new ClaimCommand { WorkflowId = "wf", TaskId = "kept", WorkerId = "w" }, default).Within();
@@ -60,19 +67,8 @@ public sealed class EmbeddedStoreTests : IDisposable
     public async Task AFullDisk_IsResourceExhausted_AndWritesNothing()
     {
         var full = false;
-        var hub = new EventHub();
-        await using var store = new EmbeddedStore(new EmbeddedStoreOptions
-        {
-            DataDirectory = _data.Path,
-            BeforeCommit = () =>
-            {
-                if (Volatile.Read(ref full))
-                {
-                    throw new Microsoft.Data.Sqlite.SqliteException("database or disk is full", 13);
-                }
-            },
-        }, hub);
-        var board = new Coordinator(store, hub, _time, new BoardLimits());
+        var (store, board) = OpenFailingCommits(() => Volatile.Read(ref full) ? new Microsoft.Data.Sqlite.SqliteException("database or disk is full", 13) : null);
+        await using var _ = store;
         await board.CreateWorkflowAsync("wf", "", null, default).Within();
         await board.PostTasksAsync("wf", [new TaskSpec { Id = "kept" }], default).Within();
 

@@ -31,6 +31,24 @@ public sealed class RefusedWriteTests
         return (store, new Coordinator(store, hub, _time, new BoardLimits()));
     }
 
+    /// <summary>A store on <paramref name="redis"/> with workflow <paramref name="wf"/>, four tasks posted and one claimed.</summary>
+    private async Task<(RedisStore Store, Coordinator Board)> OpenWithAClaimAsync(RedisProcess redis, string wf)
+    {
+        var (store, board) = await OpenAsync(redis);
+        try
+        {
+            await board.CreateWorkflowAsync(wf, wf, null, default).Within();
+            await board.PostTasksAsync(wf, Enumerable.Range(0, 4).Select(i => new TaskSpec { Id = $"t{i}" }).ToArray(), default).Within();
+            Assert.NotNull((await ClaimAsync(board, wf).Within()).Task);
+            return (store, board);
+        }
+        catch
+        {
+            await store.DisposeAsync();
+            throw;
+        }
+    }
+
     private static Task<ClaimResult> ClaimAsync(Coordinator board, string wf) =>
         board.ClaimAsync(new ClaimCommand { WorkflowId = wf, WorkerId = "w" }, default);
 
@@ -62,12 +80,9 @@ public sealed class RefusedWriteTests
         Assert.Contains("maxmemory-policy allkeys-lru", start.Message);
 
         Assert.Equal("OK", (await redis.CliAsync("CONFIG", "SET", "maxmemory-policy", "noeviction")).Trim());
-        var (store, board) = await OpenAsync(redis);
-        await using var _ = store;
         const string wf = "policy";
-        await board.CreateWorkflowAsync(wf, "eviction policy", null, default).Within();
-        await board.PostTasksAsync(wf, Enumerable.Range(0, 4).Select(i => new TaskSpec { Id = $"t{i}" }).ToArray(), default).Within();
-        Assert.NotNull((await ClaimAsync(board, wf).Within()).Task);
+        var (store, board) = await OpenWithAClaimAsync(redis, wf);
+        await using var _ = store;
 
         Assert.Equal("OK", (await redis.CliAsync("CONFIG", "SET", "maxmemory-policy", "allkeys-lfu")).Trim());
         BoardException? refusal = null;
@@ -160,12 +175,9 @@ public sealed class RefusedWriteTests
     public async Task TooFewReplicasForMinReplicasToWrite_IsUnavailable_AndWritesNothing()
     {
         await using var redis = await RedisProcess.StartAsync(persistent: false);
-        var (store, board) = await OpenAsync(redis);
-        await using var _ = store;
         const string wf = "noreplicas";
-        await board.CreateWorkflowAsync(wf, "min-replicas-to-write", null, default).Within();
-        await board.PostTasksAsync(wf, Enumerable.Range(0, 4).Select(i => new TaskSpec { Id = $"t{i}" }).ToArray(), default).Within();
-        Assert.NotNull((await ClaimAsync(board, wf).Within()).Task);
+        var (store, board) = await OpenWithAClaimAsync(redis, wf);
+        await using var _ = store;
 
         Assert.Equal("OK", (await redis.CliAsync("CONFIG", "SET", "min-replicas-to-write", "1")).Trim());
         var refusal = await RefusalAsync(() => ClaimAsync(board, wf));
@@ -194,12 +206,9 @@ public sealed class RefusedWriteTests
     {
         // Redis stops writes after a failed save only when it has save points.
         await using var redis = await RedisProcess.StartAsync(persistent: false, "--save", "3600 1", "--enable-protected-configs", "yes", "--stop-writes-on-bgsave-error", "yes");
-        var (store, board) = await OpenAsync(redis);
-        await using var _ = store;
         const string wf = "misconf";
-        await board.CreateWorkflowAsync(wf, "cannot persist", null, default).Within();
-        await board.PostTasksAsync(wf, Enumerable.Range(0, 4).Select(i => new TaskSpec { Id = $"t{i}" }).ToArray(), default).Within();
-        Assert.NotNull((await ClaimAsync(board, wf).Within()).Task);
+        var (store, board) = await OpenWithAClaimAsync(redis, wf);
+        await using var _ = store;
 
         // A directory no file can be created in, even by root: the save's child fails.
         Assert.Equal("OK", (await redis.CliAsync("CONFIG", "SET", "dir", "/proc")).Trim());
