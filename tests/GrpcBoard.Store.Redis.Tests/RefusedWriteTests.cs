@@ -9,7 +9,8 @@ namespace GrpcBoard.Store.Redis.Tests;
 /// <summary>
 /// A Redis that answers but refuses writes, with real redis-servers: full (maxmemory), unable to persist (MISCONF), or
 /// with too few replicas (NOREPLICAS). Each refuses a batch whole, with a status that says so, loses nothing, and the
-/// board goes on once the cause is gone. And an eviction policy that may delete the board's keys is refused.
+/// board goes on once the cause is gone. And an eviction policy that may delete the board's keys is refused, and a
+/// Redis that closes idle connections (its <c>timeout</c>) costs no call.
 /// </summary>
 public sealed class RefusedWriteTests
 {
@@ -224,5 +225,26 @@ public sealed class RefusedWriteTests
         await TestTimeouts.Eventually(async () => (await redis.CliAsync("INFO", "persistence")).Contains("rdb_last_bgsave_status:ok"), "a save to succeed");
         Assert.NotNull((await ClaimAsync(board, wf).Within()).Task);
         Assert.Equal(2, await ClaimedAsync(board, wf));
+    }
+
+    /// <summary>
+    /// Redis's <c>timeout</c> (here 1 s) closes a connection idle that long, as many deployments set it: the direct commit
+    /// connection is among them whenever the board is quiet. The first claim after each quiet spell must still succeed,
+    /// not fail with UNAVAILABLE (it goes through StackExchange.Redis while the direct connection opens again).
+    /// </summary>
+    [RedisFact]
+    public async Task ARedisThatClosesIdleConnections_ServesTheFirstCallAfterAQuietSpell()
+    {
+        await using var redis = await RedisProcess.StartAsync(persistent: false, "--timeout", "1");
+        const string wf = "idle";
+        var (store, board) = await OpenWithAClaimAsync(redis, wf);
+        await using var _ = store;
+        for (var i = 0; i < 3; i++)
+        {
+            await Task.Delay(TimeSpan.FromMilliseconds(2500));
+            Assert.NotNull((await ClaimAsync(board, wf).Within()).Task);
+        }
+
+        Assert.Equal(4, await ClaimedAsync(board, wf));
     }
 }
