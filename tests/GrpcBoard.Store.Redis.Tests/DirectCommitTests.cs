@@ -164,4 +164,45 @@ public sealed class DirectCommitTests
         Assert.Equal(Enumerable.Range(1, events.Count).Select(r => (long)r), events.Select(e => e.Revision));
         Assert.Equal(events.Count(e => e.Kind == EventKind.TaskClaimed), (await setup.Board.GetWorkflowAsync(setup.Workflow, default).Within()).Counts[TaskState.Claimed]);
     }
+
+    /// <summary>
+    /// Redis drops every client connection of the server at once, under load (<c>CLIENT KILL TYPE normal</c>, as a proxy
+    /// or an operator may): the direct commit connection, StackExchange.Redis's, and with them commits in flight. Calls
+    /// fail with UNAVAILABLE at most, and go on; every acknowledged claim is held with its owner and token, none twice.
+    /// </summary>
+    [RedisTheory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public async Task EveryConnectionKilledUnderLoad_CallsAreUnavailableAtMost_AndEveryAcknowledgedClaimIsHeld(bool directCommits)
+    {
+        await using var redis = await RedisProcess.StartAsync();
+        var (store, board) = await OpenAsync(redis, directCommits: directCommits);
+        await using var _ = store;
+        var wf = "killed-" + Guid.NewGuid().ToString("N")[..8];
+        await board.CreateWorkflowAsync(wf, "connections killed", null, default).Within();
+        var workers = await ClaimingWorkers.StartAsync(board, wf, "the connections are killed");
+        for (var i = 0; i < 3; i++)
+        {
+            if (directCommits)
+            {
+                // Each kill must cut the direct connection too: it opens again at most once a second.
+                var direct = store.DirectCommitCount;
+                await TestTimeouts.Eventually(() => Task.FromResult(store.DirectCommitCount > direct + 10), "commits on the direct connection");
+            }
+
+            var killed = int.Parse((await redis.CliAsync("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")).Trim(), System.Globalization.CultureInfo.InvariantCulture);
+            Assert.True(killed >= (directCommits ? 2 : 1), $"only {killed} connections were killed");
+            var before = workers.Acknowledged;
+            await workers.UntilAsync(before + 50, "50 claims after the connections were killed", TimeSpan.FromSeconds(60));
+        }
+
+        var claims = await workers.StopAsync();
+        var (reader, readerBoard) = await OpenAsync(redis);
+        await using (reader)
+        {
+            await workers.AssertHeldAsync(readerBoard, wf, claims);
+        }
+
+        Assert.Null(store.DataLoss);
+    }
 }
