@@ -14,7 +14,7 @@ namespace GrpcBoard.Store.Redis.Tests;
 /// </summary>
 public sealed class RefusedWriteTests
 {
-    private const string Prefix = "mem";
+    private const string Prefix = "refused";
     private readonly ManualTimeProvider _time = new();
 
     private static async Task<long> ClaimedAsync(Coordinator board, string wf) => (await board.GetWorkflowAsync(wf, default).Within()).Counts[TaskState.Claimed];
