@@ -38,7 +38,7 @@ internal sealed class NodeListView
 
     /// <summary>
     /// The listed nodes that answer <c>ROLE</c> as a primary, all asked together. A node that does not answer within the
-    /// timeout, or answers with an error, is not among them (it takes no writes from this server either).
+    /// timeout, or answers with an error, is not among them: one this server cannot reach cannot take its writes either.
     /// </summary>
     public async Task<IReadOnlyList<EndPoint>> PrimariesAsync(CancellationToken cancellationToken)
     {
