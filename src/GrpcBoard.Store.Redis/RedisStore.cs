@@ -882,29 +882,31 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
     }
 
     /// <summary>
-    /// What the callers of a commit whose reply failed hear: UNAVAILABLE when Redis could not be reached or
-    /// is not serving yet (retrying later makes sense), else the error itself, which the server reports as
-    /// INTERNAL (a script error, say: retrying would fail the same way).
+    /// What the callers of a commit whose reply failed hear: the board's error for a failure it knows (UNAVAILABLE when
+    /// Redis could not be reached or is not serving yet, RESOURCE_EXHAUSTED when it is full; <see cref="AsBoardError"/>),
+    /// else the error itself, which the server reports as INTERNAL (a script error, say: retrying would fail the same way).
     /// </summary>
-    internal static Exception CommitFailure(Exception ex) =>
-        ex is BoardException ? ex
-        : IsOutOfMemory(ex) ? OutOfMemory(ex)
-        : IsUnavailable(ex) ? new BoardException(BoardError.StoreUnavailable, "Redis is unavailable: " + ex.Message, inner: ex)
-        : ex;
+    internal static Exception CommitFailure(Exception ex) => ex is BoardException ? ex : AsBoardError(ex) ?? ex;
 
     /// <summary>
-    /// Redis at its <c>maxmemory</c> with nothing it may evict: RESOURCE_EXHAUSTED, and nothing was written. A command is
-    /// refused whole, and a script only at its first write: Redis lets one that has written go on past the limit, as it
-    /// cannot stop it in the middle (<c>scriptVerifyOOM</c> in Redis's script.c), so an OOM reply proves the script wrote
-    /// nothing (<see cref="RefusedBeforeRunning"/>). Retrying makes sense once memory is freed (workflows deleted) or the
-    /// limit raised.
+    /// The board's error for a Redis failure it knows, or null (the server then reports the exception as INTERNAL): one
+    /// rule for commits (<see cref="CommitFailure"/>) and for every call through StackExchange.Redis (<see cref="Call{T}"/>).
+    /// <list type="bullet">
+    /// <item>Redis at its <c>maxmemory</c> with nothing it may evict (OOM): RESOURCE_EXHAUSTED, and nothing was written. A
+    /// command is refused whole, and a script only at its first write: Redis lets one that has written go on past the
+    /// limit, as it cannot stop it in the middle (<c>scriptVerifyOOM</c> in Redis's script.c), so an OOM reply proves the
+    /// script wrote nothing (<see cref="RefusedBeforeRunning"/>). Retrying makes sense once memory is freed (workflows
+    /// deleted) or the limit raised.</item>
+    /// <item>Redis down, slow or passing through a state that ends (<see cref="IsUnavailable"/>): UNAVAILABLE.</item>
+    /// </list>
     /// </summary>
-    internal static BoardException OutOfMemory(Exception ex) =>
-        new(BoardError.LimitExceeded, "Redis is out of memory (its maxmemory is reached and it may evict none of the board's keys); nothing was written. Delete finished workflows or raise maxmemory: " + ex.Message,
-            new Dictionary<string, string> { ["limit"] = "redis_maxmemory" }, ex);
-
-    private static bool IsOutOfMemory(Exception ex) =>
-        ex is RedisServerException or RedisErrorReplyException { ToWait: false } && ex.Message.StartsWith("OOM ", StringComparison.Ordinal);
+    private static BoardException? AsBoardError(Exception ex) =>
+        ex is RedisServerException or RedisErrorReplyException { ToWait: false } && ex.Message.StartsWith("OOM ", StringComparison.Ordinal)
+            ? new BoardException(BoardError.LimitExceeded,
+                "Redis is out of memory (its maxmemory is reached and it may evict none of the board's keys); nothing was written. Delete finished workflows or raise maxmemory: " + ex.Message,
+                new Dictionary<string, string> { ["limit"] = "redis_maxmemory" }, ex)
+        : IsUnavailable(ex) ? new BoardException(BoardError.StoreUnavailable, "Redis is unavailable: " + ex.Message, inner: ex)
+        : null;
 
     // ---- Forwarding: where each workflow is best served ----------------------------------------------
 
@@ -1288,7 +1290,7 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
     /// delete any key to make room once <c>maxmemory</c> is reached (which can be set at any time): a task, its lease timer,
     /// the log, the epoch, each an acknowledged write lost without a trace. So the store refuses to start on such a node,
     /// and refuses calls while one is so configured. <c>noeviction</c> makes a full Redis refuse writes instead (OOM,
-    /// answered RESOURCE_EXHAUSTED, <see cref="OutOfMemory"/>); a <c>volatile-*</c> policy removes only keys with an expiry,
+    /// answered RESOURCE_EXHAUSTED, <see cref="AsBoardError"/>); a <c>volatile-*</c> policy removes only keys with an expiry,
     /// and the board's only such keys are the instances' addresses, which are written again every 20 s. A node that does
     /// not answer is left to the other checks.
     /// </summary>
@@ -1441,7 +1443,7 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
         _ => value.ToString(),
     };
 
-    /// <summary>Redis being down or slow is UNAVAILABLE: nothing was acknowledged, a retry may succeed.</summary>
+    /// <summary>A call through StackExchange.Redis, its failures read as the board's errors (<see cref="AsBoardError"/>).</summary>
     private async Task<T> Call<T>(Func<Task<T>> operation)
     {
         try
@@ -1457,13 +1459,9 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
                 return await Bounded(operation());
             }
         }
-        catch (Exception ex) when (IsUnavailable(ex))
+        catch (Exception ex) when (AsBoardError(ex) is { } error)
         {
-            throw new BoardException(BoardError.StoreUnavailable, "Redis is unavailable: " + ex.Message, inner: ex);
-        }
-        catch (Exception ex) when (IsOutOfMemory(ex))
-        {
-            throw OutOfMemory(ex);
+            throw error;
         }
     }
 
@@ -1487,7 +1485,7 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
     /// Whether a script's error reply proves that it did not run: Redis refused it before starting it, as it does for a
     /// slot that moved or is moving (MOVED, ASK, TRYAGAIN), a cluster that is down, a script it does not know, a dataset
     /// it is still loading, another script running, or a replica that must not serve stale data; or refused its first
-    /// write for memory (OOM, <see cref="OutOfMemory"/>), before which it wrote nothing. Likewise MISCONF (Redis cannot
+    /// write for memory (OOM, <see cref="AsBoardError"/>), before which it wrote nothing. Likewise MISCONF (Redis cannot
     /// persist: an AOF write or an RDB save failed) and NOREPLICAS (fewer replicas than <c>min-replicas-to-write</c>):
     /// Redis checks them for each write a script makes (<c>scriptVerifyWriteCommandAllow</c> in its script.c), against a
     /// state it changes only between commands (its cron, the replica links, the AOF flush before it sleeps), so a script
