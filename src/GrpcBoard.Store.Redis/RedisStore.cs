@@ -240,8 +240,7 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
         var conflicts = 0;
         while (true)
         {
-            ThrowIfDataLoss();
-            ThrowIfNotServing();
+            ThrowIfRefusing();
             cancellationToken.ThrowIfCancellationRequested();
             var replica = _replicas.GetOrAdd(workflowId, static (id, store) => new WorkflowReplica(store, id), this);
             await replica.WhenReadyAsync().WaitAsync(cancellationToken).ConfigureAwait(false);
@@ -382,7 +381,7 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
 
     public async ValueTask<IReadOnlyList<WorkflowSummary>> ListWorkflowsAsync(WorkflowStatus? status, string? afterId, int limit, CancellationToken cancellationToken)
     {
-        ThrowIfDataLoss();
+        ThrowIfRefusing();
         var result = new List<WorkflowSummary>();
         var after = afterId;
         while (result.Count < limit)
@@ -413,7 +412,7 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
 
     public async ValueTask<EventPage> ReadEventsAsync(string workflowId, long fromRevision, int limit, CancellationToken cancellationToken)
     {
-        ThrowIfDataLoss();
+        ThrowIfRefusing();
         if (_replicas.TryGetValue(workflowId, out var replica) && replica.TryReadEvents(fromRevision, limit) is { } page)
         {
             return page;
@@ -425,7 +424,7 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
 
     public async ValueTask<IReadOnlyList<DueTimer>> GetDueTimersAsync(DateTimeOffset now, int limit, CancellationToken cancellationToken)
     {
-        ThrowIfDataLoss();
+        ThrowIfRefusing();
         var nowMs = now.ToUnixTimeMilliseconds();
         var hinted = await Call(() => _db.SortedSetRangeByScoreAsync(_keys.TimerHints, double.NegativeInfinity, nowMs, Exclude.None, Order.Ascending, 0, limit));
         var due = new List<DueTimer>();
@@ -1588,19 +1587,20 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
                 $"Redis is unavailable: no majority of the sentinels has confirmed the primary of '{_sentinel.ServiceName}' for {_options.SentinelConfirmWindow.TotalMilliseconds} ms ({_sentinelFailing ?? "not asked yet"}).")
             : null);
 
-    private void ThrowIfNotServing()
+    /// <summary>
+    /// What every entry point (a transaction, a listing, a read of events, the due timers) checks first: DATA_LOSS once
+    /// Redis lost acknowledged data, UNAVAILABLE while the store must not serve (<see cref="WhyNotServing"/>).
+    /// </summary>
+    private void ThrowIfRefusing()
     {
+        if (_dataLoss is { } lost)
+        {
+            throw new BoardException(BoardError.StoreDataLoss, "Redis lost acknowledged data (" + lost + "); the board refuses to continue. Restore Redis from its AOF, or start over with a new key prefix.");
+        }
+
         if (WhyNotServing() is { } why)
         {
             throw new BoardException(BoardError.StoreUnavailable, why);
-        }
-    }
-
-    private void ThrowIfDataLoss()
-    {
-        if (_dataLoss is { } why)
-        {
-            throw new BoardException(BoardError.StoreDataLoss, "Redis lost acknowledged data (" + why + "); the board refuses to continue. Restore Redis from its AOF, or start over with a new key prefix.");
         }
     }
 

@@ -284,6 +284,7 @@ public sealed class ReplicaWaitTests
         // Refused for as long as it lasts (several checks), and by a store opened meanwhile, from its first call.
         await Task.Delay(check * 5);
         Assert.Equal(BoardError.StoreUnavailable, (await Assert.ThrowsAsync<BoardException>(() => ClaimAsync(board, wf))).Error);
+        Assert.Equal(BoardError.StoreUnavailable, (await Assert.ThrowsAsync<BoardException>(() => board.ListWorkflowsAsync(null, null, 10, default))).Error);
         Assert.False(await store.CheckHealthAsync(default));
         var (late, lateBoard) = await OpenAsync(list, replicas: 0, directCommits, check);
         await using (late)
