@@ -122,8 +122,7 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
         config.ConnectRetry = Math.Max(config.ConnectRetry, 3);
         var tls = RedisTls.From(config, options);
         tls?.Apply(config);
-        // Redis's guidelines for Sentinel clients: a short timeout per sentinel (a few hundred ms), then the next one.
-        var sentinel = SentinelView.From(config, tls, TimeSpan.FromMilliseconds(Math.Min(options.CommandTimeoutMilliseconds, 1000)), options.SentinelMajority);
+        var sentinel = SentinelView.From(config, tls, options.QuestionTimeout, options.SentinelMajority);
         var asked = Stopwatch.GetTimestamp();
         if (sentinel is not null)
         {
@@ -153,7 +152,7 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
         }
 
         // A cluster's masters all answer ROLE as primaries, each of its own slots: only a standalone list is watched.
-        var nodeList = cluster ? null : NodeListView.From(config, tls, TimeSpan.FromMilliseconds(Math.Min(options.CommandTimeoutMilliseconds, 1000)));
+        var nodeList = cluster ? null : NodeListView.From(config, tls, options.QuestionTimeout);
         var store = new RedisStore(options, hub, connections, sentinel, nodeList, tls, logger ?? NullLogger.Instance);
         store._primaryConfirmedAt = asked;
         if (nodeList is not null)
@@ -659,7 +658,8 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
     private async Task<Meta> ReadMetaAsync(string workflowId, bool waited, bool lineage)
     {
         var floor = Watermark(workflowId);
-        var (r, _) = await ReadAsync(workflowId, Scripts.ReadMeta, [waited ? 1 : 0, lineage ? 1 : 0], waited, "a read of the workflow list").ConfigureAwait(false);
+        var (r, _) = await ReadAsync(workflowId, Scripts.ReadMeta, [waited ? 1 : 0, lineage ? 1 : 0], waited,
+            waited ? "a read of the workflow list" : "a read of the workflow's record").ConfigureAwait(false);
         var meta = new Meta { Lineage = lineage ? (string)r[^1] : null };
         for (var i = 0; i + 1 < r.Length; i += 2)
         {
@@ -1041,6 +1041,7 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
                 {
                     await CheckEvictionPolicyAsync();
                 }
+
                 await RefreshAdvertisementAsync();
                 _routing.Prune();
                 EvictIdleReplicas();
@@ -1309,7 +1310,7 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
             string? policy;
             try
             {
-                var info = await RespLink.AskAsync(endpoint, _tls, _config.Password, TimeSpan.FromMilliseconds(Math.Min(_commandTimeout.TotalMilliseconds, 1000)), _stopping.Token, "INFO", "memory").ConfigureAwait(false);
+                var info = await RespLink.AskAsync(endpoint, _tls, _config.Password, _options.QuestionTimeout, _stopping.Token, "INFO", "memory").ConfigureAwait(false);
                 policy = info is byte[] text ? InfoField(Encoding.UTF8.GetString(text), "maxmemory_policy") : null;
             }
             catch (Exception ex) when (ex is not OperationCanceledException || !_stopping.IsCancellationRequested)

@@ -142,6 +142,13 @@ public sealed class RedisStoreOptions
     public TimeSpan SentinelConfirmWindow { get; set; } = TimeSpan.FromSeconds(3);
 
     /// <summary>
+    /// How long a question to one node on a connection of its own may take (a sentinel, a listed node's role, a primary's
+    /// eviction policy): the command timeout, at most 1 s, as Redis's guidelines for Sentinel clients suggest (a short
+    /// timeout per node, then the next), so that a node that does not answer holds up the others' checks little.
+    /// </summary>
+    internal TimeSpan QuestionTimeout => TimeSpan.FromMilliseconds(Math.Min(CommandTimeoutMilliseconds, 1000));
+
+    /// <summary>
     /// With a list of nodes (a primary and its replicas, no Sentinel): how often every listed node is asked its role. While
     /// more than one answers as the primary, calls are refused with UNAVAILABLE (<see cref="NodeListView"/>).
     /// </summary>
