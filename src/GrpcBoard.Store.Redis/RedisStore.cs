@@ -54,6 +54,7 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
 
     /// <summary>With a list of nodes: why calls are refused, while more than one listed node answers as the primary; else null.</summary>
     private volatile string? _primaryConflict;
+    private long _nodeListChecks;
 
     /// <summary>Why calls are refused, while a primary's eviction policy may remove the board's keys (<see cref="CheckEvictionPolicyAsync"/>); else null.</summary>
     private volatile string? _evictionRisk;
@@ -337,6 +338,12 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
 
     /// <summary>Commit scripts sent over the direct connection (for tests and metrics).</summary>
     internal long DirectCommitCount => Interlocked.Read(ref _directCommitCount);
+
+    /// <summary>Whether the direct commit connection is open now (for tests: Redis may close it, idle).</summary>
+    internal bool HasOpenDirectConnection => Volatile.Read(ref _commits) is { IsBroken: false };
+
+    /// <summary>Checks of the listed nodes' roles done (<see cref="CheckNodeListOnceAsync"/>; for tests).</summary>
+    internal long NodeListChecks => Interlocked.Read(ref _nodeListChecks);
 
     /// <summary>On a cluster, the nodes with a direct commit connection (for tests).</summary>
     internal IReadOnlyCollection<EndPoint> ClusterLinkNodes => _cluster?.Linked ?? [];
@@ -1101,6 +1108,7 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
     private async Task CheckNodeListOnceAsync(CancellationToken ct)
     {
         var primaries = await _nodeList!.PrimariesAsync(ct).ConfigureAwait(false);
+        Interlocked.Increment(ref _nodeListChecks);
         if (primaries.Count > 1)
         {
             var why = $"Redis is unavailable: more than one listed node answers as the primary ({string.Join(", ", primaries)}): after a failover the old primary came back, or a replica was promoted by hand. Make all but one a replica (REPLICAOF), or list only the right one.";
