@@ -51,6 +51,13 @@ public sealed class BoardException : Exception
     public static BoardException Invalid(string field, string message) =>
         new(BoardError.InvalidArgument, message, new Dictionary<string, string> { ["field"] = field });
 
+    /// <summary>
+    /// A store that is full refused a change and wrote nothing of it: RESOURCE_EXHAUSTED, with the exhausted resource as
+    /// metadata "limit" (error.proto, LIMIT_EXCEEDED). The same for every store, so clients tell "full" from "down".
+    /// </summary>
+    public static BoardException StoreFull(string limit, string message, Exception inner) =>
+        new(BoardError.LimitExceeded, message, new Dictionary<string, string> { ["limit"] = limit }, inner);
+
     public static BoardException WorkflowNotFound(string workflowId) =>
         new(BoardError.WorkflowNotFound, $"Workflow '{workflowId}' does not exist.", new Dictionary<string, string> { ["workflow_id"] = workflowId });
 

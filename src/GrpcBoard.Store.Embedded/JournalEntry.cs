@@ -90,9 +90,7 @@ internal sealed class JournalEntry(WorkflowState state)
     /// </summary>
     public void MarkFailed(Exception cause) =>
         _completion.TrySetException(cause is SqliteException { SqliteErrorCode: SqliteFull }
-            ? new BoardException(BoardError.LimitExceeded,
-                "The embedded store's disk is full; nothing was written. Free space where its data directory is: " + cause.Message,
-                new Dictionary<string, string> { ["limit"] = "disk" }, cause)
+            ? BoardException.StoreFull("disk", "The embedded store's disk is full; nothing was written. Free space where its data directory is: " + cause.Message, cause)
             : new BoardException(BoardError.StoreUnavailable, "The embedded store could not commit to disk: " + cause.Message, inner: cause));
 
     /// <summary>SQLite's result code for a full database or disk.</summary>

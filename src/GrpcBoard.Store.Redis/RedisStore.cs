@@ -908,9 +908,8 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
     /// </summary>
     private static BoardException? AsBoardError(Exception ex) =>
         ex is RedisServerException or RedisErrorReplyException { ToWait: false } && ex.Message.StartsWith("OOM ", StringComparison.Ordinal)
-            ? new BoardException(BoardError.LimitExceeded,
-                "Redis is out of memory (its maxmemory is reached and it may evict none of the board's keys); nothing was written. Delete finished workflows or raise maxmemory: " + ex.Message,
-                new Dictionary<string, string> { ["limit"] = "redis_maxmemory" }, ex)
+            ? BoardException.StoreFull("redis_maxmemory",
+                "Redis is out of memory (its maxmemory is reached and it may evict none of the board's keys); nothing was written. Delete finished workflows or raise maxmemory: " + ex.Message, ex)
         : IsUnavailable(ex) ? new BoardException(BoardError.StoreUnavailable, "Redis is unavailable: " + ex.Message, inner: ex)
         : null;
 
