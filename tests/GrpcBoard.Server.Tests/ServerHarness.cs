@@ -1,5 +1,3 @@
-using System.Net;
-using System.Net.Sockets;
 using GrpcBoard.Client;
 using GrpcBoard.Server.Hosting;
 using Microsoft.Extensions.Logging;
@@ -42,10 +40,6 @@ public sealed class ServerHarness : IAsyncDisposable
         await Server.DisposeAsync();
     }
 
-    public static int FreePort()
-    {
-        using var listener = new TcpListener(IPAddress.Loopback, 0);
-        listener.Start();
-        return ((IPEndPoint)listener.LocalEndpoint).Port;
-    }
+    /// <summary>A port for a server started with a port of its own (<see cref="GrpcBoard.Testing.Ports.Free"/>).</summary>
+    public static int FreePort() => GrpcBoard.Testing.Ports.Free();
 }

@@ -1,6 +1,4 @@
 using System.Diagnostics;
-using System.Net;
-using System.Net.Sockets;
 using GrpcBoard.Testing;
 using Xunit;
 
@@ -317,59 +315,8 @@ public sealed class RedisProcess : IAsyncDisposable
         return await output;
     }
 
-    /// <summary>
-    /// A port nobody listens on, for a server about to start, below the kernel's range for the local ports of outgoing
-    /// connections (<c>ip_local_port_range</c>, 32768 and up by default), with the Redis Cluster bus port (+10000) free
-    /// too. Why not a port the kernel picks (bind to 0): that is one of the outgoing range, so between the pick and the
-    /// server's bind any outgoing connection of the machine could take it, and the tests open many (the stores' role and
-    /// eviction-policy checks, a connection each time): a redis-server once exited in .ci/run, its port taken.
-    /// </summary>
-    public static int FreePort()
-    {
-        var outgoingFrom = OutgoingPortsFrom();
-        if (outgoingFrom > 20_000)
-        {
-            var highest = Math.Min(outgoingFrom - 10_000, 30_000);
-            for (var attempt = 0; attempt < 1000; attempt++)
-            {
-                var port = Random.Shared.Next(10_000, highest);
-                if (CanListen(port) && CanListen(port + 10_000))
-                {
-                    return port;
-                }
-            }
-        }
-
-        using var listener = new TcpListener(IPAddress.Loopback, 0);
-        listener.Start();
-        return ((IPEndPoint)listener.LocalEndpoint).Port;
-    }
-
-    private static int OutgoingPortsFrom()
-    {
-        try
-        {
-            return int.Parse(File.ReadAllText("/proc/sys/net/ipv4/ip_local_port_range").Split((char[])['\t', ' '], StringSplitOptions.RemoveEmptyEntries)[0], System.Globalization.CultureInfo.InvariantCulture);
-        }
-        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException or FormatException)
-        {
-            return 0;
-        }
-    }
-
-    private static bool CanListen(int port)
-    {
-        try
-        {
-            using var listener = new TcpListener(IPAddress.Loopback, port);
-            listener.Start();
-            return true;
-        }
-        catch (System.Net.Sockets.SocketException)
-        {
-            return false;
-        }
-    }
+    /// <summary>A port nobody listens on, with the Redis Cluster bus port (+10000) free too (<see cref="Ports.Free"/>).</summary>
+    public static int FreePort() => Ports.Free(alsoFree: 10_000);
 }
 
 /// <summary>
