@@ -139,6 +139,12 @@ internal sealed class CommitBatch
 
     public long Head { get; set; }
 
+    /// <summary>
+    /// The instance's head watermark when the batch was sent (<see cref="RedisStore.ObserveHead"/>): a batch that commits
+    /// leaves Redis at <see cref="Head"/>, which must be at least every head seen before it was sent.
+    /// </summary>
+    public long Floor { get; set; }
+
     /// <summary>True once the script's reply, or the failure to get one, arrived (replies are handled in send order).</summary>
     public bool Answered { get; private set; }
 

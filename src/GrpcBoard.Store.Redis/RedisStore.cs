@@ -1526,16 +1526,18 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
     private static readonly string[] TransientServerErrors =
         ["LOADING", "CLUSTERDOWN", "TRYAGAIN", "READONLY", "MASTERDOWN", "BUSY", "NOSCRIPT", "MOVED", "ASK", "UNBLOCKED", "MISCONF", "NOREPLICAS", "ERR WAIT cannot be used with replica instances"];
 
-    private long Watermark(string workflowId) => _headWatermarks.GetValueOrDefault(workflowId);
+    /// <summary>The highest head of the workflow this instance has seen answered by Redis (0: none yet).</summary>
+    internal long Watermark(string workflowId) => _headWatermarks.GetValueOrDefault(workflowId);
 
     /// <summary>
-    /// <paramref name="floor"/> is the highest head this instance had seen before it sent the read: Redis is
-    /// linearizable, so the read must return at least that. (Comparing with the watermark after the read
-    /// would be wrong: concurrent reads of one instance complete in any order.)
+    /// A head Redis answered, checked and then added to the watermark. <paramref name="floor"/> is the watermark
+    /// taken before the read or commit that answered it was sent: Redis is linearizable, so the answer must be at
+    /// least that. Comparing with the watermark when the answer is handled would be wrong: the reads and commits of
+    /// one instance complete in any order, so another may have seen a newer head meanwhile (found by
+    /// <c>SeparateHostsTests</c>: a load's last log read answered 4505, the read after it that checks the anchor
+    /// answered 4507, and the load then observed its 4505 again, against 4507, and refused with DATA_LOSS).
     /// </summary>
-    internal void ObserveHead(string workflowId, long head) => ObserveHead(workflowId, head, Watermark(workflowId));
-
-    private void ObserveHead(string workflowId, long head, long floor)
+    internal void ObserveHead(string workflowId, long head, long floor)
     {
         CheckHead(workflowId, head, floor);
         _headWatermarks.AddOrUpdate(workflowId, head, (_, old) => Math.Max(old, head));

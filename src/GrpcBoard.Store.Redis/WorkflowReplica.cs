@@ -306,6 +306,7 @@ internal sealed class WorkflowReplica
             batch.PreviousId = _sentId;
             batch.Id = batch.HasWrites ? _store.InstanceId + ":" + (++_sequence).ToString(System.Globalization.CultureInfo.InvariantCulture) : _sentId;
             batch.Head = _state.Head;
+            batch.Floor = _store.Watermark(Id);
             _sentId = batch.Id;
             var args = batch.Arguments(_store.Keys.Channel(Id), _store.InstanceId, _state.Counts, _options.TurnLease, _options.TurnLength, _store.WaitsForReplicas);
             _inFlight.Enqueue(batch);
@@ -441,7 +442,7 @@ internal sealed class WorkflowReplica
             _committedHead = batch.Head;
             _committedId = batch.Id;
             _state!.DurableHead = _committedHead;
-            _store.ObserveHead(Id, _committedHead);
+            _store.ObserveHead(Id, _committedHead, batch.Floor);
             foreach (var applied in batch.Applied)
             {
                 _store.Publish(Id, applied.Events);
@@ -829,9 +830,10 @@ internal sealed class WorkflowReplica
 
         for (var attempt = 0; ; attempt++)
         {
+            // Each read of the load checks the head it answers against the watermark from before it was sent, and
+            // raises the watermark (ReadLogAsync): nothing to observe here afterwards.
             var start = await _store.ReadLogAsync(Id, long.MaxValue, 0, lineage: true).ConfigureAwait(false);
             var node = start.Lineage!;
-            _store.ObserveHead(Id, start.Head);
             if (start.Head == 0)
             {
                 // Nothing in Redis: a new workflow, unless Redis lost one (then a creation here would hand
@@ -896,7 +898,6 @@ internal sealed class WorkflowReplica
                     state.Head = log.Head;
                     state.Oldest = log.Exists ? log.Oldest : log.Head + 1;
                     state.DurableHead = state.Head;
-                    _store.ObserveHead(Id, state.Head);
                     lock (Gate)
                     {
                         _state = state;

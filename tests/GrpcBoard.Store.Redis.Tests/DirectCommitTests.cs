@@ -166,6 +166,50 @@ public sealed class DirectCommitTests
     }
 
     /// <summary>
+    /// A replica loaded again reads several times (where the log stands, the records, the log since, then its anchor
+    /// back), and each read answers the head of its moment. Here another instance commits just before the anchor's
+    /// read, so that read answers a newer head than the log read before it. Before the fix, the load then checked the
+    /// older head once more against the watermark the newer one had raised, and refused with DATA_LOSS: a board
+    /// stopped for good over nothing (found by <c>SeparateHostsTests</c>, a host cut off and joined again).
+    /// </summary>
+    [RedisFact]
+    public async Task AReloadWhoseLastReadSeesAnotherInstancesNewerCommit_IsNotTakenForDataLoss()
+    {
+        await using var setup = await StartAsync(tasks: 5, timeoutMs: 1000);
+        Assert.NotNull((await setup.ClaimAsync().Within()).Task);
+        var (other, otherBoard) = await OpenAsync(setup.Redis);
+        await using var _ = other;
+
+        // A commit whose reply does not come in time: its outcome is unknown, so the replica is dropped and loaded again.
+        await setup.Redis.PauseAsync();
+        try
+        {
+            await setup.ClaimIsUnavailableAsync(within: TimeSpan.FromSeconds(20));
+        }
+        finally
+        {
+            await setup.Redis.ResumeAsync();
+        }
+
+        var reads = 0;
+        setup.Store.BeforeLogReadForTests = async () =>
+        {
+            // The load's third log read: the anchor's, after where the log stands and the log since.
+            if (Interlocked.Increment(ref reads) == 3)
+            {
+                Assert.NotNull((await ClaimOnAsync(otherBoard, setup.Workflow).Within()).Task);
+            }
+        };
+
+        Assert.NotNull((await setup.ClaimOnceBackAsync("a claim to succeed after Redis resumed")).Task);
+        Assert.True(reads >= 3, $"the load read the log {reads} times");
+        Assert.Null(setup.Store.DataLoss);
+        var events = await StoreReads.AllEventsAsync(setup.Store, setup.Workflow);
+        Assert.Equal(Enumerable.Range(1, events.Count).Select(r => (long)r), events.Select(e => e.Revision));
+        Assert.Equal(events.Count(e => e.Kind == EventKind.TaskClaimed), (await setup.Board.GetWorkflowAsync(setup.Workflow, default).Within()).Counts[TaskState.Claimed]);
+    }
+
+    /// <summary>
     /// Redis drops every client connection of the server at once, under load (<c>CLIENT KILL TYPE normal</c>, as a proxy
     /// or an operator may): the direct commit connection, StackExchange.Redis's, and with them commits in flight. Calls
     /// fail with UNAVAILABLE at most, and go on; every acknowledged claim is held with its owner and token, none twice.
