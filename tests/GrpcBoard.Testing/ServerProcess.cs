@@ -7,21 +7,51 @@ namespace GrpcBoard.Testing;
 public sealed partial class ServerProcess : IAsyncDisposable
 {
     private readonly Process _process;
+    private readonly System.Text.StringBuilder _output;
 
-    private ServerProcess(Process process, string address)
+    private ServerProcess(Process process, string address, System.Text.StringBuilder output)
     {
         _process = process;
         Address = address;
+        _output = output;
+    }
+
+    /// <summary>What the server printed so far (its log, at Warning and above), for a failing test's message.</summary>
+    public string Output
+    {
+        get
+        {
+            lock (_output)
+            {
+                return _output.ToString();
+            }
+        }
     }
 
     public string Address { get; }
 
     public int Pid => _process.Id;
 
-    public static async Task<ServerProcess> StartAsync(params string[] args)
+    public static Task<ServerProcess> StartAsync(params string[] args) => StartAsync([], args);
+
+    /// <summary>
+    /// The server run by <paramref name="launcher"/> (a command that runs the rest of its arguments, such as
+    /// <c>ip netns exec NAME</c>, and becomes that process), or directly when it is empty.
+    /// </summary>
+    public static async Task<ServerProcess> StartAsync(IReadOnlyList<string> launcher, params string[] args)
     {
         var dll = Path.Combine(AppContext.BaseDirectory, "GrpcBoard.Server.dll");
-        var info = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        var info = new ProcessStartInfo(launcher.Count > 0 ? launcher[0] : "dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        if (launcher.Count > 0)
+        {
+            foreach (var a in launcher.Skip(1))
+            {
+                info.ArgumentList.Add(a);
+            }
+
+            info.ArgumentList.Add("dotnet");
+        }
+
         info.ArgumentList.Add(dll);
         foreach (var a in args)
         {
@@ -69,7 +99,7 @@ public sealed partial class ServerProcess : IAsyncDisposable
         process.BeginErrorReadLine();
         try
         {
-            return new ServerProcess(process, await ready.Task.WaitAsync(TimeSpan.FromSeconds(60)));
+            return new ServerProcess(process, await ready.Task.WaitAsync(TimeSpan.FromSeconds(60)), output);
         }
         catch
         {
