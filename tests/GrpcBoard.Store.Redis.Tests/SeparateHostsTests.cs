@@ -5,7 +5,6 @@ using Google.Protobuf.WellKnownTypes;
 using GrpcBoard.Api.V1;
 using GrpcBoard.Client;
 using GrpcBoard.Testing;
-using GrpcBoard.Wire;
 using Xunit;
 using Xunit.Abstractions;
 using Task = System.Threading.Tasks.Task;
@@ -52,12 +51,12 @@ public sealed class SeparateHostsTests(ITestOutputHelper output) : IDisposable
         {
             var hosts = await NetworkHosts.CreateAsync(2);
             RedisProcess? redis = null;
+            Deployment? deployment = null;
             try
             {
                 redis = await RedisProcess.StartAsync(persistent: true, "--bind", "127.0.0.1", hosts.RouterAddress);
-                var prefix = "h" + Guid.NewGuid().ToString("N")[..10];
-                var deployment = new Deployment { Hosts = hosts, Redis = redis, Prefix = prefix };
-                string[] common = ["--port", Port.ToString(CultureInfo.InvariantCulture), "--store", "redis", "--redis", $"{hosts.RouterAddress}:{redis.Port}", "--redis-prefix", prefix];
+                deployment = new Deployment { Hosts = hosts, Redis = redis, Prefix = "h" + Guid.NewGuid().ToString("N")[..10] };
+                string[] common = ["--port", Port.ToString(CultureInfo.InvariantCulture), "--store", "redis", "--redis", $"{hosts.RouterAddress}:{redis.Port}", "--redis-prefix", deployment.Prefix];
                 // Host 0 listens on every address and says where it is reached; host 1 listens on its address only,
                 // which it then advertises itself. The servers share the port: each host has its own.
                 deployment._servers.Add(await hosts.StartServerAsync(0, [.. common, "--host", "0.0.0.0", "--advertise-url", deployment.Url(0), "--data", Path.Combine(data, "a")]));
@@ -66,12 +65,20 @@ public sealed class SeparateHostsTests(ITestOutputHelper output) : IDisposable
             }
             catch
             {
-                if (redis is not null)
+                if (deployment is not null)
                 {
-                    await redis.DisposeAsync();
+                    await deployment.DisposeAsync();
+                }
+                else
+                {
+                    if (redis is not null)
+                    {
+                        await redis.DisposeAsync();
+                    }
+
+                    await hosts.DisposeAsync();
                 }
 
-                await hosts.DisposeAsync();
                 throw;
             }
         }
