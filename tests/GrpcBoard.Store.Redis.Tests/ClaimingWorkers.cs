@@ -19,6 +19,7 @@ public sealed class ClaimingWorkers
     private readonly SemaphoreSlim _posting = new(1, 1);
     private int _unavailable;
     private int _morePosted;
+    private string? _lastRefusal;
 
     private ClaimingWorkers()
     {
@@ -72,6 +73,7 @@ public sealed class ClaimingWorkers
                 catch (BoardException ex) when (ex.Error == BoardError.StoreUnavailable)
                 {
                     Interlocked.Increment(ref workers._unavailable);
+                    Volatile.Write(ref workers._lastRefusal, ex.Message);
                     await Task.Delay(10);
                 }
             }
@@ -115,16 +117,26 @@ public sealed class ClaimingWorkers
     /// <summary>Waits until at least <paramref name="total"/> calls have been refused with UNAVAILABLE; throws at once what a worker failed with.</summary>
     public Task UntilRefusedAsync(int total, string what, TimeSpan? within = null) => Until(() => Unavailable >= total, what, within);
 
-    private Task Until(Func<bool> done, string what, TimeSpan? within) =>
-        TestTimeouts.Eventually(async () =>
+    /// <summary>On a timeout, says how many claims were refused and why the last one was: a store that kept refusing says so.</summary>
+    private async Task Until(Func<bool> done, string what, TimeSpan? within)
+    {
+        try
         {
-            if (_workers.FirstOrDefault(w => w.IsFaulted) is { } failed)
+            await TestTimeouts.Eventually(async () =>
             {
-                await failed;
-            }
+                if (_workers.FirstOrDefault(w => w.IsFaulted) is { } failed)
+                {
+                    await failed;
+                }
 
-            return done();
-        }, what, within);
+                return done();
+            }, what, within);
+        }
+        catch (TimeoutException ex)
+        {
+            throw new TimeoutException($"{ex.Message}; {Acknowledged} claims acknowledged, {Unavailable} refused with UNAVAILABLE, the last because: {Volatile.Read(ref _lastRefusal) ?? "(none)"}", ex);
+        }
+    }
 
     /// <summary>Stops the workers and returns the acknowledged claims, having checked that no task and no fencing token was given twice.</summary>
     public async Task<ClaimResult[]> StopAsync()
