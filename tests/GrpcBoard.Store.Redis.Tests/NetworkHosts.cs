@@ -11,6 +11,12 @@ public sealed class HostsFactAttribute : FactAttribute
     public HostsFactAttribute() => Skip = RedisProcess.SkipReason ?? NetworkHosts.SkipReason;
 }
 
+/// <summary>A theory that needs <see cref="NetworkHosts"/>, skipped as <see cref="HostsFactAttribute"/> is.</summary>
+public sealed class HostsTheoryAttribute : TheoryAttribute
+{
+    public HostsTheoryAttribute() => Skip = RedisProcess.SkipReason ?? NetworkHosts.SkipReason;
+}
+
 /// <summary>
 /// Hosts of their own on this one machine: Linux network namespaces, each with its own network stack, its own
 /// loopback and one address on a bridge (10.a.b.0/24, chosen not to clash with this machine's routes), where this
@@ -96,6 +102,17 @@ public sealed class NetworkHosts : IAsyncDisposable
 
     /// <summary>Joins host <paramref name="host"/> to the network again after <see cref="CutAsync"/>.</summary>
     public Task RestoreAsync(int host) => RunAsync("ip", "link", "set", LinkOf(host), "up");
+
+    /// <summary>
+    /// Cuts host <paramref name="host"/> off <paramref name="address"/> only (a blackhole route in the host: what it sends
+    /// there is dropped, so neither side's data is acknowledged); it still reaches, and is reached by, everyone else.
+    /// </summary>
+    public Task CutFromAsync(int host, string address) =>
+        RunAsync("ip", "netns", "exec", NamespaceOf(host), "ip", "route", "add", "blackhole", address + "/32");
+
+    /// <summary>Undoes <see cref="CutFromAsync"/>.</summary>
+    public Task RestoreToAsync(int host, string address) =>
+        RunAsync("ip", "netns", "exec", NamespaceOf(host), "ip", "route", "del", "blackhole", address + "/32");
 
     /// <summary>
     /// The TCP connections established in host <paramref name="host"/>, from its own <c>/proc/net/tcp</c> and

@@ -180,14 +180,18 @@ public sealed class SeparateHostsTests(ITestOutputHelper output) : IDisposable
 
     /// <summary>
     /// Workers on both hosts claim and complete under short leases; the host that holds the workflow's turn at that
-    /// moment (with some leases) is cut off the network for 4 s, without a reset, then joined again. A checker's view of
+    /// moment (with some leases) is cut off for 4 s, without a reset, then joined again: from the whole network
+    /// (<paramref name="fromRedisOnly"/> false), or from Redis alone, while its callers and the other host still reach it
+    /// and it them (as when a firewall rule or a route breaks one path). A checker's view of
     /// what was accepted: no fencing token was handed out twice for a task, no task has two accepted completions, every
     /// task ends completed with the result of a worker that held its last token, the other host went on completing
     /// tasks while the holder was cut off (its turn lapsed), and the cut host serves again afterwards, its workers
     /// complete tasks, and it shows the same board as the other.
     /// </summary>
-    [HostsFact]
-    public async Task AHostCutOffMidLoad_LosesNothing_RepeatsNoToken_AndTheOtherGoesOn()
+    [HostsTheory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task AHostCutOffMidLoad_LosesNothing_RepeatsNoToken_AndTheOtherGoesOn(bool fromRedisOnly)
     {
         await using var deployment = await Deployment.StartAsync(_data.Path);
         BoardClient[] via = [deployment.Client(0, TimeSpan.FromSeconds(2)), deployment.Client(1, TimeSpan.FromSeconds(2))];
@@ -257,11 +261,11 @@ public sealed class SeparateHostsTests(ITestOutputHelper output) : IDisposable
         Assert.Contains(holder, new[] { deployment.Url(0), deployment.Url(1) });
         var cut = holder == deployment.Url(0) ? 0 : 1;
         var other = 1 - cut;
-        await deployment.Hosts.CutAsync(cut);
+        await (fromRedisOnly ? deployment.Hosts.CutFromAsync(cut, deployment.Hosts.RouterAddress) : deployment.Hosts.CutAsync(cut));
         Volatile.Write(ref phase, 1);
         await Task.Delay(TimeSpan.FromSeconds(4));
         Volatile.Write(ref phase, 2);
-        await deployment.Hosts.RestoreAsync(cut);
+        await (fromRedisOnly ? deployment.Hosts.RestoreToAsync(cut, deployment.Hosts.RouterAddress) : deployment.Hosts.RestoreAsync(cut));
         var restored = System.Diagnostics.Stopwatch.StartNew();
 
         // The cut host serves again once its connections to Redis have come back (or been opened anew).
@@ -294,7 +298,7 @@ public sealed class SeparateHostsTests(ITestOutputHelper output) : IDisposable
             "every task completed", TimeSpan.FromSeconds(90));
         await stop.CancelAsync();
         await Task.WhenAll(running).Within();
-        output.WriteLine($"host {cut} (the turn's holder) cut off for 4 s: {completed[other, 1]} tasks completed through host {other} meanwhile, "
+        output.WriteLine($"host {cut} (the turn's holder) cut off {(fromRedisOnly ? "from Redis" : "the network")} for 4 s: {completed[other, 1]} tasks completed through host {other} meanwhile, "
             + $"{failed[cut, 1]} calls through host {cut} failed; host {cut} served again {servedAgainMs} ms after its link came back, and its "
             + $"workers completed {completed[cut, 2]} tasks after that");
 
