@@ -89,10 +89,7 @@ internal sealed class JournalEntry(WorkflowState state)
     /// a full Redis is for the Redis store; anything else, UNAVAILABLE.
     /// </summary>
     public void MarkFailed(Exception cause) =>
-        _completion.TrySetException(cause is SqliteException { SqliteErrorCode: SqliteFull }
+        _completion.TrySetException(cause is SqliteException { SqliteErrorCode: SQLitePCL.raw.SQLITE_FULL }
             ? BoardException.StoreFull("disk", "The embedded store's disk is full; nothing was written. Free space where its data directory is: " + cause.Message, cause)
             : new BoardException(BoardError.StoreUnavailable, "The embedded store could not commit to disk: " + cause.Message, inner: cause));
-
-    /// <summary>SQLite's result code for a full database or disk.</summary>
-    private const int SqliteFull = 13;
 }

@@ -907,7 +907,7 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
     /// </list>
     /// </summary>
     private static BoardException? AsBoardError(Exception ex) =>
-        ex is RedisServerException or RedisErrorReplyException { ToWait: false } && ex.Message.StartsWith("OOM ", StringComparison.Ordinal)
+        IsScriptErrorReply(ex, "OOM")
             ? BoardException.StoreFull("redis_maxmemory",
                 "Redis is out of memory (its maxmemory is reached and it may evict none of the board's keys); nothing was written. Delete finished workflows or raise maxmemory: " + ex.Message, ex)
         : IsUnavailable(ex) ? new BoardException(BoardError.StoreUnavailable, "Redis is unavailable: " + ex.Message, inner: ex)
@@ -1504,8 +1504,15 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
     /// </summary>
     internal static bool RefusedBeforeRunning(Exception ex) =>
         ex is BoardException { InnerException: NotSentException }
-        || ex is RedisServerException or RedisErrorReplyException { ToWait: false }
-        && RefusedBeforeRunningErrors.Any(code => ex.Message.StartsWith(code + " ", StringComparison.Ordinal));
+        || RefusedBeforeRunningErrors.Any(code => IsScriptErrorReply(ex, code));
+
+    /// <summary>
+    /// An error reply with this code (the reply's first word) to a command or script, through StackExchange.Redis or the
+    /// direct connection; never WAIT's (<see cref="RedisErrorReplyException.ToWait"/>), whose errors come after a script ran.
+    /// </summary>
+    private static bool IsScriptErrorReply(Exception ex, string code) =>
+        ex is RedisServerException or RedisErrorReplyException { ToWait: false }
+        && ex.Message.StartsWith(code + " ", StringComparison.Ordinal);
 
     private static readonly string[] RefusedBeforeRunningErrors = ["MOVED", "ASK", "TRYAGAIN", "CLUSTERDOWN", "NOSCRIPT", "LOADING", "BUSY", "MASTERDOWN", "OOM", "MISCONF", "NOREPLICAS"];
 
@@ -1555,8 +1562,12 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
     internal BoardException LoseData(string why)
     {
         Refuse(why);
-        return new BoardException(BoardError.StoreDataLoss, "Redis lost acknowledged data (" + why + "); the board refuses to continue. Restore Redis from its AOF, or start over with a new key prefix.");
+        return DataLossError(why);
     }
+
+    /// <summary>What every call hears once Redis lost acknowledged data (<paramref name="why"/>).</summary>
+    private static BoardException DataLossError(string why) =>
+        new(BoardError.StoreDataLoss, "Redis lost acknowledged data (" + why + "); the board refuses to continue. Restore Redis from its AOF, or start over with a new key prefix.");
 
     /// <summary>Enters the refusing state, and tells the other instances through Redis (best effort: each also checks by itself).</summary>
     private void Refuse(string why)
@@ -1605,7 +1616,7 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
     {
         if (_dataLoss is { } lost)
         {
-            throw new BoardException(BoardError.StoreDataLoss, "Redis lost acknowledged data (" + lost + "); the board refuses to continue. Restore Redis from its AOF, or start over with a new key prefix.");
+            throw DataLossError(lost);
         }
 
         if (WhyNotServing() is { } why)

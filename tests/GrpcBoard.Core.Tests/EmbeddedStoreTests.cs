@@ -67,7 +67,7 @@ public sealed class EmbeddedStoreTests : IDisposable
     public async Task AFullDisk_IsResourceExhausted_AndWritesNothing()
     {
         var full = false;
-        var (store, board) = OpenFailingCommits(() => Volatile.Read(ref full) ? new Microsoft.Data.Sqlite.SqliteException("database or disk is full", 13) : null);
+        var (store, board) = OpenFailingCommits(() => Volatile.Read(ref full) ? new Microsoft.Data.Sqlite.SqliteException("database or disk is full", SQLitePCL.raw.SQLITE_FULL) : null);
         await using var _ = store;
         await board.CreateWorkflowAsync("wf", "", null, default).Within();
         await board.PostTasksAsync("wf", [new TaskSpec { Id = "kept" }], default).Within();
