@@ -25,7 +25,7 @@ public sealed class BoardWorkerTests
     public async Task Completion_IsRetriedAcrossAServerRestart_AndLands()
     {
         using var data = new TempDirectory();
-        var port = ServerHarness.FreePort().ToString(System.Globalization.CultureInfo.InvariantCulture);
+        var port = Ports.Free().ToString(System.Globalization.CultureInfo.InvariantCulture);
         var server = await ServerProcess.StartAsync("--port", port, "--data", data.Path);
         try
         {
@@ -144,7 +144,7 @@ public sealed class BoardWorkerTests
     {
         using var data = new TempDirectory();
         var clock = new ManualTimeProvider(DateTimeOffset.UtcNow);
-        var settings = new ServerSettings { Port = ServerHarness.FreePort(), Store = "embedded", DataDirectory = data.Path };
+        var settings = new ServerSettings { Port = Ports.Free(), Store = "embedded", DataDirectory = data.Path };
         BoardServer? server = await BoardServer.StartAsync(settings, Quiet);
         try
         {

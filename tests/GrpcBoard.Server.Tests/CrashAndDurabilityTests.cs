@@ -200,7 +200,7 @@ public sealed class CrashAndDurabilityTests
     public async Task Watch_ResumesAcrossAServerRestart()
     {
         using var data = new TempDirectory();
-        var port = ServerHarness.FreePort();
+        var port = Ports.Free();
         var settings = new ServerSettings { Port = port, Store = "embedded", DataDirectory = data.Path };
         var server = await ServerHarness.StartAsync(settings);
         var client = new BoardClient($"http://127.0.0.1:{port}");

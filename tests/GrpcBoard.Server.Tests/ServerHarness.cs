@@ -39,7 +39,4 @@ public sealed class ServerHarness : IAsyncDisposable
         Client.Dispose();
         await Server.DisposeAsync();
     }
-
-    /// <summary>A port for a server started with a port of its own (<see cref="GrpcBoard.Testing.Ports.Free"/>).</summary>
-    public static int FreePort() => GrpcBoard.Testing.Ports.Free();
 }

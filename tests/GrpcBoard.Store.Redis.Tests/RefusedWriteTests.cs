@@ -53,20 +53,6 @@ public sealed class RefusedWriteTests
     private static Task<ClaimResult> ClaimAsync(Coordinator board, string wf) =>
         board.ClaimAsync(new ClaimCommand { WorkflowId = wf, WorkerId = "w" }, default);
 
-    private static async Task<BoardException> RefusalAsync(Func<Task> call)
-    {
-        try
-        {
-            await call();
-        }
-        catch (BoardException ex)
-        {
-            return ex;
-        }
-
-        throw new Xunit.Sdk.XunitException("the call was not refused");
-    }
-
     /// <summary>
     /// With an <c>allkeys-*</c> policy Redis may delete any key to make room (a task, a lease, the log): acknowledged writes
     /// lost without a trace. The store does not start on such a Redis, and a running store refuses calls while the policy is
@@ -76,7 +62,7 @@ public sealed class RefusedWriteTests
     public async Task AnEvictionPolicyThatMayDeleteTheBoardsKeys_IsRefused_AtStartAndWhileItIsSet()
     {
         await using var redis = await RedisProcess.StartAsync(persistent: false, "--maxmemory-policy", "allkeys-lru");
-        var start = await RefusalAsync(() => OpenAsync(redis));
+        var start = await Assert.ThrowsAsync<BoardException>(() => OpenAsync(redis));
         Assert.Equal(BoardError.StoreUnavailable, start.Error);
         Assert.Contains("maxmemory-policy allkeys-lru", start.Message);
 
@@ -101,7 +87,7 @@ public sealed class RefusedWriteTests
             }
         }, "calls to be refused under allkeys-lfu");
         Assert.Contains("maxmemory-policy allkeys-lfu", refusal!.Message);
-        Assert.Equal(BoardError.StoreUnavailable, (await RefusalAsync(() => ClaimAsync(board, wf))).Error);
+        Assert.Equal(BoardError.StoreUnavailable, (await Assert.ThrowsAsync<BoardException>(() => ClaimAsync(board, wf))).Error);
         Assert.False(await store.CheckHealthAsync(default));
 
         Assert.Equal("OK", (await redis.CliAsync("CONFIG", "SET", "maxmemory-policy", "volatile-lru")).Trim());
@@ -181,7 +167,7 @@ public sealed class RefusedWriteTests
         await using var _ = store;
 
         Assert.Equal("OK", (await redis.CliAsync("CONFIG", "SET", "min-replicas-to-write", "1")).Trim());
-        var refusal = await RefusalAsync(() => ClaimAsync(board, wf));
+        var refusal = await Assert.ThrowsAsync<BoardException>(() => ClaimAsync(board, wf));
         Assert.Equal(BoardError.StoreUnavailable, refusal.Error);
         Assert.Contains("NOREPLICAS", refusal.Message);
         Assert.Equal(1, await ClaimedAsync(board, wf));
@@ -215,7 +201,7 @@ public sealed class RefusedWriteTests
         Assert.Equal("OK", (await redis.CliAsync("CONFIG", "SET", "dir", "/proc")).Trim());
         await redis.CliAsync("BGSAVE");
         await TestTimeouts.Eventually(async () => (await redis.CliAsync("INFO", "persistence")).Contains("rdb_last_bgsave_status:err"), "the save to fail");
-        var refusal = await RefusalAsync(() => ClaimAsync(board, wf));
+        var refusal = await Assert.ThrowsAsync<BoardException>(() => ClaimAsync(board, wf));
         Assert.Equal(BoardError.StoreUnavailable, refusal.Error);
         Assert.Contains("MISCONF", refusal.Message);
         Assert.Equal(1, await ClaimedAsync(board, wf));
