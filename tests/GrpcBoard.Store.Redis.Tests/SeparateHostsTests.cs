@@ -86,8 +86,9 @@ public sealed class SeparateHostsTests(ITestOutputHelper output) : IDisposable
         /// <summary>The advertised address of the instance that holds the workflow's turn (its meta's <c>w</c>), as Redis has it.</summary>
         public async Task<string> TurnHolderAsync(string workflowId)
         {
-            var instance = (await Redis.CliAsync("HGET", $"{Prefix}:{{{workflowId}}}:meta", "w")).Trim();
-            return (await Redis.CliAsync("GET", $"{Prefix}:{{gb}}:instance:{instance}")).Trim().TrimEnd('/');
+            var keys = new RedisKeys(Prefix);
+            var instance = (await Redis.CliAsync("HGET", keys.Meta(workflowId)!, "w")).Trim();
+            return (await Redis.CliAsync("GET", keys.Instance(instance))).Trim().TrimEnd('/');
         }
 
         public async ValueTask DisposeAsync()
@@ -161,7 +162,7 @@ public sealed class SeparateHostsTests(ITestOutputHelper output) : IDisposable
         var sample = await viaA.GetTaskAsync(new GetTaskRequest { WorkflowId = "hosts", TaskId = "t123" }).Within();
         Assert.Equal("t123", sample.Task.Result.ToStringUtf8());
         // What each instance told the other (its record in Redis): where the other host reaches it.
-        var instances = (await deployment.Redis.CliAsync("KEYS", $"{deployment.Prefix}:{{gb}}:instance:*")).Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        var instances = (await deployment.Redis.CliAsync("KEYS", new RedisKeys(deployment.Prefix).Instance("*"))).Split('\n', StringSplitOptions.RemoveEmptyEntries);
         var advertised = new List<string>();
         foreach (var key in instances)
         {
