@@ -87,7 +87,7 @@ public sealed class SeparateHostsTests(ITestOutputHelper output) : IDisposable
         public async Task<string> TurnHolderAsync(string workflowId)
         {
             var keys = new RedisKeys(Prefix);
-            var instance = (await Redis.CliAsync("HGET", keys.Meta(workflowId)!, "w")).Trim();
+            var instance = (await Redis.CliAsync("HGET", keys.Meta(workflowId), "w")).Trim();
             return (await Redis.CliAsync("GET", keys.Instance(instance))).Trim().TrimEnd('/');
         }
 
