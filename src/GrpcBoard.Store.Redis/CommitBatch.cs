@@ -119,7 +119,6 @@ internal sealed class CommitBatch
 
     /// <summary>Null: the note was deleted.</summary>
     private readonly Dictionary<string, int?> _notes = new(StringComparer.Ordinal);
-    private readonly Dictionary<string, long?> _timers = new(StringComparer.Ordinal);
     private readonly List<(long Revision, byte[] Blob)> _events = [];
     private int? _workflow;
     private bool _deletes;
@@ -173,7 +172,6 @@ internal sealed class CommitBatch
             // The deletion wipes whatever earlier transactions of this batch wrote.
             _tasks.Clear();
             _notes.Clear();
-            _timers.Clear();
             _events.Clear();
             _workflow = null;
             _deletes = true;
@@ -196,30 +194,12 @@ internal sealed class CommitBatch
                     break;
                 case EventKind.NotePut:
                     _notes[e.Note!.Key] = index;
-                    MoveTimer(TimerKind.NoteExpiry, e.Note.Key, (applied.Previous[i] as NoteRecord)?.ExpireTime, e.Note.ExpireTime);
                     break;
                 case EventKind.NoteDeleted or EventKind.NoteExpired:
                     _notes[e.Note!.Key] = null;
-                    MoveTimer(TimerKind.NoteExpiry, e.Note.Key, (applied.Previous[i] as NoteRecord)?.ExpireTime, null);
                     break;
                 default:
-                    var task = e.Task!;
-                    _tasks[task.Id] = index;
-                    var before = applied.Previous[i] is TaskRecord previous ? TaskIndexing.TimerOf(previous) : null;
-                    var after = TaskIndexing.TimerOf(task);
-                    if (before != after)
-                    {
-                        if (before is { } b && b.Kind != after?.Kind)
-                        {
-                            MoveTimer(b.Kind, task.Id, b.Due, null);
-                        }
-
-                        if (after is { } a)
-                        {
-                            MoveTimer(a.Kind, task.Id, null, a.Due);
-                        }
-                    }
-
+                    _tasks[e.Task!.Id] = index;
                     break;
             }
         }
@@ -237,11 +217,11 @@ internal sealed class CommitBatch
     public bool QueuesForTurn => !Txns.TrueForAll(t => t.MayServeElsewhere);
 
     /// <summary>
-    /// The arguments of <see cref="Scripts.Commit"/>: the batch ids and head, the notification, and the
-    /// changes packed as MessagePack: [events (revision, blob, ...), ops]. Records refer to their event by
-    /// index, so each blob crosses once.
+    /// The arguments of <see cref="Scripts.Commit"/>: the batch ids and head, the notification, the
+    /// changes packed as MessagePack: [events (revision, blob, ...), ops], and the workflow's earliest timer once the
+    /// batch commits (<paramref name="nextTimer"/>). Records refer to their event by index, so each blob crosses once.
     /// </summary>
-    public RedisValue[] Arguments(string channel, string origin, TaskCounts counts, TimeSpan turnLease, TimeSpan turnLength, bool waitsForReplicas)
+    public RedisValue[] Arguments(string channel, string origin, TaskCounts counts, DateTimeOffset? nextTimer, TimeSpan turnLease, TimeSpan turnLength, bool waitsForReplicas)
     {
         RedisValue lease = (long)turnLease.TotalMilliseconds, length = (long)turnLength.TotalMilliseconds;
         RedisValue queue = QueuesForTurn ? 1 : 0;
@@ -252,7 +232,7 @@ internal sealed class CommitBatch
 
         // With one batch in flight, the reader thread packs this between a commit's reply and sending the next
         // batch, so it is part of every commit cycle: one pass into a buffer sized first, no per-item allocation.
-        int putNotes = 0, deletedNotes = 0, setTimers = 0, removedTimers = 0, bytes = 256;
+        int putNotes = 0, deletedNotes = 0, bytes = 256;
         foreach (var index in _notes.Values)
         {
             if (index is null)
@@ -265,26 +245,14 @@ internal sealed class CommitBatch
             }
         }
 
-        foreach (var due in _timers.Values)
-        {
-            if (due is null)
-            {
-                removedTimers++;
-            }
-            else
-            {
-                setTimers++;
-            }
-        }
-
         foreach (var (_, blob) in _events)
         {
             bytes += blob.Length + 32;
         }
 
-        bytes += 48 * (_tasks.Count + _notes.Count + _timers.Count);
+        bytes += 48 * (_tasks.Count + _notes.Count);
         var ops = (_deletes ? 1 : 0) + (_workflow is null ? 0 : 1) + OpChunks.Count(_tasks.Count, 2) + OpChunks.Count(putNotes, 2)
-            + OpChunks.Count(deletedNotes, 1) + 1 + OpChunks.Count(setTimers, 2) + OpChunks.Count(removedTimers, 1) + (_oldest is null ? 0 : 1) + 1;
+            + OpChunks.Count(deletedNotes, 1) + 1 + (_oldest is null ? 0 : 1) + 1;
         var packed = new MessagePackWriter(bytes);
         packed.ArrayHeader(2);
         packed.ArrayHeader(2 * _events.Count);
@@ -336,26 +304,6 @@ internal sealed class CommitBatch
         }
 
         Op(packed, "E", 0);
-        chunks = new OpChunks(packed, "Z", setTimers, 2);
-        foreach (var (member, due) in _timers)
-        {
-            if (due is { } score)
-            {
-                chunks.Next();
-                packed.Decimal(score);
-                packed.String(member);
-            }
-        }
-
-        chunks = new OpChunks(packed, "R", removedTimers, 1);
-        foreach (var (member, due) in _timers)
-        {
-            if (due is null)
-            {
-                chunks.Next();
-                packed.String(member);
-            }
-        }
 
         if (_oldest is { } oldest)
         {
@@ -370,7 +318,7 @@ internal sealed class CommitBatch
             packed.Integer(Math.Max(0, counts[States[i]]));
         }
 
-        return [PreviousId, Id, Head, channel, Notification(origin), packed.ToArray(), origin, lease, length, queue, 0];
+        return [PreviousId, Id, Head, channel, Notification(origin), packed.ToArray(), origin, lease, length, queue, 0, nextTimer is { } next ? Millis(next) : -1];
     }
 
     private static readonly TaskState[] States = Enum.GetValues<TaskState>();
@@ -415,16 +363,6 @@ internal sealed class CommitBatch
     /// </summary>
     private string Notification(string origin) =>
         string.Create(CultureInfo.InvariantCulture, $"{origin}|{PreviousId}|{Id}|{Applied[0].HeadBefore + 1}|{Head}");
-
-    private void MoveTimer(TimerKind kind, string id, DateTimeOffset? before, DateTimeOffset? after)
-    {
-        if (before == after)
-        {
-            return;
-        }
-
-        _timers[RedisKeys.TimerMember(kind, id)] = after is { } due ? Millis(due) : null;
-    }
 
     /// <summary>Timer scores are milliseconds, rounded up so a timer is never due before its time.</summary>
     public static long Millis(DateTimeOffset due) => (due.UtcTicks - DateTimeOffset.UnixEpoch.UtcTicks + TimeSpan.TicksPerMillisecond - 1) / TimeSpan.TicksPerMillisecond;

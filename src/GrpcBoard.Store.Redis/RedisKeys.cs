@@ -1,4 +1,3 @@
-using System.Globalization;
 using StackExchange.Redis;
 
 namespace GrpcBoard.Store.Redis;
@@ -9,10 +8,11 @@ namespace GrpcBoard.Store.Redis;
 /// validation, so they never contain braces. Store-wide keys share the tag {gb}.
 ///
 /// Per workflow: <c>meta</c> (hash: head, lb = the id of the last committed batch, oldest retained
-/// revision, rec = the workflow, c1..c7 = task counts), <c>tasks</c> and <c>notes</c> (hashes: id to the
-/// event that last wrote the record), <c>log</c> (stream: entry id = revision), <c>timers</c> (sorted
-/// set: "kind|id" by due time in ms), <c>wq</c> (list: instances waiting for the turn), and <c>absent</c>, never
-/// written (<see cref="ScriptKeys"/>).
+/// revision, rec = the workflow, c1..c7 = task counts, nt = when its earliest lease, backoff or note timer is due, in
+/// ms, -1 for none), <c>tasks</c> and <c>notes</c> (hashes: id to the event that last wrote the record), <c>log</c>
+/// (stream: entry id = revision), <c>wq</c> (list: instances waiting for the turn), and <c>absent</c>, never
+/// written (<see cref="ScriptKeys"/>). Each timer's due time is in its record; which ones are due is read from the
+/// replica loaded from them (<see cref="RedisStore.GetDueTimersAsync"/>).
 /// </summary>
 internal sealed class RedisKeys(string prefix)
 {
@@ -65,6 +65,4 @@ internal sealed class RedisKeys(string prefix)
         var close = channel.IndexOf('}', open + 1);
         return channel[(open + 1)..close];
     }
-
-    public static string TimerMember(Core.Storage.TimerKind kind, string id) => ((int)kind).ToString(CultureInfo.InvariantCulture) + "|" + id;
 }

@@ -428,38 +428,73 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
         return new EventPage(log.Exists, log.Head, log.Exists ? log.Oldest : log.Head + 1, log.Events);
     }
 
+    /// <summary>
+    /// The hint set names the workflows whose earliest timer may be due. For each, the meta's nt (its earliest timer,
+    /// which every commit writes) tells whether one is. If not, the hint was early (commits only ever lower a hint) and
+    /// is set to nt. If so, which timers are due is read from the workflow's replica, in a read Redis confirms was
+    /// current (it rides in a batch like any other), so a timer another instance just committed is not missed. A
+    /// workflow whose meta has no nt (written before it existed) is read the same way.
+    /// </summary>
     public async ValueTask<IReadOnlyList<DueTimer>> GetDueTimersAsync(DateTimeOffset now, int limit, CancellationToken cancellationToken)
     {
         ThrowIfRefusing();
         var nowMs = now.ToUnixTimeMilliseconds();
-        var hinted = await Call(() => _db.SortedSetRangeByScoreAsync(_keys.TimerHints, double.NegativeInfinity, nowMs, Exclude.None, Order.Ascending, 0, limit));
+        var hinted = (await Call(() => _db.SortedSetRangeByScoreAsync(_keys.TimerHints, double.NegativeInfinity, nowMs, Exclude.None, Order.Ascending, 0, limit)))
+            .Select(v => (string)v!).ToArray();
+        // Sent together: StackExchange.Redis pipelines them on the connection.
+        var metas = await Task.WhenAll(hinted.Select(id => Call(() => _db.HashGetAsync(_keys.Meta(id), NextTimerFields))));
         var due = new List<DueTimer>();
-        foreach (var workflowId in hinted.Select(v => (string)v!))
+        Exception? failure = null;
+        for (var i = 0; i < hinted.Length && due.Count < limit; i++)
         {
-            var r = (RedisResult[])(await Script(Scripts.DueTimers, workflowId, nowMs, limit - due.Count))!;
-            for (var i = 0; i + 1 < r.Length - 1; i += 2)
+            var id = hinted[i];
+            var next = NextTimer(metas[i]);
+            if (next is not { } nt || nt > nowMs)
             {
-                var member = (string)r[i]!;
-                var bar = member.IndexOf('|', StringComparison.Ordinal);
-                due.Add(new DueTimer(workflowId, (TimerKind)int.Parse(member.AsSpan(0, bar), CultureInfo.InvariantCulture), member[(bar + 1)..],
-                    DateTimeOffset.FromUnixTimeMilliseconds((long)double.Parse((string)r[i + 1]!, CultureInfo.InvariantCulture))));
+                // Nothing due after all: the hint was early, or the workflow has no timers (or is gone).
+                await SetHintAsync(id, next ?? -1, exact: true);
+                continue;
             }
 
-            if (r.Length == 1)
+            try
             {
-                // Nothing due after all (the hint was early or stale): set it to the real earliest timer.
-                var earliest = double.Parse((string)r[0]!, CultureInfo.InvariantCulture);
-                await SetHintAsync(workflowId, earliest, exact: true);
+                var read = await ExecuteAsync(id, tx =>
+                {
+                    // This store's transactions run on its replicas' state, whose timer index holds this workflow's only.
+                    var timers = ((StateTransaction)tx).State.Timers!;
+                    return new ValueTask<(List<DueTimer> Due, DateTimeOffset? Earliest)>((timers.Due(now, limit - due.Count), timers.Earliest()));
+                }, cancellationToken).ConfigureAwait(false);
+                due.AddRange(read.Value.Due);
+                if (read.Value.Due.Count == 0)
+                {
+                    await SetHintAsync(id, read.Value.Earliest is { } earliest ? CommitBatch.Millis(earliest) : -1, exact: true);
+                }
             }
+            catch (Exception ex) when (ex is BoardException or RedisException or TimeoutException)
+            {
+                // One workflow that cannot be read (a conflict, a slot moving) does not hold up the others' timers.
+                failure ??= ex;
+            }
+        }
 
-            if (due.Count >= limit)
-            {
-                break;
-            }
+        if (due.Count == 0 && failure is not null)
+        {
+            System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(failure);
         }
 
         return due.OrderBy(t => t.Due).ToArray();
     }
+
+    private static readonly RedisValue[] NextTimerFields = ["nt", "rec"];
+
+    /// <summary>
+    /// The earliest timer (ms) from a meta's nt and rec: null when the workflow has none or does not exist; 0 (due now)
+    /// when it exists without nt (written before nt was), which has its replica read to find out.
+    /// </summary>
+    private static long? NextTimer(RedisValue[] meta) =>
+        !meta[1].HasValue ? null
+        : !meta[0].HasValue ? 0
+        : (long)meta[0] is var nt && nt >= 0 ? nt : null;
 
     public async ValueTask<bool> CheckHealthAsync(CancellationToken cancellationToken)
     {
@@ -1420,13 +1455,12 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
         var earliest = await Task.WhenAll(ids.Select(async v =>
         {
             var id = (string)v!;
-            var r = (RedisResult[])(await Script(Scripts.DueTimers, id, -1, 0))!;
-            return (Id: id, Earliest: double.Parse((string)r[^1]!, CultureInfo.InvariantCulture));
+            return (Id: id, Earliest: NextTimer(await Call(() => _db.HashGetAsync(_keys.Meta(id), NextTimerFields))));
         }));
         // Only lowered (or added): a hint set exactly could overwrite a lower one that a commit wrote since
         // the read. A hint too early is corrected when it comes due, and one of a workflow without timers
         // then goes.
-        await Task.WhenAll(earliest.Where(e => e.Earliest >= 0).Select(e => SetHintAsync(e.Id, e.Earliest, exact: false)));
+        await Task.WhenAll(earliest.Where(e => e.Earliest is not null).Select(e => SetHintAsync(e.Id, e.Earliest!.Value, exact: false)));
         _rescanAfter = ids.Length < batch ? null : (string)ids[^1]!;
     }
 

@@ -37,15 +37,20 @@ internal static class Scripts
     /// the turn when refused for it ("0": no, its calls go to the holder instead), whether a batch of reads
     /// only is followed by WAIT ("1": it then PUBLISHes on a channel nobody listens to, which replicas receive:
     /// WAIT is documented to cover the writes of its own connection, and this one makes that everything the reads
-    /// saw, other instances' writes included; Redis 7.0 measured here waits that far without it). The changes:
-    /// [events, ops], events = [revision, blob, ...], each op an array [code, ...]: D (delete the workflow's
+    /// saw, other instances' writes included; Redis 7.0 measured here waits that far without it), and for a batch
+    /// that writes, when the workflow's earliest timer is due once it commits (ms, -1: none; the meta's nt). The
+    /// changes: [events, ops], events = [revision, blob, ...], each op an array [code, ...]: D (delete the workflow's
     /// contents), W (event index: the workflow record), T and N (id, event index, ...: task and note
-    /// records), X (note keys to delete), E (append the events to the log), Z (score, timer member, ...), R
-    /// (timer members to remove), O (oldest retained revision: trims the log below it), C (count field,
-    /// value, ...). Records are stored as the event that last wrote them.
+    /// records), X (note keys to delete), E (append the events to the log), O (oldest retained revision: trims the
+    /// log below it), C (count field, value, ...). Records are stored as the event that last wrote them.
+    ///
+    /// Timers are not indexed here one by one: a sorted set of every lease (a ZADD per claim and a ZREM per completion)
+    /// cost Redis's one thread about a tenth of its claims (measured, docs/benchmarks.md). The instance that builds a
+    /// batch knows the workflow's earliest timer after it, as exactly as it knows the head, and nt records it with the
+    /// commit; the due timers themselves are read from a replica (<see cref="RedisStore.GetDueTimersAsync"/>).
     /// Returns {-2, head, lb, ms until the turn lapses, holder} when another instance holds the turn; {-1, head, lb}
     /// when refused; {0, head} for reads only (nothing written, so no fsync either); else {1, head, earliest
-    /// timer before (-1: none), earliest timer after (-1: none)}.
+    /// timer before (nt before the commit; -1: none), earliest timer after (-1: none)}.
     /// </summary>
     public const string Commit = """
         local meta = KEYS[1]
@@ -53,7 +58,7 @@ internal static class Scripts
         local me = ARGV[7]
         local clock = redis.call('TIME')
         local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
-        local m = redis.call('HMGET', meta, 'lb', 'head', 'w', 'wt', 'we')
+        local m = redis.call('HMGET', meta, 'lb', 'head', 'w', 'wt', 'we', 'nt')
         local lb = m[1] or ''
         local head = tonumber(m[2] or '0')
         local holder, since, lapses = m[3], tonumber(m[4] or '0'), tonumber(m[5] or '0')
@@ -82,8 +87,6 @@ internal static class Scripts
         end
         local batch = cmsgpack.unpack(ARGV[6])
         local events, ops = batch[1], batch[2]
-        local timers = base .. 'timers'
-        local before = redis.call('ZRANGE', timers, 0, 0, 'WITHSCORES')
         for _, op in ipairs(ops) do
           local code = op[1]
           if code == 'T' or code == 'N' then
@@ -98,16 +101,12 @@ internal static class Scripts
             for i = 1, #events, 2 do
               redis.call('XADD', log, events[i] .. '-0', 'e', events[i + 1])
             end
-          elseif code == 'Z' then
-            redis.call('ZADD', timers, unpack(op, 2))
-          elseif code == 'R' then
-            redis.call('ZREM', timers, unpack(op, 2))
           elseif code == 'X' then
             redis.call('HDEL', base .. 'notes', unpack(op, 2))
           elseif code == 'W' then
             redis.call('HSET', meta, 'rec', events[2 * op[2]])
           elseif code == 'D' then
-            redis.call('UNLINK', base .. 'tasks', base .. 'notes', base .. 'log', timers)
+            redis.call('UNLINK', base .. 'tasks', base .. 'notes', base .. 'log')
             redis.call('HDEL', meta, 'rec')
           elseif code == 'O' then
             redis.call('HSET', meta, 'oldest', op[2])
@@ -123,14 +122,13 @@ internal static class Scripts
           nextHolder = redis.call('LPOP', queue)
         end
         if nextHolder then
-          redis.call('HSET', meta, 'head', ARGV[3], 'lb', ARGV[2], 'w', nextHolder, 'wt', now, 'we', now + tonumber(ARGV[8]))
+          redis.call('HSET', meta, 'head', ARGV[3], 'lb', ARGV[2], 'w', nextHolder, 'wt', now, 'we', now + tonumber(ARGV[8]), 'nt', ARGV[12])
         else
-          redis.call('HSET', meta, 'head', ARGV[3], 'lb', ARGV[2], 'w', me, 'wt', since, 'we', now + tonumber(ARGV[8]))
+          redis.call('HSET', meta, 'head', ARGV[3], 'lb', ARGV[2], 'w', me, 'wt', since, 'we', now + tonumber(ARGV[8]), 'nt', ARGV[12])
         end
         if ARGV[5] ~= '' then redis.call('PUBLISH', ARGV[4], ARGV[5]) end
         if nextHolder then redis.call('PUBLISH', ARGV[4], me .. '|>|' .. nextHolder) end
-        local after = redis.call('ZRANGE', timers, 0, 0, 'WITHSCORES')
-        return {1, tonumber(ARGV[3]), before[2] and tonumber(before[2]) or -1, after[2] and tonumber(after[2]) or -1}
+        return {1, tonumber(ARGV[3]), tonumber(m[6] or '-1'), tonumber(ARGV[12])}
         """;
 
     /// <summary>
@@ -214,15 +212,6 @@ internal static class Scripts
           local replication = redis.call('INFO', 'replication')
           return string.match(server, 'run_id:(%x+)') .. ':' .. string.match(replication, 'master_replid:(%x+)')
         end
-        """;
-
-    /// <summary>ARGV: now (ms), limit. Returns flat {member, score, ...} of due timers, and then the earliest timer of all as the last element (-1: none).</summary>
-    public const string DueTimers = """
-        local base = string.sub(KEYS[1], 1, -5)
-        local result = redis.call('ZRANGEBYSCORE', base .. 'timers', '-inf', ARGV[1], 'WITHSCORES', 'LIMIT', 0, tonumber(ARGV[2]))
-        local earliest = redis.call('ZRANGE', base .. 'timers', 0, 0, 'WITHSCORES')
-        result[#result + 1] = earliest[2] or '-1'
-        return result
         """;
 
     /// <summary>

@@ -308,7 +308,9 @@ internal sealed class WorkflowReplica
             batch.Head = _state.Head;
             batch.Floor = _store.Watermark(Id);
             _sentId = batch.Id;
-            var args = batch.Arguments(_store.Keys.Channel(Id), _store.InstanceId, _state.Counts, _options.TurnLease, _options.TurnLength, _store.WaitsForReplicas);
+            // The state now holds exactly what Redis will hold once this batch commits (every decided transaction is in
+            // it or in a batch before it), so its earliest timer is the workflow's after the commit.
+            var args = batch.Arguments(_store.Keys.Channel(Id), _store.InstanceId, _state.Counts, _state.Timers!.Earliest(), _options.TurnLease, _options.TurnLength, _store.WaitsForReplicas);
             _inFlight.Enqueue(batch);
             // Sent under the lock: both connections write commands in the order they are issued, so the
             // batches of this workflow reach Redis in order (and should a batch take the other connection after
@@ -841,7 +843,9 @@ internal sealed class WorkflowReplica
                 await _store.ThrowIfLostAsync(Id).ConfigureAwait(false);
             }
 
-            WorkflowState? state = new WorkflowState(Id, _options.RecentEventsInMemory, timers: null)
+            // The replica indexes its own timers: each commit tells Redis the earliest (the meta's nt), and the due
+            // ones are read here (RedisStore.GetDueTimersAsync) instead of from a sorted set of every timer in Redis.
+            WorkflowState? state = new WorkflowState(Id, _options.RecentEventsInMemory, new TimerIndex())
             {
                 Head = start.Head,
                 Oldest = start.Exists ? start.Oldest : start.Head + 1,

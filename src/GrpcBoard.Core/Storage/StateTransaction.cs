@@ -10,6 +10,9 @@ public sealed class StateTransaction(WorkflowState state) : WorkflowTransactionB
 {
     public override long HeadRevision => state.Head;
 
+    /// <summary>The state the transaction runs on, for a store's own reads of what it indexes there (a Redis replica's timers).</summary>
+    public WorkflowState State => state;
+
     public override TaskCounts Counts => state.Counts;
 
     protected override WorkflowRecord? CommittedWorkflow => state.Record;

@@ -32,6 +32,15 @@ public sealed class TimerIndex
         }
     }
 
+    /// <summary>When the earliest pending timer is due; null when there is none.</summary>
+    public DateTimeOffset? Earliest()
+    {
+        lock (_lock)
+        {
+            return _entries.Count == 0 ? null : new DateTimeOffset(_entries.Min.DueTicks, TimeSpan.Zero);
+        }
+    }
+
     public List<DueTimer> Due(DateTimeOffset now, int limit)
     {
         var result = new List<DueTimer>();

@@ -9,7 +9,8 @@ namespace GrpcBoard.Core.Storage;
 /// <see cref="TaskIndexing"/>. Not thread-safe: callers hold <see cref="Gate"/>.
 /// A deleted workflow keeps its state object (with no record) so that its head revision survives.
 /// </summary>
-/// <param name="timers">Where this workflow's timers are indexed; null when the store keeps them elsewhere (Redis).</param>
+/// <param name="timers">Where this workflow's timers are indexed: the embedded store's one index of every workflow, or a
+/// Redis replica's own (null: not indexed).</param>
 public sealed class WorkflowState(string id, int recentEvents, TimerIndex? timers)
 {
     private static readonly Comparer<TaskRecord> ReadyOrder = Comparer<TaskRecord>.Create(TaskIndexing.CompareReady);
@@ -17,6 +18,9 @@ public sealed class WorkflowState(string id, int recentEvents, TimerIndex? timer
     public readonly object Gate = new();
 
     public string Id { get; } = id;
+
+    /// <summary>The index this state keeps its timers in (see the constructor).</summary>
+    public TimerIndex? Timers => timers;
 
     public WorkflowRecord? Record { get; set; }
 
