@@ -564,6 +564,9 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
     /// <summary>Fault injection for tests: runs before every log read (a slow read, as on a loaded host).</summary>
     internal Func<Task>? BeforeLogReadForTests { get; set; }
 
+    /// <summary>Tests: other instances' change notices are dropped, as pub/sub may drop them (a lost connection).</summary>
+    internal bool DropChangeNoticesForTests { get; set; }
+
     /// <summary>
     /// The log of a workflow from a revision, with the meta it belongs to, read atomically; with
     /// <paramref name="lineage"/>, also which node and history answered (<see cref="Scripts.Lineage"/>).
@@ -1038,7 +1041,7 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
 
         // A commit takes or renews the committer's turn; a pass in the same script is published after this.
         _routing.Committed(workflowId, fields[0]);
-        if (fields[0] == InstanceId)
+        if (fields[0] == InstanceId || DropChangeNoticesForTests)
         {
             return;
         }
