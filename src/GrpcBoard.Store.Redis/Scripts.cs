@@ -45,7 +45,7 @@ internal static class Scripts
     /// log below it), C (count field, value, ...). Records are stored as the event that last wrote them.
     ///
     /// Timers are not indexed here one by one: a sorted set of every lease (a ZADD per claim and a ZREM per completion)
-    /// cost Redis's one thread about a tenth of its claims (measured, docs/benchmarks.md). The instance that builds a
+    /// cost Redis's one thread about 13% of its CPU per claim (measured: docs/benchmarks.md). The instance that builds a
     /// batch knows the workflow's earliest timer after it, as exactly as it knows the head, and nt records it with the
     /// commit; the due timers themselves are read from a replica (<see cref="RedisStore.GetDueTimersAsync"/>).
     /// Returns {-2, head, lb, ms until the turn lapses, holder} when another instance holds the turn; {-1, head, lb}
