@@ -290,6 +290,9 @@ internal sealed class CommitConnection : IDisposable
         Fail(new BoardException(BoardError.StoreUnavailable, "Redis is unavailable: the commit connection was closed."));
     }
 
+    /// <summary>WAIT's error reply on a replica.</summary>
+    internal const string WaitOnReplica = "ERR WAIT cannot be used with replica instances";
+
     private void ReadLoop()
     {
         while (true)
@@ -347,6 +350,15 @@ internal sealed class CommitConnection : IDisposable
             }
             else if (replicas is RespError waitError)
             {
+                if (waitError.Message.StartsWith(WaitOnReplica, StringComparison.Ordinal))
+                {
+                    // This server is a replica now, as READONLY says for a write. Without this, a connection opened on a
+                    // primary that Redis's own FAILOVER then turned into a replica was kept for as long as only reads were
+                    // sent (a replica loading its workflow, again and again): each refused, UNAVAILABLE, for a minute, in a
+                    // run of the switchover test in .ci/run.
+                    StopSending();
+                }
+
                 Deliver(onReply, null, null, new RedisErrorReplyException(waitError.Message, toWait: true));
             }
             else if (replicas is not (null or long))

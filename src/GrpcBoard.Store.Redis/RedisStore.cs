@@ -1568,7 +1568,7 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
     /// the script ran and whether the new primary has it is unknown.
     /// </summary>
     private static readonly string[] TransientServerErrors =
-        ["LOADING", "CLUSTERDOWN", "TRYAGAIN", "READONLY", "MASTERDOWN", "BUSY", "NOSCRIPT", "MOVED", "ASK", "UNBLOCKED", "MISCONF", "NOREPLICAS", "ERR WAIT cannot be used with replica instances"];
+        ["LOADING", "CLUSTERDOWN", "TRYAGAIN", "READONLY", "MASTERDOWN", "BUSY", "NOSCRIPT", "MOVED", "ASK", "UNBLOCKED", "MISCONF", "NOREPLICAS", CommitConnection.WaitOnReplica];
 
     /// <summary>The highest head of the workflow this instance has seen answered by Redis (0: none yet).</summary>
     internal long Watermark(string workflowId) => _headWatermarks.GetValueOrDefault(workflowId);

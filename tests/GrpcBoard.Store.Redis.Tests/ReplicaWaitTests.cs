@@ -310,6 +310,46 @@ public sealed class ReplicaWaitTests
     }
 
     /// <summary>
+    /// The same switchover with nothing but reads after it: a caller asks for a task that does not exist, which is a
+    /// read, confirmed by a batch that writes nothing and then WAIT. On the old primary, a replica now, that WAIT fails,
+    /// and nothing ever answers READONLY. The commit connection must leave that node all the same: before, it stayed, and
+    /// every read (the workflow's loads among them) was refused with UNAVAILABLE for as long as no write came along.
+    /// </summary>
+    [RedisFact]
+    public async Task GivenANodeList_AfterRedisOwnFailover_ReadsAloneFindTheNewPrimary()
+    {
+        await using var primary = await RedisProcess.StartAsync(persistent: false);
+        await using var replica = await primary.StartReplicaAsync();
+        var (store, board) = await OpenAsync(primary.Endpoint + "," + replica.Endpoint, replicas: 1, nodeListCheck: TimeSpan.FromMilliseconds(100));
+        await using var _ = store;
+        const string wf = "reads-after-switchover";
+        await board.CreateWorkflowAsync(wf, "reads only after a switchover", null, default).Within();
+        await board.PostTasksAsync(wf, [new TaskSpec { Id = "t" }], default).Within();
+
+        Assert.Equal("OK", (await primary.CliAsync("FAILOVER")).Trim());
+        await TestTimeouts.Eventually(async () => (await replica.CliAsync("INFO", "replication")).Contains("role:master", StringComparison.Ordinal),
+            "the replica to take over", TimeSpan.FromSeconds(30));
+        await TestTimeouts.Eventually(async () => (await primary.CliAsync("INFO", "replication")).Contains("master_link_status:up", StringComparison.Ordinal),
+            "the old primary to follow it", TimeSpan.FromSeconds(30));
+
+        var missing = await UntilAvailable.CallAsync(async () =>
+        {
+            try
+            {
+                await board.GetTaskAsync(wf, "absent", default);
+                return (BoardError?)null;
+            }
+            catch (BoardException ex) when (ex.Error != BoardError.StoreUnavailable)
+            {
+                return ex.Error;
+            }
+        }, "a read answered after the switchover", within: TimeSpan.FromSeconds(20));
+        Assert.Equal(BoardError.TaskNotFound, missing);
+        Assert.Equal(TaskState.Ready, (await board.GetTaskAsync(wf, "t", default).Within()).Task.State);
+        Assert.Null(store.DataLoss);
+    }
+
+    /// <summary>
     /// Redis's own switchover of a primary and its replica (<c>FAILOVER</c>, Redis 6.2+: the primary pauses writes until the
     /// replica has caught up, then the two swap roles), as for a rolling upgrade without Sentinel. A store given both
     /// nodes follows it under load: every acknowledged claim is on the new primary with its owner and token, none was
