@@ -11,7 +11,7 @@ namespace GrpcBoard.Store.Redis;
 /// What the commit script answered (<see cref="Scripts.Commit"/>). <see cref="TurnLapsesIn"/>: for
 /// <see cref="NotOurTurn"/>, the milliseconds until the other instance's turn lapses unless renewed.
 /// </summary>
-internal readonly record struct CommitReply(long Code, long Head, double TimerBefore, double TimerAfter, long TurnLapsesIn = 0, string? TurnHolder = null)
+internal readonly record struct CommitReply(long Code, long Head, double TimerBefore, long TurnLapsesIn = 0, string? TurnHolder = null)
 {
     /// <summary>When replicas are waited for: how many acknowledged what the batch wrote or read (WAIT's answer).</summary>
     public long? Replicas { get; init; }
@@ -25,9 +25,9 @@ internal readonly record struct CommitReply(long Code, long Head, double TimerBe
         var code = (long)r[0];
         return code switch
         {
-            > 0 => new CommitReply(code, (long)r[1], (double)r[2], (double)r[3]),
-            NotOurTurn => new CommitReply(code, (long)r[1], -1, -1, (long)r[3], r.Length > 4 ? (string?)r[4] : null),
-            _ => new CommitReply(code, (long)r[1], -1, -1),
+            > 0 => new CommitReply(code, (long)r[1], (double)r[2]),
+            NotOurTurn => new CommitReply(code, (long)r[1], -1, (long)r[3], r.Length > 4 ? (string?)r[4] : null),
+            _ => new CommitReply(code, (long)r[1], -1),
         };
     }
 
@@ -40,10 +40,10 @@ internal readonly record struct CommitReply(long Code, long Head, double TimerBe
 
         return code switch
         {
-            > 0 when r.Length >= 4 && r[2] is long before && r[3] is long after => new CommitReply(code, head, before, after),
-            NotOurTurn when r.Length >= 4 && r[3] is long lapses => new CommitReply(code, head, -1, -1, lapses, r.Length > 4 ? Text(r[4]) : null),
+            > 0 when r.Length >= 3 && r[2] is long before => new CommitReply(code, head, before),
+            NotOurTurn when r.Length >= 4 && r[3] is long lapses => new CommitReply(code, head, -1, lapses, r.Length > 4 ? Text(r[4]) : null),
             NotOurTurn => throw new InvalidDataException("The commit script refused a turn without saying when it lapses."),
-            _ => new CommitReply(code, head, -1, -1),
+            _ => new CommitReply(code, head, -1),
         };
     }
 
@@ -143,6 +143,9 @@ internal sealed class CommitBatch
     /// leaves Redis at <see cref="Head"/>, which must be at least every head seen before it was sent.
     /// </summary>
     public long Floor { get; set; }
+
+    /// <summary>Set when the batch is sent: the workflow's earliest timer (ms, -1: none) once the batch commits, its meta's nt.</summary>
+    public long NextTimer { get; private set; } = -1;
 
     /// <summary>True once the script's reply, or the failure to get one, arrived (replies are handled in send order).</summary>
     public bool Answered { get; private set; }
@@ -318,7 +321,8 @@ internal sealed class CommitBatch
             packed.Integer(Math.Max(0, counts[States[i]]));
         }
 
-        return [PreviousId, Id, Head, channel, Notification(origin), packed.ToArray(), origin, lease, length, queue, 0, nextTimer is { } next ? Millis(next) : -1];
+        NextTimer = nextTimer is { } next ? Millis(next) : -1;
+        return [PreviousId, Id, Head, channel, Notification(origin), packed.ToArray(), origin, lease, length, queue, 0, NextTimer];
     }
 
     private static readonly TaskState[] States = Enum.GetValues<TaskState>();

@@ -461,7 +461,7 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
                 var read = await ExecuteAsync(id, tx =>
                 {
                     // This store's transactions run on its replicas' state, whose timer index holds this workflow's only.
-                    var timers = ((StateTransaction)tx).State.Timers!;
+                    var timers = ((StateTransaction)tx).Timers!;
                     return new ValueTask<(List<DueTimer> Due, DateTimeOffset? Earliest)>((timers.Due(now, limit - due.Count), timers.Earliest()));
                 }, cancellationToken).ConfigureAwait(false);
                 due.AddRange(read.Value.Due);

@@ -50,7 +50,7 @@ internal static class Scripts
     /// commit; the due timers themselves are read from a replica (<see cref="RedisStore.GetDueTimersAsync"/>).
     /// Returns {-2, head, lb, ms until the turn lapses, holder} when another instance holds the turn; {-1, head, lb}
     /// when refused; {0, head} for reads only (nothing written, so no fsync either); else {1, head, earliest
-    /// timer before (nt before the commit; -1: none), earliest timer after (-1: none)}.
+    /// timer before (nt before the commit; -1: none)}.
     /// </summary>
     public const string Commit = """
         local meta = KEYS[1]
@@ -106,7 +106,8 @@ internal static class Scripts
           elseif code == 'W' then
             redis.call('HSET', meta, 'rec', events[2 * op[2]])
           elseif code == 'D' then
-            redis.call('UNLINK', base .. 'tasks', base .. 'notes', base .. 'log')
+            -- timers: the sorted set of every timer that data written before nt may still hold.
+            redis.call('UNLINK', base .. 'tasks', base .. 'notes', base .. 'log', base .. 'timers')
             redis.call('HDEL', meta, 'rec')
           elseif code == 'O' then
             redis.call('HSET', meta, 'oldest', op[2])
@@ -128,7 +129,7 @@ internal static class Scripts
         end
         if ARGV[5] ~= '' then redis.call('PUBLISH', ARGV[4], ARGV[5]) end
         if nextHolder then redis.call('PUBLISH', ARGV[4], me .. '|>|' .. nextHolder) end
-        return {1, tonumber(ARGV[3]), tonumber(m[6] or '-1'), tonumber(ARGV[12])}
+        return {1, tonumber(ARGV[3]), tonumber(m[6] or '-1')}
         """;
 
     /// <summary>

@@ -454,7 +454,7 @@ internal sealed class WorkflowReplica
                 }
             }
 
-            _store.LowerTimerHint(Id, before: reply.TimerBefore, after: reply.TimerAfter);
+            _store.LowerTimerHint(Id, before: reply.TimerBefore, after: batch.NextTimer);
         }
 
         foreach (var txn in batch.Txns)

@@ -10,8 +10,8 @@ public sealed class StateTransaction(WorkflowState state) : WorkflowTransactionB
 {
     public override long HeadRevision => state.Head;
 
-    /// <summary>The state the transaction runs on, for a store's own reads of what it indexes there (a Redis replica's timers).</summary>
-    public WorkflowState State => state;
+    /// <summary>Where the state the transaction runs on indexes its timers: for a store that keeps an index per workflow (a Redis replica).</summary>
+    public TimerIndex? Timers => state.Timers;
 
     public override TaskCounts Counts => state.Counts;
 
