@@ -19,18 +19,13 @@ public sealed class RefusedWriteTests
 
     private static async Task<long> ClaimedAsync(Coordinator board, string wf) => (await board.GetWorkflowAsync(wf, default).Within()).Counts[TaskState.Claimed];
 
-    private async Task<(RedisStore Store, Coordinator Board)> OpenAsync(RedisProcess redis)
+    private Task<(RedisStore Store, Coordinator Board)> OpenAsync(RedisProcess redis) => RedisBoards.OpenAsync(new RedisStoreOptions
     {
-        var hub = new EventHub();
-        var store = await RedisStore.ConnectAsync(new RedisStoreOptions
-        {
-            Configuration = redis.Endpoint,
-            KeyPrefix = Prefix,
-            EpochCheckInterval = TimeSpan.FromMilliseconds(100),
-            EvictionPolicyCheckInterval = TimeSpan.FromMilliseconds(100),
-        }, hub);
-        return (store, new Coordinator(store, hub, _time, new BoardLimits()));
-    }
+        Configuration = redis.Endpoint,
+        KeyPrefix = Prefix,
+        EpochCheckInterval = TimeSpan.FromMilliseconds(100),
+        EvictionPolicyCheckInterval = TimeSpan.FromMilliseconds(100),
+    }, _time);
 
     /// <summary>A store on <paramref name="redis"/> with workflow <paramref name="wf"/>, four tasks posted and one claimed.</summary>
     private async Task<(RedisStore Store, Coordinator Board)> OpenWithAClaimAsync(RedisProcess redis, string wf)

@@ -1,6 +1,5 @@
 using GrpcBoard.Core.Model;
 using GrpcBoard.Core;
-using GrpcBoard.Core.Events;
 using GrpcBoard.Testing;
 using StackExchange.Redis;
 using Xunit;
@@ -18,20 +17,15 @@ public sealed class RegistryTests(RedisFixture redis) : IClassFixture<RedisFixtu
     private readonly string _prefix = "r" + Guid.NewGuid().ToString("N")[..10];
     private readonly ManualTimeProvider _time = new();
 
-    private async Task<(RedisStore Store, Coordinator Board)> OpenAsync(Action<string>? afterRegister = null, int rescanBatch = 256)
+    private Task<(RedisStore Store, Coordinator Board)> OpenAsync(Action<string>? afterRegister = null, int rescanBatch = 256) => RedisBoards.OpenAsync(new RedisStoreOptions
     {
-        var hub = new EventHub();
-        var store = await RedisStore.ConnectAsync(new RedisStoreOptions
-        {
-            Configuration = redis.Endpoint,
-            KeyPrefix = _prefix,
-            AfterRegister = afterRegister,
-            EpochCheckInterval = TimeSpan.FromMilliseconds(50),
-            TimerRescanInterval = TimeSpan.FromMilliseconds(100),
-            TimerRescanBatch = rescanBatch,
-        }, hub);
-        return (store, new Coordinator(store, hub, _time, new BoardLimits()));
-    }
+        Configuration = redis.Endpoint,
+        KeyPrefix = _prefix,
+        AfterRegister = afterRegister,
+        EpochCheckInterval = TimeSpan.FromMilliseconds(50),
+        TimerRescanInterval = TimeSpan.FromMilliseconds(100),
+        TimerRescanBatch = rescanBatch,
+    }, _time);
 
     /// <summary>
     /// A timer hint lost in a crash (it is written after the commit) is restored by the registry rescan, which

@@ -1,5 +1,4 @@
 using GrpcBoard.Core;
-using GrpcBoard.Core.Events;
 using GrpcBoard.Core.Model;
 using GrpcBoard.Core.Storage;
 using GrpcBoard.Testing;
@@ -19,18 +18,13 @@ public sealed class TimerTests(RedisFixture redis) : IClassFixture<RedisFixture>
     private readonly string _prefix = "tm" + Guid.NewGuid().ToString("N")[..10];
     private readonly ManualTimeProvider _time = new();
 
-    private async Task<(RedisStore Store, Coordinator Board)> OpenAsync()
+    private Task<(RedisStore Store, Coordinator Board)> OpenAsync() => RedisBoards.OpenAsync(new RedisStoreOptions
     {
-        var hub = new EventHub();
-        var store = await RedisStore.ConnectAsync(new RedisStoreOptions
-        {
-            Configuration = redis.Endpoint,
-            KeyPrefix = _prefix,
-            EpochCheckInterval = TimeSpan.FromMilliseconds(50),
-            TimerRescanInterval = TimeSpan.FromMilliseconds(100),
-        }, hub);
-        return (store, new Coordinator(store, hub, _time, new BoardLimits()));
-    }
+        Configuration = redis.Endpoint,
+        KeyPrefix = _prefix,
+        EpochCheckInterval = TimeSpan.FromMilliseconds(50),
+        TimerRescanInterval = TimeSpan.FromMilliseconds(100),
+    }, _time);
 
     private async Task<long> NextTimerAsync(IDatabase db, string workflowId) =>
         (long)await db.HashGetAsync(new RedisKeys(_prefix).Meta(workflowId), "nt");
