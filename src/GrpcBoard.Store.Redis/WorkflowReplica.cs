@@ -844,7 +844,7 @@ internal sealed class WorkflowReplica
             }
 
             // The replica indexes its own timers: each commit tells Redis the earliest (the meta's nt), and the due
-            // ones are read here (RedisStore.GetDueTimersAsync) instead of from a sorted set of every timer in Redis.
+            // ones are read from this index (RedisStore.GetDueTimersAsync), not from a sorted set of every timer in Redis.
             WorkflowState? state = new WorkflowState(Id, _options.RecentEventsInMemory, new TimerIndex())
             {
                 Head = start.Head,
