@@ -433,7 +433,8 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
     /// which every commit writes) tells whether one is. If not, the hint was early (commits only ever lower a hint) and
     /// is set to nt. If so, which timers are due is read from the workflow's replica, in a read Redis confirms was
     /// current (it rides in a batch like any other), so a timer another instance just committed is not missed. A
-    /// workflow whose meta has no nt (written before it existed) is read the same way.
+    /// workflow whose meta has no nt (written before it existed) is read the same way. A hint replaced is checked
+    /// against the commits made meanwhile (<see cref="ReplaceHintAsync"/>).
     /// </summary>
     public async ValueTask<IReadOnlyList<DueTimer>> GetDueTimersAsync(DateTimeOffset now, int limit, CancellationToken cancellationToken)
     {
@@ -452,7 +453,7 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
             if (next is not { } nt || nt > nowMs)
             {
                 // Nothing due after all: the hint was early, or the workflow has no timers (or is gone).
-                await SetHintAsync(id, next ?? -1, exact: true);
+                await ReplaceHintAsync(id, next ?? -1);
                 continue;
             }
 
@@ -467,7 +468,7 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
                 due.AddRange(read.Value.Due);
                 if (read.Value.Due.Count == 0)
                 {
-                    await SetHintAsync(id, read.Value.Earliest is { } earliest ? CommitBatch.Millis(earliest) : -1, exact: true);
+                    await ReplaceHintAsync(id, read.Value.Earliest is { } earliest ? CommitBatch.Millis(earliest) : -1);
                 }
             }
             catch (Exception ex) when (ex is BoardException or RedisException or TimeoutException)
@@ -566,6 +567,9 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
 
     /// <summary>Tests: other instances' change notices are dropped, as pub/sub may drop them (a lost connection).</summary>
     internal bool DropChangeNoticesForTests { get; set; }
+
+    /// <summary>Fault injection for tests: runs after a due-timer poll read a hint and before it replaces it.</summary>
+    internal Func<string, Task>? BeforeHintReplacedForTests { get; set; }
 
     /// <summary>
     /// The log of a workflow from a revision, with the meta it belongs to, read atomically; with
@@ -921,7 +925,7 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
         if (after >= 0 && (before < 0 || after < before))
         {
             // Fire and forget: a lost hint only delays a timer until the next rescan.
-            _ = SetHintAsync(workflowId, after, exact: false);
+            _ = LowerHintAsync(workflowId, after);
         }
     }
 
@@ -1463,13 +1467,38 @@ public sealed class RedisStore : IBoardStore, IWorkflowRouting
         // Only lowered (or added): a hint set exactly could overwrite a lower one that a commit wrote since
         // the read. A hint too early is corrected when it comes due, and one of a workflow without timers
         // then goes.
-        await Task.WhenAll(earliest.Where(e => e.Earliest is not null).Select(e => SetHintAsync(e.Id, e.Earliest!.Value, exact: false)));
+        await Task.WhenAll(earliest.Where(e => e.Earliest is not null).Select(e => LowerHintAsync(e.Id, e.Earliest!.Value)));
         _rescanAfter = ids.Length < batch ? null : (string)ids[^1]!;
     }
 
-    private Task SetHintAsync(string workflowId, double earliest, bool exact) =>
-        Call(() => _db.ScriptEvaluateAsync(Scripts.Hint, [_keys.TimerHints],
-            [earliest, workflowId, earliest < 0 ? "del" : exact ? "set" : "lt"]));
+    /// <summary>Lowers the workflow's hint to <paramref name="earliest"/> (ms), or adds it: what commits and the rescan do.</summary>
+    private Task LowerHintAsync(string workflowId, double earliest) => HintAsync(workflowId, earliest, "lt");
+
+    /// <summary>
+    /// Sets the workflow's hint to <paramref name="earliest"/> (ms; negative: removes it), raising it if need be, then
+    /// lowers it to the meta's nt as it is now. Between the read that gave <paramref name="earliest"/> and the set, a
+    /// commit may have added a timer and lowered the hint for it (or, the hint being early, left it alone): the set would
+    /// undo that, and the timer would wait for a rescan pass. Every commit writes nt in its script, before it touches
+    /// the hint, so a commit before the set is seen by the read after it, and one after the set lowers the hint itself.
+    /// A meta without nt (written before nt was) has had no commit since, so there is nothing to lower to.
+    /// </summary>
+    private async Task ReplaceHintAsync(string workflowId, double earliest)
+    {
+        if (BeforeHintReplacedForTests is { } before)
+        {
+            await before(workflowId);
+        }
+
+        await HintAsync(workflowId, earliest, earliest < 0 ? "del" : "set");
+        var nt = await Call(() => _db.HashGetAsync(_keys.Meta(workflowId), "nt"));
+        if (nt.HasValue && (long)nt is >= 0 and var committed && (earliest < 0 || committed < earliest))
+        {
+            await LowerHintAsync(workflowId, committed);
+        }
+    }
+
+    private Task HintAsync(string workflowId, double earliest, string mode) =>
+        Call(() => _db.ScriptEvaluateAsync(Scripts.Hint, [_keys.TimerHints], [earliest, workflowId, mode]));
 
     // ---- Helpers ------------------------------------------------------------------------------------
 

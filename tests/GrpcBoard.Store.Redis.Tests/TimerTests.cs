@@ -96,6 +96,59 @@ public sealed class TimerTests(RedisFixture redis) : IClassFixture<RedisFixture>
     }
 
     /// <summary>
+    /// A poll finds the workflow's hint early (the lease it was for was completed) and replaces it: with the next timer
+    /// (<paramref name="withAnotherLease"/>: a lease due in an hour) or with nothing. Between its read and its write a
+    /// claim commits a lease due in 5 s; that commit leaves the early hint as it is (it only ever lowers one). The
+    /// replacement must not hide the new lease: the hint ends at it, and the lease is found due once it is.
+    /// </summary>
+    [RedisTheory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public async Task AHintReplacedWhileAClaimCommits_StillLeadsToTheClaimsLease(bool withAnotherLease)
+    {
+        // No background rescan: it would repair a lost hint, and only the poll's own replacement is tested here.
+        var (store, board) = await RedisBoards.OpenAsync(new RedisStoreOptions
+        {
+            Configuration = redis.Endpoint,
+            KeyPrefix = _prefix,
+            EpochCheckInterval = TimeSpan.FromHours(1),
+            TimerRescanInterval = TimeSpan.FromHours(1),
+        }, _time);
+        await using var _ = store;
+        using var raw = await ConnectionMultiplexer.ConnectAsync(redis.Endpoint);
+        var hints = new RedisKeys(_prefix).TimerHints;
+        await board.CreateWorkflowAsync("w", "", null, default).Within();
+        await board.PostTasksAsync("w", [new TaskSpec { Id = "a" }, new TaskSpec { Id = "b" }, new TaskSpec { Id = "c" }], default).Within();
+        if (withAnotherLease)
+        {
+            await board.ClaimAsync(new ClaimCommand { WorkflowId = "w", TaskId = "a", WorkerId = "x", Lease = TimeSpan.FromHours(1) }, default).Within();
+        }
+
+        var b = (await board.ClaimAsync(new ClaimCommand { WorkflowId = "w", TaskId = "b", WorkerId = "x", Lease = TimeSpan.FromSeconds(1) }, default).Within()).Task!;
+        await TestTimeouts.Eventually(async () => await raw.GetDatabase().SortedSetScoreAsync(hints, "w") == Ms(b.LeaseExpireTime), "b's hint");
+        await board.CompleteTaskAsync("w", "b", b.FencingToken, new byte[] { 1 }, "", default).Within();
+        _time.Advance(TimeSpan.FromSeconds(2));
+
+        TaskRecord? c = null;
+        store.BeforeHintReplacedForTests = async _ =>
+        {
+            if (c is null)
+            {
+                // The commit's own hint write is sent before the claim returns, on the connection the replacement then
+                // uses, so Redis has it first.
+                c = (await board.ClaimAsync(new ClaimCommand { WorkflowId = "w", TaskId = "c", WorkerId = "y", Lease = TimeSpan.FromSeconds(5) }, default)).Task!;
+            }
+        };
+        Assert.Empty(await store.GetDueTimersAsync(_time.GetUtcNow(), 10, default).Within());
+        Assert.NotNull(c);
+        Assert.Equal(Ms(c.LeaseExpireTime), await raw.GetDatabase().SortedSetScoreAsync(hints, "w"));
+
+        _time.Advance(TimeSpan.FromSeconds(6));
+        var timer = Assert.Single(await store.GetDueTimersAsync(_time.GetUtcNow(), 10, default).Within());
+        Assert.Equal((TimerKind.LeaseExpiry, "c", Ms(c.LeaseExpireTime)), (timer.Kind, timer.Id, Ms(timer.Due)));
+    }
+
+    /// <summary>
     /// Data written before the meta had nt (or a meta that lost it) has no earliest timer to go by: the rescan takes it
     /// as due now, and the due timers are read from the replica, so the lease still expires.
     /// </summary>
